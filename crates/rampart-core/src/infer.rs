@@ -1,0 +1,250 @@
+//! Inference requests and responses as the core sees them, and their validation against a model config.
+//! Every front end builds an [`InferRequest`] and receives an [`InferResponse`]; all checks live here.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bytes::Bytes;
+use rampart_model_config::ModelConfig;
+use rampart_types::tensor::{element_count, fixed_byte_size, split_bytes_elements};
+use rampart_types::{DataType, Error, Result, Tensor};
+
+/// A request or tensor parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Double(f64),
+    String(String),
+}
+
+pub type Parameters = BTreeMap<String, ParamValue>;
+
+#[derive(Debug, Clone)]
+pub struct InputTensor {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+    /// Wire layout bytes (BYTES elements length-prefixed).
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestedOutput {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest {
+    pub model_name: String,
+    /// `None`: the latest READY version.
+    pub model_version: Option<i64>,
+    pub id: String,
+    pub parameters: Parameters,
+    pub inputs: Vec<InputTensor>,
+    /// Empty: every output of the model, in config order.
+    pub outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: i64,
+    pub id: String,
+    pub parameters: Parameters,
+    pub outputs: Vec<Tensor>,
+}
+
+/// A validated request, ready for an engine: full shapes (reshape applied), outputs resolved.
+pub(crate) struct Prepared {
+    pub inputs: Vec<Tensor>,
+    pub outputs: Vec<String>,
+    pub batch_size: u64,
+}
+
+fn shape_str(s: &[i64]) -> String {
+    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+}
+
+/// Request-level parameters the core understands; everything else is passed on as a custom parameter.
+fn check_parameters(params: &Parameters) -> Result<()> {
+    for (k, v) in params {
+        if k.starts_with("triton_") {
+            return Err(Error::invalid_arg(format!(
+                "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified, got '{k}'"
+            )));
+        }
+        let ok = match k.as_str() {
+            "priority" | "timeout" => matches!(v, ParamValue::Uint(_)) || matches!(v, ParamValue::Int(i) if *i >= 0),
+            "sequence_id" => matches!(v, ParamValue::Uint(_) | ParamValue::String(_)) || matches!(v, ParamValue::Int(i) if *i >= 0),
+            "sequence_start" | "sequence_end" | "binary_data_output" => matches!(v, ParamValue::Bool(_)),
+            _ => true,
+        };
+        if !ok {
+            let want = match k.as_str() {
+                "priority" | "timeout" => "an unsigned integer",
+                "sequence_id" => "an unsigned integer or a string",
+                _ => "a boolean",
+            };
+            return Err(Error::invalid_arg(format!("Unable to parse '{k}': expected {want}")));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn prepare(config: &ModelConfig, req: &InferRequest) -> Result<Prepared> {
+    let model = &config.name;
+    check_parameters(&req.parameters)?;
+    let batching = config.max_batch_size > 0;
+    let mut seen = HashSet::new();
+    let mut batch_size: Option<i64> = None;
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        if !seen.insert(input.name.as_str()) {
+            return Err(Error::invalid_arg(format!("input '{}' already exists in request", input.name)));
+        }
+        let cfg = config.input.iter().find(|i| i.name == input.name).ok_or_else(|| {
+            Error::invalid_arg(format!("unexpected inference input '{}' for model '{model}'", input.name))
+        })?;
+        let want = DataType::from_config_enum(cfg.data_type).expect("validated at load");
+        if input.datatype != want {
+            return Err(Error::invalid_arg(format!(
+                "inference input '{}' data-type is '{}', but model '{model}' expects '{}'",
+                input.name, input.datatype, want
+            )));
+        }
+        let count = element_count(&input.shape)
+            .map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))?;
+        let dims: &[i64] = if batching {
+            let Some((&b, rest)) = input.shape.split_first() else {
+                return Err(Error::invalid_arg(format!(
+                    "unexpected shape for input '{}' for model '{model}'. Expected [-1,{}], got []. NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be prepended to each input shape.",
+                    input.name,
+                    cfg.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+                )));
+            };
+            match batch_size {
+                None => batch_size = Some(b),
+                Some(prev) if prev != b => {
+                    return Err(Error::invalid_arg(format!(
+                        "inputs of model '{model}' disagree on the batch size: '{}' has {b}, an earlier input has {prev}",
+                        input.name
+                    )));
+                }
+                _ => {}
+            }
+            rest
+        } else {
+            &input.shape
+        };
+        let matches = dims.len() == cfg.dims.len() && dims.iter().zip(&cfg.dims).all(|(&d, &c)| c == -1 || c == d);
+        if !matches {
+            let mut expected = cfg.dims.clone();
+            if batching {
+                expected.insert(0, -1);
+            }
+            return Err(Error::invalid_arg(format!(
+                "unexpected shape for input '{}' for model '{model}'. Expected {}, got {}",
+                input.name,
+                shape_str(&expected),
+                shape_str(&input.shape)
+            )));
+        }
+        match fixed_byte_size(input.datatype, count)? {
+            Some(expected) => {
+                if input.data.len() as u64 != expected {
+                    return Err(Error::invalid_arg(format!(
+                        "input byte size mismatch for input '{}' for model '{model}'. Expected {expected}, got {}",
+                        input.name,
+                        input.data.len()
+                    )));
+                }
+            }
+            None => {
+                split_bytes_elements(&input.data, count, &format!("input '{}' for model '{model}'", input.name))?;
+            }
+        }
+        let shape = match &cfg.reshape {
+            Some(r) => {
+                let mut s = resolve_reshape(&r.shape, if batching { count / (batch_size.unwrap_or(1).max(1) as u64) } else { count });
+                if batching {
+                    s.insert(0, batch_size.unwrap_or(1));
+                }
+                s
+            }
+            None => input.shape.clone(),
+        };
+        inputs.push(Tensor::new(input.name.clone(), input.datatype, shape, input.data.clone()));
+    }
+    let missing: Vec<&str> = config
+        .input
+        .iter()
+        .filter(|i| !i.optional && !seen.contains(i.name.as_str()))
+        .map(|i| i.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let got: Vec<String> = req.inputs.iter().map(|i| format!("'{}'", i.name)).collect();
+        let miss: Vec<String> = missing.iter().map(|n| format!("'{n}'")).collect();
+        return Err(Error::invalid_arg(format!(
+            "expected {} inputs but got {} inputs for model '{model}'. Got input(s) [{}], but missing required input(s) [{}]. Please provide all required input(s).",
+            config.input.iter().filter(|i| !i.optional).count(),
+            req.inputs.len(),
+            got.join(","),
+            miss.join(",")
+        )));
+    }
+    let batch = if batching { batch_size.unwrap_or(1) } else { 1 };
+    if batching {
+        if batch < 1 || batch > config.max_batch_size as i64 {
+            return Err(Error::invalid_arg(format!(
+                "inference request batch-size must be <= {} for '{model}'",
+                config.max_batch_size
+            )));
+        }
+    }
+    let mut outputs = Vec::new();
+    if req.outputs.is_empty() {
+        outputs.extend(config.output.iter().map(|o| o.name.clone()));
+    } else {
+        for o in &req.outputs {
+            if !config.output.iter().any(|c| c.name == o.name) {
+                return Err(Error::invalid_arg(format!(
+                    "unexpected inference output '{}' for model '{model}'",
+                    o.name
+                )));
+            }
+            if outputs.contains(&o.name) {
+                return Err(Error::invalid_arg(format!("output '{}' already exists in request", o.name)));
+            }
+            outputs.push(o.name.clone());
+        }
+    }
+    Ok(Prepared { inputs, outputs, batch_size: batch as u64 })
+}
+
+/// A reshape target with its one `-1` (if any) resolved from the element count.
+fn resolve_reshape(shape: &[i64], count: u64) -> Vec<i64> {
+    let known: i64 = shape.iter().filter(|&&d| d > 0).product();
+    shape
+        .iter()
+        .map(|&d| if d == -1 && known > 0 { (count as i64) / known } else { d })
+        .collect()
+}
+
+/// Output tensors from the engine, shaped as the config declares when the output has a `reshape`.
+pub(crate) fn finish_outputs(config: &ModelConfig, mut outputs: Vec<Tensor>, batch: u64) -> Vec<Tensor> {
+    for t in &mut outputs {
+        if let Some(cfg) = config.output.iter().find(|o| o.name == t.name) {
+            if cfg.reshape.is_some() {
+                let count = t.element_count();
+                let per = if config.max_batch_size > 0 { count / batch.max(1) } else { count };
+                let mut s = resolve_reshape(&cfg.dims, per);
+                if config.max_batch_size > 0 {
+                    s.insert(0, batch as i64);
+                }
+                t.shape = s;
+            }
+        }
+    }
+    outputs
+}

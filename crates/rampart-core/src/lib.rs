@@ -1,0 +1,24 @@
+//! Rampart core: the model repository, model life cycle, request validation, scheduling and statistics,
+//! behind one API (`Server`) that every front end calls. Front ends translate wire formats to the types in
+//! [`infer`] and render [`rampart_types::Error`] through the one error-code table; no model logic lives in
+//! them.
+#![forbid(unsafe_code)]
+
+mod config;
+mod engines;
+pub mod infer;
+mod model;
+mod repository;
+mod scheduler;
+mod server;
+pub mod stats;
+
+pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
+pub use engines::EngineChoice;
+pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+pub use model::{ModelState, ModelVersion};
+pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
+pub use server::{
+    IndexEntry, ModelMetadata, ServerMetadata, Server, ServerOptions, StartupError, TensorMetadata,
+    parse_version, EXTENSIONS,
+};

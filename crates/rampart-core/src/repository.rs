@@ -1,0 +1,74 @@
+//! Local model repositories (spec §5.1): one directory per model, numeric version folders inside.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rampart_model_config::pb::model_version_policy::PolicyChoice;
+use rampart_model_config::ModelConfig;
+use rampart_types::{Error, Result};
+
+/// Every model directory found, by name. A name found in two repositories maps to all its directories.
+pub(crate) fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+    let mut models: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for repo in repositories {
+        let rd = std::fs::read_dir(repo).map_err(|e| {
+            Error::internal(format!("failed to open model repository '{}': {e}", repo.display()))
+        })?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::internal(format!("failed to read '{}': {e}", repo.display())))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if name.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            models.entry(name).or_default().push(entry.path());
+        }
+    }
+    Ok(models)
+}
+
+/// Version folders: decimal names without a leading zero.
+pub(crate) fn versions(model_dir: &Path) -> Vec<i64> {
+    let mut out: Vec<i64> = std::fs::read_dir(model_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('0') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|n| n.parse::<i64>().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Applies the config's version policy to the available versions.
+pub(crate) fn select_versions(config: &ModelConfig, available: &[i64]) -> Result<Vec<i64>> {
+    let name = &config.name;
+    if available.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "model '{name}': no version directories found (expected numeric folders such as '1/')"
+        )));
+    }
+    match config.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
+        Some(PolicyChoice::All(_)) => Ok(available.to_vec()),
+        Some(PolicyChoice::Specific(s)) => {
+            let mut out = Vec::new();
+            for v in &s.versions {
+                if !available.contains(v) {
+                    return Err(Error::invalid_arg(format!(
+                        "model '{name}': version_policy.specific lists version {v}, but there is no folder '{v}/'"
+                    )));
+                }
+                out.push(*v);
+            }
+            out.sort_unstable();
+            out.dedup();
+            Ok(out)
+        }
+        Some(PolicyChoice::Latest(l)) => {
+            let n = (l.num_versions as usize).max(1);
+            Ok(available[available.len().saturating_sub(n)..].to_vec())
+        }
+        None => Ok(available[available.len() - 1..].to_vec()),
+    }
+}

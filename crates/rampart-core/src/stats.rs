@@ -1,0 +1,145 @@
+//! Per model-version statistics (spec §1.8): counters updated lock-free on the request path, read as a
+//! snapshot by the statistics API.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+#[derive(Default, Debug)]
+pub struct DurationStat {
+    count: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl DurationStat {
+    pub fn record(&self, d: Duration) {
+        self.count.fetch_add(1, Relaxed);
+        self.ns.fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+    pub fn snapshot(&self) -> DurationSnapshot {
+        DurationSnapshot { count: self.count.load(Relaxed), ns: self.ns.load(Relaxed) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurationSnapshot {
+    pub count: u64,
+    pub ns: u64,
+}
+
+#[derive(Default, Debug)]
+pub struct ModelStats {
+    pub success: DurationStat,
+    pub fail: DurationStat,
+    pub queue: DurationStat,
+    pub compute_input: DurationStat,
+    pub compute_infer: DurationStat,
+    pub compute_output: DurationStat,
+    inference_count: AtomicU64,
+    execution_count: AtomicU64,
+    last_inference_ms: AtomicU64,
+    batch: Mutex<BTreeMap<u64, [DurationSnapshot; 3]>>,
+}
+
+/// One executed batch's timings.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutionTimes {
+    pub batch_size: u64,
+    pub queue: Duration,
+    pub compute_input: Duration,
+    pub compute_infer: Duration,
+    pub compute_output: Duration,
+}
+
+impl ModelStats {
+    pub fn record_execution(&self, t: &ExecutionTimes) {
+        self.queue.record(t.queue);
+        self.compute_input.record(t.compute_input);
+        self.compute_infer.record(t.compute_infer);
+        self.compute_output.record(t.compute_output);
+        self.inference_count.fetch_add(t.batch_size, Relaxed);
+        self.execution_count.fetch_add(1, Relaxed);
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let e = b.entry(t.batch_size).or_default();
+        for (slot, d) in e.iter_mut().zip([t.compute_input, t.compute_infer, t.compute_output]) {
+            slot.count += 1;
+            slot.ns = slot.ns.saturating_add(d.as_nanos() as u64);
+        }
+    }
+
+    pub fn record_request(&self, ok: bool, total: Duration) {
+        if ok { &self.success } else { &self.fail }.record(total);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_inference_ms.store(now, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            last_inference_ms: self.last_inference_ms.load(Relaxed),
+            inference_count: self.inference_count.load(Relaxed),
+            execution_count: self.execution_count.load(Relaxed),
+            success: self.success.snapshot(),
+            fail: self.fail.snapshot(),
+            queue: self.queue.snapshot(),
+            compute_input: self.compute_input.snapshot(),
+            compute_infer: self.compute_infer.snapshot(),
+            compute_output: self.compute_output.snapshot(),
+            batch: self.batch.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    pub last_inference_ms: u64,
+    pub inference_count: u64,
+    pub execution_count: u64,
+    pub success: DurationSnapshot,
+    pub fail: DurationSnapshot,
+    pub queue: DurationSnapshot,
+    pub compute_input: DurationSnapshot,
+    pub compute_infer: DurationSnapshot,
+    pub compute_output: DurationSnapshot,
+    /// batch size → [compute_input, compute_infer, compute_output]
+    pub batch: BTreeMap<u64, [DurationSnapshot; 3]>,
+}
+
+/// Statistics of one model version, as the statistics API reports them.
+#[derive(Debug, Clone)]
+pub struct VersionStats {
+    pub name: String,
+    pub version: String,
+    pub stats: StatsSnapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up() {
+        let s = ModelStats::default();
+        let t = ExecutionTimes {
+            batch_size: 3,
+            queue: Duration::from_micros(5),
+            compute_input: Duration::from_micros(1),
+            compute_infer: Duration::from_micros(2),
+            compute_output: Duration::from_micros(3),
+        };
+        s.record_execution(&t);
+        s.record_execution(&t);
+        s.record_request(true, Duration::from_micros(10));
+        s.record_request(false, Duration::from_micros(10));
+        let snap = s.snapshot();
+        assert_eq!(snap.inference_count, 6);
+        assert_eq!(snap.execution_count, 2);
+        assert_eq!(snap.success, DurationSnapshot { count: 1, ns: 10_000 });
+        assert_eq!(snap.fail.count, 1);
+        assert_eq!(snap.batch[&3][1], DurationSnapshot { count: 2, ns: 4_000 });
+        assert!(snap.last_inference_ms > 0);
+    }
+}

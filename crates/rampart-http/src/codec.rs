@@ -1,0 +1,451 @@
+//! JSON and binary-tensor (spec §1.2–§1.3) decoding and encoding of inference requests and responses.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use rampart_core::stats::{DurationSnapshot, VersionStats};
+use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+use rampart_types::tensor::{element_count, encode_bytes_elements, fixed_byte_size, split_bytes_elements};
+use rampart_types::wire::{self, WireElement};
+use rampart_types::{DataType, Error, Result, with_element_type};
+use rampart_types::half;
+use serde_json::{Map, Value, json};
+
+pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
+/// Tensor `data` nesting limit (Triton's).
+const MAX_DATA_DEPTH: usize = 100;
+
+/// Which outputs go back in binary form.
+pub(crate) enum BinaryOutputs {
+    All,
+    /// Default for outputs not listed, then per-output overrides.
+    Some { default: bool, per_output: HashMap<String, bool> },
+}
+
+impl BinaryOutputs {
+    fn is_binary(&self, name: &str) -> bool {
+        match self {
+            BinaryOutputs::All => true,
+            BinaryOutputs::Some { default, per_output } => *per_output.get(name).unwrap_or(default),
+        }
+    }
+}
+
+pub(crate) struct Decoded {
+    pub request: InferRequest,
+    pub binary_outputs: BinaryOutputs,
+}
+
+/// `Inference-Header-Content-Length`: `None` when absent (the whole body is JSON).
+pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
+    let Some(v) = headers.get(HEADER_LENGTH) else { return Ok(None) };
+    let s = v.to_str().unwrap_or("");
+    let n: i64 = s.trim().parse::<i32>().map(i64::from).map_err(|_| {
+        Error::invalid_arg(format!("Unable to parse Inference-Header-Content-Length, got: {s}"))
+    })?;
+    if n < 0 || n as u64 > body_len as u64 {
+        return Err(Error::invalid_arg(format!("inference header size should be in range (0, {body_len}), got: {n}")));
+    }
+    Ok(Some(n as usize))
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::invalid_arg(msg)
+}
+
+fn parse_param(key: &str, v: &Value) -> Result<ParamValue> {
+    Ok(match v {
+        Value::Bool(b) => ParamValue::Bool(*b),
+        Value::String(s) => ParamValue::String(s.clone()),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                ParamValue::Uint(u)
+            } else if let Some(i) = n.as_i64() {
+                ParamValue::Int(i)
+            } else {
+                ParamValue::Double(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        _ => return Err(bad(format!("parameter '{key}' has invalid type. It should be either 'int', 'bool', 'double' or 'string'."))),
+    })
+}
+
+fn parse_params(v: Option<&Value>, what: &str) -> Result<Parameters> {
+    match v {
+        None => Ok(Parameters::new()),
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| Ok((k.clone(), parse_param(k, v)?))).collect(),
+        Some(_) => Err(bad(format!("Unable to parse 'parameters' of {what}: expected a JSON object"))),
+    }
+}
+
+fn str_field<'a>(o: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a str> {
+    match o.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(bad(format!("Unable to parse '{key}' of {what}: expected a string"))),
+        None => Err(bad(format!("{what} is missing required field '{key}'"))),
+    }
+}
+
+/// Parses the JSON header and attaches binary tensor data that follows it.
+pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, header_len: usize) -> Result<Decoded> {
+    let header_len = header_len.min(body.len());
+    let header = &body[..header_len];
+    let v: Value = serde_json::from_slice(header)
+        .map_err(|e| bad(format!("failed to parse the request JSON buffer: {e}")))?;
+    let Value::Object(root) = v else {
+        return Err(bad("failed to parse the request JSON buffer: the request must be a JSON object"));
+    };
+    let id = match root.get("id") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("Unable to parse 'id': expected a string")),
+    };
+    let parameters = parse_params(root.get("parameters"), "the request")?;
+    let default_binary = match parameters.get("binary_data_output") {
+        None => false,
+        Some(ParamValue::Bool(b)) => *b,
+        Some(_) => return Err(bad("Unable to parse 'binary_data_output': expected a boolean")),
+    };
+    let Some(Value::Array(inputs_json)) = root.get("inputs") else {
+        return Err(bad("Unable to parse 'inputs': the request must contain an 'inputs' array"));
+    };
+    let mut rest = body.slice(header_len..);
+    let mut inputs = Vec::with_capacity(inputs_json.len());
+    for (i, input) in inputs_json.iter().enumerate() {
+        let Value::Object(o) = input else {
+            return Err(bad(format!("Unable to parse 'inputs': element {i} is not a JSON object")));
+        };
+        let name = str_field(o, "name", &format!("input {i}"))?.to_string();
+        let what = format!("input '{name}'");
+        let dt_s = str_field(o, "datatype", &what)?;
+        let datatype = DataType::from_protocol(dt_s).ok_or_else(|| bad(format!("invalid datatype '{dt_s}' for input '{name}'")))?;
+        let shape = parse_shape(o.get("shape"), &what)?;
+        let params = parse_params(o.get("parameters"), &what)?;
+        let binary_size = match params.get("binary_data_size") {
+            None => None,
+            Some(ParamValue::Uint(n)) => Some(*n),
+            Some(_) => return Err(bad(format!("Unable to parse 'binary_data_size' of {what}: expected an unsigned integer"))),
+        };
+        let shm = params.contains_key("shared_memory_region");
+        let data = o.get("data");
+        let sources = usize::from(data.is_some()) + usize::from(binary_size.is_some()) + usize::from(shm);
+        if sources != 1 {
+            return Err(bad(format!(
+                "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But input '{name}' set {}",
+                if sources == 0 { "none of them".to_string() } else { format!("{sources} of them") }
+            )));
+        }
+        if shm {
+            return Err(Error::unsupported(
+                "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
+            ));
+        }
+        let bytes = if let Some(n) = binary_size {
+            if (rest.len() as u64) < n {
+                return Err(bad(format!(
+                    "unexpected size for input '{name}', expecting {n} additional bytes for model '{model}'"
+                )));
+            }
+            rest.split_to(n as usize)
+        } else {
+            json_to_bytes(data.expect("checked above"), datatype, &shape, &name)?
+        };
+        inputs.push(InputTensor { name, datatype, shape, data: bytes });
+    }
+    if !rest.is_empty() {
+        return Err(bad(format!("unexpected additional input data for model '{model}'")));
+    }
+    let mut outputs = Vec::new();
+    let mut per_output = HashMap::new();
+    match root.get("outputs") {
+        None => {}
+        Some(Value::Array(list)) => {
+            for (i, out) in list.iter().enumerate() {
+                let Value::Object(o) = out else {
+                    return Err(bad(format!("Unable to parse 'outputs': element {i} is not a JSON object")));
+                };
+                let name = str_field(o, "name", &format!("output {i}"))?.to_string();
+                let what = format!("output '{name}'");
+                let params = parse_params(o.get("parameters"), &what)?;
+                match params.get("binary_data") {
+                    None => {}
+                    Some(ParamValue::Bool(b)) => {
+                        per_output.insert(name.clone(), *b);
+                    }
+                    Some(_) => return Err(bad(format!("Unable to parse 'binary_data' of {what}: expected a boolean"))),
+                }
+                if params.contains_key("shared_memory_region") {
+                    return Err(Error::unsupported(
+                        "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
+                    ));
+                }
+                if params.contains_key("classification") {
+                    return Err(Error::unsupported("the classification extension is not supported yet by Rampart"));
+                }
+                outputs.push(RequestedOutput { name });
+            }
+        }
+        Some(_) => return Err(bad("Unable to parse 'outputs': expected an array")),
+    }
+    Ok(Decoded {
+        request: InferRequest { model_name: model.to_string(), model_version: version, id, parameters, inputs, outputs },
+        binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
+    })
+}
+
+fn parse_shape(v: Option<&Value>, what: &str) -> Result<Vec<i64>> {
+    let Some(Value::Array(dims)) = v else {
+        return Err(bad(format!("Unable to parse 'shape' of {what}: expected an array of non-negative integers")));
+    };
+    dims.iter()
+        .map(|d| {
+            d.as_u64().filter(|&u| u <= i64::MAX as u64).map(|u| u as i64).ok_or_else(|| {
+                bad(format!("Unable to parse 'shape' of {what}: dimension {d} is not a non-negative integer"))
+            })
+        })
+        .collect()
+}
+
+fn flatten<'a>(v: &'a Value, depth: usize, out: &mut Vec<&'a Value>, name: &str) -> Result<()> {
+    if depth > MAX_DATA_DEPTH {
+        return Err(bad(format!(
+            "Unable to parse 'data' of input '{name}': JSON nesting depth exceeds maximum allowed limit ({MAX_DATA_DEPTH})"
+        )));
+    }
+    match v {
+        Value::Array(a) => a.iter().try_for_each(|x| flatten(x, depth + 1, out, name)),
+        x => {
+            out.push(x);
+            Ok(())
+        }
+    }
+}
+
+/// A JSON number as element type `T`, refusing values that do not fit (Triton truncates silently).
+trait FromJson: WireElement {
+    fn from_json(v: &Value) -> Option<Self>;
+}
+
+macro_rules! int_from_json {
+    ($($t:ty),*) => {$(
+        impl FromJson for $t {
+            fn from_json(v: &Value) -> Option<Self> {
+                if let Some(u) = v.as_u64() { return <$t>::try_from(u).ok(); }
+                if let Some(i) = v.as_i64() { return <$t>::try_from(i).ok(); }
+                None
+            }
+        }
+    )*};
+}
+int_from_json!(u8, u16, u32, u64, i8, i16, i32, i64);
+
+impl FromJson for f32 {
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_f64().map(|f| f as f32)
+    }
+}
+impl FromJson for f64 {
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_f64()
+    }
+}
+impl FromJson for bool {
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_bool()
+    }
+}
+impl FromJson for half::f16 {
+    fn from_json(_: &Value) -> Option<Self> {
+        None
+    }
+}
+impl FromJson for half::bf16 {
+    fn from_json(_: &Value) -> Option<Self> {
+        None
+    }
+}
+
+fn encode_json<T: FromJson>(values: &[&Value], name: &str, dt: DataType) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(values.len() * T::SIZE);
+    for (i, v) in values.iter().enumerate() {
+        let x = T::from_json(v).ok_or_else(|| {
+            bad(format!("Unable to parse 'data' of input '{name}': element {i} ({v}) is not a valid {dt} value"))
+        })?;
+        x.write(&mut out);
+    }
+    Ok(out)
+}
+
+fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str) -> Result<Bytes> {
+    if matches!(dt, DataType::Fp16 | DataType::Bf16) {
+        return Err(bad(format!(
+            "receiving {dt} data via JSON is not supported. Please use the binary data format for input '{name}'"
+        )));
+    }
+    let expected = element_count(shape).map_err(|e| e.context(format!("input '{name}'")))?;
+    fixed_byte_size(dt, expected).map_err(|e| e.context(format!("input '{name}'")))?;
+    let mut flat = Vec::new();
+    flatten(data, 0, &mut flat, name)?;
+    if flat.len() as u64 != expected {
+        return Err(bad(format!(
+            "Unable to parse 'data' of input '{name}': shape does not match true shape of 'data' field (shape {shape:?} has {expected} elements, 'data' has {})",
+            flat.len()
+        )));
+    }
+    let bytes = with_element_type!(dt, T => encode_json::<T>(&flat, name, dt)?, bytes => {
+        let mut els = Vec::with_capacity(flat.len());
+        for (i, v) in flat.iter().enumerate() {
+            let s = v.as_str().ok_or_else(|| bad(format!("Unable to parse 'data' of input '{name}': element {i} is not a string, as BYTES requires")))?;
+            els.push(s.as_bytes());
+        }
+        encode_bytes_elements(&els)
+    });
+    Ok(Bytes::from(bytes))
+}
+
+fn to_json_values<T: WireElement + Into<f64>>(data: &[u8]) -> Result<Vec<Value>> {
+    Ok(wire::decode::<T>(data)?.into_iter().map(|x| json!(x.into())).collect())
+}
+
+fn output_json_data(t: &rampart_types::Tensor) -> Result<Value> {
+    let d = &t.data;
+    let vals: Vec<Value> = match t.datatype {
+        DataType::Bool => wire::decode::<bool>(d)?.into_iter().map(Value::Bool).collect(),
+        DataType::Uint8 => wire::decode::<u8>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Uint16 => wire::decode::<u16>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Uint32 => wire::decode::<u32>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Uint64 => wire::decode::<u64>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Int8 => wire::decode::<i8>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Int16 => wire::decode::<i16>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Int32 => wire::decode::<i32>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Int64 => wire::decode::<i64>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Fp16 => to_json_values::<half::f16>(d)?,
+        DataType::Bf16 => to_json_values::<half::bf16>(d)?,
+        DataType::Fp32 => to_json_values::<f32>(d)?,
+        DataType::Fp64 => wire::decode::<f64>(d)?.into_iter().map(|x| json!(x)).collect(),
+        DataType::Bytes => split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))?
+            .into_iter()
+            .map(|e| Value::String(String::from_utf8_lossy(e).into_owned()))
+            .collect(),
+    };
+    Ok(Value::Array(vals))
+}
+
+pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Result<Response> {
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    let mut tail: Vec<&[u8]> = Vec::new();
+    for t in &r.outputs {
+        let mut o = json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape });
+        if binary.is_binary(&t.name) {
+            o["parameters"] = json!({ "binary_data_size": t.data.len() });
+            tail.push(&t.data);
+        } else {
+            o["data"] = output_json_data(t)?;
+        }
+        outputs.push(o);
+    }
+    let mut root = json!({ "model_name": r.model_name, "model_version": r.model_version.to_string(), "outputs": outputs });
+    if !r.id.is_empty() {
+        root["id"] = json!(r.id);
+    }
+    let header = serde_json::to_vec(&root).map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
+    if tail.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], header).into_response());
+    }
+    let total = header.len() + tail.iter().map(|t| t.len()).sum::<usize>();
+    let mut body = Vec::with_capacity(total);
+    body.extend_from_slice(&header);
+    for t in tail {
+        body.extend_from_slice(t);
+    }
+    let mut resp = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(header.len()));
+    Ok(resp)
+}
+
+fn dur(d: &DurationSnapshot) -> Value {
+    json!({ "count": d.count, "ns": d.ns })
+}
+
+pub(crate) fn stats_json(stats: &[VersionStats]) -> Value {
+    let models: Vec<Value> = stats
+        .iter()
+        .map(|v| {
+            let s = &v.stats;
+            let batch: Vec<Value> = s
+                .batch
+                .iter()
+                .map(|(size, d)| json!({
+                    "batch_size": size, "compute_input": dur(&d[0]), "compute_infer": dur(&d[1]), "compute_output": dur(&d[2]),
+                }))
+                .collect();
+            json!({
+                "name": v.name, "version": v.version,
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.inference_count,
+                "execution_count": s.execution_count,
+                "inference_stats": {
+                    "success": dur(&s.success), "fail": dur(&s.fail), "queue": dur(&s.queue),
+                    "compute_input": dur(&s.compute_input), "compute_infer": dur(&s.compute_infer),
+                    "compute_output": dur(&s.compute_output),
+                    "cache_hit": dur(&DurationSnapshot::default()), "cache_miss": dur(&DurationSnapshot::default()),
+                },
+                "response_stats": {},
+                "batch_stats": batch,
+                "memory_usage": [],
+            })
+        })
+        .collect();
+    json!({ "model_stats": models })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_LENGTH, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn header_length_errors() {
+        assert_eq!(header_length(&HeaderMap::new(), 10).unwrap(), None);
+        assert_eq!(header_length(&hm("5"), 10).unwrap(), Some(5));
+        assert!(header_length(&hm("abc"), 10).unwrap_err().message().contains("Unable to parse"));
+        assert!(header_length(&hm("-1"), 10).unwrap_err().message().contains("range (0, 10)"));
+        assert!(header_length(&hm("11"), 10).unwrap_err().message().contains("got: 11"));
+        assert!(header_length(&hm("99999999999"), 10).unwrap_err().message().contains("Unable to parse"));
+    }
+
+    #[test]
+    fn json_data_range_checked() {
+        let v = json!([1, 2, 300]);
+        assert!(json_to_bytes(&v, DataType::Uint8, &[3], "x").is_err());
+        let ok = json_to_bytes(&json!([[1, 2], [3, 4]]), DataType::Int16, &[2, 2], "x").unwrap();
+        assert_eq!(ok.len(), 8);
+        assert!(json_to_bytes(&json!([1.5]), DataType::Int32, &[1], "x").is_err());
+        assert!(json_to_bytes(&json!([1, 2]), DataType::Int32, &[3], "x").unwrap_err().message().contains("shape does not match"));
+        assert!(json_to_bytes(&json!([1]), DataType::Fp16, &[1], "x").is_err());
+        let mut deep = json!(1);
+        for _ in 0..101 {
+            deep = json!([deep]);
+        }
+        assert!(json_to_bytes(&deep, DataType::Int32, &[1], "x").unwrap_err().message().contains("nesting depth"));
+    }
+
+    #[test]
+    fn binary_sizes_checked() {
+        let header = br#"{"inputs":[{"name":"A","datatype":"INT32","shape":[1],"parameters":{"binary_data_size":4}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&[1, 0, 0]);
+        let e = decode_request("m", None, Bytes::from(body.clone()), header.len()).err().unwrap();
+        assert!(e.message().contains("expecting 4 additional bytes"), "{e}");
+        body.extend_from_slice(&[0, 9]);
+        let e = decode_request("m", None, Bytes::from(body), header.len()).err().unwrap();
+        assert!(e.message().contains("unexpected additional input data"), "{e}");
+    }
+}

@@ -1,0 +1,8 @@
+//! KServe v2 / Triton HTTP/REST front end. It only decodes the wire format into core types, calls
+//! [`rampart_core::Server`], and encodes the answer; errors are rendered through the one error-code table.
+#![forbid(unsafe_code)]
+
+mod codec;
+mod routes;
+
+pub use routes::{HttpOptions, router};

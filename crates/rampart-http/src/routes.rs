@@ -1,0 +1,323 @@
+//! Routes (spec §1.1) and their handlers.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rampart_core::{Server, parse_version};
+use rampart_types::{Code, Error};
+use serde_json::{Value, json};
+
+use crate::codec;
+
+/// Front-end settings that come from flags.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `--http-max-input-size`: the largest request body accepted, enforced while the body is read.
+    pub max_input_size: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions { max_input_size: 64 << 20 }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    server: Server,
+    options: HttpOptions,
+}
+
+/// Renders a core error as Triton does: status from the code table, body `{"error": "..."}`.
+pub(crate) fn error_response(e: &Error) -> Response {
+    let status = StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], json!({ "error": e.message() }).to_string()).into_response()
+}
+
+fn json_response(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+type HResult = Result<Response, Response>;
+
+fn err(e: Error) -> Response {
+    error_response(&e)
+}
+
+/// The KServe v2 router over a core server.
+pub fn router(server: Server, options: HttpOptions) -> Router {
+    let state = AppState { server, options };
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(model_config_v))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route("/v2/models/{model}/versions/{version}/stats", get(model_stats_v))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/v2/models/{model}/generate", post(not_yet))
+        .route("/v2/models/{model}/generate_stream", post(not_yet))
+        .route("/v2/models/{model}/versions/{version}/generate", post(not_yet))
+        .route("/v2/models/{model}/versions/{version}/generate_stream", post(not_yet))
+        .route("/v2/models/{model}/trace/setting", get(not_yet).post(not_yet))
+        .route("/v2/trace/setting", get(not_yet).post(not_yet))
+        .route("/v2/logging", get(not_yet).post(not_yet))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/{repo}/index", post(repository_index_named))
+        .route("/v2/repository/models/{model}/load", post(model_control))
+        .route("/v2/repository/models/{model}/unload", post(model_control))
+        .route("/v2/repository/{repo}/models/{model}/load", post(named_repository_control))
+        .route("/v2/repository/{repo}/models/{model}/unload", post(named_repository_control))
+        .route("/v2/systemsharedmemory/status", get(shm_status))
+        .route("/v2/systemsharedmemory/region/{region}/status", get(shm_region_status))
+        .route("/v2/systemsharedmemory/region/{region}/register", post(shm_disabled))
+        .route("/v2/systemsharedmemory/unregister", post(shm_disabled))
+        .route("/v2/systemsharedmemory/region/{region}/unregister", post(shm_disabled))
+        .route("/v2/cudasharedmemory/status", get(shm_status))
+        .route("/v2/cudasharedmemory/region/{region}/status", get(shm_region_status))
+        .route("/v2/cudasharedmemory/region/{region}/register", post(cuda_shm))
+        .route("/v2/cudasharedmemory/unregister", post(cuda_shm))
+        .route("/v2/cudasharedmemory/region/{region}/unregister", post(cuda_shm))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Not Found"}"#).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Method Not Allowed"}"#)
+        .into_response()
+}
+
+async fn not_yet() -> Response {
+    err(Error::unsupported("this endpoint is not supported yet by Rampart"))
+}
+
+/// The version path segment only matches digits in Triton; anything else is an unknown URL.
+fn version_segment(v: &str) -> Result<Option<i64>, Response> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(Error::not_found("Not Found")));
+    }
+    parse_version(v).map_err(err)
+}
+
+async fn live(State(s): State<AppState>) -> Response {
+    match s.server.is_live() {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    match s.server.is_ready() {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn server_metadata(State(s): State<AppState>) -> Response {
+    let m = s.server.metadata();
+    json_response(&json!({ "name": m.name, "version": m.version, "extensions": m.extensions }))
+}
+
+fn metadata(s: &AppState, model: &str, version: Option<i64>) -> HResult {
+    let m = s.server.model_metadata(model, version).map_err(err)?;
+    let t = |v: &[rampart_core::TensorMetadata]| {
+        v.iter().map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape })).collect::<Vec<_>>()
+    };
+    Ok(json_response(&json!({
+        "name": m.name, "versions": m.versions, "platform": m.platform,
+        "inputs": t(&m.inputs), "outputs": t(&m.outputs),
+    })))
+}
+
+async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    metadata(&s, &model, None)
+}
+
+async fn model_metadata_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+    metadata(&s, &model, version_segment(&v)?)
+}
+
+fn ready_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {
+    match s.server.model_ready(model, version).map_err(err)? {
+        true => Ok(StatusCode::OK.into_response()),
+        false => Err(err(Error::invalid_arg("Model version not ready"))),
+    }
+}
+
+async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    ready_answer(&s, &model, None)
+}
+
+async fn model_ready_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+    ready_answer(&s, &model, version_segment(&v)?)
+}
+
+fn config_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {
+    let c = s.server.model_config(model, version).map_err(err)?;
+    Ok(json_response(&rampart_core::config_to_json(&c)))
+}
+
+async fn model_config(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    config_answer(&s, &model, None)
+}
+
+async fn model_config_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+    config_answer(&s, &model, version_segment(&v)?)
+}
+
+fn stats_answer(s: &AppState, model: Option<&str>, version: Option<i64>) -> HResult {
+    let stats = s.server.statistics(model, version).map_err(err)?;
+    Ok(json_response(&codec::stats_json(&stats)))
+}
+
+async fn all_stats(State(s): State<AppState>) -> HResult {
+    stats_answer(&s, None, None)
+}
+
+async fn model_stats(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    stats_answer(&s, Some(&model), None)
+}
+
+async fn model_stats_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+    stats_answer(&s, Some(&model), version_segment(&v)?)
+}
+
+async fn infer(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+    run_infer(s, model, None, headers, body).await
+}
+
+async fn infer_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
+    let version = version_segment(&v)?;
+    run_infer(s, model, version, headers, body).await
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` (Content-Length is checked before reading).
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+    let too_big = |n: String| {
+        Error::invalid_arg(format!(
+            "request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
+        ))
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_big(len.to_string()));
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_big(format!("more than {limit}"));
+            }
+            src = s.source();
+        }
+        Error::invalid_arg(format!("failed to read the request body: {e}"))
+    })
+}
+
+async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: HeaderMap, body: Body) -> HResult {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("");
+        if !enc.eq_ignore_ascii_case("identity") {
+            let mut r = err(Error::unsupported(format!(
+                "Unsupported compression type '{enc}': this Rampart version accepts only identity request bodies"
+            )));
+            r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            return Err(r);
+        }
+    }
+    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(err)?;
+    let header_len = codec::header_length(&headers, body.len()).map_err(err)?;
+    let decoded = match header_len {
+        Some(0) => {
+            let req = s.server.raw_request(&model, version, body).map_err(err)?;
+            codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
+        }
+        len => codec::decode_request(&model, version, body, len.unwrap_or(usize::MAX)).map_err(err)?,
+    };
+    let response = s.server.infer(decoded.request).await.map_err(err)?;
+    codec::encode_response(&response, &decoded.binary_outputs).map_err(err)
+}
+
+async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
+    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(err)?;
+    let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))))?;
+        match v.get("ready") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(err(Error::invalid_arg("Unable to parse 'ready': expected a boolean"))),
+        }
+    };
+    let entries: Vec<Value> = s
+        .server
+        .repository_index(ready_only)
+        .into_iter()
+        .map(|e| {
+            let mut o = json!({ "name": e.name, "state": e.state.as_str() });
+            if !e.version.is_empty() {
+                o["version"] = json!(e.version);
+            }
+            if !e.reason.is_empty() {
+                o["reason"] = json!(e.reason);
+            }
+            o
+        })
+        .collect();
+    Ok(json_response(&Value::Array(entries)))
+}
+
+async fn repository_index_named(s: State<AppState>, headers: HeaderMap, body: Body) -> HResult {
+    repository_index(s, headers, body).await
+}
+
+async fn model_control() -> Response {
+    err(Error::unavailable("explicit model load / unload is not allowed if polling is enabled"))
+}
+
+async fn named_repository_control() -> Response {
+    err(Error::unsupported("'repository_name' specification is not supported"))
+}
+
+async fn shm_status() -> Response {
+    json_response(&json!([]))
+}
+
+async fn shm_region_status(Path(region): Path<String>) -> Response {
+    err(Error::new(Code::NotFound, format!("Unable to find system shared memory region: '{region}'")))
+}
+
+async fn shm_disabled() -> Response {
+    err(Error::unsupported(
+        "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
+    ))
+}
+
+async fn cuda_shm() -> Response {
+    err(Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support"))
+}

@@ -1,0 +1,443 @@
+//! tritonserver's command line (spec §9): the same flag names, defaults and value syntax. Flags whose feature
+//! Rampart does not have yet are recognised; a value that keeps the feature off is accepted, any other value
+//! is refused at startup with "not supported yet", never ignored.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "yes" => Ok(true),
+        "false" | "0" | "off" | "no" => Ok(false),
+        _ => Err(format!("invalid boolean '{s}': use true/false or 1/0")),
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Rampart: a secure, Triton-compatible inference server for ONNX models",
+    override_usage = "rampart [options] --model-repository=<path>",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    // ---- Server
+    /// Identifier for this server (reported by server metadata).
+    #[arg(long, default_value = "triton", help_heading = "Server")]
+    pub id: String,
+    /// Seconds to wait for in-flight requests at shutdown.
+    #[arg(long, default_value_t = 30, help_heading = "Server")]
+    pub exit_timeout_secs: u64,
+
+    // ---- Logging
+    /// Verbose logging level (0 = off).
+    #[arg(long, default_value_t = 0, help_heading = "Logging")]
+    pub log_verbose: u32,
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Logging")]
+    pub log_info: bool,
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Logging")]
+    pub log_warning: bool,
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Logging")]
+    pub log_error: bool,
+    /// Log line format: default or ISO8601 (not supported yet: only default).
+    #[arg(long, default_value = "default", help_heading = "Logging")]
+    pub log_format: String,
+    /// Log file (not supported yet).
+    #[arg(long, help_heading = "Logging")]
+    pub log_file: Option<String>,
+
+    // ---- Model repository
+    /// Model repository path; repeatable.
+    #[arg(long = "model-repository", visible_alias = "model-store", help_heading = "Model Repository")]
+    pub model_repository: Vec<PathBuf>,
+    /// Exit at startup if any model fails to load.
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
+    pub exit_on_error: bool,
+    /// Disable auto-completion of model configs from the model files (implies --strict-model-config).
+    #[arg(long, action = ArgAction::SetTrue, help_heading = "Model Repository")]
+    pub disable_auto_complete_config: bool,
+    /// Ready only when every model is ready.
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
+    pub strict_readiness: bool,
+    /// none, poll or explicit (only none so far).
+    #[arg(long, default_value = "none", help_heading = "Model Repository")]
+    pub model_control_mode: String,
+    #[arg(long, default_value_t = 15, help_heading = "Model Repository")]
+    pub repository_poll_secs: u64,
+    /// Model to load at startup (explicit mode); repeatable.
+    #[arg(long, help_heading = "Model Repository")]
+    pub load_model: Vec<String>,
+    #[arg(long, help_heading = "Model Repository")]
+    pub model_config_name: Option<String>,
+    #[arg(long, default_value_t = 4, help_heading = "Model Repository")]
+    pub model_load_thread_count: u32,
+    #[arg(long, default_value_t = 0, help_heading = "Model Repository")]
+    pub model_load_retry_count: u32,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
+    pub model_namespacing: bool,
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
+    pub enable_peer_access: bool,
+
+    // ---- HTTP
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "HTTP")]
+    pub allow_http: bool,
+    #[arg(long, default_value = "0.0.0.0", help_heading = "HTTP")]
+    pub http_address: String,
+    #[arg(long, default_value_t = 8000, help_heading = "HTTP")]
+    pub http_port: u16,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "HTTP")]
+    pub reuse_http_port: bool,
+    #[arg(long, help_heading = "HTTP")]
+    pub http_header_forward_pattern: Option<String>,
+    #[arg(long, default_value_t = 8, help_heading = "HTTP")]
+    pub http_thread_count: u32,
+    /// Largest request body accepted, in bytes (enforced while reading).
+    #[arg(long, default_value_t = 64 << 20, help_heading = "HTTP")]
+    pub http_max_input_size: i64,
+    #[arg(long, help_heading = "HTTP")]
+    pub http_restricted_api: Vec<String>,
+
+    // ---- GRPC
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
+    pub allow_grpc: bool,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_address: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_port: Option<u16>,
+    #[arg(long, help_heading = "GRPC")]
+    pub reuse_grpc_port: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_header_forward_pattern: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_infer_thread_count: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_infer_allocation_pool_size: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_max_response_pool_size: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_use_ssl: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_use_ssl_mutual: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_server_cert: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_server_key: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_root_cert: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_infer_response_compression_level: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_keepalive_time: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_keepalive_timeout: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_keepalive_permit_without_calls: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_http2_max_pings_without_data: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_http2_min_recv_ping_interval_without_data: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_http2_max_ping_strikes: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_max_connection_age: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_max_connection_age_grace: Option<String>,
+    #[arg(long, help_heading = "GRPC")]
+    pub grpc_restricted_protocol: Vec<String>,
+
+    // ---- Sagemaker
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Sagemaker")]
+    pub allow_sagemaker: bool,
+    #[arg(long, help_heading = "Sagemaker")]
+    pub sagemaker_port: Option<String>,
+    #[arg(long, help_heading = "Sagemaker")]
+    pub sagemaker_safe_port_range: Option<String>,
+    #[arg(long, help_heading = "Sagemaker")]
+    pub sagemaker_thread_count: Option<String>,
+
+    // ---- Vertex
+    /// Default: true when AIP_MODE=PREDICTION.
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Vertex")]
+    pub allow_vertex_ai: Option<bool>,
+    #[arg(long, help_heading = "Vertex")]
+    pub vertex_ai_port: Option<String>,
+    #[arg(long, help_heading = "Vertex")]
+    pub vertex_ai_thread_count: Option<String>,
+    #[arg(long, help_heading = "Vertex")]
+    pub vertex_ai_default_model: Option<String>,
+
+    // ---- Metrics
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Metrics")]
+    pub allow_metrics: bool,
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Metrics")]
+    pub allow_gpu_metrics: Option<bool>,
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Metrics")]
+    pub allow_cpu_metrics: Option<bool>,
+    #[arg(long, help_heading = "Metrics")]
+    pub metrics_address: Option<String>,
+    #[arg(long, help_heading = "Metrics")]
+    pub metrics_port: Option<String>,
+    #[arg(long, help_heading = "Metrics")]
+    pub metrics_interval_ms: Option<String>,
+    #[arg(long, help_heading = "Metrics")]
+    pub metrics_config: Vec<String>,
+
+    // ---- Tracing
+    #[arg(long, help_heading = "Tracing")]
+    pub trace_config: Vec<String>,
+
+    // ---- Backend
+    /// Where the ONNX Runtime library (libonnxruntime.so) is looked for.
+    #[arg(long, default_value = "/opt/tritonserver/backends", help_heading = "Backend")]
+    pub backend_directory: PathBuf,
+    /// `<backend>,<key>=<value>` or `<key>=<value>`. Supported: `onnxruntime,engine=onnxruntime|tract`,
+    /// `default-max-batch-size=<n>`.
+    #[arg(long, help_heading = "Backend")]
+    pub backend_config: Vec<String>,
+
+    // ---- Repository agent
+    #[arg(long, help_heading = "Repository Agent")]
+    pub repoagent_directory: Option<PathBuf>,
+
+    // ---- Response cache
+    #[arg(long, help_heading = "Response Cache")]
+    pub cache_config: Vec<String>,
+    #[arg(long, help_heading = "Response Cache")]
+    pub cache_directory: Option<PathBuf>,
+
+    // ---- Rate limiter
+    #[arg(long, default_value = "off", help_heading = "Rate Limiter")]
+    pub rate_limit: String,
+    #[arg(long, help_heading = "Rate Limiter")]
+    pub rate_limit_resource: Vec<String>,
+
+    // ---- Memory / device
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub pinned_memory_pool_byte_size: Option<u64>,
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub cuda_memory_pool_byte_size: Vec<String>,
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub cuda_virtual_address_size: Vec<String>,
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub min_supported_compute_capability: Option<f64>,
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub buffer_manager_thread_count: Option<u32>,
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub host_policy: Vec<String>,
+    #[arg(long, help_heading = "Memory/Device Management")]
+    pub model_load_gpu_limit: Vec<String>,
+
+    // ---- Shared memory
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Shared Memory")]
+    pub allow_client_shm: bool,
+
+    // ---- Deprecated
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Deprecated")]
+    pub strict_model_config: Option<bool>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub response_cache_byte_size: Option<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub trace_file: Option<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub trace_level: Vec<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub trace_rate: Option<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub trace_count: Option<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub trace_log_frequency: Option<String>,
+}
+
+/// Settings derived from the flags after validation.
+#[derive(Debug)]
+pub struct Validated {
+    pub engine: rampart_core::EngineChoice,
+    pub autocomplete: bool,
+    /// Flags accepted without effect because their feature is off (logged at startup).
+    pub inert: Vec<String>,
+}
+
+fn not_yet(flag: &str, value: &str, issue: &str) -> String {
+    format!("--{flag}={value} is not supported yet ({issue}); Rampart refuses it rather than ignoring it")
+}
+
+impl Cli {
+    /// Checks flag combinations and refuses values that need features this build lacks.
+    pub fn validate(&self) -> Result<Validated, String> {
+        let mut inert = Vec::new();
+        if self.model_repository.is_empty() {
+            return Err("--model-repository must be specified".into());
+        }
+        if self.http_max_input_size <= 0 {
+            return Err(format!("--http-max-input-size must be greater than 0, got {}", self.http_max_input_size));
+        }
+        if self.allow_grpc {
+            return Err(not_yet("allow-grpc", "true", "the gRPC front end is not implemented; pass --allow-grpc=false"));
+        }
+        if self.allow_metrics {
+            return Err(not_yet("allow-metrics", "true", "the metrics endpoint is not implemented; pass --allow-metrics=false"));
+        }
+        if self.allow_sagemaker {
+            return Err(not_yet("allow-sagemaker", "true", "no SageMaker front end"));
+        }
+        let vertex_default = std::env::var("AIP_MODE").is_ok_and(|m| m == "PREDICTION");
+        if self.allow_vertex_ai.unwrap_or(vertex_default) {
+            return Err(not_yet("allow-vertex-ai", "true", "no Vertex AI front end; AIP_MODE=PREDICTION turns it on by default"));
+        }
+        match self.model_control_mode.as_str() {
+            "none" => {}
+            m @ ("poll" | "explicit") => return Err(not_yet("model-control-mode", m, "only 'none' is implemented")),
+            m => return Err(format!("unexpected value for --model-control-mode: '{m}' (expected none, poll or explicit)")),
+        }
+        if !self.load_model.is_empty() {
+            return Err("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.".into());
+        }
+        if let Some(n) = &self.model_config_name {
+            return Err(not_yet("model-config-name", n, "custom config names"));
+        }
+        if self.model_load_retry_count > 0 {
+            return Err(not_yet("model-load-retry-count", &self.model_load_retry_count.to_string(), "load retries"));
+        }
+        if self.model_load_thread_count == 0 {
+            return Err("--model-load-thread-count must be greater than 0".into());
+        }
+        if self.model_namespacing {
+            return Err(not_yet("model-namespacing", "true", "model namespacing"));
+        }
+        if self.reuse_http_port {
+            return Err(not_yet("reuse-http-port", "true", "SO_REUSEPORT"));
+        }
+        if let Some(p) = &self.http_header_forward_pattern {
+            return Err(not_yet("http-header-forward-pattern", p, "header forwarding"));
+        }
+        if let Some(v) = self.http_restricted_api.first() {
+            return Err(not_yet("http-restricted-api", v, "restricted APIs come with access control"));
+        }
+        if self.log_format != "default" {
+            return Err(not_yet("log-format", &self.log_format, "only the default log format"));
+        }
+        if let Some(f) = &self.log_file {
+            return Err(not_yet("log-file", f, "logs go to stderr"));
+        }
+        for tc in self.trace_config.iter().chain(&self.trace_level) {
+            let off = tc == "level=OFF" || tc == "OFF" || tc.ends_with(",level=OFF");
+            if !off {
+                return Err(not_yet("trace-config", tc, "tracing; only level=OFF is accepted"));
+            }
+        }
+        for (flag, v) in [("trace-file", &self.trace_file), ("trace-rate", &self.trace_rate), ("trace-count", &self.trace_count), ("trace-log-frequency", &self.trace_log_frequency)] {
+            if let Some(v) = v {
+                return Err(not_yet(flag, v, "tracing"));
+            }
+        }
+        if let Some(v) = self.cache_config.first() {
+            return Err(not_yet("cache-config", v, "the response cache"));
+        }
+        if let Some(v) = &self.response_cache_byte_size {
+            return Err(not_yet("response-cache-byte-size", v, "the response cache"));
+        }
+        if self.rate_limit != "off" {
+            return Err(not_yet("rate-limit", &self.rate_limit, "the rate limiter"));
+        }
+        if let Some(v) = self.rate_limit_resource.first() {
+            return Err(not_yet("rate-limit-resource", v, "the rate limiter"));
+        }
+        if let Some(v) = self.host_policy.first() {
+            return Err(not_yet("host-policy", v, "host policies"));
+        }
+        if self.allow_client_shm {
+            return Err(not_yet("allow-client-shm", "true", "client shared memory"));
+        }
+        // Settings of listeners that are off: accepted, reported at startup as having no effect.
+        let grpc_flags: [(&str, bool); 20] = [
+            ("grpc-address", self.grpc_address.is_some()),
+            ("grpc-port", self.grpc_port.is_some()),
+            ("reuse-grpc-port", self.reuse_grpc_port.is_some()),
+            ("grpc-header-forward-pattern", self.grpc_header_forward_pattern.is_some()),
+            ("grpc-infer-thread-count", self.grpc_infer_thread_count.is_some()),
+            ("grpc-infer-allocation-pool-size", self.grpc_infer_allocation_pool_size.is_some()),
+            ("grpc-max-response-pool-size", self.grpc_max_response_pool_size.is_some()),
+            ("grpc-use-ssl", self.grpc_use_ssl.is_some()),
+            ("grpc-use-ssl-mutual", self.grpc_use_ssl_mutual.is_some()),
+            ("grpc-server-cert", self.grpc_server_cert.is_some()),
+            ("grpc-server-key", self.grpc_server_key.is_some()),
+            ("grpc-root-cert", self.grpc_root_cert.is_some()),
+            ("grpc-infer-response-compression-level", self.grpc_infer_response_compression_level.is_some()),
+            ("grpc-keepalive-time", self.grpc_keepalive_time.is_some()),
+            ("grpc-keepalive-timeout", self.grpc_keepalive_timeout.is_some()),
+            ("grpc-keepalive-permit-without-calls", self.grpc_keepalive_permit_without_calls.is_some()),
+            ("grpc-http2-max-pings-without-data", self.grpc_http2_max_pings_without_data.is_some()),
+            ("grpc-http2-min-recv-ping-interval-without-data", self.grpc_http2_min_recv_ping_interval_without_data.is_some()),
+            ("grpc-http2-max-ping-strikes", self.grpc_http2_max_ping_strikes.is_some()),
+            ("grpc-restricted-protocol", !self.grpc_restricted_protocol.is_empty()),
+        ];
+        let extra = [
+            ("grpc-max-connection-age", self.grpc_max_connection_age.is_some() || self.grpc_max_connection_age_grace.is_some()),
+            ("sagemaker-*", self.sagemaker_port.is_some() || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some()),
+            ("vertex-ai-*", self.vertex_ai_port.is_some() || self.vertex_ai_thread_count.is_some() || self.vertex_ai_default_model.is_some()),
+            ("metrics-*", self.metrics_address.is_some() || self.metrics_port.is_some() || self.metrics_interval_ms.is_some() || !self.metrics_config.is_empty() || self.allow_gpu_metrics.is_some() || self.allow_cpu_metrics.is_some()),
+        ];
+        for (flag, given) in grpc_flags.into_iter().chain(extra) {
+            if given {
+                inert.push(format!("--{flag} has no effect: that listener is disabled"));
+            }
+        }
+        let mut engine = rampart_core::EngineChoice::OnnxRuntime;
+        for bc in &self.backend_config {
+            let (backend, kv) = match bc.split_once(',') {
+                Some((b, kv)) => (Some(b), kv),
+                None => (None, bc.as_str()),
+            };
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(format!("--backend-config={bc}: expected <backend>,<key>=<value> or <key>=<value>"));
+            };
+            match (backend, k) {
+                (Some("onnxruntime"), "engine") => {
+                    engine = rampart_core::EngineChoice::parse(v)
+                        .ok_or_else(|| format!("--backend-config={bc}: engine must be 'onnxruntime' or 'tract'"))?;
+                }
+                (None, "default-max-batch-size") if v == rampart_core::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE.to_string() => {}
+                _ => return Err(not_yet("backend-config", bc, "supported: onnxruntime,engine=onnxruntime|tract")),
+            }
+        }
+        let strict = self.disable_auto_complete_config || self.strict_model_config.unwrap_or(false);
+        Ok(Validated { engine, autocomplete: !strict, inert })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rampart").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn both_value_syntaxes_and_bools() {
+        let c = parse(&["--model-repository", "/a", "--model-store=/b", "--allow-grpc=0", "--allow-metrics", "false", "--strict-readiness=1"]).unwrap();
+        assert_eq!(c.model_repository, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert!(!c.allow_grpc && !c.allow_metrics && c.strict_readiness);
+        assert!(c.validate().is_ok());
+        assert!(parse(&["--allow-grpc=maybe"]).is_err());
+        assert!(parse(&["--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn missing_features_refused() {
+        let c = parse(&["--model-repository=/m"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--model-control-mode=explicit"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--load-model=x"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("requires setting '--model-control-mode=explicit'"));
+        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--grpc-port=9"]).unwrap();
+        assert_eq!(c.validate().unwrap().inert.len(), 1);
+        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--backend-config=onnxruntime,engine=tract"]).unwrap();
+        assert_eq!(c.validate().unwrap().engine, rampart_core::EngineChoice::Tract);
+        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--disable-auto-complete-config"]).unwrap();
+        assert!(!c.validate().unwrap().autocomplete);
+    }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Rampart's single test command. Expects scripts/setup.sh (and, for the perf tests,
+# scripts/install-perf-analyzer.sh) to have run. Any failing step fails the script.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+
+PY="$ROOT/.venv/bin/python"
+[[ -x "$PY" ]] || { echo "ERROR: $PY missing: run scripts/setup.sh first" >&2; exit 1; }
+
+T_ALL=$(date +%s)
+T_STEP=$T_ALL
+banner() {
+    local now; now=$(date +%s)
+    echo
+    echo "=================================================================================="
+    echo "== $*"
+    echo "==   (t+$(( now - T_ALL )) s, previous step $(( now - T_STEP )) s)"
+    echo "=================================================================================="
+    T_STEP=$now
+}
+trap 'rc=$?; if [[ $rc -ne 0 ]]; then echo; echo "== test.sh FAILED (exit $rc) after $(( $(date +%s) - T_ALL )) s"; fi' EXIT
+
+banner "model repositories: examples/models up to date, ONNX Runtime cross-check"
+GEN_TMP="$(mktemp -d)"
+"$PY" scripts/gen_models.py "$GEN_TMP/examples" --test-repo "$GEN_TMP/test" --bad-repo "$GEN_TMP/bad"
+if ! diff -r "$GEN_TMP/examples" examples/models; then
+    echo "ERROR: examples/models differs from scripts/gen_models.py output; regenerate and commit it" >&2
+    exit 1
+fi
+"$PY" scripts/check_models.py --examples examples/models --test-repo "$GEN_TMP/test" --bad-repo "$GEN_TMP/bad" \
+    > "$GEN_TMP/check.log" 2>&1 || { cat "$GEN_TMP/check.log"; exit 1; }
+tail -n 1 "$GEN_TMP/check.log"
+rm -rf "$GEN_TMP"
+
+banner "cargo build --release --workspace"
+cargo --version
+cargo build --release --workspace
+
+banner "cargo test --release --workspace"
+cargo test --release --workspace
+
+banner "pytest tests/python"
+export RAMPART_BIN="$ROOT/target/release/rampart"
+export RAMPART_PBTXT="$ROOT/target/release/rampart-pbtxt"
+export RAMPART_ORT_DIR="$ROOT/third_party/onnxruntime"
+export PERF_ANALYZER="$ROOT/third_party/perf_analyzer/perf_analyzer"
+echo "RAMPART_BIN=$RAMPART_BIN"
+echo "RAMPART_PBTXT=$RAMPART_PBTXT"
+echo "RAMPART_ORT_DIR=$RAMPART_ORT_DIR"
+echo "PERF_ANALYZER=$PERF_ANALYZER"
+"$PY" -m pytest -q tests/python
+
+banner "all tests passed"
