@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 import requests
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 from onnx import TensorProto
 
 from conftest import (
@@ -44,7 +45,8 @@ DTYPES = {
     "fp16": ("FP16", np.float16, [0.5, -2.0, 65504.0, 0.0], TensorProto.FLOAT16, ["fp16", "float16", "f16", "half"]),
     "fp32": ("FP32", np.float32, [0.5, -1.25, 3.0e38, 0.0], TensorProto.FLOAT, ["fp32", "float32", "f32", "float"]),
     "fp64": ("FP64", np.float64, [0.1, -1e300, 2.5, 0.0], TensorProto.DOUBLE, ["fp64", "float64", "f64", "double"]),
-    "bytes": ("BYTES", np.object_, [b"a", b"", b"\x00\xff", b"xyz"], TensorProto.STRING, ["bytes", "string", "str"]),
+    # Both engines hold strings as UTF-8 text (see test_identity_bytes_not_utf8_refused below).
+    "bytes": ("BYTES", np.object_, [b"a", b"", "\u00e9".encode(), b"xyz"], TensorProto.STRING, ["bytes", "string", "str"]),
     "bf16": ("BF16", ml_dtypes.bfloat16, [0.5, -2.0, 1.0e38, 0.0], TensorProto.BFLOAT16, ["bf16", "bfloat16"]),
 }
 NO_JSON = {"fp16", "bf16"}
@@ -283,6 +285,24 @@ def test_identity_datatype(test_repo_server, test_repo, engine, dtype):
         np.testing.assert_array_equal(np.array(o["data"], dtype=np_dtype), np.array(flat, dtype=np_dtype))
     else:
         assert o["data"] == flat, (o["data"], flat)
+
+
+def test_identity_bytes_not_utf8_refused(test_repo_server, engine):
+    """ONNX Runtime and tract string tensors hold UTF-8 text, and ONNX Runtime's cannot hold NUL bytes; anything
+    else is a clear 400 naming the input and the reason (Triton's onnxruntime backend truncates at NUL instead)."""
+    srv = test_repo_server
+    cases = [[b"ok", b"\xff\xfe"]] + ([[b"a\x00b", b"x"]] if engine == "onnxruntime" else [])
+    for bad in cases:
+        data = np.array(bad, dtype=np.object_).reshape(1, 2)
+        inp = httpclient.InferInput("INPUT0", [1, 2], "BYTES")
+        inp.set_data_from_numpy(data, binary_data=True)
+        with srv.client() as c:
+            with pytest.raises(InferenceServerException) as exc:
+                c.infer("identity_bytes", [inp])
+        msg = str(exc.value)
+        assert "400" in msg and "INPUT0" in msg, msg
+        assert "UTF-8" in msg or "NUL" in msg, msg
+    assert srv.get("/v2/health/live").status_code == 200
 
 
 @pytest.mark.parametrize("dtype", sorted(NO_JSON))

@@ -71,7 +71,7 @@ fn check_parameters(params: &Parameters) -> Result<()> {
     for (k, v) in params {
         if k.starts_with("triton_") {
             return Err(Error::invalid_arg(format!(
-                "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified, got '{k}'"
+                "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified. Got '{k}'"
             )));
         }
         let ok = match k.as_str() {
@@ -127,7 +127,7 @@ pub(crate) fn prepare(config: &ModelConfig, req: &InferRequest) -> Result<Prepar
                 None => batch_size = Some(b),
                 Some(prev) if prev != b => {
                     return Err(Error::invalid_arg(format!(
-                        "inputs of model '{model}' disagree on the batch size: '{}' has {b}, an earlier input has {prev}",
+                        "input '{}' batch size does not match other inputs for '{model}': {b} vs {prev}",
                         input.name
                     )));
                 }

@@ -120,7 +120,7 @@ pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, hea
         let name = str_field(o, "name", &format!("input {i}"))?.to_string();
         let what = format!("input '{name}'");
         let dt_s = str_field(o, "datatype", &what)?;
-        let datatype = DataType::from_protocol(dt_s).ok_or_else(|| bad(format!("invalid datatype '{dt_s}' for input '{name}'")))?;
+        let datatype = DataType::from_protocol(dt_s).ok_or_else(|| bad(format!("invalid datatype for input {name}: '{dt_s}' is not a Triton data type")))?;
         let shape = parse_shape(o.get("shape"), &what)?;
         let params = parse_params(o.get("parameters"), &what)?;
         let binary_size = match params.get("binary_data_size") {
@@ -130,11 +130,14 @@ pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, hea
         };
         let shm = params.contains_key("shared_memory_region");
         let data = o.get("data");
-        let sources = usize::from(data.is_some()) + usize::from(binary_size.is_some()) + usize::from(shm);
-        if sources != 1 {
+        let set: Vec<&str> = [("'data'", data.is_some()), ("'binary_data_size'", binary_size.is_some()), ("'shared_memory_region'", shm)]
+            .into_iter()
+            .filter_map(|(n, on)| on.then_some(n))
+            .collect();
+        if set.len() != 1 {
+            let but = if set.is_empty() { "no field is set".to_string() } else { format!("set {}", set.join(" ")) };
             return Err(bad(format!(
-                "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But input '{name}' set {}",
-                if sources == 0 { "none of them".to_string() } else { format!("{sources} of them") }
+                "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But {but} for input '{name}'"
             )));
         }
         if shm {
@@ -145,7 +148,8 @@ pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, hea
         let bytes = if let Some(n) = binary_size {
             if (rest.len() as u64) < n {
                 return Err(bad(format!(
-                    "unexpected size for input '{name}', expecting {n} additional bytes for model '{model}'"
+                    "unexpected size for input '{name}', expecting {} additional bytes for model '{model}'",
+                    n - rest.len() as u64
                 )));
             }
             rest.split_to(n as usize)
@@ -281,7 +285,7 @@ fn encode_json<T: FromJson>(values: &[&Value], name: &str, dt: DataType) -> Resu
 fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str) -> Result<Bytes> {
     if matches!(dt, DataType::Fp16 | DataType::Bf16) {
         return Err(bad(format!(
-            "receiving {dt} data via JSON is not supported. Please use the binary data format for input '{name}'"
+            "receiving {dt} data via JSON is not supported. Please use the binary data format for input {name}"
         )));
     }
     let expected = element_count(shape).map_err(|e| e.context(format!("input '{name}'")))?;
@@ -305,10 +309,6 @@ fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str) -> Resul
     Ok(Bytes::from(bytes))
 }
 
-fn to_json_values<T: WireElement + Into<f64>>(data: &[u8]) -> Result<Vec<Value>> {
-    Ok(wire::decode::<T>(data)?.into_iter().map(|x| json!(x.into())).collect())
-}
-
 fn output_json_data(t: &rampart_types::Tensor) -> Result<Value> {
     let d = &t.data;
     let vals: Vec<Value> = match t.datatype {
@@ -321,9 +321,13 @@ fn output_json_data(t: &rampart_types::Tensor) -> Result<Value> {
         DataType::Int16 => wire::decode::<i16>(d)?.into_iter().map(|x| json!(x)).collect(),
         DataType::Int32 => wire::decode::<i32>(d)?.into_iter().map(|x| json!(x)).collect(),
         DataType::Int64 => wire::decode::<i64>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Fp16 => to_json_values::<half::f16>(d)?,
-        DataType::Bf16 => to_json_values::<half::bf16>(d)?,
-        DataType::Fp32 => to_json_values::<f32>(d)?,
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(bad(format!(
+                "output '{}' has datatype {}, which cannot be returned in JSON; request it with binary_data: true",
+                t.name, t.datatype
+            )));
+        }
+        DataType::Fp32 => wire::decode::<f32>(d)?.into_iter().map(|x| json!(x)).collect(),
         DataType::Fp64 => wire::decode::<f64>(d)?.into_iter().map(|x| json!(x)).collect(),
         DataType::Bytes => split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))?
             .into_iter()

@@ -54,7 +54,8 @@ pub fn parse_text(text: &str) -> Result<ParsedConfig, ConfigError> {
     let (normalized, inserted) = insert_list_colons(text);
     let dynamic = DynamicMessage::parse_text_format(model_config_descriptor(), &normalized).map_err(|e| {
         use miette::Diagnostic;
-        let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+        // Errors at the end of the input carry no span: point at the end.
+        let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset()).or(Some(normalized.len()));
         let location = offset.map(|off| {
             let shift = inserted.iter().filter(|&&i| i < off).count();
             line_col(text, off.saturating_sub(shift))
@@ -98,7 +99,15 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Rewrites `name [` into `name: [` when the list holds messages (`[ {`, `[ <`) or is empty (`[ ]`): protobuf
+/// Whether `name` is a message-typed field somewhere in the schema (so `name [ ]` may omit the colon).
+fn is_message_field(name: &str) -> bool {
+    POOL.all_messages().any(|m| {
+        m.get_field_by_name(name).is_some_and(|f| matches!(f.kind(), prost_reflect::Kind::Message(_)))
+    })
+}
+
+/// Rewrites `name [` into `name: [` when the list holds messages (`[ {`, `[ <`) or is an empty list of a
+/// message field (`input [ ]`): protobuf
 /// text format makes the colon optional before a message value, and Triton's configs rely on it. Strings and
 /// `#` comments are skipped. Returns the rewritten text and the offsets (in the new text) of inserted colons.
 fn insert_list_colons(text: &str) -> (String, Vec<usize>) {
@@ -149,7 +158,9 @@ fn insert_list_colons(text: &str) -> (String, Vec<usize>) {
                 let j = skip_ws(i);
                 if !after_number && j < b.len() && b[j] == b'[' {
                     let k = skip_ws(j + 1);
-                    if k < b.len() && matches!(b[k], b'{' | b'<' | b']') {
+                    let message_list = k < b.len() && matches!(b[k], b'{' | b'<');
+                    let empty_message_list = k < b.len() && b[k] == b']' && is_message_field(&text[start..i]);
+                    if message_list || empty_message_list {
                         out.push_str(&text[last_copied..i]);
                         inserted.push(out.len());
                         out.push(':');
@@ -231,8 +242,8 @@ parameters { key: "engine" value: { string_value: "tract [ {" } }
 
     #[test]
     fn colon_insertion_leaves_other_text_alone() {
-        let (t, ins) = insert_list_colons("dims: [ 1 ] input [ {} ] s: \"a [ {\" output\n#c\n[ ]");
-        assert_eq!(t, "dims: [ 1 ] input: [ {} ] s: \"a [ {\" output:\n#c\n[ ]");
+        let (t, ins) = insert_list_colons("dims: [ 1 ] input [ {} ] s: \"a [ {\" output\n#c\n[ ] dims [ ]");
+        assert_eq!(t, "dims: [ 1 ] input: [ {} ] s: \"a [ {\" output:\n#c\n[ ] dims [ ]");
         assert_eq!(ins.len(), 2);
     }
 }
