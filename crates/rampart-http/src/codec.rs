@@ -447,7 +447,7 @@ mod tests {
         let mut body = header.to_vec();
         body.extend_from_slice(&[1, 0, 0]);
         let e = decode_request("m", None, Bytes::from(body.clone()), header.len()).err().unwrap();
-        assert!(e.message().contains("expecting 4 additional bytes"), "{e}");
+        assert!(e.message().contains("expecting 1 additional bytes"), "{e}");
         body.extend_from_slice(&[0, 9]);
         let e = decode_request("m", None, Bytes::from(body), header.len()).err().unwrap();
         assert!(e.message().contains("unexpected additional input data"), "{e}");
