@@ -604,3 +604,25 @@ def test_strict_readiness_with_broken_models(mixed_server):
     r = mixed_server.get("/v2/health/ready")
     assert r.status_code == 400, "strict readiness (default) must fail while a model is UNAVAILABLE"
     assert r.content == b""
+
+
+# --------------------------------------------------------------------------------------- optional inputs
+
+
+def test_optional_input(test_repo_server, engine):
+    """`optional: true` on an input whose default lives in the ONNX file (an overridable initializer)."""
+    srv = test_repo_server
+    a = [1.0, 2.0, 3.0, 4.0]
+    only_a = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": a}]}
+    r = srv.infer("optional_input", only_a)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [x + 1.0 for x in a]
+
+    both = {"inputs": only_a["inputs"] + [{"name": "INPUT1", "datatype": "FP32", "shape": [4], "data": [10.0] * 4}]}
+    r = srv.infer("optional_input", both)
+    if engine == "onnxruntime":
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == [x + 10.0 for x in a]
+    else:
+        # tract folds initializer-backed inputs into constants: supplying one is refused, not ignored.
+        assert_error(r, 400, "optional input 'INPUT1'", "cannot be supplied")

@@ -26,7 +26,7 @@ def test_perf_analyzer_http(server, model, extra):
     cmd = [
         str(perf_analyzer_bin()), "-m", model, "-u", server.url, "-i", "http",
         "--concurrency-range", "2", "--measurement-mode", "count_windows",
-        "--measurement-request-count", "300", "-s", "100", "--max-trials", "5", *extra,
+        "--measurement-request-count", "300", "-s", "1000", "--max-trials", "10", *extra,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr

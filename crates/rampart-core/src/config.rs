@@ -185,7 +185,7 @@ pub(crate) fn complete_and_validate(raw: RawConfig, sig: &ModelSignature, autoco
     let RawConfig { mut config, explicit_max_batch } = raw;
     let model = config.name.clone();
     if autocomplete {
-        let batchable = |v: &[IoSpec]| v.iter().all(|s| s.dims.first() == Some(&-1));
+        let batchable = |v: &[IoSpec]| v.iter().filter(|s| !s.optional).all(|s| s.dims.first() == Some(&-1));
         let can_batch = !sig.inputs.is_empty() && batchable(&sig.inputs) && batchable(&sig.outputs);
         if !explicit_max_batch && config.max_batch_size == 0 && can_batch {
             // Only when the config's own dims (if any) leave the batch dimension out.
@@ -202,7 +202,7 @@ pub(crate) fn complete_and_validate(raw: RawConfig, sig: &ModelSignature, autoco
         }
         let skip = usize::from(config.max_batch_size > 0);
         if config.input.is_empty() {
-            for s in &sig.inputs {
+            for s in sig.inputs.iter().filter(|s| !s.optional) {
                 config.input.push(pb::ModelInput {
                     name: s.name.clone(),
                     data_type: sig_type(&model, s)?.config_enum(),
@@ -235,12 +235,16 @@ fn validate_against(c: &ModelConfig, sig: &ModelSignature) -> Result<()> {
     }
     let check = |kind: &str, name: &str, dt: i32, dims: &[i64], reshape: Option<&pb::ModelTensorReshape>, specs: &[IoSpec]| -> Result<()> {
         let allowed = || specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-        let s = specs.iter().find(|s| s.name == name).ok_or_else(|| {
-            Error::invalid_arg(format!(
+        let Some(s) = specs.iter().find(|s| s.name == name) else {
+            // An optional input whose default the engine folded into the model (tract) is served without it.
+            if kind == "input" && c.input.iter().any(|i| i.name == name && i.optional) {
+                return Ok(());
+            }
+            return Err(Error::invalid_arg(format!(
                 "model '{model}': unexpected inference {kind} '{name}' in config.pbtxt, allowed {kind}s are: {}",
                 allowed()
-            ))
-        })?;
+            )));
+        };
         let want = sig_type(model, s)?;
         if DataType::from_config_enum(dt) != Some(want) {
             let got = DataType::from_config_enum(dt).map(|d| d.config_name()).unwrap_or("TYPE_INVALID");
@@ -271,7 +275,7 @@ fn validate_against(c: &ModelConfig, sig: &ModelSignature) -> Result<()> {
     for o in &c.output {
         check("output", &o.name, o.data_type, &o.dims, o.reshape.as_ref(), &sig.outputs)?;
     }
-    for s in &sig.inputs {
+    for s in sig.inputs.iter().filter(|s| !s.optional) {
         if !c.input.iter().any(|i| i.name == s.name) {
             return Err(Error::invalid_arg(format!(
                 "model '{model}': the model requires input '{}' which config.pbtxt does not declare",
@@ -287,7 +291,7 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, dt: DataType, dims: &[i64]) -> IoSpec {
-        IoSpec { name: name.into(), datatype: Ok(dt), dims: dims.to_vec() }
+        IoSpec { name: name.into(), datatype: Ok(dt), dims: dims.to_vec(), optional: false }
     }
 
     fn sig() -> ModelSignature {

@@ -25,13 +25,14 @@ impl EngineChoice {
 
 pub(crate) struct Engines {
     backend_directory: PathBuf,
+    onnxruntime_library: Option<PathBuf>,
     default: EngineChoice,
     ort: OnceLock<std::result::Result<Arc<dyn Engine>, String>>,
 }
 
 impl Engines {
-    pub fn new(backend_directory: PathBuf, default: EngineChoice) -> Self {
-        Engines { backend_directory, default, ort: OnceLock::new() }
+    pub fn new(backend_directory: PathBuf, onnxruntime_library: Option<PathBuf>, default: EngineChoice) -> Self {
+        Engines { backend_directory, onnxruntime_library, default, ort: OnceLock::new() }
     }
 
     /// The engine for a model: `backend: "tract"`, or a `parameters { key: "engine" }` entry, or the server
@@ -64,7 +65,7 @@ impl Engines {
             EngineChoice::OnnxRuntime => self
                 .ort
                 .get_or_init(|| {
-                    rampart_onnxruntime::OrtEngine::init(&self.backend_directory)
+                    rampart_onnxruntime::OrtEngine::init(&self.backend_directory, self.onnxruntime_library.as_deref())
                         .map(|e| Arc::new(e) as Arc<dyn Engine>)
                 })
                 .clone()

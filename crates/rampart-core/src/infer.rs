@@ -92,7 +92,14 @@ fn check_parameters(params: &Parameters) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn prepare(config: &ModelConfig, req: &InferRequest) -> Result<Prepared> {
+/// What the loaded engine instance accepts, beyond the config.
+pub(crate) struct EngineInputs {
+    pub engine: &'static str,
+    /// Input names the model file takes as inputs (optional inputs folded into constants are missing).
+    pub names: Vec<String>,
+}
+
+pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRequest) -> Result<Prepared> {
     let model = &config.name;
     check_parameters(&req.parameters)?;
     let batching = config.max_batch_size > 0;
@@ -106,6 +113,12 @@ pub(crate) fn prepare(config: &ModelConfig, req: &InferRequest) -> Result<Prepar
         let cfg = config.input.iter().find(|i| i.name == input.name).ok_or_else(|| {
             Error::invalid_arg(format!("unexpected inference input '{}' for model '{model}'", input.name))
         })?;
+        if !engine.names.iter().any(|n| n == &input.name) {
+            return Err(Error::invalid_arg(format!(
+                "optional input '{}' of model '{model}' cannot be supplied: the {} engine always uses the value stored in the model file; omit it, or serve the model with the onnxruntime engine",
+                input.name, engine.engine
+            )));
+        }
         let want = DataType::from_config_enum(cfg.data_type).expect("validated at load");
         if input.datatype != want {
             return Err(Error::invalid_arg(format!(

@@ -7,7 +7,7 @@ use rampart_model_config::ModelConfig;
 use rampart_types::{Error, Result};
 use tokio::sync::oneshot;
 
-use crate::infer::{self, InferRequest, InferResponse};
+use crate::infer::{self, EngineInputs, InferRequest, InferResponse};
 use crate::scheduler::{InstancePool, Job};
 use crate::stats::ModelStats;
 
@@ -37,6 +37,7 @@ pub struct ModelVersion {
     pub config: Arc<ModelConfig>,
     pub stats: Arc<ModelStats>,
     pub load_duration: Duration,
+    engine_inputs: EngineInputs,
     pool: InstancePool,
 }
 
@@ -47,8 +48,9 @@ impl ModelVersion {
         pool: InstancePool,
         stats: Arc<ModelStats>,
         load_duration: Duration,
+        engine_inputs: EngineInputs,
     ) -> Self {
-        ModelVersion { name: config.name.clone(), version, config, stats, load_duration, pool }
+        ModelVersion { name: config.name.clone(), version, config, stats, load_duration, engine_inputs, pool }
     }
 
     pub(crate) fn label(name: &str, version: i64) -> String {
@@ -63,7 +65,7 @@ impl ModelVersion {
     }
 
     async fn infer_inner(&self, req: InferRequest) -> Result<InferResponse> {
-        let prepared = infer::prepare(&self.config, &req)?;
+        let prepared = infer::prepare(&self.config, &self.engine_inputs, &req)?;
         let (tx, rx) = oneshot::channel();
         self.pool.submit(Job {
             inputs: prepared.inputs,

@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub exit_on_error: bool,
     /// Where the ONNX Runtime library is looked for.
     pub backend_directory: PathBuf,
+    /// An explicit ONNX Runtime library file (the binary takes it from `ORT_DYLIB_PATH`).
+    pub onnxruntime_library: Option<PathBuf>,
     pub default_engine: EngineChoice,
 }
 
@@ -46,6 +48,7 @@ impl Default for ServerOptions {
             strict_readiness: true,
             exit_on_error: true,
             backend_directory: PathBuf::from("/opt/tritonserver/backends"),
+            onnxruntime_library: None,
             default_engine: EngineChoice::OnnxRuntime,
         }
     }
@@ -149,7 +152,7 @@ impl Server {
             return Err(StartupError("at least one --model-repository is required".into()));
         }
         let found = repository::scan(&options.model_repositories).map_err(|e| StartupError(e.to_string()))?;
-        let engines = Engines::new(options.backend_directory.clone(), options.default_engine);
+        let engines = Engines::new(options.backend_directory.clone(), options.onnxruntime_library.clone(), options.default_engine);
         let mut models = BTreeMap::new();
         for (name, dirs) in found {
             let entry = if dirs.len() > 1 {
@@ -505,12 +508,16 @@ fn load_model(name: &str, dir: &std::path::Path, options: &ServerOptions, engine
             if engine.name() == "tract" && cfg.input.iter().map(|i| i.data_type).chain(cfg.output.iter().map(|o| o.data_type)).any(|t| t == DataType::Bf16.config_enum()) {
                 return Err(Error::unsupported("the tract engine does not support data type BF16; use the onnxruntime engine"));
             }
+            let engine_inputs = crate::infer::EngineInputs {
+                engine: engine.name(),
+                names: instances[0].signature().inputs.iter().map(|s| s.name.clone()).collect(),
+            };
             for _ in 1..instance_count {
                 instances.push(engine.load(&spec)?);
             }
             let stats = Arc::new(ModelStats::default());
             let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone())?;
-            Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed())))
+            Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs)))
         })();
         let entry = match result {
             Ok(m) => VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(m) },

@@ -48,11 +48,11 @@ pub struct OrtEngine {
 }
 
 impl OrtEngine {
-    /// Loads the ONNX Runtime library. `library` is an explicit path; otherwise `ORT_DYLIB_PATH`, then
-    /// `backend_dir` is searched.
-    pub fn init(backend_dir: &Path) -> std::result::Result<OrtEngine, String> {
-        let lib = match std::env::var_os("ORT_DYLIB_PATH") {
-            Some(p) => PathBuf::from(p),
+    /// Loads the ONNX Runtime library: `library` when given (the binary passes `ORT_DYLIB_PATH`), otherwise
+    /// the first `libonnxruntime.so*` in `backend_dir`.
+    pub fn init(backend_dir: &Path, library: Option<&Path>) -> std::result::Result<OrtEngine, String> {
+        let lib = match library {
+            Some(p) => p.to_path_buf(),
             None => locate_library(backend_dir).ok_or_else(|| {
                 format!(
                     "ONNX Runtime library (libonnxruntime.so) not found in '{}'; {INSTALL_HINT}",
@@ -93,13 +93,17 @@ fn map_type(t: TensorElementType) -> std::result::Result<DataType, String> {
 
 fn io_spec(name: &str, ty: &ValueType) -> IoSpec {
     match ty {
-        ValueType::Tensor { ty, shape, .. } => {
-            IoSpec { name: name.to_string(), datatype: map_type(*ty), dims: shape.iter().copied().collect() }
-        }
+        ValueType::Tensor { ty, shape, .. } => IoSpec {
+            name: name.to_string(),
+            datatype: map_type(*ty),
+            dims: shape.iter().copied().collect(),
+            optional: false,
+        },
         other => IoSpec {
             name: name.to_string(),
             datatype: Err(format!("non-tensor ONNX value type {other:?} is not supported")),
             dims: vec![],
+            optional: false,
         },
     }
 }
@@ -126,7 +130,13 @@ impl Engine for OrtEngine {
             .commit_from_file(&spec.model_file)
             .map_err(|e| fail(e.to_string()))?;
         let signature = ModelSignature {
-            inputs: session.inputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect(),
+            // Graph inputs with an initializer are inputs a request may override (Triton's `optional`).
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| io_spec(o.name(), o.dtype()))
+                .chain(session.overridable_initializers().iter().map(|o| IoSpec { optional: true, ..io_spec(o.name(), o.dtype()) }))
+                .collect(),
             outputs: session.outputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect(),
         };
         Ok(Box::new(OrtInstance { session, signature }))

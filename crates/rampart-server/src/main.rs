@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         strict_readiness: cli.strict_readiness,
         exit_on_error: cli.exit_on_error,
         backend_directory: cli.backend_directory.clone(),
+        onnxruntime_library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
         default_engine: validated.engine,
         ..ServerOptions::default()
     };

@@ -41,7 +41,8 @@ fn io_spec(model: &TypedModel, outlet: OutletId) -> Result<IoSpec> {
         .map(str::to_string)
         .unwrap_or_else(|| model.node(outlet.node).name.clone());
     let dims = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
-    Ok(IoSpec { name, datatype: map_type(fact.datum_type), dims })
+    // tract turns graph inputs that have an initializer into constants, so they never appear here.
+    Ok(IoSpec { name, datatype: map_type(fact.datum_type), dims, optional: false })
 }
 
 impl Engine for TractEngine {

@@ -14,6 +14,8 @@ pub struct IoSpec {
     /// `None` when the model uses a type Triton cannot express (the string says which).
     pub datatype: std::result::Result<DataType, String>,
     pub dims: Vec<i64>,
+    /// An input with a default stored in the model file (an ONNX initializer that may be overridden).
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
