@@ -1,7 +1,8 @@
-"""Shared fixtures and helpers for the Rampart HTTP conformance suite.
+"""Shared fixtures and helpers for the Rampart conformance suite (HTTP and gRPC).
 
 The suite runs the real `rampart` binary (env RAMPART_BIN, default
-target/release/rampart) on port 0 and talks to it over loopback HTTP.
+target/release/rampart) on port 0 and talks to it over loopback HTTP, and, for the
+gRPC tests (test_grpc_*.py), over loopback gRPC on a second port 0 listener.
 
 Environment:
   RAMPART_BIN       path to the server binary (relative paths are taken from the repo root)
@@ -14,6 +15,7 @@ Helpers defined here are imported by the test modules with `from conftest import
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -34,10 +36,15 @@ ALL_ENGINES = ("onnxruntime", "tract")
 
 # Every HTTP call made by the suite carries a timeout (seconds).
 HTTP_TIMEOUT = 30.0
+# Every gRPC call made by the suite carries a deadline (seconds); streams too.
+GRPC_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
 PORT_RE = re.compile(r"Started HTTPService at (\S+):(\d+)")
+GRPC_PORT_RE = re.compile(r"Started GRPCInferenceService at (\S+):(\d+)")
+# Client-side channel limits: unlimited, so that only the server's limits are tested.
+GRPC_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -96,6 +103,14 @@ def base_args(repo: Path | str, engine: str | None = None, extra: list[str] | tu
     ]
 
 
+def grpc_base_args(repo: Path | str, engine: str | None = None, extra: list[str] | tuple = ()) -> list[str]:
+    """`base_args` with the gRPC listener on 127.0.0.1 port 0 (HTTP stays on port 0, metrics off)."""
+    args = base_args(repo, engine, extra)
+    i = args.index("--allow-grpc=false")
+    args[i : i + 1] = ["--allow-grpc=true", "--grpc-address=127.0.0.1", "--grpc-port=0"]
+    return args
+
+
 def require_binary() -> Path:
     binary = rampart_bin()
     if not binary.is_file() or not os.access(binary, os.X_OK):
@@ -117,21 +132,29 @@ class ServerStartError(RuntimeError):
 
 
 class RampartServer:
-    """One `rampart` process. Output (stdout and stderr) is collected by background threads."""
+    """One `rampart` process. Output (stdout and stderr) is collected by background threads.
+
+    `port` is the HTTP port. `grpc_port` is the gRPC port when the server was started with
+    `--allow-grpc=true` (see `grpc_base_args`), else None; `start` then also waits for the
+    "Started GRPCInferenceService at" line and for gRPC ServerLive to answer."""
 
     host = "127.0.0.1"
 
-    def __init__(self, args: list[str], label: str = "rampart"):
+    def __init__(self, args: list[str], label: str = "rampart", grpc: bool | None = None):
         self.args = list(args)
         self.label = label
+        self.expect_grpc = ("--allow-grpc=true" in self.args) if grpc is None else grpc
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.grpc_port: int | None = None
         self._lock = threading.Lock()
         self._stderr: list[str] = []
         self._stdout: list[str] = []
         self._port_found = threading.Event()
+        self._grpc_port_found = threading.Event()
         self._threads: list[threading.Thread] = []
         self.session = requests.Session()
+        self._grpc_channel = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -149,15 +172,19 @@ class RampartServer:
             t.start()
             self._threads.append(t)
         deadline = time.monotonic() + timeout
-        while not self._port_found.wait(0.1):
-            if self.proc.poll() is not None:
-                self._join_pumps()
-                raise ServerStartError(
-                    f"{self.label} exited with code {self.proc.returncode} before listening\n{self.output()}"
-                )
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServerStartError(f"{self.label}: no 'Started HTTPService at' line within {timeout}s\n{self.output()}")
+        events = [(self._port_found, "Started HTTPService at")]
+        if self.expect_grpc:
+            events.append((self._grpc_port_found, "Started GRPCInferenceService at"))
+        for event, line in events:
+            while not event.wait(0.1):
+                if self.proc.poll() is not None:
+                    self._join_pumps()
+                    raise ServerStartError(
+                        f"{self.label} exited with code {self.proc.returncode} before listening\n{self.output()}"
+                    )
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise ServerStartError(f"{self.label}: no '{line}' line within {timeout}s\n{self.output()}")
         if wait is not None:
             path = {"ready": "/v2/health/ready", "live": "/v2/health/live"}[wait]
             while True:
@@ -174,7 +201,28 @@ class RampartServer:
                     self.kill()
                     raise ServerStartError(f"{self.label}: {path} not 200 within {timeout}s\n{self.output()}")
                 time.sleep(0.1)
+            if self.expect_grpc:
+                self._wait_grpc_live(deadline, timeout)
         return self
+
+    def _wait_grpc_live(self, deadline: float, timeout: float) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2
+
+        stub = self.grpc_stub()
+        while True:
+            try:
+                if stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live:
+                    return
+            except grpc.RpcError:
+                pass
+            if self.proc.poll() is not None:
+                self._join_pumps()
+                raise ServerStartError(f"{self.label} exited with code {self.proc.returncode}\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServerStartError(f"{self.label}: gRPC ServerLive not true within {timeout}s\n{self.output()}")
+            time.sleep(0.1)
 
     def _pump(self, stream, sink: list[str]) -> None:
         for raw in iter(stream.readline, b""):
@@ -186,6 +234,11 @@ class RampartServer:
                 if m:
                     self.port = int(m.group(2))
                     self._port_found.set()
+            if self.grpc_port is None:
+                m = GRPC_PORT_RE.search(line)
+                if m:
+                    self.grpc_port = int(m.group(2))
+                    self._grpc_port_found.set()
         stream.close()
 
     def _join_pumps(self, timeout: float = 5.0) -> None:
@@ -199,6 +252,7 @@ class RampartServer:
         """Send `sig` and wait for exit; returns the exit code (kills after `timeout`)."""
         assert self.proc is not None
         self.session.close()
+        self.close_grpc()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -210,6 +264,7 @@ class RampartServer:
         return self.proc.returncode
 
     def kill(self) -> None:
+        self.close_grpc()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
@@ -270,6 +325,95 @@ class RampartServer:
         return httpclient.InferenceServerClient(url=self.url, connection_timeout=10.0, network_timeout=HTTP_TIMEOUT)
 
 
+    # -- gRPC ----------------------------------------------------------------------------
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC listener, the form tritonclient.grpc and perf_analyzer want."""
+        assert self.grpc_port is not None, f"{self.label} was not started with gRPC"
+        return f"{self.host}:{self.grpc_port}"
+
+    def grpc_channel(self):
+        """A new insecure channel to the gRPC port with unlimited client-side message sizes (caller closes it)."""
+        import grpc
+
+        return grpc.insecure_channel(self.grpc_url, options=GRPC_CHANNEL_OPTIONS)
+
+    def grpc_stub(self, timeout: float = GRPC_TIMEOUT) -> "GrpcStub":
+        """Raw generated stub (service_pb2_grpc) on a shared channel; every call gets `timeout` by default."""
+        with self._lock:
+            if self._grpc_channel is None:
+                self._grpc_channel = self.grpc_channel()
+            channel = self._grpc_channel
+        return GrpcStub(channel, timeout)
+
+    def grpc_client(self, timeout: float = GRPC_TIMEOUT) -> "GrpcClient":
+        """tritonclient.grpc client whose calls default to client_timeout / stream_timeout = `timeout`."""
+        return GrpcClient(self.grpc_url, timeout)
+
+    def close_grpc(self) -> None:
+        with self._lock:
+            channel, self._grpc_channel = self._grpc_channel, None
+        if channel is not None:
+            channel.close()
+
+
+class GrpcStub:
+    """`service_pb2_grpc.GRPCInferenceServiceStub` whose calls default to `timeout=` (a deadline on every call)."""
+
+    def __init__(self, channel, timeout: float = GRPC_TIMEOUT):
+        from tritonclient.grpc import service_pb2_grpc
+
+        self.channel = channel
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        self._timeout = timeout
+
+    def __getattr__(self, name: str):
+        method = getattr(self._stub, name)
+
+        def call(request, **kw):
+            kw.setdefault("timeout", self._timeout)
+            return method(request, **kw)
+
+        return call
+
+
+class GrpcClient:
+    """`tritonclient.grpc.InferenceServerClient` that fills in `client_timeout` (unary calls) or
+    `stream_timeout` (start_stream) when the caller does not, so every call has a deadline."""
+
+    def __init__(self, url: str, timeout: float = GRPC_TIMEOUT):
+        import tritonclient.grpc as grpcclient
+
+        self._client = grpcclient.InferenceServerClient(url=url)
+        self._timeout = timeout
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        params = inspect.signature(attr).parameters
+        key = next((k for k in ("client_timeout", "stream_timeout") if k in params), None)
+        if key is None:
+            return attr
+
+        def call(*args, **kw):
+            if kw.get(key) is None:
+                kw[key] = self._timeout
+            return attr(*args, **kw)
+
+        return call
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "GrpcClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def start_server(args: list[str], label: str, wait: str | None = "ready", timeout: float = START_TIMEOUT) -> RampartServer:
     srv = RampartServer(args, label)
     try:
@@ -320,6 +464,109 @@ def assert_live(srv: RampartServer) -> None:
     except requests.RequestException as e:  # pragma: no cover - diagnostic path
         raise AssertionError(f"{srv.label}: /v2/health/live failed: {e}\n{srv.output()}")
     assert r.status_code == 200, f"/v2/health/live -> {r.status_code} {r.text!r}\n{srv.output()}"
+    if srv.grpc_port is not None:
+        assert_grpc_live(srv)
+
+
+def assert_grpc_live(srv: RampartServer) -> None:
+    """The server process is running and gRPC ServerLive answers live=true."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    assert srv.alive(), f"{srv.label} is not running (exit code {srv.proc.returncode})\n{srv.output()}"
+    try:
+        live = srv.grpc_stub().ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+    except grpc.RpcError as e:  # pragma: no cover - diagnostic path
+        raise AssertionError(f"{srv.label}: gRPC ServerLive failed: {e.code()} {e.details()}\n{srv.output()}")
+    assert live is True, f"{srv.label}: gRPC ServerLive answered live=false\n{srv.output()}"
+
+
+HEALTH_SERVING = 1  # grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING
+
+
+def grpc_health_check(srv: RampartServer, service: str = "", timeout: float = GRPC_TIMEOUT) -> int:
+    """grpc.health.v1.Health/Check with a hand-encoded request; returns the `status` enum value
+    (0 UNKNOWN, 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN)."""
+    raw = service.encode()
+    request = (b"\x0a" + _varint(len(raw)) + raw) if raw else b""
+    with srv.grpc_channel() as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        response = check(request, timeout=timeout)
+    return _decode_varint_field(response, 1)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _decode_varint_field(buf: bytes, field: int) -> int:
+    """Value of varint field `field` in a protobuf message (0, the proto3 default, when absent)."""
+    off, value = 0, 0
+
+    def read_varint() -> int:
+        nonlocal off
+        shift, result = 0, 0
+        while True:
+            assert off < len(buf), f"truncated varint in {buf!r}"
+            b = buf[off]
+            off += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+
+    while off < len(buf):
+        key = read_varint()
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v = read_varint()
+            if num == field:
+                value = v
+        elif wire == 2:
+            off += read_varint()
+        elif wire == 1:
+            off += 8
+        elif wire == 5:
+            off += 4
+        else:
+            raise AssertionError(f"unexpected wire type {wire} in {buf!r}")
+    return value
+
+
+def grpc_error(fn, code, *contains: str, exact: str | None = None) -> str:
+    """Call `fn()`, which must fail with gRPC status `code` (a grpc.StatusCode or a tuple of them), raised either
+    as grpc.RpcError (raw stubs) or as tritonclient's InferenceServerException. Checks the message (exact and/or
+    substrings) and returns it."""
+    import grpc
+    from tritonclient.utils import InferenceServerException
+
+    codes = code if isinstance(code, tuple) else (code,)
+    try:
+        result = fn()
+    except grpc.RpcError as e:
+        got, msg = e.code(), e.details() or ""
+        got_name = str(got)
+    except InferenceServerException as e:
+        got_name, msg = str(e.status()), e.message() or ""
+    else:
+        raise AssertionError(f"expected gRPC {[str(c) for c in codes]}, got a response: {str(result)[:1000]!r}")
+    assert got_name in [str(c) for c in codes], f"expected gRPC {[str(c) for c in codes]}, got {got_name}: {msg!r}"
+    assert msg, f"{got_name} without a message"
+    if exact is not None:
+        assert msg == exact, f"error message mismatch:\n  expected: {exact!r}\n  got:      {msg!r}"
+    for part in contains:
+        assert part in msg, f"error message {msg!r} does not contain {part!r}"
+    return msg
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +593,15 @@ def _run_gen_models(flag: str, dest: Path) -> Path:
 # Fixtures
 # ---------------------------------------------------------------------------------------
 
-SERVER_FIXTURES = ("server", "test_repo_server", "cap_server")
+SERVER_FIXTURES = (
+    "server",
+    "test_repo_server",
+    "cap_server",
+    "grpc_server",
+    "grpc_test_repo_server",
+    "grpc_cap_server",
+    "grpc_mixed_server",
+)
 
 
 @pytest.fixture(scope="session", params=selected_engines())
@@ -392,11 +647,44 @@ def test_repo_server(engine, test_repo):
     finish_server(srv)
 
 
+@pytest.fixture(scope="session")
+def grpc_server(engine, examples_dir):
+    """Rampart serving examples/models with HTTP and gRPC listeners, one process per engine for the session."""
+    srv = start_server(grpc_base_args(examples_dir, engine), f"rampart[{engine}, examples, grpc]")
+    yield srv
+    finish_server(srv)
+
+
+@pytest.fixture(scope="session")
+def grpc_test_repo_server(engine, test_repo):
+    """The generated test repository with HTTP and gRPC listeners (--exit-on-error=false, as test_repo_server)."""
+    srv = start_server(
+        grpc_base_args(test_repo, engine, ["--exit-on-error=false"]), f"rampart[{engine}, test repo, grpc]", wait="live"
+    )
+    wait_models_settled(srv)
+    yield srv
+    finish_server(srv)
+
+
 @pytest.fixture
 def client(server):
     c = server.client()
     yield c
     c.close()
+
+
+@pytest.fixture
+def gclient(grpc_server):
+    """tritonclient.grpc client (with default deadlines) on the examples gRPC server."""
+    c = grpc_server.grpc_client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def gstub(grpc_server):
+    """Raw service_pb2_grpc stub (with default deadlines) on the examples gRPC server."""
+    return grpc_server.grpc_stub()
 
 
 @pytest.fixture(autouse=True)
@@ -558,3 +846,109 @@ def parse_raw_response(raw: bytes) -> tuple[int, dict, bytes]:
     elif "content-length" in headers:
         body = body[: int(headers["content-length"])]
     return status, headers, body
+
+
+# ---------------------------------------------------------------------------------------
+# gRPC request helpers (hand-built ModelInferRequest messages for the raw stubs)
+# ---------------------------------------------------------------------------------------
+
+# Datatype -> the InferTensorContents field that carries it (spec §2.2). FP16 and BF16 have none: raw only.
+TYPED_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def set_grpc_param(params, key: str, value, kind: str | None = None) -> None:
+    """Set InferParameter `key` in a protobuf parameters map. `kind` is one of bool, int64, string, double,
+    uint64; without it the kind follows the Python type (bool, int -> int64, str, float -> double)."""
+    if kind is None:
+        kind = {bool: "bool", int: "int64", str: "string", float: "double"}[type(value)]
+    setattr(params[key], f"{kind}_param", value)
+
+
+def grpc_input(name: str, datatype: str, shape, contents: dict | None = None, **params):
+    """An InferInputTensor; `contents` maps InferTensorContents field names to value lists."""
+    from tritonclient.grpc import service_pb2
+
+    t = service_pb2.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=list(shape))
+    for field, values in (contents or {}).items():
+        getattr(t.contents, field).extend(values)
+    for k, v in params.items():
+        set_grpc_param(t.parameters, k, v)
+    return t
+
+
+def typed_input(name: str, datatype: str, array):
+    """An InferInputTensor carrying `array` in the typed contents field for `datatype`."""
+    import numpy as np
+
+    flat = np.asarray(array).reshape(-1)
+    if datatype == "BYTES":
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in flat]
+    elif datatype == "BOOL":
+        values = [bool(v) for v in flat]
+    elif datatype.startswith(("INT", "UINT")):
+        values = [int(v) for v in flat]
+    else:
+        values = [float(v) for v in flat]
+    return grpc_input(name, datatype, np.asarray(array).shape, {TYPED_FIELD[datatype]: values})
+
+
+def raw_bytes(array, datatype: str) -> bytes:
+    """raw_input_contents encoding: little-endian element bytes; BYTES as uint32 LE length + bytes per element."""
+    import numpy as np
+
+    if datatype == "BYTES":
+        return serialize_bytes([v if isinstance(v, bytes) else str(v).encode() for v in np.asarray(array).reshape(-1)])
+    assert sys.byteorder == "little", "raw tensor bytes are little-endian; numpy's native order is used as is"
+    return np.ascontiguousarray(array).tobytes()
+
+
+def grpc_request(
+    model: str, inputs=(), raw=(), outputs=(), version: str = "", id: str = "", parameters: dict | None = None
+):
+    """A ModelInferRequest. `outputs` are names; `parameters` values are Python values (see set_grpc_param)
+    or (value, kind) pairs."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=id)
+    req.inputs.extend(inputs)
+    req.raw_input_contents.extend(raw)
+    for name in outputs:
+        req.outputs.add(name=name)
+    for k, v in (parameters or {}).items():
+        if isinstance(v, tuple):
+            set_grpc_param(req.parameters, k, v[0], v[1])
+        else:
+            set_grpc_param(req.parameters, k, v)
+    return req
+
+
+def simple_grpc_request(a=None, b=None, typed: bool = False, **kw):
+    """`simple` (INT32 add/sub) with INPUT0=a, INPUT1=b (default arange(16) and 3s, batch 1), raw or typed."""
+    import numpy as np
+
+    a = np.arange(16, dtype=np.int32).reshape(1, 16) if a is None else a
+    b = np.full((1, 16), 3, dtype=np.int32) if b is None else b
+    if typed:
+        return grpc_request("simple", [typed_input("INPUT0", "INT32", a), typed_input("INPUT1", "INT32", b)], **kw)
+    inputs = [grpc_input("INPUT0", "INT32", a.shape), grpc_input("INPUT1", "INT32", b.shape)]
+    return grpc_request("simple", inputs, [raw_bytes(a, "INT32"), raw_bytes(b, "INT32")], **kw)
+
+
+def grpc_result(response):
+    """Wrap a ModelInferResponse in tritonclient's InferResult (as_numpy reads raw_output_contents)."""
+    from tritonclient.grpc import InferResult
+
+    return InferResult(response)

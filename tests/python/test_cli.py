@@ -113,13 +113,13 @@ def test_missing_model_repository_fails():
     assert proc.returncode != 0, stderr_of(proc)[-2000:]
 
 
-def test_grpc_default_is_refused():
-    proc = run_to_exit(base_without("--allow-grpc"))
+def test_grpc_tls_is_refused_until_built():
+    proc = run_to_exit(base_args(example_repo()) + ["--grpc-use-ssl=true"])
     assert proc.returncode != 0
     assert "not supported yet" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
-@pytest.mark.parametrize("flag", ["--allow-grpc=true", "--allow-metrics=true", "--allow-metrics=1"])
+@pytest.mark.parametrize("flag", ["--allow-metrics=true", "--allow-metrics=1", "--http-restricted-api=inference:k=v"])
 def test_unbuilt_features_are_refused(flag):
     name = flag.split("=")[0]
     proc = run_to_exit(base_without(name) + [flag])

@@ -1,7 +1,9 @@
-"""perf_analyzer (Triton's own benchmark client, 2.41.0) completes a measurement against Rampart over HTTP.
+"""perf_analyzer (Triton's own benchmark client, 2.41.0) completes a measurement against Rampart over HTTP
+and over gRPC.
 
-It first reads the model config over HTTP, then sends binary-tensor requests. This is a compatibility test,
-not a benchmark: it asserts completion and zero failed requests, not a rate (see bench/ for numbers).
+It first reads the model config over the chosen protocol, then sends binary-tensor (HTTP) or raw_input_contents
+(gRPC) requests. This is a compatibility test, not a benchmark: it asserts completion and zero failed requests,
+not a rate (see bench/ for numbers).
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ def perf_analyzer_bin():
     return path
 
 
-@pytest.mark.parametrize("model,extra", [("simple", []), ("mlp", ["-b", "4"])])
-def test_perf_analyzer_http(server, model, extra):
+def run_perf_analyzer(url: str, protocol: str, model: str, extra: list[str]) -> None:
     cmd = [
-        str(perf_analyzer_bin()), "-m", model, "-u", server.url, "-i", "http",
+        str(perf_analyzer_bin()), "-m", model, "-u", url, "-i", protocol,
         "--concurrency-range", "2", "--measurement-mode", "count_windows",
         "--measurement-request-count", "300", "-s", "1000", "--max-trials", "10", *extra,
     ]
@@ -37,3 +38,13 @@ def test_perf_analyzer_http(server, model, extra):
     ok = re.search(r"Successful request count: (\d+)", out)
     assert ok and int(ok.group(1)) > 0, out
     assert "error" not in out.lower(), out
+
+
+@pytest.mark.parametrize("model,extra", [("simple", []), ("mlp", ["-b", "4"])])
+def test_perf_analyzer_http(server, model, extra):
+    run_perf_analyzer(server.url, "http", model, extra)
+
+
+@pytest.mark.parametrize("model,extra", [("simple", []), ("mlp", ["-b", "4"])])
+def test_perf_analyzer_grpc(grpc_server, model, extra):
+    run_perf_analyzer(grpc_server.grpc_url, "grpc", model, extra)

@@ -86,7 +86,7 @@ fn check_parameters(params: &Parameters) -> Result<()> {
                 "sequence_id" => "an unsigned integer or a string",
                 _ => "a boolean",
             };
-            return Err(Error::invalid_arg(format!("Unable to parse '{k}': expected {want}")));
+            return Err(Error::invalid_arg(format!("invalid value type for '{k}' parameter, expected {want}")));
         }
     }
     Ok(())

@@ -213,6 +213,13 @@ async fn infer_v(
     run_infer(s, model, version, headers, body).await
 }
 
+/// A refused body is left unread: close the connection rather than let the server drain it.
+fn refuse_body(e: Error) -> Response {
+    let mut r = err(e);
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Reads the whole body, refusing it as soon as it passes `limit` (Content-Length is checked before reading).
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
     let too_big = |n: String| {
@@ -248,7 +255,7 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: He
             return Err(r);
         }
     }
-    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(err)?;
+    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(refuse_body)?;
     let header_len = codec::header_length(&headers, body.len()).map_err(err)?;
     let decoded = match header_len {
         Some(0) => {
@@ -262,7 +269,7 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: He
 }
 
 async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
-    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(err)?;
+    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(refuse_body)?;
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {

@@ -102,50 +102,59 @@ pub struct Cli {
     // ---- GRPC
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
     pub allow_grpc: bool,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_address: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_port: Option<u16>,
-    #[arg(long, help_heading = "GRPC")]
-    pub reuse_grpc_port: Option<String>,
+    #[arg(long, default_value = "0.0.0.0", help_heading = "GRPC")]
+    pub grpc_address: String,
+    #[arg(long, default_value_t = 8001, help_heading = "GRPC")]
+    pub grpc_port: u16,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
+    pub reuse_grpc_port: bool,
     #[arg(long, help_heading = "GRPC")]
     pub grpc_header_forward_pattern: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_infer_thread_count: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_infer_allocation_pool_size: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_max_response_pool_size: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_use_ssl: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_use_ssl_mutual: Option<String>,
+    /// Accepted for compatibility (2–128); Rampart's gRPC front end runs on the shared async runtime.
+    #[arg(long, default_value_t = 2, help_heading = "GRPC")]
+    pub grpc_infer_thread_count: u32,
+    #[arg(long, default_value_t = 8, help_heading = "GRPC")]
+    pub grpc_infer_allocation_pool_size: u32,
+    #[arg(long, default_value_t = i32::MAX as u32, help_heading = "GRPC")]
+    pub grpc_max_response_pool_size: u32,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
+    pub grpc_use_ssl: bool,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
+    pub grpc_use_ssl_mutual: bool,
     #[arg(long, help_heading = "GRPC")]
     pub grpc_server_cert: Option<String>,
     #[arg(long, help_heading = "GRPC")]
     pub grpc_server_key: Option<String>,
     #[arg(long, help_heading = "GRPC")]
     pub grpc_root_cert: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_infer_response_compression_level: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_keepalive_time: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_keepalive_timeout: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_keepalive_permit_without_calls: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_http2_max_pings_without_data: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_http2_min_recv_ping_interval_without_data: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_http2_max_ping_strikes: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_max_connection_age: Option<String>,
-    #[arg(long, help_heading = "GRPC")]
-    pub grpc_max_connection_age_grace: Option<String>,
+    /// none, low, medium or high (gzip for infer responses when the client accepts it).
+    #[arg(long, default_value = "none", help_heading = "GRPC")]
+    pub grpc_infer_response_compression_level: String,
+    /// HTTP/2 keepalive ping interval, milliseconds.
+    #[arg(long, default_value_t = 7_200_000, help_heading = "GRPC")]
+    pub grpc_keepalive_time: u64,
+    /// HTTP/2 keepalive ping timeout, milliseconds.
+    #[arg(long, default_value_t = 20_000, help_heading = "GRPC")]
+    pub grpc_keepalive_timeout: u64,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
+    pub grpc_keepalive_permit_without_calls: bool,
+    #[arg(long, default_value_t = 2, help_heading = "GRPC")]
+    pub grpc_http2_max_pings_without_data: u32,
+    #[arg(long, default_value_t = 300_000, help_heading = "GRPC")]
+    pub grpc_http2_min_recv_ping_interval_without_data: u64,
+    #[arg(long, default_value_t = 2, help_heading = "GRPC")]
+    pub grpc_http2_max_ping_strikes: u32,
+    /// Close connections older than this, milliseconds (0 = never).
+    #[arg(long, default_value_t = 0, help_heading = "GRPC")]
+    pub grpc_max_connection_age: u64,
+    /// Grace period after --grpc-max-connection-age, milliseconds.
+    #[arg(long, default_value_t = 0, help_heading = "GRPC")]
+    pub grpc_max_connection_age_grace: u64,
     #[arg(long, help_heading = "GRPC")]
     pub grpc_restricted_protocol: Vec<String>,
+    /// Largest gRPC message received or sent, bytes (Rampart's own; Triton allows 2 GiB).
+    #[arg(long, default_value_t = 64 << 20, help_heading = "GRPC")]
+    pub grpc_max_message_size: u64,
 
     // ---- Sagemaker
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Sagemaker")]
@@ -273,8 +282,49 @@ impl Cli {
         if self.http_max_input_size <= 0 {
             return Err(format!("--http-max-input-size must be greater than 0, got {}", self.http_max_input_size));
         }
+        if self.grpc_use_ssl || self.grpc_use_ssl_mutual {
+            return Err(not_yet("grpc-use-ssl", "true", "TLS comes with the TLS/mTLS work"));
+        }
+        for (flag, v) in [("grpc-server-cert", &self.grpc_server_cert), ("grpc-server-key", &self.grpc_server_key), ("grpc-root-cert", &self.grpc_root_cert)] {
+            if let Some(v) = v {
+                return Err(not_yet(flag, v, "TLS comes with the TLS/mTLS work"));
+            }
+        }
+        if let Some(p) = &self.grpc_header_forward_pattern {
+            return Err(not_yet("grpc-header-forward-pattern", p, "header forwarding"));
+        }
+        if let Some(v) = self.grpc_restricted_protocol.first() {
+            return Err(not_yet("grpc-restricted-protocol", v, "restricted protocols come with access control"));
+        }
+        if !(2..=128).contains(&self.grpc_infer_thread_count) {
+            return Err(format!("--grpc-infer-thread-count must be in 2..128, got {}", self.grpc_infer_thread_count));
+        }
+        if self.grpc_max_response_pool_size == 0 || self.grpc_infer_allocation_pool_size == 0 {
+            return Err("--grpc-max-response-pool-size and --grpc-infer-allocation-pool-size must be greater than 0".into());
+        }
+        if !matches!(self.grpc_infer_response_compression_level.as_str(), "none" | "low" | "medium" | "high") {
+            return Err(format!(
+                "unexpected value for --grpc-infer-response-compression-level: '{}' (expected none, low, medium or high)",
+                self.grpc_infer_response_compression_level
+            ));
+        }
+        if self.grpc_max_message_size == 0 || self.grpc_max_message_size > i32::MAX as u64 {
+            return Err(format!("--grpc-max-message-size must be in 1..{}, got {}", i32::MAX, self.grpc_max_message_size));
+        }
+        if self.grpc_keepalive_time == 0 || self.grpc_keepalive_timeout == 0 {
+            return Err("--grpc-keepalive-time and --grpc-keepalive-timeout must be greater than 0".into());
+        }
+        if self.allow_grpc && self.allow_http && self.grpc_port != 0 && self.grpc_port == self.http_port {
+            return Err(format!("The server cannot listen to GRPC requests and HTTP requests at the same port {}", self.grpc_port));
+        }
         if self.allow_grpc {
-            return Err(not_yet("allow-grpc", "true", "the gRPC front end is not implemented; pass --allow-grpc=false"));
+            let defaults = self.grpc_keepalive_permit_without_calls
+                || self.grpc_http2_max_pings_without_data != 2
+                || self.grpc_http2_min_recv_ping_interval_without_data != 300_000
+                || self.grpc_http2_max_ping_strikes != 2;
+            if defaults {
+                inert.push("--grpc-keepalive-permit-without-calls and --grpc-http2-* ping policing are accepted but not enforced: the HTTP/2 stack answers pings without strike counting".into());
+            }
         }
         if self.allow_metrics {
             return Err(not_yet("allow-metrics", "true", "the metrics endpoint is not implemented; pass --allow-metrics=false"));
@@ -305,9 +355,6 @@ impl Cli {
         }
         if self.model_namespacing {
             return Err(not_yet("model-namespacing", "true", "model namespacing"));
-        }
-        if self.reuse_http_port {
-            return Err(not_yet("reuse-http-port", "true", "SO_REUSEPORT"));
         }
         if let Some(p) = &self.http_header_forward_pattern {
             return Err(not_yet("http-header-forward-pattern", p, "header forwarding"));
@@ -351,35 +398,12 @@ impl Cli {
             return Err(not_yet("allow-client-shm", "true", "client shared memory"));
         }
         // Settings of listeners that are off: accepted, reported at startup as having no effect.
-        let grpc_flags: [(&str, bool); 20] = [
-            ("grpc-address", self.grpc_address.is_some()),
-            ("grpc-port", self.grpc_port.is_some()),
-            ("reuse-grpc-port", self.reuse_grpc_port.is_some()),
-            ("grpc-header-forward-pattern", self.grpc_header_forward_pattern.is_some()),
-            ("grpc-infer-thread-count", self.grpc_infer_thread_count.is_some()),
-            ("grpc-infer-allocation-pool-size", self.grpc_infer_allocation_pool_size.is_some()),
-            ("grpc-max-response-pool-size", self.grpc_max_response_pool_size.is_some()),
-            ("grpc-use-ssl", self.grpc_use_ssl.is_some()),
-            ("grpc-use-ssl-mutual", self.grpc_use_ssl_mutual.is_some()),
-            ("grpc-server-cert", self.grpc_server_cert.is_some()),
-            ("grpc-server-key", self.grpc_server_key.is_some()),
-            ("grpc-root-cert", self.grpc_root_cert.is_some()),
-            ("grpc-infer-response-compression-level", self.grpc_infer_response_compression_level.is_some()),
-            ("grpc-keepalive-time", self.grpc_keepalive_time.is_some()),
-            ("grpc-keepalive-timeout", self.grpc_keepalive_timeout.is_some()),
-            ("grpc-keepalive-permit-without-calls", self.grpc_keepalive_permit_without_calls.is_some()),
-            ("grpc-http2-max-pings-without-data", self.grpc_http2_max_pings_without_data.is_some()),
-            ("grpc-http2-min-recv-ping-interval-without-data", self.grpc_http2_min_recv_ping_interval_without_data.is_some()),
-            ("grpc-http2-max-ping-strikes", self.grpc_http2_max_ping_strikes.is_some()),
-            ("grpc-restricted-protocol", !self.grpc_restricted_protocol.is_empty()),
-        ];
         let extra = [
-            ("grpc-max-connection-age", self.grpc_max_connection_age.is_some() || self.grpc_max_connection_age_grace.is_some()),
             ("sagemaker-*", self.sagemaker_port.is_some() || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some()),
             ("vertex-ai-*", self.vertex_ai_port.is_some() || self.vertex_ai_thread_count.is_some() || self.vertex_ai_default_model.is_some()),
             ("metrics-*", self.metrics_address.is_some() || self.metrics_port.is_some() || self.metrics_interval_ms.is_some() || !self.metrics_config.is_empty() || self.allow_gpu_metrics.is_some() || self.allow_cpu_metrics.is_some()),
         ];
-        for (flag, given) in grpc_flags.into_iter().chain(extra) {
+        for (flag, given) in extra {
             if given {
                 inert.push(format!("--{flag} has no effect: that listener is disabled"));
             }
@@ -428,13 +452,17 @@ mod tests {
     #[test]
     fn missing_features_refused() {
         let c = parse(&["--model-repository=/m"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        assert!(c.validate().unwrap_err().contains("allow-metrics"));
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--model-control-mode=explicit"]).unwrap();
         assert!(c.validate().unwrap_err().contains("not supported yet"));
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--load-model=x"]).unwrap();
         assert!(c.validate().unwrap_err().contains("requires setting '--model-control-mode=explicit'"));
-        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--grpc-port=9"]).unwrap();
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--metrics-port=9"]).unwrap();
         assert_eq!(c.validate().unwrap().inert.len(), 1);
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-port=8000"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("same port"));
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-use-ssl=true"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("not supported yet"));
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--backend-config=onnxruntime,engine=tract"]).unwrap();
         assert_eq!(c.validate().unwrap().engine, rampart_core::EngineChoice::Tract);
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--disable-auto-complete-config"]).unwrap();

@@ -32,11 +32,23 @@ fn init_logging(cli: &cli::Cli) {
 }
 
 /// `0.0.0.0`, `127.0.0.1`, `::1`, or tritonserver's `ipv6:[::1]` form.
-fn listen_addr(address: &str, port: u16) -> Result<SocketAddr, String> {
+fn listen_addr(flag: &str, address: &str, port: u16) -> Result<SocketAddr, String> {
     let host = address.strip_prefix("ipv6:").unwrap_or(address);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = host.parse().map_err(|_| format!("invalid --http-address '{address}'"))?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| format!("invalid --{flag} '{address}'"))?;
     Ok(SocketAddr::new(ip, port))
+}
+
+/// Binds a listener, with SO_REUSEPORT when asked (`--reuse-http-port`, `--reuse-grpc-port`).
+fn bind(service: &str, addr: SocketAddr, reuse_port: bool) -> Result<tokio::net::TcpListener, String> {
+    let fail = |e: std::io::Error| format!("failed to start {service} at {addr}: {e}");
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    if reuse_port {
+        socket.set_reuseport(true).map_err(fail)?;
+    }
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(1024).map_err(fail)
 }
 
 async fn shutdown_signal() {
@@ -108,10 +120,8 @@ async fn serve(cli: cli::Cli, server: Server) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_task = None;
     if cli.allow_http {
-        let addr = listen_addr(&cli.http_address, cli.http_port)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("failed to start HTTP service at {addr}: {e}"))?;
+        let addr = listen_addr("http-address", &cli.http_address, cli.http_port)?;
+        let listener = bind("HTTP service", addr, cli.reuse_http_port)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let options = rampart_http::HttpOptions { max_input_size: cli.http_max_input_size as usize };
         let app = rampart_http::router(server.clone(), options);
@@ -124,8 +134,40 @@ async fn serve(cli: cli::Cli, server: Server) -> Result<(), String> {
                 .await
         }));
         tracing::info!("Started HTTPService at {local}");
-    } else {
-        tracing::warn!("no listener is enabled (--allow-http=false): the server only runs until it is signalled");
+    }
+    let mut grpc_task = None;
+    if cli.allow_grpc {
+        let addr = listen_addr("grpc-address", &cli.grpc_address, cli.grpc_port)?;
+        let listener = bind("GRPC service", addr, cli.reuse_grpc_port)?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let options = rampart_grpc::GrpcOptions {
+            max_message_size: cli.grpc_max_message_size as usize,
+            compress_responses: cli.grpc_infer_response_compression_level != "none",
+        };
+        let (inference, health) = rampart_grpc::services(server.clone(), &options);
+        let mut builder = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(rampart_grpc::fix_status_headers))
+            .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
+            .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
+        if cli.grpc_max_connection_age > 0 {
+            builder = builder
+                .max_connection_age(Duration::from_millis(cli.grpc_max_connection_age))
+                .max_connection_age_grace(Duration::from_millis(cli.grpc_max_connection_age_grace));
+        }
+        let router = builder.add_service(inference).add_service(health);
+        let mut rx = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        grpc_task = Some(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+        tracing::info!("Started GRPCInferenceService at {local}");
+    }
+    if http_task.is_none() && grpc_task.is_none() {
+        tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
     shutdown_signal().await;
     tracing::info!("signal received: stopping new connections, waiting up to {}s for in-flight requests", exit_timeout.as_secs());
@@ -134,11 +176,19 @@ async fn serve(cli: cli::Cli, server: Server) -> Result<(), String> {
     if left > 0 {
         tracing::warn!("{left} inference requests still in flight after --exit-timeout-secs; exiting anyway");
     }
+    let grace = Duration::from_secs(1).max(exit_timeout / 10);
     if let Some(t) = http_task {
-        match tokio::time::timeout(Duration::from_secs(1).max(exit_timeout / 10), t).await {
+        match tokio::time::timeout(grace, t).await {
             Ok(Ok(Err(e))) => tracing::error!("HTTP service error: {e}"),
             Ok(_) => {}
             Err(_) => tracing::warn!("HTTP connections still open at exit"),
+        }
+    }
+    if let Some(t) = grpc_task {
+        match tokio::time::timeout(grace, t).await {
+            Ok(Ok(Err(e))) => tracing::error!("GRPC service error: {e}"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("GRPC streams still open at exit"),
         }
     }
     tracing::info!("exiting");

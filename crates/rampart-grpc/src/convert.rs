@@ -1,0 +1,258 @@
+//! Message conversions between the gRPC wire types and the core's types. Only decoding lives here: every
+//! check on tensors, shapes and parameters is the core's.
+
+use bytes::Bytes;
+use rampart_core::stats::{DurationSnapshot, VersionStats};
+use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+use rampart_types::tensor::encode_bytes_elements;
+use rampart_types::wire::WireElement;
+use rampart_types::{DataType, Error, Result};
+
+use crate::pb::{self, infer_parameter::ParameterChoice};
+
+pub(crate) fn param_value(key: &str, p: &pb::InferParameter) -> Result<ParamValue> {
+    match &p.parameter_choice {
+        Some(ParameterChoice::BoolParam(b)) => Ok(ParamValue::Bool(*b)),
+        Some(ParameterChoice::Int64Param(i)) => Ok(ParamValue::Int(*i)),
+        Some(ParameterChoice::Uint64Param(u)) => Ok(ParamValue::Uint(*u)),
+        Some(ParameterChoice::DoubleParam(d)) => Ok(ParamValue::Double(*d)),
+        Some(ParameterChoice::StringParam(s)) => Ok(ParamValue::String(s.clone())),
+        None => Err(Error::invalid_arg(format!("parameter '{key}' has no value"))),
+    }
+}
+
+/// gRPC's typing of the reserved request parameters (spec §2.3): a protocol rule, checked while decoding.
+fn check_reserved_type(key: &str, p: &pb::InferParameter) -> Result<()> {
+    use ParameterChoice::*;
+    let (ok, want) = match key {
+        "priority" => (matches!(p.parameter_choice, Some(Int64Param(_) | Uint64Param(_))), "int64_param or uint64_param"),
+        "timeout" => (matches!(p.parameter_choice, Some(Int64Param(_))), "int64_param"),
+        "sequence_id" => (matches!(p.parameter_choice, Some(Int64Param(_) | StringParam(_))), "int64_param or string_param"),
+        "sequence_start" | "sequence_end" => (matches!(p.parameter_choice, Some(BoolParam(_))), "bool_param"),
+        _ => (true, ""),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_arg(format!("invalid value type for '{key}' parameter, expected {want}.")))
+    }
+}
+
+fn params(map: &std::collections::HashMap<String, pb::InferParameter>) -> Result<Parameters> {
+    map.iter()
+        .map(|(k, v)| {
+            check_reserved_type(k, v)?;
+            Ok((k.clone(), param_value(k, v)?))
+        })
+        .collect()
+}
+
+/// gRPC's only allowed `triton_` request parameter (it asks decoupled models for an empty final response).
+pub(crate) const EMPTY_FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
+
+pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
+    let version = rampart_core::parse_version(&req.model_version)?;
+    let mut parameters = params(&req.parameters)?;
+    parameters.remove(EMPTY_FINAL_RESPONSE);
+    let model = req.model_name.clone();
+    let any_typed = req.inputs.iter().any(|i| i.contents.is_some());
+    if any_typed && !req.raw_input_contents.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "contents field must not be specified when using raw_input_contents for model '{model}'"
+        )));
+    }
+    let mut raw = std::mem::take(&mut req.raw_input_contents).into_iter();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let datatype = DataType::from_protocol(&input.datatype)
+            .ok_or_else(|| Error::invalid_arg(format!("invalid datatype for input {}: '{}' is not a Triton data type", input.name, input.datatype)))?;
+        if input.parameters.contains_key("shared_memory_region") {
+            return Err(Error::unsupported(
+                "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
+            ));
+        }
+        let data = match &input.contents {
+            Some(c) => typed_contents(c, datatype, &input.name)?,
+            None => raw.next().ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "unable to find data for input tensor '{}' for model '{model}': give it typed contents or a raw_input_contents entry",
+                    input.name
+                ))
+            })?,
+        };
+        let shape = input.shape;
+        if let Some(d) = shape.iter().find(|&&d| d < 0) {
+            return Err(Error::invalid_arg(format!("invalid shape for input '{}': dimension {d} is negative", input.name)));
+        }
+        inputs.push(InputTensor { name: input.name, datatype, shape, data });
+    }
+    if raw.next().is_some() {
+        return Err(Error::invalid_arg(format!(
+            "unexpected additional input data for model '{model}': more raw_input_contents entries than inputs"
+        )));
+    }
+    let mut outputs = Vec::with_capacity(req.outputs.len());
+    for o in req.outputs {
+        if o.parameters.contains_key("shared_memory_region") {
+            return Err(Error::unsupported(
+                "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
+            ));
+        }
+        if o.parameters.contains_key("classification") {
+            return Err(Error::unsupported("the classification extension is not supported yet by Rampart"));
+        }
+        outputs.push(RequestedOutput { name: o.name });
+    }
+    Ok(InferRequest { model_name: req.model_name, model_version: version, id: req.id, parameters, inputs, outputs })
+}
+
+fn narrow<S: Copy + std::fmt::Display, T: WireElement + TryFrom<S>>(values: &[S], name: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(values.len() * T::SIZE);
+    for (i, &v) in values.iter().enumerate() {
+        let x = T::try_from(v).map_err(|_| {
+            Error::invalid_arg(format!("input '{name}': element {i} ({v}) is out of range for {}", T::DATATYPE))
+        })?;
+        x.write(&mut out);
+    }
+    Ok(out)
+}
+
+fn plain<T: WireElement>(values: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * T::SIZE);
+    for &v in values {
+        v.write(&mut out);
+    }
+    out
+}
+
+/// Typed `contents` → wire bytes. Exactly the field that matches the data type may hold values.
+fn typed_contents(c: &pb::InferTensorContents, dt: DataType, name: &str) -> Result<Bytes> {
+    let fields: [(&str, usize); 8] = [
+        ("bool_contents", c.bool_contents.len()),
+        ("int_contents", c.int_contents.len()),
+        ("int64_contents", c.int64_contents.len()),
+        ("uint_contents", c.uint_contents.len()),
+        ("uint64_contents", c.uint64_contents.len()),
+        ("fp32_contents", c.fp32_contents.len()),
+        ("fp64_contents", c.fp64_contents.len()),
+        ("bytes_contents", c.bytes_contents.len()),
+    ];
+    let expected = match dt {
+        DataType::Bool => "bool_contents",
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => "int_contents",
+        DataType::Int64 => "int64_contents",
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => "uint_contents",
+        DataType::Uint64 => "uint64_contents",
+        DataType::Fp32 => "fp32_contents",
+        DataType::Fp64 => "fp64_contents",
+        DataType::Bytes => "bytes_contents",
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(Error::invalid_arg(format!(
+                "input '{name}': {dt} data cannot be given in typed contents; use raw_input_contents"
+            )));
+        }
+    };
+    if let Some((other, _)) = fields.iter().find(|(f, n)| *n > 0 && *f != expected) {
+        return Err(Error::invalid_arg(format!(
+            "input '{name}' has datatype {dt}, whose typed data goes in '{expected}', but '{other}' was given"
+        )));
+    }
+    let bytes = match dt {
+        DataType::Bool => plain(&c.bool_contents),
+        DataType::Int8 => narrow::<i32, i8>(&c.int_contents, name)?,
+        DataType::Int16 => narrow::<i32, i16>(&c.int_contents, name)?,
+        DataType::Int32 => plain(&c.int_contents),
+        DataType::Int64 => plain(&c.int64_contents),
+        DataType::Uint8 => narrow::<u32, u8>(&c.uint_contents, name)?,
+        DataType::Uint16 => narrow::<u32, u16>(&c.uint_contents, name)?,
+        DataType::Uint32 => plain(&c.uint_contents),
+        DataType::Uint64 => plain(&c.uint64_contents),
+        DataType::Fp32 => plain(&c.fp32_contents),
+        DataType::Fp64 => plain(&c.fp64_contents),
+        DataType::Bytes => encode_bytes_elements(&c.bytes_contents),
+        DataType::Fp16 | DataType::Bf16 => unreachable!("refused above"),
+    };
+    Ok(Bytes::from(bytes))
+}
+
+pub(crate) fn infer_response(r: InferResponse) -> pb::ModelInferResponse {
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    let mut raw = Vec::with_capacity(r.outputs.len());
+    for t in r.outputs {
+        outputs.push(pb::model_infer_response::InferOutputTensor {
+            name: t.name,
+            datatype: t.datatype.as_str().to_string(),
+            shape: t.shape,
+            parameters: Default::default(),
+            contents: None,
+        });
+        raw.push(t.data);
+    }
+    pb::ModelInferResponse {
+        model_name: r.model_name,
+        model_version: r.model_version.to_string(),
+        id: r.id,
+        parameters: Default::default(),
+        outputs,
+        raw_output_contents: raw,
+    }
+}
+
+fn dur(d: &DurationSnapshot) -> Option<pb::StatisticDuration> {
+    Some(pb::StatisticDuration { count: d.count, ns: d.ns })
+}
+
+pub(crate) fn statistics(stats: Vec<VersionStats>) -> pb::ModelStatisticsResponse {
+    let model_stats = stats
+        .into_iter()
+        .map(|v| {
+            let s = v.stats;
+            let zero = DurationSnapshot::default();
+            pb::ModelStatistics {
+                name: v.name,
+                version: v.version,
+                last_inference: s.last_inference_ms,
+                inference_count: s.inference_count,
+                execution_count: s.execution_count,
+                inference_stats: Some(pb::InferStatistics {
+                    success: dur(&s.success),
+                    fail: dur(&s.fail),
+                    queue: dur(&s.queue),
+                    compute_input: dur(&s.compute_input),
+                    compute_infer: dur(&s.compute_infer),
+                    compute_output: dur(&s.compute_output),
+                    cache_hit: dur(&zero),
+                    cache_miss: dur(&zero),
+                }),
+                batch_stats: s
+                    .batch
+                    .iter()
+                    .map(|(size, d)| pb::InferBatchStatistics {
+                        batch_size: *size,
+                        compute_input: dur(&d[0]),
+                        compute_infer: dur(&d[1]),
+                        compute_output: dur(&d[2]),
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    pb::ModelStatisticsResponse { model_stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_contents_checked() {
+        let c = pb::InferTensorContents { int_contents: vec![1, 300], ..Default::default() };
+        assert!(typed_contents(&c, DataType::Uint8, "x").is_err(), "wrong field");
+        assert!(typed_contents(&c, DataType::Int8, "x").unwrap_err().message().contains("out of range"));
+        assert_eq!(typed_contents(&c, DataType::Int32, "x").unwrap().len(), 8);
+        let c = pb::InferTensorContents { bytes_contents: vec![Bytes::from_static(b"ab")], ..Default::default() };
+        assert_eq!(&typed_contents(&c, DataType::Bytes, "x").unwrap()[..], &[2, 0, 0, 0, b'a', b'b']);
+        assert!(typed_contents(&pb::InferTensorContents::default(), DataType::Fp16, "x").is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! KServe v2 / Triton gRPC front end (`inference.GRPCInferenceService` and `grpc.health.v1.Health`). Like the
+//! HTTP front end it only converts messages to core types and back; validation, inference and error texts
+//! come from `rampart-core`, status codes from the one error-code table.
+#![forbid(unsafe_code)]
+
+mod convert;
+mod service;
+
+/// Generated message and service types (`package inference`).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("inference");
+}
+
+/// Generated `grpc.health.v1` types.
+pub mod health_pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("grpc.health.v1");
+}
+
+pub use service::{GrpcOptions, fix_status_headers, services};

@@ -1,0 +1,380 @@
+//! The `GRPCInferenceService` and `Health` implementations over the core `Server`.
+
+use std::pin::Pin;
+
+use rampart_core::{Server, parse_version};
+use rampart_types::Error;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::health_pb::{self, health_check_response::ServingStatus, health_server};
+use crate::pb::{self, grpc_inference_service_server as gis};
+
+/// Front-end settings that come from flags.
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    /// Largest message accepted or sent (Rampart's `--grpc-max-message-size`, default 64 MiB).
+    pub max_message_size: usize,
+    /// Compress infer responses with gzip when the client accepts it (`--grpc-infer-response-compression-level`).
+    pub compress_responses: bool,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        GrpcOptions { max_message_size: 64 << 20, compress_responses: false }
+    }
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's own servers (and Triton, and what
+/// clients expect) answer RESOURCE_EXHAUSTED.
+fn oversize(s: Status) -> Status {
+    if s.code() == tonic::Code::OutOfRange && s.message().contains("message length too large") {
+        Status::resource_exhausted(s.message().to_string())
+    } else {
+        s
+    }
+}
+
+/// Statuses tonic produces before a handler runs travel in the response headers: an oversized unary request
+/// (rewritten as above) and an unknown method (UNIMPLEMENTED without a message, given one here).
+pub fn fix_status_headers<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers();
+    let code = h.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let message = h.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if code == "11" && (message.contains("message%20length%20too%20large") || message.contains("message length too large")) {
+        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    } else if code == "12" && message.is_empty() {
+        resp.headers_mut().insert("grpc-message", http::HeaderValue::from_static("unknown%20gRPC%20service%20or%20method"));
+    }
+    resp
+}
+
+/// Renders a core error through the one error-code table.
+pub(crate) fn status(e: Error) -> Status {
+    Status::new(tonic::Code::from(e.code().grpc_code()), e.message().to_string())
+}
+
+fn not_yet(what: &str) -> Status {
+    status(Error::unsupported(format!("{what} is not supported yet by Rampart")))
+}
+
+fn shm_disabled() -> Status {
+    status(Error::unsupported("Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."))
+}
+
+#[derive(Clone)]
+struct Inference {
+    server: Server,
+}
+
+impl Inference {
+    async fn infer(&self, req: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
+        let req = convert::infer_request(req)?;
+        let resp = self.server.infer(req).await?;
+        Ok(convert::infer_response(resp))
+    }
+}
+
+type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+/// Requests of one stream that may run at once; answers keep the order of the requests.
+const STREAM_CONCURRENCY: usize = 64;
+
+#[tonic::async_trait]
+impl gis::GrpcInferenceService for Inference {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        let live = self.server.is_live().map_err(status)?;
+        Ok(Response::new(pb::ServerLiveResponse { live }))
+    }
+
+    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        let ready = self.server.is_ready().map_err(status)?;
+        Ok(Response::new(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = r.into_inner();
+        let version = parse_version(&r.version).map_err(status)?;
+        let ready = self.server.model_ready(&r.name, version).map_err(status)?;
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        let m = self.server.metadata();
+        Ok(Response::new(pb::ServerMetadataResponse { name: m.name, version: m.version, extensions: m.extensions }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = r.into_inner();
+        let version = parse_version(&r.version).map_err(status)?;
+        let m = self.server.model_metadata(&r.name, version).map_err(status)?;
+        let t = |v: Vec<rampart_core::TensorMetadata>| {
+            v.into_iter()
+                .map(|t| pb::model_metadata_response::TensorMetadata {
+                    name: t.name,
+                    datatype: t.datatype.as_str().to_string(),
+                    shape: t.shape,
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform,
+            inputs: t(m.inputs),
+            outputs: t(m.outputs),
+        }))
+    }
+
+    async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let resp = self.infer(r.into_inner()).await.map_err(status)?;
+        Ok(Response::new(resp))
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    async fn model_stream_infer(
+        &self,
+        r: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        // With `triton_grpc_error: true` the first error ends the stream with a real status; otherwise errors
+        // travel in `error_message` and the stream stays open.
+        let close_on_error = r
+            .metadata()
+            .get("triton_grpc_error")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let this = self.clone();
+        let requests = r.into_inner();
+        let answers = requests
+            .map(move |item| {
+                let this = this.clone();
+                async move {
+                    match item {
+                        Ok(req) => this.infer(req).await.map_err(|e| StreamError::Request(status(e))),
+                        // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
+                        Err(s) => Err(StreamError::Transport(oversize(s))),
+                    }
+                }
+            });
+        let ordered = futures_ordered(answers, STREAM_CONCURRENCY);
+        let out = async_stream_map(ordered, close_on_error);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn model_config(&self, r: Request<pb::ModelConfigRequest>) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = r.into_inner();
+        let version = parse_version(&r.version).map_err(status)?;
+        let config = self.server.model_config(&r.name, version).map_err(status)?;
+        Ok(Response::new(pb::ModelConfigResponse { config: Some((*config).clone()) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        r: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let r = r.into_inner();
+        let version = parse_version(&r.version).map_err(status)?;
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        let stats = self.server.statistics(name, version).map_err(status)?;
+        Ok(Response::new(convert::statistics(stats)))
+    }
+
+    async fn repository_index(
+        &self,
+        r: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let r = r.into_inner();
+        let models = self
+            .server
+            .repository_index(r.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.as_str().to_string(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        r: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        if !r.get_ref().repository_name.is_empty() {
+            return Err(status(Error::unsupported("'repository_name' specification is not supported")));
+        }
+        Err(status(Error::unavailable("explicit model load / unload is not allowed if polling is enabled")))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        r: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        if !r.get_ref().repository_name.is_empty() {
+            return Err(status(Error::unsupported("'repository_name' specification is not supported")));
+        }
+        Err(status(Error::unavailable("explicit model load / unload is not allowed if polling is enabled")))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        r: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
+        let name = &r.get_ref().name;
+        if !name.is_empty() {
+            return Err(status(Error::not_found(format!("Unable to find system shared memory region: '{name}'"))));
+        }
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse::default()))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
+        Err(shm_disabled())
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
+        Err(shm_disabled())
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        r: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
+        let name = &r.get_ref().name;
+        if !name.is_empty() {
+            return Err(status(Error::not_found(format!("Unable to find cuda shared memory region: '{name}'"))));
+        }
+        Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
+        Err(status(Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support")))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
+        Err(status(Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support")))
+    }
+
+    async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> Result<Response<pb::TraceSettingResponse>, Status> {
+        Err(not_yet("the trace settings API"))
+    }
+
+    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        Err(not_yet("the log settings API"))
+    }
+}
+
+/// Runs up to `n` of the stream's futures at once and yields their results in request order.
+fn futures_ordered<S, F, T>(input: S, n: usize) -> impl Stream<Item = T> + Send
+where
+    S: Stream<Item = F> + Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<tokio::task::JoinHandle<T>>(n);
+    tokio::spawn(async move {
+        tokio::pin!(input);
+        while let Some(fut) = input.next().await {
+            // Each request runs as its own task; the bounded channel limits how many are in flight, and
+            // dropping the receiver (client gone) aborts nothing already answered but stops reading more.
+            if tx.send(tokio::spawn(fut)).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).then(|h| async move { h.await.expect("stream request task") })
+}
+
+enum StreamError {
+    /// One request failed; the stream may go on.
+    Request(Status),
+    /// The stream itself is broken.
+    Transport(Status),
+}
+
+fn async_stream_map<S>(answers: S, close_on_error: bool) -> impl Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send
+where
+    S: Stream<Item = Result<pb::ModelInferResponse, StreamError>> + Send + 'static,
+{
+    // tonic ends the response with the first `Err` as its status, which is what `triton_grpc_error` asks for.
+    answers.map(move |a| match a {
+        Ok(resp) => Ok(pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) }),
+        Err(StreamError::Request(s)) if !close_on_error => {
+            Ok(pb::ModelStreamInferResponse { error_message: s.message().to_string(), infer_response: None })
+        }
+        Err(StreamError::Request(s) | StreamError::Transport(s)) => Err(s),
+    })
+}
+
+struct Health {
+    server: Server,
+}
+
+fn serving_status(server: &Server) -> i32 {
+    match server.is_ready() {
+        Ok(true) => ServingStatus::Serving as i32,
+        _ => ServingStatus::NotServing as i32,
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<health_pb::HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl health_server::Health for Health {
+    async fn check(
+        &self,
+        _: Request<health_pb::HealthCheckRequest>,
+    ) -> Result<Response<health_pb::HealthCheckResponse>, Status> {
+        Ok(Response::new(health_pb::HealthCheckResponse { status: serving_status(&self.server) }))
+    }
+
+    type WatchStream = WatchStream;
+
+    /// Sends the readiness-derived status now and again whenever it changes (checked every second).
+    async fn watch(&self, _: Request<health_pb::HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let server = self.server.clone();
+        let mut last = None;
+        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(std::time::Duration::from_secs(1)));
+        let updates = ticks.filter_map(move |_| {
+            let now = serving_status(&server);
+            (last.replace(now) != Some(now)).then_some(Ok(health_pb::HealthCheckResponse { status: now }))
+        });
+        Ok(Response::new(Box::pin(updates)))
+    }
+}
+
+/// The two gRPC services, ready to add to a tonic server.
+pub fn services(
+    server: Server,
+    options: &GrpcOptions,
+) -> (gis::GrpcInferenceServiceServer<impl gis::GrpcInferenceService>, health_server::HealthServer<impl health_server::Health>) {
+    let mut inference = gis::GrpcInferenceServiceServer::new(Inference { server: server.clone() })
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    if options.compress_responses {
+        inference = inference.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    (inference, health_server::HealthServer::new(Health { server }))
+}
