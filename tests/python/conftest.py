@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ GRPC_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
+# Searched (not matched) in each output line, so a suffix such as " with TLS" after the port is tolerated.
 PORT_RE = re.compile(r"Started HTTPService at (\S+):(\d+)")
 GRPC_PORT_RE = re.compile(r"Started GRPCInferenceService at (\S+):(\d+)")
 # Client-side channel limits: unlimited, so that only the server's limits are tested.
@@ -123,6 +125,64 @@ def require_binary() -> Path:
 
 
 # ---------------------------------------------------------------------------------------
+# TLS client settings
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsClient:
+    """What a client needs to talk to a TLS listener: the CA (PEM file) it trusts for the server
+    certificate and, for mutual TLS, its own certificate chain and key (PEM files).
+
+    Servers are reached as 127.0.0.1, so the server certificate must carry SAN IP:127.0.0.1."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+    def requests_kwargs(self) -> dict:
+        """verify= / cert= for requests."""
+        return {"verify": str(self.ca), "cert": (str(self.cert), str(self.key)) if self.cert else None}
+
+    def ssl_context(self, alpn: list[str] | None = None):
+        """A client-side ssl.SSLContext (verifies the server against `ca`, presents cert/key if set)."""
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if self.cert:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+    def http_client_kwargs(self) -> dict:
+        """Keyword arguments for tritonclient.http.InferenceServerClient (geventhttpclient underneath):
+        `ssl_options` takes ca_certs / certfile / keyfile (the default ssl_context_factory is
+        gevent.ssl.create_default_context, which verifies the server and its host name)."""
+        options = {"ca_certs": str(self.ca)}
+        if self.cert:
+            options.update(certfile=str(self.cert), keyfile=str(self.key))
+        return {"ssl": True, "ssl_options": options}
+
+    def grpc_client_kwargs(self) -> dict:
+        """Keyword arguments for tritonclient.grpc.InferenceServerClient (file paths, read by the client)."""
+        kw = {"ssl": True, "root_certificates": str(self.ca)}
+        if self.cert:
+            kw.update(private_key=str(self.key), certificate_chain=str(self.cert))
+        return kw
+
+    def grpc_credentials(self):
+        import grpc
+
+        def read(path):
+            return Path(path).read_bytes() if path else None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca), private_key=read(self.key), certificate_chain=read(self.cert)
+        )
+
+
+# ---------------------------------------------------------------------------------------
 # Server process management
 # ---------------------------------------------------------------------------------------
 
@@ -136,14 +196,27 @@ class RampartServer:
 
     `port` is the HTTP port. `grpc_port` is the gRPC port when the server was started with
     `--allow-grpc=true` (see `grpc_base_args`), else None; `start` then also waits for the
-    "Started GRPCInferenceService at" line and for gRPC ServerLive to answer."""
+    "Started GRPCInferenceService at" line and for gRPC ServerLive to answer.
+
+    `http_tls` / `grpc_tls` (TlsClient) are the client settings for a server started with TLS on that
+    listener: readiness polling, `session`, `client()`, `grpc_channel()`, `grpc_stub()`, `grpc_client()`
+    and `assert_live` then use https / a TLS channel with them."""
 
     host = "127.0.0.1"
 
-    def __init__(self, args: list[str], label: str = "rampart", grpc: bool | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        label: str = "rampart",
+        grpc: bool | None = None,
+        http_tls: TlsClient | None = None,
+        grpc_tls: TlsClient | None = None,
+    ):
         self.args = list(args)
         self.label = label
         self.expect_grpc = ("--allow-grpc=true" in self.args) if grpc is None else grpc
+        self.http_tls = http_tls
+        self.grpc_tls = grpc_tls
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.grpc_port: int | None = None
@@ -154,6 +227,9 @@ class RampartServer:
         self._grpc_port_found = threading.Event()
         self._threads: list[threading.Thread] = []
         self.session = requests.Session()
+        if http_tls is not None:
+            kw = http_tls.requests_kwargs()
+            self.session.verify, self.session.cert = kw["verify"], kw["cert"]
         self._grpc_channel = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -295,7 +371,12 @@ class RampartServer:
 
     @property
     def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.http_tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def http_tls_kwargs(self) -> dict:
+        """verify= / cert= for a one-off requests call to this server ({} without HTTP TLS)."""
+        return self.http_tls.requests_kwargs() if self.http_tls is not None else {}
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", HTTP_TIMEOUT)
@@ -322,7 +403,10 @@ class RampartServer:
     def client(self):
         import tritonclient.http as httpclient
 
-        return httpclient.InferenceServerClient(url=self.url, connection_timeout=10.0, network_timeout=HTTP_TIMEOUT)
+        tls = self.http_tls.http_client_kwargs() if self.http_tls is not None else {}
+        return httpclient.InferenceServerClient(
+            url=self.url, connection_timeout=10.0, network_timeout=HTTP_TIMEOUT, **tls
+        )
 
 
     # -- gRPC ----------------------------------------------------------------------------
@@ -334,9 +418,12 @@ class RampartServer:
         return f"{self.host}:{self.grpc_port}"
 
     def grpc_channel(self):
-        """A new insecure channel to the gRPC port with unlimited client-side message sizes (caller closes it)."""
+        """A new channel to the gRPC port with unlimited client-side message sizes (caller closes it):
+        insecure, or TLS with `grpc_tls` when the server was started with gRPC TLS."""
         import grpc
 
+        if self.grpc_tls is not None:
+            return grpc.secure_channel(self.grpc_url, self.grpc_tls.grpc_credentials(), options=GRPC_CHANNEL_OPTIONS)
         return grpc.insecure_channel(self.grpc_url, options=GRPC_CHANNEL_OPTIONS)
 
     def grpc_stub(self, timeout: float = GRPC_TIMEOUT) -> "GrpcStub":
@@ -349,7 +436,7 @@ class RampartServer:
 
     def grpc_client(self, timeout: float = GRPC_TIMEOUT) -> "GrpcClient":
         """tritonclient.grpc client whose calls default to client_timeout / stream_timeout = `timeout`."""
-        return GrpcClient(self.grpc_url, timeout)
+        return GrpcClient(self.grpc_url, timeout, tls=self.grpc_tls)
 
     def close_grpc(self) -> None:
         with self._lock:
@@ -382,10 +469,10 @@ class GrpcClient:
     """`tritonclient.grpc.InferenceServerClient` that fills in `client_timeout` (unary calls) or
     `stream_timeout` (start_stream) when the caller does not, so every call has a deadline."""
 
-    def __init__(self, url: str, timeout: float = GRPC_TIMEOUT):
+    def __init__(self, url: str, timeout: float = GRPC_TIMEOUT, tls: TlsClient | None = None):
         import tritonclient.grpc as grpcclient
 
-        self._client = grpcclient.InferenceServerClient(url=url)
+        self._client = grpcclient.InferenceServerClient(url=url, **(tls.grpc_client_kwargs() if tls else {}))
         self._timeout = timeout
 
     def __getattr__(self, name: str):
@@ -414,8 +501,15 @@ class GrpcClient:
         self.close()
 
 
-def start_server(args: list[str], label: str, wait: str | None = "ready", timeout: float = START_TIMEOUT) -> RampartServer:
-    srv = RampartServer(args, label)
+def start_server(
+    args: list[str],
+    label: str,
+    wait: str | None = "ready",
+    timeout: float = START_TIMEOUT,
+    http_tls: TlsClient | None = None,
+    grpc_tls: TlsClient | None = None,
+) -> RampartServer:
+    srv = RampartServer(args, label, http_tls=http_tls, grpc_tls=grpc_tls)
     try:
         srv.start(wait=wait, timeout=timeout)
     except ServerStartError as e:
@@ -460,7 +554,7 @@ def assert_live(srv: RampartServer) -> None:
     """The server process is running and /v2/health/live answers 200."""
     assert srv.alive(), f"{srv.label} is not running (exit code {srv.proc.returncode})\n{srv.output()}"
     try:
-        r = requests.get(srv.base + "/v2/health/live", timeout=10)
+        r = requests.get(srv.base + "/v2/health/live", timeout=10, **srv.http_tls_kwargs())
     except requests.RequestException as e:  # pragma: no cover - diagnostic path
         raise AssertionError(f"{srv.label}: /v2/health/live failed: {e}\n{srv.output()}")
     assert r.status_code == 200, f"/v2/health/live -> {r.status_code} {r.text!r}\n{srv.output()}"
@@ -601,6 +695,9 @@ SERVER_FIXTURES = (
     "grpc_test_repo_server",
     "grpc_cap_server",
     "grpc_mixed_server",
+    # test_tls.py
+    "tls_server",
+    "mtls_server",
 )
 
 

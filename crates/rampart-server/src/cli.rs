@@ -98,6 +98,24 @@ pub struct Cli {
     pub http_max_input_size: i64,
     #[arg(long, help_heading = "HTTP")]
     pub http_restricted_api: Vec<String>,
+    /// Serve HTTPS (Rampart's own; Triton has no TLS on HTTP).
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "HTTP")]
+    pub http_use_ssl: bool,
+    /// Require client certificates signed by --http-root-cert (implies --http-use-ssl).
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "HTTP")]
+    pub http_use_ssl_mutual: bool,
+    /// PEM certificate chain of the HTTP listener.
+    #[arg(long, help_heading = "HTTP")]
+    pub http_server_cert: Option<PathBuf>,
+    /// PEM private key of the HTTP listener.
+    #[arg(long, help_heading = "HTTP")]
+    pub http_server_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign accepted client certificates.
+    #[arg(long, help_heading = "HTTP")]
+    pub http_root_cert: Option<PathBuf>,
+    /// How often TLS certificate, key and root files are checked for changes (seconds).
+    #[arg(long, default_value_t = 5, help_heading = "HTTP")]
+    pub tls_reload_interval_secs: u64,
 
     // ---- GRPC
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
@@ -122,11 +140,11 @@ pub struct Cli {
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
     pub grpc_use_ssl_mutual: bool,
     #[arg(long, help_heading = "GRPC")]
-    pub grpc_server_cert: Option<String>,
+    pub grpc_server_cert: Option<PathBuf>,
     #[arg(long, help_heading = "GRPC")]
-    pub grpc_server_key: Option<String>,
+    pub grpc_server_key: Option<PathBuf>,
     #[arg(long, help_heading = "GRPC")]
-    pub grpc_root_cert: Option<String>,
+    pub grpc_root_cert: Option<PathBuf>,
     /// none, low, medium or high (gzip for infer responses when the client accepts it).
     #[arg(long, default_value = "none", help_heading = "GRPC")]
     pub grpc_infer_response_compression_level: String,
@@ -262,10 +280,34 @@ pub struct Cli {
 /// Settings derived from the flags after validation.
 #[derive(Debug)]
 pub struct Validated {
+    pub http_tls: Option<rampart_tls::TlsFiles>,
+    pub grpc_tls: Option<rampart_tls::TlsFiles>,
     pub engine: rampart_core::EngineChoice,
     pub autocomplete: bool,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
+}
+
+/// A listener's TLS files from its flags; `None` when TLS is off. Mutual implies TLS.
+fn tls_files(
+    listener: &'static str,
+    ssl: bool,
+    mutual: bool,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    root: &Option<PathBuf>,
+) -> Result<Option<rampart_tls::TlsFiles>, String> {
+    if !(ssl || mutual) {
+        return Ok(None);
+    }
+    let need = |v: &Option<PathBuf>, flag: &str| {
+        v.clone().ok_or_else(|| format!("--{listener}-use-ssl needs --{listener}-{flag}"))
+    };
+    let files = rampart_tls::TlsFiles { listener, cert: need(cert, "server-cert")?, key: need(key, "server-key")?, root: root.clone(), mutual };
+    if mutual && root.is_none() {
+        return Err(format!("--{listener}-use-ssl-mutual needs --{listener}-root-cert (the CA that signs client certificates)"));
+    }
+    Ok(Some(files))
 }
 
 fn not_yet(flag: &str, value: &str, issue: &str) -> String {
@@ -282,13 +324,8 @@ impl Cli {
         if self.http_max_input_size <= 0 {
             return Err(format!("--http-max-input-size must be greater than 0, got {}", self.http_max_input_size));
         }
-        if self.grpc_use_ssl || self.grpc_use_ssl_mutual {
-            return Err(not_yet("grpc-use-ssl", "true", "TLS comes with the TLS/mTLS work"));
-        }
-        for (flag, v) in [("grpc-server-cert", &self.grpc_server_cert), ("grpc-server-key", &self.grpc_server_key), ("grpc-root-cert", &self.grpc_root_cert)] {
-            if let Some(v) = v {
-                return Err(not_yet(flag, v, "TLS comes with the TLS/mTLS work"));
-            }
+        if self.tls_reload_interval_secs == 0 {
+            return Err("--tls-reload-interval-secs must be greater than 0".into());
         }
         if let Some(p) = &self.grpc_header_forward_pattern {
             return Err(not_yet("grpc-header-forward-pattern", p, "header forwarding"));
@@ -427,7 +464,9 @@ impl Cli {
             }
         }
         let strict = self.disable_auto_complete_config || self.strict_model_config.unwrap_or(false);
-        Ok(Validated { engine, autocomplete: !strict, inert })
+        let http_tls = tls_files("http", self.http_use_ssl, self.http_use_ssl_mutual, &self.http_server_cert, &self.http_server_key, &self.http_root_cert)?;
+        let grpc_tls = tls_files("grpc", self.grpc_use_ssl, self.grpc_use_ssl_mutual, &self.grpc_server_cert, &self.grpc_server_key, &self.grpc_root_cert)?;
+        Ok(Validated { http_tls, grpc_tls, engine, autocomplete: !strict, inert })
     }
 }
 
@@ -462,7 +501,11 @@ mod tests {
         let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-port=8000"]).unwrap();
         assert!(c.validate().unwrap_err().contains("same port"));
         let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-use-ssl=true"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        assert!(c.validate().unwrap_err().contains("--grpc-use-ssl needs --grpc-server-cert"));
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--http-use-ssl-mutual=1", "--http-server-cert=c", "--http-server-key=k"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--http-root-cert"));
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--http-use-ssl=1", "--http-server-cert=c", "--http-server-key=k"]).unwrap();
+        assert!(c.validate().unwrap().http_tls.is_some());
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--backend-config=onnxruntime,engine=tract"]).unwrap();
         assert_eq!(c.validate().unwrap().engine, rampart_core::EngineChoice::Tract);
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--disable-auto-complete-config"]).unwrap();

@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli, server)) {
+    match runtime.block_on(serve(cli, validated, server)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -115,8 +115,27 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cli: cli::Cli, server: Server) -> Result<(), String> {
+/// Loads a listener's TLS files (a startup error when unusable) and watches them for rotation.
+fn tls_config(files: Option<&rampart_tls::TlsFiles>, alpn: &[&[u8]], every: Duration) -> Result<Option<std::sync::Arc<rampart_tls::ReloadingConfig>>, String> {
+    let Some(files) = files else { return Ok(None) };
+    let config = rampart_tls::ReloadingConfig::load(files.clone(), alpn)?;
+    config.watch(every);
+    Ok(Some(config))
+}
+
+fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
+    match files {
+        None => "",
+        Some(f) if f.mutual => " with mutual TLS",
+        Some(_) => " with TLS",
+    }
+}
+
+async fn serve(cli: cli::Cli, validated: cli::Validated, server: Server) -> Result<(), String> {
     let exit_timeout = Duration::from_secs(cli.exit_timeout_secs);
+    let reload_every = Duration::from_secs(cli.tls_reload_interval_secs);
+    let http_tls = tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"], reload_every)?;
+    let grpc_tls = tls_config(validated.grpc_tls.as_ref(), &[b"h2"], reload_every)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_task = None;
     if cli.allow_http {
@@ -126,14 +145,17 @@ async fn serve(cli: cli::Cli, server: Server) -> Result<(), String> {
         let options = rampart_http::HttpOptions { max_input_size: cli.http_max_input_size as usize };
         let app = rampart_http::router(server.clone(), options);
         let mut rx = stop_rx.clone();
-        http_task = Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        }));
-        tracing::info!("Started HTTPService at {local}");
+        let stop = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        http_task = Some(match http_tls {
+            Some(tls) => {
+                let listener = rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
+                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+            }
+            None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+        });
+        tracing::info!("Started HTTPService at {local}{}", tls_note(validated.http_tls.as_ref()));
     }
     let mut grpc_task = None;
     if cli.allow_grpc {
@@ -156,15 +178,22 @@ async fn serve(cli: cli::Cli, server: Server) -> Result<(), String> {
         }
         let router = builder.add_service(inference).add_service(health);
         let mut rx = stop_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        grpc_task = Some(tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        }));
-        tracing::info!("Started GRPCInferenceService at {local}");
+        let stop = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        grpc_task = Some(match grpc_tls {
+            Some(tls) => {
+                use tokio_stream::StreamExt;
+                let incoming = tokio_stream::wrappers::ReceiverStream::new(rampart_tls::accept_tls(listener, tls))
+                    .map(|(conn, _)| Ok::<_, std::io::Error>(conn));
+                tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
+            }
+        });
+        tracing::info!("Started GRPCInferenceService at {local}{}", tls_note(validated.grpc_tls.as_ref()));
     }
     if http_task.is_none() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
