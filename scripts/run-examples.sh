@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up (ONNX Runtime library, Python env), builds, and starts Rampart on the bundled example models
-# (examples/models) at http://127.0.0.1:8000. Extra arguments are passed to rampart.
+# (examples/models): HTTP at 127.0.0.1:8000, gRPC at 127.0.0.1:8001. Extra arguments are passed to rampart.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,6 +9,6 @@ cargo build --release
 exec target/release/rampart \
     --model-repository=examples/models \
     --backend-directory=third_party/onnxruntime \
-    --http-address=127.0.0.1 \
-    --allow-grpc=false --allow-metrics=false \
+    --http-address=127.0.0.1 --grpc-address=127.0.0.1 \
+    --allow-metrics=false \
     "$@"

@@ -199,7 +199,7 @@ class RampartServer:
     "Started GRPCInferenceService at" line and for gRPC ServerLive to answer.
 
     `http_tls` / `grpc_tls` (TlsClient) are the client settings for a server started with TLS on that
-    listener: readiness polling, `session`, `client()`, `grpc_channel()`, `grpc_stub()`, `grpc_client()`
+    listener: readiness polling, `request()` / `get()` / `post()`, `client()`, `grpc_channel()`, `grpc_stub()`, `grpc_client()`
     and `assert_live` then use https / a TLS channel with them."""
 
     host = "127.0.0.1"
@@ -227,9 +227,6 @@ class RampartServer:
         self._grpc_port_found = threading.Event()
         self._threads: list[threading.Thread] = []
         self.session = requests.Session()
-        if http_tls is not None:
-            kw = http_tls.requests_kwargs()
-            self.session.verify, self.session.cert = kw["verify"], kw["cert"]
         self._grpc_channel = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -265,7 +262,7 @@ class RampartServer:
             path = {"ready": "/v2/health/ready", "live": "/v2/health/live"}[wait]
             while True:
                 try:
-                    r = self.session.get(self.base + path, timeout=5)
+                    r = self.get(path, timeout=5)
                     if r.status_code == 200:
                         break
                 except requests.RequestException:
@@ -380,6 +377,9 @@ class RampartServer:
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", HTTP_TIMEOUT)
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override Session.verify.
+        for k, v in self.http_tls_kwargs().items():
+            kw.setdefault(k, v)
         return self.session.request(method, self.base + path, **kw)
 
     def get(self, path: str, **kw) -> requests.Response:
