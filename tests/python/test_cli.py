@@ -113,10 +113,11 @@ def test_missing_model_repository_fails():
     assert proc.returncode != 0, stderr_of(proc)[-2000:]
 
 
-def test_grpc_tls_is_refused_until_built():
-    proc = run_to_exit(base_args(example_repo()) + ["--grpc-use-ssl=true"])
+@pytest.mark.parametrize("listener", ["grpc", "http"])
+def test_tls_without_certificate_fails(listener):
+    proc = run_to_exit(base_args(example_repo()) + [f"--{listener}-use-ssl=true"])
     assert proc.returncode != 0
-    assert "not supported yet" in stderr_of(proc), stderr_of(proc)[-2000:]
+    assert f"--{listener}-use-ssl needs --{listener}-server-cert" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
 @pytest.mark.parametrize("flag", ["--allow-metrics=true", "--allow-metrics=1", "--http-restricted-api=inference:k=v"])

@@ -6,6 +6,7 @@
 
 mod config;
 mod engines;
+pub mod features;
 pub mod infer;
 mod model;
 mod repository;

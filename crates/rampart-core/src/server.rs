@@ -385,6 +385,35 @@ impl Server {
         })
     }
 
+    /// Model-repository load (`repository` is the optional repository name of the request). Model-control
+    /// mode `none` allows neither.
+    pub fn load_model(&self, repository: &str, _name: &str) -> Result<()> {
+        Err(self.model_control_refusal(repository))
+    }
+
+    pub fn unload_model(&self, repository: &str, _name: &str) -> Result<()> {
+        Err(self.model_control_refusal(repository))
+    }
+
+    fn model_control_refusal(&self, repository: &str) -> Error {
+        if !repository.is_empty() {
+            return Error::unsupported("'repository_name' specification is not supported");
+        }
+        Error::unavailable("explicit model load / unload is not allowed if polling is enabled")
+    }
+
+    /// Registered shared-memory regions (`cuda` selects the CUDA name space's wording). None can be
+    /// registered in this build, so a named region is always unknown.
+    pub fn shared_memory_status(&self, region: Option<&str>, cuda: bool) -> Result<Vec<String>> {
+        match region {
+            Some(r) if !r.is_empty() => Err(Error::not_found(format!(
+                "Unable to find {} shared memory region: '{r}'",
+                if cuda { "cuda" } else { "system" }
+            ))),
+            _ => Ok(vec![]),
+        }
+    }
+
     pub fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
         let mut out = Vec::new();
         for (name, m) in &self.inner.models {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use rampart_core::stats::{DurationSnapshot, VersionStats};
-use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+use rampart_core::{features, InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
 use rampart_types::tensor::encode_bytes_elements;
 use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result};
@@ -67,9 +67,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         let datatype = DataType::from_protocol(&input.datatype)
             .ok_or_else(|| Error::invalid_arg(format!("invalid datatype for input {}: '{}' is not a Triton data type", input.name, input.datatype)))?;
         if input.parameters.contains_key("shared_memory_region") {
-            return Err(Error::unsupported(
-                "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
-            ));
+            return Err(features::client_shm_disabled());
         }
         let data = match &input.contents {
             Some(c) => typed_contents(c, datatype, &input.name)?,
@@ -94,12 +92,10 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for o in req.outputs {
         if o.parameters.contains_key("shared_memory_region") {
-            return Err(Error::unsupported(
-                "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
-            ));
+            return Err(features::client_shm_disabled());
         }
         if o.parameters.contains_key("classification") {
-            return Err(Error::unsupported("the classification extension is not supported yet by Rampart"));
+            return Err(features::classification_unsupported());
         }
         outputs.push(RequestedOutput { name: o.name });
     }

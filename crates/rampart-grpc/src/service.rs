@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use rampart_core::{Server, parse_version};
+use rampart_core::{Server, features, parse_version};
 use rampart_types::Error;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -56,11 +56,7 @@ pub(crate) fn status(e: Error) -> Status {
 }
 
 fn not_yet(what: &str) -> Status {
-    status(Error::unsupported(format!("{what} is not supported yet by Rampart")))
-}
-
-fn shm_disabled() -> Status {
-    status(Error::unsupported("Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."))
+    status(features::not_yet(what))
 }
 
 #[derive(Clone)]
@@ -210,30 +206,25 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        if !r.get_ref().repository_name.is_empty() {
-            return Err(status(Error::unsupported("'repository_name' specification is not supported")));
-        }
-        Err(status(Error::unavailable("explicit model load / unload is not allowed if polling is enabled")))
+        let r = r.into_inner();
+        self.server.load_model(&r.repository_name, &r.model_name).map_err(status)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        if !r.get_ref().repository_name.is_empty() {
-            return Err(status(Error::unsupported("'repository_name' specification is not supported")));
-        }
-        Err(status(Error::unavailable("explicit model load / unload is not allowed if polling is enabled")))
+        let r = r.into_inner();
+        self.server.unload_model(&r.repository_name, &r.model_name).map_err(status)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
     async fn system_shared_memory_status(
         &self,
         r: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
-        let name = &r.get_ref().name;
-        if !name.is_empty() {
-            return Err(status(Error::not_found(format!("Unable to find system shared memory region: '{name}'"))));
-        }
+        self.server.shared_memory_status(Some(&r.get_ref().name), false).map_err(status)?;
         Ok(Response::new(pb::SystemSharedMemoryStatusResponse::default()))
     }
 
@@ -241,24 +232,21 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         _: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
-        Err(shm_disabled())
+        Err(status(features::client_shm_disabled()))
     }
 
     async fn system_shared_memory_unregister(
         &self,
         _: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(shm_disabled())
+        Err(status(features::client_shm_disabled()))
     }
 
     async fn cuda_shared_memory_status(
         &self,
         r: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
-        let name = &r.get_ref().name;
-        if !name.is_empty() {
-            return Err(status(Error::not_found(format!("Unable to find cuda shared memory region: '{name}'"))));
-        }
+        self.server.shared_memory_status(Some(&r.get_ref().name), true).map_err(status)?;
         Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
     }
 
@@ -266,14 +254,14 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         _: Request<pb::CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
-        Err(status(Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support")))
+        Err(status(features::cuda_shm_unsupported()))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(status(Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support")))
+        Err(status(features::cuda_shm_unsupported()))
     }
 
     async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> Result<Response<pb::TraceSettingResponse>, Status> {

@@ -141,9 +141,7 @@ pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, hea
             )));
         }
         if shm {
-            return Err(Error::unsupported(
-                "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
-            ));
+            return Err(rampart_core::features::client_shm_disabled());
         }
         let bytes = if let Some(n) = binary_size {
             if (rest.len() as u64) < n {
@@ -181,12 +179,10 @@ pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, hea
                     Some(_) => return Err(bad(format!("Unable to parse 'binary_data' of {what}: expected a boolean"))),
                 }
                 if params.contains_key("shared_memory_region") {
-                    return Err(Error::unsupported(
-                        "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
-                    ));
+                    return Err(rampart_core::features::client_shm_disabled());
                 }
                 if params.contains_key("classification") {
-                    return Err(Error::unsupported("the classification extension is not supported yet by Rampart"));
+                    return Err(rampart_core::features::classification_unsupported());
                 }
                 outputs.push(RequestedOutput { name });
             }

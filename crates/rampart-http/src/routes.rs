@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rampart_core::{Server, parse_version};
-use rampart_types::{Code, Error};
+use rampart_core::{Server, features, parse_version};
+use rampart_types::Error;
 use serde_json::{Value, json};
 
 use crate::codec;
@@ -74,17 +74,17 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/logging", get(not_yet).post(not_yet))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/{repo}/index", post(repository_index_named))
-        .route("/v2/repository/models/{model}/load", post(model_control))
-        .route("/v2/repository/models/{model}/unload", post(model_control))
-        .route("/v2/repository/{repo}/models/{model}/load", post(named_repository_control))
-        .route("/v2/repository/{repo}/models/{model}/unload", post(named_repository_control))
+        .route("/v2/repository/models/{model}/load", post(load))
+        .route("/v2/repository/models/{model}/unload", post(unload))
+        .route("/v2/repository/{repo}/models/{model}/load", post(load_named))
+        .route("/v2/repository/{repo}/models/{model}/unload", post(unload_named))
         .route("/v2/systemsharedmemory/status", get(shm_status))
         .route("/v2/systemsharedmemory/region/{region}/status", get(shm_region_status))
         .route("/v2/systemsharedmemory/region/{region}/register", post(shm_disabled))
         .route("/v2/systemsharedmemory/unregister", post(shm_disabled))
         .route("/v2/systemsharedmemory/region/{region}/unregister", post(shm_disabled))
-        .route("/v2/cudasharedmemory/status", get(shm_status))
-        .route("/v2/cudasharedmemory/region/{region}/status", get(shm_region_status))
+        .route("/v2/cudasharedmemory/status", get(cuda_status))
+        .route("/v2/cudasharedmemory/region/{region}/status", get(cuda_region_status))
         .route("/v2/cudasharedmemory/region/{region}/register", post(cuda_shm))
         .route("/v2/cudasharedmemory/unregister", post(cuda_shm))
         .route("/v2/cudasharedmemory/region/{region}/unregister", post(cuda_shm))
@@ -103,7 +103,7 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn not_yet() -> Response {
-    err(Error::unsupported("this endpoint is not supported yet by Rampart"))
+    err(features::not_yet("this endpoint"))
 }
 
 /// The version path segment only matches digits in Triton; anything else is an unknown URL.
@@ -303,28 +303,51 @@ async fn repository_index_named(s: State<AppState>, headers: HeaderMap, body: Bo
     repository_index(s, headers, body).await
 }
 
-async fn model_control() -> Response {
-    err(Error::unavailable("explicit model load / unload is not allowed if polling is enabled"))
+fn empty_ok(r: rampart_types::Result<()>) -> HResult {
+    r.map(|()| StatusCode::OK.into_response()).map_err(err)
 }
 
-async fn named_repository_control() -> Response {
-    err(Error::unsupported("'repository_name' specification is not supported"))
+async fn load(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    empty_ok(s.server.load_model("", &model))
 }
 
-async fn shm_status() -> Response {
-    json_response(&json!([]))
+async fn unload(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    empty_ok(s.server.unload_model("", &model))
 }
 
-async fn shm_region_status(Path(region): Path<String>) -> Response {
-    err(Error::new(Code::NotFound, format!("Unable to find system shared memory region: '{region}'")))
+async fn load_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>) -> HResult {
+    empty_ok(s.server.load_model(&repo, &model))
+}
+
+async fn unload_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>) -> HResult {
+    empty_ok(s.server.unload_model(&repo, &model))
+}
+
+fn shm_status_answer(s: &AppState, region: Option<&str>, cuda: bool) -> HResult {
+    let regions = s.server.shared_memory_status(region, cuda).map_err(err)?;
+    Ok(json_response(&json!(regions)))
+}
+
+async fn shm_status(State(s): State<AppState>) -> HResult {
+    shm_status_answer(&s, None, false)
+}
+
+async fn shm_region_status(State(s): State<AppState>, Path(region): Path<String>) -> HResult {
+    shm_status_answer(&s, Some(&region), false)
+}
+
+async fn cuda_status(State(s): State<AppState>) -> HResult {
+    shm_status_answer(&s, None, true)
+}
+
+async fn cuda_region_status(State(s): State<AppState>, Path(region): Path<String>) -> HResult {
+    shm_status_answer(&s, Some(&region), true)
 }
 
 async fn shm_disabled() -> Response {
-    err(Error::unsupported(
-        "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable.",
-    ))
+    err(features::client_shm_disabled())
 }
 
 async fn cuda_shm() -> Response {
-    err(Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support"))
+    err(features::cuda_shm_unsupported())
 }
