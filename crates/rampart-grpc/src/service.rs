@@ -160,7 +160,9 @@ impl gis::GrpcInferenceService for Inference {
                     }
                 }
             });
-        let ordered = futures_ordered(answers, STREAM_CONCURRENCY);
+        let ordered = futures_ordered(answers, STREAM_CONCURRENCY).map(|joined| {
+            joined.unwrap_or_else(|e| Err(StreamError::Request(Status::internal(format!("request task failed: {e}")))))
+        });
         let out = async_stream_map(ordered, close_on_error);
         Ok(Response::new(Box::pin(out)))
     }
@@ -274,24 +276,41 @@ impl gis::GrpcInferenceService for Inference {
 }
 
 /// Runs up to `n` of the stream's futures at once and yields their results in request order.
-fn futures_ordered<S, F, T>(input: S, n: usize) -> impl Stream<Item = T> + Send
+fn futures_ordered<S, F, T>(input: S, n: usize) -> impl Stream<Item = Result<T, tokio::task::JoinError>> + Send
 where
     S: Stream<Item = F> + Send + 'static,
     F: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<tokio::task::JoinHandle<T>>(n);
+    let (tx, rx) = tokio::sync::mpsc::channel::<AbortOnDrop<T>>(n);
     tokio::spawn(async move {
         tokio::pin!(input);
         while let Some(fut) = input.next().await {
-            // Each request runs as its own task; the bounded channel limits how many are in flight, and
-            // dropping the receiver (client gone) aborts nothing already answered but stops reading more.
-            if tx.send(tokio::spawn(fut)).await.is_err() {
+            // Each request runs as its own task; the bounded channel limits how many are in flight. When the
+            // client goes away the response stream is dropped, and with it every queued handle, which aborts
+            // the requests still running.
+            if tx.send(AbortOnDrop(tokio::spawn(fut))).await.is_err() {
                 break;
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx).then(|h| async move { h.await.expect("stream request task") })
+    tokio_stream::wrappers::ReceiverStream::new(rx).then(|h| h)
+}
+
+/// A task handle that cancels its task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 enum StreamError {
