@@ -80,6 +80,14 @@ fn main() -> ExitCode {
     for note in &validated.inert {
         tracing::warn!("{note}");
     }
+    // TLS files are checked before any model loads, so a bad certificate fails fast.
+    let tls = match (tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"]), tls_config(validated.grpc_tls.as_ref(), &[b"h2"])) {
+        (Ok(h), Ok(g)) => (h, g),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = ServerOptions {
         id: cli.id.clone(),
         model_repositories: cli.model_repository.clone(),
@@ -106,7 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli, validated, server)) {
+    match runtime.block_on(serve(cli, validated, tls, server)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -115,12 +123,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads a listener's TLS files (a startup error when unusable) and watches them for rotation.
-fn tls_config(files: Option<&rampart_tls::TlsFiles>, alpn: &[&[u8]], every: Duration) -> Result<Option<std::sync::Arc<rampart_tls::ReloadingConfig>>, String> {
-    let Some(files) = files else { return Ok(None) };
-    let config = rampart_tls::ReloadingConfig::load(files.clone(), alpn)?;
-    config.watch(every);
-    Ok(Some(config))
+type TlsConfig = Option<std::sync::Arc<rampart_tls::ReloadingConfig>>;
+
+/// Loads a listener's TLS files; an unusable file is a startup error.
+fn tls_config(files: Option<&rampart_tls::TlsFiles>, alpn: &[&[u8]]) -> Result<TlsConfig, String> {
+    files.map(|f| rampart_tls::ReloadingConfig::load(f.clone(), alpn)).transpose()
 }
 
 fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
@@ -131,11 +138,12 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
     }
 }
 
-async fn serve(cli: cli::Cli, validated: cli::Validated, server: Server) -> Result<(), String> {
+async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsConfig), server: Server) -> Result<(), String> {
     let exit_timeout = Duration::from_secs(cli.exit_timeout_secs);
-    let reload_every = Duration::from_secs(cli.tls_reload_interval_secs);
-    let http_tls = tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"], reload_every)?;
-    let grpc_tls = tls_config(validated.grpc_tls.as_ref(), &[b"h2"], reload_every)?;
+    let (http_tls, grpc_tls) = tls;
+    for config in http_tls.iter().chain(grpc_tls.iter()) {
+        config.watch(Duration::from_secs(cli.tls_reload_interval_secs));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_task = None;
     if cli.allow_http {

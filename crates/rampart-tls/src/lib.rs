@@ -41,25 +41,30 @@ pub struct TlsFiles {
     pub mutual: bool,
 }
 
-fn read(listener: &str, what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{listener} TLS: cannot read {what} '{}': {e}", path.display()))
+/// Names a file by the flag that gave it, e.g. `--grpc-server-cert 'tls/server.pem'`.
+fn flag(listener: &str, which: &str, path: &Path) -> String {
+    format!("--{listener}-{which} '{}'", path.display())
+}
+
+fn read(listener: &str, which: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{listener} TLS: cannot read {}: {e}", flag(listener, which, path)))
 }
 
 /// The raw bytes of the files, to detect changes.
 fn snapshot(files: &TlsFiles) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = vec![read(files.listener, "certificate", &files.cert)?, read(files.listener, "key", &files.key)?];
+    let mut out = vec![read(files.listener, "server-cert", &files.cert)?, read(files.listener, "server-key", &files.key)?];
     if let Some(root) = &files.root {
-        out.push(read(files.listener, "root certificate", root)?);
+        out.push(read(files.listener, "root-cert", root)?);
     }
     Ok(out)
 }
 
-fn certs(listener: &str, what: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs(listener: &str, which: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{listener} TLS: {what} '{}' is not valid PEM: {e}", path.display()))?;
+        .map_err(|e| format!("{listener} TLS: {} is not valid PEM: {e}", flag(listener, which, path)))?;
     if certs.is_empty() {
-        return Err(format!("{listener} TLS: {what} '{}' contains no certificate", path.display()));
+        return Err(format!("{listener} TLS: {} contains no certificate", flag(listener, which, path)));
     }
     Ok(certs)
 }
@@ -68,30 +73,30 @@ fn certs(listener: &str, what: &str, path: &Path, pem: &[u8]) -> Result<Vec<Cert
 fn build(files: &TlsFiles, contents: &[Vec<u8>], alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
     let l = files.listener;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certs(l, "certificate", &files.cert, &contents[0])?;
+    let chain = certs(l, "server-cert", &files.cert, &contents[0])?;
     let key = PrivateKeyDer::from_pem_slice(&contents[1])
-        .map_err(|e| format!("{l} TLS: key '{}' holds no usable private key: {e}", files.key.display()))?;
+        .map_err(|e| format!("{l} TLS: {} holds no usable private key: {e}", flag(l, "server-key", &files.key)))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("{l} TLS: {e}"))?;
     let builder = if files.mutual {
         let root = files.root.as_ref().ok_or_else(|| format!("{l} TLS: mutual TLS needs a root certificate"))?;
         let mut store = rustls::RootCertStore::empty();
-        for c in certs(l, "root certificate", root, &contents[2])? {
-            store.add(c).map_err(|e| format!("{l} TLS: root certificate '{}': {e}", root.display()))?;
+        for c in certs(l, "root-cert", root, &contents[2])? {
+            store.add(c).map_err(|e| format!("{l} TLS: {}: {e}", flag(l, "root-cert", root)))?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
             .build()
-            .map_err(|e| format!("{l} TLS: root certificate '{}': {e}", root.display()))?;
+            .map_err(|e| format!("{l} TLS: {}: {e}", flag(l, "root-cert", root)))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         format!(
-            "{l} TLS: certificate '{}' and key '{}' cannot be used together: {e}",
-            files.cert.display(),
-            files.key.display()
+            "{l} TLS: {} and {} cannot be used together: {e}",
+            flag(l, "server-cert", &files.cert),
+            flag(l, "server-key", &files.key)
         )
     })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -261,7 +266,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = files(dir.path(), false);
         let e = ReloadingConfig::load(f.clone(), &[b"h2"]).err().unwrap();
-        assert!(e.contains("cannot read certificate") && e.contains("c.pem"), "{e}");
+        assert!(e.contains("cannot read --http-server-cert") && e.contains("c.pem"), "{e}");
         let (c1, k1) = pair("localhost");
         let (_, k2) = pair("localhost");
         std::fs::write(&f.cert, &c1).unwrap();
