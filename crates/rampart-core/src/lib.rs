@@ -4,6 +4,7 @@
 //! them.
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod config;
 mod engines;
 pub mod features;

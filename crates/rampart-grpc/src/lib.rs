@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod convert;
+pub mod restrict;
 mod service;
 
 /// Generated message and service types (`package inference`).
@@ -18,4 +19,5 @@ pub mod health_pb {
     tonic::include_proto!("grpc.health.v1");
 }
 
+pub use restrict::RestrictLayer;
 pub use service::{GrpcOptions, fix_status_headers, services};

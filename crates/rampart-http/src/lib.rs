@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod restrict;
 mod routes;
 
 pub use routes::{HttpOptions, router};

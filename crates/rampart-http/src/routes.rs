@@ -17,11 +17,16 @@ use crate::codec;
 pub struct HttpOptions {
     /// `--http-max-input-size`: the largest request body accepted, enforced while the body is read.
     pub max_input_size: usize,
+    /// `--http-restricted-api`.
+    pub restrictions: std::sync::Arc<rampart_core::access::Restrictions>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { max_input_size: 64 << 20 }
+        HttpOptions {
+            max_input_size: 64 << 20,
+            restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(rampart_core::access::Protocol::Http)),
+        }
     }
 }
 
@@ -49,6 +54,7 @@ fn err(e: Error) -> Response {
 
 /// The KServe v2 router over a core server.
 pub fn router(server: Server, options: HttpOptions) -> Router {
+    let restrictions = options.restrictions.clone();
     let state = AppState { server, options };
     Router::new()
         .route("/v2/health/live", get(live))
@@ -91,6 +97,8 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        // Outermost: the restriction check runs before routing and method checks.
+        .layer(axum::middleware::from_fn_with_state(restrictions, crate::restrict::enforce))
 }
 
 async fn not_found() -> Response {

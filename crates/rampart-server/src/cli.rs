@@ -96,6 +96,8 @@ pub struct Cli {
     /// Largest request body accepted, in bytes (enforced while reading).
     #[arg(long, default_value_t = 64 << 20, help_heading = "HTTP")]
     pub http_max_input_size: i64,
+    /// `<categories>:<header>=<value>`: the categories answer only requests with that header value. The value
+    /// may be `@/path/to/file` or `env:NAME` so it stays off the command line. Repeatable.
     #[arg(long, help_heading = "HTTP")]
     pub http_restricted_api: Vec<String>,
     /// Serve HTTPS (Rampart's own; Triton has no TLS on HTTP).
@@ -168,6 +170,8 @@ pub struct Cli {
     /// Grace period after --grpc-max-connection-age, milliseconds.
     #[arg(long, default_value_t = 0, help_heading = "GRPC")]
     pub grpc_max_connection_age_grace: u64,
+    /// `<categories>:<key>=<value>`: the categories need metadata `triton-grpc-protocol-<key>: <value>`. The
+    /// value may be `@/path/to/file` or `env:NAME`. Repeatable.
     #[arg(long, help_heading = "GRPC")]
     pub grpc_restricted_protocol: Vec<String>,
     /// Largest gRPC message received or sent, bytes (Rampart's own; Triton allows 2 GiB).
@@ -280,12 +284,33 @@ pub struct Cli {
 /// Settings derived from the flags after validation.
 #[derive(Debug)]
 pub struct Validated {
+    pub http_restrictions: rampart_core::access::Restrictions,
+    pub grpc_restrictions: rampart_core::access::Restrictions,
     pub http_tls: Option<rampart_tls::TlsFiles>,
     pub grpc_tls: Option<rampart_tls::TlsFiles>,
     pub engine: rampart_core::EngineChoice,
     pub autocomplete: bool,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
+}
+
+/// A restricted-API value: `@/path` (file contents, one trailing newline removed), `env:NAME`, or the
+/// literal. Errors name the file or variable, never the value.
+fn resolve_secret(v: &str) -> Result<String, String> {
+    if let Some(path) = v.strip_prefix('@') {
+        let mut s = std::fs::read_to_string(path).map_err(|e| format!("cannot read restricted-API value file '{path}': {e}"))?;
+        if s.ends_with('\n') {
+            s.pop();
+            if s.ends_with('\r') {
+                s.pop();
+            }
+        }
+        return Ok(s);
+    }
+    if let Some(name) = v.strip_prefix("env:") {
+        return std::env::var(name).map_err(|_| format!("restricted-API value: environment variable '{name}' is not set"));
+    }
+    Ok(v.to_string())
 }
 
 /// A listener's TLS files from its flags; `None` when TLS is off. Mutual implies TLS.
@@ -329,9 +354,6 @@ impl Cli {
         }
         if let Some(p) = &self.grpc_header_forward_pattern {
             return Err(not_yet("grpc-header-forward-pattern", p, "header forwarding"));
-        }
-        if let Some(v) = self.grpc_restricted_protocol.first() {
-            return Err(not_yet("grpc-restricted-protocol", v, "restricted protocols come with access control"));
         }
         if !(2..=128).contains(&self.grpc_infer_thread_count) {
             return Err(format!("--grpc-infer-thread-count must be in 2..128, got {}", self.grpc_infer_thread_count));
@@ -395,9 +417,6 @@ impl Cli {
         }
         if let Some(p) = &self.http_header_forward_pattern {
             return Err(not_yet("http-header-forward-pattern", p, "header forwarding"));
-        }
-        if let Some(v) = self.http_restricted_api.first() {
-            return Err(not_yet("http-restricted-api", v, "restricted APIs come with access control"));
         }
         if self.log_format != "default" {
             return Err(not_yet("log-format", &self.log_format, "only the default log format"));
@@ -466,7 +485,10 @@ impl Cli {
         let strict = self.disable_auto_complete_config || self.strict_model_config.unwrap_or(false);
         let http_tls = tls_files("http", self.http_use_ssl, self.http_use_ssl_mutual, &self.http_server_cert, &self.http_server_key, &self.http_root_cert)?;
         let grpc_tls = tls_files("grpc", self.grpc_use_ssl, self.grpc_use_ssl_mutual, &self.grpc_server_cert, &self.grpc_server_key, &self.grpc_root_cert)?;
-        Ok(Validated { http_tls, grpc_tls, engine, autocomplete: !strict, inert })
+        use rampart_core::access::{Protocol, Restrictions};
+        let http_restrictions = Restrictions::parse(Protocol::Http, &self.http_restricted_api, &resolve_secret)?;
+        let grpc_restrictions = Restrictions::parse(Protocol::Grpc, &self.grpc_restricted_protocol, &resolve_secret)?;
+        Ok(Validated { http_restrictions, grpc_restrictions, http_tls, grpc_tls, engine, autocomplete: !strict, inert })
     }
 }
 

@@ -130,6 +130,21 @@ fn tls_config(files: Option<&rampart_tls::TlsFiles>, alpn: &[&[u8]]) -> Result<T
     files.map(|f| rampart_tls::ReloadingConfig::load(f.clone(), alpn)).transpose()
 }
 
+/// Says which API categories answer without a credential, and warns when admin ones are reachable from
+/// other hosts.
+fn exposure(service: &str, addr: SocketAddr, rules: &rampart_core::access::Restrictions) {
+    let open = rules.open_categories();
+    let names: Vec<&str> = open.iter().map(|c| c.name()).collect();
+    tracing::info!("{service}: categories answering without credentials: {}", if names.is_empty() { "none".into() } else { names.join(", ") });
+    let admin: Vec<&str> = open.iter().filter(|c| c.is_admin()).map(|c| c.name()).collect();
+    if !admin.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "{service} on {addr} serves admin categories without credentials ({}): restrict them (see docs/security.md) or bind a loopback address",
+            admin.join(", ")
+        );
+    }
+}
+
 fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
     match files {
         None => "",
@@ -150,7 +165,10 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
         let addr = listen_addr("http-address", &cli.http_address, cli.http_port)?;
         let listener = bind("HTTP service", addr, cli.reuse_http_port)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let options = rampart_http::HttpOptions { max_input_size: cli.http_max_input_size as usize };
+        let options = rampart_http::HttpOptions {
+            max_input_size: cli.http_max_input_size as usize,
+            restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
+        };
         let app = rampart_http::router(server.clone(), options);
         let mut rx = stop_rx.clone();
         let stop = async move {
@@ -164,6 +182,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
             None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
         });
         tracing::info!("Started HTTPService at {local}{}", tls_note(validated.http_tls.as_ref()));
+        exposure("HTTPService", local, &validated.http_restrictions);
     }
     let mut grpc_task = None;
     if cli.allow_grpc {
@@ -177,6 +196,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
         let (inference, health) = rampart_grpc::services(server.clone(), &options);
         let mut builder = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(rampart_grpc::fix_status_headers))
+            .layer(rampart_grpc::RestrictLayer::new(std::sync::Arc::new(validated.grpc_restrictions.clone())))
             .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
             .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
         if cli.grpc_max_connection_age > 0 {
@@ -202,6 +222,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
             }
         });
         tracing::info!("Started GRPCInferenceService at {local}{}", tls_note(validated.grpc_tls.as_ref()));
+        exposure("GRPCInferenceService", local, &validated.grpc_restrictions);
     }
     if http_task.is_none() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");

@@ -1,0 +1,104 @@
+//! Restricted-protocol enforcement for the gRPC front end: a tower layer in front of every service that maps
+//! the method to its category (spec §2.1) and asks the core's check on the request metadata before the
+//! method runs (streams included: they are refused before the first message).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rampart_core::access::{Category, Protocol, Restrictions};
+
+/// The category of a gRPC method path (`/package.Service/Method`).
+pub fn category(path: &str) -> Option<Category> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    match service {
+        "grpc.health.v1.Health" => Some(Category::Health),
+        "inference.GRPCInferenceService" => Some(match method {
+            "ServerLive" | "ServerReady" | "ModelReady" => Category::Health,
+            "ServerMetadata" | "ModelMetadata" => Category::Metadata,
+            "ModelInfer" | "ModelStreamInfer" => Category::Inference,
+            "ModelConfig" => Category::ModelConfig,
+            "ModelStatistics" => Category::Statistics,
+            "RepositoryIndex" | "RepositoryModelLoad" | "RepositoryModelUnload" => Category::ModelRepository,
+            "SystemSharedMemoryStatus" | "SystemSharedMemoryRegister" | "SystemSharedMemoryUnregister"
+            | "CudaSharedMemoryStatus" | "CudaSharedMemoryRegister" | "CudaSharedMemoryUnregister" => {
+                Category::SharedMemory
+            }
+            "TraceSetting" => Category::Trace,
+            "LogSettings" => Category::Logging,
+            _ => return None,
+        }),
+        _ => None,
+    }
+}
+
+/// `tower::Layer` applying `--grpc-restricted-protocol`.
+#[derive(Clone)]
+pub struct RestrictLayer {
+    rules: Arc<Restrictions>,
+}
+
+impl RestrictLayer {
+    pub fn new(rules: Arc<Restrictions>) -> Self {
+        RestrictLayer { rules }
+    }
+}
+
+impl<S> tower::Layer<S> for RestrictLayer {
+    type Service = Restrict<S>;
+    fn layer(&self, inner: S) -> Restrict<S> {
+        Restrict { inner, rules: self.rules.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Restrict<S> {
+    inner: S,
+    rules: Arc<Restrictions>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Restrict<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(cat) = category(req.uri().path()) {
+            let headers = req.headers();
+            if let Err(denied) = self.rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes())) {
+                tracing::warn!(category = cat.name(), method = %req.uri().path().escape_debug(), "restricted protocol refused: missing or wrong credential");
+                let status = crate::service::status(denied.to_error(Protocol::Grpc));
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_its_category() {
+        assert_eq!(category("/inference.GRPCInferenceService/ModelStreamInfer"), Some(Category::Inference));
+        assert_eq!(category("/inference.GRPCInferenceService/ModelReady"), Some(Category::Health));
+        assert_eq!(category("/inference.GRPCInferenceService/CudaSharedMemoryStatus"), Some(Category::SharedMemory));
+        assert_eq!(category("/inference.GRPCInferenceService/LogSettings"), Some(Category::Logging));
+        assert_eq!(category("/grpc.health.v1.Health/Check"), Some(Category::Health));
+        assert_eq!(category("/inference.GRPCInferenceService/Nope"), None);
+        assert_eq!(category("garbage"), None);
+    }
+}
