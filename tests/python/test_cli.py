@@ -5,6 +5,7 @@ the startup model status table. These tests start their own short-lived servers 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -230,3 +231,33 @@ def test_start_failure_is_reported_not_hung(mixed_repo_cli):
     with pytest.raises(ServerStartError):
         srv.start(wait="ready", timeout=60)
     assert not srv.alive()
+
+
+# --------------------------------------------------------------------------------------- least privilege
+
+
+def test_refuses_onnxruntime_from_a_directory_others_can_write(tmp_path):
+    libdir = tmp_path / "ortlib"
+    shutil.copytree(ort_dir(), libdir, symlinks=True)
+    os.chmod(libdir, 0o777)
+    args = [a for a in base_args(example_repo()) if not a.startswith("--backend-directory")]
+    proc = run_to_exit(args + [f"--backend-directory={libdir}"])
+    assert proc.returncode != 0
+    err = stderr_of(proc)
+    assert "refusing to load ONNX Runtime" in err and "writable by other users" in err, err[-2000:]
+    os.chmod(libdir, 0o755)
+    srv = start_server(args + [f"--backend-directory={libdir}"], "rampart[private ort dir]")
+    srv.stop()
+
+
+def test_warns_about_root_and_writable_repository(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(example_repo() / "simple", repo / "simple")
+    os.chmod(repo, 0o777)
+    srv = start_server(base_args(repo), "rampart[writable repo]")
+    try:
+        log = srv.stderr_text()
+        assert "writable by other users" in log and str(repo) in log, log[-3000:]
+        assert ("running as root" in log) == (os.geteuid() == 0), log[-3000:]
+    finally:
+        srv.stop()

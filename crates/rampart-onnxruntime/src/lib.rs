@@ -42,6 +42,24 @@ pub fn locate_library(dir: &Path) -> Option<PathBuf> {
     None
 }
 
+/// Loading a shared library runs its code: refuse one that other users could have replaced.
+fn refuse_writable_by_others(lib: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lib.parent().unwrap_or(Path::new("."));
+    for p in [lib, dir] {
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.permissions().mode() & 0o002 != 0 {
+                return Err(format!(
+                    "refusing to load ONNX Runtime from '{}': '{}' is writable by other users (chmod o-w it)",
+                    lib.display(),
+                    p.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub struct OrtEngine {
     env: ort::environment::Environment,
     intra_op_threads: usize,
@@ -60,6 +78,7 @@ impl OrtEngine {
                 )
             })?,
         };
+        refuse_writable_by_others(&lib)?;
         let builder = ort::init_from(&lib)
             .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display()))?;
         let env = builder

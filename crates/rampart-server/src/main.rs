@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     for note in &validated.inert {
         tracing::warn!("{note}");
     }
+    least_privilege_warnings(&cli);
     // TLS files are checked before any model loads, so a bad certificate fails fast.
     let tls = match (tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"]), tls_config(validated.grpc_tls.as_ref(), &[b"h2"])) {
         (Ok(h), Ok(g)) => (h, g),
@@ -128,6 +129,26 @@ type TlsConfig = Option<std::sync::Arc<rampart_tls::ReloadingConfig>>;
 /// Loads a listener's TLS files; an unusable file is a startup error.
 fn tls_config(files: Option<&rampart_tls::TlsFiles>, alpn: &[&[u8]]) -> Result<TlsConfig, String> {
     files.map(|f| rampart_tls::ReloadingConfig::load(f.clone(), alpn)).transpose()
+}
+
+/// Warns about running as root and about directories other users can write to (code or models could be
+/// swapped under the server).
+fn least_privilege_warnings(cli: &cli::Cli) {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:").and_then(|v| v.split_whitespace().nth(1)).map(str::to_string))
+    });
+    if uid.as_deref() == Some("0") {
+        tracing::warn!("running as root: Rampart needs no privileges; run it as an unprivileged user");
+    }
+    let dirs = cli.model_repository.iter().map(|p| ("model repository", p)).chain(std::iter::once(("--backend-directory", &cli.backend_directory)));
+    for (what, dir) in dirs {
+        if let Ok(m) = std::fs::metadata(dir) {
+            if m.permissions().mode() & 0o002 != 0 {
+                tracing::warn!("{what} '{}' is writable by other users: anyone on this host could change what is served", dir.display());
+            }
+        }
+    }
 }
 
 /// Says which API categories answer without a credential, and warns when admin ones are reachable from
