@@ -200,7 +200,10 @@ class RampartServer:
 
     `http_tls` / `grpc_tls` (TlsClient) are the client settings for a server started with TLS on that
     listener: readiness polling, `request()` / `get()` / `post()`, `client()`, `grpc_channel()`, `grpc_stub()`, `grpc_client()`
-    and `assert_live` then use https / a TLS channel with them."""
+    and `assert_live` then use https / a TLS channel with them.
+
+    `health_headers` (HTTP headers) / `grpc_health_metadata` (gRPC metadata pairs) are sent by the readiness
+    polls and `assert_live` only, for servers whose `health` category is restricted (test_restricted.py)."""
 
     host = "127.0.0.1"
 
@@ -211,8 +214,12 @@ class RampartServer:
         grpc: bool | None = None,
         http_tls: TlsClient | None = None,
         grpc_tls: TlsClient | None = None,
+        health_headers: dict | None = None,
+        grpc_health_metadata: list | None = None,
     ):
         self.args = list(args)
+        self.health_headers = dict(health_headers or {})
+        self.grpc_health_metadata = list(grpc_health_metadata or [])
         self.label = label
         self.expect_grpc = ("--allow-grpc=true" in self.args) if grpc is None else grpc
         self.http_tls = http_tls
@@ -262,7 +269,7 @@ class RampartServer:
             path = {"ready": "/v2/health/ready", "live": "/v2/health/live"}[wait]
             while True:
                 try:
-                    r = self.get(path, timeout=5)
+                    r = self.get(path, timeout=5, headers=self.health_headers)
                     if r.status_code == 200:
                         break
                 except requests.RequestException:
@@ -285,7 +292,7 @@ class RampartServer:
         stub = self.grpc_stub()
         while True:
             try:
-                if stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live:
+                if stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5, metadata=self.grpc_health_metadata).live:
                     return
             except grpc.RpcError:
                 pass
@@ -508,8 +515,10 @@ def start_server(
     timeout: float = START_TIMEOUT,
     http_tls: TlsClient | None = None,
     grpc_tls: TlsClient | None = None,
+    **server_kw,
 ) -> RampartServer:
-    srv = RampartServer(args, label, http_tls=http_tls, grpc_tls=grpc_tls)
+    """Start a RampartServer (`server_kw`: further RampartServer arguments, e.g. health_headers)."""
+    srv = RampartServer(args, label, http_tls=http_tls, grpc_tls=grpc_tls, **server_kw)
     try:
         srv.start(wait=wait, timeout=timeout)
     except ServerStartError as e:
@@ -554,7 +563,7 @@ def assert_live(srv: RampartServer) -> None:
     """The server process is running and /v2/health/live answers 200."""
     assert srv.alive(), f"{srv.label} is not running (exit code {srv.proc.returncode})\n{srv.output()}"
     try:
-        r = requests.get(srv.base + "/v2/health/live", timeout=10, **srv.http_tls_kwargs())
+        r = requests.get(srv.base + "/v2/health/live", timeout=10, headers=srv.health_headers, **srv.http_tls_kwargs())
     except requests.RequestException as e:  # pragma: no cover - diagnostic path
         raise AssertionError(f"{srv.label}: /v2/health/live failed: {e}\n{srv.output()}")
     assert r.status_code == 200, f"/v2/health/live -> {r.status_code} {r.text!r}\n{srv.output()}"
@@ -569,7 +578,7 @@ def assert_grpc_live(srv: RampartServer) -> None:
 
     assert srv.alive(), f"{srv.label} is not running (exit code {srv.proc.returncode})\n{srv.output()}"
     try:
-        live = srv.grpc_stub().ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+        live = srv.grpc_stub().ServerLive(service_pb2.ServerLiveRequest(), timeout=10, metadata=srv.grpc_health_metadata).live
     except grpc.RpcError as e:  # pragma: no cover - diagnostic path
         raise AssertionError(f"{srv.label}: gRPC ServerLive failed: {e.code()} {e.details()}\n{srv.output()}")
     assert live is True, f"{srv.label}: gRPC ServerLive answered live=false\n{srv.output()}"

@@ -736,3 +736,39 @@ def test_burst_of_bad_requests_then_good_one(server):
     assert r.status_code == 200, r.text
     outs = {o["name"]: o["data"] for o in r.json()["outputs"]}
     assert outs == {"OUTPUT0": [2 * v for v in A16], "OUTPUT1": [0] * 16}
+
+
+# --------------------------------------------------------------------------------------- compressed bodies
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def test_unsupported_content_encoding(server):
+    r = server.post("/v2/models/simple/infer", data=b"{}", headers={"Content-Encoding": "br"}, timeout=10)
+    assert_error(r, 501, "Unsupported compression type 'br'")
+    assert r.headers.get("Accept-Encoding") == "gzip, deflate", r.headers
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_corrupt_compressed_body(server, encoding):
+    r = server.post("/v2/models/simple/infer", data=b"this is not compressed", headers={"Content-Encoding": encoding}, timeout=10)
+    assert_error(r, 400, f"failed to decompress the {encoding} request body")
+
+
+def test_decompression_bomb_is_capped(cap_server):
+    """4 KiB cap: a few hundred compressed bytes that inflate to 1 MiB are refused by their decompressed size."""
+    bomb = _gzip(b" " * (1 << 20))
+    assert len(bomb) < 4096
+    r = cap_server.post("/v2/models/identity_fp32/infer", data=bomb, headers={"Content-Encoding": "gzip"}, timeout=10)
+    assert_error(r, 400, "decompressed request body exceeds the maximum allowed size of 4096 bytes")
+
+
+def test_compressed_body_just_under_cap(cap_server):
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}).encode()
+    r = cap_server.post("/v2/models/identity_fp32/infer", data=_gzip(body), headers={"Content-Encoding": "gzip"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [1.0, 2.0]

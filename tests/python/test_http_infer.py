@@ -407,3 +407,17 @@ def test_raw_request_wrong_size_rejected(server, nbytes):
     model = "identity_fp32" if nbytes == 6 else "mlp"
     r = server.infer(model, b"\x00" * nbytes, headers={"Inference-Header-Content-Length": "0"})
     assert_error(r, 400)
+
+
+# --------------------------------------------------------------------------------------- compressed requests
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_request_bodies(client, algorithm):
+    """tritonclient compresses the request body itself (`Content-Encoding: gzip|deflate`)."""
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.full((1, 16), 3, dtype=np.int32)
+    for binary in (True, False):
+        res = client.infer("simple", simple_inputs(a, b, binary), request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(res.as_numpy("OUTPUT0"), a + b)
+        np.testing.assert_array_equal(res.as_numpy("OUTPUT1"), a - b)

@@ -252,18 +252,61 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     })
 }
 
-async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: HeaderMap, body: Body) -> HResult {
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        let enc = enc.to_str().unwrap_or("");
-        if !enc.eq_ignore_ascii_case("identity") {
-            let mut r = err(Error::unsupported(format!(
-                "Unsupported compression type '{enc}': this Rampart version accepts only identity request bodies"
-            )));
-            r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-            return Err(r);
-        }
+/// `Content-Encoding` of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else { return Ok(Encoding::Identity) };
+    let enc = v.to_str().unwrap_or("").trim();
+    if enc.eq_ignore_ascii_case("identity") || enc.is_empty() {
+        Ok(Encoding::Identity)
+    } else if enc.eq_ignore_ascii_case("gzip") {
+        Ok(Encoding::Gzip)
+    } else if enc.eq_ignore_ascii_case("deflate") {
+        Ok(Encoding::Deflate)
+    } else {
+        let mut r = err(Error::unsupported(format!("Unsupported compression type '{}'", enc.escape_debug())));
+        r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
+        Err(r)
     }
-    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(refuse_body)?;
+}
+
+/// Inflates a gzip or deflate (zlib) body, refusing it as soon as the output passes `limit`.
+fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Error> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+        Encoding::Identity => return Ok(Bytes::copy_from_slice(body)),
+    };
+    let mut out = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| {
+        let name = if encoding == Encoding::Gzip { "gzip" } else { "deflate" };
+        Error::invalid_arg(format!("failed to decompress the {name} request body: {e}"))
+    })?;
+    if out.len() > limit {
+        return Err(Error::invalid_arg(format!(
+            "decompressed request body exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: HeaderMap, body: Body) -> HResult {
+    let encoding = content_encoding(&headers)?;
+    let mut body = read_body(&headers, body, s.options.max_input_size).await.map_err(refuse_body)?;
+    if encoding != Encoding::Identity {
+        let limit = s.options.max_input_size;
+        body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit))
+            .await
+            .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))?
+            .map_err(err)?;
+    }
     let header_len = codec::header_length(&headers, body.len()).map_err(err)?;
     let decoded = match header_len {
         Some(0) => {
@@ -358,4 +401,30 @@ async fn shm_disabled() -> Response {
 
 async fn cuda_shm() -> Response {
     err(features::cuda_shm_unsupported())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn decompression_is_capped() {
+        let plain = vec![b'a'; 10_000];
+        let z = gzip(&plain);
+        assert_eq!(decompress(Encoding::Gzip, &z, 10_000).unwrap().len(), 10_000);
+        let e = decompress(Encoding::Gzip, &z, 9_999).unwrap_err();
+        assert!(e.message().contains("--http-max-input-size"), "{e}");
+        let e = decompress(Encoding::Deflate, b"not zlib", 100).unwrap_err();
+        assert!(e.message().contains("failed to decompress the deflate"), "{e}");
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"{}").unwrap();
+        assert_eq!(&decompress(Encoding::Deflate, &z.finish().unwrap(), 10).unwrap()[..], b"{}");
+    }
 }
