@@ -33,6 +33,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import requests
 from tritonclient.grpc import service_pb2
 
 from conftest import (
@@ -134,11 +135,13 @@ def assert_passed(status: int, body: bytes, expected: int, what: str = "", conta
 
 
 def http_call(srv, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
-    """(status, body) of one request (requests; every call has a timeout)."""
+    """(status, body) of one request with requests, on a fresh connection (see
+    test_http_refusal_before_the_body_keeps_the_connection_usable for why not a pooled one).
+    Note: requests/urllib3 normalize percent-encoded unreserved characters (%31 -> 1): use raw_call for those."""
     hdrs = dict(headers or {})
     if body is not None:
         hdrs.update(JSON_HDR)
-    r = srv.request(method, path, headers=hdrs, data=body, timeout=HTTP_TIMEOUT)
+    r = requests.request(method, srv.base + path, headers=hdrs, data=body, timeout=HTTP_TIMEOUT)
     return r.status_code, r.content
 
 
@@ -434,7 +437,7 @@ def test_http_unknown_url_under_a_category_prefix_is_404(each_server, path):
 def test_http_percent_encoded_paths_stay_restricted(each_server, cat, method, path, body):
     """A path the router serves must never be served without the credential, however it is encoded (Triton
     itself answers 404 for a percent-encoded version: its regex takes [0-9]+ from the raw path)."""
-    status, resp = http_call(each_server, method, path, {}, body)
+    status, resp = raw_call(each_server, method, path, [], body)  # sent as written, no normalization
     assert status in (403, 404), f"{method} {path} served without the {cat} credential: {status} {resp[:300]!r}"
     if status == 403:
         assert_denied(status, resp, HTTP_KEYS[cat], f"{method} {path}")
@@ -499,6 +502,58 @@ def test_http_duplicate_headers_with_http_client(each_server):
         finally:
             conn.close()
         assert r.status == expected, (first, second, r.status, body)
+
+
+def test_http_compressed_body_is_checked_first(each_server):
+    """Content-Encoding does not change the order: the credential is checked before the body is inflated."""
+    import gzip
+
+    key, value = HTTP_KEYS["inference"], HTTP_VALUES["inference"]
+    hdrs = {"Content-Encoding": "gzip"}
+    body = gzip.compress(SIMPLE_BODY)
+    assert_denied(*http_call(each_server, "POST", "/v2/models/simple/infer", hdrs, body), key, "gzip without key")
+    assert_denied(*http_call(each_server, "POST", "/v2/models/simple/infer", hdrs, b"not gzip"), key, "bad gzip without key")
+    status, resp = http_call(each_server, "POST", "/v2/models/simple/infer", {**hdrs, key: value}, body)
+    assert_passed(status, resp, 200, "gzip with key", '"OUTPUT0"')
+
+
+def test_http_refusal_before_the_body_keeps_the_connection_usable(each_server):
+    """A 403 is answered before the request body is read. The client (http.client here, as requests / urllib3
+    do) sends the body after the headers; if the server then closes the connection it must say so with
+    `Connection: close`, else a keep-alive client reuses a dead connection and its next request fails
+    (RemoteDisconnected / BrokenPipe)."""
+    import socket
+    import time
+
+    key = HTTP_KEYS["inference"]
+    with socket.create_connection((each_server.host, each_server.port), timeout=HTTP_TIMEOUT) as s:
+        s.sendall(
+            (
+                f"POST /v2/models/simple/infer HTTP/1.1\r\nHost: 127.0.0.1:{each_server.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(SIMPLE_BODY)}\r\n\r\n"
+            ).encode()
+        )
+        first = b""
+        while b"\r\n\r\n" not in first or not first.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed before the 403: {first!r}"
+            first += chunk
+        status, headers, body = parse_raw_response(first)
+        assert_denied(status, body, key, "late body")
+        if headers.get("connection", "").lower() == "close":
+            return  # announced: a client will not reuse the connection
+        # Not announced: the connection must still work (body consumed, next request answered).
+        try:
+            s.sendall(SIMPLE_BODY)
+            time.sleep(0.2)
+            s.sendall(f"GET /v2/models/stats HTTP/1.1\r\nHost: 127.0.0.1:{each_server.port}\r\n\r\n".encode())
+            second = s.recv(65536)
+        except OSError as e:
+            second = repr(e).encode()
+    assert second.startswith(b"HTTP/1.1 403"), (
+        "403 sent before the body without 'Connection: close', then the connection was dropped: "
+        f"the client's next request on it got {second[:200]!r}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -238,10 +238,11 @@ impl Restrictions {
     }
 }
 
-/// A flag value with its secret part replaced, for error messages.
+/// A flag value with everything after the categories replaced, for error messages (a mistyped separator must
+/// not echo the secret).
 fn redact(spec: &str) -> String {
-    match spec.split_once('=') {
-        Some((head, _)) => format!("'{head}=<redacted>'"),
+    match spec.find([':', '=']) {
+        Some(i) => format!("'{}<redacted>'", &spec[..=i]),
         None => format!("'{spec}'"),
     }
 }
@@ -278,7 +279,11 @@ mod tests {
         let e = parse(Protocol::Http, &["health:k"]).unwrap_err();
         assert!(!e.contains("secret"));
         let e = parse(Protocol::Http, &["nope-secretvalue"]).unwrap_err();
-        assert!(e.contains("nope-secretvalue"), "no '=' so nothing to redact: {e}");
+        assert!(e.contains("nope-secretvalue"), "no ':' so nothing to redact: {e}");
+        let e = parse(Protocol::Http, &["inference:k:secretvalue"]).unwrap_err();
+        assert!(!e.contains("secretvalue") && e.contains("'inference:<redacted>'"), "{e}");
+        let e = parse(Protocol::Http, &["k=secretvalue"]).unwrap_err();
+        assert!(!e.contains("secretvalue") && e.contains("'k=<redacted>'"), "{e}");
         let e = Restrictions::parse(Protocol::Http, &["health:k=v:hidden".into()], &|_| Err("bad value".into())).unwrap_err();
         assert_eq!(e, "bad value");
     }

@@ -5,5 +5,7 @@
 mod codec;
 pub mod restrict;
 mod routes;
+mod serve;
 
 pub use routes::{HttpOptions, router};
+pub use serve::{ConnectionLimits, serve};

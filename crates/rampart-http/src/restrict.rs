@@ -23,11 +23,21 @@ pub fn category(path: &str) -> Option<Category> {
         ["models", "stats"] => Some(Category::Statistics),
         ["logging"] => Some(Category::Logging),
         ["trace", "setting"] => Some(Category::Trace),
-        ["systemsharedmemory" | "cudasharedmemory", ..] => Some(Category::SharedMemory),
-        ["repository", ..] => Some(Category::ModelRepository),
+        // Triton: /v2/(system|cuda)sharedmemory(/region/<r>)?/(status|register|unregister)
+        ["systemsharedmemory" | "cudasharedmemory", "status" | "register" | "unregister"] => Some(Category::SharedMemory),
+        ["systemsharedmemory" | "cudasharedmemory", "region", r, "status" | "register" | "unregister"] if !r.is_empty() => {
+            Some(Category::SharedMemory)
+        }
+        // Triton: /v2/repository(/<repo>)?/(index|models/<m>/(load|unload))
+        ["repository", "index"] => Some(Category::ModelRepository),
+        ["repository", r, "index"] if !r.is_empty() => Some(Category::ModelRepository),
+        ["repository", "models", m, "load" | "unload"] if !m.is_empty() => Some(Category::ModelRepository),
+        ["repository", r, "models", m, "load" | "unload"] if !r.is_empty() && !m.is_empty() => Some(Category::ModelRepository),
         ["models", model, tail @ ..] if !model.is_empty() => {
+            // Any version segment counts here; `raw_version_ok` refuses non-digit ones before routing, since the
+            // router sees the percent-decoded value.
             let tail = match tail {
-                ["versions", v, t @ ..] if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => t,
+                ["versions", v, t @ ..] if !v.is_empty() => t,
                 t => t,
             };
             match tail {
@@ -44,15 +54,48 @@ pub fn category(path: &str) -> Option<Category> {
     }
 }
 
-pub(crate) async fn enforce(State(rules): State<Arc<Restrictions>>, request: Request, next: Next) -> Response {
-    if let Some(cat) = category(request.uri().path()) {
-        let headers = request.headers();
-        if let Err(denied) = rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes())) {
-            tracing::warn!(category = cat.name(), path = %request.uri().path().escape_debug(), "restricted API refused: missing or wrong credential");
-            return error_response(&denied.to_error(Protocol::Http));
-        }
+/// Triton matches the version segment as raw `[0-9]+`; the router decodes `%31` into `1`, so anything else is
+/// refused here, on the raw path.
+fn raw_version_ok(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').collect();
+    match segs.as_slice() {
+        ["", "v2", "models", _, "versions", v, ..] => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
+        _ => true,
     }
-    next.run(request).await
+}
+
+pub(crate) async fn enforce(State(rules): State<Arc<Restrictions>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !raw_version_ok(path) {
+        return crate::routes::not_found_response();
+    }
+    // A request with a body answered with an error may leave that body unread: close the connection so the
+    // client does not reuse it (the answer carries `Connection: close`).
+    let has_body = request.headers().contains_key(axum::http::header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let mut response = match category(path) {
+        Some(cat) => {
+            let headers = request.headers();
+            match rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes())) {
+                Ok(()) => next.run(request).await,
+                Err(denied) => {
+                    tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
+                    error_response(&denied.to_error(Protocol::Http))
+                }
+            }
+        }
+        None => next.run(request).await,
+    };
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[cfg(test)]
@@ -81,10 +124,21 @@ mod tests {
             ("/v2/cudasharedmemory/region/r/register", Some(Category::SharedMemory)),
             ("/v2/nothing", None),
             ("/metrics", None),
-            ("/v2/models/m/versions/x/infer", None),
+            ("/v2/models/m/versions/%31/infer", Some(Category::Inference)),
+            ("/v2/repository/foo", None),
+            ("/v2/repository", None),
+            ("/v2/repository/r/index", Some(Category::ModelRepository)),
+            ("/v2/repository/r/models/m/unload", Some(Category::ModelRepository)),
+            ("/v2/systemsharedmemory/foo", None),
+            ("/v2/cudasharedmemory", None),
+            ("/v2/systemsharedmemory/region/r/status", Some(Category::SharedMemory)),
         ];
         for (path, want) in cases {
             assert_eq!(category(path), want, "{path}");
         }
+        assert!(raw_version_ok("/v2/models/m/versions/12/infer"));
+        assert!(!raw_version_ok("/v2/models/m/versions/%31/infer"));
+        assert!(!raw_version_ok("/v2/models/m/versions//infer"));
+        assert!(raw_version_ok("/v2/models/m/infer"));
     }
 }

@@ -19,12 +19,15 @@ pub struct HttpOptions {
     pub max_input_size: usize,
     /// `--http-restricted-api`.
     pub restrictions: std::sync::Arc<rampart_core::access::Restrictions>,
+    /// A request body must arrive completely within this time (slow uploads).
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
             max_input_size: 64 << 20,
+            body_read_timeout: std::time::Duration::from_secs(60),
             restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(rampart_core::access::Protocol::Http)),
         }
     }
@@ -101,8 +104,12 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .layer(axum::middleware::from_fn_with_state(restrictions, crate::restrict::enforce))
 }
 
-async fn not_found() -> Response {
+pub(crate) fn not_found_response() -> Response {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Not Found"}"#).into_response()
+}
+
+async fn not_found() -> Response {
+    not_found_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -229,7 +236,18 @@ fn refuse_body(e: Error) -> Response {
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit` (Content-Length is checked before reading).
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, options: &HttpOptions) -> Result<Bytes, Error> {
+    let limit = options.max_input_size;
+    match tokio::time::timeout(options.body_read_timeout, read_limited(headers, body, limit)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::invalid_arg(format!(
+            "the request body did not arrive within {} s (--http-body-read-timeout-secs)",
+            options.body_read_timeout.as_secs()
+        ))),
+    }
+}
+
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
     let too_big = |n: String| {
         Error::invalid_arg(format!(
             "request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
@@ -299,7 +317,7 @@ fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Er
 
 async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: HeaderMap, body: Body) -> HResult {
     let encoding = content_encoding(&headers)?;
-    let mut body = read_body(&headers, body, s.options.max_input_size).await.map_err(refuse_body)?;
+    let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     if encoding != Encoding::Identity {
         let limit = s.options.max_input_size;
         body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit))
@@ -320,7 +338,7 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: He
 }
 
 async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
-    let body = read_body(&headers, body, s.options.max_input_size).await.map_err(refuse_body)?;
+    let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {

@@ -115,6 +115,18 @@ pub struct Cli {
     /// PEM CA certificate(s) that sign accepted client certificates.
     #[arg(long, help_heading = "HTTP")]
     pub http_root_cert: Option<PathBuf>,
+    /// Request headers must arrive within this many seconds (slow-client protection; Rampart's own).
+    #[arg(long, default_value_t = 30, help_heading = "HTTP")]
+    pub http_header_read_timeout_secs: u64,
+    /// A request body must arrive within this many seconds (Rampart's own).
+    #[arg(long, default_value_t = 60, help_heading = "HTTP")]
+    pub http_body_read_timeout_secs: u64,
+    /// Largest request head / HTTP/2 header list in bytes (Rampart's own).
+    #[arg(long, default_value_t = 64 << 10, help_heading = "HTTP")]
+    pub http_max_header_size: usize,
+    /// Concurrent streams per HTTP/2 connection on the HTTP listener (Rampart's own).
+    #[arg(long, default_value_t = 256, help_heading = "HTTP")]
+    pub http2_max_concurrent_streams: u32,
     /// How often TLS certificate, key and root files are checked for changes (seconds).
     #[arg(long, default_value_t = 5, help_heading = "HTTP")]
     pub tls_reload_interval_secs: u64,
@@ -348,6 +360,12 @@ impl Cli {
         }
         if self.http_max_input_size <= 0 {
             return Err(format!("--http-max-input-size must be greater than 0, got {}", self.http_max_input_size));
+        }
+        if self.http_header_read_timeout_secs == 0 || self.http_body_read_timeout_secs == 0 {
+            return Err("--http-header-read-timeout-secs and --http-body-read-timeout-secs must be greater than 0".into());
+        }
+        if self.http_max_header_size < 1024 || self.http2_max_concurrent_streams == 0 {
+            return Err("--http-max-header-size must be at least 1024 and --http2-max-concurrent-streams greater than 0".into());
         }
         if self.tls_reload_interval_secs == 0 {
             return Err("--tls-reload-interval-secs must be greater than 0".into());

@@ -188,6 +188,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let options = rampart_http::HttpOptions {
             max_input_size: cli.http_max_input_size as usize,
+            body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
             restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
         };
         let app = rampart_http::router(server.clone(), options);
@@ -195,12 +196,17 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
         let stop = async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        let limits = rampart_http::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(cli.http_header_read_timeout_secs),
+            max_header_bytes: cli.http_max_header_size,
+            http2_max_streams: cli.http2_max_concurrent_streams,
+        };
         http_task = Some(match http_tls {
             Some(tls) => {
                 let listener = rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
-                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+                tokio::spawn(rampart_http::serve(listener, app, limits, stop))
             }
-            None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+            None => tokio::spawn(rampart_http::serve(listener, app, limits, stop)),
         });
         tracing::info!("Started HTTPService at {local}{}", tls_note(validated.http_tls.as_ref()));
         exposure("HTTPService", local, &validated.http_restrictions);
@@ -258,7 +264,6 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
     let grace = Duration::from_secs(1).max(exit_timeout / 10);
     if let Some(t) = http_task {
         match tokio::time::timeout(grace, t).await {
-            Ok(Ok(Err(e))) => tracing::error!("HTTP service error: {e}"),
             Ok(_) => {}
             Err(_) => tracing::warn!("HTTP connections still open at exit"),
         }
