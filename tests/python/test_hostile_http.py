@@ -772,3 +772,74 @@ def test_compressed_body_just_under_cap(cap_server):
     r = cap_server.post("/v2/models/identity_fp32/infer", data=_gzip(body), headers={"Content-Encoding": "gzip"}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["data"] == [1.0, 2.0]
+
+
+# --------------------------------------------------------------------------------------- slow and oversized clients
+
+
+@pytest.fixture(scope="module")
+def impatient_server():
+    """A server with 1 s header and body read timeouts and an 8 KiB header limit."""
+    extra = ["--http-header-read-timeout-secs=1", "--http-body-read-timeout-secs=1", "--http-max-header-size=8192"]
+    srv = start_server(base_args(example_repo(), None, extra), "rampart[impatient]")
+    yield srv
+    finish_server(srv)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Reads until EOF or `seconds`; returns (closed, bytes read)."""
+    sock.settimeout(0.25)
+    got = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return True, got
+        if not chunk:
+            return True, got
+        got += chunk
+    return False, got
+
+
+def test_slowloris_headers_are_cut_off(impatient_server):
+    srv = impatient_server
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        closed, _ = _closed_within(s, 6)
+        assert closed, "a client that never finishes its headers kept its connection"
+        assert time.monotonic() - start < 5
+    assert srv.get("/v2/health/live").status_code == 200
+
+
+def test_idle_connection_is_cut_off(impatient_server):
+    srv = impatient_server
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        closed, _ = _closed_within(s, 6)
+        assert closed, "a connection that never sends a request stayed open"
+
+
+def test_slow_body_is_refused(impatient_server):
+    srv = impatient_server
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        s.sendall(
+            b"POST /v2/models/identity_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{\"inputs\":"
+        )
+        closed, got = _closed_within(s, 6)
+    status, _, body = parse_raw_response(got)
+    assert status == 400, got[:500]
+    assert b"--http-body-read-timeout-secs" in body, body
+    assert srv.get("/v2/health/live").status_code == 200
+
+
+def test_oversized_headers_are_refused(impatient_server):
+    srv = impatient_server
+    raw = raw_exchange(srv.host, srv.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    if raw:
+        status, _, _ = parse_raw_response(raw)
+        assert status == 431, raw[:300]
+    assert srv.get("/v2/health/live").status_code == 200

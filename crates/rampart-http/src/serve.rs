@@ -13,8 +13,8 @@ use hyper_util::service::TowerToHyperService;
 /// Per-connection limits against slow and oversized clients.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// A request's headers must arrive within this time (slowloris), including the first request of a new
-    /// connection.
+    /// A request's headers must arrive within this time (slowloris); a new connection must send its first
+    /// byte within it too.
     pub header_read_timeout: Duration,
     /// Largest request head (request line + headers) for HTTP/1, header list for HTTP/2.
     pub max_header_bytes: usize,
@@ -53,6 +53,7 @@ where
     loop {
         tokio::select! {
             (io, _addr) = listener.accept() => {
+                let io = FirstReadDeadline::new(io, limits.header_read_timeout);
                 let service = TowerToHyperService::new(app.clone());
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
@@ -68,4 +69,68 @@ where
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Fails the first read of a connection that sends nothing within the deadline: hyper's header timer starts
+/// only with the first byte, so a connection that stays silent would otherwise be held forever.
+struct FirstReadDeadline<I> {
+    inner: I,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstReadDeadline<I> {
+    fn new(inner: I, timeout: Duration) -> Self {
+        FirstReadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadDeadline<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within the header read timeout")))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstReadDeadline<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
