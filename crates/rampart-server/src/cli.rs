@@ -482,6 +482,32 @@ impl Cli {
                 inert.push(format!("--{flag} has no effect: that listener is disabled"));
             }
         }
+        // Sizing knobs of Triton's internals that Rampart does not have (thread pools, GPU memory pools, …):
+        // accepted so command lines keep working, and reported when set to anything but the default.
+        let knobs = [
+            ("http-thread-count", self.http_thread_count != 8),
+            ("grpc-infer-thread-count", self.grpc_infer_thread_count != 2),
+            ("grpc-infer-allocation-pool-size", self.grpc_infer_allocation_pool_size != 8),
+            ("grpc-max-response-pool-size", self.grpc_max_response_pool_size != i32::MAX as u32),
+            ("model-load-thread-count", self.model_load_thread_count != 4),
+            ("enable-peer-access", !self.enable_peer_access),
+            ("repoagent-directory", self.repoagent_directory.is_some()),
+            ("cache-directory", self.cache_directory.is_some()),
+            ("pinned-memory-pool-byte-size", self.pinned_memory_pool_byte_size.is_some()),
+            ("cuda-memory-pool-byte-size", !self.cuda_memory_pool_byte_size.is_empty()),
+            ("cuda-virtual-address-size", !self.cuda_virtual_address_size.is_empty()),
+            ("min-supported-compute-capability", self.min_supported_compute_capability.is_some()),
+            ("buffer-manager-thread-count", self.buffer_manager_thread_count.is_some()),
+            ("model-load-gpu-limit", !self.model_load_gpu_limit.is_empty()),
+            ("repository-poll-secs", self.repository_poll_secs != 15),
+        ];
+        let set: Vec<&str> = knobs.iter().filter(|(_, set)| *set).map(|(f, _)| *f).collect();
+        if !set.is_empty() {
+            inert.push(format!(
+                "accepted without effect (Rampart has no such internal pool, GPU or polling to size): --{}",
+                set.join(", --")
+            ));
+        }
         let mut engine = rampart_core::EngineChoice::OnnxRuntime;
         for bc in &self.backend_config {
             let (backend, kv) = match bc.split_once(',') {
@@ -538,6 +564,9 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("requires setting '--model-control-mode=explicit'"));
         let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--metrics-port=9"]).unwrap();
         assert_eq!(c.validate().unwrap().inert.len(), 1);
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--http-thread-count=4", "--cache-directory=/x"]).unwrap();
+        let inert = c.validate().unwrap().inert;
+        assert!(inert.iter().any(|n| n.contains("--http-thread-count, --cache-directory")), "{inert:?}");
         let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-port=8000"]).unwrap();
         assert!(c.validate().unwrap_err().contains("same port"));
         let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-use-ssl=true"]).unwrap();

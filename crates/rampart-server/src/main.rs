@@ -51,20 +51,18 @@ fn bind(service: &str, addr: SocketAddr, reuse_port: bool) -> Result<tokio::net:
     socket.listen(1024).map_err(fail)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install SIGTERM handler: {e}");
-            let _ = ctrl_c.await;
-            return;
+/// Installs the SIGINT and SIGTERM handlers now (before any listener opens, so an early signal is never
+/// fatal) and returns a future that completes on the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+    })
 }
 
 fn main() -> ExitCode {
@@ -131,6 +129,11 @@ fn tls_config(files: Option<&rampart_tls::TlsFiles>, alpn: &[&[u8]]) -> Result<T
     files.map(|f| rampart_tls::ReloadingConfig::load(f.clone(), alpn)).transpose()
 }
 
+/// Completes when the stop flag is raised (a signal arrived).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
 /// Warns about running as root and about directories other users can write to (code or models could be
 /// swapped under the server).
 fn least_privilege_warnings(cli: &cli::Cli) {
@@ -176,6 +179,7 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
 
 async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsConfig), server: Server) -> Result<(), String> {
     let exit_timeout = Duration::from_secs(cli.exit_timeout_secs);
+    let signalled = shutdown_signal()?;
     let (http_tls, grpc_tls) = tls;
     for config in http_tls.iter().chain(grpc_tls.iter()) {
         config.watch(Duration::from_secs(cli.tls_reload_interval_secs));
@@ -192,10 +196,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
             restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
         };
         let app = rampart_http::router(server.clone(), options);
-        let mut rx = stop_rx.clone();
-        let stop = async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
+        let stop = stopped(stop_rx.clone());
         let limits = rampart_http::ConnectionLimits {
             header_read_timeout: Duration::from_secs(cli.http_header_read_timeout_secs),
             max_header_bytes: cli.http_max_header_size,
@@ -232,10 +233,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
                 .max_connection_age_grace(Duration::from_millis(cli.grpc_max_connection_age_grace));
         }
         let router = builder.add_service(inference).add_service(health);
-        let mut rx = stop_rx.clone();
-        let stop = async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
+        let stop = stopped(stop_rx.clone());
         grpc_task = Some(match grpc_tls {
             Some(tls) => {
                 use tokio_stream::StreamExt;
@@ -254,7 +252,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
     if http_task.is_none() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
-    shutdown_signal().await;
+    signalled.await;
     tracing::info!("signal received: stopping new connections, waiting up to {}s for in-flight requests", exit_timeout.as_secs());
     let _ = stop_tx.send(true);
     let left = server.shutdown(exit_timeout).await;
@@ -263,9 +261,8 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
     }
     let grace = Duration::from_secs(1).max(exit_timeout / 10);
     if let Some(t) = http_task {
-        match tokio::time::timeout(grace, t).await {
-            Ok(_) => {}
-            Err(_) => tracing::warn!("HTTP connections still open at exit"),
+        if tokio::time::timeout(grace, t).await.is_err() {
+            tracing::warn!("HTTP connections still open at exit");
         }
     }
     if let Some(t) = grpc_task {
