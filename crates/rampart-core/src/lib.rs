@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod audit;
 mod config;
 mod engines;
 pub mod features;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rampart_core::access::{Category, Protocol, Restrictions};
+use rampart_core::audit::{AuditEvent, AuditLog, audited};
 
 /// The category of a gRPC method path (`/package.Service/Method`).
 pub fn category(path: &str) -> Option<Category> {
@@ -33,22 +34,23 @@ pub fn category(path: &str) -> Option<Category> {
     }
 }
 
-/// `tower::Layer` applying `--grpc-restricted-protocol`.
+/// `tower::Layer` applying `--grpc-restricted-protocol` and recording admin calls and refusals.
 #[derive(Clone)]
 pub struct RestrictLayer {
     rules: Arc<Restrictions>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl RestrictLayer {
-    pub fn new(rules: Arc<Restrictions>) -> Self {
-        RestrictLayer { rules }
+    pub fn new(rules: Arc<Restrictions>, audit: Option<Arc<AuditLog>>) -> Self {
+        RestrictLayer { rules, audit }
     }
 }
 
 impl<S> tower::Layer<S> for RestrictLayer {
     type Service = Restrict<S>;
     fn layer(&self, inner: S) -> Restrict<S> {
-        Restrict { inner, rules: self.rules.clone() }
+        Restrict { inner, rules: self.rules.clone(), audit: self.audit.clone() }
     }
 }
 
@@ -56,6 +58,17 @@ impl<S> tower::Layer<S> for RestrictLayer {
 pub struct Restrict<S> {
     inner: S,
     rules: Arc<Restrictions>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+/// The peer address tonic records for plain and TLS connections.
+fn client_addr<B>(req: &http::Request<B>) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
+        .map(|a| a.to_string())
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -77,7 +90,21 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(cat) = category(req.uri().path()) {
             let headers = req.headers();
-            if let Err(denied) = self.rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes())) {
+            let verdict = self.rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes()));
+            if let Some(log) = &self.audit {
+                if verdict.is_err() || audited(cat) {
+                    log.record(&AuditEvent {
+                        event: if verdict.is_err() { "denied" } else { "admin" },
+                        protocol: Some("grpc"),
+                        client: client_addr(&req),
+                        category: Some(cat),
+                        target: Some(req.uri().path().to_string()),
+                        outcome: Some(if verdict.is_err() { "denied" } else { "allowed" }.into()),
+                        ..Default::default()
+                    });
+                }
+            }
+            if let Err(denied) = verdict {
                 tracing::warn!(category = cat.name(), method = %req.uri().path().escape_debug(), "restricted protocol refused: missing or wrong credential");
                 let status = crate::service::status(denied.to_error(Protocol::Grpc));
                 return Box::pin(std::future::ready(Ok(status.into_http())));

@@ -8,6 +8,17 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use rampart_core::access::{Category, Protocol, Restrictions};
+use rampart_core::audit::{AuditEvent, AuditLog, audited};
+
+/// The peer address of a connection, put into each request's extensions by the connection loop.
+#[derive(Debug, Clone)]
+pub struct ClientAddr(pub String);
+
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub rules: Arc<Restrictions>,
+    pub audit: Option<Arc<AuditLog>>,
+}
 
 use crate::routes::error_response;
 
@@ -64,8 +75,11 @@ fn raw_version_ok(path: &str) -> bool {
     }
 }
 
-pub(crate) async fn enforce(State(rules): State<Arc<Restrictions>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
+pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let rules = &guard.rules;
+    let path = request.uri().path().to_string();
+    let path = path.as_str();
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.clone());
     if !raw_version_ok(path) {
         return crate::routes::not_found_response();
     }
@@ -77,19 +91,49 @@ pub(crate) async fn enforce(State(rules): State<Arc<Restrictions>>, request: Req
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
-    let mut response = match category(path) {
+    let cat = category(path);
+    let response = match cat {
         Some(cat) => {
             let headers = request.headers();
             match rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes())) {
                 Ok(()) => next.run(request).await,
                 Err(denied) => {
                     tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
-                    error_response(&denied.to_error(Protocol::Http))
+                    if let Some(log) = &guard.audit {
+                        log.record(&AuditEvent {
+                            event: "denied",
+                            protocol: Some("http"),
+                            client: client.clone(),
+                            category: Some(cat),
+                            target: Some(path.to_string()),
+                            outcome: Some("denied".into()),
+                            ..Default::default()
+                        });
+                    }
+                    let r = error_response(&denied.to_error(Protocol::Http));
+                    return finish(r, has_body);
                 }
             }
         }
         None => next.run(request).await,
     };
+    if let (Some(log), Some(cat)) = (&guard.audit, cat) {
+        if audited(cat) {
+            log.record(&AuditEvent {
+                event: "admin",
+                protocol: Some("http"),
+                client,
+                category: Some(cat),
+                target: Some(path.to_string()),
+                outcome: Some(response.status().as_u16().to_string()),
+                ..Default::default()
+            });
+        }
+    }
+    finish(response, has_body)
+}
+
+fn finish(mut response: Response, has_body: bool) -> Response {
     if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
         response
             .headers_mut()

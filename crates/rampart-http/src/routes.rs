@@ -21,6 +21,8 @@ pub struct HttpOptions {
     pub restrictions: std::sync::Arc<rampart_core::access::Restrictions>,
     /// A request body must arrive completely within this time (slow uploads).
     pub body_read_timeout: std::time::Duration,
+    /// Where admin calls and refused credentials are recorded.
+    pub audit: Option<std::sync::Arc<rampart_core::audit::AuditLog>>,
 }
 
 impl Default for HttpOptions {
@@ -28,6 +30,7 @@ impl Default for HttpOptions {
         HttpOptions {
             max_input_size: 64 << 20,
             body_read_timeout: std::time::Duration::from_secs(60),
+            audit: None,
             restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(rampart_core::access::Protocol::Http)),
         }
     }
@@ -57,7 +60,7 @@ fn err(e: Error) -> Response {
 
 /// The KServe v2 router over a core server.
 pub fn router(server: Server, options: HttpOptions) -> Router {
-    let restrictions = options.restrictions.clone();
+    let guard = crate::restrict::Guard { rules: options.restrictions.clone(), audit: options.audit.clone() };
     let state = AppState { server, options };
     Router::new()
         .route("/v2/health/live", get(live))
@@ -101,7 +104,7 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         // Outermost: the restriction check runs before routing and method checks.
-        .layer(axum::middleware::from_fn_with_state(restrictions, crate::restrict::enforce))
+        .layer(axum::middleware::from_fn_with_state(guard, crate::restrict::enforce))
 }
 
 pub(crate) fn not_found_response() -> Response {

@@ -33,6 +33,7 @@ impl Default for ConnectionLimits {
 pub async fn serve<L>(mut listener: L, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>)
 where
     L: axum::serve::Listener,
+    L::Addr: std::fmt::Display,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -52,9 +53,14 @@ where
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            (io, _addr) = listener.accept() => {
+            (io, addr) = listener.accept() => {
                 let io = FirstReadDeadline::new(io, limits.header_read_timeout);
-                let service = TowerToHyperService::new(app.clone());
+                let client = crate::restrict::ClientAddr(addr.to_string());
+                let app = tower::ServiceExt::map_request(app.clone(), move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                    r.extensions_mut().insert(client.clone());
+                    r
+                });
+                let service = TowerToHyperService::new(app);
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {

@@ -127,6 +127,10 @@ pub struct Cli {
     /// Concurrent streams per HTTP/2 connection on the HTTP listener (Rampart's own).
     #[arg(long, default_value_t = 256, help_heading = "HTTP")]
     pub http2_max_concurrent_streams: u32,
+    /// Append audit events (admin calls, refused credentials, startup, shutdown) as JSON lines to this file
+    /// instead of stderr (Rampart's own; fixed at startup).
+    #[arg(long, help_heading = "Logging")]
+    pub audit_log_file: Option<PathBuf>,
     /// How often TLS certificate, key and root files are checked for changes (seconds).
     #[arg(long, default_value_t = 5, help_heading = "HTTP")]
     pub tls_reload_interval_secs: u64,

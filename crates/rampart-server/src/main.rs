@@ -79,6 +79,16 @@ fn main() -> ExitCode {
         tracing::warn!("{note}");
     }
     least_privilege_warnings(&cli);
+    let audit = std::sync::Arc::new(match &cli.audit_log_file {
+        Some(path) => match rampart_core::audit::AuditLog::file(path) {
+            Ok(log) => log,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => rampart_core::audit::AuditLog::stderr(),
+    });
     // TLS files are checked before any model loads, so a bad certificate fails fast.
     let tls = match (tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"]), tls_config(validated.grpc_tls.as_ref(), &[b"h2"])) {
         (Ok(h), Ok(g)) => (h, g),
@@ -113,7 +123,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli, validated, tls, server)) {
+    audit.record(&rampart_core::audit::AuditEvent {
+        event: "startup",
+        target: Some(format!("rampart {} (id '{}')", env!("CARGO_PKG_VERSION"), cli.id)),
+        outcome: Some("ready".into()),
+        ..Default::default()
+    });
+    let result = runtime.block_on(serve(cli, validated, tls, audit.clone(), server));
+    audit.record(&rampart_core::audit::AuditEvent {
+        event: "shutdown",
+        outcome: Some(if result.is_ok() { "clean" } else { "error" }.into()),
+        ..Default::default()
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -177,7 +199,13 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
     }
 }
 
-async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsConfig), server: Server) -> Result<(), String> {
+async fn serve(
+    cli: cli::Cli,
+    validated: cli::Validated,
+    tls: (TlsConfig, TlsConfig),
+    audit: std::sync::Arc<rampart_core::audit::AuditLog>,
+    server: Server,
+) -> Result<(), String> {
     let exit_timeout = Duration::from_secs(cli.exit_timeout_secs);
     let signalled = shutdown_signal()?;
     let (http_tls, grpc_tls) = tls;
@@ -194,6 +222,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
             max_input_size: cli.http_max_input_size as usize,
             body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
             restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
+            audit: Some(audit.clone()),
         };
         let app = rampart_http::router(server.clone(), options);
         let stop = stopped(stop_rx.clone());
@@ -224,7 +253,7 @@ async fn serve(cli: cli::Cli, validated: cli::Validated, tls: (TlsConfig, TlsCon
         let (inference, health) = rampart_grpc::services(server.clone(), &options);
         let mut builder = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(rampart_grpc::fix_status_headers))
-            .layer(rampart_grpc::RestrictLayer::new(std::sync::Arc::new(validated.grpc_restrictions.clone())))
+            .layer(rampart_grpc::RestrictLayer::new(std::sync::Arc::new(validated.grpc_restrictions.clone()), Some(audit.clone())))
             .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
             .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
         if cli.grpc_max_connection_age > 0 {
