@@ -135,7 +135,7 @@ def test_metrics_default_is_refused():
     assert "not supported yet" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
-@pytest.mark.parametrize("flag", ["--strict-readiness=maybe", "--exit-on-error=yes-please", "--http-port=http"])
+@pytest.mark.parametrize("flag", ["--strict-readiness=maybe", "--exit-on-error=yes-please", "--http-port=http", "--max-queued-requests=0"])
 def test_invalid_flag_values_fail(flag):
     proc = run_to_exit(base_args(example_repo()) + [flag])
     assert proc.returncode != 0, stderr_of(proc)[-2000:]

@@ -25,14 +25,18 @@ pub(crate) struct InstancePool {
     tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     label: String,
+    capacity: usize,
 }
 
-/// Requests waiting per model version before new ones are answered UNAVAILABLE.
-pub(crate) const QUEUE_CAPACITY: usize = 4096;
+/// Default for requests waiting per model version before new ones are answered UNAVAILABLE
+/// (`--max-queued-requests`).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
 impl InstancePool {
-    pub fn start(label: String, instances: Vec<Box<dyn EngineInstance>>, stats: Arc<ModelStats>) -> Result<Self> {
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE_CAPACITY);
+    /// Starts one thread per instance; at most `capacity` requests wait (requests being executed do not count).
+    pub fn start(label: String, instances: Vec<Box<dyn EngineInstance>>, stats: Arc<ModelStats>, capacity: usize) -> Result<Self> {
+        let capacity = capacity.max(1);
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
         let mut threads = Vec::with_capacity(instances.len());
         for (i, mut instance) in instances.into_iter().enumerate() {
             let rx = rx.clone();
@@ -47,15 +51,15 @@ impl InstancePool {
                 .map_err(|e| Error::internal(format!("cannot start instance thread for {label}: {e}")))?;
             threads.push(t);
         }
-        Ok(InstancePool { tx: Some(tx), threads, label })
+        Ok(InstancePool { tx: Some(tx), threads, label, capacity })
     }
 
     pub fn submit(&self, job: Job) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(|| Error::unavailable(format!("{} is unloading", self.label)))?;
         tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Error::unavailable(format!(
-                "inference queue of {} is full ({QUEUE_CAPACITY} requests waiting)",
-                self.label
+                "inference queue of {} is full ({} requests waiting; --max-queued-requests)",
+                self.label, self.capacity
             )),
             TrySendError::Disconnected(_) => Error::unavailable(format!("{} is unloading", self.label)),
         })
@@ -94,6 +98,60 @@ impl Drop for InstancePool {
         self.tx.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_types::{Code, ModelSignature};
+
+    /// A fake engine that blocks each execution until the test lets it go (scheduler unit test only).
+    struct Gate {
+        started: crossbeam_channel::Sender<()>,
+        release: crossbeam_channel::Receiver<()>,
+        sig: ModelSignature,
+    }
+
+    impl EngineInstance for Gate {
+        fn signature(&self) -> &ModelSignature {
+            &self.sig
+        }
+        fn execute(&mut self, _: &[Tensor], _: &[String]) -> Result<Vec<Tensor>> {
+            self.started.send(()).unwrap();
+            self.release.recv().unwrap();
+            Ok(vec![])
+        }
+    }
+
+    fn job() -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>) {
+        let (tx, rx) = oneshot::channel();
+        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), reply: tx }, rx)
+    }
+
+    #[test]
+    fn full_queue_is_unavailable_and_every_accepted_job_is_answered() {
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (release, release_rx) = crossbeam_channel::unbounded();
+        let gate = Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
+        let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 2).unwrap();
+        let (a, ra) = job();
+        pool.submit(a).unwrap();
+        started.recv().unwrap(); // A is executing: it no longer counts against the queue
+        let (b, rb) = job();
+        let (c, rc) = job();
+        pool.submit(b).unwrap();
+        pool.submit(c).unwrap();
+        let (d, _rd) = job();
+        let e = pool.submit(d).unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.message().contains("2 requests waiting"), "{e}");
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for r in [ra, rb, rc] {
+            assert!(r.blocking_recv().unwrap().is_ok());
         }
     }
 }

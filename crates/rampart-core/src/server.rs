@@ -36,6 +36,8 @@ pub struct ServerOptions {
     /// An explicit ONNX Runtime library file (the binary takes it from `ORT_DYLIB_PATH`).
     pub onnxruntime_library: Option<PathBuf>,
     pub default_engine: EngineChoice,
+    /// Requests that may wait per model version (`--max-queued-requests`); more are answered UNAVAILABLE.
+    pub max_queued_requests: usize,
 }
 
 impl Default for ServerOptions {
@@ -50,6 +52,7 @@ impl Default for ServerOptions {
             backend_directory: PathBuf::from("/opt/tritonserver/backends"),
             onnxruntime_library: None,
             default_engine: EngineChoice::OnnxRuntime,
+            max_queued_requests: crate::scheduler::DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
@@ -545,7 +548,7 @@ fn load_model(name: &str, dir: &std::path::Path, options: &ServerOptions, engine
                 instances.push(engine.load(&spec)?);
             }
             let stats = Arc::new(ModelStats::default());
-            let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone())?;
+            let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests)?;
             Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs)))
         })();
         let entry = match result {

@@ -75,6 +75,9 @@ pub struct Cli {
     pub model_load_thread_count: u32,
     #[arg(long, default_value_t = 0, help_heading = "Model Repository")]
     pub model_load_retry_count: u32,
+    /// Requests that may wait per model version; more are answered 503 / UNAVAILABLE (Rampart's own).
+    #[arg(long, default_value_t = 4096, help_heading = "Model Repository")]
+    pub max_queued_requests: usize,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub model_namespacing: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -430,6 +433,9 @@ impl Cli {
         }
         if self.model_load_retry_count > 0 {
             return Err(not_yet("model-load-retry-count", &self.model_load_retry_count.to_string(), "load retries"));
+        }
+        if self.max_queued_requests == 0 {
+            return Err("--max-queued-requests must be greater than 0".into());
         }
         if self.model_load_thread_count == 0 {
             return Err("--model-load-thread-count must be greater than 0".into());

@@ -106,6 +106,7 @@ fn main() -> ExitCode {
         backend_directory: cli.backend_directory.clone(),
         onnxruntime_library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
         default_engine: validated.engine,
+        max_queued_requests: cli.max_queued_requests,
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {
