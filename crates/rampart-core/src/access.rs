@@ -143,16 +143,17 @@ pub struct Restrictions {
 /// A request that did not present the credential its category requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
+    pub protocol: Protocol,
     pub category: Category,
     /// The header that was expected (no value).
     pub header: String,
 }
 
 impl Denied {
-    /// The client-facing error, as Triton words it. HTTP renders it as 403; gRPC as UNAVAILABLE (Triton's
-    /// choice, kept for compatibility: see docs/security.md).
-    pub fn to_error(&self, protocol: Protocol) -> Error {
-        match protocol {
+    /// The client-facing error, as Triton words it for the restriction's protocol. HTTP renders it as 403;
+    /// gRPC as UNAVAILABLE (Triton's choice, kept for compatibility: see docs/security.md).
+    pub fn to_error(&self) -> Error {
+        match self.protocol {
             Protocol::Http => Error::new(
                 rampart_types::Code::PermissionDenied,
                 format!("This API is restricted, expecting header '{}'", self.header),
@@ -213,10 +214,6 @@ impl Restrictions {
         Ok(out)
     }
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
     /// The header a category requires, if any.
     pub fn header_for(&self, category: Category) -> Option<&str> {
         self.rules[category.index()].as_deref().map(|r| r.header.as_str())
@@ -233,7 +230,7 @@ impl Restrictions {
         let Some(rule) = &self.rules[category.index()] else { return Ok(()) };
         match first_header(&rule.lookup) {
             Some(v) if rule.value.matches(v) => Ok(()),
-            _ => Err(Denied { category, header: rule.header.clone() }),
+            _ => Err(Denied { protocol: self.protocol, category, header: rule.header.clone() }),
         }
     }
 }
@@ -303,12 +300,12 @@ mod tests {
         }
         let d = r.check(Category::Inference, hdr(None)).unwrap_err();
         assert_eq!(
-            d.to_error(Protocol::Grpc).message(),
+            d.to_error().message(),
             "This protocol is restricted, expecting header 'triton-grpc-protocol-Key'"
         );
         let h = parse(Protocol::Http, &["health:K=v"]).unwrap();
         let d = h.check(Category::Health, |_| None).unwrap_err();
-        let e = d.to_error(Protocol::Http);
+        let e = d.to_error();
         assert_eq!(e.code().http_status(), 403);
         assert_eq!(e.message(), "This API is restricted, expecting header 'K'");
     }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rampart_core::access::{Category, Protocol, Restrictions};
+use rampart_core::access::{Category, Restrictions};
 use rampart_core::audit::{AuditEvent, AuditLog, audited};
 
 /// The category of a gRPC method path (`/package.Service/Method`).
@@ -106,7 +106,7 @@ where
             }
             if let Err(denied) = verdict {
                 tracing::warn!(category = cat.name(), method = %req.uri().path().escape_debug(), "restricted protocol refused: missing or wrong credential");
-                let status = crate::service::status(denied.to_error(Protocol::Grpc));
+                let status = crate::service::status(denied.to_error());
                 return Box::pin(std::future::ready(Ok(status.into_http())));
             }
         }

@@ -29,11 +29,16 @@ impl Default for GrpcOptions {
 /// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's own servers (and Triton, and what
 /// clients expect) answer RESOURCE_EXHAUSTED.
 fn oversize(s: Status) -> Status {
-    if s.code() == tonic::Code::OutOfRange && s.message().contains("message length too large") {
+    if s.code() == tonic::Code::OutOfRange && too_large(s.message()) {
         Status::resource_exhausted(s.message().to_string())
     } else {
         s
     }
+}
+
+/// tonic's wording for a message over the decode limit.
+fn too_large(message: &str) -> bool {
+    message.contains("message length too large")
 }
 
 /// Statuses tonic produces before a handler runs travel in the response headers: an oversized unary request
@@ -42,7 +47,7 @@ pub fn fix_status_headers<B>(mut resp: http::Response<B>) -> http::Response<B> {
     let h = resp.headers();
     let code = h.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let message = h.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if code == "11" && (message.contains("message%20length%20too%20large") || message.contains("message length too large")) {
+    if code == "11" && too_large(&message.replace("%20", " ")) {
         resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
     } else if code == "12" && message.is_empty() {
         resp.headers_mut().insert("grpc-message", http::HeaderValue::from_static("unknown%20gRPC%20service%20or%20method"));

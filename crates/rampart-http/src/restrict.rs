@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use rampart_core::access::{Category, Protocol, Restrictions};
+use rampart_core::access::{Category, Restrictions};
 use rampart_core::audit::{AuditEvent, AuditLog, audited};
 
 /// The peer address of a connection, put into each request's extensions by the connection loop.
@@ -110,7 +110,7 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
                             ..Default::default()
                         });
                     }
-                    let r = error_response(&denied.to_error(Protocol::Http));
+                    let r = error_response(&denied.to_error());
                     return finish(r, has_body);
                 }
             }
