@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::access::Category;
+use crate::access::{Category, Denied, Protocol};
+use rampart_types::ClientIdentity;
 
 /// One audited event. Fields that do not apply stay `None` and are left out.
 #[derive(Debug, Default, Clone)]
@@ -23,6 +24,8 @@ pub struct AuditEvent<'a> {
     /// The verified client-certificate subject of an mTLS connection.
     pub tls_identity: Option<String>,
     pub category: Option<Category>,
+    /// The model a `--model-access` refusal was about.
+    pub model: Option<String>,
     /// The path (HTTP) or method (gRPC), or what started/stopped.
     pub target: Option<String>,
     /// `allowed`, `denied`, or an HTTP status code.
@@ -74,6 +77,7 @@ impl AuditLog {
         opt(&mut o, "client", e.client.as_deref());
         opt(&mut o, "tls_identity", e.tls_identity.as_deref());
         opt(&mut o, "category", e.category.map(|c| c.name()));
+        opt(&mut o, "model", e.model.as_deref());
         opt(&mut o, "target", e.target.as_deref());
         opt(&mut o, "outcome", e.outcome.as_deref());
         let mut line = Value::Object(o).to_string();
@@ -81,6 +85,45 @@ impl AuditLog {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = sink.write_all(line.as_bytes()).and_then(|()| sink.flush()) {
             tracing::error!("cannot write the audit log: {err}");
+        }
+    }
+}
+
+/// The request an audit record is about, as a front end sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub protocol: Protocol,
+    pub client: Option<&'a str>,
+    pub identity: Option<&'a ClientIdentity>,
+    /// The path (HTTP) or method (gRPC).
+    pub target: &'a str,
+}
+
+impl AuditLog {
+    /// Records a refused credential.
+    pub fn denied(&self, call: &Call<'_>, denied: &Denied) {
+        self.record(&call.event("denied", denied.category, "denied".into(), denied.model.clone()));
+    }
+
+    /// Records a call in an admin category (see [`audited`]) with its outcome; other calls are not recorded.
+    pub fn admin(&self, call: &Call<'_>, category: Category, outcome: String) {
+        if audited(category) {
+            self.record(&call.event("admin", category, outcome, None));
+        }
+    }
+}
+
+impl<'a> Call<'a> {
+    fn event(&self, event: &'a str, category: Category, outcome: String, model: Option<String>) -> AuditEvent<'a> {
+        AuditEvent {
+            event,
+            protocol: Some(self.protocol.name()),
+            client: self.client.map(str::to_string),
+            tls_identity: self.identity.map(|i| i.subject().to_string()),
+            category: Some(category),
+            model,
+            target: Some(self.target.to_string()),
+            outcome: Some(outcome),
         }
     }
 }

@@ -55,6 +55,39 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
+/// Counts a client controls in one request, bounded before any model work (`--max-request-inputs`,
+/// `--max-request-outputs`, `--max-request-parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_inputs: usize,
+    pub max_outputs: usize,
+    pub max_parameters: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits { max_inputs: 1024, max_outputs: 1024, max_parameters: 64 }
+    }
+}
+
+impl RequestLimits {
+    pub fn check(&self, req: &InferRequest) -> Result<()> {
+        let over = |what: &str, n: usize, max: usize, flag: &str| {
+            Error::invalid_arg(format!("request has {n} {what}, more than the maximum of {max} ({flag})"))
+        };
+        if req.inputs.len() > self.max_inputs {
+            return Err(over("inputs", req.inputs.len(), self.max_inputs, "--max-request-inputs"));
+        }
+        if req.outputs.len() > self.max_outputs {
+            return Err(over("outputs", req.outputs.len(), self.max_outputs, "--max-request-outputs"));
+        }
+        if req.parameters.len() > self.max_parameters {
+            return Err(over("parameters", req.parameters.len(), self.max_parameters, "--max-request-parameters"));
+        }
+        Ok(())
+    }
+}
+
 /// A validated request, ready for an engine: full shapes (reshape applied), outputs resolved.
 pub(crate) struct Prepared {
     pub inputs: Vec<Tensor>,

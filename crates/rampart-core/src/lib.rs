@@ -18,7 +18,7 @@ pub mod stats;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use engines::EngineChoice;
-pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput};
 pub use model::{ModelState, ModelVersion};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
 pub use server::{

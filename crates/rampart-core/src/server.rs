@@ -38,6 +38,8 @@ pub struct ServerOptions {
     pub default_engine: EngineChoice,
     /// Requests that may wait per model version (`--max-queued-requests`); more are answered UNAVAILABLE.
     pub max_queued_requests: usize,
+    /// How many inputs, outputs and parameters one request may carry.
+    pub request_limits: crate::infer::RequestLimits,
 }
 
 impl Default for ServerOptions {
@@ -53,6 +55,7 @@ impl Default for ServerOptions {
             onnxruntime_library: None,
             default_engine: EngineChoice::OnnxRuntime,
             max_queued_requests: crate::scheduler::DEFAULT_QUEUE_CAPACITY,
+            request_limits: Default::default(),
         }
     }
 }
@@ -326,6 +329,7 @@ impl Server {
         }
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlight(&self.inner);
+        self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
         model.infer(req).await
     }

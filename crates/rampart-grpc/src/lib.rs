@@ -3,6 +3,7 @@
 //! come from `rampart-core`, status codes from the one error-code table.
 #![forbid(unsafe_code)]
 
+pub mod conn;
 mod convert;
 pub mod restrict;
 mod service;
@@ -19,5 +20,6 @@ pub mod health_pb {
     tonic::include_proto!("grpc.health.v1");
 }
 
+pub use conn::GrpcConn;
 pub use restrict::RestrictLayer;
 pub use service::{GrpcOptions, fix_status_headers, services};

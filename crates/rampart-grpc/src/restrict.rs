@@ -7,8 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rampart_core::access::{Category, Restrictions};
-use rampart_core::audit::{AuditEvent, AuditLog, audited};
+use rampart_core::access::{Category, Credentials, Protocol, Restrictions};
+use rampart_core::audit::{AuditLog, Call};
+use rampart_tls::{ClientIdentity, Peer};
 
 /// The category of a gRPC method path (`/package.Service/Method`).
 pub fn category(path: &str) -> Option<Category> {
@@ -61,14 +62,24 @@ pub struct Restrict<S> {
     audit: Option<Arc<AuditLog>>,
 }
 
-/// The peer address tonic records for plain and TLS connections.
-fn client_addr<B>(req: &http::Request<B>) -> Option<String> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let ext = req.extensions();
-    ext.get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .or_else(|| ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
-        .map(|a| a.to_string())
+/// A call's metadata and its connection's verified client certificate, for the access checks.
+pub(crate) struct GrpcCredentials<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub identity: Option<&'a ClientIdentity>,
+}
+
+impl Credentials for GrpcCredentials<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity
+    }
+}
+
+/// An audit record's view of a gRPC call.
+pub(crate) fn call<'a>(peer: Option<&'a Peer>, client: &'a Option<String>, method: &'a str) -> Call<'a> {
+    Call { protocol: Protocol::Grpc, client: client.as_deref(), identity: peer.and_then(|p| p.identity.as_deref()), target: method }
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -89,19 +100,15 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(cat) = category(req.uri().path()) {
-            let headers = req.headers();
-            let verdict = self.rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes()));
+            let peer = req.extensions().get::<Peer>();
+            let creds = GrpcCredentials { headers: req.headers(), identity: peer.and_then(|p| p.identity.as_deref()) };
+            let verdict = self.rules.check(cat, &creds);
             if let Some(log) = &self.audit {
-                if verdict.is_err() || audited(cat) {
-                    log.record(&AuditEvent {
-                        event: if verdict.is_err() { "denied" } else { "admin" },
-                        protocol: Some("grpc"),
-                        client: client_addr(&req),
-                        category: Some(cat),
-                        target: Some(req.uri().path().to_string()),
-                        outcome: Some(if verdict.is_err() { "denied" } else { "allowed" }.into()),
-                        ..Default::default()
-                    });
+                let client = peer.map(|p| p.addr.to_string());
+                let call = call(peer, &client, req.uri().path());
+                match &verdict {
+                    Err(denied) => log.denied(&call, denied),
+                    Ok(()) => log.admin(&call, cat, "allowed".into()),
                 }
             }
             if let Err(denied) = verdict {

@@ -1,8 +1,12 @@
 //! The `GRPCInferenceService` and `Health` implementations over the core `Server`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
+use rampart_core::access::{ModelAccess, Protocol};
+use rampart_core::audit::AuditLog;
 use rampart_core::{Server, features, parse_version};
+use rampart_tls::Peer;
 use rampart_types::Error;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -18,11 +22,15 @@ pub struct GrpcOptions {
     pub max_message_size: usize,
     /// Compress infer responses with gzip when the client accepts it (`--grpc-infer-response-compression-level`).
     pub compress_responses: bool,
+    /// `--model-access`: per-model inference rules.
+    pub model_access: Arc<ModelAccess>,
+    /// Where refused model access is recorded.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl Default for GrpcOptions {
     fn default() -> Self {
-        GrpcOptions { max_message_size: 64 << 20, compress_responses: false }
+        GrpcOptions { max_message_size: 64 << 20, compress_responses: false, model_access: Default::default(), audit: None }
     }
 }
 
@@ -67,9 +75,40 @@ fn not_yet(what: &str) -> Status {
 #[derive(Clone)]
 struct Inference {
     server: Server,
+    model_access: Arc<ModelAccess>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+/// What the model-access check needs from a call, kept for the life of a stream.
+struct Caller {
+    headers: http::HeaderMap,
+    peer: Option<Peer>,
+    method: &'static str,
 }
 
 impl Inference {
+    /// The caller of an inference call, when `--model-access` rules exist (nothing is copied otherwise).
+    fn caller<T>(&self, r: &Request<T>, method: &'static str) -> Option<Arc<Caller>> {
+        (!self.model_access.is_empty()).then(|| {
+            Arc::new(Caller { headers: r.metadata().clone().into_headers(), peer: r.extensions().get::<Peer>().cloned(), method })
+        })
+    }
+
+    /// `--model-access` for one request (the category check ran in the restrict layer).
+    fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
+        let Some(caller) = caller else { return Ok(()) };
+        let identity = caller.peer.as_ref().and_then(|p| p.identity.as_deref());
+        let creds = crate::restrict::GrpcCredentials { headers: &caller.headers, identity };
+        self.model_access.check(Protocol::Grpc, model, &creds).map_err(|denied| {
+            tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
+            if let Some(log) = &self.audit {
+                let client = caller.peer.as_ref().map(|p| p.addr.to_string());
+                log.denied(&crate::restrict::call(caller.peer.as_ref(), &client, caller.method), &denied);
+            }
+            denied.to_error()
+        })
+    }
+
     async fn infer(&self, req: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
         let req = convert::infer_request(req)?;
         let resp = self.server.infer(req).await?;
@@ -135,7 +174,10 @@ impl gis::GrpcInferenceService for Inference {
     }
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let resp = self.infer(r.into_inner()).await.map_err(status)?;
+        let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelInfer");
+        let req = r.into_inner();
+        self.check_model(caller.as_deref(), &req.model_name).map_err(status)?;
+        let resp = self.infer(req).await.map_err(status)?;
         Ok(Response::new(resp))
     }
 
@@ -153,13 +195,18 @@ impl gis::GrpcInferenceService for Inference {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let this = self.clone();
+        let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelStreamInfer");
         let requests = r.into_inner();
         let answers = requests
             .map(move |item| {
                 let this = this.clone();
+                let caller = caller.clone();
                 async move {
                     match item {
-                        Ok(req) => this.infer(req).await.map_err(|e| StreamError::Request(status(e))),
+                        Ok(req) => match this.check_model(caller.as_deref(), &req.model_name) {
+                            Ok(()) => this.infer(req).await.map_err(|e| StreamError::Request(status(e))),
+                            Err(e) => Err(StreamError::Request(status(e))),
+                        },
                         // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
                         Err(s) => Err(StreamError::Transport(oversize(s))),
                     }
@@ -381,7 +428,11 @@ pub fn services(
     server: Server,
     options: &GrpcOptions,
 ) -> (gis::GrpcInferenceServiceServer<impl gis::GrpcInferenceService>, health_server::HealthServer<impl health_server::Health>) {
-    let mut inference = gis::GrpcInferenceServiceServer::new(Inference { server: server.clone() })
+    let mut inference = gis::GrpcInferenceServiceServer::new(Inference {
+        server: server.clone(),
+        model_access: options.model_access.clone(),
+        audit: options.audit.clone(),
+    })
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+#[doc(hidden)] pub mod fuzzing;
 pub mod restrict;
 mod routes;
 mod serve;

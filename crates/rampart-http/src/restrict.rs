@@ -7,17 +7,46 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use rampart_core::access::{Category, Restrictions};
-use rampart_core::audit::{AuditEvent, AuditLog, audited};
-
-/// The peer address of a connection, put into each request's extensions by the connection loop.
-#[derive(Debug, Clone)]
-pub struct ClientAddr(pub String);
+use axum::http::HeaderMap;
+use rampart_core::access::{Category, Credentials, Protocol, Restrictions};
+use rampart_core::audit::{AuditLog, Call};
+use rampart_tls::{ClientIdentity, Peer};
 
 #[derive(Clone)]
 pub(crate) struct Guard {
     pub rules: Arc<Restrictions>,
     pub audit: Option<Arc<AuditLog>>,
+}
+
+/// A request's headers and its connection's verified client certificate, for the access checks.
+pub(crate) struct HttpCredentials<'a> {
+    pub headers: &'a HeaderMap,
+    pub identity: Option<&'a ClientIdentity>,
+}
+
+impl Credentials for HttpCredentials<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity
+    }
+}
+
+/// The connection's client (address and certificate identity) of a request, put there by the connection
+/// loop; absent in in-process tests.
+pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<Peer> {
+    extensions.get::<Peer>().cloned()
+}
+
+/// An audit record's view of an HTTP request.
+pub(crate) fn call<'a>(peer: Option<&'a Peer>, client: &'a Option<String>, target: &'a str) -> Call<'a> {
+    Call {
+        protocol: Protocol::Http,
+        client: client.as_deref(),
+        identity: peer.and_then(|p| p.identity.as_deref()),
+        target,
+    }
 }
 
 use crate::routes::error_response;
@@ -79,7 +108,8 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
     let rules = &guard.rules;
     let path = request.uri().path().to_string();
     let path = path.as_str();
-    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.clone());
+    let peer = peer_of(request.extensions());
+    let client = peer.as_ref().map(|p| p.addr.to_string());
     if !raw_version_ok(path) {
         return crate::routes::not_found_response();
     }
@@ -94,21 +124,16 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
     let cat = category(path);
     let response = match cat {
         Some(cat) => {
-            let headers = request.headers();
-            match rules.check(cat, |name| headers.get(name).map(|v| v.as_bytes())) {
+            let creds = HttpCredentials {
+                headers: request.headers(),
+                identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
+            };
+            match rules.check(cat, &creds) {
                 Ok(()) => next.run(request).await,
                 Err(denied) => {
                     tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
                     if let Some(log) = &guard.audit {
-                        log.record(&AuditEvent {
-                            event: "denied",
-                            protocol: Some("http"),
-                            client: client.clone(),
-                            category: Some(cat),
-                            target: Some(path.to_string()),
-                            outcome: Some("denied".into()),
-                            ..Default::default()
-                        });
+                        log.denied(&call(peer.as_ref(), &client, path), &denied);
                     }
                     let r = error_response(&denied.to_error());
                     return finish(r, has_body);
@@ -118,17 +143,7 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
         None => next.run(request).await,
     };
     if let (Some(log), Some(cat)) = (&guard.audit, cat) {
-        if audited(cat) {
-            log.record(&AuditEvent {
-                event: "admin",
-                protocol: Some("http"),
-                client,
-                category: Some(cat),
-                target: Some(path.to_string()),
-                outcome: Some(response.status().as_u16().to_string()),
-                ..Default::default()
-            });
-        }
+        log.admin(&call(peer.as_ref(), &client, path), cat, response.status().as_u16().to_string());
     }
     finish(response, has_body)
 }

@@ -23,6 +23,8 @@ pub struct HttpOptions {
     pub body_read_timeout: std::time::Duration,
     /// Where admin calls and refused credentials are recorded.
     pub audit: Option<std::sync::Arc<rampart_core::audit::AuditLog>>,
+    /// `--model-access`: per-model inference rules.
+    pub model_access: std::sync::Arc<rampart_core::access::ModelAccess>,
 }
 
 impl Default for HttpOptions {
@@ -31,6 +33,7 @@ impl Default for HttpOptions {
             max_input_size: 64 << 20,
             body_read_timeout: std::time::Duration::from_secs(60),
             audit: None,
+            model_access: Default::default(),
             restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(rampart_core::access::Protocol::Http)),
         }
     }
@@ -217,18 +220,34 @@ async fn model_stats_v(State(s): State<AppState>, Path((model, v)): Path<(String
     stats_answer(&s, Some(&model), version_segment(&v)?)
 }
 
-async fn infer(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
-    run_infer(s, model, None, headers, body).await
+async fn infer(State(s): State<AppState>, Path(model): Path<String>, request: axum::extract::Request) -> HResult {
+    run_infer(s, model, None, request).await
 }
 
-async fn infer_v(
-    State(s): State<AppState>,
-    Path((model, v)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> HResult {
+async fn infer_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>, request: axum::extract::Request) -> HResult {
     let version = version_segment(&v)?;
-    run_infer(s, model, version, headers, body).await
+    run_infer(s, model, version, request).await
+}
+
+/// `--model-access`: refuses an inference request for a model that a rule names without that rule's
+/// credential (the category check has already run in `restrict::enforce`).
+fn check_model_access(s: &AppState, model: &str, parts: &axum::http::request::Parts) -> Result<(), Response> {
+    if s.options.model_access.is_empty() {
+        return Ok(());
+    }
+    let peer = crate::restrict::peer_of(&parts.extensions);
+    let creds = crate::restrict::HttpCredentials {
+        headers: &parts.headers,
+        identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
+    };
+    s.options.model_access.check(rampart_core::access::Protocol::Http, model, &creds).map_err(|denied| {
+        tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
+        if let Some(log) = &s.options.audit {
+            let client = peer.as_ref().map(|p| p.addr.to_string());
+            log.denied(&crate::restrict::call(peer.as_ref(), &client, parts.uri.path()), &denied);
+        }
+        refuse_body(denied.to_error())
+    })
 }
 
 /// A refused body is left unread: close the connection rather than let the server drain it.
@@ -318,7 +337,10 @@ fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Er
     Ok(Bytes::from(out))
 }
 
-async fn run_infer(s: AppState, model: String, version: Option<i64>, headers: HeaderMap, body: Body) -> HResult {
+async fn run_infer(s: AppState, model: String, version: Option<i64>, request: axum::extract::Request) -> HResult {
+    let (parts, body) = request.into_parts();
+    check_model_access(&s, &model, &parts)?;
+    let headers = parts.headers;
     let encoding = content_encoding(&headers)?;
     let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     if encoding != Encoding::Identity {

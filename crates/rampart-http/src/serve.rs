@@ -33,7 +33,7 @@ impl Default for ConnectionLimits {
 pub async fn serve<L>(mut listener: L, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>)
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Display,
+    L::Addr: Into<rampart_tls::Peer>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -55,7 +55,7 @@ where
         tokio::select! {
             (io, addr) = listener.accept() => {
                 let io = FirstReadDeadline::new(io, limits.header_read_timeout);
-                let client = crate::restrict::ClientAddr(addr.to_string());
+                let client: rampart_tls::Peer = addr.into();
                 let app = tower::ServiceExt::map_request(app.clone(), move |mut r: axum::http::Request<hyper::body::Incoming>| {
                     r.extensions_mut().insert(client.clone());
                     r

@@ -78,6 +78,15 @@ pub struct Cli {
     /// Requests that may wait per model version; more are answered 503 / UNAVAILABLE (Rampart's own).
     #[arg(long, default_value_t = 4096, help_heading = "Model Repository")]
     pub max_queued_requests: usize,
+    /// Most inputs one inference request may carry (Rampart's own).
+    #[arg(long, default_value_t = 1024, help_heading = "Model Repository")]
+    pub max_request_inputs: usize,
+    /// Most requested outputs one inference request may carry (Rampart's own).
+    #[arg(long, default_value_t = 1024, help_heading = "Model Repository")]
+    pub max_request_outputs: usize,
+    /// Most request-level parameters one inference request may carry (Rampart's own).
+    #[arg(long, default_value_t = 64, help_heading = "Model Repository")]
+    pub max_request_parameters: usize,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub model_namespacing: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -196,6 +205,21 @@ pub struct Cli {
     /// Largest gRPC message received or sent, bytes (Rampart's own; Triton allows 2 GiB).
     #[arg(long, default_value_t = 64 << 20, help_heading = "GRPC")]
     pub grpc_max_message_size: u64,
+    /// Concurrent HTTP/2 streams (calls) per gRPC connection (Rampart's own).
+    #[arg(long, default_value_t = 256, help_heading = "GRPC")]
+    pub grpc_max_concurrent_streams: u32,
+
+    // ---- Access (Rampart's own, both listeners)
+    /// `<model globs>:<key>=<value>` or `<model globs>:client-cert=<kind>:<name>`: inference on the models
+    /// the globs name (`*`, `?`) also needs this key (header `<key>` on HTTP, metadata
+    /// `triton-grpc-protocol-<key>` on gRPC) or client certificate. The value may be `@/path` or `env:NAME`.
+    /// Repeatable; a model named by several rules needs one of them.
+    #[arg(long, help_heading = "Access")]
+    pub model_access: Vec<String>,
+    /// `<categories>:<kind>:<name>` (kind: cn, dns, uri, email, ip): a verified mutual-TLS client certificate
+    /// with that name may call the categories, in place of their restricted-API key. Repeatable.
+    #[arg(long, help_heading = "Access")]
+    pub client_cert_access: Vec<String>,
 
     // ---- Sagemaker
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Sagemaker")]
@@ -305,6 +329,8 @@ pub struct Cli {
 pub struct Validated {
     pub http_restrictions: rampart_core::access::Restrictions,
     pub grpc_restrictions: rampart_core::access::Restrictions,
+    pub model_access: rampart_core::access::ModelAccess,
+    pub request_limits: rampart_core::RequestLimits,
     pub http_tls: Option<rampart_tls::TlsFiles>,
     pub grpc_tls: Option<rampart_tls::TlsFiles>,
     pub engine: rampart_core::EngineChoice,
@@ -437,6 +463,16 @@ impl Cli {
         if self.max_queued_requests == 0 {
             return Err("--max-queued-requests must be greater than 0".into());
         }
+        for (flag, v) in [
+            ("--max-request-inputs", self.max_request_inputs),
+            ("--max-request-outputs", self.max_request_outputs),
+            ("--max-request-parameters", self.max_request_parameters),
+            ("--grpc-max-concurrent-streams", self.grpc_max_concurrent_streams as usize),
+        ] {
+            if v == 0 {
+                return Err(format!("{flag} must be greater than 0"));
+            }
+        }
         if self.model_load_thread_count == 0 {
             return Err("--model-load-thread-count must be greater than 0".into());
         }
@@ -540,9 +576,36 @@ impl Cli {
         let http_tls = tls_files("http", self.http_use_ssl, self.http_use_ssl_mutual, &self.http_server_cert, &self.http_server_key, &self.http_root_cert)?;
         let grpc_tls = tls_files("grpc", self.grpc_use_ssl, self.grpc_use_ssl_mutual, &self.grpc_server_cert, &self.grpc_server_key, &self.grpc_root_cert)?;
         use rampart_core::access::{Protocol, Restrictions};
-        let http_restrictions = Restrictions::parse(Protocol::Http, &self.http_restricted_api, &resolve_secret)?;
-        let grpc_restrictions = Restrictions::parse(Protocol::Grpc, &self.grpc_restricted_protocol, &resolve_secret)?;
-        Ok(Validated { http_restrictions, grpc_restrictions, http_tls, grpc_tls, engine, autocomplete: !strict, inert })
+        let mut http_restrictions = Restrictions::parse(Protocol::Http, &self.http_restricted_api, &resolve_secret)?;
+        let mut grpc_restrictions = Restrictions::parse(Protocol::Grpc, &self.grpc_restricted_protocol, &resolve_secret)?;
+        http_restrictions.add_client_certs(&self.client_cert_access)?;
+        grpc_restrictions.add_client_certs(&self.client_cert_access)?;
+        let model_access = rampart_core::access::ModelAccess::parse(&self.model_access, &resolve_secret)?;
+        let mutual = http_tls.as_ref().is_some_and(|t| t.mutual) || grpc_tls.as_ref().is_some_and(|t| t.mutual);
+        let wants_certs = !self.client_cert_access.is_empty() || self.model_access.iter().any(|m| m.contains(":client-cert="));
+        if wants_certs && !mutual {
+            return Err(
+                "client-certificate rules (--client-cert-access, --model-access ...:client-cert=...) need mutual TLS on a listener: \
+                 set --http-use-ssl-mutual or --grpc-use-ssl-mutual"
+                    .into(),
+            );
+        }
+        let request_limits = rampart_core::RequestLimits {
+            max_inputs: self.max_request_inputs,
+            max_outputs: self.max_request_outputs,
+            max_parameters: self.max_request_parameters,
+        };
+        Ok(Validated {
+            http_restrictions,
+            grpc_restrictions,
+            model_access,
+            request_limits,
+            http_tls,
+            grpc_tls,
+            engine,
+            autocomplete: !strict,
+            inert,
+        })
     }
 }
 

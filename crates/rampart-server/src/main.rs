@@ -107,6 +107,7 @@ fn main() -> ExitCode {
         onnxruntime_library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
         default_engine: validated.engine,
         max_queued_requests: cli.max_queued_requests,
+        request_limits: validated.request_limits,
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {
@@ -202,7 +203,7 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
 
 async fn serve(
     cli: cli::Cli,
-    validated: cli::Validated,
+    mut validated: cli::Validated,
     tls: (TlsConfig, TlsConfig),
     audit: std::sync::Arc<rampart_core::audit::AuditLog>,
     server: Server,
@@ -214,6 +215,10 @@ async fn serve(
         config.watch(Duration::from_secs(cli.tls_reload_interval_secs));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let model_access = std::sync::Arc::new(std::mem::take(&mut validated.model_access));
+    if !model_access.is_empty() {
+        tracing::info!("model access rules: inference on models matching {} needs their credential", model_access.globs().join(", "));
+    }
     let mut http_task = None;
     if cli.allow_http {
         let addr = listen_addr("http-address", &cli.http_address, cli.http_port)?;
@@ -224,6 +229,7 @@ async fn serve(
             body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
             restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
             audit: Some(audit.clone()),
+            model_access: model_access.clone(),
         };
         let app = rampart_http::router(server.clone(), options);
         let stop = stopped(stop_rx.clone());
@@ -250,11 +256,14 @@ async fn serve(
         let options = rampart_grpc::GrpcOptions {
             max_message_size: cli.grpc_max_message_size as usize,
             compress_responses: cli.grpc_infer_response_compression_level != "none",
+            model_access: model_access.clone(),
+            audit: Some(audit.clone()),
         };
         let (inference, health) = rampart_grpc::services(server.clone(), &options);
         let mut builder = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(rampart_grpc::fix_status_headers))
             .layer(rampart_grpc::RestrictLayer::new(std::sync::Arc::new(validated.grpc_restrictions.clone()), Some(audit.clone())))
+            .max_concurrent_streams(Some(cli.grpc_max_concurrent_streams))
             .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
             .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
         if cli.grpc_max_connection_age > 0 {
@@ -268,11 +277,13 @@ async fn serve(
             Some(tls) => {
                 use tokio_stream::StreamExt;
                 let incoming = tokio_stream::wrappers::ReceiverStream::new(rampart_tls::accept_tls(listener, tls))
-                    .map(|(conn, _)| Ok::<_, std::io::Error>(conn));
+                    .map(|(conn, peer)| Ok::<_, std::io::Error>(rampart_grpc::GrpcConn::tls(conn, peer)));
                 tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
             }
             None => {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                use tokio_stream::StreamExt;
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+                    .map(|conn| conn.and_then(rampart_grpc::GrpcConn::plain));
                 tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
             }
         });

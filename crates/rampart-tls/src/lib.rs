@@ -7,6 +7,8 @@
 //! - [`accept_tls`] turns a TCP listener into a stream of TLS connections; every handshake runs in its own
 //!   task with a deadline, so one slow client cannot hold the accept loop.
 //! - [`TlsListener`] adapts that stream to `axum::serve`.
+//! - [`Peer`] is what a connection knows about its client: the address and, on a mutual-TLS connection, the
+//!   names of the verified client certificate ([`ClientIdentity`]), read once per connection.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -22,6 +24,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
+
+pub use rampart_types::ClientIdentity;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,7 +180,7 @@ impl ReloadingConfig {
 
 /// Accepts TCP connections and completes TLS handshakes in separate tasks; finished connections come out of
 /// the returned channel.
-pub fn accept_tls(listener: TcpListener, config: Arc<ReloadingConfig>) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+pub fn accept_tls(listener: TcpListener, config: Arc<ReloadingConfig>) -> mpsc::Receiver<(TlsStream<TcpStream>, Peer)> {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
@@ -198,7 +202,8 @@ pub fn accept_tls(listener: TcpListener, config: Arc<ReloadingConfig>) -> mpsc::
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = conn_tx.send((tls, peer)).await;
+                        let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(identity_of);
+                        let _ = conn_tx.send((tls, Peer { addr: peer, identity })).await;
                     }
                     Ok(Err(e)) => tracing::debug!("{listener_name} TLS handshake with {peer} failed: {e}"),
                     Err(_) => tracing::debug!("{listener_name} TLS handshake with {peer} timed out"),
@@ -214,7 +219,7 @@ pub fn accept_tls(listener: TcpListener, config: Arc<ReloadingConfig>) -> mpsc::
 
 /// `axum::serve` listener over [`accept_tls`].
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
     local: SocketAddr,
 }
 
@@ -227,7 +232,7 @@ impl TlsListener {
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.rx.recv().await {
@@ -237,8 +242,61 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(Peer { addr: self.local, identity: None })
     }
+}
+
+/// The client end of a connection: its address and, on a mutual-TLS connection, the verified certificate's
+/// names. Plain connections convert from their `SocketAddr`.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub identity: Option<Arc<ClientIdentity>>,
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        Peer { addr, identity: None }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// The names of a client certificate that rustls has already verified against the configured CA: subject
+/// common names and the DNS, URI, e-mail and IP subject-alternative names. `None` when the certificate
+/// cannot be parsed (then no identity rule can match).
+pub fn identity_of(cert: &CertificateDer<'_>) -> Option<Arc<ClientIdentity>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let mut names: Vec<(&'static str, String)> = Vec::new();
+    for cn in parsed.subject().iter_common_name() {
+        if let Ok(v) = cn.as_str() {
+            names.push(("cn", v.to_string()));
+        }
+    }
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(v) => names.push(("dns", v.to_string())),
+                GeneralName::URI(v) => names.push(("uri", v.to_string())),
+                GeneralName::RFC822Name(v) => names.push(("email", v.to_string())),
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ("ip", ip)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(Arc::new(ClientIdentity::new(parsed.subject().to_string(), names)))
 }
 
 #[cfg(test)]
@@ -303,5 +361,26 @@ mod tests {
         std::fs::write(&f.key, &k).unwrap();
         std::fs::write(f.root.as_ref().unwrap(), &c).unwrap();
         assert!(ReloadingConfig::load(f, &[]).is_ok());
+    }
+
+    #[test]
+    fn identity_lists_common_name_and_alternative_names() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["Client.Example".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example");
+        params.subject_alt_names.push(rcgen::SanType::URI("spiffe://example/ns/a".try_into().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name("alice@example.com".try_into().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("10.0.0.7".parse().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        let id = identity_of(cert.der()).unwrap();
+        let mut names = id.names().to_vec();
+        names.sort();
+        assert_eq!(
+            names,
+            ["cn:alice", "dns:client.example", "email:alice@example.com", "ip:10.0.0.7", "uri:spiffe://example/ns/a"]
+        );
+        assert!(id.subject().contains("CN=alice"), "{}", id.subject());
+        assert!(identity_of(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_none());
     }
 }

@@ -6,11 +6,13 @@
 pub mod backend;
 pub mod datatype;
 pub mod error;
+pub mod identity;
 pub mod tensor;
 
 pub use backend::{Engine, EngineInstance, InstanceSpec, IoSpec, ModelSignature};
 pub use datatype::DataType;
 pub use error::{Code, Error, Result};
+pub use identity::ClientIdentity;
 pub use tensor::Tensor;
 pub mod wire;
 pub use half;
