@@ -80,7 +80,9 @@ impl AuditLog {
         opt(&mut o, "model", e.model.as_deref());
         opt(&mut o, "target", e.target.as_deref());
         opt(&mut o, "outcome", e.outcome.as_deref());
-        let mut line = Value::Object(o).to_string();
+        // JSON escapes control characters; U+2028 and U+2029 are legal unescaped in JSON but end a line for
+        // many log readers, so they are escaped too.
+        let mut line = Value::Object(o).to_string().replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
         line.push('\n');
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = sink.write_all(line.as_bytes()).and_then(|()| sink.flush()) {
@@ -183,7 +185,7 @@ mod tests {
             protocol: Some("http"),
             client: Some("127.0.0.1:5".into()),
             category: Some(Category::ModelRepository),
-            target: Some("/v2/repository/index\n{\"forged\":1}".into()),
+            target: Some("/v2/repository/index\n{\"forged\":1}\u{2028}x\u{2029}".into()),
             outcome: Some("denied".into()),
             ..Default::default()
         });
@@ -191,7 +193,8 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         let v: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["category"], "model-repository");
-        assert_eq!(v["target"], "/v2/repository/index\n{\"forged\":1}");
+        assert_eq!(v["target"], "/v2/repository/index\n{\"forged\":1}\u{2028}x\u{2029}");
+        assert!(!text.contains('\u{2028}') && text.contains("\\u2028"), "{text}");
         assert!(v.get("tls_identity").is_none());
         let t = v["time"].as_str().unwrap();
         assert!(t.len() == 24 && t.ends_with('Z') && t.starts_with("20"), "{t}");

@@ -62,11 +62,13 @@ pub struct RequestLimits {
     pub max_inputs: usize,
     pub max_outputs: usize,
     pub max_parameters: usize,
+    /// BYTES elements over all inputs: each costs an engine string however short it is on the wire.
+    pub max_bytes_elements: u64,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_inputs: 1024, max_outputs: 1024, max_parameters: 64 }
+        RequestLimits { max_inputs: 1024, max_outputs: 1024, max_parameters: 64, max_bytes_elements: 1 << 20 }
     }
 }
 
@@ -83,6 +85,17 @@ impl RequestLimits {
         }
         if req.parameters.len() > self.max_parameters {
             return Err(over("parameters", req.parameters.len(), self.max_parameters, "--max-request-parameters"));
+        }
+        let mut strings = 0u64;
+        for input in req.inputs.iter().filter(|i| i.datatype == DataType::Bytes) {
+            let n = input.shape.iter().map(|&d| d.max(0) as u64).fold(1u64, u64::saturating_mul);
+            strings = strings.saturating_add(n);
+            if strings > self.max_bytes_elements {
+                return Err(Error::invalid_arg(format!(
+                    "input '{}': the request's BYTES inputs have more than {} elements (--max-request-bytes-elements)",
+                    input.name, self.max_bytes_elements
+                )));
+            }
         }
         Ok(())
     }
@@ -196,7 +209,7 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
                 shape_str(&input.shape)
             )));
         }
-        match fixed_byte_size(input.datatype, count)? {
+        match fixed_byte_size(input.datatype, count).map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))? {
             Some(expected) => {
                 if input.data.len() as u64 != expected {
                     return Err(Error::invalid_arg(format!(

@@ -88,10 +88,56 @@ fn str_field<'a>(o: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a
     }
 }
 
+/// Most JSON values (numbers, strings, arrays, objects, …) one request document may hold. A parsed value
+/// takes 32 bytes or more however short its text (`1,` is two bytes), so this bounds the memory a document
+/// can make the parser take, far below what the body cap alone would allow. Large tensors belong in the
+/// binary extension.
+pub const MAX_JSON_VALUES: usize = 4 << 20;
+/// Most JSON objects in one document: each costs hundreds of bytes parsed, and a request needs a few per
+/// input and output.
+pub const MAX_JSON_OBJECTS: usize = 1 << 16;
+
+/// Counts the values and objects of a JSON text in one pass (strings skipped, escapes honoured), and refuses
+/// the document before it is parsed when either count is over its limit. Malformed text is left to the
+/// parser's own error.
+pub fn check_json_size(text: &[u8]) -> Result<()> {
+    let (mut values, mut objects) = (1usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b'[' => values += 1,
+            b'{' => {
+                values += 1;
+                objects += 1;
+            }
+            _ => {}
+        }
+    }
+    if values > MAX_JSON_VALUES || objects > MAX_JSON_OBJECTS {
+        return Err(bad(format!(
+            "the request JSON has too many values (at most {MAX_JSON_VALUES} values and {MAX_JSON_OBJECTS} objects); send large tensors with the binary tensor extension"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses the JSON header and attaches binary tensor data that follows it.
 pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, header_len: usize) -> Result<Decoded> {
     let header_len = header_len.min(body.len());
     let header = &body[..header_len];
+    check_json_size(header)?;
     let v: Value = serde_json::from_slice(header)
         .map_err(|e| bad(format!("failed to parse the request JSON buffer: {e}")))?;
     let Value::Object(root) = v else {

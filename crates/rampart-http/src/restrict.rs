@@ -129,7 +129,7 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
                 identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
             };
             match rules.check(cat, &creds) {
-                Ok(()) => next.run(request).await,
+                Ok(()) => json_rejection(next.run(request).await).await,
                 Err(denied) => {
                     tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
                     if let Some(log) = &guard.audit {
@@ -146,6 +146,20 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
         log.admin(&call(peer.as_ref(), &client, path), cat, response.status().as_u16().to_string());
     }
     finish(response, has_body)
+}
+
+/// Requests the router refuses before a handler runs (a path segment that is not UTF-8, say) get axum's
+/// plain-text answer; it is rewritten as Triton's `{"error": …}` body with the same status.
+async fn json_rejection(response: Response) -> Response {
+    let plain = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !plain || !response.status().is_client_error() {
+        return response;
+    }
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10).await.unwrap_or_default();
+    let mut r = error_response(&rampart_types::Error::invalid_arg(String::from_utf8_lossy(&body).trim().to_string()));
+    *r.status_mut() = status;
+    r
 }
 
 fn finish(mut response: Response, has_body: bool) -> Response {

@@ -275,21 +275,40 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
             "request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
         ))
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
         if len > limit as u64 {
             return Err(too_big(len.to_string()));
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = src {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_big(format!("more than {limit}"));
-            }
-            src = s.source();
+    let declared = declared.map(|l| l as usize);
+    // Every frame (an HTTP/1.1 chunk, an HTTP/2 DATA frame) is copied into one buffer as it arrives, so the
+    // memory a body takes is its size, however many pieces it comes in (Triton's CVE-2025-23310 class).
+    use http_body_util::BodyExt;
+    // A body that arrives in one frame is kept as is (no copy).
+    let mut body = body;
+    let mut first: Option<Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::invalid_arg(format!("failed to read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return Err(too_big(format!("more than {limit}")));
         }
-        Error::invalid_arg(format!("failed to read the request body: {e}"))
-    })
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            prev => {
+                if let Some(prev) = prev {
+                    buf.reserve(declared.unwrap_or(0).max(total).min(limit));
+                    buf.extend_from_slice(&prev);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// `Content-Encoding` of a request body.
@@ -367,6 +386,7 @@ async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: B
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
+        codec::check_json_size(&body).map_err(err)?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))))?;
         match v.get("ready") {

@@ -87,6 +87,9 @@ pub struct Cli {
     /// Most request-level parameters one inference request may carry (Rampart's own).
     #[arg(long, default_value_t = 64, help_heading = "Model Repository")]
     pub max_request_parameters: usize,
+    /// Most BYTES (string) elements over all inputs of one inference request (Rampart's own).
+    #[arg(long, default_value_t = 1 << 20, help_heading = "Model Repository")]
+    pub max_request_bytes_elements: u64,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub model_namespacing: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -467,6 +470,7 @@ impl Cli {
             ("--max-request-inputs", self.max_request_inputs),
             ("--max-request-outputs", self.max_request_outputs),
             ("--max-request-parameters", self.max_request_parameters),
+            ("--max-request-bytes-elements", self.max_request_bytes_elements as usize),
             ("--grpc-max-concurrent-streams", self.grpc_max_concurrent_streams as usize),
         ] {
             if v == 0 {
@@ -594,6 +598,7 @@ impl Cli {
             max_inputs: self.max_request_inputs,
             max_outputs: self.max_request_outputs,
             max_parameters: self.max_request_parameters,
+            max_bytes_elements: self.max_request_bytes_elements,
         };
         Ok(Validated {
             http_restrictions,

@@ -23,11 +23,32 @@ fn init_logging(cli: &cli::Cli) {
     } else {
         LevelFilter::OFF
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(cli.log_verbose > 0)
-        .with_ansi(false)
+    // Verbose logging is Rampart's own: the libraries underneath (hyper, h2, tonic, rustls) stay at INFO, or a
+    // client could make the server log one line per HTTP/2 frame it sends.
+    let mut filter = tracing_subscriber::filter::Targets::new().with_default(level.min(LevelFilter::INFO));
+    for krate in [
+        "rampart",
+        "rampart_core",
+        "rampart_http",
+        "rampart_grpc",
+        "rampart_tls",
+        "rampart_onnxruntime",
+        "rampart_tract",
+        "rampart_types",
+        "rampart_model_config",
+    ] {
+        filter = filter.with_target(krate, level);
+    }
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(cli.log_verbose > 0)
+                .with_ansi(false),
+        )
+        .with(filter)
         .init();
 }
 
