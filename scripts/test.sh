@@ -46,6 +46,9 @@ cargo build --release --workspace
 banner "cargo test --release --workspace"
 cargo test --release --workspace
 
+banner "cargo fuzz (bounded)"
+bash scripts/fuzz.sh
+
 banner "pytest tests/python"
 export RAMPART_BIN="$ROOT/target/release/rampart"
 export RAMPART_PBTXT="$ROOT/target/release/rampart-pbtxt"

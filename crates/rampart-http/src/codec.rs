@@ -15,7 +15,23 @@ use serde_json::{Map, Value, json};
 
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Tensor `data` nesting limit (Triton's).
-const MAX_DATA_DEPTH: usize = 100;
+/// Triton's nesting limit for `data` arrays; `--http-max-json-depth` may lower it.
+pub const MAX_DATA_DEPTH: usize = 100;
+
+/// Limits on one JSON document (`--http-max-json-depth`, `--http-max-json-values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Nesting of an input's `data` arrays (at most [`MAX_DATA_DEPTH`]).
+    pub max_depth: usize,
+    pub max_values: usize,
+    pub max_objects: usize,
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        JsonLimits { max_depth: MAX_DATA_DEPTH, max_values: MAX_JSON_VALUES, max_objects: MAX_JSON_OBJECTS }
+    }
+}
 
 /// Which outputs go back in binary form.
 pub(crate) enum BinaryOutputs {
@@ -100,7 +116,7 @@ pub const MAX_JSON_OBJECTS: usize = 1 << 16;
 /// Counts the values and objects of a JSON text in one pass (strings skipped, escapes honoured), and refuses
 /// the document before it is parsed when either count is over its limit. Malformed text is left to the
 /// parser's own error.
-pub fn check_json_size(text: &[u8]) -> Result<()> {
+pub fn check_json_size(text: &[u8], limits: &JsonLimits) -> Result<()> {
     let (mut values, mut objects) = (1usize, 0usize);
     let mut in_string = false;
     let mut escaped = false;
@@ -125,9 +141,10 @@ pub fn check_json_size(text: &[u8]) -> Result<()> {
             _ => {}
         }
     }
-    if values > MAX_JSON_VALUES || objects > MAX_JSON_OBJECTS {
+    if values > limits.max_values || objects > limits.max_objects {
         return Err(bad(format!(
-            "the request JSON has too many values (at most {MAX_JSON_VALUES} values and {MAX_JSON_OBJECTS} objects); send large tensors with the binary tensor extension"
+            "the request JSON has too many values (at most {} values and {} objects); send large tensors with the binary tensor extension",
+            limits.max_values, limits.max_objects
         )));
     }
     Ok(())
@@ -135,9 +152,20 @@ pub fn check_json_size(text: &[u8]) -> Result<()> {
 
 /// Parses the JSON header and attaches binary tensor data that follows it.
 pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, header_len: usize) -> Result<Decoded> {
+    decode_request_with(model, version, body, header_len, &JsonLimits::default())
+}
+
+/// [`decode_request`] with the operator's JSON limits.
+pub(crate) fn decode_request_with(
+    model: &str,
+    version: Option<i64>,
+    body: Bytes,
+    header_len: usize,
+    limits: &JsonLimits,
+) -> Result<Decoded> {
     let header_len = header_len.min(body.len());
     let header = &body[..header_len];
-    check_json_size(header)?;
+    check_json_size(header, limits)?;
     let v: Value = serde_json::from_slice(header)
         .map_err(|e| bad(format!("failed to parse the request JSON buffer: {e}")))?;
     let Value::Object(root) = v else {
@@ -198,7 +226,7 @@ pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, hea
             }
             rest.split_to(n as usize)
         } else {
-            json_to_bytes(data.expect("checked above"), datatype, &shape, &name)?
+            json_to_bytes(data.expect("checked above"), datatype, &shape, &name, limits.max_depth)?
         };
         inputs.push(InputTensor { name, datatype, shape, data: bytes });
     }
@@ -254,14 +282,14 @@ fn parse_shape(v: Option<&Value>, what: &str) -> Result<Vec<i64>> {
         .collect()
 }
 
-fn flatten<'a>(v: &'a Value, depth: usize, out: &mut Vec<&'a Value>, name: &str) -> Result<()> {
-    if depth > MAX_DATA_DEPTH {
+fn flatten<'a>(v: &'a Value, depth: usize, max_depth: usize, out: &mut Vec<&'a Value>, name: &str) -> Result<()> {
+    if depth > max_depth {
         return Err(bad(format!(
-            "Unable to parse 'data' of input '{name}': JSON nesting depth exceeds maximum allowed limit ({MAX_DATA_DEPTH})"
+            "Unable to parse 'data' of input '{name}': JSON nesting depth exceeds maximum allowed limit ({max_depth})"
         )));
     }
     match v {
-        Value::Array(a) => a.iter().try_for_each(|x| flatten(x, depth + 1, out, name)),
+        Value::Array(a) => a.iter().try_for_each(|x| flatten(x, depth + 1, max_depth, out, name)),
         x => {
             out.push(x);
             Ok(())
@@ -324,7 +352,7 @@ fn encode_json<T: FromJson>(values: &[&Value], name: &str, dt: DataType) -> Resu
     Ok(out)
 }
 
-fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str) -> Result<Bytes> {
+fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str, max_depth: usize) -> Result<Bytes> {
     if matches!(dt, DataType::Fp16 | DataType::Bf16) {
         return Err(bad(format!(
             "receiving {dt} data via JSON is not supported. Please use the binary data format for input {name}"
@@ -333,7 +361,7 @@ fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str) -> Resul
     let expected = element_count(shape).map_err(|e| e.context(format!("input '{name}'")))?;
     fixed_byte_size(dt, expected).map_err(|e| e.context(format!("input '{name}'")))?;
     let mut flat = Vec::new();
-    flatten(data, 0, &mut flat, name)?;
+    flatten(data, 0, max_depth, &mut flat, name)?;
     if flat.len() as u64 != expected {
         return Err(bad(format!(
             "Unable to parse 'data' of input '{name}': shape does not match true shape of 'data' field (shape {shape:?} has {expected} elements, 'data' has {})",
@@ -470,17 +498,17 @@ mod tests {
     #[test]
     fn json_data_range_checked() {
         let v = json!([1, 2, 300]);
-        assert!(json_to_bytes(&v, DataType::Uint8, &[3], "x").is_err());
-        let ok = json_to_bytes(&json!([[1, 2], [3, 4]]), DataType::Int16, &[2, 2], "x").unwrap();
+        assert!(json_to_bytes(&v, DataType::Uint8, &[3], "x", MAX_DATA_DEPTH).is_err());
+        let ok = json_to_bytes(&json!([[1, 2], [3, 4]]), DataType::Int16, &[2, 2], "x", MAX_DATA_DEPTH).unwrap();
         assert_eq!(ok.len(), 8);
-        assert!(json_to_bytes(&json!([1.5]), DataType::Int32, &[1], "x").is_err());
-        assert!(json_to_bytes(&json!([1, 2]), DataType::Int32, &[3], "x").unwrap_err().message().contains("shape does not match"));
-        assert!(json_to_bytes(&json!([1]), DataType::Fp16, &[1], "x").is_err());
+        assert!(json_to_bytes(&json!([1.5]), DataType::Int32, &[1], "x", MAX_DATA_DEPTH).is_err());
+        assert!(json_to_bytes(&json!([1, 2]), DataType::Int32, &[3], "x", MAX_DATA_DEPTH).unwrap_err().message().contains("shape does not match"));
+        assert!(json_to_bytes(&json!([1]), DataType::Fp16, &[1], "x", MAX_DATA_DEPTH).is_err());
         let mut deep = json!(1);
         for _ in 0..101 {
             deep = json!([deep]);
         }
-        assert!(json_to_bytes(&deep, DataType::Int32, &[1], "x").unwrap_err().message().contains("nesting depth"));
+        assert!(json_to_bytes(&deep, DataType::Int32, &[1], "x", MAX_DATA_DEPTH).unwrap_err().message().contains("nesting depth"));
     }
 
     #[test]
@@ -494,4 +522,23 @@ mod tests {
         let e = decode_request("m", None, Bytes::from(body), header.len()).err().unwrap();
         assert!(e.message().contains("unexpected additional input data"), "{e}");
     }
+    #[test]
+    fn json_size_counted_before_parsing_at_the_boundary() {
+        let l = JsonLimits { max_depth: 3, max_values: 10, max_objects: 2 };
+        // 1 + 9 separators/openers = 10 values.
+        let ten = br#"{"a":[1,2,3,4,5,6],"b":{"c":"x,[{y\"{,"}}"#;
+        assert!(check_json_size(ten, &l).is_ok());
+        let eleven = br#"{"a":[1,2,3,4,5,6,7],"b":{"c":"x,[{y\"{,"}}"#;
+        let e = check_json_size(eleven, &l).unwrap_err();
+        assert_eq!(e.code().http_status(), 400);
+        assert!(e.message().contains("at most 10 values and 2 objects"), "{}", e.message());
+        assert!(check_json_size(br#"[{},{},{}]"#, &l).is_err(), "three objects");
+        assert!(check_json_size(br#"[{},{}]"#, &l).is_ok());
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let ok = json_to_bytes(&serde_json::from_str(&deep(3)).unwrap(), DataType::Int32, &[1], "x", 3);
+        assert!(ok.is_ok());
+        let e = json_to_bytes(&serde_json::from_str(&deep(4)).unwrap(), DataType::Int32, &[1], "x", 3).unwrap_err();
+        assert!(e.message().ends_with("JSON nesting depth exceeds maximum allowed limit (3)"), "{}", e.message());
+    }
+
 }

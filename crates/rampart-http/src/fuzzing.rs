@@ -31,7 +31,8 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     if matches!(header_len, Some(n) if n == 0 || n > body.len()) {
         return false;
     }
-    let Ok(decoded) = codec::decode_request("fuzz", Some(1), Bytes::copy_from_slice(body), header_len.unwrap_or(usize::MAX))
+    let Ok(decoded) =
+        codec::decode_request("fuzz", Some(1), Bytes::copy_from_slice(body), header_len.unwrap_or(usize::MAX))
     else {
         return false;
     };
@@ -49,7 +50,14 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     assert_eq!(from_json.len(), inputs.len(), "one decoded tensor per JSON input");
     for (t, &json_data) in inputs.iter().zip(&from_json) {
         if json_data {
-            assert!(consistent(t), "JSON input '{}' ({} {:?}) decoded to {} inconsistent bytes", t.name, t.datatype, t.shape, t.data.len());
+            assert!(
+                consistent(t),
+                "JSON input '{}' ({} {:?}) decoded to {} inconsistent bytes",
+                t.name,
+                t.datatype,
+                t.shape,
+                t.data.len()
+            );
         }
     }
 
@@ -58,7 +66,10 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
         model_version: 1,
         id: decoded.request.id.clone(),
         parameters: Parameters::new(),
-        outputs: inputs.iter().map(|t| Tensor::new(t.name.clone(), t.datatype, t.shape.clone(), t.data.clone())).collect(),
+        outputs: inputs
+            .iter()
+            .map(|t| Tensor::new(t.name.clone(), t.datatype, t.shape.clone(), t.data.clone()))
+            .collect(),
     };
 
     // As the route answers (the request's binary_data_output / binary_data choices): must not panic.
@@ -89,7 +100,11 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
             Ok(back) => {
                 assert_eq!(back.len(), inputs.len());
                 for (a, b) in inputs.iter().zip(&back) {
-                    assert_eq!((&a.name, a.datatype, &a.shape), (&b.name, b.datatype, &b.shape), "JSON echo changed a tensor");
+                    assert_eq!(
+                        (&a.name, a.datatype, &a.shape),
+                        (&b.name, b.datatype, &b.shape),
+                        "JSON echo changed a tensor"
+                    );
                     assert_eq!(a.data, b.data, "JSON echo changed the data of '{}' ({})", a.name, a.datatype);
                 }
             }
@@ -111,7 +126,9 @@ fn consistent(t: &InputTensor) -> bool {
 
 fn floats(t: &InputTensor) -> Option<Vec<f64>> {
     match t.datatype {
-        DataType::Fp32 => Some(t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()),
+        DataType::Fp32 => {
+            Some(t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect())
+        }
         DataType::Fp64 => Some(t.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
         _ => None,
     }

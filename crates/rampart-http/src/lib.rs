@@ -8,5 +8,6 @@ pub mod restrict;
 mod routes;
 mod serve;
 
+pub use codec::{JsonLimits, MAX_DATA_DEPTH};
 pub use routes::{HttpOptions, router};
 pub use serve::{ConnectionLimits, serve};

@@ -25,6 +25,8 @@ pub struct HttpOptions {
     pub audit: Option<std::sync::Arc<rampart_core::audit::AuditLog>>,
     /// `--model-access`: per-model inference rules.
     pub model_access: std::sync::Arc<rampart_core::access::ModelAccess>,
+    /// `--http-max-json-depth`, `--http-max-json-values`.
+    pub json_limits: crate::codec::JsonLimits,
 }
 
 impl Default for HttpOptions {
@@ -34,6 +36,7 @@ impl Default for HttpOptions {
             body_read_timeout: std::time::Duration::from_secs(60),
             audit: None,
             model_access: Default::default(),
+            json_limits: Default::default(),
             restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(rampart_core::access::Protocol::Http)),
         }
     }
@@ -375,7 +378,7 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, request: ax
             let req = s.server.raw_request(&model, version, body).map_err(err)?;
             codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
         }
-        len => codec::decode_request(&model, version, body, len.unwrap_or(usize::MAX)).map_err(err)?,
+        len => codec::decode_request_with(&model, version, body, len.unwrap_or(usize::MAX), &s.options.json_limits).map_err(err)?,
     };
     let response = s.server.infer(decoded.request).await.map_err(err)?;
     codec::encode_response(&response, &decoded.binary_outputs).map_err(err)
@@ -386,7 +389,7 @@ async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: B
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        codec::check_json_size(&body).map_err(err)?;
+        codec::check_json_size(&body, &s.options.json_limits).map_err(err)?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))))?;
         match v.get("ready") {

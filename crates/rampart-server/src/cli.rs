@@ -139,6 +139,13 @@ pub struct Cli {
     /// Largest request head / HTTP/2 header list in bytes (Rampart's own).
     #[arg(long, default_value_t = 64 << 10, help_heading = "HTTP")]
     pub http_max_header_size: usize,
+    /// Nesting limit of an input's JSON `data` arrays, 1 to 100 (Triton's fixed limit is 100).
+    #[arg(long, default_value_t = 100, help_heading = "HTTP")]
+    pub http_max_json_depth: usize,
+    /// Most values (numbers, strings, arrays, objects) in one JSON request document, counted before parsing
+    /// (Rampart's own).
+    #[arg(long, default_value_t = 4 << 20, help_heading = "HTTP")]
+    pub http_max_json_values: usize,
     /// Concurrent streams per HTTP/2 connection on the HTTP listener (Rampart's own).
     #[arg(long, default_value_t = 256, help_heading = "HTTP")]
     pub http2_max_concurrent_streams: u32,
@@ -402,6 +409,16 @@ impl Cli {
         }
         if self.http_max_header_size < 1024 || self.http2_max_concurrent_streams == 0 {
             return Err("--http-max-header-size must be at least 1024 and --http2-max-concurrent-streams greater than 0".into());
+        }
+        if !(1..=rampart_http::MAX_DATA_DEPTH).contains(&self.http_max_json_depth) {
+            return Err(format!(
+                "--http-max-json-depth must be between 1 and {}, got {}",
+                rampart_http::MAX_DATA_DEPTH,
+                self.http_max_json_depth
+            ));
+        }
+        if self.http_max_json_values == 0 {
+            return Err("--http-max-json-values must be greater than 0".into());
         }
         if self.tls_reload_interval_secs == 0 {
             return Err("--tls-reload-interval-secs must be greater than 0".into());

@@ -251,6 +251,11 @@ async fn serve(
             restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
             audit: Some(audit.clone()),
             model_access: model_access.clone(),
+            json_limits: rampart_http::JsonLimits {
+                max_depth: cli.http_max_json_depth,
+                max_values: cli.http_max_json_values,
+                ..Default::default()
+            },
         };
         let app = rampart_http::router(server.clone(), options);
         let stop = stopped(stop_rx.clone());
