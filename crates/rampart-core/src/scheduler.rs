@@ -1,13 +1,20 @@
-//! The direct scheduler: one bounded queue per model version, drained by one dedicated OS thread per model
-//! instance. Engines never run on the async runtime's workers. (Dynamic batching comes in a later issue and
-//! replaces the queue consumer, not this interface.)
+//! The scheduler: one bounded queue per model version, drained by one dedicated OS thread per model
+//! instance. Engines never run on the async runtime's workers.
+//!
+//! Without `dynamic_batching` each request executes alone. With it (spec §5.2), an instance thread that takes
+//! a request gathers compatible requests behind it — same inputs, datatypes and non-batch dims, same
+//! outputs — until the batch reaches `max_batch_size` or a `preferred_batch_size`, or the first request has
+//! waited `max_queue_delay_microseconds`; inputs are concatenated along the batch dimension, executed once,
+//! and every output is split back by rows (zero-copy slices of the engine's output). Requests stay in FIFO
+//! order; one that does not fit waits at the head of the next batch.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use rampart_types::{EngineInstance, Error, Result, Tensor};
 use tokio::sync::oneshot;
 
@@ -32,21 +39,47 @@ pub(crate) struct InstancePool {
 /// (`--max-queued-requests`).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
+/// A model's `dynamic_batching` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatchPolicy {
+    /// The model's `max_batch_size` (> 0).
+    pub max_batch_size: u64,
+    /// `preferred_batch_size`, ascending; empty: prefer `max_batch_size`.
+    pub preferred: Vec<u64>,
+    pub max_delay: Duration,
+}
+
+impl BatchPolicy {
+    fn done(&self, size: u64) -> bool {
+        size >= self.max_batch_size || self.preferred.contains(&size)
+    }
+}
+
 impl InstancePool {
     /// Starts one thread per instance; at most `capacity` requests wait (requests being executed do not count).
-    pub fn start(label: String, instances: Vec<Box<dyn EngineInstance>>, stats: Arc<ModelStats>, capacity: usize) -> Result<Self> {
+    pub fn start(
+        label: String,
+        instances: Vec<Box<dyn EngineInstance>>,
+        stats: Arc<ModelStats>,
+        capacity: usize,
+        batching: Option<BatchPolicy>,
+    ) -> Result<Self> {
         let capacity = capacity.max(1);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
         let mut threads = Vec::with_capacity(instances.len());
         for (i, mut instance) in instances.into_iter().enumerate() {
             let rx = rx.clone();
             let stats = stats.clone();
+            let batching = batching.clone();
             let t = std::thread::Builder::new()
                 .name(format!("rampart-{label}-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        run_job(instance.as_mut(), job, &stats);
+                .spawn(move || match batching {
+                    None => {
+                        while let Ok(job) = rx.recv() {
+                            run_job(instance.as_mut(), job, &stats);
+                        }
                     }
+                    Some(policy) => run_batches(instance.as_mut(), &rx, &policy, &stats),
                 })
                 .map_err(|e| Error::internal(format!("cannot start instance thread for {label}: {e}")))?;
             threads.push(t);
@@ -73,14 +106,7 @@ fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
     let start = Instant::now();
     let queue = start.duration_since(job.enqueued);
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&job.inputs, &job.outputs)))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::internal(format!("engine panicked: {what}")))
-        });
+        .unwrap_or_else(|panic| Err(panic_error(panic)));
     if result.is_ok() {
         stats.record_execution(&ExecutionTimes {
             batch_size: job.batch_size,
@@ -91,6 +117,190 @@ fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
         });
     }
     let _ = job.reply.send(result);
+}
+
+/// The dynamic batcher of one instance thread: runs until the queue is closed.
+fn run_batches(instance: &mut dyn EngineInstance, rx: &Receiver<Job>, policy: &BatchPolicy, stats: &ModelStats) {
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        if first.reply.is_closed() {
+            continue;
+        }
+        if first.batch_size == 0 || first.batch_size >= policy.max_batch_size {
+            run_job(instance, first, stats);
+            continue;
+        }
+        let deadline = first.enqueued + policy.max_delay;
+        let mut size = first.batch_size;
+        let mut batch = vec![first];
+        let mut closed = false;
+        while !policy.done(size) {
+            let next = match rx.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                },
+            };
+            if next.reply.is_closed() {
+                continue;
+            }
+            if size + next.batch_size <= policy.max_batch_size && compatible(&batch[0], &next) {
+                size += next.batch_size;
+                batch.push(next);
+            } else {
+                carry = Some(next);
+                break;
+            }
+        }
+        if batch.len() == 1 {
+            run_job(instance, batch.pop().expect("one job"), stats);
+        } else {
+            run_batch(instance, batch, size, stats);
+        }
+        if closed && carry.is_none() {
+            return;
+        }
+    }
+}
+
+/// Requests that can execute together: the same inputs in the same order with the same datatypes and
+/// non-batch dims, and the same requested outputs.
+fn compatible(a: &Job, b: &Job) -> bool {
+    b.batch_size > 0
+        && a.outputs == b.outputs
+        && a.inputs.len() == b.inputs.len()
+        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
+            x.name == y.name && x.datatype == y.datatype && x.shape.len() == y.shape.len() && x.shape.get(1..) == y.shape.get(1..)
+        })
+}
+
+/// Executes compatible jobs as one batch of `size` rows and answers each with its rows.
+fn run_batch(instance: &mut dyn EngineInstance, jobs: Vec<Job>, size: u64, stats: &ModelStats) {
+    let start = Instant::now();
+    let queues: Vec<Duration> = jobs.iter().map(|j| start.duration_since(j.enqueued)).collect();
+    let inputs: Vec<Tensor> = (0..jobs[0].inputs.len())
+        .map(|i| {
+            let first = &jobs[0].inputs[i];
+            let mut data = BytesMut::with_capacity(jobs.iter().map(|j| j.inputs[i].data.len()).sum());
+            for j in &jobs {
+                data.extend_from_slice(&j.inputs[i].data);
+            }
+            let mut shape = first.shape.clone();
+            shape[0] = size as i64;
+            Tensor::new(first.name.clone(), first.datatype, shape, data.freeze())
+        })
+        .collect();
+    let gathered = start.elapsed();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&inputs, &jobs[0].outputs)))
+        .unwrap_or_else(|panic| Err(panic_error(panic)));
+    let computed = start.elapsed();
+    drop(inputs);
+    let rows: Vec<u64> = jobs.iter().map(|j| j.batch_size).collect();
+    match result.and_then(|outputs| scatter(outputs, &rows)) {
+        Ok(per_job) => {
+            stats.record_batch(
+                &ExecutionTimes {
+                    batch_size: size,
+                    queue: Duration::ZERO,
+                    compute_input: gathered,
+                    compute_infer: computed - gathered,
+                    compute_output: start.elapsed() - computed,
+                },
+                &queues,
+            );
+            for (job, outputs) in jobs.into_iter().zip(per_job) {
+                let _ = job.reply.send(Ok(outputs));
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Splits each output of a batch by rows: `rows[k]` rows for job `k`, in order.
+fn scatter(outputs: Vec<Tensor>, rows: &[u64]) -> Result<Vec<Vec<Tensor>>> {
+    let total: u64 = rows.iter().sum();
+    let mut per_job: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for out in outputs {
+        if out.shape.first().copied() != Some(total as i64) {
+            return Err(Error::internal(format!(
+                "output '{}' of a batch of {total} has shape {:?}: its first dimension must be the batch",
+                out.name, out.shape
+            )));
+        }
+        let offsets = row_offsets(&out, total)?;
+        let mut row = 0usize;
+        for (k, &n) in rows.iter().enumerate() {
+            let (from, to) = (offsets[row], offsets[row + n as usize]);
+            let mut shape = out.shape.clone();
+            shape[0] = n as i64;
+            per_job[k].push(Tensor::new(out.name.clone(), out.datatype, shape, out.data.slice(from..to)));
+            row += n as usize;
+        }
+    }
+    Ok(per_job)
+}
+
+/// Byte offset of each row boundary (`total + 1` entries) of a tensor in wire layout.
+fn row_offsets(t: &Tensor, total: u64) -> Result<Vec<usize>> {
+    let bad = || Error::internal(format!("output '{}' does not hold {total} rows", t.name));
+    let per_row: u64 = t.shape[1..].iter().map(|&d| d.max(0) as u64).product();
+    match t.datatype.element_size() {
+        Some(size) => {
+            let row_bytes = (per_row as usize).checked_mul(size).ok_or_else(bad)?;
+            if row_bytes.checked_mul(total as usize) != Some(t.data.len()) {
+                return Err(bad());
+            }
+            Ok((0..=total as usize).map(|r| r * row_bytes).collect())
+        }
+        None => {
+            // BYTES: walk the length prefixes, noting where each row of `per_row` elements ends.
+            let data: &Bytes = &t.data;
+            let mut offsets = Vec::with_capacity(total as usize + 1);
+            offsets.push(0);
+            let mut at = 0usize;
+            for _ in 0..total {
+                for _ in 0..per_row {
+                    let len = data.get(at..at + 4).ok_or_else(bad)?;
+                    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                    at = at.checked_add(4 + len).filter(|&e| e <= data.len()).ok_or_else(bad)?;
+                }
+                offsets.push(at);
+            }
+            if at != data.len() {
+                return Err(bad());
+            }
+            Ok(offsets)
+        }
+    }
+}
+
+fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    Error::internal(format!("engine panicked: {what}"))
 }
 
 impl Drop for InstancePool {
@@ -135,7 +345,7 @@ mod tests {
         let (started_tx, started) = crossbeam_channel::unbounded();
         let (release, release_rx) = crossbeam_channel::unbounded();
         let gate = Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
-        let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 2).unwrap();
+        let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 2, None).unwrap();
         let (a, ra) = job();
         pool.submit(a).unwrap();
         started.recv().unwrap(); // A is executing: it no longer counts against the queue
@@ -154,4 +364,118 @@ mod tests {
             assert!(r.blocking_recv().unwrap().is_ok());
         }
     }
+
+    /// Identity engine that records the batch sizes it executed (scheduler unit tests only).
+    struct Echo {
+        sizes: Arc<std::sync::Mutex<Vec<i64>>>,
+        sig: ModelSignature,
+    }
+
+    impl EngineInstance for Echo {
+        fn signature(&self) -> &ModelSignature {
+            &self.sig
+        }
+        fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
+            self.sizes.lock().unwrap().push(inputs[0].shape[0]);
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(outputs.iter().map(|o| Tensor::new(o.clone(), inputs[0].datatype, inputs[0].shape.clone(), inputs[0].data.clone())).collect())
+        }
+    }
+
+    fn echo_pool(instances: usize, policy: BatchPolicy) -> (InstancePool, Arc<std::sync::Mutex<Vec<i64>>>) {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let engines: Vec<Box<dyn EngineInstance>> = (0..instances)
+            .map(|_| Box::new(Echo { sizes: sizes.clone(), sig: ModelSignature::default() }) as Box<dyn EngineInstance>)
+            .collect();
+        let pool = InstancePool::start("echo-1".into(), engines, Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
+        (pool, sizes)
+    }
+
+    /// A job of `rows` rows of `[rows, 3]` INT32 (or BYTES) values derived from `tag`.
+    fn tagged(tag: u32, rows: u64, bytes: bool) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
+        let input = if bytes {
+            let elems: Vec<String> = (0..rows * 3).map(|k| "x".repeat(((tag as u64 + k) % 5) as usize) + &tag.to_string()).collect();
+            let mut t = Tensor::from_bytes_elements("IN", vec![rows as i64, 3], &elems);
+            t.name = "IN".into();
+            t
+        } else {
+            let data: Vec<u8> = (0..rows * 3).flat_map(|k| (tag * 1000 + k as u32).to_le_bytes()).collect();
+            Tensor::new("IN", rampart_types::DataType::Int32, vec![rows as i64, 3], Bytes::from(data))
+        };
+        let (tx, rx) = oneshot::channel();
+        let job = Job { inputs: vec![input.clone()], outputs: vec!["OUT".into()], batch_size: rows, enqueued: Instant::now(), reply: tx };
+        (job, rx, input)
+    }
+
+    /// Many requests of random sizes from several threads: every request is answered exactly once with its
+    /// own rows, no batch exceeds max_batch_size, and requests were really combined.
+    #[test]
+    fn dynamic_batches_stay_within_limits_and_answer_every_request_with_its_rows() {
+        for (seed, bytes, instances) in [(1u64, false, 1usize), (7, true, 1), (42, false, 2), (99, true, 2)] {
+            let policy = BatchPolicy { max_batch_size: 8, preferred: vec![4, 8], max_delay: Duration::from_millis(5) };
+            let (pool, sizes) = echo_pool(instances, policy);
+            let pool = Arc::new(pool);
+            let mut handles = Vec::new();
+            for thread in 0..4u64 {
+                let pool = pool.clone();
+                handles.push(std::thread::spawn(move || {
+                    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(thread);
+                    let mut pending = Vec::new();
+                    for n in 0..50u32 {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let rows = 1 + (state >> 33) % 8;
+                        let (job, rx, input) = tagged(thread as u32 * 100 + n, rows, bytes);
+                        pool.submit(job).unwrap();
+                        pending.push((rx, input));
+                    }
+                    for (rx, input) in pending {
+                        let out = rx.blocking_recv().expect("answered").expect("ok");
+                        assert_eq!(out.len(), 1);
+                        assert_eq!(out[0].name, "OUT");
+                        assert_eq!(out[0].shape, input.shape);
+                        assert_eq!(out[0].data, input.data, "rows of another request");
+                    }
+                }));
+            }
+            for h in handles {
+                h.join().unwrap();
+            }
+            let sizes = sizes.lock().unwrap();
+            let total: i64 = sizes.iter().sum();
+            assert!(total > 200, "{total} rows executed");
+            assert!(sizes.iter().all(|&s| (1..=8).contains(&s)), "{sizes:?}");
+            assert!(sizes.len() < 200, "nothing was batched: {} executions", sizes.len());
+        }
+    }
+
+    #[test]
+    fn incompatible_requests_are_not_combined_and_keep_their_order() {
+        let policy = BatchPolicy { max_batch_size: 16, preferred: vec![], max_delay: Duration::from_millis(20) };
+        let (pool, sizes) = echo_pool(1, policy);
+        let (a, ra, ia) = tagged(1, 2, false);
+        let (b, rb, ib) = tagged(2, 3, true); // BYTES: cannot join the INT32 batch
+        let (c, rc, ic) = tagged(3, 1, false);
+        pool.submit(a).unwrap();
+        pool.submit(b).unwrap();
+        pool.submit(c).unwrap();
+        for (rx, input) in [(ra, ia), (rb, ib), (rc, ic)] {
+            assert_eq!(rx.blocking_recv().unwrap().unwrap()[0].data, input.data);
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn scatter_checks_the_batch_dimension() {
+        let t = Tensor::new("y", rampart_types::DataType::Int32, vec![3, 2], Bytes::from(vec![0u8; 24]));
+        let parts = scatter(vec![t.clone()], &[1, 2]).unwrap();
+        assert_eq!(parts[0][0].shape, vec![1, 2]);
+        assert_eq!(parts[1][0].data.len(), 16);
+        assert!(scatter(vec![t.clone()], &[1, 1]).is_err());
+        let short = Tensor::new("y", rampart_types::DataType::Int32, vec![3, 2], Bytes::from(vec![0u8; 20]));
+        assert!(scatter(vec![short], &[1, 2]).is_err());
+        let b = Tensor::from_bytes_elements("y", vec![2, 1], &["ab", "c"]);
+        let parts = scatter(vec![b], &[1, 1]).unwrap();
+        assert_eq!(&parts[1][0].data[..], &[1, 0, 0, 0, b'c']);
+    }
+
 }

@@ -552,7 +552,8 @@ fn load_model(name: &str, dir: &std::path::Path, options: &ServerOptions, engine
                 instances.push(engine.load(&spec)?);
             }
             let stats = Arc::new(ModelStats::default());
-            let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests)?;
+            let batching = batch_policy(&cfg)?;
+            let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests, batching)?;
             Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs)))
         })();
         let entry = match result {
@@ -570,4 +571,35 @@ fn load_model(name: &str, dir: &std::path::Path, options: &ServerOptions, engine
         versions.insert(v, entry);
     }
     ModelEntry { versions, error: None }
+}
+
+/// The `dynamic_batching` settings of a config, checked as Triton checks them; `None` runs every request
+/// alone (no `dynamic_batching`, or a model without a batch dimension).
+fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolicy>> {
+    use rampart_model_config::pb::model_config::SchedulingChoice;
+    let Some(SchedulingChoice::DynamicBatching(d)) = &cfg.scheduling_choice else { return Ok(None) };
+    if cfg.max_batch_size <= 0 {
+        tracing::warn!("model '{}': dynamic_batching has no effect without max_batch_size > 0", cfg.name);
+        return Ok(None);
+    }
+    let mut preferred = Vec::with_capacity(d.preferred_batch_size.len());
+    for &p in &d.preferred_batch_size {
+        if p <= 0 {
+            return Err(Error::invalid_arg(format!("dynamic batching preferred size must be positive for {}", cfg.name)));
+        }
+        if p > cfg.max_batch_size {
+            return Err(Error::invalid_arg(format!(
+                "dynamic batching preferred size must be <= max batch size for {}",
+                cfg.name
+            )));
+        }
+        preferred.push(p as u64);
+    }
+    preferred.sort_unstable();
+    preferred.dedup();
+    Ok(Some(crate::scheduler::BatchPolicy {
+        max_batch_size: cfg.max_batch_size as u64,
+        preferred,
+        max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),
+    }))
 }

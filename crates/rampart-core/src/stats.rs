@@ -54,10 +54,18 @@ pub struct ExecutionTimes {
 
 impl ModelStats {
     pub fn record_execution(&self, t: &ExecutionTimes) {
-        self.queue.record(t.queue);
-        self.compute_input.record(t.compute_input);
-        self.compute_infer.record(t.compute_infer);
-        self.compute_output.record(t.compute_output);
+        self.record_batch(t, &[t.queue]);
+    }
+
+    /// One execution that served several requests (dynamic batching): as in Triton, each request counts
+    /// its own queue time and the whole execution's compute times; the batch counts once, by its total size.
+    pub fn record_batch(&self, t: &ExecutionTimes, queues: &[Duration]) {
+        for &q in queues {
+            self.queue.record(q);
+            self.compute_input.record(t.compute_input);
+            self.compute_infer.record(t.compute_infer);
+            self.compute_output.record(t.compute_output);
+        }
         self.inference_count.fetch_add(t.batch_size, Relaxed);
         self.execution_count.fetch_add(1, Relaxed);
         let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,0 +1,125 @@
+"""Dynamic batching (spec §5.2): concurrent requests to a model with `dynamic_batching` are executed together,
+each gets exactly its own rows back, and the statistics show the batches. Both engines, real ONNX models."""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import base_args, run_to_exit, start_server
+
+ROWS = [1, 2, 1, 3, 1, 1, 2, 1] * 4  # 32 requests, 48 rows
+
+
+def batched_repo(examples_dir: Path, dest: Path, dynamic: str, models=("mlp", "identity_bytes")) -> Path:
+    """`mlp` (FP32 [-1, 784] → [-1, 10], max_batch_size 32) and `identity_bytes` (BYTES, max_batch_size 8)
+    with the given `dynamic_batching { … }` body."""
+    for name in models:
+        shutil.copytree(examples_dir / name, dest / name)
+        cfg = dest / name / "config.pbtxt"
+        cfg.write_text(cfg.read_text() + f"\ndynamic_batching {{ {dynamic} }}\n")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def batching_server(engine, examples_dir, tmp_path_factory):
+    repo = batched_repo(examples_dir, tmp_path_factory.mktemp("batching"), "max_queue_delay_microseconds: 50000")
+    srv = start_server(base_args(repo, engine), f"rampart[{engine}, dynamic batching]")
+    yield srv
+    srv.stop()
+
+
+def mlp_body(x: np.ndarray) -> bytes:
+    return json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.flatten().tolist()}]}
+    ).encode()
+
+
+def concurrently(fn, n: int) -> list:
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def stats(srv, model: str) -> dict:
+    r = srv.get(f"/v2/models/{model}/stats")
+    assert r.status_code == 200, r.text
+    return r.json()["model_stats"][0]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_rows(batching_server, server):
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal((rows, 784), dtype=np.float32) for rows in ROWS]
+    before = stats(batching_server, "mlp")
+    answers = concurrently(lambda i: batching_server.post("/v2/models/mlp/infer", data=mlp_body(inputs[i])), len(ROWS))
+    for i, r in enumerate(answers):
+        assert r is not None and r.status_code == 200, getattr(r, "text", r)
+        out = r.json()["outputs"][0]
+        assert out["shape"] == [ROWS[i], 10]
+        # The same request alone, on the examples server (no dynamic batching), gives the same rows.
+        alone = server.post("/v2/models/mlp/infer", data=mlp_body(inputs[i])).json()["outputs"][0]["data"]
+        np.testing.assert_allclose(out["data"], alone, rtol=1e-4, atol=1e-5)
+    after = stats(batching_server, "mlp")
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == sum(ROWS)
+    assert executions < len(ROWS), f"{executions} executions for {len(ROWS)} concurrent requests: nothing batched"
+    assert after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"] == len(ROWS)
+    assert after["inference_stats"]["queue"]["count"] - before["inference_stats"]["queue"]["count"] == len(ROWS)
+    sizes = {int(b["batch_size"]) for b in after["batch_stats"]}
+    assert max(sizes) > 1 and max(sizes) <= 32, sizes
+
+
+def test_bytes_rows_are_scattered_back_exactly(batching_server):
+    def one(i):
+        elems = [f"req{i}-elem{k}-" + "x" * ((i + k) % 7) for k in range(2)]
+        body = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, len(elems)], "data": elems}]}
+        return elems, batching_server.post("/v2/models/identity_bytes/infer", data=json.dumps(body).encode())
+
+    before = stats(batching_server, "identity_bytes")
+    results = concurrently(one, 16)
+    for elems, r in results:
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        assert out["shape"] == [1, len(elems)] and out["data"] == elems
+    after = stats(batching_server, "identity_bytes")
+    assert after["inference_count"] - before["inference_count"] == 16
+    assert after["execution_count"] - before["execution_count"] < 16
+
+
+def test_a_lone_request_waits_at_most_the_queue_delay(batching_server):
+    x = np.ones((1, 784), dtype=np.float32)
+    before = stats(batching_server, "mlp")
+    r = batching_server.post("/v2/models/mlp/infer", data=mlp_body(x))
+    assert r.status_code == 200
+    after = stats(batching_server, "mlp")
+    queue_ns = after["inference_stats"]["queue"]["ns"] - before["inference_stats"]["queue"]["ns"]
+    assert 0 < queue_ns < 2_000_000_000, queue_ns  # 50 ms configured; generous bound for a loaded CI machine
+
+
+@pytest.mark.parametrize(
+    "dynamic,message",
+    [
+        ("preferred_batch_size: [ 64 ]", "dynamic batching preferred size must be <= max batch size for mlp"),
+        ("preferred_batch_size: [ 0 ]", "dynamic batching preferred size must be positive for mlp"),
+    ],
+)
+def test_invalid_preferred_sizes_fail_the_load(examples_dir, tmp_path, dynamic, message):
+    repo = batched_repo(examples_dir, tmp_path, dynamic, models=("mlp",))
+    proc = run_to_exit(base_args(repo))
+    out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
+    assert proc.returncode != 0
+    assert message in out, out[-2000:]
