@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod cache;
 mod config;
 mod engines;
 pub mod features;

@@ -40,6 +40,8 @@ pub struct ServerOptions {
     pub max_queued_requests: usize,
     /// How many inputs, outputs and parameters one request may carry.
     pub request_limits: crate::infer::RequestLimits,
+    /// Bytes of the response cache (`--cache-config local,size=N`); `None`: no cache.
+    pub response_cache_bytes: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +58,7 @@ impl Default for ServerOptions {
             default_engine: EngineChoice::OnnxRuntime,
             max_queued_requests: crate::scheduler::DEFAULT_QUEUE_CAPACITY,
             request_limits: Default::default(),
+            response_cache_bytes: None,
         }
     }
 }
@@ -159,6 +162,7 @@ impl Server {
         }
         let found = repository::scan(&options.model_repositories).map_err(|e| StartupError(e.to_string()))?;
         let engines = Engines::new(options.backend_directory.clone(), options.onnxruntime_library.clone(), options.default_engine);
+        let cache = options.response_cache_bytes.map(crate::cache::ResponseCache::new);
         let mut models = BTreeMap::new();
         for (name, dirs) in found {
             let entry = if dirs.len() > 1 {
@@ -168,7 +172,7 @@ impl Server {
                     list.join(", ")
                 ))
             } else {
-                load_model(&name, &dirs[0], &options, &engines)
+                load_model(&name, &dirs[0], &options, &engines, cache.as_ref())
             };
             if options.exit_on_error {
                 let reason = entry.error.clone().or_else(|| {
@@ -476,7 +480,13 @@ impl Server {
 }
 
 /// Loads one model directory: config, versions per policy, instances per `instance_group`.
-fn load_model(name: &str, dir: &std::path::Path, options: &ServerOptions, engines: &Engines) -> ModelEntry {
+fn load_model(
+    name: &str,
+    dir: &std::path::Path,
+    options: &ServerOptions,
+    engines: &Engines,
+    cache: Option<&crate::cache::ResponseCache>,
+) -> ModelEntry {
     let raw = match config::read(dir, name, options.autocomplete) {
         Ok(r) => r,
         Err(e) => return ModelEntry::failed(e.message().to_string()),
@@ -554,7 +564,12 @@ fn load_model(name: &str, dir: &std::path::Path, options: &ServerOptions, engine
             let stats = Arc::new(ModelStats::default());
             let batching = batch_policy(&cfg)?;
             let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests, batching)?;
-            Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs)))
+            let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);
+            if wants_cache && cache.is_none() {
+                tracing::warn!("model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)");
+            }
+            let cache = cache.filter(|_| wants_cache).cloned();
+            Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache)))
         })();
         let entry = match result {
             Ok(m) => VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(m) },

@@ -36,6 +36,9 @@ pub struct ModelStats {
     pub compute_input: DurationStat,
     pub compute_infer: DurationStat,
     pub compute_output: DurationStat,
+    /// Response-cache lookups that answered, and lookups that missed (time to look up and store).
+    pub cache_hit: DurationStat,
+    pub cache_miss: DurationStat,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
@@ -96,6 +99,8 @@ impl ModelStats {
             compute_input: self.compute_input.snapshot(),
             compute_infer: self.compute_infer.snapshot(),
             compute_output: self.compute_output.snapshot(),
+            cache_hit: self.cache_hit.snapshot(),
+            cache_miss: self.cache_miss.snapshot(),
             batch: self.batch.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -112,6 +117,8 @@ pub struct StatsSnapshot {
     pub compute_input: DurationSnapshot,
     pub compute_infer: DurationSnapshot,
     pub compute_output: DurationSnapshot,
+    pub cache_hit: DurationSnapshot,
+    pub cache_miss: DurationSnapshot,
     /// batch size → [compute_input, compute_infer, compute_output]
     pub batch: BTreeMap<u64, [DurationSnapshot; 3]>,
 }

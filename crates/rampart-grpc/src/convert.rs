@@ -203,7 +203,6 @@ pub(crate) fn statistics(stats: Vec<VersionStats>) -> pb::ModelStatisticsRespons
         .into_iter()
         .map(|v| {
             let s = v.stats;
-            let zero = DurationSnapshot::default();
             pb::ModelStatistics {
                 name: v.name,
                 version: v.version,
@@ -217,8 +216,8 @@ pub(crate) fn statistics(stats: Vec<VersionStats>) -> pb::ModelStatisticsRespons
                     compute_input: dur(&s.compute_input),
                     compute_infer: dur(&s.compute_infer),
                     compute_output: dur(&s.compute_output),
-                    cache_hit: dur(&zero),
-                    cache_miss: dur(&zero),
+                    cache_hit: dur(&s.cache_hit),
+                    cache_miss: dur(&s.cache_miss),
                 }),
                 batch_stats: s
                     .batch

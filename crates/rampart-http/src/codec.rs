@@ -464,7 +464,7 @@ pub(crate) fn stats_json(stats: &[VersionStats]) -> Value {
                     "success": dur(&s.success), "fail": dur(&s.fail), "queue": dur(&s.queue),
                     "compute_input": dur(&s.compute_input), "compute_infer": dur(&s.compute_infer),
                     "compute_output": dur(&s.compute_output),
-                    "cache_hit": dur(&DurationSnapshot::default()), "cache_miss": dur(&DurationSnapshot::default()),
+                    "cache_hit": dur(&s.cache_hit), "cache_miss": dur(&s.cache_miss),
                 },
                 "response_stats": {},
                 "batch_stats": batch,

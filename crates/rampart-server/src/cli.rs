@@ -341,6 +341,8 @@ pub struct Validated {
     pub grpc_restrictions: rampart_core::access::Restrictions,
     pub model_access: rampart_core::access::ModelAccess,
     pub request_limits: rampart_core::RequestLimits,
+    /// `--cache-config local,size=N` / `--response-cache-byte-size=N`.
+    pub response_cache_bytes: Option<u64>,
     pub http_tls: Option<rampart_tls::TlsFiles>,
     pub grpc_tls: Option<rampart_tls::TlsFiles>,
     pub engine: rampart_core::EngineChoice,
@@ -520,12 +522,6 @@ impl Cli {
                 return Err(not_yet(flag, v, "tracing"));
             }
         }
-        if let Some(v) = self.cache_config.first() {
-            return Err(not_yet("cache-config", v, "the response cache"));
-        }
-        if let Some(v) = &self.response_cache_byte_size {
-            return Err(not_yet("response-cache-byte-size", v, "the response cache"));
-        }
         if self.rate_limit != "off" {
             return Err(not_yet("rate-limit", &self.rate_limit, "the rate limiter"));
         }
@@ -617,7 +613,9 @@ impl Cli {
             max_parameters: self.max_request_parameters,
             max_bytes_elements: self.max_request_bytes_elements,
         };
+        let response_cache_bytes = self.response_cache_bytes()?;
         Ok(Validated {
+            response_cache_bytes,
             http_restrictions,
             grpc_restrictions,
             model_access,
@@ -628,6 +626,36 @@ impl Cli {
             autocomplete: !strict,
             inert,
         })
+    }
+}
+
+impl Cli {
+    /// The response cache size from `--cache-config local,size=N` (repeatable; the last size wins) or the
+    /// deprecated `--response-cache-byte-size=N`, which cannot be combined.
+    fn response_cache_bytes(&self) -> Result<Option<u64>, String> {
+        if self.response_cache_byte_size.is_some() && !self.cache_config.is_empty() {
+            return Err("Incompatible flags --response-cache-byte-size and --cache-config both provided. Please provide one or the other.".into());
+        }
+        let size = |flag: &str, v: &str| {
+            v.parse::<u64>().map_err(|_| format!("{flag}: the cache size must be a number of bytes, got '{v}'"))
+        };
+        if let Some(v) = &self.response_cache_byte_size {
+            return Ok(Some(size("--response-cache-byte-size", v)?).filter(|&n| n > 0));
+        }
+        let mut bytes = None;
+        for spec in &self.cache_config {
+            let (cache, setting) = spec
+                .split_once(',')
+                .ok_or_else(|| format!("--cache-config option format is '<cache name>,<setting>=<value>'. Got {spec}"))?;
+            if cache != "local" {
+                return Err(format!("--cache-config: only the 'local' response cache is built into Rampart, got '{cache}'"));
+            }
+            match setting.split_once('=') {
+                Some(("size", v)) => bytes = Some(size("--cache-config local,size", v)?),
+                _ => return Err(format!("--cache-config: the local cache takes only 'size=<bytes>', got '{setting}'")),
+            }
+        }
+        Ok(bytes.filter(|&n| n > 0))
     }
 }
 

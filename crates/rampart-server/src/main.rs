@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         default_engine: validated.engine,
         max_queued_requests: cli.max_queued_requests,
         request_limits: validated.request_limits,
+        response_cache_bytes: validated.response_cache_bytes,
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {
