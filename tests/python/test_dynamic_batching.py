@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-from conftest import base_args, run_to_exit, start_server
+from conftest import base_args, grpc_base_args, run_to_exit, start_server
 
 ROWS = [1, 2, 1, 3, 1, 1, 2, 1] * 4  # 32 requests, 48 rows
 
@@ -123,3 +125,82 @@ def test_invalid_preferred_sizes_fail_the_load(examples_dir, tmp_path, dynamic, 
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
     assert proc.returncode != 0
     assert message in out, out[-2000:]
+
+
+# ---- default_queue_policy: timeouts (REJECT / DELAY, allow_timeout_override) ----------------------------
+
+QUEUE_POLICIES = {
+    # Every request times out: 1 µs is less than any hand-over to an instance thread.
+    "reject_1us": "default_queue_policy { timeout_action: REJECT default_timeout_microseconds: 1 }",
+    "delay_1us": "default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1 }",
+    "override": "default_queue_policy { default_timeout_microseconds: 10000000 allow_timeout_override: true }",
+    "no_override": "default_queue_policy { default_timeout_microseconds: 10000000 allow_timeout_override: false }",
+    "bounded": "default_queue_policy { max_queue_size: 4 }",
+}
+
+
+@pytest.fixture(scope="module")
+def policy_server(examples_dir, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("queue_policy")
+    for name, policy in QUEUE_POLICIES.items():
+        shutil.copytree(examples_dir / "mlp", repo / name)
+        cfg = repo / name / "config.pbtxt"
+        text = cfg.read_text().replace('name: "mlp"', f'name: "{name}"')
+        cfg.write_text(text + f"\ndynamic_batching {{ {policy} }}\n")
+    srv = start_server(grpc_base_args(repo), "rampart[queue policy]")
+    yield srv
+    srv.stop()
+
+
+def infer_with(srv, model: str, parameters: dict | None = None):
+    body = json.loads(mlp_body(np.ones((1, 784), dtype=np.float32)))
+    if parameters:
+        body["parameters"] = parameters
+    return srv.post(f"/v2/models/{model}/infer", data=json.dumps(body).encode())
+
+
+def test_reject_policy_answers_request_timeout_expired(policy_server):
+    before = stats(policy_server, "reject_1us")
+    r = infer_with(policy_server, "reject_1us")
+    assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}, r.text
+    after = stats(policy_server, "reject_1us")
+    assert after["inference_stats"]["fail"]["count"] - before["inference_stats"]["fail"]["count"] == 1
+    assert after["execution_count"] == before["execution_count"]
+
+
+def test_reject_policy_over_grpc(policy_server):
+    client = grpcclient.InferenceServerClient(url=policy_server.grpc_url)
+    x = np.ones((1, 784), dtype=np.float32)
+    inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("reject_1us", [inp])
+    assert e.value.status() == "StatusCode.UNAVAILABLE"
+    assert e.value.message() == "Request timeout expired"
+    client.close()
+
+
+def test_delay_policy_still_runs_expired_requests(policy_server):
+    r = infer_with(policy_server, "delay_1us")
+    assert r.status_code == 200, r.text
+
+
+def test_request_timeout_may_shorten_the_default_when_allowed(policy_server):
+    assert infer_with(policy_server, "override").status_code == 200
+    r = infer_with(policy_server, "override", {"timeout": 1})
+    assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}
+    assert infer_with(policy_server, "override", {"timeout": 60_000_000}).status_code == 200, "cannot lengthen, but 10 s is plenty"
+
+
+def test_request_timeout_is_ignored_without_override(policy_server):
+    assert infer_with(policy_server, "no_override", {"timeout": 1}).status_code == 200
+
+
+def test_bounded_queue_serves_normal_traffic(policy_server):
+    results = concurrently(lambda i: infer_with(policy_server, "bounded"), 16)
+    codes = [r.status_code for r in results]
+    assert set(codes) <= {200, 503}, codes
+    for r in results:
+        if r.status_code == 503:
+            assert r.json() == {"error": "Exceeds maximum queue size"}
+    assert codes.count(200) >= 1

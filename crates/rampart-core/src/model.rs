@@ -85,11 +85,17 @@ impl ModelVersion {
             return Ok(self.response(req.id, outputs, prepared.batch_size));
         }
         let (tx, rx) = oneshot::channel();
+        let timeout_us = match req.parameters.get("timeout") {
+            Some(infer::ParamValue::Uint(us)) => Some(*us),
+            Some(infer::ParamValue::Int(us)) => u64::try_from(*us).ok(),
+            _ => None,
+        };
         self.pool.submit(Job {
             inputs: prepared.inputs,
             outputs: prepared.outputs,
             batch_size: prepared.batch_size,
             enqueued: Instant::now(),
+            deadline: self.pool.deadline(timeout_us),
             reply: tx,
         })?;
         let outputs = rx

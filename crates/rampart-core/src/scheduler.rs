@@ -25,7 +25,20 @@ pub(crate) struct Job {
     pub outputs: Vec<String>,
     pub batch_size: u64,
     pub enqueued: Instant,
+    /// A request still waiting at this instant is answered "Request timeout expired" (queue policy
+    /// `REJECT` with a timeout).
+    pub deadline: Option<Instant>,
     pub reply: oneshot::Sender<Result<Vec<Tensor>>>,
+}
+
+/// Answers (and takes out of `slot`) a job whose queue deadline has passed; `true` when it did.
+fn reject_if_expired(slot: &mut Option<Job>, now: Instant) -> bool {
+    if slot.as_ref().is_some_and(|j| j.deadline.is_some_and(|d| now > d)) {
+        let job = slot.take().expect("checked");
+        let _ = job.reply.send(Err(Error::unavailable("Request timeout expired")));
+        return true;
+    }
+    false
 }
 
 pub(crate) struct InstancePool {
@@ -33,6 +46,9 @@ pub(crate) struct InstancePool {
     threads: Vec<JoinHandle<()>>,
     label: String,
     capacity: usize,
+    /// The model's `max_queue_size` set the capacity (Triton's wording when full).
+    model_limit: bool,
+    policy: Option<BatchPolicy>,
 }
 
 /// Default for requests waiting per model version before new ones are answered UNAVAILABLE
@@ -47,9 +63,30 @@ pub(crate) struct BatchPolicy {
     /// `preferred_batch_size`, ascending; empty: prefer `max_batch_size`.
     pub preferred: Vec<u64>,
     pub max_delay: Duration,
+    /// `default_queue_policy`: the timeout every request gets (`None`: no timeout), whether a request's
+    /// `timeout` parameter may shorten it, whether an expired request is rejected (REJECT) or still run
+    /// (DELAY), and `max_queue_size` (0: no limit beyond `--max-queued-requests`).
+    pub timeout: Option<Duration>,
+    pub allow_timeout_override: bool,
+    pub reject_on_timeout: bool,
+    pub max_queue_size: usize,
 }
 
 impl BatchPolicy {
+    /// The queue deadline of a request that arrives at `now` with an optional `timeout` parameter (µs): the
+    /// model's default, or the request's own when the policy allows overrides and it is shorter.
+    pub fn deadline(&self, now: Instant, requested_us: Option<u64>) -> Option<Instant> {
+        if !self.reject_on_timeout {
+            return None;
+        }
+        let requested = requested_us.filter(|&us| us > 0 && self.allow_timeout_override).map(Duration::from_micros);
+        let timeout = match (self.timeout, requested) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        };
+        timeout.and_then(|t| now.checked_add(t))
+    }
+
     fn done(&self, size: u64) -> bool {
         size >= self.max_batch_size || self.preferred.contains(&size)
     }
@@ -64,7 +101,9 @@ impl InstancePool {
         capacity: usize,
         batching: Option<BatchPolicy>,
     ) -> Result<Self> {
-        let capacity = capacity.max(1);
+        let model_queue = batching.as_ref().map_or(0, |p| p.max_queue_size);
+        let model_limit = model_queue > 0 && model_queue <= capacity;
+        let capacity = if model_limit { model_queue } else { capacity.max(1) };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
         let mut threads = Vec::with_capacity(instances.len());
         for (i, mut instance) in instances.into_iter().enumerate() {
@@ -84,12 +123,18 @@ impl InstancePool {
                 .map_err(|e| Error::internal(format!("cannot start instance thread for {label}: {e}")))?;
             threads.push(t);
         }
-        Ok(InstancePool { tx: Some(tx), threads, label, capacity })
+        Ok(InstancePool { tx: Some(tx), threads, label, capacity, model_limit, policy: batching })
+    }
+
+    /// The queue deadline for a request arriving now (see [`BatchPolicy::deadline`]).
+    pub fn deadline(&self, requested_us: Option<u64>) -> Option<Instant> {
+        self.policy.as_ref().and_then(|p| p.deadline(Instant::now(), requested_us))
     }
 
     pub fn submit(&self, job: Job) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(|| Error::unavailable(format!("{} is unloading", self.label)))?;
         tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) if self.model_limit => Error::unavailable("Exceeds maximum queue size"),
             TrySendError::Full(_) => Error::unavailable(format!(
                 "inference queue of {} is full ({} requests waiting; --max-queued-requests)",
                 self.label, self.capacity
@@ -123,13 +168,17 @@ fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
 fn run_batches(instance: &mut dyn EngineInstance, rx: &Receiver<Job>, policy: &BatchPolicy, stats: &ModelStats) {
     let mut carry: Option<Job> = None;
     loop {
-        let first = match carry.take() {
-            Some(job) => job,
+        let mut first = match carry.take() {
+            Some(job) => Some(job),
             None => match rx.recv() {
-                Ok(job) => job,
+                Ok(job) => Some(job),
                 Err(_) => return,
             },
         };
+        if reject_if_expired(&mut first, Instant::now()) {
+            continue;
+        }
+        let first = first.expect("not expired");
         if first.reply.is_closed() {
             continue;
         }
@@ -157,6 +206,11 @@ fn run_batches(instance: &mut dyn EngineInstance, rx: &Receiver<Job>, policy: &B
                     }
                 },
             };
+            let mut next = Some(next);
+            if reject_if_expired(&mut next, Instant::now()) {
+                continue;
+            }
+            let next = next.expect("not expired");
             if next.reply.is_closed() {
                 continue;
             }
@@ -337,7 +391,7 @@ mod tests {
 
     fn job() -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>) {
         let (tx, rx) = oneshot::channel();
-        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), reply: tx }, rx)
+        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), deadline: None, reply: tx }, rx)
     }
 
     #[test]
@@ -403,7 +457,14 @@ mod tests {
             Tensor::new("IN", rampart_types::DataType::Int32, vec![rows as i64, 3], Bytes::from(data))
         };
         let (tx, rx) = oneshot::channel();
-        let job = Job { inputs: vec![input.clone()], outputs: vec!["OUT".into()], batch_size: rows, enqueued: Instant::now(), reply: tx };
+        let job = Job {
+            inputs: vec![input.clone()],
+            outputs: vec!["OUT".into()],
+            batch_size: rows,
+            enqueued: Instant::now(),
+            deadline: None,
+            reply: tx,
+        };
         (job, rx, input)
     }
 
@@ -412,7 +473,7 @@ mod tests {
     #[test]
     fn dynamic_batches_stay_within_limits_and_answer_every_request_with_its_rows() {
         for (seed, bytes, instances) in [(1u64, false, 1usize), (7, true, 1), (42, false, 2), (99, true, 2)] {
-            let policy = BatchPolicy { max_batch_size: 8, preferred: vec![4, 8], max_delay: Duration::from_millis(5) };
+            let policy = BatchPolicy { max_batch_size: 8, preferred: vec![4, 8], max_delay: Duration::from_millis(5), ..no_queue_policy() };
             let (pool, sizes) = echo_pool(instances, policy);
             let pool = Arc::new(pool);
             let mut handles = Vec::new();
@@ -450,7 +511,7 @@ mod tests {
 
     #[test]
     fn incompatible_requests_are_not_combined_and_keep_their_order() {
-        let policy = BatchPolicy { max_batch_size: 16, preferred: vec![], max_delay: Duration::from_millis(20) };
+        let policy = BatchPolicy { max_batch_size: 16, preferred: vec![], max_delay: Duration::from_millis(20), ..no_queue_policy() };
         let (pool, sizes) = echo_pool(1, policy);
         let (a, ra, ia) = tagged(1, 2, false);
         let (b, rb, ib) = tagged(2, 3, true); // BYTES: cannot join the INT32 batch
@@ -476,6 +537,65 @@ mod tests {
         let b = Tensor::from_bytes_elements("y", vec![2, 1], &["ab", "c"]);
         let parts = scatter(vec![b], &[1, 1]).unwrap();
         assert_eq!(&parts[1][0].data[..], &[1, 0, 0, 0, b'c']);
+    }
+
+
+    fn no_queue_policy() -> BatchPolicy {
+        BatchPolicy {
+            max_batch_size: 8,
+            preferred: vec![],
+            max_delay: Duration::ZERO,
+            timeout: None,
+            allow_timeout_override: false,
+            reject_on_timeout: true,
+            max_queue_size: 0,
+        }
+    }
+
+    #[test]
+    fn queue_policy_deadlines() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let p = |timeout: Option<Duration>, allow: bool, reject: bool| BatchPolicy {
+            timeout,
+            allow_timeout_override: allow,
+            reject_on_timeout: reject,
+            ..no_queue_policy()
+        };
+        assert_eq!(p(None, false, true).deadline(now, Some(5_000)), None, "no override allowed");
+        assert_eq!(p(None, true, true).deadline(now, Some(5_000)), Some(now + ms(5)));
+        assert_eq!(p(Some(ms(10)), false, true).deadline(now, None), Some(now + ms(10)));
+        assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(5_000)), Some(now + ms(5)));
+        assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(50_000)), Some(now + ms(10)), "cannot lengthen");
+        assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(0)), Some(now + ms(10)));
+        assert_eq!(p(Some(ms(10)), true, false).deadline(now, Some(5_000)), None, "DELAY never rejects");
+    }
+
+    #[test]
+    fn expired_requests_are_rejected_and_a_full_model_queue_uses_tritons_words() {
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (release, release_rx) = crossbeam_channel::unbounded();
+        let gate = Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
+        let policy = BatchPolicy { max_queue_size: 1, ..no_queue_policy() };
+        let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
+        let (a, ra) = job();
+        pool.submit(a).unwrap();
+        started.recv().unwrap(); // A runs
+        let (mut b, rb) = job();
+        b.deadline = Some(Instant::now() + Duration::from_millis(1));
+        pool.submit(b).unwrap();
+        let (c, _rc) = job();
+        assert_eq!(pool.submit(c).unwrap_err().message(), "Exceeds maximum queue size");
+        std::thread::sleep(Duration::from_millis(20));
+        release.send(()).unwrap();
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        let e = rb.blocking_recv().unwrap().unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::Unavailable, "Request timeout expired"));
+        let (d, rd) = job();
+        pool.submit(d).unwrap();
+        started.recv().unwrap();
+        release.send(()).unwrap();
+        assert!(rd.blocking_recv().unwrap().is_ok(), "the queue serves again");
     }
 
 }

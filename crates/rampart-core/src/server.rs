@@ -612,9 +612,18 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
     }
     preferred.sort_unstable();
     preferred.dedup();
+    let policy = d.default_queue_policy.clone().unwrap_or_default();
+    if d.priority_levels > 1 || !d.priority_queue_policy.is_empty() {
+        tracing::warn!("model '{}': priority levels are not applied yet; every request shares the default queue", cfg.name);
+    }
     Ok(Some(crate::scheduler::BatchPolicy {
         max_batch_size: cfg.max_batch_size as u64,
         preferred,
         max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),
+        timeout: (policy.default_timeout_microseconds > 0)
+            .then(|| std::time::Duration::from_micros(policy.default_timeout_microseconds)),
+        allow_timeout_override: policy.allow_timeout_override,
+        reject_on_timeout: policy.timeout_action == rampart_model_config::pb::model_queue_policy::TimeoutAction::Reject as i32,
+        max_queue_size: policy.max_queue_size as usize,
     }))
 }
