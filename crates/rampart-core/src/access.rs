@@ -28,6 +28,22 @@ pub trait Credentials {
     fn identity(&self) -> Option<&ClientIdentity>;
 }
 
+/// The credentials of a request as both front ends hold them: HTTP headers or gRPC metadata (tonic keeps
+/// metadata in the same `http::HeaderMap`), and the connection's client certificate names.
+pub struct HeaderCredentials<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub identity: Option<&'a ClientIdentity>,
+}
+
+impl Credentials for HeaderCredentials<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity
+    }
+}
+
 /// Triton's API categories, spelled as on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
@@ -224,9 +240,6 @@ impl Restrictions {
         Restrictions { protocol, rules: Default::default(), identities: Default::default() }
     }
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
 
     /// Parses the repeated flag values. `resolve` turns a value into the secret (the binary reads `@file` and
     /// `env:NAME` there); its errors must not contain the value.

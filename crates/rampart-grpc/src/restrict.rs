@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rampart_core::access::{Category, Credentials, Protocol, Restrictions};
+use rampart_core::access::{Category, HeaderCredentials, Protocol, Restrictions};
 use rampart_core::audit::{AuditLog, Call};
-use rampart_tls::{ClientIdentity, Peer};
+use rampart_tls::Peer;
 
 /// The category of a gRPC method path (`/package.Service/Method`).
 pub fn category(path: &str) -> Option<Category> {
@@ -62,21 +62,6 @@ pub struct Restrict<S> {
     audit: Option<Arc<AuditLog>>,
 }
 
-/// A call's metadata and its connection's verified client certificate, for the access checks.
-pub(crate) struct GrpcCredentials<'a> {
-    pub headers: &'a http::HeaderMap,
-    pub identity: Option<&'a ClientIdentity>,
-}
-
-impl Credentials for GrpcCredentials<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(|v| v.as_bytes())
-    }
-    fn identity(&self) -> Option<&ClientIdentity> {
-        self.identity
-    }
-}
-
 /// An audit record's view of a gRPC call.
 pub(crate) fn call<'a>(peer: Option<&'a Peer>, client: &'a Option<String>, method: &'a str) -> Call<'a> {
     Call { protocol: Protocol::Grpc, client: client.as_deref(), identity: peer.and_then(|p| p.identity.as_deref()), target: method }
@@ -101,7 +86,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(cat) = category(req.uri().path()) {
             let peer = req.extensions().get::<Peer>();
-            let creds = GrpcCredentials { headers: req.headers(), identity: peer.and_then(|p| p.identity.as_deref()) };
+            let creds = HeaderCredentials { headers: req.headers(), identity: peer.and_then(|p| p.identity.as_deref()) };
             let verdict = self.rules.check(cat, &creds);
             if let Some(log) = &self.audit {
                 let client = peer.map(|p| p.addr.to_string());

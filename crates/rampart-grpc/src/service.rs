@@ -98,7 +98,7 @@ impl Inference {
     fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
         let Some(caller) = caller else { return Ok(()) };
         let identity = caller.peer.as_ref().and_then(|p| p.identity.as_deref());
-        let creds = crate::restrict::GrpcCredentials { headers: &caller.headers, identity };
+        let creds = rampart_core::access::HeaderCredentials { headers: &caller.headers, identity };
         self.model_access.check(Protocol::Grpc, model, &creds).map_err(|denied| {
             tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
             if let Some(log) = &self.audit {

@@ -7,30 +7,14 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::http::HeaderMap;
-use rampart_core::access::{Category, Credentials, Protocol, Restrictions};
+use rampart_core::access::{Category, HeaderCredentials, Protocol, Restrictions};
 use rampart_core::audit::{AuditLog, Call};
-use rampart_tls::{ClientIdentity, Peer};
+use rampart_tls::Peer;
 
 #[derive(Clone)]
 pub(crate) struct Guard {
     pub rules: Arc<Restrictions>,
     pub audit: Option<Arc<AuditLog>>,
-}
-
-/// A request's headers and its connection's verified client certificate, for the access checks.
-pub(crate) struct HttpCredentials<'a> {
-    pub headers: &'a HeaderMap,
-    pub identity: Option<&'a ClientIdentity>,
-}
-
-impl Credentials for HttpCredentials<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(|v| v.as_bytes())
-    }
-    fn identity(&self) -> Option<&ClientIdentity> {
-        self.identity
-    }
 }
 
 /// The connection's client (address and certificate identity) of a request, put there by the connection
@@ -124,7 +108,7 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
     let cat = category(path);
     let response = match cat {
         Some(cat) => {
-            let creds = HttpCredentials {
+            let creds = HeaderCredentials {
                 headers: request.headers(),
                 identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
             };

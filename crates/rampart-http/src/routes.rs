@@ -239,7 +239,7 @@ fn check_model_access(s: &AppState, model: &str, parts: &axum::http::request::Pa
         return Ok(());
     }
     let peer = crate::restrict::peer_of(&parts.extensions);
-    let creds = crate::restrict::HttpCredentials {
+    let creds = rampart_core::access::HeaderCredentials {
         headers: &parts.headers,
         identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
     };
