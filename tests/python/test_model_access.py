@@ -38,7 +38,6 @@ Short-lived processes for startup errors.
 
 from __future__ import annotations
 
-import datetime
 import fnmatch
 import ipaddress
 import json
@@ -53,11 +52,9 @@ import numpy as np
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tritonclient.grpc import service_pb2
 
+from certs import Issued, issue
 from conftest import (
     GRPC_CHANNEL_OPTIONS,
     GRPC_TIMEOUT,
@@ -133,64 +130,6 @@ MLP_IN = np.linspace(0.0, 1.0, 784, dtype=np.float32).reshape(1, 784)
 # =======================================================================================================
 # Certificates
 # =======================================================================================================
-
-
-@dataclass
-class Issued:
-    cert: x509.Certificate
-    key: object
-    crt: Path
-    key_path: Path
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def issue(d: Path, stem: str, cn: str, issuer: Issued | None = None, *, role: str, sans=()) -> Issued:
-    """role: "ca" (self-signed), "server" (SAN DNS:localhost, IP:127.0.0.1) or "client" (SANs `sans`)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Rampart tests"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    signer = issuer.key if issuer else key
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(hours=1))
-        .not_valid_after(_now() + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
-    )
-    usage = dict(
-        content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
-        encipher_only=False, decipher_only=False,
-    )
-    if role == "ca":
-        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, **usage), critical=True
-        )
-    else:
-        b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True).add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, **usage), critical=True
-        )
-        if role == "server":
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-            eku = ExtendedKeyUsageOID.SERVER_AUTH
-        else:
-            names = list(sans)
-            eku = ExtendedKeyUsageOID.CLIENT_AUTH
-        if names:
-            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        b = b.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-    cert = b.sign(signer, hashes.SHA256())
-    crt, key_path = d / f"{stem}.crt", d / f"{stem}.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return Issued(cert, key, crt, key_path)
 
 
 def client_sans(spec: dict) -> list:
