@@ -136,6 +136,13 @@ QUEUE_POLICIES = {
     "override": "default_queue_policy { default_timeout_microseconds: 10000000 allow_timeout_override: true }",
     "no_override": "default_queue_policy { default_timeout_microseconds: 10000000 allow_timeout_override: false }",
     "bounded": "default_queue_policy { max_queue_size: 4 }",
+    # Level 1 rejects everything that waits (1 µs); level 2, the default, has no timeout.
+    "priorities": "priority_levels: 2 default_priority_level: 2 "
+    "priority_queue_policy { key: 1 value: { timeout_action: REJECT default_timeout_microseconds: 1 } }",
+    # The default policy rejects; level 3's own policy does not.
+    "priority_override": "priority_levels: 3 default_priority_level: 1 "
+    "default_queue_policy { timeout_action: REJECT default_timeout_microseconds: 1 } "
+    "priority_queue_policy { key: 3 value: { max_queue_size: 100 } }",
 }
 
 
@@ -204,3 +211,69 @@ def test_bounded_queue_serves_normal_traffic(policy_server):
         if r.status_code == 503:
             assert r.json() == {"error": "Exceeds maximum queue size"}
     assert codes.count(200) >= 1
+
+
+# ---- priority levels: the `priority` parameter selects a level, each level has its own queue policy ----------
+
+
+@pytest.mark.parametrize("priority", [None, 0, 2, 3, 99])
+def test_priority_outside_level_one_uses_the_default_level(policy_server, priority):
+    params = None if priority is None else {"priority": priority}
+    r = infer_with(policy_server, "priorities", params)
+    assert r.status_code == 200, (priority, r.text)
+
+
+def test_priority_one_gets_level_ones_queue_policy(policy_server):
+    r = infer_with(policy_server, "priorities", {"priority": 1})
+    assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}, r.text
+
+
+def test_priority_queue_policy_replaces_the_default_policy_for_its_level(policy_server):
+    assert infer_with(policy_server, "priority_override", {"priority": 3}).status_code == 200
+    for priority in (None, 1, 2):
+        params = None if priority is None else {"priority": priority}
+        r = infer_with(policy_server, "priority_override", params)
+        assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}, (priority, r.text)
+
+
+def test_priority_over_grpc(policy_server):
+    client = grpcclient.InferenceServerClient(url=policy_server.grpc_url)
+    x = np.ones((1, 784), dtype=np.float32)
+    inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    try:
+        out = client.infer("priorities", [inp], priority=2).as_numpy("output")
+        assert out.shape == (1, 10)
+        with pytest.raises(InferenceServerException) as e:
+            client.infer("priorities", [inp], priority=1)
+        assert e.value.status() == "StatusCode.UNAVAILABLE"
+        assert e.value.message() == "Request timeout expired"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "dynamic,message",
+    [
+        ("priority_levels: 2 default_priority_level: 3", "default priority level must be in range [1, 2] for mlp"),
+        ("priority_levels: 2", "default priority level must be in range [1, 2] for mlp"),
+        (
+            "priority_levels: 2 default_priority_level: 1 priority_queue_policy { key: 5 value: { max_queue_size: 1 } }",
+            "priority queue policy must have priority level in range [1, 2] for mlp",
+        ),
+        (
+            "priority_levels: 2 default_priority_level: 1 preserve_ordering: true",
+            "Only one priority level is allowed when 'preserve_ordering' is true for mlp",
+        ),
+        (
+            "preserve_ordering: true default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 5 }",
+            "Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true for mlp",
+        ),
+    ],
+)
+def test_invalid_priority_settings_fail_the_load(examples_dir, tmp_path, dynamic, message):
+    repo = batched_repo(examples_dir, tmp_path, dynamic, models=("mlp",))
+    proc = run_to_exit(base_args(repo))
+    out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
+    assert proc.returncode != 0
+    assert message in out, out[-2000:]

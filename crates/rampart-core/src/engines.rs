@@ -26,13 +26,19 @@ impl EngineChoice {
 pub(crate) struct Engines {
     backend_directory: PathBuf,
     onnxruntime_library: Option<PathBuf>,
+    ort_options: rampart_onnxruntime::OrtOptions,
     default: EngineChoice,
     ort: OnceLock<std::result::Result<Arc<dyn Engine>, String>>,
 }
 
 impl Engines {
-    pub fn new(backend_directory: PathBuf, onnxruntime_library: Option<PathBuf>, default: EngineChoice) -> Self {
-        Engines { backend_directory, onnxruntime_library, default, ort: OnceLock::new() }
+    pub fn new(
+        backend_directory: PathBuf,
+        onnxruntime_library: Option<PathBuf>,
+        ort_options: rampart_onnxruntime::OrtOptions,
+        default: EngineChoice,
+    ) -> Self {
+        Engines { backend_directory, onnxruntime_library, ort_options, default, ort: OnceLock::new() }
     }
 
     /// The engine for a model: `backend: "tract"`, or a `parameters { key: "engine" }` entry, or the server
@@ -65,7 +71,11 @@ impl Engines {
             EngineChoice::OnnxRuntime => self
                 .ort
                 .get_or_init(|| {
-                    rampart_onnxruntime::OrtEngine::init(&self.backend_directory, self.onnxruntime_library.as_deref())
+                    rampart_onnxruntime::OrtEngine::init(
+                        &self.backend_directory,
+                        self.onnxruntime_library.as_deref(),
+                        self.ort_options.clone(),
+                    )
                         .map(|e| Arc::new(e) as Arc<dyn Engine>)
                 })
                 .clone()

@@ -12,6 +12,7 @@ mod engines;
 pub mod features;
 pub mod infer;
 mod model;
+mod priority_queue;
 mod repository;
 mod scheduler;
 mod server;
@@ -19,6 +20,7 @@ pub mod stats;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use engines::EngineChoice;
+pub use rampart_onnxruntime::OrtOptions;
 pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput};
 pub use model::{ModelState, ModelVersion};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};

@@ -85,17 +85,19 @@ impl ModelVersion {
             return Ok(self.response(req.id, outputs, prepared.batch_size));
         }
         let (tx, rx) = oneshot::channel();
-        let timeout_us = match req.parameters.get("timeout") {
-            Some(infer::ParamValue::Uint(us)) => Some(*us),
-            Some(infer::ParamValue::Int(us)) => u64::try_from(*us).ok(),
+        let unsigned = |key: &str| match req.parameters.get(key) {
+            Some(infer::ParamValue::Uint(v)) => Some(*v),
+            Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
             _ => None,
         };
+        let (level, deadline) = self.pool.schedule(unsigned("priority"), unsigned("timeout"));
         self.pool.submit(Job {
             inputs: prepared.inputs,
             outputs: prepared.outputs,
             batch_size: prepared.batch_size,
             enqueued: Instant::now(),
-            deadline: self.pool.deadline(timeout_us),
+            level,
+            deadline,
             reply: tx,
         })?;
         let outputs = rx

@@ -14,10 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use rampart_types::{EngineInstance, Error, Result, Tensor};
 use tokio::sync::oneshot;
 
+use crate::priority_queue::{Pop, PriorityQueue, PushError};
 use crate::stats::{ExecutionTimes, ModelStats};
 
 pub(crate) struct Job {
@@ -25,56 +26,48 @@ pub(crate) struct Job {
     pub outputs: Vec<String>,
     pub batch_size: u64,
     pub enqueued: Instant,
+    /// Priority level, 0-based (level 1 of the config is 0); see [`BatchPolicy::level`].
+    pub level: usize,
     /// A request still waiting at this instant is answered "Request timeout expired" (queue policy
     /// `REJECT` with a timeout).
     pub deadline: Option<Instant>,
     pub reply: oneshot::Sender<Result<Vec<Tensor>>>,
 }
 
-/// Answers (and takes out of `slot`) a job whose queue deadline has passed; `true` when it did.
-fn reject_if_expired(slot: &mut Option<Job>, now: Instant) -> bool {
-    if slot.as_ref().is_some_and(|j| j.deadline.is_some_and(|d| now > d)) {
-        let job = slot.take().expect("checked");
-        let _ = job.reply.send(Err(Error::unavailable("Request timeout expired")));
-        return true;
-    }
-    false
-}
-
 pub(crate) struct InstancePool {
-    tx: Option<Sender<Job>>,
+    queue: Queue,
     threads: Vec<JoinHandle<()>>,
     label: String,
     capacity: usize,
-    /// The model's `max_queue_size` set the capacity (Triton's wording when full).
-    model_limit: bool,
     policy: Option<BatchPolicy>,
+}
+
+/// Without dynamic batching requests wait in one lock-free FIFO; with it, in per-priority FIFOs.
+enum Queue {
+    Fifo(Option<Sender<Job>>),
+    Priority(Arc<PriorityQueue>),
 }
 
 /// Default for requests waiting per model version before new ones are answered UNAVAILABLE
 /// (`--max-queued-requests`).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
-/// A model's `dynamic_batching` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BatchPolicy {
-    /// The model's `max_batch_size` (> 0).
-    pub max_batch_size: u64,
-    /// `preferred_batch_size`, ascending; empty: prefer `max_batch_size`.
-    pub preferred: Vec<u64>,
-    pub max_delay: Duration,
-    /// `default_queue_policy`: the timeout every request gets (`None`: no timeout), whether a request's
-    /// `timeout` parameter may shorten it, whether an expired request is rejected (REJECT) or still run
-    /// (DELAY), and `max_queue_size` (0: no limit beyond `--max-queued-requests`).
+/// One priority level's queue policy (`default_queue_policy`, or its `priority_queue_policy` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct QueuePolicy {
+    /// The timeout every request gets (`None`: no timeout).
     pub timeout: Option<Duration>,
+    /// Whether a request's `timeout` parameter may shorten it.
     pub allow_timeout_override: bool,
+    /// An expired request is rejected (REJECT) rather than still run (DELAY).
     pub reject_on_timeout: bool,
+    /// Requests that may wait in this level (0: no limit beyond `--max-queued-requests`).
     pub max_queue_size: usize,
 }
 
-impl BatchPolicy {
+impl QueuePolicy {
     /// The queue deadline of a request that arrives at `now` with an optional `timeout` parameter (µs): the
-    /// model's default, or the request's own when the policy allows overrides and it is shorter.
+    /// level's default, or the request's own when the policy allows overrides and it is shorter.
     pub fn deadline(&self, now: Instant, requested_us: Option<u64>) -> Option<Instant> {
         if !self.reject_on_timeout {
             return None;
@@ -85,6 +78,31 @@ impl BatchPolicy {
             (d, r) => d.or(r),
         };
         timeout.and_then(|t| now.checked_add(t))
+    }
+}
+
+/// A model's `dynamic_batching` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatchPolicy {
+    /// The model's `max_batch_size` (> 0).
+    pub max_batch_size: u64,
+    /// `preferred_batch_size`, ascending; empty: prefer `max_batch_size`.
+    pub preferred: Vec<u64>,
+    pub max_delay: Duration,
+    /// The queue policy of each priority level (one entry when `priority_levels` is 0).
+    pub levels: Vec<QueuePolicy>,
+    /// The level (0-based) of requests without a `priority` or with one outside 1..=levels.
+    pub default_level: usize,
+}
+
+impl BatchPolicy {
+    /// The 0-based level of a request's `priority` parameter: 1 is the highest; 0, none or a value above
+    /// `priority_levels` mean the default level (Triton's rule).
+    pub fn level(&self, priority: Option<u64>) -> usize {
+        match priority {
+            Some(p) if p >= 1 && p <= self.levels.len() as u64 => (p - 1) as usize,
+            _ => self.default_level,
+        }
     }
 
     fn done(&self, size: u64) -> bool {
@@ -101,47 +119,71 @@ impl InstancePool {
         capacity: usize,
         batching: Option<BatchPolicy>,
     ) -> Result<Self> {
-        let model_queue = batching.as_ref().map_or(0, |p| p.max_queue_size);
-        let model_limit = model_queue > 0 && model_queue <= capacity;
-        let capacity = if model_limit { model_queue } else { capacity.max(1) };
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
+        let capacity = capacity.max(1);
         let mut threads = Vec::with_capacity(instances.len());
-        for (i, mut instance) in instances.into_iter().enumerate() {
-            let rx = rx.clone();
-            let stats = stats.clone();
-            let batching = batching.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("rampart-{label}-{i}"))
-                .spawn(move || match batching {
-                    None => {
+        let queue = match &batching {
+            None => {
+                let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
+                for (i, mut instance) in instances.into_iter().enumerate() {
+                    let (rx, stats) = (rx.clone(), stats.clone());
+                    threads.push(spawn(&label, i, move || {
                         while let Ok(job) = rx.recv() {
                             run_job(instance.as_mut(), job, &stats);
                         }
-                    }
-                    Some(policy) => run_batches(instance.as_mut(), &rx, &policy, &stats),
-                })
-                .map_err(|e| Error::internal(format!("cannot start instance thread for {label}: {e}")))?;
-            threads.push(t);
-        }
-        Ok(InstancePool { tx: Some(tx), threads, label, capacity, model_limit, policy: batching })
+                    })?);
+                }
+                Queue::Fifo(Some(tx))
+            }
+            Some(policy) => {
+                let queue = Arc::new(PriorityQueue::new(policy.levels.iter().map(|l| l.max_queue_size).collect(), capacity));
+                for (i, mut instance) in instances.into_iter().enumerate() {
+                    let (queue, stats, policy) = (queue.clone(), stats.clone(), policy.clone());
+                    threads.push(spawn(&label, i, move || run_batches(instance.as_mut(), &queue, &policy, &stats))?);
+                }
+                Queue::Priority(queue)
+            }
+        };
+        Ok(InstancePool { queue, threads, label, capacity, policy: batching })
     }
 
-    /// The queue deadline for a request arriving now (see [`BatchPolicy::deadline`]).
-    pub fn deadline(&self, requested_us: Option<u64>) -> Option<Instant> {
-        self.policy.as_ref().and_then(|p| p.deadline(Instant::now(), requested_us))
+    /// The level and queue deadline of a request arriving now with the `priority` and `timeout` parameters.
+    pub fn schedule(&self, priority: Option<u64>, timeout_us: Option<u64>) -> (usize, Option<Instant>) {
+        match &self.policy {
+            None => (0, None),
+            Some(p) => {
+                let level = p.level(priority);
+                (level, p.levels[level].deadline(Instant::now(), timeout_us))
+            }
+        }
     }
 
     pub fn submit(&self, job: Job) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(|| Error::unavailable(format!("{} is unloading", self.label)))?;
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) if self.model_limit => Error::unavailable("Exceeds maximum queue size"),
-            TrySendError::Full(_) => Error::unavailable(format!(
+        let full = || {
+            Error::unavailable(format!(
                 "inference queue of {} is full ({} requests waiting; --max-queued-requests)",
                 self.label, self.capacity
-            )),
-            TrySendError::Disconnected(_) => Error::unavailable(format!("{} is unloading", self.label)),
-        })
+            ))
+        };
+        let unloading = || Error::unavailable(format!("{} is unloading", self.label));
+        match &self.queue {
+            Queue::Fifo(tx) => tx.as_ref().ok_or_else(unloading)?.try_send(job).map_err(|e| match e {
+                TrySendError::Full(_) => full(),
+                TrySendError::Disconnected(_) => unloading(),
+            }),
+            Queue::Priority(q) => q.push(job).map_err(|e| match e {
+                PushError::LevelFull => Error::unavailable("Exceeds maximum queue size"),
+                PushError::Full => full(),
+                PushError::Closed => unloading(),
+            }),
+        }
     }
+}
+
+fn spawn(label: &str, i: usize, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("rampart-{label}-{i}"))
+        .spawn(body)
+        .map_err(|e| Error::internal(format!("cannot start instance thread for {label}: {e}")))
 }
 
 fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
@@ -164,24 +206,14 @@ fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
     let _ = job.reply.send(result);
 }
 
-/// The dynamic batcher of one instance thread: runs until the queue is closed.
-fn run_batches(instance: &mut dyn EngineInstance, rx: &Receiver<Job>, policy: &BatchPolicy, stats: &ModelStats) {
-    let mut carry: Option<Job> = None;
+/// The dynamic batcher of one instance thread: runs until the queue is closed and drained.
+fn run_batches(instance: &mut dyn EngineInstance, queue: &PriorityQueue, policy: &BatchPolicy, stats: &ModelStats) {
     loop {
-        let mut first = match carry.take() {
-            Some(job) => Some(job),
-            None => match rx.recv() {
-                Ok(job) => Some(job),
-                Err(_) => return,
-            },
+        let first = match queue.pop(None, |_| true) {
+            Pop::Job(job) => job,
+            Pop::Closed => return,
+            Pop::Blocked | Pop::TimedOut => continue,
         };
-        if reject_if_expired(&mut first, Instant::now()) {
-            continue;
-        }
-        let first = first.expect("not expired");
-        if first.reply.is_closed() {
-            continue;
-        }
         if first.batch_size == 0 || first.batch_size >= policy.max_batch_size {
             run_job(instance, first, stats);
             continue;
@@ -189,46 +221,20 @@ fn run_batches(instance: &mut dyn EngineInstance, rx: &Receiver<Job>, policy: &B
         let deadline = first.enqueued + policy.max_delay;
         let mut size = first.batch_size;
         let mut batch = vec![first];
-        let mut closed = false;
         while !policy.done(size) {
-            let next = match rx.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
+            let fits = |next: &Job| size + next.batch_size <= policy.max_batch_size && compatible(&batch[0], next);
+            match queue.pop(Some(deadline), fits) {
+                Pop::Job(next) => {
+                    size += next.batch_size;
+                    batch.push(next);
                 }
-                Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                },
-            };
-            let mut next = Some(next);
-            if reject_if_expired(&mut next, Instant::now()) {
-                continue;
-            }
-            let next = next.expect("not expired");
-            if next.reply.is_closed() {
-                continue;
-            }
-            if size + next.batch_size <= policy.max_batch_size && compatible(&batch[0], &next) {
-                size += next.batch_size;
-                batch.push(next);
-            } else {
-                carry = Some(next);
-                break;
+                Pop::Blocked | Pop::TimedOut | Pop::Closed => break,
             }
         }
         if batch.len() == 1 {
             run_job(instance, batch.pop().expect("one job"), stats);
         } else {
             run_batch(instance, batch, size, stats);
-        }
-        if closed && carry.is_none() {
-            return;
         }
     }
 }
@@ -359,7 +365,10 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {
 
 impl Drop for InstancePool {
     fn drop(&mut self) {
-        self.tx.take();
+        match &mut self.queue {
+            Queue::Fifo(tx) => drop(tx.take()),
+            Queue::Priority(q) => q.close(),
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -391,7 +400,7 @@ mod tests {
 
     fn job() -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>) {
         let (tx, rx) = oneshot::channel();
-        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), deadline: None, reply: tx }, rx)
+        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), level: 0, deadline: None, reply: tx }, rx)
     }
 
     #[test]
@@ -462,6 +471,7 @@ mod tests {
             outputs: vec!["OUT".into()],
             batch_size: rows,
             enqueued: Instant::now(),
+            level: 0,
             deadline: None,
             reply: tx,
         };
@@ -545,10 +555,8 @@ mod tests {
             max_batch_size: 8,
             preferred: vec![],
             max_delay: Duration::ZERO,
-            timeout: None,
-            allow_timeout_override: false,
-            reject_on_timeout: true,
-            max_queue_size: 0,
+            levels: vec![QueuePolicy { reject_on_timeout: true, ..Default::default() }],
+            default_level: 0,
         }
     }
 
@@ -556,11 +564,11 @@ mod tests {
     fn queue_policy_deadlines() {
         let now = Instant::now();
         let ms = Duration::from_millis;
-        let p = |timeout: Option<Duration>, allow: bool, reject: bool| BatchPolicy {
+        let p = |timeout: Option<Duration>, allow: bool, reject: bool| QueuePolicy {
             timeout,
             allow_timeout_override: allow,
             reject_on_timeout: reject,
-            ..no_queue_policy()
+            max_queue_size: 0,
         };
         assert_eq!(p(None, false, true).deadline(now, Some(5_000)), None, "no override allowed");
         assert_eq!(p(None, true, true).deadline(now, Some(5_000)), Some(now + ms(5)));
@@ -572,11 +580,25 @@ mod tests {
     }
 
     #[test]
+    fn priority_parameter_maps_to_levels_like_triton() {
+        let policy = BatchPolicy { levels: vec![QueuePolicy::default(); 3], default_level: 1, ..no_queue_policy() };
+        assert_eq!(policy.level(Some(1)), 0, "1 is the highest level");
+        assert_eq!(policy.level(Some(3)), 2);
+        assert_eq!(policy.level(None), 1, "no priority: the default level");
+        assert_eq!(policy.level(Some(0)), 1, "0 means the default level");
+        assert_eq!(policy.level(Some(4)), 1, "above priority_levels: the default level");
+        assert_eq!(policy.level(Some(u64::MAX)), 1);
+    }
+
+    #[test]
     fn expired_requests_are_rejected_and_a_full_model_queue_uses_tritons_words() {
         let (started_tx, started) = crossbeam_channel::unbounded();
         let (release, release_rx) = crossbeam_channel::unbounded();
         let gate = Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
-        let policy = BatchPolicy { max_queue_size: 1, ..no_queue_policy() };
+        let policy = BatchPolicy {
+            levels: vec![QueuePolicy { max_queue_size: 1, reject_on_timeout: true, ..Default::default() }],
+            ..no_queue_policy()
+        };
         let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
         let (a, ra) = job();
         pool.submit(a).unwrap();
@@ -598,4 +620,204 @@ mod tests {
         assert!(rd.blocking_recv().unwrap().is_ok(), "the queue serves again");
     }
 
+
+    /// Records the row tags of every execution (`row value / 1000` of an INT32 `[rows, w]` input) and holds the
+    /// first execution until the test releases it, so that everything submitted meanwhile waits in the queue.
+    struct Latch {
+        executions: Arc<std::sync::Mutex<Vec<Vec<u32>>>>,
+        release: Option<crossbeam_channel::Receiver<()>>,
+        sig: ModelSignature,
+    }
+
+    impl EngineInstance for Latch {
+        fn signature(&self) -> &ModelSignature {
+            &self.sig
+        }
+        fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
+            if let Some(release) = self.release.take() {
+                release.recv().unwrap();
+            }
+            let t = &inputs[0];
+            let width = t.shape[1] as usize;
+            let tags = t.data.chunks_exact(4 * width).map(|row| u32::from_le_bytes(row[..4].try_into().unwrap()) / 1000).collect();
+            self.executions.lock().unwrap().push(tags);
+            Ok(outputs.iter().map(|o| Tensor::new(o.clone(), t.datatype, t.shape.clone(), t.data.clone())).collect())
+        }
+    }
+
+    /// A job of `rows` INT32 rows of width `width` whose values carry `tag`, at `level`.
+    fn leveled(tag: u32, rows: u64, width: usize, level: usize) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
+        let data: Vec<u8> = (0..rows as usize * width).flat_map(|k| (tag * 1000 + k as u32).to_le_bytes()).collect();
+        let input = Tensor::new("IN", rampart_types::DataType::Int32, vec![rows as i64, width as i64], Bytes::from(data));
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            inputs: vec![input.clone()],
+            outputs: vec!["OUT".into()],
+            batch_size: rows,
+            enqueued: Instant::now(),
+            level,
+            deadline: None,
+            reply: tx,
+        };
+        (job, rx, input)
+    }
+
+    /// A pool whose single instance holds its first execution until `release` is sent.
+    fn latched_pool(policy: BatchPolicy) -> (InstancePool, Arc<std::sync::Mutex<Vec<Vec<u32>>>>, crossbeam_channel::Sender<()>) {
+        let executions = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (release_tx, release_rx) = crossbeam_channel::unbounded();
+        let latch = Latch { executions: executions.clone(), release: Some(release_rx), sig: ModelSignature::default() };
+        let pool = InstancePool::start("latch-1".into(), vec![Box::new(latch)], Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
+        (pool, executions, release_tx)
+    }
+
+    #[test]
+    fn higher_priority_levels_run_first_and_each_level_is_fifo() {
+        let policy = BatchPolicy { max_batch_size: 1, levels: vec![QueuePolicy::default(); 3], default_level: 2, ..no_queue_policy() };
+        let (pool, executions, release) = latched_pool(policy);
+        let (first, r0, _) = leveled(0, 1, 2, 2);
+        pool.submit(first).unwrap();
+        while executions.lock().unwrap().is_empty() && pool_waiting(&pool) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut replies = vec![r0];
+        for (tag, level) in [(1, 2), (2, 1), (3, 0), (4, 2), (5, 0), (6, 1)] {
+            let (job, rx, _) = leveled(tag, 1, 2, level);
+            pool.submit(job).unwrap();
+            replies.push(rx);
+        }
+        release.send(()).unwrap();
+        for rx in replies {
+            assert!(rx.blocking_recv().unwrap().is_ok());
+        }
+        let order: Vec<u32> = executions.lock().unwrap().iter().flatten().copied().collect();
+        assert_eq!(order, vec![0, 3, 5, 2, 6, 1, 4]);
+    }
+
+    fn pool_waiting(pool: &InstancePool) -> usize {
+        match &pool.queue {
+            Queue::Priority(q) => q.waiting(),
+            Queue::Fifo(_) => 0,
+        }
+    }
+
+    #[test]
+    fn each_level_has_its_own_max_queue_size() {
+        let limited = QueuePolicy { max_queue_size: 1, ..Default::default() };
+        let policy = BatchPolicy { max_batch_size: 1, levels: vec![limited, QueuePolicy::default()], default_level: 1, ..no_queue_policy() };
+        let (pool, _executions, release) = latched_pool(policy);
+        let (first, r0, _) = leveled(0, 1, 2, 1);
+        pool.submit(first).unwrap();
+        while pool_waiting(&pool) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (a, ra, _) = leveled(1, 1, 2, 0);
+        pool.submit(a).unwrap();
+        let (b, _rb, _) = leveled(2, 1, 2, 0);
+        assert_eq!(pool.submit(b).unwrap_err().message(), "Exceeds maximum queue size");
+        let mut others = Vec::new();
+        for tag in 3..10 {
+            let (job, rx, _) = leveled(tag, 1, 2, 1);
+            pool.submit(job).expect("level 2 has no limit of its own");
+            others.push(rx);
+        }
+        release.send(()).unwrap();
+        for rx in [r0, ra].into_iter().chain(others) {
+            assert!(rx.blocking_recv().unwrap().is_ok());
+        }
+    }
+
+    /// One queued request of the property test: tag = index, its level, rows, width (2 or 3: requests of
+    /// different widths cannot share a batch) and whether its queue deadline has already passed.
+    #[derive(Debug, Clone)]
+    struct Queued {
+        level: usize,
+        rows: u64,
+        width: usize,
+        expired: bool,
+    }
+
+    fn queued(levels: usize, max_batch: u64) -> impl proptest::strategy::Strategy<Value = Queued> {
+        use proptest::prelude::*;
+        (0..levels, 1..=max_batch, prop_oneof![Just(2usize), Just(3usize)], proptest::bool::weighted(0.15))
+            .prop_map(|(level, rows, width, expired)| Queued { level, rows, width, expired })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        /// Whatever the mix of levels, sizes, shapes and expired deadlines queued behind a busy instance:
+        /// no batch exceeds max_batch_size, levels are served highest first and FIFO within a level, every
+        /// live request is answered exactly once with its own rows, and every expired one is rejected with
+        /// Triton's words and never executed.
+        #[test]
+        fn batching_properties(
+            levels in 1usize..4,
+            max_batch in 1u64..9,
+            preferred in proptest::collection::vec(1u64..9, 0..3),
+            jobs in proptest::collection::vec(queued(3, 8), 1..40),
+        ) {
+            use proptest::prelude::*;
+            let max_levels = jobs.iter().map(|j| j.level + 1).max().unwrap_or(1).max(levels);
+            let max_rows = jobs.iter().map(|j| j.rows).max().unwrap_or(1);
+            let max_batch = max_batch.max(max_rows);
+            let preferred: Vec<u64> = preferred.into_iter().filter(|&p| p <= max_batch).collect();
+            let policy = BatchPolicy {
+                max_batch_size: max_batch,
+                preferred,
+                max_delay: Duration::from_millis(1),
+                levels: vec![QueuePolicy::default(); max_levels],
+                default_level: 0,
+            };
+            let (pool, executions, release) = latched_pool(policy);
+            let (blocker, rb, _) = leveled(9999, 1, 1, max_levels - 1);
+            pool.submit(blocker).unwrap();
+            while pool_waiting(&pool) > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut pending = Vec::new();
+            for (tag, q) in jobs.iter().enumerate() {
+                let (mut job, rx, input) = leveled(tag as u32, q.rows, q.width, q.level);
+                if q.expired {
+                    job.deadline = Some(Instant::now() - Duration::from_millis(1));
+                }
+                pool.submit(job).unwrap();
+                pending.push((rx, input));
+            }
+            release.send(()).unwrap();
+            prop_assert!(rb.blocking_recv().unwrap().is_ok());
+            for ((rx, input), q) in pending.into_iter().zip(&jobs) {
+                let answer = rx.blocking_recv().expect("every request is answered");
+                if q.expired {
+                    let e = answer.expect_err("an expired request is rejected");
+                    prop_assert_eq!((e.code(), e.message()), (Code::Unavailable, "Request timeout expired"));
+                } else {
+                    let out = answer.expect("a live request succeeds");
+                    prop_assert_eq!(&out[0].shape, &input.shape);
+                    prop_assert_eq!(&out[0].data, &input.data);
+                }
+            }
+            drop(pool); // joins the instance thread: every execution is recorded
+            let executions = executions.lock().unwrap();
+            let mut seen: Vec<u32> = Vec::new();
+            for rows in executions.iter().skip(1) {
+                prop_assert!(rows.len() as u64 <= max_batch, "batch of {} > {}", rows.len(), max_batch);
+                for &tag in rows {
+                    if seen.last() != Some(&tag) {
+                        seen.push(tag);
+                    }
+                }
+            }
+            let live: Vec<u32> = (0..jobs.len() as u32).filter(|&t| !jobs[t as usize].expired).collect();
+            let mut sorted = seen.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(&sorted, &live, "each live request executed exactly once, no expired one");
+            let served_levels: Vec<usize> = seen.iter().map(|&t| jobs[t as usize].level).collect();
+            prop_assert!(served_levels.windows(2).all(|w| w[0] <= w[1]), "levels out of order: {:?}", served_levels);
+            for level in 0..max_levels {
+                let order: Vec<u32> = seen.iter().copied().filter(|&t| jobs[t as usize].level == level).collect();
+                prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "level {} not FIFO: {:?}", level, order);
+            }
+        }
+    }
 }

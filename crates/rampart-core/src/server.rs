@@ -36,6 +36,8 @@ pub struct ServerOptions {
     /// An explicit ONNX Runtime library file (the binary takes it from `ORT_DYLIB_PATH`).
     pub onnxruntime_library: Option<PathBuf>,
     pub default_engine: EngineChoice,
+    /// ONNX Runtime engine settings (`--backend-config=onnxruntime,...`).
+    pub onnxruntime: rampart_onnxruntime::OrtOptions,
     /// Requests that may wait per model version (`--max-queued-requests`); more are answered UNAVAILABLE.
     pub max_queued_requests: usize,
     /// How many inputs, outputs and parameters one request may carry.
@@ -56,6 +58,7 @@ impl Default for ServerOptions {
             backend_directory: PathBuf::from("/opt/tritonserver/backends"),
             onnxruntime_library: None,
             default_engine: EngineChoice::OnnxRuntime,
+            onnxruntime: Default::default(),
             max_queued_requests: crate::scheduler::DEFAULT_QUEUE_CAPACITY,
             request_limits: Default::default(),
             response_cache_bytes: None,
@@ -161,7 +164,12 @@ impl Server {
             return Err(StartupError("at least one --model-repository is required".into()));
         }
         let found = repository::scan(&options.model_repositories).map_err(|e| StartupError(e.to_string()))?;
-        let engines = Engines::new(options.backend_directory.clone(), options.onnxruntime_library.clone(), options.default_engine);
+        let engines = Engines::new(
+            options.backend_directory.clone(),
+            options.onnxruntime_library.clone(),
+            options.onnxruntime.clone(),
+            options.default_engine,
+        );
         let cache = options.response_cache_bytes.map(crate::cache::ResponseCache::new);
         let mut models = BTreeMap::new();
         for (name, dirs) in found {
@@ -514,6 +522,7 @@ fn load_model(
         .chain(raw.config.output.iter().map(|o| (o.name.clone(), o.data_type)))
         .filter_map(|(n, t)| DataType::from_config_enum(t).map(|t| (n, t)))
         .collect::<Vec<_>>();
+    let graph_level = raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
     let mut final_config: Option<Arc<ModelConfig>> = None;
     let mut versions = BTreeMap::new();
     let mut raw = Some(raw);
@@ -535,6 +544,7 @@ fn load_model(
                 model_file,
                 parameters: parameters.clone(),
                 declared_types: declared_types.clone(),
+                graph_optimization_level: graph_level,
             };
             let mut instances = Vec::with_capacity(instance_count);
             instances.push(engine.load(&spec)?);
@@ -612,18 +622,55 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
     }
     preferred.sort_unstable();
     preferred.dedup();
-    let policy = d.default_queue_policy.clone().unwrap_or_default();
-    if d.priority_levels > 1 || !d.priority_queue_policy.is_empty() {
-        tracing::warn!("model '{}': priority levels are not applied yet; every request shares the default queue", cfg.name);
+    let name = &cfg.name;
+    let levels = d.priority_levels;
+    if levels > MAX_PRIORITY_LEVELS {
+        return Err(Error::invalid_arg(format!(
+            "dynamic batching priority_levels must be at most {MAX_PRIORITY_LEVELS} for {name}"
+        )));
     }
+    if levels != 0 {
+        if d.default_priority_level == 0 || d.default_priority_level > levels {
+            return Err(Error::invalid_arg(format!("default priority level must be in range [1, {levels}] for {name}")));
+        }
+        if d.priority_queue_policy.keys().any(|&l| l == 0 || l > levels) {
+            return Err(Error::invalid_arg(format!(
+                "priority queue policy must have priority level in range [1, {levels}] for {name}"
+            )));
+        }
+    }
+    use rampart_model_config::pb::model_queue_policy::TimeoutAction;
+    let default = d.default_queue_policy.clone().unwrap_or_default();
+    if d.preserve_ordering {
+        if levels > 1 {
+            return Err(Error::invalid_arg(format!("Only one priority level is allowed when 'preserve_ordering' is true for {name}")));
+        }
+        let delays = |p: &rampart_model_config::pb::ModelQueuePolicy| {
+            p.default_timeout_microseconds != 0 && p.timeout_action == TimeoutAction::Delay as i32
+        };
+        if delays(&default) || d.priority_queue_policy.values().any(delays) {
+            return Err(Error::invalid_arg(format!(
+                "Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true for {name}"
+            )));
+        }
+    }
+    let queue_policy = |p: &rampart_model_config::pb::ModelQueuePolicy| crate::scheduler::QueuePolicy {
+        timeout: (p.default_timeout_microseconds > 0).then(|| std::time::Duration::from_micros(p.default_timeout_microseconds)),
+        allow_timeout_override: p.allow_timeout_override,
+        reject_on_timeout: p.timeout_action == TimeoutAction::Reject as i32,
+        max_queue_size: p.max_queue_size as usize,
+    };
+    let levels: Vec<crate::scheduler::QueuePolicy> = (1..=levels.max(1))
+        .map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default)))
+        .collect();
     Ok(Some(crate::scheduler::BatchPolicy {
         max_batch_size: cfg.max_batch_size as u64,
         preferred,
         max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),
-        timeout: (policy.default_timeout_microseconds > 0)
-            .then(|| std::time::Duration::from_micros(policy.default_timeout_microseconds)),
-        allow_timeout_override: policy.allow_timeout_override,
-        reject_on_timeout: policy.timeout_action == rampart_model_config::pb::model_queue_policy::TimeoutAction::Reject as i32,
-        max_queue_size: policy.max_queue_size as usize,
+        levels,
+        default_level: (d.default_priority_level.max(1) - 1) as usize,
     }))
 }
+
+/// More priority levels than this are refused at load (each level is a queue).
+const MAX_PRIORITY_LEVELS: u64 = 1 << 16;

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use ort::session::{Session, builder::GraphOptimizationLevel};
-use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+use ort::session::SessionInputValue;
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, TensorRef, ValueType};
 use rampart_types::wire::{self, WireElement};
 use rampart_types::{
     DataType, Engine, EngineInstance, Error, InstanceSpec, IoSpec, ModelSignature, Result, Tensor,
@@ -60,15 +61,120 @@ fn refuse_writable_by_others(lib: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Engine-wide ONNX Runtime settings (`--backend-config=onnxruntime,<key>=<value>`). The thread counts are the
+/// defaults of every session; a model's `intra_op_thread_count` / `inter_op_thread_count` parameters override
+/// them, except under the global thread pool, where (as in Triton) only these apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrtOptions {
+    /// Threads inside one operator. 1 by default: on small machines more threads per instance cost throughput
+    /// (two threads halve it on 2 vCPUs); 0 lets ONNX Runtime pick (one per core).
+    pub intra_op_threads: usize,
+    /// Threads across operators; used only with `execution_mode` 1 (parallel).
+    pub inter_op_threads: usize,
+    /// One thread pool shared by every session (`enable-global-threadpool=1`).
+    pub global_thread_pool: bool,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions { intra_op_threads: 1, inter_op_threads: 1, global_thread_pool: false }
+    }
+}
+
+impl OrtOptions {
+    /// Applies one `--backend-config=onnxruntime,<key>=<value>` setting; `Ok(false)` when the key is not an
+    /// engine setting.
+    pub fn set(&mut self, key: &str, value: &str) -> std::result::Result<bool, String> {
+        match key {
+            "intra_op_thread_count" => self.intra_op_threads = parse_count(key, value).map_err(|e| e.message().to_string())?,
+            "inter_op_thread_count" => self.inter_op_threads = parse_count(key, value).map_err(|e| e.message().to_string())?,
+            "enable-global-threadpool" => {
+                self.global_thread_pool = parse_flag(key, value).map_err(|e| e.message().to_string())?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Thread counts above this are refused: they are a typo, not a tuning choice.
+const MAX_THREADS: usize = 1024;
+
+fn parse_count(key: &str, value: &str) -> Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        _ => Err(Error::invalid_arg(format!("'{key}' must be an integer from 0 to {MAX_THREADS}, got '{value}'"))),
+    }
+}
+
+fn parse_flag(key: &str, value: &str) -> Result<bool> {
+    match value.trim() {
+        "1" | "true" | "True" | "TRUE" | "on" => Ok(true),
+        "0" | "false" | "False" | "FALSE" | "off" => Ok(false),
+        _ => Err(Error::invalid_arg(format!("'{key}' must be 0 or 1, got '{value}'"))),
+    }
+}
+
+/// Per-session settings: the engine defaults, then the model's `parameters` and `optimization.graph.level`
+/// (the keys of Triton's ONNX Runtime backend).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    /// `execution_mode` 1: operators of independent branches run in parallel.
+    pub parallel_execution: bool,
+    pub memory_pattern: bool,
+    pub optimization_level: GraphOptimizationLevel,
+}
+
+impl SessionSettings {
+    pub fn resolve(options: &OrtOptions, spec: &InstanceSpec) -> Result<SessionSettings> {
+        let param = |k: &str| spec.parameters.get(k).map(String::as_str);
+        let mut s = SessionSettings {
+            intra_op_threads: options.intra_op_threads,
+            inter_op_threads: options.inter_op_threads,
+            parallel_execution: false,
+            memory_pattern: true,
+            optimization_level: match spec.graph_optimization_level {
+                -1 => GraphOptimizationLevel::Level1,
+                1 => GraphOptimizationLevel::Level2,
+                2 => GraphOptimizationLevel::Disable,
+                _ => GraphOptimizationLevel::All,
+            },
+        };
+        // Under the global thread pool the sessions have no threads of their own (Triton ignores the model's
+        // thread counts then too).
+        if !options.global_thread_pool {
+            if let Some(v) = param("intra_op_thread_count") {
+                s.intra_op_threads = parse_count("intra_op_thread_count", v)?;
+            }
+            if let Some(v) = param("inter_op_thread_count") {
+                s.inter_op_threads = parse_count("inter_op_thread_count", v)?;
+            }
+        }
+        if let Some(v) = param("execution_mode") {
+            s.parallel_execution = match v.trim() {
+                "0" => false,
+                "1" => true,
+                _ => return Err(Error::invalid_arg(format!("parameter 'execution_mode' must be 0 (sequential) or 1 (parallel), got '{v}'"))),
+            };
+        }
+        if let Some(v) = param("enable_mem_pattern") {
+            s.memory_pattern = parse_flag("enable_mem_pattern", v)?;
+        }
+        Ok(s)
+    }
+}
+
 pub struct OrtEngine {
     env: ort::environment::Environment,
-    intra_op_threads: usize,
+    options: OrtOptions,
 }
 
 impl OrtEngine {
     /// Loads the ONNX Runtime library: `library` when given (the binary passes `ORT_DYLIB_PATH`), otherwise
     /// the first `libonnxruntime.so*` in `backend_dir`.
-    pub fn init(backend_dir: &Path, library: Option<&Path>) -> std::result::Result<OrtEngine, String> {
+    pub fn init(backend_dir: &Path, library: Option<&Path>, options: OrtOptions) -> std::result::Result<OrtEngine, String> {
         let lib = match library {
             Some(p) => p.to_path_buf(),
             None => locate_library(backend_dir).ok_or_else(|| {
@@ -81,12 +187,23 @@ impl OrtEngine {
         refuse_writable_by_others(&lib)?;
         let builder = ort::init_from(&lib)
             .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display()))?;
+        let mut builder = builder.with_name("rampart").with_telemetry(false);
+        if options.global_thread_pool {
+            let pool = ort::environment::GlobalThreadPoolOptions::default()
+                .with_intra_threads(options.intra_op_threads)
+                .and_then(|p| p.with_inter_threads(options.inter_op_threads))
+                .map_err(|e| format!("cannot configure the ONNX Runtime global thread pool: {e}"))?;
+            builder = builder.with_global_thread_pool(pool);
+        }
         let env = builder
-            .with_name("rampart")
-            .with_telemetry(false)
             .build()
             .map_err(|e| format!("cannot initialise ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display()))?;
-        Ok(OrtEngine { env, intra_op_threads: 1 })
+        Ok(OrtEngine { env, options })
+    }
+
+    /// The ONNX Runtime environment sessions are built in (the benchmark's raw-session ceiling uses it).
+    pub fn environment(&self) -> &ort::environment::Environment {
+        &self.env
     }
 }
 
@@ -133,21 +250,24 @@ impl Engine for OrtEngine {
     }
 
     fn load(&self, spec: &InstanceSpec) -> Result<Box<dyn EngineInstance>> {
-        let threads = match spec.parameters.get("intra_op_thread_count") {
-            Some(v) => v.parse::<usize>().map_err(|_| {
-                Error::invalid_arg(format!("parameter 'intra_op_thread_count' must be an integer, got '{v}'"))
-            })?,
-            None => self.intra_op_threads,
-        };
+        let settings = SessionSettings::resolve(&self.options, spec)?;
         let fail = |e: String| Error::internal(format!("onnxruntime cannot load '{}': {e}", spec.model_file.display()));
-        let session = Session::builder(&self.env)
+        let mut builder = Session::builder(&self.env)
             .map_err(|e| fail(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(settings.optimization_level)
             .map_err(|e| fail(e.to_string()))?
-            .with_intra_threads(threads)
+            .with_parallel_execution(settings.parallel_execution)
             .map_err(|e| fail(e.to_string()))?
-            .commit_from_file(&spec.model_file)
+            .with_memory_pattern(settings.memory_pattern)
             .map_err(|e| fail(e.to_string()))?;
+        if !self.options.global_thread_pool {
+            builder = builder
+                .with_intra_threads(settings.intra_op_threads)
+                .map_err(|e| fail(e.to_string()))?
+                .with_inter_threads(settings.inter_op_threads)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let session = builder.commit_from_file(&spec.model_file).map_err(|e| fail(e.to_string()))?;
         let signature = ModelSignature {
             // Graph inputs with an initializer are inputs a request may override (Triton's `optional`).
             inputs: session
@@ -167,27 +287,62 @@ struct OrtInstance {
     signature: ModelSignature,
 }
 
-fn to_ort(t: &Tensor) -> Result<DynValue> {
-    let shape: Vec<i64> = t.shape.clone();
-    let what = format!("input '{}'", t.name);
-    let err = |e: ort::Error| Error::internal(format!("onnxruntime rejected {what}: {e}"));
-    with_element_type!(t.datatype, T => {
-        let v: Vec<T> = wire::decode::<T>(&t.data)?;
-        OrtTensor::<T>::from_array((shape, v)).map(|x| x.into_dyn()).map_err(err)
-    }, bytes => {
-        let els = split_bytes_elements(&t.data, t.element_count(), &what)?;
-        let mut strings = Vec::with_capacity(els.len());
-        for (i, e) in els.into_iter().enumerate() {
-            let s = std::str::from_utf8(e).map_err(|_| {
-                Error::invalid_arg(format!("{what}: BYTES element {i} is not valid UTF-8, which ONNX Runtime string tensors require"))
-            })?;
-            if s.contains('\0') {
-                return Err(Error::invalid_arg(format!("{what}: BYTES element {i} contains a NUL byte, which ONNX Runtime string tensors cannot hold")));
+/// An input for ONNX Runtime. Numeric data whose wire bytes are already aligned for the element type is
+/// passed as a borrowed view (no copy): the batcher's gathered buffers always are, request bodies often are.
+/// Everything else (misaligned buffers, BOOL, BYTES) is converted into an owned tensor.
+fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>> {
+    let what = || format!("input '{}'", t.name);
+    let err = |e: ort::Error| Error::internal(format!("onnxruntime rejected {}: {e}", what()));
+    macro_rules! view_or_copy {
+        ($T:ty) => {{
+            match borrow_elements::<$T>(&t.data) {
+                Some(view) => TensorRef::<$T>::from_array_view((t.shape.as_slice(), view)).map(SessionInputValue::from).map_err(err),
+                None => {
+                    let v: Vec<$T> = wire::decode::<$T>(&t.data)?;
+                    OrtTensor::<$T>::from_array((t.shape.clone(), v)).map(SessionInputValue::from).map_err(err)
+                }
             }
-            strings.push(s.to_string());
+        }};
+    }
+    match t.datatype {
+        DataType::Bool => {
+            let v: Vec<bool> = wire::decode::<bool>(&t.data)?;
+            OrtTensor::<bool>::from_array((t.shape.clone(), v)).map(SessionInputValue::from).map_err(err)
         }
-        OrtTensor::from_string_array((shape, &strings[..])).map(|x| x.into_dyn()).map_err(err)
-    })
+        DataType::Uint8 => view_or_copy!(u8),
+        DataType::Uint16 => view_or_copy!(u16),
+        DataType::Uint32 => view_or_copy!(u32),
+        DataType::Uint64 => view_or_copy!(u64),
+        DataType::Int8 => view_or_copy!(i8),
+        DataType::Int16 => view_or_copy!(i16),
+        DataType::Int32 => view_or_copy!(i32),
+        DataType::Int64 => view_or_copy!(i64),
+        DataType::Fp16 => view_or_copy!(half::f16),
+        DataType::Bf16 => view_or_copy!(half::bf16),
+        DataType::Fp32 => view_or_copy!(f32),
+        DataType::Fp64 => view_or_copy!(f64),
+        DataType::Bytes => {
+            let what = what();
+            let els = split_bytes_elements(&t.data, t.element_count(), &what)?;
+            let mut strings = Vec::with_capacity(els.len());
+            for (i, e) in els.into_iter().enumerate() {
+                let s = std::str::from_utf8(e).map_err(|_| {
+                    Error::invalid_arg(format!("{what}: BYTES element {i} is not valid UTF-8, which ONNX Runtime string tensors require"))
+                })?;
+                if s.contains('\0') {
+                    return Err(Error::invalid_arg(format!("{what}: BYTES element {i} contains a NUL byte, which ONNX Runtime string tensors cannot hold")));
+                }
+                strings.push(s.to_string());
+            }
+            OrtTensor::from_string_array((t.shape.clone(), &strings[..])).map(SessionInputValue::from).map_err(err)
+        }
+    }
+}
+
+/// The wire bytes as elements, when the buffer is aligned for `T` and the machine is little-endian (the wire
+/// layout); `None` means the caller copies.
+fn borrow_elements<T: bytemuck::Pod>(data: &[u8]) -> Option<&[T]> {
+    if cfg!(target_endian = "little") { bytemuck::try_cast_slice(data).ok() } else { None }
 }
 
 fn extract<T: WireElement + ort::value::PrimitiveTensorElementType>(v: &DynValue) -> Result<(Vec<i64>, Vec<u8>)> {
@@ -217,9 +372,9 @@ impl EngineInstance for OrtInstance {
     }
 
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
-        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        let mut values: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for t in inputs {
-            values.push((t.name.clone(), to_ort(t)?));
+            values.push((t.name.as_str(), to_ort(t)?));
         }
         let result = self
             .session
@@ -234,5 +389,59 @@ impl EngineInstance for OrtInstance {
                 from_ort(name, v)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    fn spec(params: &[(&str, &str)], level: i32) -> InstanceSpec {
+        InstanceSpec {
+            model_name: "m".into(),
+            version: 1,
+            model_file: PathBuf::from("m.onnx"),
+            parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            declared_types: vec![],
+            graph_optimization_level: level,
+        }
+    }
+
+    #[test]
+    fn defaults_are_one_thread_sequential_all_optimizations() {
+        let s = SessionSettings::resolve(&OrtOptions::default(), &spec(&[], 0)).unwrap();
+        assert_eq!((s.intra_op_threads, s.inter_op_threads, s.parallel_execution, s.memory_pattern), (1, 1, false, true));
+        assert_eq!(s.optimization_level, GraphOptimizationLevel::All);
+    }
+
+    #[test]
+    fn tritons_graph_levels() {
+        let level = |l| SessionSettings::resolve(&OrtOptions::default(), &spec(&[], l)).unwrap().optimization_level;
+        assert_eq!(level(-1), GraphOptimizationLevel::Level1);
+        assert_eq!(level(1), GraphOptimizationLevel::Level2);
+        assert_eq!(level(2), GraphOptimizationLevel::Disable);
+        assert_eq!(level(7), GraphOptimizationLevel::All);
+    }
+
+    #[test]
+    fn model_parameters_override_the_backend_defaults_except_under_the_global_pool() {
+        let mut o = OrtOptions::default();
+        assert_eq!(o.set("intra_op_thread_count", "3"), Ok(true));
+        assert_eq!(o.set("engine", "tract"), Ok(false), "not an engine setting");
+        let p = [("intra_op_thread_count", "2"), ("execution_mode", "1"), ("inter_op_thread_count", "4"), ("enable_mem_pattern", "0")];
+        let s = SessionSettings::resolve(&o, &spec(&p, 0)).unwrap();
+        assert_eq!((s.intra_op_threads, s.inter_op_threads, s.parallel_execution, s.memory_pattern), (2, 4, true, false));
+        assert_eq!(SessionSettings::resolve(&o, &spec(&[], 0)).unwrap().intra_op_threads, 3);
+        o.set("enable-global-threadpool", "1").unwrap();
+        assert_eq!(SessionSettings::resolve(&o, &spec(&p, 0)).unwrap().intra_op_threads, 3);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let o = OrtOptions::default();
+        for p in [("intra_op_thread_count", "x"), ("inter_op_thread_count", "1025"), ("execution_mode", "2"), ("enable_mem_pattern", "maybe")] {
+            assert!(SessionSettings::resolve(&o, &spec(&[p], 0)).is_err(), "{p:?}");
+        }
+        assert!(OrtOptions::default().set("enable-global-threadpool", "2").is_err());
     }
 }

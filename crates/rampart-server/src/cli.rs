@@ -277,7 +277,8 @@ pub struct Cli {
     #[arg(long, default_value = "/opt/tritonserver/backends", help_heading = "Backend")]
     pub backend_directory: PathBuf,
     /// `<backend>,<key>=<value>` or `<key>=<value>`. Supported: `onnxruntime,engine=onnxruntime|tract`,
-    /// `default-max-batch-size=<n>`.
+    /// `onnxruntime,intra_op_thread_count=<n>` (default 1), `onnxruntime,inter_op_thread_count=<n>` (default 1),
+    /// `onnxruntime,enable-global-threadpool=0|1`, `default-max-batch-size=<n>`.
     #[arg(long, help_heading = "Backend")]
     pub backend_config: Vec<String>,
 
@@ -346,6 +347,8 @@ pub struct Validated {
     pub http_tls: Option<rampart_tls::TlsFiles>,
     pub grpc_tls: Option<rampart_tls::TlsFiles>,
     pub engine: rampart_core::EngineChoice,
+    /// `--backend-config=onnxruntime,<key>=<value>` engine settings.
+    pub onnxruntime: rampart_core::OrtOptions,
     pub autocomplete: bool,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
@@ -572,6 +575,7 @@ impl Cli {
             ));
         }
         let mut engine = rampart_core::EngineChoice::OnnxRuntime;
+        let mut onnxruntime = rampart_core::OrtOptions::default();
         for bc in &self.backend_config {
             let (backend, kv) = match bc.split_once(',') {
                 Some((b, kv)) => (Some(b), kv),
@@ -585,8 +589,16 @@ impl Cli {
                     engine = rampart_core::EngineChoice::parse(v)
                         .ok_or_else(|| format!("--backend-config={bc}: engine must be 'onnxruntime' or 'tract'"))?;
                 }
+                (Some("onnxruntime"), k) if onnxruntime.set(k, v).map_err(|e| format!("--backend-config={bc}: {e}"))? => {}
                 (None, "default-max-batch-size") if v == rampart_core::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE.to_string() => {}
-                _ => return Err(not_yet("backend-config", bc, "supported: onnxruntime,engine=onnxruntime|tract")),
+                _ => {
+                    return Err(not_yet(
+                        "backend-config",
+                        bc,
+                        "supported: onnxruntime,engine=onnxruntime|tract, onnxruntime,intra_op_thread_count=N, \
+                         onnxruntime,inter_op_thread_count=N, onnxruntime,enable-global-threadpool=0|1",
+                    ));
+                }
             }
         }
         let strict = self.disable_auto_complete_config || self.strict_model_config.unwrap_or(false);
@@ -623,6 +635,7 @@ impl Cli {
             http_tls,
             grpc_tls,
             engine,
+            onnxruntime,
             autocomplete: !strict,
             inert,
         })

@@ -127,6 +127,7 @@ fn main() -> ExitCode {
         backend_directory: cli.backend_directory.clone(),
         onnxruntime_library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
         default_engine: validated.engine,
+        onnxruntime: validated.onnxruntime.clone(),
         max_queued_requests: cli.max_queued_requests,
         request_limits: validated.request_limits,
         response_cache_bytes: validated.response_cache_bytes,

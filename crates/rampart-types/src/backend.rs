@@ -35,6 +35,9 @@ pub struct InstanceSpec {
     pub parameters: HashMap<String, String>,
     /// Data types the config declares for each input/output, so the engine can refuse what it cannot run.
     pub declared_types: Vec<(String, DataType)>,
+    /// Model config `optimization { graph { level } }` (0 when absent): ONNX Runtime's graph optimization
+    /// level in Triton's numbering (-1 basic, 1 extended, 2 none, anything else all).
+    pub graph_optimization_level: i32,
 }
 
 /// A loaded model instance. Owned by exactly one execution thread.

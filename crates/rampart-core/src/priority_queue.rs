@@ -1,0 +1,151 @@
+//! The waiting requests of a dynamically batched model version: one FIFO per priority level (Triton's
+//! `priority_levels`, level 1 first), shared by the model's instance threads.
+//!
+//! An instance thread takes the head of the highest non-empty level, and while it gathers a batch it may take
+//! the next head only when that request fits ([`PriorityQueue::pop`]'s `accept`); a request that does not fit
+//! stays at its head for the next batch, so every level stays FIFO. Heads whose queue deadline has passed are
+//! answered "Request timeout expired", heads whose client went away are dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rampart_types::Error;
+
+use crate::scheduler::Job;
+
+pub(crate) struct PriorityQueue {
+    state: Mutex<State>,
+    ready: Condvar,
+    /// `max_queue_size` of each level (0: no limit of its own).
+    level_limits: Vec<usize>,
+    /// Requests that may wait in all levels together (`--max-queued-requests`).
+    capacity: usize,
+}
+
+struct State {
+    levels: Vec<VecDeque<Job>>,
+    waiting: usize,
+    closed: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The request's level holds its `max_queue_size`.
+    LevelFull,
+    /// All levels together hold `capacity`.
+    Full,
+    Closed,
+}
+
+pub(crate) enum Pop {
+    Job(Job),
+    /// The next request does not fit (`accept` said no); it stays queued.
+    Blocked,
+    /// The deadline passed with nothing queued.
+    TimedOut,
+    /// Closed and empty.
+    Closed,
+}
+
+impl PriorityQueue {
+    pub fn new(level_limits: Vec<usize>, capacity: usize) -> Self {
+        let levels = (0..level_limits.len().max(1)).map(|_| VecDeque::new()).collect();
+        PriorityQueue {
+            state: Mutex::new(State { levels, waiting: 0, closed: false }),
+            ready: Condvar::new(),
+            level_limits,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the queues consistent (no operation is half done), so a
+        // poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `job` at the end of its level (`job.level`, clamped to the last level).
+    pub fn push(&self, mut job: Job) -> Result<(), PushError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        job.level = job.level.min(st.levels.len() - 1);
+        let limit = self.level_limits.get(job.level).copied().unwrap_or(0);
+        if limit > 0 && st.levels[job.level].len() >= limit {
+            return Err(PushError::LevelFull);
+        }
+        if st.waiting >= self.capacity {
+            return Err(PushError::Full);
+        }
+        st.levels[job.level].push_back(job);
+        st.waiting += 1;
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes the head of the highest non-empty level when `accept` takes it; waits for a request until
+    /// `deadline` (`None`: until one comes or the queue is closed).
+    pub fn pop(&self, deadline: Option<Instant>, accept: impl Fn(&Job) -> bool) -> Pop {
+        let mut st = self.lock();
+        loop {
+            st.drop_dead_heads(Instant::now());
+            if let Some(q) = st.levels.iter_mut().find(|q| !q.is_empty()) {
+                if !accept(q.front().expect("not empty")) {
+                    drop(st);
+                    // Another idle instance may start a batch with it.
+                    self.ready.notify_one();
+                    return Pop::Blocked;
+                }
+                let job = q.pop_front().expect("not empty");
+                st.waiting -= 1;
+                return Pop::Job(job);
+            }
+            if st.closed {
+                return Pop::Closed;
+            }
+            st = match deadline {
+                None => self.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Pop::TimedOut;
+                    }
+                    self.ready.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// No more requests are accepted; the queued ones are still handed out, then [`Pop::Closed`].
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+}
+
+impl State {
+    /// Answers heads whose queue deadline has passed and drops heads nobody waits for.
+    fn drop_dead_heads(&mut self, now: Instant) {
+        for q in &mut self.levels {
+            while let Some(head) = q.front() {
+                let expired = head.deadline.is_some_and(|d| now > d);
+                if !expired && !head.reply.is_closed() {
+                    break;
+                }
+                let job = q.pop_front().expect("head");
+                self.waiting -= 1;
+                if expired {
+                    let _ = job.reply.send(Err(Error::unavailable("Request timeout expired")));
+                }
+            }
+        }
+    }
+}
