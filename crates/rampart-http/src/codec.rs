@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use rampart_core::stats::{DurationSnapshot, VersionStats};
 use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
 use rampart_types::tensor::{element_count, encode_bytes_elements, fixed_byte_size, split_bytes_elements};
-use rampart_types::wire::{self, WireElement};
+use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result, with_element_type};
 use rampart_types::half;
 use serde_json::{Map, Value, json};
@@ -379,63 +379,112 @@ fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str, max_dept
     Ok(Bytes::from(bytes))
 }
 
-fn output_json_data(t: &rampart_types::Tensor) -> Result<Value> {
-    let d = &t.data;
-    let vals: Vec<Value> = match t.datatype {
-        DataType::Bool => wire::decode::<bool>(d)?.into_iter().map(Value::Bool).collect(),
-        DataType::Uint8 => wire::decode::<u8>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Uint16 => wire::decode::<u16>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Uint32 => wire::decode::<u32>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Uint64 => wire::decode::<u64>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Int8 => wire::decode::<i8>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Int16 => wire::decode::<i16>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Int32 => wire::decode::<i32>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Int64 => wire::decode::<i64>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Fp16 | DataType::Bf16 => {
+/// An output's elements as a JSON array, written straight from the wire bytes (no intermediate values).
+/// FP32 is written as the double it widens to, like Triton (0.1f32 → 0.10000000149011612); NaN and infinities
+/// become `null` (JSON has no such numbers).
+struct JsonData<'a>(&'a rampart_types::Tensor);
+
+impl serde::Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq};
+        let t = self.0;
+        let d = &t.data[..];
+        macro_rules! numbers {
+            ($T:ty, $x:ident => $write:expr) => {{
+                let mut seq = ser.serialize_seq(Some(d.len() / <$T as WireElement>::SIZE))?;
+                for chunk in d.chunks_exact(<$T as WireElement>::SIZE) {
+                    let $x = <$T as WireElement>::read(chunk).map_err(|e| S::Error::custom(e.message()))?;
+                    seq.serialize_element(&$write)?;
+                }
+                seq.end()
+            }};
+        }
+        match t.datatype {
+            DataType::Bool => numbers!(bool, x => x),
+            DataType::Uint8 => numbers!(u8, x => x),
+            DataType::Uint16 => numbers!(u16, x => x),
+            DataType::Uint32 => numbers!(u32, x => x),
+            DataType::Uint64 => numbers!(u64, x => x),
+            DataType::Int8 => numbers!(i8, x => x),
+            DataType::Int16 => numbers!(i16, x => x),
+            DataType::Int32 => numbers!(i32, x => x),
+            DataType::Int64 => numbers!(i64, x => x),
+            DataType::Fp32 => numbers!(f32, x => x as f64),
+            DataType::Fp64 => numbers!(f64, x => x),
+            DataType::Fp16 | DataType::Bf16 => Err(S::Error::custom("checked before serializing")),
+            DataType::Bytes => {
+                let els = split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))
+                    .map_err(|e| S::Error::custom(e.message()))?;
+                let mut seq = ser.serialize_seq(Some(els.len()))?;
+                for e in els {
+                    seq.serialize_element(&*String::from_utf8_lossy(e))?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+#[derive(serde::Serialize)]
+struct OutputHeader<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonData<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ResponseHeader<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    outputs: Vec<OutputHeader<'a>>,
+}
+
+pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Result<Response> {
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    let mut tail: Vec<&Bytes> = Vec::new();
+    for t in &r.outputs {
+        let as_binary = binary.is_binary(&t.name);
+        if !as_binary && matches!(t.datatype, DataType::Fp16 | DataType::Bf16) {
             return Err(bad(format!(
                 "output '{}' has datatype {}, which cannot be returned in JSON; request it with binary_data: true",
                 t.name, t.datatype
             )));
         }
-        DataType::Fp32 => wire::decode::<f32>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Fp64 => wire::decode::<f64>(d)?.into_iter().map(|x| json!(x)).collect(),
-        DataType::Bytes => split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))?
-            .into_iter()
-            .map(|e| Value::String(String::from_utf8_lossy(e).into_owned()))
-            .collect(),
-    };
-    Ok(Value::Array(vals))
-}
-
-pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Result<Response> {
-    let mut outputs = Vec::with_capacity(r.outputs.len());
-    let mut tail: Vec<&[u8]> = Vec::new();
-    for t in &r.outputs {
-        let mut o = json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape });
-        if binary.is_binary(&t.name) {
-            o["parameters"] = json!({ "binary_data_size": t.data.len() });
+        if as_binary {
             tail.push(&t.data);
-        } else {
-            o["data"] = output_json_data(t)?;
         }
-        outputs.push(o);
+        outputs.push(OutputHeader {
+            name: &t.name,
+            datatype: t.datatype.as_str(),
+            shape: &t.shape,
+            parameters: as_binary.then(|| BinarySize { binary_data_size: t.data.len() }),
+            data: (!as_binary).then_some(JsonData(t)),
+        });
     }
-    let mut root = json!({ "model_name": r.model_name, "model_version": r.model_version.to_string(), "outputs": outputs });
-    if !r.id.is_empty() {
-        root["id"] = json!(r.id);
-    }
-    let header = serde_json::to_vec(&root).map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
+    let root = ResponseHeader { model_name: &r.model_name, model_version: r.model_version.to_string(), id: &r.id, outputs };
+    let tail_len: usize = tail.iter().map(|t| t.len()).sum();
+    let mut body = Vec::with_capacity(256 + tail_len);
+    serde_json::to_writer(&mut body, &root).map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
     if tail.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], header).into_response());
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
-    let total = header.len() + tail.iter().map(|t| t.len()).sum::<usize>();
-    let mut body = Vec::with_capacity(total);
-    body.extend_from_slice(&header);
+    let header_len = body.len();
     for t in tail {
         body.extend_from_slice(t);
     }
     let mut resp = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
-    resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(header.len()));
+    resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(header_len));
     Ok(resp)
 }
 
