@@ -90,7 +90,7 @@ impl ModelVersion {
             Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
             _ => None,
         };
-        let (level, deadline) = self.pool.schedule(unsigned("priority"), unsigned("timeout"));
+        let (level, deadline, delay_on_timeout) = self.pool.schedule(unsigned("priority"), unsigned("timeout"));
         self.pool.submit(Job {
             inputs: prepared.inputs,
             outputs: prepared.outputs,
@@ -98,6 +98,7 @@ impl ModelVersion {
             enqueued: Instant::now(),
             level,
             deadline,
+            delay_on_timeout,
             reply: tx,
         })?;
         let outputs = rx

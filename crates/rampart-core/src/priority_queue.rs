@@ -3,8 +3,9 @@
 //!
 //! An instance thread takes the head of the highest non-empty level, and while it gathers a batch it may take
 //! the next head only when that request fits ([`PriorityQueue::pop`]'s `accept`); a request that does not fit
-//! stays at its head for the next batch, so every level stays FIFO. Heads whose queue deadline has passed are
-//! answered "Request timeout expired", heads whose client went away are dropped.
+//! stays at its head for the next batch, so every level stays FIFO. A head whose queue deadline has passed is
+//! answered "Request timeout expired" (`REJECT`) or moved to its level's delayed queue (`DELAY`), which is
+//! served only when the level has nothing else (Triton's order); heads whose client went away are dropped.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -25,6 +26,8 @@ pub(crate) struct PriorityQueue {
 
 struct State {
     levels: Vec<VecDeque<Job>>,
+    /// Requests of each level whose `DELAY` timeout passed while they waited.
+    delayed: Vec<VecDeque<Job>>,
     waiting: usize,
     closed: bool,
 }
@@ -50,9 +53,14 @@ pub(crate) enum Pop {
 
 impl PriorityQueue {
     pub fn new(level_limits: Vec<usize>, capacity: usize) -> Self {
-        let levels = (0..level_limits.len().max(1)).map(|_| VecDeque::new()).collect();
+        let n = level_limits.len().max(1);
         PriorityQueue {
-            state: Mutex::new(State { levels, waiting: 0, closed: false }),
+            state: Mutex::new(State {
+                levels: (0..n).map(|_| VecDeque::new()).collect(),
+                delayed: (0..n).map(|_| VecDeque::new()).collect(),
+                waiting: 0,
+                closed: false,
+            }),
             ready: Condvar::new(),
             level_limits,
             capacity: capacity.max(1),
@@ -73,7 +81,7 @@ impl PriorityQueue {
         }
         job.level = job.level.min(st.levels.len() - 1);
         let limit = self.level_limits.get(job.level).copied().unwrap_or(0);
-        if limit > 0 && st.levels[job.level].len() >= limit {
+        if limit > 0 && st.levels[job.level].len() + st.delayed[job.level].len() >= limit {
             return Err(PushError::LevelFull);
         }
         if st.waiting >= self.capacity {
@@ -92,7 +100,18 @@ impl PriorityQueue {
         let mut st = self.lock();
         loop {
             st.drop_dead_heads(Instant::now());
-            if let Some(q) = st.levels.iter_mut().find(|q| !q.is_empty()) {
+            // The highest level with a request; within it, the requests that have not timed out come first.
+            let next = (0..st.levels.len()).find_map(|l| {
+                if !st.levels[l].is_empty() {
+                    Some((l, false))
+                } else if !st.delayed[l].is_empty() {
+                    Some((l, true))
+                } else {
+                    None
+                }
+            });
+            if let Some((l, from_delayed)) = next {
+                let q = if from_delayed { &mut st.delayed[l] } else { &mut st.levels[l] };
                 if !accept(q.front().expect("not empty")) {
                     drop(st);
                     // Another idle instance may start a batch with it.
@@ -132,19 +151,29 @@ impl PriorityQueue {
 }
 
 impl State {
-    /// Answers heads whose queue deadline has passed and drops heads nobody waits for.
+    /// Answers (REJECT) or moves behind (DELAY) heads whose queue deadline has passed, and drops heads nobody
+    /// waits for.
     fn drop_dead_heads(&mut self, now: Instant) {
-        for q in &mut self.levels {
+        for (q, delayed) in self.levels.iter_mut().zip(self.delayed.iter_mut()) {
             while let Some(head) = q.front() {
                 let expired = head.deadline.is_some_and(|d| now > d);
                 if !expired && !head.reply.is_closed() {
                     break;
                 }
-                let job = q.pop_front().expect("head");
-                self.waiting -= 1;
-                if expired {
+                let mut job = q.pop_front().expect("head");
+                if job.reply.is_closed() {
+                    self.waiting -= 1;
+                } else if job.delay_on_timeout {
+                    job.deadline = None;
+                    delayed.push_back(job);
+                } else {
+                    self.waiting -= 1;
                     let _ = job.reply.send(Err(Error::unavailable("Request timeout expired")));
                 }
+            }
+            while delayed.front().is_some_and(|j| j.reply.is_closed()) {
+                delayed.pop_front();
+                self.waiting -= 1;
             }
         }
     }

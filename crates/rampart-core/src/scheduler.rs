@@ -28,9 +28,11 @@ pub(crate) struct Job {
     pub enqueued: Instant,
     /// Priority level, 0-based (level 1 of the config is 0); see [`BatchPolicy::level`].
     pub level: usize,
-    /// A request still waiting at this instant is answered "Request timeout expired" (queue policy
-    /// `REJECT` with a timeout).
+    /// The request's queue timeout: still waiting at this instant, it is answered "Request timeout expired"
+    /// (queue policy `REJECT`), or moved behind the requests of its level that have not timed out (`DELAY`).
     pub deadline: Option<Instant>,
+    /// `DELAY` rather than `REJECT` when `deadline` passes.
+    pub delay_on_timeout: bool,
     pub reply: oneshot::Sender<Result<Vec<Tensor>>>,
 }
 
@@ -69,9 +71,6 @@ impl QueuePolicy {
     /// The queue deadline of a request that arrives at `now` with an optional `timeout` parameter (µs): the
     /// level's default, or the request's own when the policy allows overrides and it is shorter.
     pub fn deadline(&self, now: Instant, requested_us: Option<u64>) -> Option<Instant> {
-        if !self.reject_on_timeout {
-            return None;
-        }
         let requested = requested_us.filter(|&us| us > 0 && self.allow_timeout_override).map(Duration::from_micros);
         let timeout = match (self.timeout, requested) {
             (Some(d), Some(r)) => Some(d.min(r)),
@@ -146,13 +145,15 @@ impl InstancePool {
         Ok(InstancePool { queue, threads, label, capacity, policy: batching })
     }
 
-    /// The level and queue deadline of a request arriving now with the `priority` and `timeout` parameters.
-    pub fn schedule(&self, priority: Option<u64>, timeout_us: Option<u64>) -> (usize, Option<Instant>) {
+    /// The level, queue deadline and timeout action (`true`: DELAY) of a request arriving now with the
+    /// `priority` and `timeout` parameters.
+    pub fn schedule(&self, priority: Option<u64>, timeout_us: Option<u64>) -> (usize, Option<Instant>, bool) {
         match &self.policy {
-            None => (0, None),
+            None => (0, None, false),
             Some(p) => {
                 let level = p.level(priority);
-                (level, p.levels[level].deadline(Instant::now(), timeout_us))
+                let policy = &p.levels[level];
+                (level, policy.deadline(Instant::now(), timeout_us), !policy.reject_on_timeout)
             }
         }
     }
@@ -400,7 +401,7 @@ mod tests {
 
     fn job() -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>) {
         let (tx, rx) = oneshot::channel();
-        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), level: 0, deadline: None, reply: tx }, rx)
+        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), level: 0, deadline: None, delay_on_timeout: false, reply: tx }, rx)
     }
 
     #[test]
@@ -473,6 +474,7 @@ mod tests {
             enqueued: Instant::now(),
             level: 0,
             deadline: None,
+            delay_on_timeout: false,
             reply: tx,
         };
         (job, rx, input)
@@ -576,7 +578,7 @@ mod tests {
         assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(5_000)), Some(now + ms(5)));
         assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(50_000)), Some(now + ms(10)), "cannot lengthen");
         assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(0)), Some(now + ms(10)));
-        assert_eq!(p(Some(ms(10)), true, false).deadline(now, Some(5_000)), None, "DELAY never rejects");
+        assert_eq!(p(Some(ms(10)), true, false).deadline(now, Some(5_000)), Some(now + ms(5)), "DELAY has the same deadline");
     }
 
     #[test]
@@ -657,6 +659,7 @@ mod tests {
             enqueued: Instant::now(),
             level,
             deadline: None,
+            delay_on_timeout: false,
             reply: tx,
         };
         (job, rx, input)
@@ -702,6 +705,33 @@ mod tests {
     }
 
     #[test]
+    fn delayed_requests_run_after_the_requests_of_their_level_that_did_not_time_out() {
+        let policy = BatchPolicy { max_batch_size: 1, levels: vec![QueuePolicy::default(); 2], default_level: 0, ..no_queue_policy() };
+        let (pool, executions, release) = latched_pool(policy);
+        let (first, r0, _) = leveled(0, 1, 2, 1);
+        pool.submit(first).unwrap();
+        while pool_waiting(&pool) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut replies = vec![r0];
+        for (tag, level, late) in [(1, 0, true), (2, 0, false), (3, 1, false), (4, 0, true), (5, 0, false)] {
+            let (mut job, rx, _) = leveled(tag, 1, 2, level);
+            if late {
+                job.deadline = Some(Instant::now() - Duration::from_millis(1));
+                job.delay_on_timeout = true;
+            }
+            pool.submit(job).unwrap();
+            replies.push(rx);
+        }
+        release.send(()).unwrap();
+        for rx in replies {
+            assert!(rx.blocking_recv().unwrap().is_ok(), "DELAY still runs the request");
+        }
+        let order: Vec<u32> = executions.lock().unwrap().iter().flatten().copied().collect();
+        assert_eq!(order, vec![0, 2, 5, 1, 4, 3], "level 1 on time, level 1 delayed, then level 2");
+    }
+
+    #[test]
     fn each_level_has_its_own_max_queue_size() {
         let limited = QueuePolicy { max_queue_size: 1, ..Default::default() };
         let policy = BatchPolicy { max_batch_size: 1, levels: vec![limited, QueuePolicy::default()], default_level: 1, ..no_queue_policy() };
@@ -728,19 +758,22 @@ mod tests {
     }
 
     /// One queued request of the property test: tag = index, its level, rows, width (2 or 3: requests of
-    /// different widths cannot share a batch) and whether its queue deadline has already passed.
+    /// different widths cannot share a batch) and whether its queue deadline has already passed, with REJECT or
+    /// with DELAY.
     #[derive(Debug, Clone)]
     struct Queued {
         level: usize,
         rows: u64,
         width: usize,
         expired: bool,
+        delayed: bool,
     }
 
     fn queued(levels: usize, max_batch: u64) -> impl proptest::strategy::Strategy<Value = Queued> {
         use proptest::prelude::*;
-        (0..levels, 1..=max_batch, prop_oneof![Just(2usize), Just(3usize)], proptest::bool::weighted(0.15))
-            .prop_map(|(level, rows, width, expired)| Queued { level, rows, width, expired })
+        let expiry = prop_oneof![6 => Just((false, false)), 1 => Just((true, false)), 1 => Just((false, true))];
+        (0..levels, 1..=max_batch, prop_oneof![Just(2usize), Just(3usize)], expiry)
+            .prop_map(|(level, rows, width, (expired, delayed))| Queued { level, rows, width, expired, delayed })
     }
 
     proptest::proptest! {
@@ -748,8 +781,9 @@ mod tests {
 
         /// Whatever the mix of levels, sizes, shapes and expired deadlines queued behind a busy instance:
         /// no batch exceeds max_batch_size, levels are served highest first and FIFO within a level, every
-        /// live request is answered exactly once with its own rows, and every expired one is rejected with
-        /// Triton's words and never executed.
+        /// live request is answered exactly once with its own rows, every expired REJECT one is rejected with
+        /// Triton's words and never executed, and every expired DELAY one runs after the requests of its level
+        /// that have not timed out.
         #[test]
         fn batching_properties(
             levels in 1usize..4,
@@ -778,8 +812,9 @@ mod tests {
             let mut pending = Vec::new();
             for (tag, q) in jobs.iter().enumerate() {
                 let (mut job, rx, input) = leveled(tag as u32, q.rows, q.width, q.level);
-                if q.expired {
+                if q.expired || q.delayed {
                     job.deadline = Some(Instant::now() - Duration::from_millis(1));
+                    job.delay_on_timeout = q.delayed;
                 }
                 pool.submit(job).unwrap();
                 pending.push((rx, input));
@@ -816,7 +851,11 @@ mod tests {
             prop_assert!(served_levels.windows(2).all(|w| w[0] <= w[1]), "levels out of order: {:?}", served_levels);
             for level in 0..max_levels {
                 let order: Vec<u32> = seen.iter().copied().filter(|&t| jobs[t as usize].level == level).collect();
-                prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "level {} not FIFO: {:?}", level, order);
+                let delayed = |t: &u32| jobs[*t as usize].delayed;
+                let (late, on_time): (Vec<u32>, Vec<u32>) = order.iter().partition(|t| delayed(t));
+                prop_assert_eq!(order.clone(), [on_time.clone(), late.clone()].concat(), "level {}: DELAY requests must come last", level);
+                prop_assert!(on_time.windows(2).all(|w| w[0] < w[1]), "level {} not FIFO: {:?}", level, on_time);
+                prop_assert!(late.windows(2).all(|w| w[0] < w[1]), "level {} delayed not FIFO: {:?}", level, late);
             }
         }
     }
