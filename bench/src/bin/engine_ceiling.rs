@@ -93,6 +93,10 @@ fn report(mode: &str, model: &std::path::Path, batch: usize, runs: f64, p: [f64;
 }
 
 fn main() -> std::process::ExitCode {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: first thing in main, single-threaded (as in the server: no usage database in $HOME).
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -86,7 +86,19 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     })
 }
 
+/// ONNX Runtime (1.32) otherwise keeps a usage database and a device id under
+/// `$HOME/.cache/Microsoft/DeveloperTools/.onnxruntime/`, written on every start: files outside the model
+/// repository that nobody asked for. An operator who wants them sets `ORT_DISABLE_TELEMETRY=0`.
+fn keep_onnxruntime_out_of_home() {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: called first thing in `main`, before any thread exists, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    }
+}
+
 fn main() -> ExitCode {
+    keep_onnxruntime_out_of_home();
     let cli = cli::Cli::parse();
     let validated = match cli.validate() {
         Ok(v) => v,
