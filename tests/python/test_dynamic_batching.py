@@ -140,6 +140,9 @@ QUEUE_POLICIES = {
     "priorities": "priority_levels: 2 default_priority_level: 2 "
     "priority_queue_policy { key: 1 value: { timeout_action: REJECT default_timeout_microseconds: 1 } }",
     # The default policy rejects; level 3's own policy does not.
+    # priority_queue_policy means nothing without priority_levels (Triton ignores it): the default applies.
+    "no_levels": "default_queue_policy { timeout_action: REJECT default_timeout_microseconds: 1 } "
+    "priority_queue_policy { key: 1 value: { max_queue_size: 100 } }",
     "priority_override": "priority_levels: 3 default_priority_level: 1 "
     "default_queue_policy { timeout_action: REJECT default_timeout_microseconds: 1 } "
     "priority_queue_policy { key: 3 value: { max_queue_size: 100 } }",
@@ -233,6 +236,13 @@ def test_priority_queue_policy_replaces_the_default_policy_for_its_level(policy_
     for priority in (None, 1, 2):
         params = None if priority is None else {"priority": priority}
         r = infer_with(policy_server, "priority_override", params)
+        assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}, (priority, r.text)
+
+
+def test_priority_queue_policy_without_levels_is_ignored(policy_server):
+    for priority in (None, 1):
+        params = None if priority is None else {"priority": priority}
+        r = infer_with(policy_server, "no_levels", params)
         assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}, (priority, r.text)
 
 

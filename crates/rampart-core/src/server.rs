@@ -660,9 +660,13 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
         reject_on_timeout: p.timeout_action == TimeoutAction::Reject as i32,
         max_queue_size: p.max_queue_size as usize,
     };
-    let levels: Vec<crate::scheduler::QueuePolicy> = (1..=levels.max(1))
-        .map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default)))
-        .collect();
+    // Without priority levels there is one queue with the default policy (Triton ignores
+    // `priority_queue_policy` then).
+    let levels: Vec<crate::scheduler::QueuePolicy> = if levels == 0 {
+        vec![queue_policy(&default)]
+    } else {
+        (1..=levels).map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default))).collect()
+    };
     Ok(Some(crate::scheduler::BatchPolicy {
         max_batch_size: cfg.max_batch_size as u64,
         preferred,
