@@ -116,19 +116,9 @@ def _killpg(pid: int, sig: int) -> None:
 
 
 def stop_process(proc: subprocess.Popen, term_timeout: float = 20.0) -> None:
-    """SIGTERM to the process, wait, then SIGKILL its whole process group (it and its children)."""
+    """SIGTERM to the process, wait, then SIGKILL its whole process group (triton_ref.stop)."""
     try:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=term_timeout)
-            except subprocess.TimeoutExpired:
-                log(f"pid {proc.pid} ignored SIGTERM for {term_timeout:.0f} s: SIGKILL")
-                _killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=30)
-        _killpg(proc.pid, signal.SIGKILL)  # leftovers in the group (e.g. Triton's Python stubs)
+        triton_ref.stop(proc, timeout=term_timeout)
     finally:
         _LIVE.pop(proc.pid, None)
 
@@ -370,13 +360,8 @@ def start_server(kind: str, cmd: list, http_port: int, grpc_port: int, log_path:
 
 
 def stop_server_proc(kind: str, proc: subprocess.Popen) -> None:
-    if kind == "triton":
-        try:
-            triton_ref.stop(proc)  # SIGTERM, wait, SIGKILL its group (server + Python stubs)
-        finally:
-            stop_process(proc, term_timeout=5)  # no-op when already gone; drops it from _LIVE
-    else:
-        stop_process(proc)
+    # Both servers run in their own process group; Triton's Python stubs go with it.
+    stop_process(proc, term_timeout=30 if kind == "triton" else 20)
 
 
 class ServerKind:

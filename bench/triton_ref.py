@@ -464,19 +464,20 @@ def start(inst: Install, repo: Path, http_port: int, grpc_port: int, log_path: P
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM, wait, then SIGKILL (the server's own process group: it and its Python stubs)."""
+    """SIGTERM, wait, then SIGKILL the process's own group (started with start_new_session=True, so the
+    group id is its pid): the server and anything it left behind (Triton's Python stubs). Also used by
+    bench.py for Rampart."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            log(f"tritonserver (pid {proc.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
+            log(f"pid {proc.pid} ignored SIGTERM for {timeout:.0f} s: SIGKILL")
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            proc.wait(timeout=30)
-    # Stubs left behind (they normally exit with the server) share the server's session/group,
-    # whose id is the server's pid (start_new_session=True).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
