@@ -457,22 +457,22 @@ mod tests {
 
     /// A job of `rows` rows of `[rows, 3]` INT32 (or BYTES) values derived from `tag`.
     fn tagged(tag: u32, rows: u64, bytes: bool) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
-        let input = if bytes {
-            let elems: Vec<String> = (0..rows * 3).map(|k| "x".repeat(((tag as u64 + k) % 5) as usize) + &tag.to_string()).collect();
-            let mut t = Tensor::from_bytes_elements("IN", vec![rows as i64, 3], &elems);
-            t.name = "IN".into();
-            t
-        } else {
-            let data: Vec<u8> = (0..rows * 3).flat_map(|k| (tag * 1000 + k as u32).to_le_bytes()).collect();
-            Tensor::new("IN", rampart_types::DataType::Int32, vec![rows as i64, 3], Bytes::from(data))
-        };
+        if !bytes {
+            return leveled(tag, rows, 3, 0);
+        }
+        let elems: Vec<String> = (0..rows * 3).map(|k| "x".repeat(((tag as u64 + k) % 5) as usize) + &tag.to_string()).collect();
+        queued_job(Tensor::from_bytes_elements("IN", vec![rows as i64, 3], &elems), rows, 0)
+    }
+
+    /// A job of `rows` rows of `input` at `level`, requesting output "OUT".
+    fn queued_job(input: Tensor, rows: u64, level: usize) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             inputs: vec![input.clone()],
             outputs: vec!["OUT".into()],
             batch_size: rows,
             enqueued: Instant::now(),
-            level: 0,
+            level,
             deadline: None,
             delay_on_timeout: false,
             reply: tx,
@@ -651,18 +651,7 @@ mod tests {
     fn leveled(tag: u32, rows: u64, width: usize, level: usize) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
         let data: Vec<u8> = (0..rows as usize * width).flat_map(|k| (tag * 1000 + k as u32).to_le_bytes()).collect();
         let input = Tensor::new("IN", rampart_types::DataType::Int32, vec![rows as i64, width as i64], Bytes::from(data));
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
-            inputs: vec![input.clone()],
-            outputs: vec!["OUT".into()],
-            batch_size: rows,
-            enqueued: Instant::now(),
-            level,
-            deadline: None,
-            delay_on_timeout: false,
-            reply: tx,
-        };
-        (job, rx, input)
+        queued_job(input, rows, level)
     }
 
     /// A pool whose single instance holds its first execution until `release` is sent.
