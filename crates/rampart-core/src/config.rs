@@ -21,7 +21,7 @@ pub(crate) struct RawConfig {
 /// Reads `<dir>/config.pbtxt`. Without the file, an empty config is returned unless auto-complete is off.
 pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConfig> {
     let path = dir.join("config.pbtxt");
-    let mut raw = match std::fs::read(&path) {
+    let raw = match std::fs::read(&path) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| {
                 Error::invalid_arg(format!("model '{name}': {} is not valid UTF-8", path.display()))
@@ -43,6 +43,19 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
             return Err(Error::internal(format!("model '{name}': cannot read {}: {e}", path.display())));
         }
     };
+    finish_raw(raw, name, &path)
+}
+
+/// A `config` override of a load request: ModelConfig as JSON (spec §4), checked like a config.pbtxt.
+pub(crate) fn from_json(json: &str, dir: &Path, name: &str) -> Result<RawConfig> {
+    let invalid = |e: &dyn std::fmt::Display| Error::invalid_arg(format!("Invalid config override: {e}"));
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| invalid(&e))?;
+    let explicit_max_batch = value.get("max_batch_size").is_some();
+    let config = rampart_model_config::parse_json(json).map_err(|e| invalid(&e))?;
+    finish_raw(RawConfig { config, explicit_max_batch }, name, &dir.join("<config override>"))
+}
+
+fn finish_raw(mut raw: RawConfig, name: &str, path: &Path) -> Result<RawConfig> {
     let c = &mut raw.config;
     if !c.name.is_empty() && c.name != name {
         return Err(Error::invalid_arg(format!(
@@ -60,7 +73,7 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
         )));
     }
     fill_defaults(c);
-    validate_static(c, &path)?;
+    validate_static(c, path)?;
     Ok(raw)
 }
 

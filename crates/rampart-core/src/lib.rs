@@ -8,6 +8,7 @@ pub mod access;
 pub mod audit;
 pub mod cache;
 mod config;
+pub mod control;
 mod engines;
 pub mod features;
 pub mod infer;
@@ -19,6 +20,7 @@ mod server;
 pub mod stats;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
+pub use control::{LoadRequest, ModelControlMode, validate_model_name};
 pub use engines::EngineChoice;
 pub use rampart_onnxruntime::OrtOptions;
 pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput};

@@ -41,6 +41,17 @@ pub struct ModelVersion {
     pool: InstancePool,
     /// The server's response cache, when this model enables it.
     cache: Option<crate::cache::ResponseCache>,
+    /// Requests inside `infer`, so an unload can wait for them.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one request in `ModelVersion::in_flight` until dropped.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl ModelVersion {
@@ -53,7 +64,22 @@ impl ModelVersion {
         engine_inputs: EngineInputs,
         cache: Option<crate::cache::ResponseCache>,
     ) -> Self {
-        ModelVersion { name: config.name.clone(), version, config, stats, load_duration, engine_inputs, pool, cache }
+        ModelVersion {
+            name: config.name.clone(),
+            version,
+            config,
+            stats,
+            load_duration,
+            engine_inputs,
+            pool,
+            cache,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Whether a request is being answered by this version.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     pub(crate) fn label(name: &str, version: i64) -> String {
@@ -61,6 +87,8 @@ impl ModelVersion {
     }
 
     pub(crate) async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _busy = Busy(&self.in_flight);
         let start = Instant::now();
         let result = self.infer_inner(req).await;
         self.stats.record_request(result.is_ok(), start.elapsed());

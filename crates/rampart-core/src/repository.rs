@@ -20,6 +20,10 @@ pub(crate) fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<Path
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
+            if let Err(e) = crate::control::validate_model_name(&name) {
+                tracing::warn!("ignoring directory {:?} in model repository '{}': {}", name, repo.display(), e.message());
+                continue;
+            }
             models.entry(name).or_default().push(entry.path());
         }
     }
@@ -34,11 +38,33 @@ pub(crate) fn versions(model_dir: &Path) -> Vec<i64> {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('0') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|n| is_version_dir(n))
         .filter_map(|n| n.parse::<i64>().ok())
         .collect();
     out.sort_unstable();
     out
+}
+
+/// Version folder names are decimal, without a leading zero.
+pub(crate) fn is_version_dir(n: &str) -> bool {
+    !n.starts_with('0') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The directory of model `name`: it must be in exactly one repository.
+pub(crate) fn locate(repositories: &[PathBuf], name: &str) -> Result<PathBuf> {
+    let found: Vec<PathBuf> = repositories.iter().map(|r| r.join(name)).filter(|d| d.is_dir()).collect();
+    match found.len() {
+        0 => Err(Error::invalid_arg(format!(
+            "failed to load '{name}': there is no model directory '{name}' in the model repository"
+        ))),
+        1 => Ok(found.into_iter().next().expect("one")),
+        _ => Err(Error::invalid_arg(duplicate_message(name, &found))),
+    }
+}
+
+pub(crate) fn duplicate_message(name: &str, dirs: &[PathBuf]) -> String {
+    let list: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
+    format!("model '{name}' appears in more than one model repository ({})", list.join(", "))
 }
 
 /// Applies the config's version policy to the available versions.

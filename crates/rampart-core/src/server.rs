@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rampart_model_config::ModelConfig;
@@ -11,6 +13,7 @@ use rampart_types::{DataType, Error, InstanceSpec, Result};
 use tokio::sync::Notify;
 
 use crate::config;
+use crate::control::{self, LoadRequest, ModelControlMode};
 use crate::engines::{EngineChoice, Engines};
 use crate::infer::{InferRequest, InferResponse};
 use crate::model::{ModelState, ModelVersion};
@@ -44,6 +47,14 @@ pub struct ServerOptions {
     pub request_limits: crate::infer::RequestLimits,
     /// Bytes of the response cache (`--cache-config local,size=N`); `None`: no cache.
     pub response_cache_bytes: Option<u64>,
+    /// `--model-control-mode`.
+    pub model_control_mode: ModelControlMode,
+    /// Models loaded at startup in explicit mode (`--load-model`); `*` alone loads every model.
+    pub startup_models: Vec<String>,
+    /// `--allow-model-file-override`: load requests may carry `file:` model files.
+    pub allow_model_file_override: bool,
+    /// How long an unload waits for the model's in-flight requests before it returns.
+    pub unload_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +73,10 @@ impl Default for ServerOptions {
             max_queued_requests: crate::scheduler::DEFAULT_QUEUE_CAPACITY,
             request_limits: Default::default(),
             response_cache_bytes: None,
+            model_control_mode: ModelControlMode::None,
+            startup_models: vec![],
+            allow_model_file_override: false,
+            unload_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -76,21 +91,64 @@ struct VersionEntry {
     served: Option<Arc<ModelVersion>>,
 }
 
+/// One model as the server knows it. Entries are immutable: a load, reload or unload builds a new one and
+/// swaps the whole table, so a request sees either the old model or the new one, never a mix.
 struct ModelEntry {
     versions: BTreeMap<i64, VersionEntry>,
-    /// Set when the model failed before any version could be considered (bad config, duplicate name, …).
+    /// Set when the model failed before any version could be considered (bad config, duplicate name, …), or
+    /// while its first load runs.
     error: Option<String>,
+    loading: bool,
+    /// The files this entry was built from, for polling to tell what changed.
+    fingerprint: Option<control::Fingerprint>,
+    /// Built from a `config` or `file:` override: a later load reloads it even if the repository is unchanged.
+    overridden: bool,
+    /// The directory of a `file:` override, removed once no table refers to this entry.
+    _files: Option<Arc<tempfile::TempDir>>,
 }
 
 impl ModelEntry {
     fn failed(reason: String) -> Self {
-        ModelEntry { versions: BTreeMap::new(), error: Some(reason) }
+        ModelEntry { error: Some(reason), ..Self::empty() }
+    }
+
+    fn empty() -> Self {
+        ModelEntry { versions: BTreeMap::new(), error: None, loading: false, fingerprint: None, overridden: false, _files: None }
+    }
+
+    fn served(&self) -> impl Iterator<Item = &Arc<ModelVersion>> {
+        self.versions.values().filter_map(|v| v.served.as_ref())
+    }
+
+    /// The first failure of this entry, if any.
+    fn failure(&self) -> Option<String> {
+        self.error.clone().or_else(|| self.versions.values().find(|v| v.state != ModelState::Ready).map(|v| v.reason.clone()))
+    }
+
+    /// Every version of `from` marked `state`, none served.
+    fn retired(from: &ModelEntry, state: ModelState, reason: &str) -> ModelEntry {
+        let versions = from
+            .versions
+            .keys()
+            .map(|&v| (v, VersionEntry { state, reason: reason.to_string(), served: None }))
+            .collect();
+        ModelEntry { versions, ..Self::empty() }
     }
 }
 
+/// The reason an unloaded version reports (Triton's wording; strict readiness accepts it).
+const UNLOADED: &str = "unloaded";
+
+type Models = BTreeMap<String, Arc<ModelEntry>>;
+
 struct Inner {
     options: ServerOptions,
-    models: BTreeMap<String, ModelEntry>,
+    engines: Engines,
+    cache: Option<crate::cache::ResponseCache>,
+    models: ArcSwap<Models>,
+    /// Serialises loads, unloads and polls (requests never take it).
+    control: Mutex<()>,
+    reaper: control::Reaper,
     exiting: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -130,7 +188,8 @@ pub struct IndexEntry {
     pub name: String,
     /// Empty when the model failed before a version was chosen.
     pub version: String,
-    pub state: ModelState,
+    /// `None` for a model in the repository that was never loaded.
+    pub state: Option<ModelState>,
     pub reason: String,
 }
 
@@ -157,8 +216,8 @@ impl Drop for InFlight<'_> {
 }
 
 impl Server {
-    /// Loads every model of every repository (model-control mode `none`). Blocking: call it before serving,
-    /// or from a blocking thread.
+    /// Loads the startup models: every model of every repository, or in explicit mode the `startup_models`.
+    /// Blocking: call it before serving, or from a blocking thread.
     pub fn start(options: ServerOptions) -> std::result::Result<Server, StartupError> {
         if options.model_repositories.is_empty() {
             return Err(StartupError("at least one --model-repository is required".into()));
@@ -171,45 +230,69 @@ impl Server {
             options.default_engine,
         );
         let cache = options.response_cache_bytes.map(crate::cache::ResponseCache::new);
-        let mut models = BTreeMap::new();
-        for (name, dirs) in found {
-            let entry = if dirs.len() > 1 {
-                let list: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
-                ModelEntry::failed(format!(
-                    "model '{name}' appears in more than one model repository ({})",
-                    list.join(", ")
-                ))
-            } else {
-                load_model(&name, &dirs[0], &options, &engines, cache.as_ref())
-            };
-            if options.exit_on_error {
-                let reason = entry.error.clone().or_else(|| {
-                    entry.versions.values().find(|v| v.state != ModelState::Ready).map(|v| v.reason.clone())
-                });
-                if let Some(reason) = reason {
-                    return Err(StartupError(format!("failed to load '{name}': {reason}")));
+        let wanted: Vec<(String, Vec<PathBuf>)> = match options.model_control_mode {
+            ModelControlMode::Explicit if options.startup_models.iter().any(|m| m != "*") => {
+                let mut out = Vec::new();
+                for name in &options.startup_models {
+                    control::validate_model_name(name).map_err(|e| StartupError(e.message().to_string()))?;
+                    out.push((name.clone(), found.get(name).cloned().unwrap_or_default()));
                 }
+                out
             }
-            if let Some(e) = &entry.error {
-                tracing::error!("failed to load '{name}': {e}");
-            }
-            for (v, ve) in &entry.versions {
-                match ve.state {
-                    ModelState::Ready => tracing::info!("successfully loaded '{name}' version {v}"),
-                    _ => tracing::error!("failed to load '{name}' version {v}: {}", ve.reason),
-                }
-            }
-            models.insert(name, entry);
-        }
-        Ok(Server {
+            ModelControlMode::Explicit if options.startup_models.is_empty() => vec![],
+            _ => found.into_iter().collect(),
+        };
+        let server = Server {
             inner: Arc::new(Inner {
                 options,
-                models,
+                engines,
+                cache,
+                models: ArcSwap::from_pointee(Models::new()),
+                control: Mutex::new(()),
+                reaper: control::Reaper::new(),
                 exiting: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
-        })
+        };
+        let mut models = Models::new();
+        for (name, dirs) in wanted {
+            let entry = match dirs.as_slice() {
+                [] => ModelEntry::failed(format!("failed to load '{name}': there is no model directory '{name}' in the model repository")),
+                [dir] => server.build_entry(&name, dir, None, None, None),
+                _ => ModelEntry::failed(repository::duplicate_message(&name, &dirs)),
+            };
+            if server.inner.options.exit_on_error {
+                if let Some(reason) = entry.failure() {
+                    return Err(StartupError(format!("failed to load '{name}': {reason}")));
+                }
+            }
+            log_outcome(&name, &entry);
+            models.insert(name, Arc::new(entry));
+        }
+        server.inner.models.store(Arc::new(models));
+        Ok(server)
+    }
+
+    /// Follows the repository every `every` (poll mode) on a thread of its own, until the server is dropped
+    /// or shut down.
+    pub fn start_polling(&self, every: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new().name("rampart-poll".into()).spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.exiting.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = (Server { inner }).poll_repository() {
+                    tracing::error!("failed to poll the model repository: {}", e.message());
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the repository poller: {e}");
+        }
     }
 
     pub fn options(&self) -> &ServerOptions {
@@ -221,12 +304,12 @@ impl Server {
         let rows: Vec<(String, String, String)> = self
             .repository_index(false)
             .into_iter()
-            .map(|e| {
-                let status = match e.state {
+            .filter_map(|e| {
+                let status = match e.state? {
                     ModelState::Ready => "READY".to_string(),
                     s => format!("{}: {}", s.as_str(), e.reason),
                 };
-                (e.name, e.version, status)
+                Some((e.name, e.version, status))
             })
             .collect();
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
@@ -256,8 +339,12 @@ impl Server {
         if !self.inner.options.strict_readiness {
             return Ok(true);
         }
-        Ok(self.inner.models.values().all(|m| {
-            m.error.is_none() && !m.versions.is_empty() && m.versions.values().all(|v| v.state == ModelState::Ready)
+        // Every model the server knows has versions, all READY or unloaded (Triton's rule).
+        Ok(self.inner.models.load().values().all(|m| {
+            m.error.is_none()
+                && !m.loading
+                && !m.versions.is_empty()
+                && m.versions.values().all(|v| v.state == ModelState::Ready || (v.state == ModelState::Unavailable && v.reason == UNLOADED))
         }))
     }
 
@@ -269,16 +356,23 @@ impl Server {
         }
     }
 
-    fn entry(&self, name: &str) -> Result<&ModelEntry> {
-        self.inner
-            .models
-            .get(name)
-            .ok_or_else(|| Error::not_found(format!("Request for unknown model: '{name}' is not found")))
+    fn entry(&self, name: &str) -> Result<Arc<ModelEntry>> {
+        match self.inner.models.load().get(name) {
+            Some(e) => Ok(e.clone()),
+            None => {
+                control::validate_model_name(name)?;
+                Err(Error::not_found(format!("Request for unknown model: '{name}' is not found")))
+            }
+        }
     }
 
     /// The served version `version` (or the latest READY one).
     pub fn model(&self, name: &str, version: Option<i64>) -> Result<Arc<ModelVersion>> {
-        let entry = self.entry(name)?;
+        let models = self.inner.models.load();
+        let Some(entry) = models.get(name) else {
+            control::validate_model_name(name)?;
+            return Err(Error::not_found(format!("Request for unknown model: '{name}' is not found")));
+        };
         match version {
             Some(v) => {
                 let ve = entry.versions.get(&v).ok_or_else(|| {
@@ -300,7 +394,7 @@ impl Server {
             Err(e) if e.code() == rampart_types::Code::Unavailable => Ok(false),
             Err(e) => {
                 // A known model with no ready version is "not ready", not "unknown".
-                if version.is_none() && self.inner.models.contains_key(name) {
+                if version.is_none() && self.inner.models.load().contains_key(name) {
                     Ok(false)
                 } else {
                     Err(e)
@@ -317,7 +411,7 @@ impl Server {
         let served = self.model(name, version)?;
         let versions = match version {
             Some(v) => vec![v.to_string()],
-            None => self.entry(name)?.versions.iter().filter(|(_, v)| v.served.is_some()).map(|(k, _)| k.to_string()).collect(),
+            None => self.entry(name)?.served().map(|m| m.version.to_string()).collect(),
         };
         let c = &served.config;
         let batch: &[i64] = if c.max_batch_size > 0 { &[-1] } else { &[] };
@@ -404,21 +498,157 @@ impl Server {
         })
     }
 
-    /// Model-repository load (`repository` is the optional repository name of the request). Model-control
-    /// mode `none` allows neither.
-    pub fn load_model(&self, repository: &str, _name: &str) -> Result<()> {
-        Err(self.model_control_refusal(repository))
-    }
-
-    pub fn unload_model(&self, repository: &str, _name: &str) -> Result<()> {
-        Err(self.model_control_refusal(repository))
-    }
-
-    fn model_control_refusal(&self, repository: &str) -> Error {
-        if !repository.is_empty() {
-            return Error::unsupported("'repository_name' specification is not supported");
+    /// Loads or reloads model `name` (explicit mode; `repository` is the optional repository name of the
+    /// request). The old versions serve until the new ones are READY; if the new ones fail, the old ones keep
+    /// serving and the error is returned. Blocking: call it from a blocking thread.
+    pub fn load_model(&self, repository: &str, name: &str, request: LoadRequest) -> Result<()> {
+        self.check_model_control(repository)?;
+        control::validate_model_name(name)?;
+        let options = &self.inner.options;
+        if !request.files.is_empty() {
+            if !options.allow_model_file_override {
+                return Err(Error::new(
+                    rampart_types::Code::PermissionDenied,
+                    format!(
+                        "load of '{name}' refused: 'file:' parameters upload model files, which this server does not allow (start it with --allow-model-file-override=true to permit it)"
+                    ),
+                ));
+            }
+            if request.config.is_none() {
+                return Err(Error::invalid_arg("Load parameter 'config' must be specified for model file override"));
+            }
         }
-        Error::unavailable("explicit model load / unload is not allowed if polling is enabled")
+        let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
+        let (dir, files) = if request.files.is_empty() {
+            (repository::locate(&options.model_repositories, name)?, None)
+        } else {
+            let tmp = control::write_override(&request.files)?;
+            (tmp.path().to_path_buf(), Some(Arc::new(tmp)))
+        };
+        let previous = self.inner.models.load().get(name).cloned();
+        if previous.as_ref().is_none_or(|p| p.served().next().is_none()) {
+            self.set_entry(name, ModelEntry { loading: true, ..ModelEntry::empty() });
+        }
+        let entry = self.build_entry(name, &dir, request.config.as_deref(), files, previous.as_deref());
+        self.install(name, entry, previous)
+    }
+
+    /// Unloads model `name` (explicit mode): new requests for it are refused at once, and the call returns once
+    /// its in-flight requests are answered (or after `unload_timeout`; they still finish). Unloading a model
+    /// that is not loaded succeeds. Blocking.
+    pub fn unload_model(&self, repository: &str, name: &str, _unload_dependents: bool) -> Result<()> {
+        // `unload_dependents` concerns models loaded because of this one (ensembles); Rampart has none.
+        self.check_model_control(repository)?;
+        control::validate_model_name(name)?;
+        let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(previous) = self.inner.models.load().get(name).cloned() else {
+            return match repository::locate(&self.inner.options.model_repositories, name) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(Error::not_found(format!("failed to unload '{name}': no model of that name is loaded or in the model repository"))),
+            };
+        };
+        self.unload_locked(name, &previous, self.inner.options.unload_timeout);
+        Ok(())
+    }
+
+    /// Marks the versions of `previous` UNLOADING, waits up to `patience` for their requests, then records
+    /// them as unloaded. The caller holds the control lock.
+    fn unload_locked(&self, name: &str, previous: &Arc<ModelEntry>, patience: Duration) {
+        let served: Vec<Arc<ModelVersion>> = previous.served().cloned().collect();
+        self.set_entry(name, ModelEntry::retired(previous, ModelState::Unloading, "unloading"));
+        let drained = control::drain(served, patience, &self.inner.reaper);
+        if !drained {
+            tracing::warn!("model '{name}' unloaded with requests still running; they finish in the background");
+        }
+        self.set_entry(name, ModelEntry::retired(previous, ModelState::Unavailable, UNLOADED));
+        tracing::info!("successfully unloaded '{name}'");
+    }
+
+    /// Brings the served models in line with the repository (poll mode): new models load, removed ones
+    /// unload, changed ones reload — each only if its files changed since the last look. Blocking.
+    pub fn poll_repository(&self) -> Result<()> {
+        let options = &self.inner.options;
+        let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
+        let found = repository::scan(&options.model_repositories)?;
+        let current = self.inner.models.load_full();
+        for (name, entry) in current.iter() {
+            let unloaded = entry.versions.values().all(|v| v.state == ModelState::Unavailable && v.reason == UNLOADED)
+                && entry.error.is_none();
+            if !found.contains_key(name) && !unloaded {
+                self.unload_locked(name, entry, Duration::ZERO);
+            }
+        }
+        for (name, dirs) in found {
+            let previous = current.get(&name).cloned();
+            if let [dir] = dirs.as_slice() {
+                let unchanged = previous.as_ref().is_some_and(|p| {
+                    !p.overridden && p.fingerprint.as_ref() == Some(&control::fingerprint(dir))
+                });
+                if unchanged {
+                    continue;
+                }
+                tracing::info!("model '{name}' {} in the repository: loading", if previous.is_some() { "changed" } else { "appeared" });
+                let entry = self.build_entry(&name, dir, None, None, previous.as_deref());
+                if let Err(e) = self.install(&name, entry, previous) {
+                    tracing::error!("{}", e.message());
+                }
+            } else if previous.as_ref().is_none_or(|p| p.error.is_none()) {
+                let message = repository::duplicate_message(&name, &dirs);
+                tracing::error!("{message}");
+                if previous.as_ref().is_none_or(|p| p.served().next().is_none()) {
+                    self.set_entry(&name, ModelEntry::failed(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a newly built entry in the table. A failed build never replaces served versions: the old ones
+    /// stay and the error is returned.
+    fn install(&self, name: &str, entry: ModelEntry, previous: Option<Arc<ModelEntry>>) -> Result<()> {
+        log_outcome(name, &entry);
+        let failure = entry.failure();
+        let keep_old = failure.is_some() && previous.as_ref().is_some_and(|p| p.served().next().is_some());
+        if keep_old {
+            let reason = failure.unwrap_or_default();
+            tracing::warn!("model '{name}': the new files failed to load; the previous versions keep serving");
+            return Err(Error::invalid_arg(format!("failed to load '{name}': {reason}")));
+        }
+        let entry = Arc::new(entry);
+        self.set_entry(name, entry.clone());
+        if let Some(previous) = previous {
+            // Versions the new entry did not take over finish their requests, then go.
+            for old in previous.served() {
+                if !entry.served().any(|new| Arc::ptr_eq(new, old)) {
+                    self.inner.reaper.retire(old.clone());
+                }
+            }
+        }
+        match failure {
+            Some(reason) => Err(Error::invalid_arg(format!("failed to load '{name}': {reason}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn set_entry(&self, name: &str, entry: impl Into<Arc<ModelEntry>>) {
+        let entry = entry.into();
+        self.inner.models.rcu(|models| {
+            let mut next = Models::clone(models);
+            next.insert(name.to_string(), entry.clone());
+            next
+        });
+    }
+
+    /// Errors for load and unload requests the server does not take: a repository name, or a mode other than
+    /// explicit. Front ends call it before they parse a request's parameters.
+    pub fn check_model_control(&self, repository: &str) -> Result<()> {
+        if !repository.is_empty() {
+            return Err(Error::unsupported("'repository_name' specification is not supported"));
+        }
+        if self.inner.options.model_control_mode != ModelControlMode::Explicit {
+            return Err(Error::unavailable("explicit model load / unload is not allowed if polling is enabled"));
+        }
+        Ok(())
     }
 
     /// Registered shared-memory regions (`cuda` selects the CUDA name space's wording). None can be
@@ -433,12 +663,28 @@ impl Server {
         }
     }
 
+    /// Every model the server knows, and (as in Triton) every model directory in the repositories that is
+    /// not loaded, without a state.
     pub fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let models = self.inner.models.load();
         let mut out = Vec::new();
-        for (name, m) in &self.inner.models {
-            if let Some(e) = &m.error {
+        let on_disk = repository::scan(&self.inner.options.model_repositories).unwrap_or_default();
+        let mut names: Vec<&String> = models.keys().chain(on_disk.keys().filter(|n| !models.contains_key(*n))).collect();
+        names.sort();
+        for name in names {
+            let Some(m) = models.get(name) else {
                 if !ready_only {
-                    out.push(IndexEntry { name: name.clone(), version: String::new(), state: ModelState::Unavailable, reason: e.clone() });
+                    out.push(IndexEntry { name: name.clone(), version: String::new(), state: None, reason: String::new() });
+                }
+                continue;
+            };
+            if m.error.is_some() || m.loading {
+                if !ready_only {
+                    let (state, reason) = match &m.error {
+                        Some(e) => (ModelState::Unavailable, e.clone()),
+                        None => (ModelState::Loading, String::new()),
+                    };
+                    out.push(IndexEntry { name: name.clone(), version: String::new(), state: Some(state), reason });
                 }
                 continue;
             }
@@ -446,7 +692,7 @@ impl Server {
                 if ready_only && ve.state != ModelState::Ready {
                     continue;
                 }
-                out.push(IndexEntry { name: name.clone(), version: v.to_string(), state: ve.state, reason: ve.reason.clone() });
+                out.push(IndexEntry { name: name.clone(), version: v.to_string(), state: Some(ve.state), reason: ve.reason.clone() });
             }
         }
         out
@@ -456,16 +702,11 @@ impl Server {
     pub fn statistics(&self, name: Option<&str>, version: Option<i64>) -> Result<Vec<VersionStats>> {
         let snap = |m: &ModelVersion| VersionStats { name: m.name.clone(), version: m.version.to_string(), stats: m.stats.snapshot() };
         match (name, version) {
-            (None, _) => Ok(self
-                .inner
-                .models
-                .values()
-                .flat_map(|m| m.versions.values().filter_map(|v| v.served.as_deref().map(snap)))
-                .collect()),
+            (None, _) => Ok(self.inner.models.load().values().flat_map(|m| m.served().map(|v| snap(v))).collect()),
             (Some(n), Some(v)) => Ok(vec![snap(&*self.model(n, Some(v))?)]),
             (Some(n), None) => {
                 self.model(n, None)?;
-                Ok(self.entry(n)?.versions.values().filter_map(|v| v.served.as_deref().map(snap)).collect())
+                Ok(self.entry(n)?.served().map(|v| snap(v)).collect())
             }
         }
     }
@@ -487,115 +728,160 @@ impl Server {
     }
 }
 
-/// Loads one model directory: config, versions per policy, instances per `instance_group`.
-fn load_model(
-    name: &str,
-    dir: &std::path::Path,
-    options: &ServerOptions,
-    engines: &Engines,
-    cache: Option<&crate::cache::ResponseCache>,
-) -> ModelEntry {
-    let raw = match config::read(dir, name, options.autocomplete) {
-        Ok(r) => r,
-        Err(e) => return ModelEntry::failed(e.message().to_string()),
-    };
-    let selected = match repository::select_versions(&raw.config, &repository::versions(dir)) {
-        Ok(v) => v,
-        Err(e) => return ModelEntry::failed(e.message().to_string()),
-    };
-    let choice = match engines.choose(&raw.config) {
-        Ok(c) => c,
-        Err(e) => return ModelEntry::failed(format!("model '{name}': {}", e.message())),
-    };
-    let engine = match engines.get(choice) {
-        Ok(e) => e,
-        Err(e) => return ModelEntry::failed(format!("model '{name}': {}", e.message())),
-    };
-    let instance_count: usize = raw.config.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
-    let parameters: std::collections::HashMap<String, String> =
-        raw.config.parameters.iter().map(|(k, v)| (k.clone(), v.string_value.clone())).collect();
-    let declared_types = raw
-        .config
-        .input
-        .iter()
-        .map(|i| (i.name.clone(), i.data_type))
-        .chain(raw.config.output.iter().map(|o| (o.name.clone(), o.data_type)))
-        .filter_map(|(n, t)| DataType::from_config_enum(t).map(|t| (n, t)))
-        .collect::<Vec<_>>();
-    let graph_level = raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
-    let mut final_config: Option<Arc<ModelConfig>> = None;
-    let mut versions = BTreeMap::new();
-    let mut raw = Some(raw);
-    for v in selected {
-        let started = Instant::now();
-        let label = ModelVersion::label(name, v);
-        let result = (|| -> Result<Arc<ModelVersion>> {
-            let model_file = dir.join(v.to_string()).join(
-                final_config.as_ref().map(|c| c.default_model_filename.clone()).unwrap_or_else(|| {
-                    raw.as_ref().map(|r| r.config.default_model_filename.clone()).unwrap_or_default()
-                }),
-            );
-            if !model_file.is_file() {
-                return Err(Error::invalid_arg(format!("model file '{}' not found", model_file.display())));
-            }
-            let spec = InstanceSpec {
-                model_name: name.to_string(),
-                version: v,
-                model_file,
-                parameters: parameters.clone(),
-                declared_types: declared_types.clone(),
-                graph_optimization_level: graph_level,
-            };
-            let mut instances = Vec::with_capacity(instance_count);
-            instances.push(engine.load(&spec)?);
-            let cfg = match &final_config {
-                Some(c) => c.clone(),
-                None => {
-                    let c = Arc::new(config::complete_and_validate(
-                        raw.take().expect("raw config consumed once"),
-                        instances[0].signature(),
-                        options.autocomplete,
-                    )?);
-                    final_config = Some(c.clone());
-                    c
-                }
-            };
-            // The tract engine can't run BF16; check the completed config too (auto-complete may add it).
-            if engine.name() == "tract" && cfg.input.iter().map(|i| i.data_type).chain(cfg.output.iter().map(|o| o.data_type)).any(|t| t == DataType::Bf16.config_enum()) {
-                return Err(Error::unsupported("the tract engine does not support data type BF16; use the onnxruntime engine"));
-            }
-            let engine_inputs = crate::infer::EngineInputs {
-                engine: engine.name(),
-                names: instances[0].signature().inputs.iter().map(|s| s.name.clone()).collect(),
-            };
-            for _ in 1..instance_count {
-                instances.push(engine.load(&spec)?);
-            }
-            let stats = Arc::new(ModelStats::default());
-            let batching = batch_policy(&cfg)?;
-            let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests, batching)?;
-            let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);
-            if wants_cache && cache.is_none() {
-                tracing::warn!("model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)");
-            }
-            let cache = cache.filter(|_| wants_cache).cloned();
-            Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache)))
-        })();
-        let entry = match result {
-            Ok(m) => VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(m) },
-            Err(e) => {
-                let msg = e.message();
-                let reason = if msg.starts_with("model '") { msg.to_string() } else { format!("{label}: {msg}") };
-                // A config that fails validation fails every version the same way: report it once.
-                if final_config.is_none() && raw.is_none() {
-                    return ModelEntry::failed(reason);
-                }
-                VersionEntry { state: ModelState::Unavailable, reason, served: None }
-            }
-        };
-        versions.insert(v, entry);
+/// Logs how a load went, version by version.
+fn log_outcome(name: &str, entry: &ModelEntry) {
+    if let Some(e) = &entry.error {
+        tracing::error!("failed to load '{name}': {e}");
     }
-    ModelEntry { versions, error: None }
+    for (v, ve) in &entry.versions {
+        match ve.state {
+            ModelState::Ready => tracing::info!("successfully loaded '{name}' version {v}"),
+            _ => tracing::error!("failed to load '{name}' version {v}: {}", ve.reason),
+        }
+    }
+}
+
+impl Server {
+    /// Loads one model directory: config (or the `config` override), versions per policy, instances per
+    /// `instance_group`. Versions of `previous` whose files did not change are taken over, not reloaded.
+    fn build_entry(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        config_override: Option<&str>,
+        files: Option<Arc<tempfile::TempDir>>,
+        previous: Option<&ModelEntry>,
+    ) -> ModelEntry {
+        let options = &self.inner.options;
+        let engines = &self.inner.engines;
+        let cache = self.inner.cache.as_ref();
+        let overridden = config_override.is_some() || files.is_some();
+        let fingerprint = control::fingerprint(dir);
+        let origin = |mut e: ModelEntry| {
+            e.fingerprint = Some(fingerprint.clone());
+            e.overridden = overridden;
+            e._files = files.clone();
+            e
+        };
+        // Versions that can be taken over as they are: same model files and config, same version folder.
+        let reusable = |v: i64| -> Option<Arc<ModelVersion>> {
+            let p = previous?;
+            let pf = p.fingerprint.as_ref()?;
+            if overridden || p.overridden || pf.model != fingerprint.model || pf.versions.get(&v) != fingerprint.versions.get(&v) {
+                return None;
+            }
+            p.versions.get(&v)?.served.clone()
+        };
+        let raw = match config_override {
+            Some(json) => config::from_json(json, dir, name),
+            None => config::read(dir, name, options.autocomplete),
+        };
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
+        };
+        let selected = match repository::select_versions(&raw.config, &repository::versions(dir)) {
+            Ok(v) => v,
+            Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
+        };
+        let choice = match engines.choose(&raw.config) {
+            Ok(c) => c,
+            Err(e) => return origin(ModelEntry::failed(format!("model '{name}': {}", e.message()))),
+        };
+        let engine = match engines.get(choice) {
+            Ok(e) => e,
+            Err(e) => return origin(ModelEntry::failed(format!("model '{name}': {}", e.message()))),
+        };
+        let instance_count: usize = raw.config.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
+        let parameters: std::collections::HashMap<String, String> =
+            raw.config.parameters.iter().map(|(k, v)| (k.clone(), v.string_value.clone())).collect();
+        let declared_types = raw
+            .config
+            .input
+            .iter()
+            .map(|i| (i.name.clone(), i.data_type))
+            .chain(raw.config.output.iter().map(|o| (o.name.clone(), o.data_type)))
+            .filter_map(|(n, t)| DataType::from_config_enum(t).map(|t| (n, t)))
+            .collect::<Vec<_>>();
+        let graph_level = raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
+        let mut final_config: Option<Arc<ModelConfig>> = None;
+        let mut versions = BTreeMap::new();
+        let mut raw = Some(raw);
+        for v in selected {
+            if let Some(kept) = reusable(v) {
+                versions.insert(v, VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(kept) });
+                continue;
+            }
+            let started = Instant::now();
+            let label = ModelVersion::label(name, v);
+            let result = (|| -> Result<Arc<ModelVersion>> {
+                let model_file = dir.join(v.to_string()).join(
+                    final_config.as_ref().map(|c| c.default_model_filename.clone()).unwrap_or_else(|| {
+                        raw.as_ref().map(|r| r.config.default_model_filename.clone()).unwrap_or_default()
+                    }),
+                );
+                if !model_file.is_file() {
+                    return Err(Error::invalid_arg(format!("model file '{}' not found", model_file.display())));
+                }
+                let spec = InstanceSpec {
+                    model_name: name.to_string(),
+                    version: v,
+                    model_file,
+                    parameters: parameters.clone(),
+                    declared_types: declared_types.clone(),
+                    graph_optimization_level: graph_level,
+                };
+                let mut instances = Vec::with_capacity(instance_count);
+                instances.push(engine.load(&spec)?);
+                let cfg = match &final_config {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = Arc::new(config::complete_and_validate(
+                            raw.take().expect("raw config consumed once"),
+                            instances[0].signature(),
+                            options.autocomplete,
+                        )?);
+                        final_config = Some(c.clone());
+                        c
+                    }
+                };
+                // The tract engine can't run BF16; check the completed config too (auto-complete may add it).
+                if engine.name() == "tract" && cfg.input.iter().map(|i| i.data_type).chain(cfg.output.iter().map(|o| o.data_type)).any(|t| t == DataType::Bf16.config_enum()) {
+                    return Err(Error::unsupported("the tract engine does not support data type BF16; use the onnxruntime engine"));
+                }
+                let engine_inputs = crate::infer::EngineInputs {
+                    engine: engine.name(),
+                    names: instances[0].signature().inputs.iter().map(|s| s.name.clone()).collect(),
+                };
+                for _ in 1..instance_count {
+                    instances.push(engine.load(&spec)?);
+                }
+                let stats = Arc::new(ModelStats::default());
+                let batching = batch_policy(&cfg)?;
+                let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests, batching)?;
+                let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);
+                if wants_cache && cache.is_none() {
+                    tracing::warn!("model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)");
+                }
+                let cache = cache.filter(|_| wants_cache).cloned();
+                Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache)))
+            })();
+            let entry = match result {
+                Ok(m) => VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(m) },
+                Err(e) => {
+                    let msg = e.message();
+                    let reason = if msg.starts_with("model '") { msg.to_string() } else { format!("{label}: {msg}") };
+                    // A config that fails validation fails every version the same way: report it once.
+                    if final_config.is_none() && raw.is_none() {
+                        return origin(ModelEntry::failed(reason));
+                    }
+                    VersionEntry { state: ModelState::Unavailable, reason, served: None }
+                }
+            };
+            versions.insert(v, entry);
+        }
+        origin(ModelEntry { versions, ..ModelEntry::empty() })
+    }
 }
 
 /// The `dynamic_batching` settings of a config, checked as Triton checks them; `None` runs every request

@@ -251,3 +251,39 @@ mod tests {
         assert!(typed_contents(&pb::InferTensorContents::default(), DataType::Fp16, "x").is_err());
     }
 }
+
+type RepositoryParameters = std::collections::HashMap<String, pb::ModelRepositoryParameter>;
+
+/// `config` (string) and `file:<path>` (bytes) load parameters.
+pub(crate) fn load_request(params: RepositoryParameters) -> rampart_types::Result<rampart_core::LoadRequest> {
+    use pb::model_repository_parameter::ParameterChoice;
+    let mut request = rampart_core::LoadRequest::default();
+    for (key, value) in params {
+        match (key.as_str(), value.parameter_choice) {
+            ("config", Some(ParameterChoice::StringParam(s))) => request.config = Some(s),
+            ("config", _) => return Err(Error::invalid_arg("load parameter 'config' must be a string_param")),
+            (k, Some(ParameterChoice::BytesParam(b))) if k.starts_with("file:") => {
+                request.files.push((k["file:".len()..].to_string(), b.to_vec()))
+            }
+            (k, _) if k.starts_with("file:") => {
+                return Err(Error::invalid_arg(format!("load parameter '{k}' must be a bytes_param")));
+            }
+            (k, _) => {
+                return Err(Error::invalid_arg(format!("unexpected load parameter '{k}': expected 'config' or 'file:<path>'")));
+            }
+        }
+    }
+    Ok(request)
+}
+
+pub(crate) fn unload_dependents(params: &RepositoryParameters) -> rampart_types::Result<bool> {
+    use pb::model_repository_parameter::ParameterChoice;
+    if let Some(k) = params.keys().find(|k| *k != "unload_dependents") {
+        return Err(Error::invalid_arg(format!("unexpected unload parameter '{k}': expected 'unload_dependents'")));
+    }
+    match params.get("unload_dependents").map(|p| &p.parameter_choice) {
+        None => Ok(false),
+        Some(Some(ParameterChoice::BoolParam(b))) => Ok(*b),
+        Some(_) => Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a bool_param")),
+    }
+}

@@ -249,7 +249,7 @@ impl gis::GrpcInferenceService for Inference {
             .map(|e| pb::repository_index_response::ModelIndex {
                 name: e.name,
                 version: e.version,
-                state: e.state.as_str().to_string(),
+                state: e.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
                 reason: e.reason,
             })
             .collect();
@@ -261,7 +261,10 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let r = r.into_inner();
-        self.server.load_model(&r.repository_name, &r.model_name).map_err(status)?;
+        self.server.check_model_control(&r.repository_name).map_err(status)?;
+        let request = convert::load_request(r.parameters).map_err(status)?;
+        let server = self.server.clone();
+        blocking(move || server.load_model(&r.repository_name, &r.model_name, request)).await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -270,7 +273,10 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let r = r.into_inner();
-        self.server.unload_model(&r.repository_name, &r.model_name).map_err(status)?;
+        self.server.check_model_control(&r.repository_name).map_err(status)?;
+        let dependents = convert::unload_dependents(&r.parameters).map_err(status)?;
+        let server = self.server.clone();
+        blocking(move || server.unload_model(&r.repository_name, &r.model_name, dependents)).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
@@ -440,4 +446,12 @@ pub fn services(
         inference = inference.send_compressed(tonic::codec::CompressionEncoding::Gzip);
     }
     (inference, health_server::HealthServer::new(Health { server }))
+}
+
+/// Loads and unloads block (they build or drain engines): they run on the blocking pool.
+async fn blocking(f: impl FnOnce() -> rampart_types::Result<()> + Send + 'static) -> Result<(), Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(rampart_types::Error::internal(format!("model control task failed: {e}"))))
+        .map_err(status)
 }

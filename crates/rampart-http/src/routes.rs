@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rampart_core::{Server, features, parse_version};
+use rampart_core::{LoadRequest, Server, features, parse_version};
 use rampart_types::Error;
 use serde_json::{Value, json};
 
@@ -403,7 +403,10 @@ async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: B
         .repository_index(ready_only)
         .into_iter()
         .map(|e| {
-            let mut o = json!({ "name": e.name, "state": e.state.as_str() });
+            let mut o = json!({ "name": e.name });
+            if let Some(state) = e.state {
+                o["state"] = json!(state.as_str());
+            }
             if !e.version.is_empty() {
                 o["version"] = json!(e.version);
             }
@@ -420,24 +423,95 @@ async fn repository_index_named(s: State<AppState>, headers: HeaderMap, body: Bo
     repository_index(s, headers, body).await
 }
 
-fn empty_ok(r: rampart_types::Result<()>) -> HResult {
-    r.map(|()| StatusCode::OK.into_response()).map_err(err)
+/// The `parameters` object of a load or unload body (an empty body has none).
+fn repository_parameters(s: &AppState, body: &[u8]) -> Result<serde_json::Map<String, Value>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Default::default());
+    }
+    codec::check_json_size(body, &s.options.json_limits)?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    match v {
+        Value::Object(mut o) => match o.remove("parameters") {
+            None => Ok(Default::default()),
+            Some(Value::Object(p)) => Ok(p),
+            Some(_) => Err(Error::invalid_arg("'parameters' must be a JSON object")),
+        },
+        _ => Err(Error::invalid_arg("the request body must be a JSON object")),
+    }
 }
 
-async fn load(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
-    empty_ok(s.server.load_model("", &model))
+/// `{"parameters":{"config":"<json>","file:<path>":"<base64>"}}`; every value is a string.
+fn load_request(params: serde_json::Map<String, Value>) -> Result<LoadRequest, Error> {
+    use base64::Engine as _;
+    let mut request = LoadRequest::default();
+    for (key, value) in params {
+        let Value::String(text) = value else {
+            return Err(Error::invalid_arg(format!("load parameter '{key}' must be a JSON string")));
+        };
+        if key == "config" {
+            request.config = Some(text);
+        } else if let Some(path) = key.strip_prefix("file:") {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map_err(|e| Error::invalid_arg(format!("load parameter '{key}' is not valid base64: {e}")))?;
+            request.files.push((path.to_string(), data));
+        } else {
+            return Err(Error::invalid_arg(format!(
+                "unexpected load parameter '{key}': expected 'config' or 'file:<path>'"
+            )));
+        }
+    }
+    Ok(request)
 }
 
-async fn unload(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
-    empty_ok(s.server.unload_model("", &model))
+fn unload_dependents(params: &serde_json::Map<String, Value>) -> Result<bool, Error> {
+    if let Some(key) = params.keys().find(|k| *k != "unload_dependents") {
+        return Err(Error::invalid_arg(format!("unexpected unload parameter '{key}': expected 'unload_dependents'")));
+    }
+    match params.get("unload_dependents") {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a boolean")),
+    }
 }
 
-async fn load_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>) -> HResult {
-    empty_ok(s.server.load_model(&repo, &model))
+/// Loads and unloads block (they build or drain engines): they run on the blocking pool.
+async fn blocking(f: impl FnOnce() -> rampart_types::Result<()> + Send + 'static) -> HResult {
+    let done = tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::internal(format!("model control task failed: {e}"))));
+    done.map(|()| StatusCode::OK.into_response()).map_err(err)
 }
 
-async fn unload_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>) -> HResult {
-    empty_ok(s.server.unload_model(&repo, &model))
+async fn load_in(s: AppState, repo: String, model: String, headers: HeaderMap, body: Body) -> HResult {
+    s.server.check_model_control(&repo).map_err(refuse_body)?;
+    let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
+    let request = repository_parameters(&s, &body).and_then(load_request).map_err(err)?;
+    blocking(move || s.server.load_model(&repo, &model, request)).await
+}
+
+async fn unload_in(s: AppState, repo: String, model: String, headers: HeaderMap, body: Body) -> HResult {
+    s.server.check_model_control(&repo).map_err(refuse_body)?;
+    let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
+    let dependents = repository_parameters(&s, &body).and_then(|p| unload_dependents(&p)).map_err(err)?;
+    blocking(move || s.server.unload_model(&repo, &model, dependents)).await
+}
+
+async fn load(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+    load_in(s, String::new(), model, headers, body).await
+}
+
+async fn unload(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+    unload_in(s, String::new(), model, headers, body).await
+}
+
+async fn load_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>, headers: HeaderMap, body: Body) -> HResult {
+    load_in(s, repo, model, headers, body).await
+}
+
+async fn unload_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>, headers: HeaderMap, body: Body) -> HResult {
+    unload_in(s, repo, model, headers, body).await
 }
 
 fn shm_status_answer(s: &AppState, region: Option<&str>, cuda: bool) -> HResult {

@@ -61,14 +61,22 @@ pub struct Cli {
     /// Ready only when every model is ready.
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub strict_readiness: bool,
-    /// none, poll or explicit (only none so far).
+    /// none (load everything at startup), poll (follow the repository) or explicit (repository API).
     #[arg(long, default_value = "none", help_heading = "Model Repository")]
     pub model_control_mode: String,
+    /// Seconds between repository polls in poll mode (0: never poll).
     #[arg(long, default_value_t = 15, help_heading = "Model Repository")]
     pub repository_poll_secs: u64,
-    /// Model to load at startup (explicit mode); repeatable.
+    /// Model to load at startup (explicit mode); repeatable; `*` alone loads every model.
     #[arg(long, help_heading = "Model Repository")]
     pub load_model: Vec<String>,
+    /// Let load requests carry model files (`file:` parameters). Off by default: it is remote code upload.
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
+    pub allow_model_file_override: bool,
+    /// Start in poll or explicit mode even though the model-repository API answers without credentials on a
+    /// non-loopback listener (Rampart refuses that by default).
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
+    pub allow_unauthenticated_model_control: bool,
     #[arg(long, help_heading = "Model Repository")]
     pub model_config_name: Option<String>,
     #[arg(long, default_value_t = 4, help_heading = "Model Repository")]
@@ -350,6 +358,7 @@ pub struct Validated {
     /// `--backend-config=onnxruntime,<key>=<value>` engine settings.
     pub onnxruntime: rampart_core::OrtOptions,
     pub autocomplete: bool,
+    pub model_control_mode: rampart_core::ModelControlMode,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
 }
@@ -471,13 +480,23 @@ impl Cli {
         if self.allow_vertex_ai.unwrap_or(vertex_default) {
             return Err(not_yet("allow-vertex-ai", "true", "no Vertex AI front end; AIP_MODE=PREDICTION turns it on by default"));
         }
-        match self.model_control_mode.as_str() {
-            "none" => {}
-            m @ ("poll" | "explicit") => return Err(not_yet("model-control-mode", m, "only 'none' is implemented")),
-            m => return Err(format!("unexpected value for --model-control-mode: '{m}' (expected none, poll or explicit)")),
-        }
-        if !self.load_model.is_empty() {
+        let Some(model_control_mode) = rampart_core::ModelControlMode::parse(&self.model_control_mode) else {
+            return Err(format!(
+                "unexpected value for --model-control-mode: '{}' (expected none, poll or explicit)",
+                self.model_control_mode
+            ));
+        };
+        if !self.load_model.is_empty() && model_control_mode != rampart_core::ModelControlMode::Explicit {
             return Err("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.".into());
+        }
+        if self.load_model.len() > 1 && self.load_model.iter().any(|m| m == "*") {
+            return Err("Wildcard model name '*' must be the ONLY startup model if specified at all.".into());
+        }
+        for m in self.load_model.iter().filter(|m| *m != "*") {
+            rampart_core::validate_model_name(m).map_err(|e| format!("--load-model: {}", e.message()))?;
+        }
+        if self.allow_model_file_override && model_control_mode != rampart_core::ModelControlMode::Explicit {
+            inert.push("--allow-model-file-override has no effect: load requests need --model-control-mode=explicit".into());
         }
         if let Some(n) = &self.model_config_name {
             return Err(not_yet("model-config-name", n, "custom config names"));
@@ -565,7 +584,6 @@ impl Cli {
             ("min-supported-compute-capability", self.min_supported_compute_capability.is_some()),
             ("buffer-manager-thread-count", self.buffer_manager_thread_count.is_some()),
             ("model-load-gpu-limit", !self.model_load_gpu_limit.is_empty()),
-            ("repository-poll-secs", self.repository_poll_secs != 15),
         ];
         let set: Vec<&str> = knobs.iter().filter(|(_, set)| *set).map(|(f, _)| *f).collect();
         if !set.is_empty() {
@@ -619,6 +637,9 @@ impl Cli {
                     .into(),
             );
         }
+        if model_control_mode != rampart_core::ModelControlMode::None && !self.allow_unauthenticated_model_control {
+            self.check_model_control_exposure(model_control_mode, &http_restrictions, &grpc_restrictions)?;
+        }
         let request_limits = rampart_core::RequestLimits {
             max_inputs: self.max_request_inputs,
             max_outputs: self.max_request_outputs,
@@ -637,8 +658,44 @@ impl Cli {
             engine,
             onnxruntime,
             autocomplete: !strict,
+            model_control_mode,
             inert,
         })
+    }
+
+    /// Secure default beyond Triton: model control (which decides what code runs) is refused when anyone who
+    /// can reach a non-loopback listener may use the repository API without a credential.
+    fn check_model_control_exposure(
+        &self,
+        mode: rampart_core::ModelControlMode,
+        http: &rampart_core::access::Restrictions,
+        grpc: &rampart_core::access::Restrictions,
+    ) -> Result<(), String> {
+        use rampart_core::access::Category;
+        let loopback = |address: &str| {
+            let host = address.strip_prefix("ipv6:").unwrap_or(address).trim_start_matches('[').trim_end_matches(']');
+            host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
+        let open = |rules: &rampart_core::access::Restrictions| rules.open_categories().contains(&Category::ModelRepository);
+        let mut exposed = Vec::new();
+        if self.allow_http && open(http) && !loopback(&self.http_address) {
+            exposed.push(format!("HTTP on {}:{}", self.http_address, self.http_port));
+        }
+        if self.allow_grpc && open(grpc) && !loopback(&self.grpc_address) {
+            exposed.push(format!("gRPC on {}:{}", self.grpc_address, self.grpc_port));
+        }
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "--model-control-mode={} refused: the model-repository API answers without credentials on {}, so any client \
+             could change which models run. Fix one of: restrict the category (--http-restricted-api=model-repository:<header>=<value> \
+             and --grpc-restricted-protocol=model-repository:<header>=<value>, or --client-cert-access=model-repository:<kind>:<name> \
+             with mutual TLS); bind the listener to loopback (--http-address=127.0.0.1, --grpc-address=127.0.0.1); \
+             or accept the exposure with --allow-unauthenticated-model-control=true",
+            mode.as_str(),
+            exposed.join(" and ")
+        ))
     }
 }
 
@@ -691,11 +748,39 @@ mod tests {
     }
 
     #[test]
+    fn model_control_needs_credentials_or_loopback() {
+        let base = ["--model-repository=/m", "--allow-metrics=false"];
+        let run = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&args).unwrap().validate().map(|v| v.model_control_mode)
+        };
+        for mode in ["--model-control-mode=explicit", "--model-control-mode=poll"] {
+            let e = run(&[mode]).unwrap_err();
+            assert!(e.contains("HTTP on 0.0.0.0:8000") && e.contains("gRPC on 0.0.0.0:8001"), "{e}");
+            assert!(e.contains("--allow-unauthenticated-model-control=true") && e.contains("--http-address=127.0.0.1"), "{e}");
+            // Only the listener that is still exposed is named.
+            let e = run(&[mode, "--http-address=127.0.0.1"]).unwrap_err();
+            assert!(!e.contains("HTTP on") && e.contains("gRPC on"), "{e}");
+            let e = run(&[mode, "--allow-grpc=false", "--http-restricted-api=health:k=v"]).unwrap_err();
+            assert!(e.contains("HTTP on"), "restricting another category does not count: {e}");
+            assert!(run(&[mode, "--http-address=127.0.0.1", "--grpc-address=ipv6:[::1]"]).is_ok());
+            assert!(run(&[mode, "--allow-grpc=false", "--http-restricted-api=model-repository:admin-key=s3cret"]).is_ok());
+            assert!(run(&[mode, "--allow-http=false", "--grpc-restricted-protocol=model-repository,health:admin-key=s3cret"]).is_ok());
+            assert!(run(&[mode, "--allow-unauthenticated-model-control=true"]).is_ok());
+        }
+        assert_eq!(run(&[]).unwrap(), rampart_core::ModelControlMode::None, "mode none needs nothing");
+        let e = run(&["--model-control-mode=explicit", "--allow-unauthenticated-model-control=true", "--load-model=*", "--load-model=a"]).unwrap_err();
+        assert!(e.contains("Wildcard model name '*' must be the ONLY startup model"), "{e}");
+        let e = run(&["--model-control-mode=explicit", "--allow-unauthenticated-model-control=true", "--load-model=../x"]).unwrap_err();
+        assert!(e.contains("path traversal"), "{e}");
+    }
+
+    #[test]
     fn missing_features_refused() {
         let c = parse(&["--model-repository=/m"]).unwrap();
         assert!(c.validate().unwrap_err().contains("allow-metrics"));
-        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--model-control-mode=explicit"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--model-control-mode=sometimes"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("expected none, poll or explicit"));
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--load-model=x"]).unwrap();
         assert!(c.validate().unwrap_err().contains("requires setting '--model-control-mode=explicit'"));
         let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--metrics-port=9"]).unwrap();

@@ -143,6 +143,10 @@ fn main() -> ExitCode {
         max_queued_requests: cli.max_queued_requests,
         request_limits: validated.request_limits,
         response_cache_bytes: validated.response_cache_bytes,
+        model_control_mode: validated.model_control_mode,
+        startup_models: cli.load_model.clone(),
+        allow_model_file_override: cli.allow_model_file_override,
+        unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {
@@ -153,6 +157,9 @@ fn main() -> ExitCode {
         }
     };
     eprint!("{}", server.model_status_table());
+    if validated.model_control_mode == rampart_core::ModelControlMode::Poll && cli.repository_poll_secs > 0 {
+        server.start_polling(Duration::from_secs(cli.repository_poll_secs));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rampart-io").build() {
         Ok(r) => r,
         Err(e) => {
