@@ -596,6 +596,32 @@ def test_failed_reload_keeps_the_old_version_serving(repo, change):
         assert model_config(srv, "a")["max_batch_size"] == 4
 
 
+def test_explicit_reload_under_traffic_without_failed_requests(repo):
+    d = write_model(repo, "live", 1)
+    with explicit(repo, "--load-model=live") as srv:
+        with Traffic(srv, "live") as traffic:
+            traffic.wait_requests()
+            (d / "1" / "model.onnx").write_bytes(add_model_bytes(2))
+            r = load(srv, "live")
+            assert r.status_code == 200, r.text
+            assert_adds(srv, "live", 2)
+            traffic.wait_requests()
+            r = load(srv, "live", {"config": config_json("live", 4, dynamic_batching={})})
+            assert r.status_code == 200, r.text
+            assert model_config(srv, "live")["max_batch_size"] == 4
+            traffic.wait_requests()
+            (d / "1" / "model.onnx").write_bytes(b"broken")
+            assert_error(load(srv, "live"), 400, "failed to load 'live'")
+            traffic.wait_requests()
+        results = list(traffic.results)
+        failures = traffic.failures()
+        assert not failures, f"{len(failures)} of {len(results)} requests failed during the reloads, e.g. {failures[:5]}"
+        seen = {(v, c) for _, v, c in results}
+        assert seen <= {("1", 1.0), ("1", 2.0)}, seen
+        assert ("1", 1.0) in seen and ("1", 2.0) in seen, seen
+        assert model_config(srv, "live")["max_batch_size"] == 4, "the failed reload must not change the served config"
+
+
 def test_failed_first_load_reports_the_error(repo):
     d = write_model(repo, "a", 1)
     (d / "1" / "model.onnx").write_bytes(b"not onnx at all")
@@ -792,32 +818,6 @@ def test_file_override_directory_is_private(repo):
         mode = stat.S_IMODE(d.stat().st_mode)
         assert mode & 0o077 == 0, f"override directory {d} is not private: mode {oct(mode)}"
         assert_adds(srv, "priv", 2)
-
-
-def test_explicit_reload_under_traffic_without_failed_requests(repo):
-    d = write_model(repo, "live", 1)
-    with explicit(repo, "--load-model=live") as srv:
-        with Traffic(srv, "live") as traffic:
-            traffic.wait_requests()
-            (d / "1" / "model.onnx").write_bytes(add_model_bytes(2))
-            r = load(srv, "live")
-            assert r.status_code == 200, r.text
-            assert_adds(srv, "live", 2)
-            traffic.wait_requests()
-            r = load(srv, "live", {"config": config_json("live", 4, dynamic_batching={})})
-            assert r.status_code == 200, r.text
-            assert model_config(srv, "live")["max_batch_size"] == 4
-            traffic.wait_requests()
-            (d / "1" / "model.onnx").write_bytes(b"broken")
-            assert_error(load(srv, "live"), 400, "failed to load 'live'")
-            traffic.wait_requests()
-        results = list(traffic.results)
-        failures = traffic.failures()
-        assert not failures, f"{len(failures)} of {len(results)} requests failed during the reloads, e.g. {failures[:5]}"
-        seen = {(v, c) for _, v, c in results}
-        assert seen <= {("1", 1.0), ("1", 2.0)}, seen
-        assert ("1", 1.0) in seen and ("1", 2.0) in seen, seen
-        assert model_config(srv, "live")["max_batch_size"] == 4, "the failed reload must not change the served config"
 
 
 def test_file_override_with_tritonclient_http(repo):

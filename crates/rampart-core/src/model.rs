@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::infer::{self, EngineInputs, InferRequest, InferResponse};
 use crate::scheduler::{InstancePool, Job};
-use crate::stats::ModelStats;
+use crate::stats::{FailureReason, ModelStats};
 
 /// Model version states reported by the repository index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,12 +90,19 @@ impl ModelVersion {
         self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _busy = Busy(&self.in_flight);
         let start = Instant::now();
-        let result = self.infer_inner(req).await;
-        self.stats.record_request(result.is_ok(), start.elapsed());
+        let mut reason = FailureReason::Other;
+        let result = self.infer_inner(req, &mut reason).await;
+        self.stats.record_request(result.as_ref().map(|_| ()).map_err(|_| reason), start.elapsed());
         result
     }
 
-    async fn infer_inner(&self, req: InferRequest) -> Result<InferResponse> {
+    /// Queued requests that no instance has taken yet.
+    pub fn pending(&self) -> usize {
+        self.pool.waiting()
+    }
+
+    /// `reason` says why a failure failed: set as the request moves past each stage.
+    async fn infer_inner(&self, req: InferRequest, reason: &mut FailureReason) -> Result<InferResponse> {
         let prepared = infer::prepare(&self.config, &self.engine_inputs, &req)?;
         // Response cache: a hit answers without the engine (and, as in Triton, counts in neither the
         // inference nor the execution count); a miss runs the request and stores its outputs.
@@ -119,6 +126,7 @@ impl ModelVersion {
             _ => None,
         };
         let (level, deadline, delay_on_timeout) = self.pool.schedule(unsigned("priority"), unsigned("timeout"));
+        *reason = FailureReason::Rejected;
         self.pool.submit(Job {
             inputs: prepared.inputs,
             outputs: prepared.outputs,
@@ -131,7 +139,13 @@ impl ModelVersion {
         })?;
         let outputs = rx
             .await
-            .map_err(|_| Error::internal(format!("{} stopped before answering", Self::label(&self.name, self.version))))??;
+            .map_err(|_| Error::internal(format!("{} stopped before answering", Self::label(&self.name, self.version))))?
+            .inspect_err(|e| {
+                // The scheduler answers queue timeouts UNAVAILABLE; anything else came from the engine.
+                if e.code() != rampart_types::Code::Unavailable {
+                    *reason = FailureReason::Backend;
+                }
+            })?;
         if let Some((cache, key, None, looked_up)) = cached {
             let lookup = looked_up.elapsed();
             let stored = Instant::now();

@@ -144,7 +144,7 @@ impl PriorityQueue {
         self.ready.notify_all();
     }
 
-    #[cfg(test)]
+    /// Requests queued and not yet handed to an instance.
     pub fn waiting(&self) -> usize {
         self.lock().waiting
     }

@@ -158,6 +158,14 @@ impl InstancePool {
         }
     }
 
+    /// Requests waiting for an instance.
+    pub fn waiting(&self) -> usize {
+        match &self.queue {
+            Queue::Fifo(tx) => tx.as_ref().map_or(0, |tx| tx.len()),
+            Queue::Priority(q) => q.waiting(),
+        }
+    }
+
     pub fn submit(&self, job: Job) -> Result<()> {
         let full = || {
             Error::unavailable(format!(

@@ -85,6 +85,7 @@ impl Default for ServerOptions {
 #[error("{0}")]
 pub struct StartupError(pub String);
 
+#[derive(Clone)]
 struct VersionEntry {
     state: ModelState,
     reason: String,
@@ -93,6 +94,7 @@ struct VersionEntry {
 
 /// One model as the server knows it. Entries are immutable: a load, reload or unload builds a new one and
 /// swaps the whole table, so a request sees either the old model or the new one, never a mix.
+#[derive(Clone)]
 struct ModelEntry {
     versions: BTreeMap<i64, VersionEntry>,
     /// Set when the model failed before any version could be considered (bad config, duplicate name, …), or
@@ -101,6 +103,8 @@ struct ModelEntry {
     loading: bool,
     /// The files this entry was built from, for polling to tell what changed.
     fingerprint: Option<control::Fingerprint>,
+    /// Files that failed to load over this entry (which kept serving): polling retries only once they change.
+    failed_fingerprint: Option<control::Fingerprint>,
     /// Built from a `config` or `file:` override: a later load reloads it even if the repository is unchanged.
     overridden: bool,
     /// The directory of a `file:` override, removed once no table refers to this entry.
@@ -113,7 +117,15 @@ impl ModelEntry {
     }
 
     fn empty() -> Self {
-        ModelEntry { versions: BTreeMap::new(), error: None, loading: false, fingerprint: None, overridden: false, _files: None }
+        ModelEntry {
+            versions: BTreeMap::new(),
+            error: None,
+            loading: false,
+            fingerprint: None,
+            failed_fingerprint: None,
+            overridden: false,
+            _files: None,
+        }
     }
 
     fn served(&self) -> impl Iterator<Item = &Arc<ModelVersion>> {
@@ -582,7 +594,8 @@ impl Server {
             let previous = current.get(&name).cloned();
             if let [dir] = dirs.as_slice() {
                 let unchanged = previous.as_ref().is_some_and(|p| {
-                    !p.overridden && p.fingerprint.as_ref() == Some(&control::fingerprint(dir))
+                    let now = Some(control::fingerprint(dir));
+                    !p.overridden && (p.fingerprint == now || p.failed_fingerprint == now)
                 });
                 if unchanged {
                     continue;
@@ -612,6 +625,10 @@ impl Server {
         if keep_old {
             let reason = failure.unwrap_or_default();
             tracing::warn!("model '{name}': the new files failed to load; the previous versions keep serving");
+            if let Some(previous) = previous {
+                let failed_fingerprint = entry.fingerprint.clone();
+                self.set_entry(name, ModelEntry { failed_fingerprint, ..ModelEntry::clone(&previous) });
+            }
             return Err(Error::invalid_arg(format!("failed to load '{name}': {reason}")));
         }
         let entry = Arc::new(entry);
@@ -696,6 +713,15 @@ impl Server {
             }
         }
         out
+    }
+
+    /// Every served version, by model name then version.
+    pub(crate) fn served_versions(&self) -> Vec<Arc<ModelVersion>> {
+        self.inner.models.load().values().flat_map(|m| m.served().cloned()).collect()
+    }
+
+    pub(crate) fn has_response_cache(&self) -> bool {
+        self.inner.cache.is_some()
     }
 
     /// Statistics of every ready version of `name` (or of every model), or of one version.

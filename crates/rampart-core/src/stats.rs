@@ -39,10 +39,37 @@ pub struct ModelStats {
     /// Response-cache lookups that answered, and lookups that missed (time to look up and store).
     pub cache_hit: DurationStat,
     pub cache_miss: DurationStat,
+    /// Failed requests by reason (`FailureReason` order).
+    failures: [AtomicU64; 4],
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
     batch: Mutex<BTreeMap<u64, [DurationSnapshot; 3]>>,
+}
+
+/// Why a request failed, as Triton's `nv_inference_request_failure{reason=…}` tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Refused by the scheduler: queue full, queue timeout, model unloading.
+    Rejected,
+    Canceled,
+    /// The engine failed executing it.
+    Backend,
+    /// Anything else (invalid request, …).
+    Other,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 4] = [FailureReason::Rejected, FailureReason::Canceled, FailureReason::Backend, FailureReason::Other];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "REJECTED",
+            FailureReason::Canceled => "CANCELED",
+            FailureReason::Backend => "BACKEND",
+            FailureReason::Other => "OTHER",
+        }
+    }
 }
 
 /// One executed batch's timings.
@@ -79,8 +106,14 @@ impl ModelStats {
         }
     }
 
-    pub fn record_request(&self, ok: bool, total: Duration) {
-        if ok { &self.success } else { &self.fail }.record(total);
+    pub fn record_request(&self, outcome: Result<(), FailureReason>, total: Duration) {
+        match outcome {
+            Ok(()) => self.success.record(total),
+            Err(reason) => {
+                self.fail.record(total);
+                self.failures[reason as usize].fetch_add(1, Relaxed);
+            }
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -95,6 +128,7 @@ impl ModelStats {
             execution_count: self.execution_count.load(Relaxed),
             success: self.success.snapshot(),
             fail: self.fail.snapshot(),
+            failures: std::array::from_fn(|i| self.failures[i].load(Relaxed)),
             queue: self.queue.snapshot(),
             compute_input: self.compute_input.snapshot(),
             compute_infer: self.compute_infer.snapshot(),
@@ -113,6 +147,8 @@ pub struct StatsSnapshot {
     pub execution_count: u64,
     pub success: DurationSnapshot,
     pub fail: DurationSnapshot,
+    /// Failed requests by `FailureReason` (in `FailureReason::ALL` order).
+    pub failures: [u64; 4],
     pub queue: DurationSnapshot,
     pub compute_input: DurationSnapshot,
     pub compute_infer: DurationSnapshot,
@@ -147,13 +183,14 @@ mod tests {
         };
         s.record_execution(&t);
         s.record_execution(&t);
-        s.record_request(true, Duration::from_micros(10));
-        s.record_request(false, Duration::from_micros(10));
+        s.record_request(Ok(()), Duration::from_micros(10));
+        s.record_request(Err(FailureReason::Backend), Duration::from_micros(10));
         let snap = s.snapshot();
         assert_eq!(snap.inference_count, 6);
         assert_eq!(snap.execution_count, 2);
         assert_eq!(snap.success, DurationSnapshot { count: 1, ns: 10_000 });
         assert_eq!(snap.fail.count, 1);
+        assert_eq!(snap.failures, [0, 0, 1, 0]);
         assert_eq!(snap.batch[&3][1], DurationSnapshot { count: 2, ns: 4_000 });
         assert!(snap.last_inference_ms > 0);
     }

@@ -4,10 +4,12 @@
 
 mod codec;
 #[doc(hidden)] pub mod fuzzing;
+mod metrics;
 pub mod restrict;
 mod routes;
 mod serve;
 
 pub use codec::{JsonLimits, MAX_DATA_DEPTH};
+pub use metrics::metrics_router;
 pub use routes::{HttpOptions, router};
 pub use serve::{ConnectionLimits, serve};

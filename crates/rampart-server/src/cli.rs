@@ -261,18 +261,24 @@ pub struct Cli {
     pub vertex_ai_default_model: Option<String>,
 
     // ---- Metrics
+    /// Serve Prometheus metrics on --metrics-address:--metrics-port (only `/metrics`, no credentials).
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Metrics")]
     pub allow_metrics: bool,
+    /// GPU metrics (this build has no GPU support: accepted, nothing to report).
     #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Metrics")]
     pub allow_gpu_metrics: Option<bool>,
+    /// nv_cpu_utilization, nv_cpu_memory_total_bytes, nv_cpu_memory_used_bytes (default true).
     #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Metrics")]
     pub allow_cpu_metrics: Option<bool>,
+    /// Defaults to --http-address.
     #[arg(long, help_heading = "Metrics")]
     pub metrics_address: Option<String>,
-    #[arg(long, help_heading = "Metrics")]
-    pub metrics_port: Option<String>,
-    #[arg(long, help_heading = "Metrics")]
-    pub metrics_interval_ms: Option<String>,
+    #[arg(long, default_value_t = 8002, help_heading = "Metrics")]
+    pub metrics_port: u16,
+    /// How often CPU and memory are sampled.
+    #[arg(long, default_value_t = 2000, help_heading = "Metrics")]
+    pub metrics_interval_ms: u64,
+    /// `counter_latencies=true|false` (repeatable).
     #[arg(long, help_heading = "Metrics")]
     pub metrics_config: Vec<String>,
 
@@ -359,6 +365,7 @@ pub struct Validated {
     pub onnxruntime: rampart_core::OrtOptions,
     pub autocomplete: bool,
     pub model_control_mode: rampart_core::ModelControlMode,
+    pub metrics: rampart_core::metrics::MetricsOptions,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
 }
@@ -470,8 +477,15 @@ impl Cli {
                 inert.push("--grpc-keepalive-permit-without-calls and --grpc-http2-* ping policing are accepted but not enforced: the HTTP/2 stack answers pings without strike counting".into());
             }
         }
-        if self.allow_metrics {
-            return Err(not_yet("allow-metrics", "true", "the metrics endpoint is not implemented; pass --allow-metrics=false"));
+        let metrics = self.metrics_options()?;
+        if self.allow_metrics && self.allow_http && self.metrics_port != 0 && self.metrics_port == self.http_port {
+            return Err(format!("The server cannot listen to metrics requests and HTTP requests at the same port {}", self.metrics_port));
+        }
+        if self.allow_metrics && self.allow_grpc && self.metrics_port != 0 && self.metrics_port == self.grpc_port {
+            return Err(format!("The server cannot listen to metrics requests and GRPC requests at the same port {}", self.metrics_port));
+        }
+        if self.metrics_interval_ms == 0 {
+            return Err("--metrics-interval-ms must be greater than 0".into());
         }
         if self.allow_sagemaker {
             return Err(not_yet("allow-sagemaker", "true", "no SageMaker front end"));
@@ -560,7 +574,7 @@ impl Cli {
         let extra = [
             ("sagemaker-*", self.sagemaker_port.is_some() || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some()),
             ("vertex-ai-*", self.vertex_ai_port.is_some() || self.vertex_ai_thread_count.is_some() || self.vertex_ai_default_model.is_some()),
-            ("metrics-*", self.metrics_address.is_some() || self.metrics_port.is_some() || self.metrics_interval_ms.is_some() || !self.metrics_config.is_empty() || self.allow_gpu_metrics.is_some() || self.allow_cpu_metrics.is_some()),
+            ("metrics-*", !self.allow_metrics && (self.metrics_address.is_some() || self.metrics_port != 8002 || self.metrics_interval_ms != 2000 || !self.metrics_config.is_empty() || self.allow_gpu_metrics.is_some() || self.allow_cpu_metrics.is_some())),
         ];
         for (flag, given) in extra {
             if given {
@@ -659,8 +673,31 @@ impl Cli {
             onnxruntime,
             autocomplete: !strict,
             model_control_mode,
+            metrics,
             inert,
         })
+    }
+
+    /// `--metrics-config <key>=<value>` settings.
+    fn metrics_options(&self) -> Result<rampart_core::metrics::MetricsOptions, String> {
+        let mut options = rampart_core::metrics::MetricsOptions::default();
+        for setting in &self.metrics_config {
+            let Some((key, value)) = setting.split_once('=') else {
+                return Err(format!("--metrics-config option format is '<setting>=<value>'. Got {setting}"));
+            };
+            let flag = |v: &str| parse_bool(v).map_err(|e| format!("--metrics-config {key}: {e}"));
+            match key {
+                "counter_latencies" => options.counter_latencies = flag(value)?,
+                "summary_latencies" | "histogram_latencies" => {
+                    if flag(value)? {
+                        return Err(not_yet("metrics-config", setting, "latency summaries and histograms"));
+                    }
+                }
+                "summary_quantiles" | "summary_max_age" | "summary_age_buckets" => {}
+                _ => return Err(format!("--metrics-config: unknown setting '{key}' (expected counter_latencies, summary_latencies or histogram_latencies)")),
+            }
+        }
+        Ok(options)
     }
 
     /// Secure default beyond Triton: model control (which decides what code runs) is refused when anyone who
@@ -778,7 +815,15 @@ mod tests {
     #[test]
     fn missing_features_refused() {
         let c = parse(&["--model-repository=/m"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("allow-metrics"));
+        assert!(c.validate().unwrap().metrics.counter_latencies, "metrics on by default, Triton's defaults");
+        let c = parse(&["--model-repository=/m", "--metrics-config=counter_latencies=false"]).unwrap();
+        assert!(!c.validate().unwrap().metrics.counter_latencies);
+        let c = parse(&["--model-repository=/m", "--metrics-config=summary_latencies=true"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        let c = parse(&["--model-repository=/m", "--metrics-config=bogus=1"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("unknown setting 'bogus'"));
+        let c = parse(&["--model-repository=/m", "--metrics-port=8000"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("metrics requests and HTTP requests at the same port 8000"));
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--model-control-mode=sometimes"]).unwrap();
         assert!(c.validate().unwrap_err().contains("expected none, poll or explicit"));
         let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--load-model=x"]).unwrap();

@@ -243,6 +243,15 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
     }
 }
 
+/// Header, size and stream limits of the HTTP listeners (the main one and metrics).
+fn connection_limits(cli: &cli::Cli) -> rampart_http::ConnectionLimits {
+    rampart_http::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(cli.http_header_read_timeout_secs),
+        max_header_bytes: cli.http_max_header_size,
+        http2_max_streams: cli.http2_max_concurrent_streams,
+    }
+}
+
 async fn serve(
     cli: cli::Cli,
     mut validated: cli::Validated,
@@ -280,11 +289,7 @@ async fn serve(
         };
         let app = rampart_http::router(server.clone(), options);
         let stop = stopped(stop_rx.clone());
-        let limits = rampart_http::ConnectionLimits {
-            header_read_timeout: Duration::from_secs(cli.http_header_read_timeout_secs),
-            max_header_bytes: cli.http_max_header_size,
-            http2_max_streams: cli.http2_max_concurrent_streams,
-        };
+        let limits = connection_limits(&cli);
         http_task = Some(match http_tls {
             Some(tls) => {
                 let listener = rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
@@ -337,6 +342,24 @@ async fn serve(
         tracing::info!("Started GRPCInferenceService at {local}{}", tls_note(validated.grpc_tls.as_ref()));
         exposure("GRPCInferenceService", local, &validated.grpc_restrictions);
     }
+    let mut metrics_task = None;
+    if cli.allow_metrics {
+        let address = cli.metrics_address.as_deref().unwrap_or(&cli.http_address);
+        let addr = listen_addr("metrics-address", address, cli.metrics_port)?;
+        let listener = bind("metrics service", addr, false)?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let cpu = cli
+            .allow_cpu_metrics
+            .unwrap_or(true)
+            .then(|| rampart_core::metrics::CpuMetrics::start(Duration::from_millis(cli.metrics_interval_ms)));
+        let app = rampart_http::metrics_router(server.clone(), validated.metrics.clone(), cpu);
+        let limits = connection_limits(&cli);
+        metrics_task = Some(tokio::spawn(rampart_http::serve(listener, app, limits, stopped(stop_rx.clone()))));
+        tracing::info!("Started Metrics Service at {local}");
+        if !local.ip().is_loopback() {
+            tracing::info!("the metrics endpoint has no credentials (as in Triton): it names every model; keep {local} on a private network");
+        }
+    }
     if http_task.is_none() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
@@ -352,6 +375,9 @@ async fn serve(
         if tokio::time::timeout(grace, t).await.is_err() {
             tracing::warn!("HTTP connections still open at exit");
         }
+    }
+    if let Some(t) = metrics_task {
+        let _ = tokio::time::timeout(grace, t).await;
     }
     if let Some(t) = grpc_task {
         match tokio::time::timeout(grace, t).await {

@@ -62,7 +62,7 @@ fn command_line_refusals() {
     let out = run(&["--model-repository=/x", "--no-such-flag"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
-    let out = run(&["--model-repository=/x"]);
+    let out = run(&["--model-repository=/x", "--allow-sagemaker=true"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
     let out = run(&["--model-repository=/does/not/exist", "--allow-grpc=false", "--allow-metrics=false"]);
