@@ -12,6 +12,7 @@ pub mod control;
 mod engines;
 pub mod features;
 pub mod infer;
+pub mod logging;
 pub mod metrics;
 mod model;
 mod priority_queue;

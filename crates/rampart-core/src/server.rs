@@ -55,6 +55,9 @@ pub struct ServerOptions {
     pub allow_model_file_override: bool,
     /// How long an unload waits for the model's in-flight requests before it returns.
     pub unload_timeout: Duration,
+    /// The live log settings, when the process's log subscriber consults them (the logging API changes
+    /// them); `None`: the logging API answers that logging is managed elsewhere.
+    pub log_control: Option<Arc<crate::logging::LogControl>>,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +80,7 @@ impl Default for ServerOptions {
             startup_models: vec![],
             allow_model_file_override: false,
             unload_timeout: Duration::from_secs(30),
+            log_control: None,
         }
     }
 }
@@ -713,6 +717,24 @@ impl Server {
             }
         }
         out
+    }
+
+    fn log_control(&self) -> Result<&crate::logging::LogControl> {
+        self.inner.options.log_control.as_deref().ok_or_else(|| {
+            Error::unsupported("logging settings are managed by the application embedding Rampart")
+        })
+    }
+
+    /// The logging API's settings.
+    pub fn log_settings(&self) -> Result<crate::logging::LogSettings> {
+        Ok(self.log_control()?.settings())
+    }
+
+    /// Changes the log settings (all fields checked before any applies).
+    pub fn update_log_settings(&self, update: &crate::logging::LogUpdate) -> Result<crate::logging::LogSettings> {
+        let settings = self.log_control()?.update(update)?;
+        tracing::info!("log settings changed: {settings:?}");
+        Ok(settings)
     }
 
     /// Every served version, by model name then version.

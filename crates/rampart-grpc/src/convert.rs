@@ -287,3 +287,45 @@ pub(crate) fn unload_dependents(params: &RepositoryParameters) -> rampart_types:
         Some(_) => Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a bool_param")),
     }
 }
+
+/// LogSettings request values: `log_file` (refused), `log_info|warning|error` (bool_param),
+/// `log_verbose_level` (uint32_param), `log_format` (string_param).
+pub(crate) fn log_update(
+    settings: std::collections::HashMap<String, pb::log_settings_request::SettingValue>,
+) -> Result<rampart_core::logging::LogUpdate> {
+    use pb::log_settings_request::setting_value::ParameterChoice as P;
+    let mut u = rampart_core::logging::LogUpdate::default();
+    for (key, value) in settings {
+        let wrong = |kind: &str| Error::invalid_arg(format!("log setting '{key}' must be a {kind}"));
+        match (key.as_str(), value.parameter_choice) {
+            ("log_file", _) => u.file = Some(String::new()),
+            ("log_info", Some(P::BoolParam(b))) => u.info = Some(b),
+            ("log_warning", Some(P::BoolParam(b))) => u.warning = Some(b),
+            ("log_error", Some(P::BoolParam(b))) => u.error = Some(b),
+            ("log_info" | "log_warning" | "log_error", _) => return Err(wrong("bool_param")),
+            ("log_verbose_level", Some(P::Uint32Param(v))) => u.verbose_level = Some(v),
+            ("log_verbose_level", _) => return Err(wrong("uint32_param")),
+            ("log_format", Some(P::StringParam(f))) => u.format = Some(f),
+            ("log_format", _) => return Err(wrong("string_param")),
+            _ => return Err(Error::invalid_arg(format!("unexpected log setting '{key}'"))),
+        }
+    }
+    Ok(u)
+}
+
+pub(crate) fn log_settings(l: &rampart_core::logging::LogSettings) -> pb::LogSettingsResponse {
+    use pb::log_settings_response::{SettingValue, setting_value::ParameterChoice as P};
+    let v = |p: P| SettingValue { parameter_choice: Some(p) };
+    let settings = [
+        ("log_file", v(P::StringParam(l.file.clone()))),
+        ("log_info", v(P::BoolParam(l.info))),
+        ("log_warning", v(P::BoolParam(l.warning))),
+        ("log_error", v(P::BoolParam(l.error))),
+        ("log_verbose_level", v(P::Uint32Param(l.verbose_level))),
+        ("log_format", v(P::StringParam(l.format.as_str().to_string()))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    pb::LogSettingsResponse { settings }
+}

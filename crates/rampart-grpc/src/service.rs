@@ -328,8 +328,15 @@ impl gis::GrpcInferenceService for Inference {
         Err(not_yet("the trace settings API"))
     }
 
-    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> Result<Response<pb::LogSettingsResponse>, Status> {
-        Err(not_yet("the log settings API"))
+    async fn log_settings(&self, r: Request<pb::LogSettingsRequest>) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        let r = r.into_inner();
+        let settings = if r.settings.is_empty() {
+            self.server.log_settings()
+        } else {
+            convert::log_update(r.settings).and_then(|u| self.server.update_log_settings(&u))
+        }
+        .map_err(status)?;
+        Ok(Response::new(convert::log_settings(&settings)))
     }
 }
 

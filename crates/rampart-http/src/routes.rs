@@ -89,7 +89,7 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/versions/{version}/generate_stream", post(not_yet))
         .route("/v2/models/{model}/trace/setting", get(not_yet).post(not_yet))
         .route("/v2/trace/setting", get(not_yet).post(not_yet))
-        .route("/v2/logging", get(not_yet).post(not_yet))
+        .route("/v2/logging", get(log_settings).post(update_log_settings))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/{repo}/index", post(repository_index_named))
         .route("/v2/repository/models/{model}/load", post(load))
@@ -421,6 +421,59 @@ async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: B
 
 async fn repository_index_named(s: State<AppState>, headers: HeaderMap, body: Body) -> HResult {
     repository_index(s, headers, body).await
+}
+
+fn log_settings_json(l: &rampart_core::logging::LogSettings) -> Response {
+    json_response(&json!({
+        "log_file": l.file,
+        "log_info": l.info,
+        "log_warning": l.warning,
+        "log_error": l.error,
+        "log_verbose_level": l.verbose_level,
+        "log_format": l.format.as_str(),
+    }))
+}
+
+async fn log_settings(State(s): State<AppState>) -> HResult {
+    Ok(log_settings_json(&s.server.log_settings().map_err(err)?))
+}
+
+/// `{"log_info": bool, "log_warning": bool, "log_error": bool, "log_verbose_level": uint, "log_format": str}`;
+/// a non-null `log_file` is refused.
+fn log_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::logging::LogUpdate, Error> {
+    let mut update = rampart_core::logging::LogUpdate::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(update);
+    }
+    codec::check_json_size(body, limits)?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    let Value::Object(o) = v else { return Err(Error::invalid_arg("the request body must be a JSON object")) };
+    let boolean = |k: &str, v: &Value| v.as_bool().ok_or_else(|| Error::invalid_arg(format!("'{k}' must be a boolean")));
+    for (k, v) in &o {
+        match k.as_str() {
+            "log_file" if v.is_null() => {}
+            "log_file" => update.file = Some(v.as_str().unwrap_or_default().to_string()),
+            "log_info" => update.info = Some(boolean(k, v)?),
+            "log_warning" => update.warning = Some(boolean(k, v)?),
+            "log_error" => update.error = Some(boolean(k, v)?),
+            "log_verbose_level" => {
+                let n = v.as_u64().and_then(|n| u32::try_from(n).ok());
+                update.verbose_level = Some(n.ok_or_else(|| Error::invalid_arg("'log_verbose_level' must be an unsigned integer"))?);
+            }
+            "log_format" => {
+                update.format = Some(v.as_str().ok_or_else(|| Error::invalid_arg("'log_format' must be a string"))?.to_string())
+            }
+            _ => return Err(Error::invalid_arg(format!("unexpected log setting '{k}'"))),
+        }
+    }
+    Ok(update)
+}
+
+async fn update_log_settings(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
+    let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
+    let update = log_update(&body, &s.options.json_limits).map_err(err)?;
+    Ok(log_settings_json(&s.server.update_log_settings(&update).map_err(err)?))
 }
 
 /// The `parameters` object of a load or unload body (an empty body has none).

@@ -41,10 +41,10 @@ pub struct Cli {
     pub log_warning: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Logging")]
     pub log_error: bool,
-    /// Log line format: default or ISO8601 (not supported yet: only default).
+    /// Log line format: default, ISO8601 or json.
     #[arg(long, default_value = "default", help_heading = "Logging")]
     pub log_format: String,
-    /// Log file (not supported yet).
+    /// Append logs to this file instead of stderr (startup only; the logging API cannot change it).
     #[arg(long, help_heading = "Logging")]
     pub log_file: Option<String>,
 
@@ -366,6 +366,7 @@ pub struct Validated {
     pub autocomplete: bool,
     pub model_control_mode: rampart_core::ModelControlMode,
     pub metrics: rampart_core::metrics::MetricsOptions,
+    pub log_format: rampart_core::logging::LogFormat,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
 }
@@ -541,11 +542,11 @@ impl Cli {
         if let Some(p) = &self.http_header_forward_pattern {
             return Err(not_yet("http-header-forward-pattern", p, "header forwarding"));
         }
-        if self.log_format != "default" {
-            return Err(not_yet("log-format", &self.log_format, "only the default log format"));
-        }
-        if let Some(f) = &self.log_file {
-            return Err(not_yet("log-file", f, "logs go to stderr"));
+        let Some(log_format) = rampart_core::logging::LogFormat::parse(&self.log_format) else {
+            return Err(format!("invalid argument for --log-format, got: {} (expected default, ISO8601 or json)", self.log_format));
+        };
+        if self.log_verbose > rampart_core::logging::MAX_VERBOSE_LEVEL {
+            return Err(format!("--log-verbose must be at most {}", rampart_core::logging::MAX_VERBOSE_LEVEL));
         }
         for tc in self.trace_config.iter().chain(&self.trace_level) {
             let off = tc == "level=OFF" || tc == "OFF" || tc.ends_with(",level=OFF");
@@ -674,6 +675,7 @@ impl Cli {
             autocomplete: !strict,
             model_control_mode,
             metrics,
+            log_format,
             inert,
         })
     }

@@ -2,6 +2,7 @@
 //! crate reads the environment and binds sockets.
 
 mod cli;
+mod logs;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -9,47 +10,32 @@ use std::time::Duration;
 
 use clap::Parser;
 use rampart_core::{Server, ServerOptions};
-use tracing_subscriber::filter::LevelFilter;
 
-fn init_logging(cli: &cli::Cli) {
-    let level = if cli.log_verbose > 0 {
-        LevelFilter::DEBUG
-    } else if cli.log_info {
-        LevelFilter::INFO
-    } else if cli.log_warning {
-        LevelFilter::WARN
-    } else if cli.log_error {
-        LevelFilter::ERROR
-    } else {
-        LevelFilter::OFF
+/// The log settings from the command line; opens `--log-file` (append, created 0600 if missing).
+fn init_logging(cli: &cli::Cli, format: rampart_core::logging::LogFormat) -> Result<std::sync::Arc<rampart_core::logging::LogControl>, String> {
+    let file = match &cli.log_file {
+        None => None,
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("cannot open --log-file '{path}': {e}"))?;
+            Some(f)
+        }
     };
-    // Verbose logging is Rampart's own: the libraries underneath (hyper, h2, tonic, rustls) stay at INFO, or a
-    // client could make the server log one line per HTTP/2 frame it sends.
-    let mut filter = tracing_subscriber::filter::Targets::new().with_default(level.min(LevelFilter::INFO));
-    for krate in [
-        "rampart",
-        "rampart_core",
-        "rampart_http",
-        "rampart_grpc",
-        "rampart_tls",
-        "rampart_onnxruntime",
-        "rampart_tract",
-        "rampart_types",
-        "rampart_model_config",
-    ] {
-        filter = filter.with_target(krate, level);
-    }
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(cli.log_verbose > 0)
-                .with_ansi(false),
-        )
-        .with(filter)
-        .init();
+    let control = std::sync::Arc::new(rampart_core::logging::LogControl::new(rampart_core::logging::LogSettings {
+        file: cli.log_file.clone().unwrap_or_default(),
+        info: cli.log_info,
+        warning: cli.log_warning,
+        error: cli.log_error,
+        verbose_level: cli.log_verbose,
+        format,
+    }));
+    logs::install(control.clone(), file);
+    Ok(control)
 }
 
 /// `0.0.0.0`, `127.0.0.1`, `::1`, or tritonserver's `ipv6:[::1]` form.
@@ -107,7 +93,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&cli);
+    let log_control = match init_logging(&cli, validated.log_format) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     for note in &validated.inert {
         tracing::warn!("{note}");
     }
@@ -147,6 +139,7 @@ fn main() -> ExitCode {
         startup_models: cli.load_model.clone(),
         allow_model_file_override: cli.allow_model_file_override,
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
+        log_control: Some(log_control),
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {

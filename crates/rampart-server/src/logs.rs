@@ -1,0 +1,186 @@
+//! The process's log subscriber: Triton's line formats (`default`, `ISO8601`) plus JSON, levels read from
+//! the live [`LogControl`] on every event (the logging API changes them), stderr or `--log-file`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use rampart_core::logging::{LogControl, LogFormat, Severity, UtcTime};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Rampart's own crates log at every level the settings allow; the libraries underneath (hyper, h2,
+/// tonic, rustls) never below INFO, or a client could make the server log one line per HTTP/2 frame.
+const OWN_CRATES: &[&str] = &[
+    "rampart",
+    "rampart_core",
+    "rampart_http",
+    "rampart_grpc",
+    "rampart_tls",
+    "rampart_onnxruntime",
+    "rampart_tract",
+    "rampart_types",
+    "rampart_model_config",
+];
+
+fn own(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    OWN_CRATES.contains(&krate)
+}
+
+fn severity(level: &Level) -> Severity {
+    match *level {
+        Level::ERROR => Severity::Error,
+        Level::WARN => Severity::Warning,
+        Level::INFO => Severity::Info,
+        Level::DEBUG => Severity::Verbose(1),
+        Level::TRACE => Severity::Verbose(2),
+    }
+}
+
+/// Installs the subscriber. `file`: the `--log-file` handle (else stderr).
+pub fn install(control: Arc<LogControl>, file: Option<std::fs::File>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter_control = control.clone();
+    let filter = tracing_subscriber::filter::filter_fn(move |meta| {
+        let s = severity(meta.level());
+        (own(meta.target()) || !matches!(s, Severity::Verbose(_))) && filter_control.enabled(s)
+    });
+    let format = LineFormat { control, pid: std::process::id() };
+    let layer = tracing_subscriber::fmt::layer().event_format(format).with_ansi(false);
+    match file {
+        Some(f) => {
+            let layer = layer.with_writer(std::sync::Mutex::new(f));
+            tracing_subscriber::registry().with(layer.with_filter(filter)).init();
+        }
+        None => {
+            let layer = layer.with_writer(std::io::stderr);
+            tracing_subscriber::registry().with(layer.with_filter(filter)).init();
+        }
+    }
+}
+
+use tracing_subscriber::Layer as _;
+
+struct LineFormat {
+    control: Arc<LogControl>,
+    pid: u32,
+}
+
+/// Collects an event's message and fields, with control characters escaped so a logged value (a model
+/// name, a header) cannot forge a log line.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    extra: Vec<(String, String)>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.extra.push((field.name().to_string(), text));
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.extra.push((field.name().to_string(), value.to_string()));
+        }
+    }
+}
+
+/// Control characters written as escapes (`\n`, `\u{1b}`, …).
+fn escape(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars().fold(String::with_capacity(s.len() + 8), |mut out, c| {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+        out
+    })
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let t = UtcTime::now();
+        let letter = match *meta.level() {
+            Level::ERROR => 'E',
+            Level::WARN => 'W',
+            Level::INFO => 'I',
+            _ => 'V',
+        };
+        let file = meta.file().map(|f| f.rsplit('/').next().unwrap_or(f)).unwrap_or(meta.target());
+        let line = meta.line().unwrap_or(0);
+        let format = self.control.format();
+        if format == LogFormat::Json {
+            let mut o = serde_json::Map::new();
+            o.insert("time".into(), t.rfc3339_millis().into());
+            o.insert("level".into(), meta.level().as_str().into());
+            o.insert("pid".into(), self.pid.into());
+            o.insert("source".into(), format!("{file}:{line}").into());
+            o.insert("message".into(), fields.message.into());
+            for (k, v) in fields.extra {
+                o.insert(k, v.into());
+            }
+            return writeln!(w, "{}", serde_json::Value::Object(o));
+        }
+        let mut message = escape(&fields.message);
+        for (k, v) in &fields.extra {
+            let _ = write!(message, " {k}={}", escape(v));
+        }
+        match format {
+            LogFormat::Iso8601 => writeln!(
+                w,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z {letter} {} {file}:{line}] {message}",
+                t.year, t.month, t.day, t.hour, t.minute, t.second, self.pid
+            ),
+            _ => writeln!(
+                w,
+                "{letter}{:02}{:02} {:02}:{:02}:{:02}.{:06} {} {file}:{line}] {message}",
+                t.month, t.day, t.hour, t.minute, t.second, t.micros, self.pid
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(escape("plain"), "plain");
+        assert_eq!(escape("a\nI1126 forged"), "a\\nI1126 forged");
+        assert_eq!(escape("\u{1b}[31m"), "\\u{1b}[31m");
+    }
+
+    #[test]
+    fn library_targets_never_verbose() {
+        assert!(own("rampart_core::server"));
+        assert!(own("rampart"));
+        assert!(!own("h2::codec"));
+        assert!(!own("rampartx"));
+    }
+}
