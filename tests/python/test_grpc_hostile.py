@@ -13,6 +13,7 @@ practical cap); a larger request is refused with RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -458,9 +459,48 @@ def test_trace_setting_not_supported(grpc_server, gclient):
     rejected(grpc_server, update, SC.UNIMPLEMENTED, "not supported yet")
 
 
-def test_log_settings_not_supported(grpc_server, gclient):
-    rejected(grpc_server, lambda: gclient.get_log_settings(), SC.UNIMPLEMENTED, "not supported yet")
-    rejected(grpc_server, lambda: gclient.update_log_settings({"log_info": False}), SC.UNIMPLEMENTED, "not supported yet")
+LOG_DEFAULTS = {
+    "log_file": ("string_param", ""),
+    "log_info": ("bool_param", True),
+    "log_warning": ("bool_param", True),
+    "log_error": ("bool_param", True),
+    "log_verbose_level": ("uint32_param", 0),
+    "log_format": ("string_param", "default"),
+}
+
+
+def log_settings_of(response) -> dict:
+    """LogSettingsResponse -> {key: (oneof field, value)}."""
+    return {k: (v.WhichOneof("parameter_choice"), getattr(v, v.WhichOneof("parameter_choice") or "bool_param")) for k, v in response.settings.items()}
+
+
+def test_log_settings_hostile_updates_change_nothing(grpc_server, gclient, gstub):
+    """The shared server keeps its settings (other tests read its log): every hostile update is refused as a whole,
+    and the settings read afterwards are still the defaults. Type errors are sent through the raw stub (tritonclient
+    picks the oneof field from the key name)."""
+    assert log_settings_of(gclient.get_log_settings()) == LOG_DEFAULTS
+    file_refused = "log file location can not be updated through network protocol"
+    rejected(grpc_server, lambda: gclient.update_log_settings({"log_file": "/tmp/rampart-grpc-hostile.log"}), SC.UNIMPLEMENTED, exact=file_refused)
+    rejected(grpc_server, lambda: gclient.update_log_settings({"log_info": False, "log_file": ""}), SC.UNIMPLEMENTED, exact=file_refused)
+    rejected(grpc_server, lambda: gclient.update_log_settings({"log_error": False, "log_format": "xml"}), SC.INVALID_ARGUMENT, "invalid argument for --log_format, got: xml")
+    for key, kind, value in (
+        ("log_info", "string_param", "false"),
+        ("log_warning", "uint32_param", 0),
+        ("log_verbose_level", "bool_param", True),
+        ("log_verbose_level", "string_param", "2"),
+        ("log_format", "bool_param", True),
+    ):
+        req = service_pb2.LogSettingsRequest()
+        setattr(req.settings[key], kind, value)
+        req.settings["log_error"].bool_param = False  # a valid field next to the bad one: not applied either
+        rejected(grpc_server, lambda: gstub.LogSettings(req), SC.INVALID_ARGUMENT, key)
+    req = service_pb2.LogSettingsRequest()
+    req.settings["no_such_setting"].bool_param = True
+    rejected(grpc_server, lambda: gstub.LogSettings(req), SC.INVALID_ARGUMENT, "unexpected log setting")
+    assert log_settings_of(gclient.get_log_settings()) == LOG_DEFAULTS
+    # An update that sets what is already set answers the (unchanged) settings.
+    assert log_settings_of(gclient.update_log_settings({"log_warning": True})) == LOG_DEFAULTS
+    assert not os.path.exists("/tmp/rampart-grpc-hostile.log")
 
 
 # --------------------------------------------------------------------------------------- wire-level garbage

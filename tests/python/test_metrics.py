@@ -569,8 +569,9 @@ def test_only_metrics_path_answers(examples_dir):
         for method in ("POST", "PUT", "DELETE"):
             r = requests.request(method, srv.metrics_url + "/metrics", data=b"x", timeout=HTTP_TIMEOUT)
             assert r.status_code == 405, (method, r.status_code, r.text[:200])
-        # The HTTP API port does not serve /metrics.
-        assert srv.get("/metrics").status_code == 404
+        # The HTTP API port does not serve the exposition.
+        r = srv.get("/metrics")
+        assert r.status_code != 200 and "nv_inference" not in r.text, (r.status_code, r.text[:200])
 
 
 def test_metrics_port_is_never_restricted(examples_dir):
@@ -661,9 +662,8 @@ def concurrently(fn, n: int) -> list:
 def queue_repo(examples_dir, tmp_path) -> Path:
     policies = {
         "reject_1us": "dynamic_batching { default_queue_policy { timeout_action: REJECT default_timeout_microseconds: 1 } }",
-        # Requests wait up to 1 s for a batch of 32 in a queue that holds one request.
-        "bounded": "dynamic_batching { max_queue_delay_microseconds: 1000000 preferred_batch_size: [ 32 ] "
-        "default_queue_policy { max_queue_size: 1 } }",
+        # A queue that holds one request: concurrent requests arriving while the instance executes are refused.
+        "bounded": "dynamic_batching { default_queue_policy { max_queue_size: 1 } }",
         "slow": "dynamic_batching { max_queue_delay_microseconds: 1000000 preferred_batch_size: [ 32 ] }",
     }
     for name, text in policies.items():
@@ -687,16 +687,23 @@ def test_queue_timeout_counts_as_rejected(queue_repo):
 def test_full_queue_counts_as_rejected(queue_repo):
     args = metrics_args(base_args(queue_repo), "--allow-cpu-metrics=false")
     with running(args, "rampart[metrics, bounded queue]") as srv:
-        results = concurrently(lambda i: srv.infer("bounded", mlp_body(1)), 6)
-        codes = [r.status_code for r in results]
-        assert set(codes) <= {200, 503}, [(r.status_code, r.text[:100]) for r in results]
-        for r in results:
-            if r.status_code == 503:
-                assert r.json() == {"error": "Exceeds maximum queue size"}, r.text
+        body = json.dumps(mlp_body(32)).encode()
+        codes: list[int] = []
+        for _ in range(20):  # bursts of 16 concurrent full batches until the queue of one overflows
+            results = concurrently(lambda i: srv.infer("bounded", body), 16)
+            for r in results:
+                assert r.status_code in (200, 503), (r.status_code, r.text[:200])
+                if r.status_code == 503:
+                    assert r.json() == {"error": "Exceeds maximum queue size"}, r.text
+                codes.append(r.status_code)
+            if 503 in codes:
+                break
         ok, rejected = codes.count(200), codes.count(503)
+        assert rejected >= 1, f"{len(codes)} concurrent requests into a queue of one: none refused"
+        entry = stats(srv, "bounded")
         exp = scrape(srv)
-        assert_counts(exp, "bounded", success=ok, inference=ok, execution=exp.count("nv_inference_exec_count", model="bounded", version="1"), REJECTED=rejected)
-        assert rejected >= 1, f"6 concurrent requests into a queue of 1 held for 1 s: none rejected ({codes})"
+        assert_counts(exp, "bounded", success=ok, inference=32 * ok, execution=entry["execution_count"], REJECTED=rejected)
+        assert entry["inference_stats"]["fail"]["count"] == rejected
 
 
 def test_pending_gauge_counts_requests_waiting_for_a_batch(queue_repo):

@@ -825,7 +825,7 @@ def test_http_client_cert_access(access_server, certs):
         status, body = ep[who].call("GET", "/v2/models/stats")
         assert status == 200 and b"model_stats" in body, (who, status, body)
         status, body = ep[who].call("GET", "/v2/logging")
-        assert status == 501, (who, status, body)  # the normal handler: not supported yet
+        assert status == 200 and json.loads(body)["log_format"] == "default", (who, status, body)  # the normal handler
     for who in ("bob", "carol"):
         assert ep[who].call("GET", "/v2/models/stats") == cert_denied, who
         assert ep[who].call("GET", "/v2/models/simple/stats", {ADMIN_KEY: ADMIN_VALUE}) == cert_denied, who
@@ -850,8 +850,8 @@ def test_grpc_client_cert_access(access_server, certs, channels):
     for who in ("alice", "upper"):
         code, resp = stats(who)
         assert code == "ok" and resp.model_stats, (who, code, resp)
-        code, msg = logs(who)
-        assert code == grpc.StatusCode.UNIMPLEMENTED, (who, code, msg)  # the normal handler: not supported yet
+        code, resp = logs(who)
+        assert code == "ok" and resp.settings["log_format"].string_param == "default", (who, code, resp)  # the normal handler
     for who in ("bob", "carol"):
         assert stats(who) == cert_denied, who
         assert stats(who, admin_md) == cert_denied, who

@@ -187,7 +187,12 @@ def exposure_line(srv, service: str) -> list[str]:
 
 def exposure_warnings(srv) -> list[tuple[str, list[str]]]:
     out = srv.stderr_text() + srv.stdout_text()
-    found = re.findall(r"WARN.*?(\w+) on (\S+) serves admin categories without credentials \(([^)]*)\)", out)
+    # Triton's default log line: W<MMDD> <hh:mm:ss.uuuuuu> <pid> <file>:<line>] <message>
+    found = re.findall(
+        r"^W\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ \S+:\d+\] (\w+) on (\S+) serves admin categories without credentials \(([^)]*)\)",
+        out,
+        re.M,
+    )
     return [(svc, [c.strip() for c in cats.split(",")]) for svc, _addr, cats in found]
 
 
@@ -260,7 +265,7 @@ HTTP_REPR = {
     "model-repository": ("POST", "/v2/repository/index", b"{}", 200, '"simple"', "GET"),
     "statistics": ("GET", "/v2/models/stats", None, 200, '"model_stats"', "POST"),
     "trace": ("GET", "/v2/trace/setting", None, 501, NOT_YET, "DELETE"),
-    "logging": ("GET", "/v2/logging", None, 501, NOT_YET, "PUT"),
+    "logging": ("GET", "/v2/logging", None, 200, '"log_format":"default"', "PUT"),
 }
 
 HTTP_VARIANTS = [
@@ -367,7 +372,7 @@ HTTP_MAPPING = [
     ("trace", "POST", "/v2/trace/setting", b"{}", 501, NOT_YET),
     ("trace", "GET", "/v2/models/simple/trace/setting", None, 501, NOT_YET),
     ("trace", "POST", "/v2/models/simple/trace/setting", b"{}", 501, NOT_YET),
-    ("logging", "POST", "/v2/logging", b"{}", 501, NOT_YET),
+    ("logging", "POST", "/v2/logging", b"{}", 200, '"log_info":true'),
 ]
 
 
@@ -601,7 +606,7 @@ GRPC_RPCS = {
     "ModelStatistics": ("statistics", lambda s, md: s.grpc_stub().ModelStatistics(service_pb2.ModelStatisticsRequest(name="simple"), metadata=md), lambda r: [m.name for m in r.model_stats] == ["simple"]),
     "ModelStatistics(all)": ("statistics", lambda s, md: s.grpc_stub().ModelStatistics(service_pb2.ModelStatisticsRequest(), metadata=md), lambda r: "simple" in [m.name for m in r.model_stats]),
     "TraceSetting": ("trace", lambda s, md: s.grpc_stub().TraceSetting(service_pb2.TraceSettingRequest(), metadata=md), (grpc.StatusCode.UNIMPLEMENTED, NOT_YET)),
-    "LogSettings": ("logging", lambda s, md: s.grpc_stub().LogSettings(service_pb2.LogSettingsRequest(), metadata=md), (grpc.StatusCode.UNIMPLEMENTED, NOT_YET)),
+    "LogSettings": ("logging", lambda s, md: s.grpc_stub().LogSettings(service_pb2.LogSettingsRequest(), metadata=md), lambda r: r.settings["log_format"].string_param == "default"),
 }
 GRPC_REPR = {
     "health": "ServerLive",
@@ -809,7 +814,7 @@ def test_qa_one_key_for_a_group(qa_server):
         ("GET", "/v2/systemsharedmemory/status", None, 200),
         ("POST", "/v2/systemsharedmemory/region/r0/register", b'{"key":"/k","byte_size":64}', 501),
         ("GET", "/v2/trace/setting", None, 501),
-        ("GET", "/v2/logging", None, 501),
+        ("GET", "/v2/logging", None, 200),
         ("POST", "/v2/health/live", None, 405),
     ],
 )
@@ -905,10 +910,11 @@ def test_startup_same_category_on_both_listeners_is_fine(examples_dir):
     )
     try:
         assert_denied(*http_call(srv, "GET", "/v2/logging", {"k": "v2"}), "k", "gRPC value on HTTP")
-        assert http_call(srv, "GET", "/v2/logging", {"k": "v1"})[0] == 501
+        status, body = http_call(srv, "GET", "/v2/logging", {"k": "v1"})
+        assert status == 200 and json.loads(body)["log_info"] is True, (status, body)
         call = lambda md: srv.grpc_stub().LogSettings(service_pb2.LogSettingsRequest(), metadata=md)
         assert_grpc_denied(grpc_outcome(lambda: call([(GRPC_PREFIX + "k", "v1")])), "k", "HTTP value on gRPC")
-        assert_grpc_passed(grpc_outcome(lambda: call([(GRPC_PREFIX + "k", "v2")])), (grpc.StatusCode.UNIMPLEMENTED, NOT_YET), "gRPC")
+        assert_grpc_passed(grpc_outcome(lambda: call([(GRPC_PREFIX + "k", "v2")])), lambda r: r.settings["log_info"].bool_param, "gRPC")
     finally:
         finish_server(srv)
 

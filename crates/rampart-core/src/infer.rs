@@ -44,6 +44,8 @@ pub struct InferRequest {
     pub inputs: Vec<InputTensor>,
     /// Empty: every output of the model, in config order.
     pub outputs: Vec<RequestedOutput>,
+    /// Set when this request is traced ([`crate::Server::start_trace`]).
+    pub trace: Option<std::sync::Arc<crate::trace::Trace>>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ mod repository;
 mod scheduler;
 mod server;
 pub mod stats;
+pub mod trace;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use control::{LoadRequest, ModelControlMode, validate_model_name};

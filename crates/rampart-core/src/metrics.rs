@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::server::Server;
-use crate::stats::{DurationSnapshot, FailureReason};
+use crate::model::ModelVersion;
+use crate::stats::{DurationSnapshot, FailureReason, StatsSnapshot};
 
 /// What `/metrics` reports (`--metrics-config`, `--allow-cpu-metrics`).
 #[derive(Debug, Clone)]
@@ -109,99 +110,97 @@ fn label(v: &str) -> String {
     out
 }
 
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-}
-
 fn micros(d: DurationSnapshot) -> u64 {
     d.ns / 1000
+}
+
+/// One model version's row: its label set, statistics and the version itself.
+struct Row<'a> {
+    labels: String,
+    stats: StatsSnapshot,
+    model: &'a ModelVersion,
+}
+
+/// Writes one metric family: HELP, TYPE, then a sample per row.
+fn family<'a>(out: &mut String, name: &str, kind: &str, help: &str, rows: impl Iterator<Item = &'a Row<'a>>, value: impl Fn(&Row) -> String) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for r in rows {
+        let _ = writeln!(out, "{name}{{{}}} {}", r.labels, value(r));
+    }
 }
 
 impl Server {
     /// The `/metrics` page.
     pub fn metrics(&self, options: &MetricsOptions, cpu: Option<CpuSample>) -> String {
         let versions = self.served_versions();
-        let mut out = String::with_capacity(4096 + versions.len() * 2048);
-        let rows: Vec<(String, crate::stats::StatsSnapshot, &crate::model::ModelVersion)> = versions
+        let rows: Vec<Row> = versions
             .iter()
-            .map(|m| (format!("model=\"{}\",version=\"{}\"", label(&m.name), m.version), m.stats.snapshot(), &**m))
+            .map(|m| Row { labels: format!("model=\"{}\",version=\"{}\"", label(&m.name), m.version), stats: m.stats.snapshot(), model: m })
             .collect();
-        let mut f = Family { out: &mut out };
-        type Value = fn(&crate::stats::StatsSnapshot, &crate::model::ModelVersion) -> String;
-        let per_model = |f: &mut Family, name: &str, kind: &str, help: &str, value: Value| {
-            f.header(name, kind, help);
-            for (labels, snap, m) in &rows {
-                let _ = writeln!(f.out, "{name}{{{labels}}} {}", value(snap, m));
-            }
-        };
-        per_model(&mut f, "nv_inference_request_success", "counter", "Successful inference requests, all batch sizes", |s, _| {
-            s.success.count.to_string()
+        let mut out = String::with_capacity(4096 + rows.len() * 2048);
+        let o = &mut out;
+        family(o, "nv_inference_request_success", "counter", "Successful inference requests, all batch sizes", rows.iter(), |r| {
+            r.stats.success.count.to_string()
         });
-        f.header("nv_inference_request_failure", "counter", "Failed inference requests, all batch sizes, by reason");
-        for (labels, snap, _) in &rows {
+        let _ = writeln!(o, "# HELP nv_inference_request_failure Failed inference requests, all batch sizes, by reason");
+        let _ = writeln!(o, "# TYPE nv_inference_request_failure counter");
+        for r in &rows {
             for reason in FailureReason::ALL {
                 let _ = writeln!(
-                    f.out,
-                    "nv_inference_request_failure{{{labels},reason=\"{}\"}} {}",
+                    o,
+                    "nv_inference_request_failure{{{},reason=\"{}\"}} {}",
+                    r.labels,
                     reason.label(),
-                    snap.failures[reason as usize]
+                    r.stats.failures[reason as usize]
                 );
             }
         }
-        per_model(&mut f, "nv_inference_count", "counter", "Inferences performed, a batch of n counting n (cache hits excluded)", |s, _| {
-            s.inference_count.to_string()
+        family(o, "nv_inference_count", "counter", "Inferences performed, a batch of n counting n (cache hits excluded)", rows.iter(), |r| {
+            r.stats.inference_count.to_string()
         });
-        per_model(&mut f, "nv_inference_exec_count", "counter", "Model executions performed (cache hits excluded)", |s, _| {
-            s.execution_count.to_string()
+        family(o, "nv_inference_exec_count", "counter", "Model executions performed (cache hits excluded)", rows.iter(), |r| {
+            r.stats.execution_count.to_string()
         });
-        per_model(&mut f, "nv_inference_pending_request_count", "gauge", "Requests waiting for a model instance", |_, m| {
-            m.pending().to_string()
+        family(o, "nv_inference_pending_request_count", "gauge", "Requests accepted and waiting for an execution (queued or held by the batcher)", rows.iter(), |r| {
+            r.model.pending().to_string()
         });
         if options.counter_latencies {
-            per_model(&mut f, "nv_inference_request_duration_us", "counter", "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)", |s, _| {
-                micros(s.success).to_string()
-            });
-            per_model(&mut f, "nv_inference_queue_duration_us", "counter", "Cumulative queue duration in microseconds (cache hits included)", |s, _| {
-                micros(s.queue).to_string()
-            });
-            per_model(&mut f, "nv_inference_compute_input_duration_us", "counter", "Cumulative compute input duration in microseconds (cache hits excluded)", |s, _| {
-                micros(s.compute_input).to_string()
-            });
-            per_model(&mut f, "nv_inference_compute_infer_duration_us", "counter", "Cumulative compute infer duration in microseconds (cache hits excluded)", |s, _| {
-                micros(s.compute_infer).to_string()
-            });
-            per_model(&mut f, "nv_inference_compute_output_duration_us", "counter", "Cumulative compute output duration in microseconds (cache hits excluded)", |s, _| {
-                micros(s.compute_output).to_string()
-            });
+            let durations: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot); 5] = [
+                ("nv_inference_request_duration_us", "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)", |s| s.success),
+                ("nv_inference_queue_duration_us", "Cumulative queue duration in microseconds (cache hits included)", |s| s.queue),
+                ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds (cache hits excluded)", |s| s.compute_input),
+                ("nv_inference_compute_infer_duration_us", "Cumulative compute infer duration in microseconds (cache hits excluded)", |s| s.compute_infer),
+                ("nv_inference_compute_output_duration_us", "Cumulative compute output duration in microseconds (cache hits excluded)", |s| s.compute_output),
+            ];
+            for (name, help, stat) in durations {
+                family(o, name, "counter", help, rows.iter(), |r| micros(stat(&r.stats)).to_string());
+            }
         }
-        per_model(&mut f, "nv_model_load_duration_secs", "gauge", "Time the model version took to load, in seconds", |_, m| {
-            format!("{}", m.load_duration.as_secs_f64())
+        family(o, "nv_model_load_duration_secs", "gauge", "Time the model version took to load, in seconds", rows.iter(), |r| {
+            r.model.load_duration.as_secs_f64().to_string()
         });
-        if self.has_response_cache() {
-            per_model(&mut f, "nv_cache_num_hits_per_model", "counter", "Response cache hits per model", |s, _| s.cache_hit.count.to_string());
-            per_model(&mut f, "nv_cache_num_misses_per_model", "counter", "Response cache misses per model", |s, _| {
-                s.cache_miss.count.to_string()
-            });
-            per_model(&mut f, "nv_cache_hit_duration_per_model", "counter", "Cumulative response cache hit (lookup) duration per model in microseconds", |s, _| {
-                micros(s.cache_hit).to_string()
-            });
-            per_model(&mut f, "nv_cache_miss_duration_per_model", "counter", "Cumulative response cache miss (lookup and insert) duration per model in microseconds", |s, _| {
-                micros(s.cache_miss).to_string()
-            });
+        // Cache families only for versions that use the cache, as in Triton.
+        let cached = || rows.iter().filter(|r| r.model.uses_cache());
+        if cached().next().is_some() {
+            let counts: [(&str, &str, fn(&StatsSnapshot) -> u64); 4] = [
+                ("nv_cache_num_hits_per_model", "Response cache hits per model", |s| s.cache_hit.count),
+                ("nv_cache_num_misses_per_model", "Response cache misses per model", |s| s.cache_miss.count),
+                ("nv_cache_hit_duration_per_model", "Cumulative response cache hit (lookup) duration per model in microseconds", |s| micros(s.cache_hit)),
+                ("nv_cache_miss_duration_per_model", "Cumulative response cache miss (lookup and insert) duration per model in microseconds", |s| micros(s.cache_miss)),
+            ];
+            for (name, help, value) in counts {
+                family(o, name, "counter", help, cached(), |r| value(&r.stats).to_string());
+            }
         }
         if let Some(cpu) = cpu {
-            f.header("nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]");
-            let _ = writeln!(f.out, "nv_cpu_utilization {}", cpu.utilization);
-            f.header("nv_cpu_memory_total_bytes", "gauge", "CPU total memory (RAM) in bytes");
-            let _ = writeln!(f.out, "nv_cpu_memory_total_bytes {}", cpu.memory_total_bytes);
-            f.header("nv_cpu_memory_used_bytes", "gauge", "CPU used memory (RAM) in bytes");
-            let _ = writeln!(f.out, "nv_cpu_memory_used_bytes {}", cpu.memory_used_bytes);
+            let gauges = [
+                ("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", cpu.utilization.to_string()),
+                ("nv_cpu_memory_total_bytes", "CPU total memory (RAM) in bytes", cpu.memory_total_bytes.to_string()),
+                ("nv_cpu_memory_used_bytes", "CPU used memory (RAM) in bytes", cpu.memory_used_bytes.to_string()),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            }
         }
         out
     }

@@ -90,15 +90,28 @@ impl ModelVersion {
         self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _busy = Busy(&self.in_flight);
         let start = Instant::now();
+        let trace = req.trace.clone();
+        if let Some(t) = &trace {
+            t.set_version(self.version);
+            t.stamp_at("REQUEST_START", start);
+        }
         let mut reason = FailureReason::Other;
         let result = self.infer_inner(req, &mut reason).await;
+        if let Some(t) = &trace {
+            t.stamp("REQUEST_END");
+        }
         self.stats.record_request(result.as_ref().map(|_| ()).map_err(|_| reason), start.elapsed());
         result
     }
 
-    /// Queued requests that no instance has taken yet.
-    pub fn pending(&self) -> usize {
-        self.pool.waiting()
+    /// Accepted requests that no execution has taken yet (queued, or held by the batcher).
+    pub fn pending(&self) -> u64 {
+        self.stats.pending()
+    }
+
+    /// Whether this version answers from the response cache.
+    pub fn uses_cache(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// `reason` says why a failure failed: set as the request moves past each stage.
@@ -127,11 +140,17 @@ impl ModelVersion {
         };
         let (level, deadline, delay_on_timeout) = self.pool.schedule(unsigned("priority"), unsigned("timeout"));
         *reason = FailureReason::Rejected;
+        let enqueued = Instant::now();
+        if let Some(t) = &req.trace {
+            t.stamp_at("QUEUE_START", enqueued);
+        }
         self.pool.submit(Job {
+            trace: req.trace.clone(),
+            pending: Some(crate::stats::Pending::new(self.stats.clone())),
             inputs: prepared.inputs,
             outputs: prepared.outputs,
             batch_size: prepared.batch_size,
-            enqueued: Instant::now(),
+            enqueued,
             level,
             deadline,
             delay_on_timeout,

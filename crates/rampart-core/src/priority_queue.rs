@@ -144,7 +144,7 @@ impl PriorityQueue {
         self.ready.notify_all();
     }
 
-    /// Requests queued and not yet handed to an instance.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.lock().waiting
     }

@@ -34,6 +34,21 @@ pub(crate) struct Job {
     /// `DELAY` rather than `REJECT` when `deadline` passes.
     pub delay_on_timeout: bool,
     pub reply: oneshot::Sender<Result<Vec<Tensor>>>,
+    /// Stamped with the compute timestamps when the request is traced.
+    pub trace: Option<std::sync::Arc<crate::trace::Trace>>,
+    /// Counts the request as pending until an execution takes it (or it is dropped unexecuted).
+    pub pending: Option<crate::stats::Pending>,
+}
+
+/// Stamps Triton's four compute timestamps on every traced job of an execution.
+fn stamp_compute(jobs: &[Job], start: Instant, input_end: Instant, output_start: Instant) {
+    let end = Instant::now();
+    for t in jobs.iter().filter_map(|j| j.trace.as_ref()) {
+        t.stamp_at("COMPUTE_START", start);
+        t.stamp_at("COMPUTE_INPUT_END", input_end);
+        t.stamp_at("COMPUTE_OUTPUT_START", output_start);
+        t.stamp_at("COMPUTE_END", end);
+    }
 }
 
 pub(crate) struct InstancePool {
@@ -158,14 +173,6 @@ impl InstancePool {
         }
     }
 
-    /// Requests waiting for an instance.
-    pub fn waiting(&self) -> usize {
-        match &self.queue {
-            Queue::Fifo(tx) => tx.as_ref().map_or(0, |tx| tx.len()),
-            Queue::Priority(q) => q.waiting(),
-        }
-    }
-
     pub fn submit(&self, job: Job) -> Result<()> {
         let full = || {
             Error::unavailable(format!(
@@ -195,7 +202,8 @@ fn spawn(label: &str, i: usize, body: impl FnOnce() + Send + 'static) -> Result<
         .map_err(|e| Error::internal(format!("cannot start instance thread for {label}: {e}")))
 }
 
-fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
+fn run_job(instance: &mut dyn EngineInstance, mut job: Job, stats: &ModelStats) {
+    job.pending.take();
     if job.reply.is_closed() {
         return; // the client went away while the request waited
     }
@@ -203,6 +211,10 @@ fn run_job(instance: &mut dyn EngineInstance, job: Job, stats: &ModelStats) {
     let queue = start.duration_since(job.enqueued);
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&job.inputs, &job.outputs)))
         .unwrap_or_else(|panic| Err(panic_error(panic)));
+    if job.trace.is_some() {
+        let done = Instant::now();
+        stamp_compute(std::slice::from_ref(&job), start, start, done);
+    }
     if result.is_ok() {
         stats.record_execution(&ExecutionTimes {
             batch_size: job.batch_size,
@@ -260,7 +272,10 @@ fn compatible(a: &Job, b: &Job) -> bool {
 }
 
 /// Executes compatible jobs as one batch of `size` rows and answers each with its rows.
-fn run_batch(instance: &mut dyn EngineInstance, jobs: Vec<Job>, size: u64, stats: &ModelStats) {
+fn run_batch(instance: &mut dyn EngineInstance, mut jobs: Vec<Job>, size: u64, stats: &ModelStats) {
+    for j in &mut jobs {
+        j.pending.take();
+    }
     let start = Instant::now();
     let queues: Vec<Duration> = jobs.iter().map(|j| start.duration_since(j.enqueued)).collect();
     let inputs: Vec<Tensor> = (0..jobs[0].inputs.len())
@@ -280,6 +295,9 @@ fn run_batch(instance: &mut dyn EngineInstance, jobs: Vec<Job>, size: u64, stats
         .unwrap_or_else(|panic| Err(panic_error(panic)));
     let computed = start.elapsed();
     drop(inputs);
+    if jobs.iter().any(|j| j.trace.is_some()) {
+        stamp_compute(&jobs, start, start + gathered, start + computed);
+    }
     let rows: Vec<u64> = jobs.iter().map(|j| j.batch_size).collect();
     match result.and_then(|outputs| scatter(outputs, &rows)) {
         Ok(per_job) => {
@@ -409,7 +427,7 @@ mod tests {
 
     fn job() -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>) {
         let (tx, rx) = oneshot::channel();
-        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), level: 0, deadline: None, delay_on_timeout: false, reply: tx }, rx)
+        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), level: 0, deadline: None, delay_on_timeout: false, reply: tx, trace: None, pending: None }, rx)
     }
 
     #[test]
@@ -484,6 +502,8 @@ mod tests {
             deadline: None,
             delay_on_timeout: false,
             reply: tx,
+            trace: None,
+            pending: None,
         };
         (job, rx, input)
     }

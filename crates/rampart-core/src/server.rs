@@ -58,6 +58,8 @@ pub struct ServerOptions {
     /// The live log settings, when the process's log subscriber consults them (the logging API changes
     /// them); `None`: the logging API answers that logging is managed elsewhere.
     pub log_control: Option<Arc<crate::logging::LogControl>>,
+    /// `--trace-config` (mode `triton`).
+    pub trace: crate::trace::TraceConfig,
 }
 
 impl Default for ServerOptions {
@@ -81,6 +83,7 @@ impl Default for ServerOptions {
             allow_model_file_override: false,
             unload_timeout: Duration::from_secs(30),
             log_control: None,
+            trace: Default::default(),
         }
     }
 }
@@ -165,6 +168,7 @@ struct Inner {
     /// Serialises loads, unloads and polls (requests never take it).
     control: Mutex<()>,
     reaper: control::Reaper,
+    tracer: Arc<crate::trace::Tracer>,
     exiting: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -258,8 +262,10 @@ impl Server {
             ModelControlMode::Explicit if options.startup_models.is_empty() => vec![],
             _ => found.into_iter().collect(),
         };
+        let tracer = Arc::new(crate::trace::Tracer::new(options.trace.clone()));
         let server = Server {
             inner: Arc::new(Inner {
+                tracer,
                 options,
                 engines,
                 cache,
@@ -742,10 +748,6 @@ impl Server {
         self.inner.models.load().values().flat_map(|m| m.served().cloned()).collect()
     }
 
-    pub(crate) fn has_response_cache(&self) -> bool {
-        self.inner.cache.is_some()
-    }
-
     /// Statistics of every ready version of `name` (or of every model), or of one version.
     pub fn statistics(&self, name: Option<&str>, version: Option<i64>) -> Result<Vec<VersionStats>> {
         let snap = |m: &ModelVersion| VersionStats { name: m.name.clone(), version: m.version.to_string(), stats: m.stats.snapshot() };
@@ -759,8 +761,38 @@ impl Server {
         }
     }
 
+    /// A trace for one request of `model` when the trace settings sample it; front ends stamp it and put it
+    /// in the request.
+    pub fn start_trace(&self, model: &str) -> Option<Arc<crate::trace::Trace>> {
+        self.inner.tracer.sample(model)
+    }
+
+    /// The trace settings, global or of a model (which must be loaded).
+    pub fn trace_settings(&self, model: Option<&str>) -> Result<crate::trace::TraceSettings> {
+        if let Some(m) = model {
+            self.model(m, None)?;
+        }
+        Ok(self.inner.tracer.settings(model))
+    }
+
+    pub fn update_trace_settings(&self, model: Option<&str>, update: &crate::trace::TraceUpdate) -> Result<crate::trace::TraceSettings> {
+        if let Some(m) = model {
+            self.model(m, None)?;
+        }
+        let settings = self.inner.tracer.update(model, update)?;
+        tracing::info!("trace settings of {} changed: {settings:?}", model.map_or("the server".to_string(), |m| format!("model '{m}'")));
+        Ok(settings)
+    }
+
     /// Stops admitting inferences and waits up to `timeout` for in-flight ones. Returns how many were left.
+    /// Buffered traces are written out.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
+        let left = self.drain(timeout).await;
+        self.inner.tracer.flush();
+        left
+    }
+
+    async fn drain(&self, timeout: Duration) -> usize {
         self.inner.exiting.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

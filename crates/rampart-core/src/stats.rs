@@ -43,6 +43,8 @@ pub struct ModelStats {
     failures: [AtomicU64; 4],
     inference_count: AtomicU64,
     execution_count: AtomicU64,
+    /// Requests accepted and not yet taken by an execution (waiting in the queue or in a forming batch).
+    pending: AtomicU64,
     last_inference_ms: AtomicU64,
     batch: Mutex<BTreeMap<u64, [DurationSnapshot; 3]>>,
 }
@@ -82,7 +84,29 @@ pub struct ExecutionTimes {
     pub compute_output: Duration,
 }
 
+/// One pending request of a model version; dropping it (execution started, or the request left the queue
+/// unexecuted) takes it off the count.
+pub struct Pending(std::sync::Arc<ModelStats>);
+
+impl Pending {
+    pub fn new(stats: std::sync::Arc<ModelStats>) -> Pending {
+        stats.pending.fetch_add(1, Relaxed);
+        Pending(stats)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Relaxed);
+    }
+}
+
 impl ModelStats {
+    /// Requests waiting for an execution.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Relaxed)
+    }
+
     pub fn record_execution(&self, t: &ExecutionTimes) {
         self.record_batch(t, &[t.queue]);
     }

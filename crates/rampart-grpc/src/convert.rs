@@ -99,7 +99,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         }
         outputs.push(RequestedOutput { name: o.name });
     }
-    Ok(InferRequest { model_name: req.model_name, model_version: version, id: req.id, parameters, inputs, outputs })
+    Ok(InferRequest { model_name: req.model_name, model_version: version, id: req.id, parameters, inputs, outputs, trace: None })
 }
 
 fn narrow<S: Copy + std::fmt::Display, T: WireElement + TryFrom<S>>(values: &[S], name: &str) -> Result<Vec<u8>> {
@@ -328,4 +328,47 @@ pub(crate) fn log_settings(l: &rampart_core::logging::LogSettings) -> pb::LogSet
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     pb::LogSettingsResponse { settings }
+}
+
+/// TraceSetting request values: every setting a list of strings; an empty list clears (per model).
+pub(crate) fn trace_update(
+    settings: &std::collections::HashMap<String, pb::trace_setting_request::SettingValue>,
+) -> Result<rampart_core::trace::TraceUpdate> {
+    let mut u = rampart_core::trace::TraceUpdate::default();
+    for (key, value) in settings {
+        let values = &value.value;
+        let single = || -> Result<Option<String>> {
+            match values.as_slice() {
+                [] => Ok(None),
+                [v] => Ok(Some(v.clone())),
+                _ => Err(Error::invalid_arg(format!("trace setting '{key}' takes one value, got {}", values.len()))),
+            }
+        };
+        match key.as_str() {
+            "trace_file" => u.file = true,
+            "trace_level" => u.level = Some((!values.is_empty()).then(|| values.clone())),
+            "trace_rate" => u.rate = Some(single()?),
+            "trace_count" => u.count = Some(single()?),
+            "log_frequency" => u.log_frequency = Some(single()?),
+            _ => return Err(Error::invalid_arg(format!("unexpected trace setting '{key}'"))),
+        }
+    }
+    Ok(u)
+}
+
+pub(crate) fn trace_settings(t: &rampart_core::trace::TraceSettings) -> pb::TraceSettingResponse {
+    use pb::trace_setting_response::SettingValue;
+    let one = |v: String| SettingValue { value: vec![v] };
+    let settings = [
+        ("trace_level", one(if t.timestamps { "TIMESTAMPS" } else { "OFF" }.to_string())),
+        ("trace_rate", one(t.rate.to_string())),
+        ("trace_count", one(t.count.to_string())),
+        ("log_frequency", one(t.log_frequency.to_string())),
+        ("trace_file", one(t.file.clone())),
+        ("trace_mode", one(t.mode.to_string())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    pb::TraceSettingResponse { settings }
 }

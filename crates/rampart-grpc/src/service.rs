@@ -68,9 +68,6 @@ pub(crate) fn status(e: Error) -> Status {
     Status::new(tonic::Code::from(e.code().grpc_code()), e.message().to_string())
 }
 
-fn not_yet(what: &str) -> Status {
-    status(features::not_yet(what))
-}
 
 #[derive(Clone)]
 struct Inference {
@@ -110,9 +107,24 @@ impl Inference {
     }
 
     async fn infer(&self, req: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
-        let req = convert::infer_request(req)?;
+        let trace = self.server.start_trace(&req.model_name);
+        if let Some(t) = &trace {
+            t.stamp("GRPC_WAITREAD_START");
+        }
+        let mut req = convert::infer_request(req)?;
+        if let Some(t) = &trace {
+            t.stamp("GRPC_WAITREAD_END");
+            req.trace = Some(t.clone());
+        }
         let resp = self.server.infer(req).await?;
-        Ok(convert::infer_response(resp))
+        if let Some(t) = &trace {
+            t.stamp("GRPC_SEND_START");
+        }
+        let resp = convert::infer_response(resp);
+        if let Some(t) = &trace {
+            t.stamp("GRPC_SEND_END");
+        }
+        Ok(resp)
     }
 }
 
@@ -324,8 +336,16 @@ impl gis::GrpcInferenceService for Inference {
         Err(status(features::cuda_shm_unsupported()))
     }
 
-    async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> Result<Response<pb::TraceSettingResponse>, Status> {
-        Err(not_yet("the trace settings API"))
+    async fn trace_setting(&self, r: Request<pb::TraceSettingRequest>) -> Result<Response<pb::TraceSettingResponse>, Status> {
+        let r = r.into_inner();
+        let model = (!r.model_name.is_empty()).then_some(r.model_name.as_str());
+        let settings = if r.settings.is_empty() {
+            self.server.trace_settings(model)
+        } else {
+            convert::trace_update(&r.settings).and_then(|u| self.server.update_trace_settings(model, &u))
+        }
+        .map_err(status)?;
+        Ok(Response::new(convert::trace_settings(&settings)))
     }
 
     async fn log_settings(&self, r: Request<pb::LogSettingsRequest>) -> Result<Response<pb::LogSettingsResponse>, Status> {

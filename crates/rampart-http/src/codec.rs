@@ -264,7 +264,7 @@ pub(crate) fn decode_request_with(
         Some(_) => return Err(bad("Unable to parse 'outputs': expected an array")),
     }
     Ok(Decoded {
-        request: InferRequest { model_name: model.to_string(), model_version: version, id, parameters, inputs, outputs },
+        request: InferRequest { model_name: model.to_string(), model_version: version, id, parameters, inputs, outputs, trace: None },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })
 }

@@ -87,8 +87,8 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/generate_stream", post(not_yet))
         .route("/v2/models/{model}/versions/{version}/generate", post(not_yet))
         .route("/v2/models/{model}/versions/{version}/generate_stream", post(not_yet))
-        .route("/v2/models/{model}/trace/setting", get(not_yet).post(not_yet))
-        .route("/v2/trace/setting", get(not_yet).post(not_yet))
+        .route("/v2/models/{model}/trace/setting", get(model_trace_settings).post(update_model_trace_settings))
+        .route("/v2/trace/setting", get(trace_settings).post(update_trace_settings))
         .route("/v2/logging", get(log_settings).post(update_log_settings))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/{repo}/index", post(repository_index_named))
@@ -360,8 +360,10 @@ fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Er
 }
 
 async fn run_infer(s: AppState, model: String, version: Option<i64>, request: axum::extract::Request) -> HResult {
+    let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     check_model_access(&s, &model, &parts)?;
+    let trace = s.server.start_trace(&model);
     let headers = parts.headers;
     let encoding = content_encoding(&headers)?;
     let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
@@ -380,8 +382,22 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, request: ax
         }
         len => codec::decode_request_with(&model, version, body, len.unwrap_or(usize::MAX), &s.options.json_limits).map_err(err)?,
     };
-    let response = s.server.infer(decoded.request).await.map_err(err)?;
-    codec::encode_response(&response, &decoded.binary_outputs).map_err(err)
+    let mut request = decoded.request;
+    if let Some(t) = &trace {
+        t.stamp_at("HTTP_RECV_START", received);
+        t.stamp("HTTP_RECV_END");
+        request.trace = Some(t.clone());
+    }
+    let response = s.server.infer(request).await.map_err(err)?;
+    // The response is encoded into one buffer here; the send stamps bracket that (hyper writes it after).
+    if let Some(t) = &trace {
+        t.stamp("HTTP_SEND_START");
+    }
+    let encoded = codec::encode_response(&response, &decoded.binary_outputs).map_err(err);
+    if let Some(t) = &trace {
+        t.stamp("HTTP_SEND_END");
+    }
+    encoded
 }
 
 async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
@@ -421,6 +437,79 @@ async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: B
 
 async fn repository_index_named(s: State<AppState>, headers: HeaderMap, body: Body) -> HResult {
     repository_index(s, headers, body).await
+}
+
+fn trace_settings_json(t: &rampart_core::trace::TraceSettings) -> Response {
+    json_response(&json!({
+        "trace_level": [if t.timestamps { "TIMESTAMPS" } else { "OFF" }],
+        "trace_rate": t.rate.to_string(),
+        "trace_count": t.count.to_string(),
+        "log_frequency": t.log_frequency.to_string(),
+        "trace_file": t.file,
+        "trace_mode": t.mode,
+    }))
+}
+
+/// `{"trace_level": [..] | null, "trace_rate": "N" | null, "trace_count": "N" | null, "log_frequency": "N" | null}`;
+/// `trace_file` is refused.
+fn trace_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::trace::TraceUpdate, Error> {
+    let mut update = rampart_core::trace::TraceUpdate::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(update);
+    }
+    codec::check_json_size(body, limits)?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    let Value::Object(o) = v else { return Err(Error::invalid_arg("the request body must be a JSON object")) };
+    let text = |k: &str, v: &Value| match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(Error::invalid_arg(format!("'{k}' must be a string or null"))),
+    };
+    for (k, v) in &o {
+        match k.as_str() {
+            "trace_file" => update.file = true,
+            "trace_level" => {
+                update.level = Some(match v {
+                    Value::Null => None,
+                    Value::Array(items) => Some(
+                        items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| Error::invalid_arg("'trace_level' must be an array of strings")))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    ),
+                    _ => return Err(Error::invalid_arg("'trace_level' must be an array of strings or null")),
+                })
+            }
+            "trace_rate" => update.rate = Some(text(k, v)?),
+            "trace_count" => update.count = Some(text(k, v)?),
+            "log_frequency" => update.log_frequency = Some(text(k, v)?),
+            _ => return Err(Error::invalid_arg(format!("unexpected trace setting '{k}'"))),
+        }
+    }
+    Ok(update)
+}
+
+async fn trace_settings(State(s): State<AppState>) -> HResult {
+    Ok(trace_settings_json(&s.server.trace_settings(None).map_err(err)?))
+}
+
+async fn model_trace_settings(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
+    Ok(trace_settings_json(&s.server.trace_settings(Some(&model)).map_err(err)?))
+}
+
+async fn update_trace_in(s: AppState, model: Option<String>, headers: HeaderMap, body: Body) -> HResult {
+    let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
+    let update = trace_update(&body, &s.options.json_limits).map_err(err)?;
+    Ok(trace_settings_json(&s.server.update_trace_settings(model.as_deref(), &update).map_err(err)?))
+}
+
+async fn update_trace_settings(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
+    update_trace_in(s, None, headers, body).await
+}
+
+async fn update_model_trace_settings(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+    update_trace_in(s, Some(model), headers, body).await
 }
 
 fn log_settings_json(l: &rampart_core::logging::LogSettings) -> Response {

@@ -283,6 +283,8 @@ pub struct Cli {
     pub metrics_config: Vec<String>,
 
     // ---- Tracing
+    /// `rate=N`, `count=N`, `level=OFF|TIMESTAMPS`, `mode=triton`, `triton,file=PATH`, `triton,log-frequency=N`
+    /// (repeatable). The trace file is chosen here only; the trace API cannot move it.
     #[arg(long, help_heading = "Tracing")]
     pub trace_config: Vec<String>,
 
@@ -367,6 +369,7 @@ pub struct Validated {
     pub model_control_mode: rampart_core::ModelControlMode,
     pub metrics: rampart_core::metrics::MetricsOptions,
     pub log_format: rampart_core::logging::LogFormat,
+    pub trace: rampart_core::trace::TraceConfig,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
 }
@@ -548,17 +551,7 @@ impl Cli {
         if self.log_verbose > rampart_core::logging::MAX_VERBOSE_LEVEL {
             return Err(format!("--log-verbose must be at most {}", rampart_core::logging::MAX_VERBOSE_LEVEL));
         }
-        for tc in self.trace_config.iter().chain(&self.trace_level) {
-            let off = tc == "level=OFF" || tc == "OFF" || tc.ends_with(",level=OFF");
-            if !off {
-                return Err(not_yet("trace-config", tc, "tracing; only level=OFF is accepted"));
-            }
-        }
-        for (flag, v) in [("trace-file", &self.trace_file), ("trace-rate", &self.trace_rate), ("trace-count", &self.trace_count), ("trace-log-frequency", &self.trace_log_frequency)] {
-            if let Some(v) = v {
-                return Err(not_yet(flag, v, "tracing"));
-            }
-        }
+        let trace = self.trace_config()?;
         if self.rate_limit != "off" {
             return Err(not_yet("rate-limit", &self.rate_limit, "the rate limiter"));
         }
@@ -676,8 +669,88 @@ impl Cli {
             model_control_mode,
             metrics,
             log_format,
+            trace,
             inert,
         })
+    }
+
+    /// `--trace-config [<mode>,]<setting>=<value>` (repeatable) and the deprecated `--trace-*` flags.
+    fn trace_config(&self) -> Result<rampart_core::trace::TraceConfig, String> {
+        let mut config = rampart_core::trace::TraceConfig::default();
+        let mut levels: Vec<String> = Vec::new();
+        let number = |flag: &str, v: &str| -> Result<i64, String> {
+            v.trim().parse::<i64>().map_err(|_| format!("--{flag}: expected an integer, got '{v}'"))
+        };
+        let mut set = |mode: Option<&str>, key: &str, value: &str, config: &mut rampart_core::trace::TraceConfig| -> Result<(), String> {
+            match (mode, key) {
+                (None, "rate") => config.rate = u32::try_from(number("trace-config rate", value)?).ok().filter(|r| *r > 0).ok_or("--trace-config rate must be in 1..=4294967295")?,
+                (None, "count") => {
+                    config.count = i32::try_from(number("trace-config count", value)?).ok().filter(|c| *c >= -1).ok_or("--trace-config count must be -1 (unlimited) or more")?
+                }
+                (None, "level") => levels.push(value.to_string()),
+                (None, "mode") if value == "triton" => {}
+                (None, "mode") if value == "opentelemetry" => return Err(not_yet("trace-config", "mode=opentelemetry", "OpenTelemetry export")),
+                (None, "mode") => return Err(format!("--trace-config mode must be triton or opentelemetry, got '{value}'")),
+                (Some("triton"), "file") => config.file = Some(std::path::PathBuf::from(value)),
+                (Some("triton"), "log-frequency") => {
+                    config.log_frequency = u32::try_from(number("trace-config triton,log-frequency", value)?).map_err(|_| "--trace-config triton,log-frequency must be 0 or more")?
+                }
+                (Some("opentelemetry"), _) => return Err(not_yet("trace-config", &format!("opentelemetry,{key}={value}"), "OpenTelemetry export")),
+                (m, k) => {
+                    return Err(format!(
+                        "--trace-config: unknown setting '{}{k}' (expected rate, count, level, mode, triton,file or triton,log-frequency)",
+                        m.map(|m| format!("{m},")).unwrap_or_default()
+                    ));
+                }
+            }
+            Ok(())
+        };
+        for tc in &self.trace_config {
+            let (mode, setting) = match tc.split_once(',') {
+                Some((m, rest)) if !m.contains('=') => (Some(m), rest),
+                _ => (None, tc.as_str()),
+            };
+            let (key, value) = setting.split_once('=').ok_or_else(|| format!("--trace-config option format is '[<mode>,]<setting>=<value>'. Got {tc}"))?;
+            set(mode, key, value, &mut config)?;
+        }
+        // Deprecated spellings.
+        if let Some(f) = &self.trace_file {
+            set(Some("triton"), "file", f, &mut config)?;
+        }
+        for l in &self.trace_level {
+            set(None, "level", l, &mut config)?;
+        }
+        if let Some(v) = &self.trace_rate {
+            set(None, "rate", v, &mut config)?;
+        }
+        if let Some(v) = &self.trace_count {
+            set(None, "count", v, &mut config)?;
+        }
+        if let Some(v) = &self.trace_log_frequency {
+            set(Some("triton"), "log-frequency", v, &mut config)?;
+        }
+        let canonical: Vec<String> = levels
+            .iter()
+            .map(|l| match l.to_ascii_lowercase().as_str() {
+                "false" | "off" => "OFF".to_string(),
+                "true" | "on" | "min" | "timestamps" => "TIMESTAMPS".to_string(),
+                "max" | "tensors" => "TENSORS".to_string(),
+                other => other.to_ascii_uppercase(),
+            })
+            .collect();
+        if let Some(bad) = canonical.iter().find(|l| !matches!(l.as_str(), "OFF" | "TIMESTAMPS" | "TENSORS")) {
+            return Err(format!("--trace-config level: unknown trace level '{bad}' (expected OFF, TIMESTAMPS or TENSORS)"));
+        }
+        config.timestamps = rampart_core::trace::parse_level(&canonical).map_err(|e| format!("--trace-config level: {}", e.message()))?;
+        if config.timestamps && config.file.is_none() {
+            return Err("--trace-config level=TIMESTAMPS needs a trace file: --trace-config triton,file=<path>".into());
+        }
+        if let Some(dir) = config.file.as_ref().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(format!("--trace-config triton,file: directory '{}' does not exist", dir.display()));
+            }
+        }
+        Ok(config)
     }
 
     /// `--metrics-config <key>=<value>` settings.

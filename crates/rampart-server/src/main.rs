@@ -140,6 +140,7 @@ fn main() -> ExitCode {
         allow_model_file_override: cli.allow_model_file_override,
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         log_control: Some(log_control),
+        trace: validated.trace.clone(),
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {
