@@ -452,11 +452,75 @@ def test_cuda_shared_memory_not_supported(grpc_server, gstub):
     rejected(grpc_server, lambda: gstub.CudaSharedMemoryRegister(request), codes, "not supported")
 
 
-def test_trace_setting_not_supported(grpc_server, gclient):
-    rejected(grpc_server, lambda: gclient.get_trace_settings(), SC.UNIMPLEMENTED, "not supported yet")
-    rejected(grpc_server, lambda: gclient.get_trace_settings(model_name="simple"), SC.UNIMPLEMENTED, "not supported yet")
-    update = lambda: gclient.update_trace_settings(settings={"trace_rate": "1"})  # noqa: E731
-    rejected(grpc_server, update, SC.UNIMPLEMENTED, "not supported yet")
+TRACE_DEFAULTS = {
+    "trace_level": ["OFF"],
+    "trace_rate": ["1000"],
+    "trace_count": ["-1"],
+    "log_frequency": ["0"],
+    "trace_file": [""],
+    "trace_mode": ["triton"],
+}
+TRACE_FILE_REFUSED = "trace file location can not be updated through network protocol"
+
+
+def trace_settings_of(response) -> dict:
+    """TraceSettingResponse -> {key: [values]}."""
+    return {k: list(v.value) for k, v in response.settings.items()}
+
+
+def trace_request(model: str = "", **settings):
+    """A TraceSettingRequest; a setting given as [] is sent as an empty value (the gRPC way to clear it)."""
+    req = service_pb2.TraceSettingRequest(model_name=model)
+    for key, values in settings.items():
+        req.settings[key].SetInParent()
+        req.settings[key].value.extend(values)
+    return req
+
+
+def test_trace_setting_hostile_updates_change_nothing(grpc_server, gclient, gstub):
+    """The shared server (no trace file) keeps its trace settings: every hostile update, global or per model, is
+    refused as a whole (a valid field next to the bad one is not applied either), and the settings read afterwards
+    are still the defaults. The trace file can never be chosen by a client."""
+    assert trace_settings_of(gclient.get_trace_settings()) == TRACE_DEFAULTS
+    assert trace_settings_of(gclient.get_trace_settings(model_name="simple")) == TRACE_DEFAULTS
+    for model in ("", "simple"):
+        for settings in (
+            {"trace_file": "/tmp/rampart-grpc-hostile.trace"},
+            {"trace_rate": "1", "trace_file": "/tmp/rampart-grpc-hostile.trace"},
+            {"trace_file": ""},
+        ):
+            update = lambda: gclient.update_trace_settings(model_name=model, settings=settings)  # noqa: E731
+            rejected(grpc_server, update, SC.UNIMPLEMENTED, exact=TRACE_FILE_REFUSED)
+        # An empty value (clear) for trace_file is refused too.
+        rejected(grpc_server, lambda: gstub.TraceSetting(trace_request(model, trace_file=[])), SC.UNIMPLEMENTED, exact=TRACE_FILE_REFUSED)
+        # Tracing needs a file chosen at startup; this server has none.
+        rejected(
+            grpc_server,
+            lambda: gstub.TraceSetting(trace_request(model, trace_level=["TIMESTAMPS"], trace_rate=["1"])),
+            SC.UNIMPLEMENTED,
+            "tracing needs a trace file",
+        )
+        for settings, message in (
+            ({"trace_rate": ["x"]}, "Unable to parse 'trace_rate', got: x"),
+            ({"trace_rate": ["99999999999"]}, "Unable to parse 'trace_rate', got: 99999999999"),
+            ({"trace_count": ["x"], "trace_rate": ["1"]}, "Unable to parse 'trace_count', got: x"),
+            ({"log_frequency": ["-1"]}, "Unable to parse 'log_frequency', got: -1"),
+            ({"trace_level": ["OFF", "TIMESTAMPS"]}, "Expect only one trace level 'OFF' is specified"),
+            ({"trace_rate": ["1"], "no_such_setting": ["1"]}, "unexpected trace setting 'no_such_setting'"),
+        ):
+            rejected(grpc_server, lambda: gstub.TraceSetting(trace_request(model, **settings)), SC.INVALID_ARGUMENT, exact=message)
+        for settings in ({"trace_rate": ["0"]}, {"trace_count": ["-2"]}, {"trace_rate": ["1", "2"]}):
+            rejected(grpc_server, lambda: gstub.TraceSetting(trace_request(model, **settings)), SC.INVALID_ARGUMENT)
+    # Global settings cannot be cleared (only a per-model override falls back to them).
+    rejected(grpc_server, lambda: gstub.TraceSetting(trace_request(trace_rate=[])), SC.INVALID_ARGUMENT, "cannot be cleared")
+    # Unknown and malformed model names.
+    rejected(grpc_server, lambda: gclient.get_trace_settings(model_name="no_such_model"), SC.NOT_FOUND, exact=UNKNOWN_MODEL)
+    update = lambda: gclient.update_trace_settings(model_name="no_such_model", settings={"trace_rate": "1"})  # noqa: E731
+    rejected(grpc_server, update, SC.NOT_FOUND, exact=UNKNOWN_MODEL)
+    for name in ("../simple", "..", "a\\b", "x" * 256, "a\nb"):
+        rejected(grpc_server, lambda: gclient.get_trace_settings(model_name=name), SC.INVALID_ARGUMENT, "invalid model name")
+    assert trace_settings_of(gclient.get_trace_settings()) == TRACE_DEFAULTS
+    assert trace_settings_of(gclient.get_trace_settings(model_name="simple")) == TRACE_DEFAULTS
 
 
 LOG_DEFAULTS = {

@@ -77,7 +77,7 @@ NO_LOAD = "explicit model load / unload is not allowed if polling is enabled"
 SHM_DISABLED = "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
 CUDA_SHM = "CUDA shared memory is not supported: this server was built without GPU support"
 HTTP_NOT_YET = "this endpoint is not supported yet by Rampart"
-GRPC_LOG_NOT_YET = "the log settings API is not supported yet by Rampart"
+LOG_FILE_REFUSED = "log file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
 GRPC_TRACE_NOT_YET = "the trace settings API is not supported yet by Rampart"
 CLASSIFICATION = "the classification extension is not supported yet by Rampart"
 HTTP_BOMB = f"decompressed request body exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)"
@@ -557,13 +557,17 @@ def test_cve_2024_53880_grpc_load_huge_file_content(srv):
 def test_cve_2024_0087_http_log_file_not_settable(srv, work):
     target = work / "bashrc-via-log"
     with guarded(srv, what="POST /v2/logging log_file"):
+        before = http(srv, "GET", "/v2/logging").json()
+        assert before["log_file"] == "" and before["log_verbose_level"] == 1, before
         for body in (
             {"log_file": str(target)},
             {"log_file": str(target), "log_info": True, "log_verbose_level": 2},
-            {"log_file": "../../../../" + str(target)},
+            {"log_verbose_level": 2, "log_file": "../../../../" + str(target)},
+            {"log_file": ""},
         ):
-            assert_http_error(http(srv, "POST", "/v2/logging", json=body), 501, HTTP_NOT_YET)
-        assert_http_error(http(srv, "GET", "/v2/logging"), 501, HTTP_NOT_YET)
+            assert_http_error(http(srv, "POST", "/v2/logging", json=body), 501, exact=LOG_FILE_REFUSED)
+        # Refused as a whole: the other fields of those bodies did not apply either.
+        assert http(srv, "GET", "/v2/logging").json() == before
         # Then the second half of the attack: get attacker-controlled text logged.
         req = dict(SIMPLE_JSON, id="x\n* * * * * root touch /tmp/pwned\n")
         r = http(srv, "POST", "/v2/models/simple/infer", json=req)
@@ -575,13 +579,18 @@ def test_cve_2024_0087_grpc_log_file_not_settable(srv, work):
     target = work / "bashrc-via-grpc-log"
     stub = srv.grpc_stub()
     with guarded(srv, what="gRPC LogSettings log_file"):
+        before = stub.LogSettings(service_pb2.LogSettingsRequest())
+        assert before.settings["log_file"].string_param == "" and before.settings["log_verbose_level"].uint32_param == 1, before
         req = service_pb2.LogSettingsRequest()
         req.settings["log_file"].string_param = str(target)
-        grpc_error(lambda: stub.LogSettings(req), SC.UNIMPLEMENTED, exact=GRPC_LOG_NOT_YET)
+        grpc_error(lambda: stub.LogSettings(req), SC.UNIMPLEMENTED, exact=LOG_FILE_REFUSED)
         req.settings["log_info"].bool_param = True
-        grpc_error(lambda: stub.LogSettings(req), SC.UNIMPLEMENTED, exact=GRPC_LOG_NOT_YET)
+        req.settings["log_verbose_level"].uint32_param = 2
+        grpc_error(lambda: stub.LogSettings(req), SC.UNIMPLEMENTED, exact=LOG_FILE_REFUSED)
         with srv.grpc_client() as c:
-            grpc_error(lambda: c.update_log_settings({"log_file": str(target)}), SC.UNIMPLEMENTED, exact=GRPC_LOG_NOT_YET)
+            grpc_error(lambda: c.update_log_settings({"log_file": str(target)}), SC.UNIMPLEMENTED, exact=LOG_FILE_REFUSED)
+            grpc_error(lambda: c.update_log_settings({"log_file": None}), SC.UNIMPLEMENTED, exact=LOG_FILE_REFUSED)
+        assert stub.LogSettings(service_pb2.LogSettingsRequest()) == before
         resp = stub.ModelInfer(simple_grpc_request(id="x\n* * * * * root touch /tmp/pwned\n"))
         assert resp.id == "x\n* * * * * root touch /tmp/pwned\n"
     assert not target.exists(), f"{target} was created"
@@ -750,13 +759,27 @@ def test_cve_2024_0116_grpc_unregister_during_inference(srv):
 # CVE-2024-0095: log injection (request ids and model names with CR/LF/ANSI) -- the output is checked at the end
 # ===============================================================================================================
 
-FORGED = "2099-01-01T00:00:00.000000Z  INFO FORGED-LOG-LINE"
-INJECTIONS = [f"x\n{FORGED}", f"x\r\n{FORGED}", f"x\r{FORGED}", f"\x1b[2J\x1b[1;1H{FORGED}", f"x\u2028{FORGED}", f"x\x00{FORGED}"]
+# A fake line in the server's own default log format (Triton's `LMMDD hh:mm:ss.uuuuuu pid file:line] msg`), and one
+# in the ISO8601 format. pid 1 is never the server's pid.
+FORGED = "I0101 00:00:00.000000 1 forged.rs:1] FORGED-LOG-LINE"
+FORGED_ISO = "2099-01-01T00:00:00Z I 1 forged.rs:1] FORGED-LOG-LINE"
+INJECTIONS = [
+    f"x\n{FORGED}",
+    f"x\r\n{FORGED}",
+    f"x\r{FORGED}",
+    f"\x1b[2J\x1b[1;1H{FORGED}",
+    f"x\u2028{FORGED}",
+    f"x\x00{FORGED}",
+    f"x\n{FORGED_ISO}",
+]
 
 
 def test_cve_2024_0095_http_log_injection(srv, restricted):
     """Ids, model names, paths and headers carrying CR/LF/ANSI/U+2028 and a fake log line: answered normally
-    (ids echoed, unknown models 404). `test_server_output_has_no_forged_line` then checks every output line."""
+    (ids echoed, unknown models 404). `test_server_output_has_no_forged_line` then checks every output line.
+    Unexpected answers are collected and asserted at the end, so that every injection is sent (and later checked
+    in the output) even when one answer is wrong."""
+    wrong = []
     with guarded(srv, what="log injection over HTTP"):
         for text in INJECTIONS:
             r = http(srv, "POST", "/v2/models/simple/infer", json=dict(SIMPLE_JSON, id=text))
@@ -764,7 +787,8 @@ def test_cve_2024_0095_http_log_injection(srv, restricted):
             name = quote(text, safe="")
             for path in (f"/v2/models/{name}/config", f"/v2/models/{name}", f"/v2/repository/models/{name}/load"):
                 status, body = raw_call(srv, "GET" if "load" not in path else "POST", path)
-                assert status in (404, 503), (path, status, body)
+                if status not in (404, 503):
+                    wrong.append((path, status, body[:200]))
             # Restricted server: refusals are logged (WARN) with the path.
             for path in (f"/v2/repository/models/{name}/load", f"/v2/systemsharedmemory/region/{name}/register"):
                 status, body = raw_call(restricted, "POST", path)
@@ -779,24 +803,32 @@ def test_cve_2024_0095_http_log_injection(srv, restricted):
                 assert status in (403, 404, 503), (target.label, raw_path, status, body)
         r = http(srv, "GET", "/v2/health/ready", headers={"X-Request-Id": "a\tb", "User-Agent": FORGED})
         assert r.status_code == 200
+    assert not wrong, f"unknown (hostile) model names not answered 404 / 503: {wrong[:3]}"
 
 
 def test_cve_2024_0095_grpc_log_injection(srv, restricted):
+    """As the HTTP test; unexpected answers for the unknown (hostile) model names are asserted at the end."""
     stub, rstub = srv.grpc_stub(), restricted.grpc_stub()
+    wrong = []
     with guarded(srv, what="log injection over gRPC"):
         for text in INJECTIONS:
             assert stub.ModelInfer(simple_grpc_request(id=text)).id == text
-            grpc_error(lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=text)), SC.NOT_FOUND, exact=unknown_model(text))
+            try:
+                grpc_error(lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=text)), SC.NOT_FOUND, exact=unknown_model(text))
+            except AssertionError as e:
+                wrong.append(("ModelConfig", text, str(e)[:200]))
             req = simple_grpc_request()
             req.model_name = text
             out = list(stub.ModelStreamInfer(iter([req])))
-            assert [o.error_message for o in out] == [unknown_model(text)], out
+            if [o.error_message for o in out] != [unknown_model(text)]:
+                wrong.append(("ModelStreamInfer", text, [o.error_message for o in out]))
             lreq = service_pb2.RepositoryModelLoadRequest(model_name=text)
             grpc_error(lambda: rstub.RepositoryModelLoad(lreq), SC.UNAVAILABLE, exact=DENIED_GRPC)
             grpc_error(lambda: stub.RepositoryModelLoad(lreq), SC.UNAVAILABLE, exact=NO_LOAD)
         # Printable metadata values (gRPC refuses control characters in metadata client-side).
         md = [("x-request-id", FORGED), ("triton-grpc-protocol-admin-key", "wrong " + FORGED)]
         grpc_error(lambda: rstub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), metadata=md), SC.UNAVAILABLE, exact=DENIED_GRPC)
+    assert not wrong, f"unknown (hostile) model names not answered NOT_FOUND: {wrong[:3]}"
 
 
 # ===============================================================================================================
@@ -947,7 +979,7 @@ def test_cve_2025_23310_http_million_one_byte_chunks_infer(srv):
     [
         ("/v2/models/simple/infer", 400, JSON_PARSE + "expected value at line 1 column 1"),
         ("/v2/repository/index", 400, JSON_PARSE + "expected value at line 1 column 1"),
-        ("/v2/logging", 501, HTTP_NOT_YET),
+        ("/v2/logging", 400, JSON_PARSE + "expected value at line 1 column 1"),
         ("/v2/trace/setting", 501, HTTP_NOT_YET),
         ("/v2/repository/models/simple/load", 503, NO_LOAD),
         ("/v2/repository/models/simple/unload", 503, NO_LOAD),
@@ -1274,7 +1306,7 @@ DEEP = 250_000
         ),
         ("/v2/models/simple/infer", b"[" * DEEP, 400, JSON_PARSE + "recursion limit exceeded at line 1 column 128"),
         ("/v2/models/simple/infer", b'{"parameters":{"p":' + b"[" * DEEP + b"]" * DEEP + b"}}", 400, JSON_PARSE + "recursion limit exceeded at line 1 column 145"),
-        ("/v2/logging", b'{"log_file":' + b"[" * DEEP, 501, HTTP_NOT_YET),
+        ("/v2/logging", b'{"log_file":' + b"[" * DEEP, 400, JSON_PARSE + "recursion limit exceeded at line 1 column 139"),
         ("/v2/trace/setting", b"[" * DEEP, 501, HTTP_NOT_YET),
         ("/v2/systemsharedmemory/region/r/register", b"[" * DEEP, 501, SHM_DISABLED),
         ("/v2/repository/models/simple/load", b"[" * DEEP, 503, NO_LOAD),
@@ -1803,7 +1835,7 @@ def _restricted_http_attacks(work: Path, bombs: dict) -> list:
         ("POST", "/v2/repository/models/simple/load", [], load, False, (503, NO_LOAD)),
         ("POST", "/v2/repository/models/..%2F..%2Fx/load", [], load, False, (503, NO_LOAD)),
         ("POST", "/v2/repository/models/simple/unload", [], b"{}", False, (503, NO_LOAD)),
-        ("POST", "/v2/logging", [], json.dumps({"log_file": str(work / "r-log")}).encode(), False, (501, HTTP_NOT_YET)),
+        ("POST", "/v2/logging", [], json.dumps({"log_file": str(work / "r-log")}).encode(), False, (501, LOG_FILE_REFUSED)),
         ("POST", "/v2/trace/setting", [], json.dumps({"trace_file": str(work / "r-trace")}).encode(), False, (501, HTTP_NOT_YET)),
         ("POST", "/v2/models/simple/trace/setting", [], json.dumps({"trace_file": str(work / "r-trace")}).encode(), False, (501, HTTP_NOT_YET)),
         ("POST", "/v2/systemsharedmemory/region/r/register", [], json.dumps({"key": RESERVED_KEYS[1], "offset": HUGE_OFFSET, "byte_size": 64}).encode(), False, (501, SHM_DISABLED)),
@@ -1845,7 +1877,7 @@ def test_restricted_grpc_admin_attacks_refused_first(restricted, work):
     attacks = [
         (lambda md: stub.RepositoryModelLoad(load, metadata=md), SC.UNAVAILABLE, NO_LOAD),
         (lambda md: stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="../x"), metadata=md), SC.UNAVAILABLE, NO_LOAD),
-        (lambda md: stub.LogSettings(log, metadata=md), SC.UNIMPLEMENTED, GRPC_LOG_NOT_YET),
+        (lambda md: stub.LogSettings(log, metadata=md), SC.UNIMPLEMENTED, LOG_FILE_REFUSED),
         (lambda md: stub.TraceSetting(trace, metadata=md), SC.UNIMPLEMENTED, GRPC_TRACE_NOT_YET),
         (
             lambda md: stub.SystemSharedMemoryRegister(
@@ -1873,13 +1905,15 @@ def test_restricted_grpc_admin_attacks_refused_first(restricted, work):
 # Whole-run checks: server output and audit logs (CVE-2024-0095)
 # ===============================================================================================================
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z +(TRACE|DEBUG|INFO|WARN|ERROR) ")
+# The default log format: level letter + MMDD, time with microseconds, pid, source file:line, "] ", message.
+LOG_LINE = re.compile(r"^[EWIV](\d\d)(\d\d) \d\d:\d\d:\d\d\.\d{6} (\d+) \S+:\d+\] ")
 
 
 def _forged_lines(srv) -> list[str]:
-    """Output lines that are not the server's own: after the startup model table, every line must start with a
-    timestamp and a level, contain no CR / ESC / NUL / Unicode line separator, and the injected fake line must
-    never start a line."""
+    """Output lines that are not the server's own: after the startup model table, every line must be a log line
+    of the default format written by the server's own pid, contain no CR / ESC / NUL / Unicode line separator, and
+    the injected fake lines (pid 1) must never start a line. (Both servers write the audit log to a file, so there
+    are no audit JSON lines on stderr.)"""
     bad = []
     text = srv.stderr_text() + srv.stdout_text()
     started = False
@@ -1888,7 +1922,13 @@ def _forged_lines(srv) -> list[str]:
             continue
         if "Started HTTPService" in line:
             started = True
-        if not LOG_LINE.match(line) or any(c in line for c in "\r\x1b\x00\u2028\u2029\x85") or line.startswith(FORGED[:20]):
+        m = LOG_LINE.match(line)
+        if (
+            not m
+            or int(m.group(3)) != srv.proc.pid
+            or any(c in line for c in "\r\x1b\x00\u2028\u2029\x85")
+            or line.startswith((FORGED, FORGED_ISO))
+        ):
             bad.append(line[:300])
     return bad
 

@@ -98,7 +98,6 @@ GRPC_ADMIN_MD = [(GRPC_PREFIX + "admin-key", "admin-value")]
 
 MODE_MESSAGE = "explicit model load / unload is not allowed if polling is enabled"
 SHM_DISABLED = "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
-NOT_YET = "not supported yet"
 
 SIMPLE_BODY = json.dumps(
     {
@@ -264,7 +263,7 @@ HTTP_REPR = {
     "model-config": ("GET", "/v2/models/simple/config", None, 200, '"name":"simple"', "POST"),
     "model-repository": ("POST", "/v2/repository/index", b"{}", 200, '"simple"', "GET"),
     "statistics": ("GET", "/v2/models/stats", None, 200, '"model_stats"', "POST"),
-    "trace": ("GET", "/v2/trace/setting", None, 501, NOT_YET, "DELETE"),
+    "trace": ("GET", "/v2/trace/setting", None, 200, '"trace_mode":"triton"', "DELETE"),
     "logging": ("GET", "/v2/logging", None, 200, '"log_format":"default"', "PUT"),
 }
 
@@ -369,9 +368,10 @@ HTTP_MAPPING = [
     ("statistics", "GET", "/v2/models/simple/stats", None, 200, '"model_stats"'),
     ("statistics", "GET", "/v2/models/simple/versions/1/stats", None, 200, '"model_stats"'),
     ("statistics", "GET", "/v2/models/nosuchmodel/stats", None, 404, None),
-    ("trace", "POST", "/v2/trace/setting", b"{}", 501, NOT_YET),
-    ("trace", "GET", "/v2/models/simple/trace/setting", None, 501, NOT_YET),
-    ("trace", "POST", "/v2/models/simple/trace/setting", b"{}", 501, NOT_YET),
+    ("trace", "POST", "/v2/trace/setting", b"{}", 200, '"trace_level":["OFF"]'),
+    ("trace", "GET", "/v2/models/simple/trace/setting", None, 200, '"trace_mode":"triton"'),
+    ("trace", "POST", "/v2/models/simple/trace/setting", b"{}", 200, '"trace_level":["OFF"]'),
+    ("trace", "GET", "/v2/models/nosuchmodel/trace/setting", None, 404, "nosuchmodel"),
     ("logging", "POST", "/v2/logging", b"{}", 200, '"log_info":true'),
 ]
 
@@ -605,7 +605,9 @@ GRPC_RPCS = {
     "RepositoryModelUnload": ("model-repository", lambda s, md: s.grpc_stub().RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="simple"), metadata=md), (grpc.StatusCode.UNAVAILABLE, MODE_MESSAGE)),
     "ModelStatistics": ("statistics", lambda s, md: s.grpc_stub().ModelStatistics(service_pb2.ModelStatisticsRequest(name="simple"), metadata=md), lambda r: [m.name for m in r.model_stats] == ["simple"]),
     "ModelStatistics(all)": ("statistics", lambda s, md: s.grpc_stub().ModelStatistics(service_pb2.ModelStatisticsRequest(), metadata=md), lambda r: "simple" in [m.name for m in r.model_stats]),
-    "TraceSetting": ("trace", lambda s, md: s.grpc_stub().TraceSetting(service_pb2.TraceSettingRequest(), metadata=md), (grpc.StatusCode.UNIMPLEMENTED, NOT_YET)),
+    "TraceSetting": ("trace", lambda s, md: s.grpc_stub().TraceSetting(service_pb2.TraceSettingRequest(), metadata=md), lambda r: list(r.settings["trace_mode"].value) == ["triton"]),
+    "TraceSetting(model)": ("trace", lambda s, md: s.grpc_stub().TraceSetting(service_pb2.TraceSettingRequest(model_name="simple"), metadata=md), lambda r: list(r.settings["trace_level"].value) == ["OFF"]),
+    "TraceSetting(unknown)": ("trace", lambda s, md: s.grpc_stub().TraceSetting(service_pb2.TraceSettingRequest(model_name="nosuchmodel"), metadata=md), (grpc.StatusCode.NOT_FOUND, "nosuchmodel")),
     "LogSettings": ("logging", lambda s, md: s.grpc_stub().LogSettings(service_pb2.LogSettingsRequest(), metadata=md), lambda r: r.settings["log_format"].string_param == "default"),
 }
 GRPC_REPR = {
@@ -813,7 +815,7 @@ def test_qa_one_key_for_a_group(qa_server):
         ("GET", "/v2/models/simple/stats", None, 200),
         ("GET", "/v2/systemsharedmemory/status", None, 200),
         ("POST", "/v2/systemsharedmemory/region/r0/register", b'{"key":"/k","byte_size":64}', 501),
-        ("GET", "/v2/trace/setting", None, 501),
+        ("GET", "/v2/trace/setting", None, 200),
         ("GET", "/v2/logging", None, 200),
         ("POST", "/v2/health/live", None, 405),
     ],

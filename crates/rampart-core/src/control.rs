@@ -85,8 +85,9 @@ pub fn validate_model_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks one `file:` path: relative, plain components only, bounded lengths.
-fn check_override_path(rel: &str) -> Result<&Path> {
+/// Checks a path that comes from a client or a remote store: relative, plain components only, bounded
+/// lengths.
+pub(crate) fn check_relative_path(rel: &str) -> Result<&Path> {
     let bad = |why: &str| Error::invalid_arg(format!("Invalid file parameter 'file:{rel}': {why}"));
     if rel.is_empty() {
         return Err(bad("the path is empty"));
@@ -125,7 +126,7 @@ pub(crate) fn write_override(files: &[(String, Vec<u8>)]) -> Result<tempfile::Te
         )));
     }
     let checked: Vec<(&Path, &[u8])> =
-        files.iter().map(|(rel, data)| Ok((check_override_path(rel)?, data.as_slice()))).collect::<Result<_>>()?;
+        files.iter().map(|(rel, data)| Ok((check_relative_path(rel)?, data.as_slice()))).collect::<Result<_>>()?;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("rampart-model-")

@@ -14,6 +14,11 @@ pub mod features;
 pub mod infer;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "cloud")]
+pub mod remote;
+#[cfg(not(feature = "cloud"))]
+#[path = "remote_disabled.rs"]
+pub mod remote;
 mod model;
 mod priority_queue;
 mod repository;

@@ -169,6 +169,8 @@ struct Inner {
     control: Mutex<()>,
     reaper: control::Reaper,
     tracer: Arc<crate::trace::Tracer>,
+    /// Cloud repositories, mirrored again before each poll.
+    remotes: Vec<Arc<crate::remote::RemoteRepository>>,
     exiting: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -238,10 +240,18 @@ impl Drop for InFlight<'_> {
 impl Server {
     /// Loads the startup models: every model of every repository, or in explicit mode the `startup_models`.
     /// Blocking: call it before serving, or from a blocking thread.
-    pub fn start(options: ServerOptions) -> std::result::Result<Server, StartupError> {
+    pub fn start(mut options: ServerOptions) -> std::result::Result<Server, StartupError> {
         if options.model_repositories.is_empty() {
             return Err(StartupError("at least one --model-repository is required".into()));
         }
+        // Cloud repositories are mirrored locally first; from then on they are local repositories.
+        let (mut local, remotes) = crate::remote::open_all(&options.model_repositories).map_err(|e| StartupError(e.message().to_string()))?;
+        for r in &remotes {
+            r.sync().map_err(|e| StartupError(e.message().to_string()))?;
+            tracing::info!("model repository '{}' mirrored to '{}'", r.location(), r.local_path().display());
+            local.push(r.local_path().to_path_buf());
+        }
+        options.model_repositories = local;
         let found = repository::scan(&options.model_repositories).map_err(|e| StartupError(e.to_string()))?;
         let engines = Engines::new(
             options.backend_directory.clone(),
@@ -266,6 +276,7 @@ impl Server {
         let server = Server {
             inner: Arc::new(Inner {
                 tracer,
+                remotes,
                 options,
                 engines,
                 cache,
@@ -591,6 +602,10 @@ impl Server {
     pub fn poll_repository(&self) -> Result<()> {
         let options = &self.inner.options;
         let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
+        // An unreachable store changes nothing (rather than unloading everything it holds).
+        for r in &self.inner.remotes {
+            r.sync()?;
+        }
         let found = repository::scan(&options.model_repositories)?;
         let current = self.inner.models.load_full();
         for (name, entry) in current.iter() {

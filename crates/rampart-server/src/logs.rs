@@ -43,11 +43,7 @@ fn severity(level: &Level) -> Severity {
 pub fn install(control: Arc<LogControl>, file: Option<std::fs::File>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter_control = control.clone();
-    let filter = tracing_subscriber::filter::filter_fn(move |meta| {
-        let s = severity(meta.level());
-        (own(meta.target()) || !matches!(s, Severity::Verbose(_))) && filter_control.enabled(s)
-    });
+    let filter = LevelGate(control.clone());
     let format = LineFormat { control, pid: std::process::id() };
     let layer = tracing_subscriber::fmt::layer().event_format(format).with_ansi(false);
     match file {
@@ -63,6 +59,25 @@ pub fn install(control: Arc<LogControl>, file: Option<std::fs::File>) {
 }
 
 use tracing_subscriber::Layer as _;
+
+/// Decides per event from the live settings. Callsites are never cached as always-on or always-off
+/// (`Interest::sometimes`), so a logging-API change applies to the very next event.
+struct LevelGate(Arc<LogControl>);
+
+impl<S> tracing_subscriber::layer::Filter<S> for LevelGate {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        let s = severity(meta.level());
+        (own(meta.target()) || !matches!(s, Severity::Verbose(_))) && self.0.enabled(s)
+    }
+
+    fn callsite_enabled(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+}
 
 struct LineFormat {
     control: Arc<LogControl>,
@@ -96,9 +111,15 @@ impl tracing::field::Visit for Fields {
     }
 }
 
-/// Control characters written as escapes (`\n`, `\u{1b}`, …).
+/// Characters that end a line for some reader: control characters (C0 and C1) and the Unicode line and
+/// paragraph separators.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Line-breaking characters written as escapes (`\n`, `\u{1b}`, …).
 fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(breaks_lines) {
         return s.to_string();
     }
     s.chars().fold(String::with_capacity(s.len() + 8), |mut out, c| {
@@ -106,7 +127,7 @@ fn escape(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            c if breaks_lines(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -144,7 +165,21 @@ where
             for (k, v) in fields.extra {
                 o.insert(k, v.into());
             }
-            return writeln!(w, "{}", serde_json::Value::Object(o));
+            // serde_json leaves U+2028/U+2029 (and C1 controls) raw; some readers split lines on them.
+            let line = serde_json::Value::Object(o).to_string();
+            let line = if line.chars().any(breaks_lines) {
+                line.chars().fold(String::with_capacity(line.len() + 8), |mut out, c| {
+                    if breaks_lines(c) {
+                        let _ = write!(out, "\\u{:04x}", c as u32);
+                    } else {
+                        out.push(c);
+                    }
+                    out
+                })
+            } else {
+                line
+            };
+            return writeln!(w, "{line}");
         }
         let mut message = escape(&fields.message);
         for (k, v) in &fields.extra {
@@ -174,6 +209,7 @@ mod tests {
         assert_eq!(escape("plain"), "plain");
         assert_eq!(escape("a\nI1126 forged"), "a\\nI1126 forged");
         assert_eq!(escape("\u{1b}[31m"), "\\u{1b}[31m");
+        assert_eq!(escape("a\u{2028}b\u{85}"), "a\\u{2028}b\\u{85}");
     }
 
     #[test]
