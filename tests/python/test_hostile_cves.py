@@ -76,9 +76,8 @@ ADMIN_CATEGORIES = "model-repository,logging,trace,shared-memory"
 NO_LOAD = "explicit model load / unload is not allowed if polling is enabled"
 SHM_DISABLED = "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
 CUDA_SHM = "CUDA shared memory is not supported: this server was built without GPU support"
-HTTP_NOT_YET = "this endpoint is not supported yet by Rampart"
 LOG_FILE_REFUSED = "log file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
-GRPC_TRACE_NOT_YET = "the trace settings API is not supported yet by Rampart"
+TRACE_FILE_REFUSED = "trace file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
 CLASSIFICATION = "the classification extension is not supported yet by Rampart"
 HTTP_BOMB = f"decompressed request body exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)"
 GRPC_BOMB = f"Error decompressing: size limit, of {MAX_INPUT} bytes, exceeded while decompressing message"
@@ -108,6 +107,33 @@ SIMPLE_BODY = json.dumps(SIMPLE_JSON).encode()
 
 def unknown_model(name: str) -> str:
     return f"Request for unknown model: '{name}' is not found"
+
+
+MAX_MODEL_NAME = 255  # bytes
+_RUST_ESCAPES = {"\0": "\\0", "\t": "\\t", "\n": "\\n", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def _is_control(c: str) -> bool:
+    return ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+
+
+def invalid_model_name(name: str) -> str | None:
+    """The message of the model-name check every model-named API runs first (HTTP 400 / INVALID_ARGUMENT; the
+    project's rule, stricter than Triton), or None for a well-formed name (then an unknown model is 404 /
+    NOT_FOUND). Checked in this order: blank (after trimming white space), `.` / `..` / a `/` or `\\` anywhere
+    (the name echoed as is), a control character (the name in Rust's debug form), longer than 255 bytes."""
+    if not name.strip():
+        return "Model name cannot be empty. Please enter a valid name to deploy."
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return f"invalid model name '{name}', model name must not contain path traversal characters"
+    if any(_is_control(c) for c in name):
+        # Rust's {:?}: the names used here are ASCII, where only these characters are escaped.
+        assert name.isascii(), f"invalid_model_name: no debug-form rule for {name!r}"
+        debug = "".join(_RUST_ESCAPES.get(c) or (f"\\u{{{ord(c):x}}}" if _is_control(c) else c) for c in name)
+        return f'invalid model name "{debug}": control characters are not allowed'
+    if len(name.encode()) > MAX_MODEL_NAME:
+        return f"invalid model name: {len(name.encode())} bytes long, at most {MAX_MODEL_NAME} are allowed"
+    return None
 
 
 def too_many_outputs(n: int) -> str:
@@ -601,16 +627,49 @@ def test_cve_2024_0087_grpc_log_file_not_settable(srv, work):
 # ===============================================================================================================
 
 
+def _trace_file_bodies(target: Path) -> list[dict]:
+    """POST bodies that try to choose the trace file (with and without tracing switched on next to it)."""
+    return [
+        {"trace_file": str(target), "trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "1"},
+        {"trace_file": str(target)},
+        {"trace_rate": "1", "trace_file": "../../../../" + str(target)},
+        {"trace_file": None},
+        {"trace_file": ""},
+    ]
+
+
+def _no_file_like(target: Path) -> None:
+    """Neither `target` nor a log-frequency sibling (`target.0`, ...) exists."""
+    made = sorted(p.name for p in target.parent.iterdir() if p.name.startswith(target.name))
+    assert not made, f"{made} created in {target.parent}"
+
+
 def test_cve_2024_0100_http_trace_file_not_settable(srv, work):
+    """The trace file is read-only through the API (Triton >= 24.04): any body naming `trace_file` is refused as a
+    whole (501), globally and per model; the settings read afterwards are unchanged, and nothing is written."""
     target = work / "etc-via-trace"
-    body = {"trace_file": str(target), "trace_level": ["TIMESTAMPS"], "trace_rate": "1", "log_frequency": "1"}
     with guarded(srv, what="POST /v2/trace/setting trace_file"):
-        for path in ("/v2/trace/setting", "/v2/models/simple/trace/setting", "/v2/models/no_such_model/trace/setting"):
-            assert_http_error(http(srv, "POST", path, json=body), 501, HTTP_NOT_YET)
-            assert_http_error(http(srv, "GET", path), 501, HTTP_NOT_YET)
+        for path in ("/v2/trace/setting", "/v2/models/simple/trace/setting"):
+            before = http(srv, "GET", path).json()
+            assert before["trace_file"] == "" and before["trace_level"] == ["OFF"], before
+            for body in _trace_file_bodies(target):
+                assert_http_error(http(srv, "POST", path, json=body), 501, TRACE_FILE_REFUSED)
+            assert http(srv, "GET", path).json() == before
+        # Unknown and malformed model names: the model is looked up / validated first.
+        for body in _trace_file_bodies(target)[:2]:
+            assert_http_error(http(srv, "POST", "/v2/models/no_such_model/trace/setting", json=body), 404, unknown_model("no_such_model"))
+            assert_http_error(
+                http(srv, "POST", "/v2/models/..%2F..%2Fetc/trace/setting", json=body),
+                400,
+                "invalid model name '../../etc', model name must not contain path traversal characters",
+            )
+        assert_http_error(http(srv, "GET", "/v2/models/no_such_model/trace/setting"), 404, unknown_model("no_such_model"))
+        # Tracing cannot be switched on at all: this server has no trace file.
+        r = http(srv, "POST", "/v2/trace/setting", json={"trace_level": ["TIMESTAMPS"], "trace_rate": "1"})
+        assert r.status_code == 501 and "tracing needs a trace file" in r.json()["error"], r.text[:300]
         r = http(srv, "POST", "/v2/models/simple/infer", data=SIMPLE_BODY)
         assert r.status_code == 200, r.text[:300]
-    assert not target.exists(), f"{target} was created"
+    _no_file_like(target)
 
 
 def test_cve_2024_0100_grpc_trace_file_not_settable(srv, work):
@@ -618,15 +677,59 @@ def test_cve_2024_0100_grpc_trace_file_not_settable(srv, work):
     stub = srv.grpc_stub()
     with guarded(srv, what="gRPC TraceSetting trace_file"):
         for model in ("", "simple"):
+            before = stub.TraceSetting(service_pb2.TraceSettingRequest(model_name=model))
+            assert list(before.settings["trace_file"].value) == [""], before
+            assert list(before.settings["trace_level"].value) == ["OFF"], before
             req = service_pb2.TraceSettingRequest(model_name=model)
             req.settings["trace_file"].value.append(str(target))
             req.settings["trace_level"].value.append("TIMESTAMPS")
             req.settings["trace_rate"].value.append("1")
-            grpc_error(lambda: stub.TraceSetting(req), SC.UNIMPLEMENTED, exact=GRPC_TRACE_NOT_YET)
-        with srv.grpc_client() as c:
-            update = lambda: c.update_trace_settings(settings={"trace_file": str(target), "trace_level": ["TIMESTAMPS"]})  # noqa: E731
-            grpc_error(update, SC.UNIMPLEMENTED, exact=GRPC_TRACE_NOT_YET)
-    assert not target.exists(), f"{target} was created"
+            grpc_error(lambda: stub.TraceSetting(req), SC.UNIMPLEMENTED, exact=TRACE_FILE_REFUSED)
+            # An empty value for trace_file (gRPC's "clear") is refused too.
+            req = service_pb2.TraceSettingRequest(model_name=model)
+            req.settings["trace_file"].SetInParent()
+            req.settings["trace_rate"].value.append("1")
+            grpc_error(lambda: stub.TraceSetting(req), SC.UNIMPLEMENTED, exact=TRACE_FILE_REFUSED)
+            with srv.grpc_client() as c:
+                for settings in ({"trace_file": str(target), "trace_level": ["TIMESTAMPS"]}, {"trace_file": "../../../../" + str(target)}):
+                    update = lambda: c.update_trace_settings(model_name=model, settings=settings)  # noqa: E731
+                    grpc_error(update, SC.UNIMPLEMENTED, exact=TRACE_FILE_REFUSED)
+            assert stub.TraceSetting(service_pb2.TraceSettingRequest(model_name=model)) == before
+        req = service_pb2.TraceSettingRequest(model_name="no_such_model")
+        req.settings["trace_file"].value.append(str(target))
+        grpc_error(lambda: stub.TraceSetting(req), SC.NOT_FOUND, exact=unknown_model("no_such_model"))
+    _no_file_like(target)
+
+
+def test_cve_2024_0100_trace_file_stays_where_the_operator_put_it(work):
+    """A server started with a trace file and tracing on: a client can neither move the file (refused, settings
+    unchanged) nor get anything written where it asks; the traces still go to the operator's file, written at
+    shutdown, mode 0600."""
+    own = work / "operator-traces" / "trace.json"
+    own.parent.mkdir()
+    target = work / "etc-via-traced-server"
+    args = grpc_base_args(example_repo(), None, [f"--trace-config=triton,file={own}", "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1"])
+    s = start_server(args, "rampart[cve suite, tracing]")
+    try:
+        with guarded(s, what="trace_file on a tracing server"):
+            before = http(s, "GET", "/v2/trace/setting").json()
+            assert (before["trace_file"], before["trace_level"], before["trace_rate"]) == (str(own), ["TIMESTAMPS"], "1"), before
+            for path in ("/v2/trace/setting", "/v2/models/simple/trace/setting"):
+                for body in _trace_file_bodies(target):
+                    assert_http_error(http(s, "POST", path, json=body), 501, TRACE_FILE_REFUSED)
+            req = service_pb2.TraceSettingRequest()
+            req.settings["trace_file"].value.append(str(target))
+            grpc_error(lambda: s.grpc_stub().TraceSetting(req), SC.UNIMPLEMENTED, exact=TRACE_FILE_REFUSED)
+            assert http(s, "GET", "/v2/trace/setting").json() == before
+            assert http(s, "GET", "/v2/models/simple/trace/setting").json() == before
+    finally:
+        finish_server(s)
+    _no_file_like(target)
+    assert own.stat().st_mode & 0o777 == 0o600, oct(own.stat().st_mode)
+    records = json.loads(own.read_text())
+    # guarded() ran one HTTP and one gRPC inference of `simple`, both traced (rate 1).
+    assert sorted(r["model_name"] for r in records if "model_name" in r) == ["simple", "simple"], records
+    assert sorted(p.name for p in own.parent.iterdir()) == ["trace.json"]
 
 
 # ===============================================================================================================
@@ -771,12 +874,14 @@ INJECTIONS = [
     f"x\u2028{FORGED}",
     f"x\x00{FORGED}",
     f"x\n{FORGED_ISO}",
+    f"x/\n{FORGED}",  # fails the model-name check on '/' first, whose message echoes the name as is
 ]
 
 
 def test_cve_2024_0095_http_log_injection(srv, restricted):
     """Ids, model names, paths and headers carrying CR/LF/ANSI/U+2028 and a fake log line: answered normally
-    (ids echoed, unknown models 404). `test_server_output_has_no_forged_line` then checks every output line.
+    (ids echoed; as model names: 400 with the model-name check's message, or 404 for the well-formed U+2028 one;
+    load: 503 in poll mode). `test_server_output_has_no_forged_line` then checks every output line.
     Unexpected answers are collected and asserted at the end, so that every injection is sent (and later checked
     in the output) even when one answer is wrong."""
     wrong = []
@@ -785,9 +890,16 @@ def test_cve_2024_0095_http_log_injection(srv, restricted):
             r = http(srv, "POST", "/v2/models/simple/infer", json=dict(SIMPLE_JSON, id=text))
             assert r.status_code == 200 and r.json()["id"] == text, r.text[:300]
             name = quote(text, safe="")
-            for path in (f"/v2/models/{name}/config", f"/v2/models/{name}", f"/v2/repository/models/{name}/load"):
-                status, body = raw_call(srv, "GET" if "load" not in path else "POST", path)
-                if status not in (404, 503):
+            invalid = invalid_model_name(text)
+            by_name = (400, invalid) if invalid else (404, unknown_model(text))
+            for method, path, (want_status, want_message) in (
+                ("GET", f"/v2/models/{name}/config", by_name),
+                ("GET", f"/v2/models/{name}", by_name),
+                ("GET", f"/v2/models/{name}/trace/setting", by_name),
+                ("POST", f"/v2/repository/models/{name}/load", (503, NO_LOAD)),
+            ):
+                status, body = raw_call(srv, method, path)
+                if (status, json.loads(body)) != (want_status, {"error": want_message}):
                     wrong.append((path, status, body[:200]))
             # Restricted server: refusals are logged (WARN) with the path.
             for path in (f"/v2/repository/models/{name}/load", f"/v2/systemsharedmemory/region/{name}/register"):
@@ -803,24 +915,31 @@ def test_cve_2024_0095_http_log_injection(srv, restricted):
                 assert status in (403, 404, 503), (target.label, raw_path, status, body)
         r = http(srv, "GET", "/v2/health/ready", headers={"X-Request-Id": "a\tb", "User-Agent": FORGED})
         assert r.status_code == 200
-    assert not wrong, f"unknown (hostile) model names not answered 404 / 503: {wrong[:3]}"
+    assert not wrong, f"hostile model names not answered 400 / 404 / 503 as expected: {wrong[:3]}"
 
 
 def test_cve_2024_0095_grpc_log_injection(srv, restricted):
-    """As the HTTP test; unexpected answers for the unknown (hostile) model names are asserted at the end."""
+    """As the HTTP test (INVALID_ARGUMENT or NOT_FOUND for the names); unexpected answers for the hostile model
+    names are asserted at the end."""
     stub, rstub = srv.grpc_stub(), restricted.grpc_stub()
     wrong = []
     with guarded(srv, what="log injection over gRPC"):
         for text in INJECTIONS:
             assert stub.ModelInfer(simple_grpc_request(id=text)).id == text
-            try:
-                grpc_error(lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=text)), SC.NOT_FOUND, exact=unknown_model(text))
-            except AssertionError as e:
-                wrong.append(("ModelConfig", text, str(e)[:200]))
+            invalid = invalid_model_name(text)
+            code, msg = (SC.INVALID_ARGUMENT, invalid) if invalid else (SC.NOT_FOUND, unknown_model(text))
+            for rpc, call in (
+                ("ModelConfig", lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=text))),
+                ("TraceSetting", lambda: stub.TraceSetting(service_pb2.TraceSettingRequest(model_name=text))),
+            ):
+                try:
+                    grpc_error(call, code, exact=msg)
+                except AssertionError as e:
+                    wrong.append((rpc, text, str(e)[:200]))
             req = simple_grpc_request()
             req.model_name = text
             out = list(stub.ModelStreamInfer(iter([req])))
-            if [o.error_message for o in out] != [unknown_model(text)]:
+            if [o.error_message for o in out] != [msg]:
                 wrong.append(("ModelStreamInfer", text, [o.error_message for o in out]))
             lreq = service_pb2.RepositoryModelLoadRequest(model_name=text)
             grpc_error(lambda: rstub.RepositoryModelLoad(lreq), SC.UNAVAILABLE, exact=DENIED_GRPC)
@@ -828,7 +947,7 @@ def test_cve_2024_0095_grpc_log_injection(srv, restricted):
         # Printable metadata values (gRPC refuses control characters in metadata client-side).
         md = [("x-request-id", FORGED), ("triton-grpc-protocol-admin-key", "wrong " + FORGED)]
         grpc_error(lambda: rstub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), metadata=md), SC.UNAVAILABLE, exact=DENIED_GRPC)
-    assert not wrong, f"unknown (hostile) model names not answered NOT_FOUND: {wrong[:3]}"
+    assert not wrong, f"hostile model names not answered INVALID_ARGUMENT / NOT_FOUND as expected: {wrong[:3]}"
 
 
 # ===============================================================================================================
@@ -980,7 +1099,8 @@ def test_cve_2025_23310_http_million_one_byte_chunks_infer(srv):
         ("/v2/models/simple/infer", 400, JSON_PARSE + "expected value at line 1 column 1"),
         ("/v2/repository/index", 400, JSON_PARSE + "expected value at line 1 column 1"),
         ("/v2/logging", 400, JSON_PARSE + "expected value at line 1 column 1"),
-        ("/v2/trace/setting", 501, HTTP_NOT_YET),
+        ("/v2/trace/setting", 400, JSON_PARSE + "expected value at line 1 column 1"),
+        ("/v2/models/simple/trace/setting", 400, JSON_PARSE + "expected value at line 1 column 1"),
         ("/v2/repository/models/simple/load", 503, NO_LOAD),
         ("/v2/repository/models/simple/unload", 503, NO_LOAD),
         ("/v2/systemsharedmemory/region/r0/register", 501, SHM_DISABLED),
@@ -1307,11 +1427,12 @@ DEEP = 250_000
         ("/v2/models/simple/infer", b"[" * DEEP, 400, JSON_PARSE + "recursion limit exceeded at line 1 column 128"),
         ("/v2/models/simple/infer", b'{"parameters":{"p":' + b"[" * DEEP + b"]" * DEEP + b"}}", 400, JSON_PARSE + "recursion limit exceeded at line 1 column 145"),
         ("/v2/logging", b'{"log_file":' + b"[" * DEEP, 400, JSON_PARSE + "recursion limit exceeded at line 1 column 139"),
-        ("/v2/trace/setting", b"[" * DEEP, 501, HTTP_NOT_YET),
+        ("/v2/trace/setting", b"[" * DEEP, 400, JSON_PARSE + "recursion limit exceeded at line 1 column 128"),
+        ("/v2/models/simple/trace/setting", b'{"trace_level":' + b"[" * DEEP + b"]" * DEEP + b"}", 400, JSON_PARSE + "recursion limit exceeded at line 1 column 142"),
         ("/v2/systemsharedmemory/region/r/register", b"[" * DEEP, 501, SHM_DISABLED),
         ("/v2/repository/models/simple/load", b"[" * DEEP, 503, NO_LOAD),
     ],
-    ids=["index-ready", "index-array", "index-objects", "index-objects-at-cap", "infer", "infer-parameters", "logging", "trace", "shm", "load"],
+    ids=["index-ready", "index-array", "index-objects", "index-objects-at-cap", "infer", "infer-parameters", "logging", "trace", "model-trace", "shm", "load"],
 )
 def test_cve_2026_47477_http_deeply_nested_json_anywhere(srv, path, body, status, message):
     with guarded(srv, what=f"nested JSON to {path}"):
@@ -1684,10 +1805,34 @@ HOSTILE_NAMES = [
 PWNED = REPO_ROOT / "rampart-cve-pwned"  # the server's working directory
 
 
+def test_invalid_model_name_helper():
+    """The expectations the hostile-name tests derive from `invalid_model_name`, spelled out."""
+    traversal = "model name must not contain path traversal characters"
+    assert [invalid_model_name(n) for n in HOSTILE_NAMES] == [
+        f"invalid model name 'a/b', {traversal}",
+        f"invalid model name '..', {traversal}",
+        f"invalid model name '../../../../tmp/rampart-cve', {traversal}",
+        f"invalid model name 'simple/../simple', {traversal}",
+        None,
+        None,
+        None,
+        'invalid model name "a\\0b": control characters are not allowed',
+        'invalid model name "simple\\0": control characters are not allowed',
+        'invalid model name "a\\nb": control characters are not allowed',
+        'invalid model name "simple\\r\\n": control characters are not allowed',
+        'invalid model name "\\u{1b}[31mred": control characters are not allowed',
+        "invalid model name: 4096 bytes long, at most 255 are allowed",
+    ]
+
+
 def test_cve_2025_23316_http_hostile_model_names(srv):
+    """Names that fail the model-name check: 400 with its message on every model-named endpoint (load / unload:
+    refused by the control mode first); well-formed unknown names (shell metacharacters): 404."""
     with guarded(srv, what="hostile model names (HTTP)"):
         for name in HOSTILE_NAMES:
             enc = quote(name, safe="")
+            invalid = invalid_model_name(name)
+            status, message = (400, invalid) if invalid else (404, unknown_model(name))
             for method, path, body in (
                 ("GET", f"/v2/models/{enc}", b""),
                 ("GET", f"/v2/models/{enc}/versions/1", b""),
@@ -1697,13 +1842,16 @@ def test_cve_2025_23316_http_hostile_model_names(srv):
                 ("GET", f"/v2/models/{enc}/stats", b""),
                 ("POST", f"/v2/models/{enc}/infer", SIMPLE_BODY),
                 ("POST", f"/v2/models/{enc}/versions/1/infer", SIMPLE_BODY),
+                ("GET", f"/v2/models/{enc}/trace/setting", b""),
+                ("POST", f"/v2/models/{enc}/trace/setting", b"{}"),
+                ("POST", f"/v2/models/{enc}/trace/setting", b'{"trace_rate":"1"}'),
             ):
-                json_error(raw_call(srv, method, path, body=body), 404, unknown_model(name))
+                json_error(raw_call(srv, method, path, body=body), status, message)
             for action in ("load", "unload"):
                 json_error(raw_call(srv, "POST", f"/v2/repository/models/{enc}/{action}", body=b"{}"), 503, NO_LOAD)
-            json_error(raw_call(srv, "POST", f"/v2/models/{enc}/trace/setting", body=b"{}"), 501, HTTP_NOT_YET)
-        # `..` as a raw path segment (not encoded): not normalized into another route.
-        json_error(raw_call(srv, "GET", "/v2/models/../config"), 404, unknown_model(".."))
+        # `..` as a raw path segment (not encoded): not normalized into another route, but taken as the model name.
+        json_error(raw_call(srv, "GET", "/v2/models/../config"), 400, invalid_model_name(".."))
+        json_error(raw_call(srv, "GET", "/v2/models/./config"), 400, invalid_model_name("."))
         json_error(raw_call(srv, "GET", "/v2/models/simple/../../v2/models/simple/config"), 404, "Not Found")
     assert not PWNED.exists(), f"{PWNED} was created"
 
@@ -1720,22 +1868,27 @@ def test_cve_2025_23316_http_invalid_utf8_model_name_is_a_json_error(srv):
 
 
 def test_cve_2025_23316_grpc_hostile_model_names(srv):
+    """As the HTTP test: INVALID_ARGUMENT with the model-name check's message, or NOT_FOUND for well-formed names."""
     stub = srv.grpc_stub()
     with guarded(srv, what="hostile model names (gRPC)"):
         for name in HOSTILE_NAMES:
-            msg = unknown_model(name)
-            grpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=name)), SC.NOT_FOUND, exact=msg)
-            grpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=name, version="1")), SC.NOT_FOUND, exact=msg)
-            grpc_error(lambda: stub.ModelReady(service_pb2.ModelReadyRequest(name=name)), SC.NOT_FOUND, exact=msg)
-            grpc_error(lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=name)), SC.NOT_FOUND, exact=msg)
-            grpc_error(lambda: stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name=name)), SC.NOT_FOUND, exact=msg)
+            invalid = invalid_model_name(name)
+            code, msg = (SC.INVALID_ARGUMENT, invalid) if invalid else (SC.NOT_FOUND, unknown_model(name))
+            grpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=name)), code, exact=msg)
+            grpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=name, version="1")), code, exact=msg)
+            grpc_error(lambda: stub.ModelReady(service_pb2.ModelReadyRequest(name=name)), code, exact=msg)
+            grpc_error(lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=name)), code, exact=msg)
+            grpc_error(lambda: stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name=name)), code, exact=msg)
             req = simple_grpc_request()
             req.model_name = name
-            grpc_error(lambda: stub.ModelInfer(req), SC.NOT_FOUND, exact=msg)
+            grpc_error(lambda: stub.ModelInfer(req), code, exact=msg)
             assert [o.error_message for o in stub.ModelStreamInfer(iter([req]))] == [msg]
             grpc_error(lambda: stub.RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(model_name=name)), SC.UNAVAILABLE, exact=NO_LOAD)
             grpc_error(lambda: stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name=name)), SC.UNAVAILABLE, exact=NO_LOAD)
-            grpc_error(lambda: stub.TraceSetting(service_pb2.TraceSettingRequest(model_name=name)), SC.UNIMPLEMENTED, exact=GRPC_TRACE_NOT_YET)
+            grpc_error(lambda: stub.TraceSetting(service_pb2.TraceSettingRequest(model_name=name)), code, exact=msg)
+            treq = service_pb2.TraceSettingRequest(model_name=name)
+            treq.settings["trace_rate"].value.append("1")
+            grpc_error(lambda: stub.TraceSetting(treq), code, exact=msg)
     assert not PWNED.exists(), f"{PWNED} was created"
 
 
@@ -1836,8 +1989,8 @@ def _restricted_http_attacks(work: Path, bombs: dict) -> list:
         ("POST", "/v2/repository/models/..%2F..%2Fx/load", [], load, False, (503, NO_LOAD)),
         ("POST", "/v2/repository/models/simple/unload", [], b"{}", False, (503, NO_LOAD)),
         ("POST", "/v2/logging", [], json.dumps({"log_file": str(work / "r-log")}).encode(), False, (501, LOG_FILE_REFUSED)),
-        ("POST", "/v2/trace/setting", [], json.dumps({"trace_file": str(work / "r-trace")}).encode(), False, (501, HTTP_NOT_YET)),
-        ("POST", "/v2/models/simple/trace/setting", [], json.dumps({"trace_file": str(work / "r-trace")}).encode(), False, (501, HTTP_NOT_YET)),
+        ("POST", "/v2/trace/setting", [], json.dumps({"trace_file": str(work / "r-trace")}).encode(), False, (501, TRACE_FILE_REFUSED)),
+        ("POST", "/v2/models/simple/trace/setting", [], json.dumps({"trace_file": str(work / "r-trace")}).encode(), False, (501, TRACE_FILE_REFUSED)),
         ("POST", "/v2/systemsharedmemory/region/r/register", [], json.dumps({"key": RESERVED_KEYS[1], "offset": HUGE_OFFSET, "byte_size": 64}).encode(), False, (501, SHM_DISABLED)),
         ("POST", "/v2/systemsharedmemory/unregister", [], b"", False, (501, SHM_DISABLED)),
         ("POST", "/v2/repository/index", [], deep, False, (400, JSON_PARSE + "recursion limit exceeded at line 1 column 136")),
@@ -1878,7 +2031,7 @@ def test_restricted_grpc_admin_attacks_refused_first(restricted, work):
         (lambda md: stub.RepositoryModelLoad(load, metadata=md), SC.UNAVAILABLE, NO_LOAD),
         (lambda md: stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="../x"), metadata=md), SC.UNAVAILABLE, NO_LOAD),
         (lambda md: stub.LogSettings(log, metadata=md), SC.UNIMPLEMENTED, LOG_FILE_REFUSED),
-        (lambda md: stub.TraceSetting(trace, metadata=md), SC.UNIMPLEMENTED, GRPC_TRACE_NOT_YET),
+        (lambda md: stub.TraceSetting(trace, metadata=md), SC.UNIMPLEMENTED, TRACE_FILE_REFUSED),
         (
             lambda md: stub.SystemSharedMemoryRegister(
                 service_pb2.SystemSharedMemoryRegisterRequest(name="r", key=RESERVED_KEYS[0], offset=HUGE_OFFSET, byte_size=64), metadata=md

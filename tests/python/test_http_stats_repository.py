@@ -85,6 +85,12 @@ def test_stats_change_after_inference(server):
     assert t0_ms - 5_000 <= last <= int(time.time() * 1000) + 5_000, f"last_inference {last} is not ms since epoch"
     sizes = {int(b["batch_size"]) for b in after["batch_stats"]}
     assert sizes, "batch_stats must record executed batch sizes"
+    # One response per request, at index "0": its success count and durations follow the request ones.
+    resp = after["response_stats"]["0"]
+    assert resp["success"] == after["inference_stats"]["success"], resp
+    assert resp["fail"] == after["inference_stats"]["fail"], resp
+    assert resp["compute_infer"] == after["inference_stats"]["compute_infer"], resp
+    assert resp["empty_response"] == {"count": 0, "ns": 0} and resp["cancel"] == {"count": 0, "ns": 0}, resp
 
 
 def test_failed_inference_counts_as_fail(server):

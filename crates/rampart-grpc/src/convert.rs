@@ -229,6 +229,24 @@ pub(crate) fn statistics(stats: Vec<VersionStats>) -> pb::ModelStatisticsRespons
                         compute_output: dur(&d[2]),
                     })
                     .collect(),
+                // One response per request: index "0", once the version has answered anything.
+                response_stats: if s.success.count + s.fail.count == 0 {
+                    Default::default()
+                } else {
+                    [(
+                        "0".to_string(),
+                        pb::InferResponseStatistics {
+                            compute_infer: dur(&s.compute_infer),
+                            compute_output: dur(&s.compute_output),
+                            success: dur(&s.success),
+                            fail: dur(&s.fail),
+                            empty_response: dur(&DurationSnapshot::default()),
+                            cancel: dur(&DurationSnapshot::default()),
+                        },
+                    )]
+                    .into_iter()
+                    .collect()
+                },
                 ..Default::default()
             }
         })

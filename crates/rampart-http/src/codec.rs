@@ -515,7 +515,12 @@ pub(crate) fn stats_json(stats: &[VersionStats]) -> Value {
                     "compute_output": dur(&s.compute_output),
                     "cache_hit": dur(&s.cache_hit), "cache_miss": dur(&s.cache_miss),
                 },
-                "response_stats": {},
+                // One response per request: index "0", once the version has answered anything.
+                "response_stats": if s.success.count + s.fail.count == 0 { json!({}) } else { json!({ "0": {
+                    "compute_infer": dur(&s.compute_infer), "compute_output": dur(&s.compute_output),
+                    "success": dur(&s.success), "fail": dur(&s.fail),
+                    "empty_response": dur(&DurationSnapshot::default()), "cancel": dur(&DurationSnapshot::default()),
+                }})},
                 "batch_stats": batch,
                 "memory_usage": [],
             })
