@@ -87,8 +87,9 @@ pub fn validate_model_name(name: &str) -> Result<()> {
 
 /// Checks a path that comes from a client or a remote store: relative, plain components only, bounded
 /// lengths.
-pub(crate) fn check_relative_path(rel: &str) -> Result<&Path> {
-    let bad = |why: &str| Error::invalid_arg(format!("Invalid file parameter 'file:{rel}': {why}"));
+/// The error says why, without naming the path (callers say what the path was for).
+pub(crate) fn check_relative_path(rel: &str) -> std::result::Result<&Path, String> {
+    let bad = |why: &str| why.to_string();
     if rel.is_empty() {
         return Err(bad("the path is empty"));
     }
@@ -126,7 +127,14 @@ pub(crate) fn write_override(files: &[(String, Vec<u8>)]) -> Result<tempfile::Te
         )));
     }
     let checked: Vec<(&Path, &[u8])> =
-        files.iter().map(|(rel, data)| Ok((check_relative_path(rel)?, data.as_slice()))).collect::<Result<_>>()?;
+        files
+            .iter()
+            .map(|(rel, data)| {
+                let path = check_relative_path(rel)
+                    .map_err(|why| Error::invalid_arg(format!("Invalid file parameter 'file:{rel}': {why}")))?;
+                Ok((path, data.as_slice()))
+            })
+            .collect::<Result<_>>()?;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("rampart-model-")

@@ -26,6 +26,7 @@ mod scheduler;
 mod server;
 pub mod stats;
 pub mod trace;
+mod warmup;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use control::{LoadRequest, ModelControlMode, validate_model_name};

@@ -154,8 +154,8 @@ impl RemoteRepository {
             if rel.is_empty() || rel.ends_with('/') {
                 continue; // the prefix itself, or a "folder" marker
             }
-            if let Err(e) = crate::control::check_relative_path(&rel) {
-                tracing::warn!("model repository '{}': skipping object {:?}: {}", self.location, key, e.message());
+            if let Err(why) = crate::control::check_relative_path(&rel) {
+                tracing::warn!("model repository '{}': skipping object {:?}: {why}", self.location, key);
                 continue;
             }
             if meta.size > MAX_REMOTE_OBJECT_BYTES {

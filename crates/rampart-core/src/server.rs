@@ -959,7 +959,10 @@ impl Server {
                     tracing::warn!("model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)");
                 }
                 let cache = cache.filter(|_| wants_cache).cloned();
-                Ok(Arc::new(ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache)))
+                let mut version = ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache);
+                crate::warmup::run(&version, dir)?;
+                version.load_duration = started.elapsed();
+                Ok(Arc::new(version))
             })();
             let entry = match result {
                 Ok(m) => VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(m) },

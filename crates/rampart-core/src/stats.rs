@@ -145,6 +145,27 @@ impl ModelStats {
         self.last_inference_ms.store(now, Relaxed);
     }
 
+    /// Back to zero (after a model's warmup).
+    pub(crate) fn reset(&self) {
+        for d in [
+            &self.success,
+            &self.fail,
+            &self.queue,
+            &self.compute_input,
+            &self.compute_infer,
+            &self.compute_output,
+            &self.cache_hit,
+            &self.cache_miss,
+        ] {
+            d.count.store(0, Relaxed);
+            d.ns.store(0, Relaxed);
+        }
+        for c in self.failures.iter().chain([&self.inference_count, &self.execution_count, &self.last_inference_ms]) {
+            c.store(0, Relaxed);
+        }
+        self.batch.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             last_inference_ms: self.last_inference_ms.load(Relaxed),
