@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import requests
 from tritonclient.grpc import service_pb2
 
 from conftest import (
@@ -109,8 +110,16 @@ def running(args: list[str], label: str = "rampart[tracing]"):
             srv.kill()
 
 
-def stop(srv: RampartServer) -> None:
+# A trace is recorded when the front end lets go of the request (after the response is sent), which can be a moment
+# after the client has the response. The tests wait that long before SIGTERM so that each checks its own property;
+# `test_sigterm_right_after_responses_keeps_every_trace` checks that no wait is needed.
+SETTLE = 0.5
+
+
+def stop(srv: RampartServer, settle: bool = True) -> None:
     """SIGTERM (which writes the trace file) and a clean exit."""
+    if settle:
+        time.sleep(SETTLE)
     rc = srv.stop()
     assert rc == 0, f"{srv.label} exited with {rc} after SIGTERM\n{srv.output()}"
 
@@ -228,39 +237,40 @@ def test_cli_deprecated_flags(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--trace-config=rate=0"], "rate"),
-        (["--trace-config=rate=x"], "rate"),
-        (["--trace-config=rate=-1"], "rate"),
-        (["--trace-config=rate=4294967296"], "rate"),
-        (["--trace-config=count=-2"], "count"),
-        (["--trace-config=count=x"], "count"),
-        (["--trace-config=triton,log-frequency=x"], "log-frequency"),
-        (["--trace-config=triton,log-frequency=-1"], "log-frequency"),
-        (["--trace-config=level=TENSORS"], "not supported yet"),
-        (["--trace-config=level=tensors"], "not supported yet"),
-        (["--trace-config=level=max"], "not supported yet"),
-        (["--trace-config=level=bogus"], "level"),
+        (["--trace-config=rate=0"], "rate must be in 1..=4294967295"),
+        (["--trace-config=rate=x"], "rate: expected an integer, got 'x'"),
+        (["--trace-config=rate=-1"], "rate must be in 1..=4294967295"),
+        (["--trace-config=rate=4294967296"], "rate must be in 1..=4294967295"),
+        (["--trace-config=count=-2"], "count must be -1 (unlimited) or more"),
+        (["--trace-config=count=x"], "count: expected an integer, got 'x'"),
+        (["--trace-config=triton,log-frequency=x"], "log-frequency: expected an integer, got 'x'"),
+        (["--trace-config=triton,log-frequency=-1"], "log-frequency must be 0 or more"),
+        (["--trace-config=level=TENSORS"], "trace level TENSORS is not supported yet"),
+        (["--trace-config=level=tensors"], "trace level TENSORS is not supported yet"),
+        (["--trace-config=level=max"], "trace level TENSORS is not supported yet"),
+        (["--trace-config=level=bogus"], "unknown trace level 'BOGUS'"),
         (["--trace-config=level=OFF", "--trace-config=level=TIMESTAMPS", "--trace-config=triton,file={dir}/t.json"], OFF_ALONE),
         (["--trace-config=mode=opentelemetry"], "not supported yet"),
-        (["--trace-config=mode=bogus"], "mode"),
+        (["--trace-config=mode=bogus"], "mode must be triton or opentelemetry, got 'bogus'"),
         (["--trace-config=opentelemetry,url=http://127.0.0.1:4318/v1/traces"], "not supported yet"),
         (["--trace-config=opentelemetry,resource=service.name=x"], "not supported yet"),
-        (["--trace-config=triton,bogus=1"], "unknown setting"),
-        (["--trace-config=bogus=1"], "unknown setting"),
-        (["--trace-config=rate"], "--trace-config"),
+        (["--trace-config=triton,bogus=1"], "unknown setting 'triton,bogus'"),
+        (["--trace-config=bogus=1"], "unknown setting 'bogus'"),
+        (["--trace-config=rate"], "--trace-config option format is '[<mode>,]<setting>=<value>'"),
         (["--trace-config=level=TIMESTAMPS"], "needs a trace file"),
         (["--trace-config=level=true", "--trace-config=rate=1"], "needs a trace file"),
         (["--trace-level=TIMESTAMPS"], "needs a trace file"),
-        (["--trace-config=triton,file={dir}/missing/t.json"], "does not exist"),
+        (["--trace-config=triton,file={dir}/missing/t.json"], "directory '{dir}/missing' does not exist"),
         (["--trace-config=triton,file={dir}/missing/t.json", "--trace-config=level=TIMESTAMPS"], "does not exist"),
         (["--trace-file={dir}/missing/t.json", "--trace-level=TIMESTAMPS"], "does not exist"),
-        (["--trace-rate=0"], "rate"),
-        (["--trace-count=-5"], "count"),
-        (["--trace-log-frequency=x"], "log-frequency"),
+        (["--trace-rate=0"], "rate must be in 1..=4294967295"),
+        (["--trace-count=-5"], "count must be -1 (unlimited) or more"),
+        (["--trace-log-frequency=x"], "log-frequency: expected an integer, got 'x'"),
     ],
 )
 def test_cli_refused(tmp_path, extra, message):
     extra = [e.replace("{dir}", str(tmp_path)) for e in extra]
+    message = message.replace("{dir}", str(tmp_path))
     proc = run_to_exit(trace_args(None, *extra), timeout=30)
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode != 0, f"{extra} accepted:\n{err[-2000:]}"
@@ -549,6 +559,22 @@ def test_sampling_by_rate_and_count(tmp_path, rate, count, requests, traced):
     traces = parse_traces(trace_file)
     assert len(traces) == traced, [t.id for t in traces]
     assert all(t.model_name == "simple" and t.model_version == 1 for t in traces)
+
+
+def test_sigterm_right_after_responses_keeps_every_trace(tmp_path):
+    """Every request the client saw answered is in the file written at SIGTERM, even when the signal follows the
+    last response at once (each request on its own connection). Several short runs, so that a race shows."""
+    got = []
+    for run in range(5):
+        trace_file = tmp_path / f"run{run}.json"
+        with running(trace_args(trace_file, "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1")) as srv:
+            grpc_simple(srv)
+            for _ in range(2):
+                r = requests.post(srv.base + "/v2/models/simple/infer", json=SIMPLE, headers={"Connection": "close"}, timeout=30)
+                assert r.status_code == 200, r.text
+            stop(srv, settle=False)
+        got.append(len(parse_traces(trace_file)) if trace_file.exists() else 0)
+    assert got == [3] * 5, f"traces written per run (3 requests answered each): {got}"
 
 
 def test_no_trace_no_file(tmp_path):

@@ -778,8 +778,9 @@ impl Server {
 
     /// A trace for one request of `model` when the trace settings sample it; front ends stamp it and put it
     /// in the request.
-    pub fn start_trace(&self, model: &str) -> Option<Arc<crate::trace::Trace>> {
-        self.inner.tracer.sample(model)
+    /// `traceparent`: the request's W3C trace context header, if any.
+    pub fn start_trace(&self, model: &str, traceparent: Option<&str>) -> Option<Arc<crate::trace::Trace>> {
+        self.inner.tracer.sample(model, traceparent)
     }
 
     /// The trace settings, global or of a model (which must be loaded).
@@ -803,7 +804,8 @@ impl Server {
     /// Buffered traces are written out.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         let left = self.drain(timeout).await;
-        self.inner.tracer.flush();
+        let tracer = self.inner.tracer.clone();
+        let _ = tokio::task::spawn_blocking(move || tracer.flush()).await;
         left
     }
 

@@ -37,19 +37,55 @@ pub struct TraceSettings {
     pub mode: &'static str,
 }
 
+/// One finished trace, handed to an exporter.
+pub struct TraceRecord<'a> {
+    pub id: u64,
+    pub model: &'a str,
+    pub version: i64,
+    /// Names and wall-clock ns since the Unix epoch, in the order they happened.
+    pub stamps: &'a [(&'static str, u64)],
+    /// The W3C `traceparent` the client sent, if any.
+    pub traceparent: Option<&'a str>,
+}
+
+/// Where traces go instead of the trace file (`--trace-config mode=opentelemetry`): the binary installs an
+/// OTLP exporter; the core knows nothing about OpenTelemetry.
+pub trait TraceExporter: Send + Sync {
+    fn export(&self, record: &TraceRecord<'_>);
+    /// Sends what is queued (at shutdown). Blocking.
+    fn flush(&self);
+    /// The `trace_mode` the settings API reports.
+    fn mode(&self) -> &'static str;
+}
+
 /// Startup configuration (`--trace-config`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TraceConfig {
     pub timestamps: bool,
     pub rate: u32,
     pub count: i32,
     pub log_frequency: u32,
     pub file: Option<PathBuf>,
+    /// Mode `opentelemetry`: the exporter that receives every trace (no file then).
+    pub exporter: Option<Arc<dyn TraceExporter>>,
+}
+
+impl std::fmt::Debug for TraceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceConfig")
+            .field("timestamps", &self.timestamps)
+            .field("rate", &self.rate)
+            .field("count", &self.count)
+            .field("log_frequency", &self.log_frequency)
+            .field("file", &self.file)
+            .field("exporter", &self.exporter.as_ref().map(|e| e.mode()))
+            .finish()
+    }
 }
 
 impl Default for TraceConfig {
     fn default() -> Self {
-        TraceConfig { timestamps: false, rate: 1000, count: -1, log_frequency: 0, file: None }
+        TraceConfig { timestamps: false, rate: 1000, count: -1, log_frequency: 0, file: None, exporter: None }
     }
 }
 
@@ -77,6 +113,7 @@ struct State {
 
 pub struct Tracer {
     file: Option<PathBuf>,
+    exporter: Option<Arc<dyn TraceExporter>>,
     /// False while no scope traces anything: requests then pay one atomic load.
     active: AtomicBool,
     state: Mutex<State>,
@@ -123,6 +160,7 @@ impl Tracer {
         };
         let tracer = Tracer {
             file: config.file,
+            exporter: config.exporter,
             active: AtomicBool::new(false),
             state: Mutex::new(State {
                 global,
@@ -153,8 +191,9 @@ impl Tracer {
     }
 
     fn refresh_active(&self, state: &State) {
-        let on = |o: &TraceOverrides| o.timestamps == Some(true) && o.count != Some(0);
-        let active = self.file.is_some()
+        // With an exporter, a request carrying a trace context is traced even when the count is used up.
+        let on = |o: &TraceOverrides| o.timestamps == Some(true) && (o.count != Some(0) || self.exporter.is_some());
+        let active = (self.file.is_some() || self.exporter.is_some())
             && (on(&Self::effective(state, None)) || state.models.keys().any(|m| on(&Self::effective(state, Some(m)))));
         self.active.store(active, Ordering::Release);
     }
@@ -168,7 +207,7 @@ impl Tracer {
             count: e.count.unwrap_or(-1),
             log_frequency: e.log_frequency.unwrap_or(0),
             file: self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            mode: "triton",
+            mode: self.exporter.as_ref().map_or("triton", |e| e.mode()),
         }
     }
 
@@ -227,7 +266,7 @@ impl Tracer {
                 None => None,
             };
         }
-        if next.timestamps == Some(true) && self.file.is_none() {
+        if next.timestamps == Some(true) && self.file.is_none() && self.exporter.is_none() {
             return Err(Error::unsupported(
                 "tracing needs a trace file, chosen at startup only: --trace-config triton,file=<path>",
             ));
@@ -256,14 +295,24 @@ impl Tracer {
         self.refresh_active(&state);
     }
 
-    /// A trace for this request of `model`, if the settings sample it.
-    pub fn sample(self: &Arc<Self>, model: &str) -> Option<Arc<Trace>> {
+    /// A trace for this request of `model`, if the settings sample it. A request that carries a W3C
+    /// `traceparent` is always traced in OpenTelemetry mode (while the level is on), as in Triton.
+    pub fn sample(self: &Arc<Self>, model: &str, traceparent: Option<&str>) -> Option<Arc<Trace>> {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
         let mut state = self.lock();
         let e = Self::effective(&state, Some(model));
-        if e.timestamps != Some(true) || e.count == Some(0) {
+        if e.timestamps != Some(true) {
+            return None;
+        }
+        let traceparent = traceparent.filter(|_| self.exporter.is_some()).filter(|t| t.len() <= 256);
+        if let Some(parent) = traceparent {
+            let id = state.next_id;
+            state.next_id += 1;
+            return Some(self.new_trace(id, model, Some(parent.to_string())));
+        }
+        if e.count == Some(0) {
             return None;
         }
         let scoped = state.models.get(model).is_some_and(|o| o.rate.is_some() || o.count.is_some());
@@ -284,16 +333,32 @@ impl Tracer {
         let id = state.next_id;
         state.next_id += 1;
         self.refresh_active(&state);
-        Some(Arc::new(Trace {
+        Some(self.new_trace(id, model, None))
+    }
+
+    fn new_trace(self: &Arc<Self>, id: u64, model: &str, traceparent: Option<String>) -> Arc<Trace> {
+        Arc::new(Trace {
             id,
             model: model.to_string(),
             version: AtomicI64::new(0),
             stamps: Mutex::new(Vec::with_capacity(12)),
+            traceparent,
             tracer: Arc::downgrade(self),
-        }))
+        })
     }
 
     fn record(&self, trace: &Trace) {
+        if let Some(exporter) = &self.exporter {
+            let stamps = trace.stamps.lock().unwrap_or_else(|e| e.into_inner());
+            exporter.export(&TraceRecord {
+                id: trace.id,
+                model: &trace.model,
+                version: trace.version.load(Ordering::Relaxed),
+                stamps: &stamps,
+                traceparent: trace.traceparent.as_deref(),
+            });
+            return;
+        }
         let stamps: Vec<Value> = trace
             .stamps
             .lock()
@@ -340,8 +405,12 @@ impl Tracer {
         }
     }
 
-    /// Writes what is buffered (at shutdown).
+    /// Writes what is buffered, or has the exporter send it (at shutdown). Blocking.
     pub fn flush(&self) {
+        if let Some(exporter) = &self.exporter {
+            exporter.flush();
+            return;
+        }
         let mut state = self.lock();
         let periodic = state.flushes > 0;
         self.write(&mut state, periodic);
@@ -354,6 +423,7 @@ pub struct Trace {
     model: String,
     version: AtomicI64,
     stamps: Mutex<Vec<(&'static str, u64)>>,
+    traceparent: Option<String>,
     tracer: Weak<Tracer>,
 }
 
@@ -394,36 +464,36 @@ mod tests {
     use super::*;
 
     fn tracer(dir: &std::path::Path, rate: u32, count: i32, freq: u32) -> Arc<Tracer> {
-        Arc::new(Tracer::new(TraceConfig { timestamps: true, rate, count, log_frequency: freq, file: Some(dir.join("t.json")) }))
+        Arc::new(Tracer::new(TraceConfig { timestamps: true, rate, count, log_frequency: freq, file: Some(dir.join("t.json")), exporter: None }))
     }
 
     #[test]
     fn rate_and_count() {
         let dir = tempfile::tempdir().unwrap();
         let t = tracer(dir.path(), 3, -1, 0);
-        let sampled: Vec<bool> = (0..9).map(|_| t.sample("m").is_some()).collect();
+        let sampled: Vec<bool> = (0..9).map(|_| t.sample("m", None).is_some()).collect();
         assert_eq!(sampled, [true, false, false, true, false, false, true, false, false]);
         let t = tracer(dir.path(), 1, 2, 0);
-        assert_eq!((0..4).map(|_| t.sample("m").is_some()).collect::<Vec<_>>(), [true, true, false, false]);
+        assert_eq!((0..4).map(|_| t.sample("m", None).is_some()).collect::<Vec<_>>(), [true, true, false, false]);
         assert_eq!(t.settings(None).count, 0);
         // Without a file nothing is sampled.
         let off = Arc::new(Tracer::new(TraceConfig { timestamps: true, rate: 1, ..Default::default() }));
-        assert!(off.sample("m").is_none());
+        assert!(off.sample("m", None).is_none());
     }
 
     #[test]
     fn per_model_overrides_and_clearing() {
         let dir = tempfile::tempdir().unwrap();
         let t = Arc::new(Tracer::new(TraceConfig { file: Some(dir.path().join("t.json")), ..Default::default() }));
-        assert!(t.sample("a").is_none(), "global level OFF");
+        assert!(t.sample("a", None).is_none(), "global level OFF");
         let on = TraceUpdate { level: Some(Some(vec!["TIMESTAMPS".into()])), rate: Some(Some("1".into())), ..Default::default() };
         let s = t.update(Some("a"), &on).unwrap();
         assert!(s.timestamps && s.rate == 1);
-        assert!(t.sample("a").is_some() && t.sample("b").is_none());
+        assert!(t.sample("a", None).is_some() && t.sample("b", None).is_none());
         assert!(!t.settings(Some("b")).timestamps && t.settings(None).rate == 1000);
         let clear = TraceUpdate { level: Some(None), rate: Some(None), ..Default::default() };
         assert!(!t.update(Some("a"), &clear).unwrap().timestamps);
-        assert!(t.sample("a").is_none());
+        assert!(t.sample("a", None).is_none());
         assert!(t.update(None, &clear).unwrap_err().message().contains("cannot be cleared"));
         let bad = |u: TraceUpdate| t.update(None, &u).unwrap_err().message().to_string();
         assert!(bad(TraceUpdate { rate: Some(Some("x".into())), ..Default::default() }).contains("Unable to parse 'trace_rate', got: x"));
@@ -438,7 +508,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = tracer(dir.path(), 1, -1, 2);
         for v in [1, 2, 3] {
-            let tr = t.sample("m").unwrap();
+            let tr = t.sample("m", None).unwrap();
             tr.set_version(v);
             tr.stamp("REQUEST_START");
             tr.stamp("REQUEST_END");

@@ -63,6 +63,11 @@ pub fn fix_status_headers<B>(mut resp: http::Response<B>) -> http::Response<B> {
     resp
 }
 
+/// The W3C `traceparent` of a call, from its metadata.
+fn traceparent<T>(r: &Request<T>) -> Option<String> {
+    r.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// Renders a core error through the one error-code table.
 pub(crate) fn status(e: Error) -> Status {
     Status::new(tonic::Code::from(e.code().grpc_code()), e.message().to_string())
@@ -106,8 +111,9 @@ impl Inference {
         })
     }
 
-    async fn infer(&self, req: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
-        let trace = self.server.start_trace(&req.model_name);
+    /// `traceparent`: the W3C trace context from the call's metadata, if any.
+    async fn infer(&self, req: pb::ModelInferRequest, traceparent: Option<&str>) -> Result<pb::ModelInferResponse, Error> {
+        let trace = self.server.start_trace(&req.model_name, traceparent);
         if let Some(t) = &trace {
             t.stamp("GRPC_WAITREAD_START");
         }
@@ -187,9 +193,10 @@ impl gis::GrpcInferenceService for Inference {
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
         let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelInfer");
+        let traceparent = traceparent(&r);
         let req = r.into_inner();
         self.check_model(caller.as_deref(), &req.model_name).map_err(status)?;
-        let resp = self.infer(req).await.map_err(status)?;
+        let resp = self.infer(req, traceparent.as_deref()).await.map_err(status)?;
         Ok(Response::new(resp))
     }
 
@@ -208,15 +215,17 @@ impl gis::GrpcInferenceService for Inference {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let this = self.clone();
         let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelStreamInfer");
+        let traceparent: Option<Arc<str>> = traceparent(&r).map(Arc::from);
         let requests = r.into_inner();
         let answers = requests
             .map(move |item| {
                 let this = this.clone();
                 let caller = caller.clone();
+                let traceparent = traceparent.clone();
                 async move {
                     match item {
                         Ok(req) => match this.check_model(caller.as_deref(), &req.model_name) {
-                            Ok(()) => this.infer(req).await.map_err(|e| StreamError::Request(status(e))),
+                            Ok(()) => this.infer(req, traceparent.as_deref()).await.map_err(|e| StreamError::Request(status(e))),
                             Err(e) => Err(StreamError::Request(status(e))),
                         },
                         // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.

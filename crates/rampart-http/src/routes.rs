@@ -363,7 +363,8 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, request: ax
     let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     check_model_access(&s, &model, &parts)?;
-    let trace = s.server.start_trace(&model);
+    let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = s.server.start_trace(&model, traceparent);
     let headers = parts.headers;
     let encoding = content_encoding(&headers)?;
     let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;

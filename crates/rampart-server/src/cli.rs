@@ -370,8 +370,32 @@ pub struct Validated {
     pub metrics: rampart_core::metrics::MetricsOptions,
     pub log_format: rampart_core::logging::LogFormat,
     pub trace: rampart_core::trace::TraceConfig,
+    /// `--trace-config mode=opentelemetry`: where and how to export.
+    pub otel: Option<OtelSettings>,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
+}
+
+/// `--trace-config opentelemetry,…` settings (Triton's names and defaults).
+#[derive(Debug, Clone)]
+pub struct OtelSettings {
+    pub url: String,
+    pub resources: Vec<(String, String)>,
+    pub max_queue_size: usize,
+    pub schedule_delay_ms: u64,
+    pub max_export_batch_size: usize,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        OtelSettings {
+            url: "http://localhost:4318/v1/traces".into(),
+            resources: vec![],
+            max_queue_size: 2048,
+            schedule_delay_ms: 5000,
+            max_export_batch_size: 512,
+        }
+    }
 }
 
 /// A restricted-API value: `@/path` (file contents, one trailing newline removed), `env:NAME`, or the
@@ -551,7 +575,7 @@ impl Cli {
         if self.log_verbose > rampart_core::logging::MAX_VERBOSE_LEVEL {
             return Err(format!("--log-verbose must be at most {}", rampart_core::logging::MAX_VERBOSE_LEVEL));
         }
-        let trace = self.trace_config()?;
+        let (trace, otel) = self.trace_config()?;
         if self.rate_limit != "off" {
             return Err(not_yet("rate-limit", &self.rate_limit, "the rate limiter"));
         }
@@ -670,14 +694,17 @@ impl Cli {
             metrics,
             log_format,
             trace,
+            otel,
             inert,
         })
     }
 
     /// `--trace-config [<mode>,]<setting>=<value>` (repeatable) and the deprecated `--trace-*` flags.
-    fn trace_config(&self) -> Result<rampart_core::trace::TraceConfig, String> {
+    fn trace_config(&self) -> Result<(rampart_core::trace::TraceConfig, Option<OtelSettings>), String> {
         let mut config = rampart_core::trace::TraceConfig::default();
         let mut levels: Vec<String> = Vec::new();
+        let mut otel_mode = false;
+        let mut otel = OtelSettings::default();
         let number = |flag: &str, v: &str| -> Result<i64, String> {
             v.trim().parse::<i64>().map_err(|_| format!("--{flag}: expected an integer, got '{v}'"))
         };
@@ -688,14 +715,32 @@ impl Cli {
                     config.count = i32::try_from(number("trace-config count", value)?).ok().filter(|c| *c >= -1).ok_or("--trace-config count must be -1 (unlimited) or more")?
                 }
                 (None, "level") => levels.push(value.to_string()),
-                (None, "mode") if value == "triton" => {}
-                (None, "mode") if value == "opentelemetry" => return Err(not_yet("trace-config", "mode=opentelemetry", "OpenTelemetry export")),
+                (None, "mode") if value == "triton" => otel_mode = false,
+                (None, "mode") if value == "opentelemetry" => otel_mode = true,
                 (None, "mode") => return Err(format!("--trace-config mode must be triton or opentelemetry, got '{value}'")),
                 (Some("triton"), "file") => config.file = Some(std::path::PathBuf::from(value)),
                 (Some("triton"), "log-frequency") => {
                     config.log_frequency = u32::try_from(number("trace-config triton,log-frequency", value)?).map_err(|_| "--trace-config triton,log-frequency must be 0 or more")?
                 }
-                (Some("opentelemetry"), _) => return Err(not_yet("trace-config", &format!("opentelemetry,{key}={value}"), "OpenTelemetry export")),
+                (Some("opentelemetry"), "url") => {
+                    if !(value.starts_with("http://") || value.starts_with("https://")) {
+                        return Err(format!("--trace-config opentelemetry,url must be an http:// or https:// URL, got '{value}'"));
+                    }
+                    otel.url = value.to_string();
+                }
+                (Some("opentelemetry"), "resource") => {
+                    let (k, v) = value.split_once('=').ok_or_else(|| format!("--trace-config opentelemetry,resource expects <key>=<value>, got '{value}'"))?;
+                    otel.resources.push((k.to_string(), v.to_string()));
+                }
+                (Some("opentelemetry"), "bsp_max_queue_size") => {
+                    otel.max_queue_size = usize::try_from(number("trace-config opentelemetry,bsp_max_queue_size", value)?).ok().filter(|n| (1..=1 << 20).contains(n)).ok_or("--trace-config opentelemetry,bsp_max_queue_size must be in 1..=1048576")?
+                }
+                (Some("opentelemetry"), "bsp_schedule_delay") => {
+                    otel.schedule_delay_ms = u64::try_from(number("trace-config opentelemetry,bsp_schedule_delay", value)?).map_err(|_| "--trace-config opentelemetry,bsp_schedule_delay must be 0 or more")?
+                }
+                (Some("opentelemetry"), "bsp_max_export_batch_size") => {
+                    otel.max_export_batch_size = usize::try_from(number("trace-config opentelemetry,bsp_max_export_batch_size", value)?).ok().filter(|n| (1..=1 << 20).contains(n)).ok_or("--trace-config opentelemetry,bsp_max_export_batch_size must be in 1..=1048576")?
+                }
                 (m, k) => {
                     return Err(format!(
                         "--trace-config: unknown setting '{}{k}' (expected rate, count, level, mode, triton,file or triton,log-frequency)",
@@ -742,6 +787,17 @@ impl Cli {
             return Err(format!("--trace-config level: unknown trace level '{bad}' (expected OFF, TIMESTAMPS or TENSORS)"));
         }
         config.timestamps = rampart_core::trace::parse_level(&canonical).map_err(|e| format!("--trace-config level: {}", e.message()))?;
+        if otel_mode {
+            if !cfg!(feature = "otel") {
+                return Err(not_yet("trace-config", "mode=opentelemetry", "OpenTelemetry export in this build (cargo feature 'otel')"));
+            }
+            if otel.max_export_batch_size > otel.max_queue_size {
+                return Err("--trace-config opentelemetry,bsp_max_export_batch_size must not exceed bsp_max_queue_size".into());
+            }
+            // The trace file belongs to mode triton; in mode opentelemetry traces are exported.
+            config.file = None;
+            return Ok((config, Some(otel)));
+        }
         if config.timestamps && config.file.is_none() {
             return Err("--trace-config level=TIMESTAMPS needs a trace file: --trace-config triton,file=<path>".into());
         }
@@ -750,7 +806,7 @@ impl Cli {
                 return Err(format!("--trace-config triton,file: directory '{}' does not exist", dir.display()));
             }
         }
-        Ok(config)
+        Ok((config, None))
     }
 
     /// `--metrics-config <key>=<value>` settings.

@@ -3,6 +3,8 @@
 
 mod cli;
 mod logs;
+#[cfg(feature = "otel")]
+mod otel;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -140,7 +142,13 @@ fn main() -> ExitCode {
         allow_model_file_override: cli.allow_model_file_override,
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         log_control: Some(log_control),
-        trace: validated.trace.clone(),
+        trace: match trace_exporter(&validated) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         ..ServerOptions::default()
     };
     let server = match Server::start(options) {
@@ -180,6 +188,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The trace configuration, with the OTLP exporter when `mode=opentelemetry` (built before the async
+/// runtime: its HTTP client blocks).
+fn trace_exporter(validated: &cli::Validated) -> Result<rampart_core::trace::TraceConfig, String> {
+    let mut config = validated.trace.clone();
+    #[cfg(feature = "otel")]
+    if let Some(otel) = &validated.otel {
+        config.exporter = Some(std::sync::Arc::new(otel::OtlpExporter::new(otel)?));
+        tracing::info!("traces are exported over OTLP/HTTP to {}", otel.url);
+    }
+    Ok(config)
 }
 
 type TlsConfig = Option<std::sync::Arc<rampart_tls::ReloadingConfig>>;
