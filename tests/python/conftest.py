@@ -15,6 +15,7 @@ Helpers defined here are imported by the test modules with `from conftest import
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -532,6 +533,34 @@ def finish_server(srv: RampartServer) -> None:
     rc = srv.stop(signal.SIGTERM)
     assert not crashed, f"{srv.label} died during the tests (exit code {rc})\n{srv.output()}"
     assert rc == 0, f"{srv.label} exited with {rc} after SIGTERM\n{srv.output()}"
+
+
+@contextlib.contextmanager
+def running(args: list[str], label: str = "rampart", **kw):
+    """A server for one test (`kw`: `start_server` arguments); afterwards it must still run and exit 0 on
+    SIGTERM (`finish_server`)."""
+    srv = start_server(args, label, **kw)
+    try:
+        yield srv
+    finally:
+        finish_server(srv)
+
+
+def concurrently(fn, n: int) -> list:
+    """Calls `fn(i)` for i in 0..n on n threads released together; their results in order."""
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
 
 
 def run_to_exit(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:

@@ -4,7 +4,6 @@ the startup model status table. These tests start their own short-lived servers 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -22,24 +21,13 @@ from conftest import (
     example_repo,
     ort_dir,
     run_to_exit,
+    running,
     start_server,
     wait_models_settled,
 )
 
 EXAMPLES = ("simple", "identity_fp32", "identity_bytes", "mlp")
 BROKEN = ("broken_config", "broken_model", "name_mismatch")
-
-
-@contextlib.contextmanager
-def running(args, label, wait="ready"):
-    srv = start_server(args, label, wait=wait)
-    try:
-        yield srv
-    finally:
-        crashed = not srv.alive()
-        rc = srv.stop(signal.SIGTERM)
-        assert not crashed, f"{label} died during the test (exit {rc})\n{srv.output()}"
-        assert rc == 0, f"{label} exited {rc} on SIGTERM\n{srv.output()}"
 
 
 def stderr_of(proc) -> str:

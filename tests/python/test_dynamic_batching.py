@@ -3,7 +3,6 @@ each gets exactly its own rows back, and the statistics show the batches. Both e
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import base_args, grpc_base_args, run_to_exit, start_server
+from conftest import base_args, concurrently, grpc_base_args, run_to_exit, start_server
 
 ROWS = [1, 2, 1, 3, 1, 1, 2, 1] * 4  # 32 requests, 48 rows
 
@@ -38,22 +37,6 @@ def mlp_body(x: np.ndarray) -> bytes:
     return json.dumps(
         {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.flatten().tolist()}]}
     ).encode()
-
-
-def concurrently(fn, n: int) -> list:
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def stats(srv, model: str) -> dict:

@@ -13,7 +13,6 @@ import json
 import math
 import re
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -31,9 +30,10 @@ from conftest import (
     grpc_input,
     grpc_request,
     raw_bytes,
+    concurrently,
     run_to_exit,
+    running,
     simple_grpc_request,
-    start_server,
 )
 
 METRICS_RE = re.compile(r"Started Metrics Service at (\S+):(\d+)")
@@ -262,19 +262,12 @@ def metrics_port(srv, timeout: float = 10.0) -> int:
 
 
 @contextlib.contextmanager
-def running(args: list[str], label: str, **kw):
-    """A server for one test, with `.metrics_url` set when metrics are on; afterwards it must still run and
-    exit 0 on SIGTERM."""
-    srv = start_server(args, label, **kw)
-    try:
+def metrics_server(args: list[str], label: str, **kw):
+    """`running`, with `.metrics_url` set when metrics are on."""
+    with running(args, label, **kw) as srv:
         if "--allow-metrics=false" not in args:
             srv.metrics_url = f"http://127.0.0.1:{metrics_port(srv)}"
         yield srv
-    finally:
-        crashed = not srv.alive()
-        rc = srv.stop(signal.SIGTERM)
-        assert not crashed, f"{label} died during the test (exit {rc})\n{srv.output()}"
-        assert rc == 0, f"{label} exited {rc} on SIGTERM\n{srv.output()}"
 
 
 def scrape(srv, path: str = "/metrics") -> Exposition:
@@ -348,7 +341,7 @@ def assert_counts(exp: Exposition, model: str, success: int, inference: int, exe
 
 def test_exposition_and_counters_after_known_traffic(examples_dir):
     args = metrics_args(base_args(examples_dir), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics]") as srv:
+    with metrics_server(args, "rampart[metrics]") as srv:
         # Before any traffic: every served version has every series, all zero.
         exp0 = scrape(srv)
         for model in EXAMPLE_MODELS:
@@ -431,7 +424,7 @@ def test_counter_latencies_false_drops_duration_counters(examples_dir):
         "--metrics-config=counter_latencies=false",
         address=False,  # defaults to --http-address (127.0.0.1, checked by metrics_port)
     )
-    with running(args, "rampart[metrics, no latency counters]") as srv:
+    with metrics_server(args, "rampart[metrics, no latency counters]") as srv:
         for i in range(3):
             assert srv.infer("simple", simple_body(i)).status_code == 200
         assert srv.infer("simple", simple_body(with_input1=False)).status_code == 400
@@ -445,7 +438,7 @@ def test_counter_latencies_false_drops_duration_counters(examples_dir):
 
 def test_counter_latencies_true_is_the_default(examples_dir):
     args = metrics_args(base_args(examples_dir), "--allow-cpu-metrics=false", "--metrics-config=counter_latencies=true")
-    with running(args, "rampart[metrics, counter_latencies=true]") as srv:
+    with metrics_server(args, "rampart[metrics, counter_latencies=true]") as srv:
         assert set(scrape(srv).families) == set(MODEL_FAMILIES)
 
 
@@ -464,7 +457,7 @@ def cache_repo(examples_dir, tmp_path) -> Path:
 
 def test_cache_hits_and_misses(cache_repo):
     args = metrics_args(base_args(cache_repo, extra=["--cache-config=local,size=1048576"]), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, cache]") as srv:
+    with metrics_server(args, "rampart[metrics, cache]") as srv:
         for _ in range(3):
             r = srv.infer("identity_fp32", fp32_body([1.5, 2.5, 3.5]))
             assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [1.5, 2.5, 3.5], r.text
@@ -489,7 +482,7 @@ def test_cache_series_only_for_models_with_response_cache(cache_repo):
     """As in Triton (MetricModelReporter creates the cache counters only when the model's response cache is
     enabled): models without `response_cache { enable: true }` get no nv_cache_* series."""
     args = metrics_args(base_args(cache_repo, extra=["--cache-config=local,size=1048576"]), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, cache]") as srv:
+    with metrics_server(args, "rampart[metrics, cache]") as srv:
         exp = scrape(srv)
         for name in CACHE_FAMILIES:
             models = {dict(k)["model"] for k in exp.label_sets(name)}
@@ -498,7 +491,7 @@ def test_cache_series_only_for_models_with_response_cache(cache_repo):
 
 def test_no_cache_metrics_without_a_server_cache(cache_repo):
     args = metrics_args(base_args(cache_repo), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, no cache]") as srv:
+    with metrics_server(args, "rampart[metrics, no cache]") as srv:
         for _ in range(2):
             assert srv.infer("identity_fp32", fp32_body([4.0])).status_code == 200
         exp = scrape(srv)
@@ -521,7 +514,7 @@ def _meminfo_bytes(key: str) -> int:
 
 def test_cpu_gauges_appear_after_the_first_interval(examples_dir):
     args = metrics_args(base_args(examples_dir), "--metrics-interval-ms=100")
-    with running(args, "rampart[metrics, cpu 100ms]") as srv:
+    with metrics_server(args, "rampart[metrics, cpu 100ms]") as srv:
         deadline = time.monotonic() + 5
         while True:
             exp = scrape(srv)
@@ -546,7 +539,7 @@ def test_cpu_gauges_appear_after_the_first_interval(examples_dir):
 
 def test_no_cpu_gauges_with_allow_cpu_metrics_false(examples_dir):
     args = metrics_args(base_args(examples_dir), "--metrics-interval-ms=100", "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, no cpu]") as srv:
+    with metrics_server(args, "rampart[metrics, no cpu]") as srv:
         time.sleep(0.6)  # six sampling intervals
         exp = scrape(srv)
         assert not [n for n in exp.families if n.startswith("nv_cpu")], sorted(exp.families)
@@ -560,7 +553,7 @@ def test_no_cpu_gauges_with_allow_cpu_metrics_false(examples_dir):
 
 def test_only_metrics_path_answers(examples_dir):
     args = metrics_args(base_args(examples_dir), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics paths]") as srv:
+    with metrics_server(args, "rampart[metrics paths]") as srv:
         a, b = scrape(srv, "/metrics"), scrape(srv, "/metrics/")
         assert a.families == b.families
         for path in ("/", "/metric", "/metricsx", "/metrics/x", "/v2/health/live", "/v2", "/v2/models/simple/stats"):
@@ -580,7 +573,7 @@ def test_metrics_port_is_never_restricted(examples_dir):
         "model-repository,statistics,trace,logging:k=v"
     )
     args = metrics_args(base_args(examples_dir, extra=[restrict]), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, restricted]", health_headers={"k": "v"}) as srv:
+    with metrics_server(args, "rampart[metrics, restricted]", health_headers={"k": "v"}) as srv:
         # The restriction is in force on the HTTP port...
         assert srv.get("/v2/models/simple/stats").status_code == 403
         assert srv.infer("simple", simple_body(1)).status_code == 403
@@ -599,7 +592,7 @@ def test_allow_metrics_false_listens_nowhere(examples_dir):
     port = reserve_port()
     args = [*base_args(examples_dir), "--metrics-address=127.0.0.1", f"--metrics-port={port}"]
     assert "--allow-metrics=false" in args
-    with running(args, "rampart[metrics off]") as srv:
+    with metrics_server(args, "rampart[metrics off]") as srv:
         assert srv.infer("simple", simple_body()).status_code == 200
         time.sleep(0.3)
         assert "Started Metrics Service" not in srv.stderr_text() + srv.stdout_text()
@@ -642,22 +635,6 @@ def test_metrics_port_equal_to_http_port_is_refused(examples_dir):
 # ---------------------------------------------------------------------------------------
 
 
-def concurrently(fn, n: int) -> list:
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
-
-
 @pytest.fixture
 def queue_repo(examples_dir, tmp_path) -> Path:
     policies = {
@@ -675,7 +652,7 @@ def queue_repo(examples_dir, tmp_path) -> Path:
 
 def test_queue_timeout_counts_as_rejected(queue_repo):
     args = metrics_args(base_args(queue_repo), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, queue timeout]") as srv:
+    with metrics_server(args, "rampart[metrics, queue timeout]") as srv:
         for _ in range(3):
             r = srv.infer("reject_1us", mlp_body(1))
             assert r.status_code == 503 and r.json() == {"error": "Request timeout expired"}, r.text
@@ -686,7 +663,7 @@ def test_queue_timeout_counts_as_rejected(queue_repo):
 
 def test_full_queue_counts_as_rejected(queue_repo):
     args = metrics_args(base_args(queue_repo), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, bounded queue]") as srv:
+    with metrics_server(args, "rampart[metrics, bounded queue]") as srv:
         body = json.dumps(mlp_body(32)).encode()
         codes: list[int] = []
         for _ in range(20):  # bursts of 16 concurrent full batches until the queue of one overflows
@@ -710,7 +687,7 @@ def test_pending_gauge_counts_requests_waiting_for_a_batch(queue_repo):
     """Triton: the pending count goes up when a request is enqueued and down when an instance starts executing it,
     so requests held by the dynamic batcher for `max_queue_delay_microseconds` are pending."""
     args = metrics_args(base_args(queue_repo), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, pending]") as srv:
+    with metrics_server(args, "rampart[metrics, pending]") as srv:
         done = []
         seen = []
 
@@ -749,7 +726,7 @@ def test_grpc_traffic_counts_the_same(examples_dir):
     from tritonclient.grpc import service_pb2
 
     args = metrics_args(grpc_base_args(examples_dir), "--allow-cpu-metrics=false")
-    with running(args, "rampart[metrics, grpc]") as srv:
+    with metrics_server(args, "rampart[metrics, grpc]") as srv:
         stub = srv.grpc_stub()
         for _ in range(5):
             stub.ModelInfer(simple_grpc_request())
@@ -788,7 +765,7 @@ def test_unload_removes_the_model_series(examples_dir, tmp_path):
         base_args(repo, extra=["--model-control-mode=explicit", "--load-model=simple", "--load-model=identity_fp32"]),
         "--allow-cpu-metrics=false",
     )
-    with running(args, "rampart[metrics, explicit]") as srv:
+    with metrics_server(args, "rampart[metrics, explicit]") as srv:
         for i in range(2):
             assert srv.infer("simple", simple_body(i)).status_code == 200
         assert srv.infer("identity_fp32", fp32_body([1.0])).status_code == 200
@@ -825,7 +802,7 @@ def test_http_and_grpc_statistics_agree_with_traffic(examples_dir):
     from tritonclient.grpc import service_pb2
 
     args = metrics_args(grpc_base_args(examples_dir), "--allow-cpu-metrics=false")
-    with running(args, "rampart[stats, http+grpc]") as srv:
+    with metrics_server(args, "rampart[stats, http+grpc]") as srv:
         http_batches = [1, 2, 2, 3]
         grpc_batches = [1, 3, 5]
         for b in http_batches:

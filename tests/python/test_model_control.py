@@ -8,10 +8,8 @@ helper API and starts its own short-lived server(s) on the first selected engine
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import signal
 import stat
 import tempfile
 import threading
@@ -39,8 +37,8 @@ from conftest import (
     parse_raw_response,
     raw_exchange,
     run_to_exit,
+    running,
     selected_engines,
-    start_server,
 )
 
 ENGINE = selected_engines()[0]
@@ -126,19 +124,6 @@ def staged_model(repo: Path, staging: Path, name: str, const: int) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # Servers and requests
 # --------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running(args: list[str], label: str = "rampart[model control]"):
-    """A server for one test; afterwards it must still run and exit 0 on SIGTERM."""
-    srv = start_server(args, label)
-    try:
-        yield srv
-    finally:
-        crashed = not srv.alive()
-        rc = srv.stop(signal.SIGTERM)
-        assert not crashed, f"{label} died during the test (exit {rc})\n{srv.output()}"
-        assert rc == 0, f"{label} exited {rc} on SIGTERM\n{srv.output()}"
 
 
 def explicit(repo: Path, *extra: str, grpc_on: bool = False):

@@ -455,13 +455,7 @@ fn trace_settings_json(t: &rampart_core::trace::TraceSettings) -> Response {
 /// `trace_file` is refused.
 fn trace_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::trace::TraceUpdate, Error> {
     let mut update = rampart_core::trace::TraceUpdate::default();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(update);
-    }
-    codec::check_json_size(body, limits)?;
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
-    let Value::Object(o) = v else { return Err(Error::invalid_arg("the request body must be a JSON object")) };
+    let o = json_object(body, limits)?;
     let text = |k: &str, v: &Value| match v {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.clone())),
@@ -532,13 +526,7 @@ async fn log_settings(State(s): State<AppState>) -> HResult {
 /// a non-null `log_file` is refused.
 fn log_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::logging::LogUpdate, Error> {
     let mut update = rampart_core::logging::LogUpdate::default();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(update);
-    }
-    codec::check_json_size(body, limits)?;
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
-    let Value::Object(o) = v else { return Err(Error::invalid_arg("the request body must be a JSON object")) };
+    let o = json_object(body, limits)?;
     let boolean = |k: &str, v: &Value| v.as_bool().ok_or_else(|| Error::invalid_arg(format!("'{k}' must be a boolean")));
     for (k, v) in &o {
         match k.as_str() {
@@ -568,19 +556,24 @@ async fn update_log_settings(State(s): State<AppState>, headers: HeaderMap, body
 
 /// The `parameters` object of a load or unload body (an empty body has none).
 fn repository_parameters(s: &AppState, body: &[u8]) -> Result<serde_json::Map<String, Value>, Error> {
+    match json_object(body, &s.options.json_limits)?.remove("parameters") {
+        None => Ok(Default::default()),
+        Some(Value::Object(p)) => Ok(p),
+        Some(_) => Err(Error::invalid_arg("'parameters' must be a JSON object")),
+    }
+}
+
+/// The JSON object of an admin request body (size and depth checked first); an empty body is an empty
+/// object.
+fn json_object(body: &[u8], limits: &codec::JsonLimits) -> Result<serde_json::Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Default::default());
     }
-    codec::check_json_size(body, &s.options.json_limits)?;
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
-    match v {
-        Value::Object(mut o) => match o.remove("parameters") {
-            None => Ok(Default::default()),
-            Some(Value::Object(p)) => Ok(p),
-            Some(_) => Err(Error::invalid_arg("'parameters' must be a JSON object")),
-        },
-        _ => Err(Error::invalid_arg("the request body must be a JSON object")),
+    codec::check_json_size(body, limits)?;
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(Error::invalid_arg("the request body must be a JSON object")),
+        Err(e) => Err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))),
     }
 }
 
