@@ -109,7 +109,7 @@ def test_tls_without_certificate_fails(listener):
     assert f"--{listener}-use-ssl needs --{listener}-server-cert" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
-@pytest.mark.parametrize("flag", ["--allow-sagemaker=true", "--metrics-config=summary_latencies=true"])
+@pytest.mark.parametrize("flag", ["--allow-sagemaker=true", "--trace-config=level=TENSORS"])
 def test_unbuilt_features_are_refused(flag):
     name = flag.split("=")[0]
     proc = run_to_exit(base_without(name) + [flag])

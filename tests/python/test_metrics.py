@@ -600,6 +600,53 @@ def test_allow_metrics_false_listens_nowhere(examples_dir):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+def test_latency_summaries_and_first_response_histogram(examples_dir):
+    args = metrics_args(
+        base_args(examples_dir),
+        "--metrics-config=summary_latencies=true",
+        "--metrics-config=summary_quantiles=0.5:0.05,0.99:0.001",
+        "--metrics-config=histogram_latencies=true",
+    )
+    with metrics_server(args, "rampart[summaries]") as srv:
+        idle = scrape(srv)
+        assert idle.families["nv_inference_request_summary_us"].type == "summary"
+        assert math.isnan(idle.value("nv_inference_request_summary_us", model="simple", version="1", quantile="0.5")), "no samples yet"
+        n = 5
+        for i in range(n):
+            assert srv.infer("simple", simple_body(i)).status_code == 200
+        e = scrape(srv)
+        stats = srv.get("/v2/models/simple/versions/1/stats").json()["model_stats"][0]["inference_stats"]
+        for family, stat in [
+            ("nv_inference_request_summary_us", "success"),
+            ("nv_inference_queue_summary_us", "queue"),
+            ("nv_inference_compute_infer_summary_us", "compute_infer"),
+        ]:
+            labels = {"model": "simple", "version": "1"}
+            quantiles = {dict(k)["quantile"] for k in e.label_sets(family) if dict(k).get("model") == "simple" and "quantile" in dict(k)}
+            assert quantiles == {"0.5", "0.99"}, quantiles
+            q50 = e.value(family, **labels, quantile="0.5")
+            q99 = e.value(family, **labels, quantile="0.99")
+            assert 0 <= q50 <= q99, (family, q50, q99)
+            assert e.value(family, **labels, __name__=family + "_count") == n
+            assert e.value(family, **labels, __name__=family + "_sum") == int(stats[stat]["ns"]) // 1000
+            if stat == "success":
+                assert 0 < q99 <= int(stats[stat]["ns"]) // 1000, "a quantile is one of the samples"
+        h = "nv_inference_first_response_histogram_ms"
+        assert e.families[h].type == "histogram"
+        labels = {"model": "simple", "version": "1"}
+        buckets = [e.value(h, **labels, le=le, __name__=h + "_bucket") for le in ("100", "500", "2000", "5000", "+Inf")]
+        assert buckets == sorted(buckets) and buckets[-1] == n, buckets
+        assert e.value(h, **labels, __name__=h + "_count") == n
+        assert 0 < e.value(h, **labels, __name__=h + "_sum") == pytest.approx(int(stats["success"]["ns"]) / 1e6, abs=0.01)
+
+
+def test_no_summaries_or_histogram_by_default(examples_dir):
+    with metrics_server(metrics_args(base_args(examples_dir)), "rampart[no summaries]") as srv:
+        assert srv.infer("simple", simple_body()).status_code == 200
+        families = set(scrape(srv).families)
+        assert not {f for f in families if f.endswith("_summary_us") or "histogram" in f}, families
+
+
 # ---------------------------------------------------------------------------------------
 # 7. Startup refusals
 # ---------------------------------------------------------------------------------------
@@ -608,8 +655,9 @@ def test_allow_metrics_false_listens_nowhere(examples_dir):
 @pytest.mark.parametrize(
     "setting,message",
     [
-        ("summary_latencies=true", "--metrics-config=summary_latencies=true is not supported yet"),
-        ("histogram_latencies=true", "--metrics-config=histogram_latencies=true is not supported yet"),
+        ("summary_quantiles=2:0.1", "summary_quantiles: expected <quantile>:<error>"),
+        ("summary_max_age=0", "summary_max_age: seconds in 1..=86400"),
+        ("histogram_latencies=maybe", "--metrics-config histogram_latencies"),
         ("foo=bar", "--metrics-config: unknown setting 'foo'"),
     ],
 )

@@ -17,11 +17,15 @@ use crate::stats::{DurationSnapshot, FailureReason, StatsSnapshot};
 pub struct MetricsOptions {
     /// `counter_latencies` (default true): the cumulative `*_duration_us` counters.
     pub counter_latencies: bool,
+    /// `summary_latencies=true`: `nv_inference_*_summary_us` with these quantiles and window.
+    pub summaries: Option<crate::stats::SummaryConfig>,
+    /// `histogram_latencies=true`: `nv_inference_first_response_histogram_ms`.
+    pub histograms: bool,
 }
 
 impl Default for MetricsOptions {
     fn default() -> Self {
-        MetricsOptions { counter_latencies: true }
+        MetricsOptions { counter_latencies: true, summaries: None, histograms: false }
     }
 }
 
@@ -174,6 +178,39 @@ impl Server {
             ];
             for (name, help, stat) in durations {
                 family(o, name, "counter", help, rows.iter(), |r| micros(stat(&r.stats)).to_string());
+            }
+        }
+        if options.histograms {
+            let name = "nv_inference_first_response_histogram_ms";
+            let _ = writeln!(o, "# HELP {name} Duration from request to first response in milliseconds\n# TYPE {name} histogram");
+            for r in &rows {
+                let Some(h) = &r.model.stats.first_response else { continue };
+                let (buckets, sum, count) = h.snapshot();
+                for (bound, n) in crate::stats::FIRST_RESPONSE_BUCKETS_MS.iter().zip(&buckets) {
+                    let _ = writeln!(o, "{name}_bucket{{{},le=\"{bound}\"}} {n}", r.labels);
+                }
+                let _ = writeln!(o, "{name}_bucket{{{},le=\"+Inf\"}} {count}\n{name}_sum{{{}}} {sum}\n{name}_count{{{}}} {count}", r.labels, r.labels, r.labels);
+            }
+        }
+        if options.summaries.is_some() {
+            let kinds: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot); crate::stats::SUMMARY_KINDS] = [
+                ("nv_inference_request_summary_us", "Summary of end-to-end durations of successful requests in microseconds", |s| s.success),
+                ("nv_inference_queue_summary_us", "Summary of queue durations in microseconds", |s| s.queue),
+                ("nv_inference_compute_input_summary_us", "Summary of compute input durations in microseconds", |s| s.compute_input),
+                ("nv_inference_compute_infer_summary_us", "Summary of compute infer durations in microseconds", |s| s.compute_infer),
+                ("nv_inference_compute_output_summary_us", "Summary of compute output durations in microseconds", |s| s.compute_output),
+            ];
+            for (kind, (name, help, total)) in kinds.into_iter().enumerate() {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
+                for r in &rows {
+                    let Some(w) = &r.model.stats.summaries else { continue };
+                    for (q, v) in w.quantiles(kind) {
+                        let value = v.map_or("NaN".to_string(), |v| v.to_string());
+                        let _ = writeln!(o, "{name}{{{},quantile=\"{q}\"}} {value}", r.labels);
+                    }
+                    let t = total(&r.stats);
+                    let _ = writeln!(o, "{name}_sum{{{}}} {}\n{name}_count{{{}}} {}", r.labels, micros(t), r.labels, t.count);
+                }
             }
         }
         family(o, "nv_model_load_duration_secs", "gauge", "Time the model version took to load, in seconds", rows.iter(), |r| {

@@ -60,6 +60,8 @@ pub struct ServerOptions {
     pub log_control: Option<Arc<crate::logging::LogControl>>,
     /// `--trace-config` (mode `triton`).
     pub trace: crate::trace::TraceConfig,
+    /// `--metrics-config`: which latency summaries and histograms the versions keep.
+    pub metrics: crate::metrics::MetricsOptions,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +86,7 @@ impl Default for ServerOptions {
             unload_timeout: Duration::from_secs(30),
             log_control: None,
             trace: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -953,7 +956,10 @@ impl Server {
                 for _ in 1..instance_count {
                     instances.push(engine.load(&spec)?);
                 }
-                let stats = Arc::new(ModelStats::default());
+                let stats = Arc::new(ModelStats::with_latency_metrics(
+                    options.metrics.summaries.clone().map(crate::stats::LatencyWindows::new),
+                    options.metrics.histograms.then(Default::default),
+                ));
                 let batching = batch_policy(&cfg)?;
                 let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests, batching)?;
                 let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);

@@ -45,6 +45,10 @@ pub struct ModelStats {
     execution_count: AtomicU64,
     /// Requests accepted and not yet taken by an execution (waiting in the queue or in a forming batch).
     pending: AtomicU64,
+    /// Latency windows for summaries, when `--metrics-config summary_latencies=true`.
+    pub summaries: Option<LatencyWindows>,
+    /// First-response histogram, when `--metrics-config histogram_latencies=true`.
+    pub first_response: Option<FirstResponseHistogram>,
     last_inference_ms: AtomicU64,
     batch: Mutex<BTreeMap<u64, [DurationSnapshot; 3]>>,
 }
@@ -102,6 +106,11 @@ impl Drop for Pending {
 }
 
 impl ModelStats {
+    /// Statistics that also keep latency windows (summaries) and a first-response histogram.
+    pub fn with_latency_metrics(summaries: Option<LatencyWindows>, first_response: Option<FirstResponseHistogram>) -> Self {
+        ModelStats { summaries, first_response, ..Default::default() }
+    }
+
     /// Requests waiting for an execution.
     pub fn pending(&self) -> u64 {
         self.pending.load(Relaxed)
@@ -119,6 +128,11 @@ impl ModelStats {
             self.compute_input.record(t.compute_input);
             self.compute_infer.record(t.compute_infer);
             self.compute_output.record(t.compute_output);
+            if let Some(w) = &self.summaries {
+                for (kind, d) in [(1, q), (2, t.compute_input), (3, t.compute_infer), (4, t.compute_output)] {
+                    w.record(kind, d);
+                }
+            }
         }
         self.inference_count.fetch_add(t.batch_size, Relaxed);
         self.execution_count.fetch_add(1, Relaxed);
@@ -132,7 +146,15 @@ impl ModelStats {
 
     pub fn record_request(&self, outcome: Result<(), FailureReason>, total: Duration) {
         match outcome {
-            Ok(()) => self.success.record(total),
+            Ok(()) => {
+                self.success.record(total);
+                if let Some(w) = &self.summaries {
+                    w.record(0, total);
+                }
+                if let Some(h) = &self.first_response {
+                    h.record(total);
+                }
+            }
             Err(reason) => {
                 self.fail.record(total);
                 self.failures[reason as usize].fetch_add(1, Relaxed);
@@ -164,6 +186,16 @@ impl ModelStats {
             c.store(0, Relaxed);
         }
         self.batch.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(w) = &self.summaries {
+            for win in &w.windows {
+                win.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+        }
+        if let Some(h) = &self.first_response {
+            for c in h.buckets.iter().chain([&h.sum_us, &h.count]) {
+                c.store(0, Relaxed);
+            }
+        }
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -238,5 +270,94 @@ mod tests {
         assert_eq!(snap.failures, [0, 0, 1, 0]);
         assert_eq!(snap.batch[&3][1], DurationSnapshot { count: 2, ns: 4_000 });
         assert!(snap.last_inference_ms > 0);
+    }
+}
+
+/// `--metrics-config summary_latencies=true`: recent latencies kept per metric for quantiles over a sliding
+/// window (`summary_max_age`), bounded in samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryConfig {
+    /// (quantile, allowed error) pairs, as Triton's `summary_quantiles`.
+    pub quantiles: Vec<(f64, f64)>,
+    pub max_age: Duration,
+}
+
+impl Default for SummaryConfig {
+    fn default() -> Self {
+        SummaryConfig { quantiles: vec![(0.5, 0.05), (0.9, 0.01), (0.95, 0.001), (0.99, 0.001), (0.999, 0.0001)], max_age: Duration::from_secs(60) }
+    }
+}
+
+/// Most samples a summary window holds (the oldest go first).
+pub const MAX_SUMMARY_SAMPLES: usize = 4096;
+
+/// Which latency a window tracks: request, queue, compute input / infer / output.
+pub const SUMMARY_KINDS: usize = 5;
+
+#[derive(Debug)]
+pub struct LatencyWindows {
+    config: SummaryConfig,
+    windows: [Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>; SUMMARY_KINDS],
+}
+
+impl LatencyWindows {
+    pub fn new(config: SummaryConfig) -> Self {
+        LatencyWindows { config, windows: Default::default() }
+    }
+
+    fn record(&self, kind: usize, d: Duration) {
+        let now = std::time::Instant::now();
+        let mut w = self.windows[kind].lock().unwrap_or_else(|p| p.into_inner());
+        while w.front().is_some_and(|(t, _)| now.duration_since(*t) > self.config.max_age) || w.len() >= MAX_SUMMARY_SAMPLES {
+            w.pop_front();
+        }
+        w.push_back((now, d.as_micros().min(u64::MAX as u128) as u64));
+    }
+
+    /// Quantiles (µs) of the window of `kind`, in `config.quantiles` order; `None` while it is empty.
+    pub fn quantiles(&self, kind: usize) -> Vec<(f64, Option<u64>)> {
+        let now = std::time::Instant::now();
+        let mut values: Vec<u64> = {
+            let w = self.windows[kind].lock().unwrap_or_else(|p| p.into_inner());
+            w.iter().filter(|(t, _)| now.duration_since(*t) <= self.config.max_age).map(|(_, v)| *v).collect()
+        };
+        values.sort_unstable();
+        self.config
+            .quantiles
+            .iter()
+            .map(|&(q, _)| {
+                let v = (!values.is_empty()).then(|| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]);
+                (q, v)
+            })
+            .collect()
+    }
+}
+
+/// Bucket bounds (ms) of `nv_inference_first_response_histogram_ms`.
+pub const FIRST_RESPONSE_BUCKETS_MS: [f64; 4] = [100.0, 500.0, 2000.0, 5000.0];
+
+/// `--metrics-config histogram_latencies=true`: first-response latency counts per bucket, sum and count.
+#[derive(Debug, Default)]
+pub struct FirstResponseHistogram {
+    buckets: [AtomicU64; FIRST_RESPONSE_BUCKETS_MS.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl FirstResponseHistogram {
+    fn record(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        for (b, bound) in self.buckets.iter().zip(FIRST_RESPONSE_BUCKETS_MS) {
+            if ms <= bound {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative bucket counts, sum (ms) and count.
+    pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
+        (self.buckets.iter().map(|b| b.load(Relaxed)).collect(), self.sum_us.load(Relaxed) as f64 / 1000.0, self.count.load(Relaxed))
     }
 }

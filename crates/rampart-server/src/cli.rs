@@ -812,6 +812,8 @@ impl Cli {
     /// `--metrics-config <key>=<value>` settings.
     fn metrics_options(&self) -> Result<rampart_core::metrics::MetricsOptions, String> {
         let mut options = rampart_core::metrics::MetricsOptions::default();
+        let mut summaries = false;
+        let mut summary = rampart_core::stats::SummaryConfig::default();
         for setting in &self.metrics_config {
             let Some((key, value)) = setting.split_once('=') else {
                 return Err(format!("--metrics-config option format is '<setting>=<value>'. Got {setting}"));
@@ -819,15 +821,34 @@ impl Cli {
             let flag = |v: &str| parse_bool(v).map_err(|e| format!("--metrics-config {key}: {e}"));
             match key {
                 "counter_latencies" => options.counter_latencies = flag(value)?,
-                "summary_latencies" | "histogram_latencies" => {
-                    if flag(value)? {
-                        return Err(not_yet("metrics-config", setting, "latency summaries and histograms"));
+                "summary_latencies" => summaries = flag(value)?,
+                "histogram_latencies" => options.histograms = flag(value)?,
+                "summary_quantiles" => {
+                    let mut quantiles = Vec::new();
+                    for pair in value.split(',') {
+                        let parsed = pair.split_once(':').and_then(|(q, e)| Some((q.trim().parse::<f64>().ok()?, e.trim().parse::<f64>().ok()?)));
+                        match parsed {
+                            Some((q, e)) if (0.0..=1.0).contains(&q) && (0.0..=1.0).contains(&e) => quantiles.push((q, e)),
+                            _ => return Err(format!("--metrics-config summary_quantiles: expected <quantile>:<error>,… with values in 0..1, got '{value}'")),
+                        }
                     }
+                    if quantiles.is_empty() || quantiles.len() > 32 {
+                        return Err("--metrics-config summary_quantiles: 1 to 32 quantiles".into());
+                    }
+                    summary.quantiles = quantiles;
                 }
-                "summary_quantiles" | "summary_max_age" | "summary_age_buckets" => {}
-                _ => return Err(format!("--metrics-config: unknown setting '{key}' (expected counter_latencies, summary_latencies or histogram_latencies)")),
+                "summary_max_age" => {
+                    let secs = value.parse::<u64>().ok().filter(|s| (1..=86_400).contains(s));
+                    summary.max_age = std::time::Duration::from_secs(secs.ok_or_else(|| format!("--metrics-config summary_max_age: seconds in 1..=86400, got '{value}'"))?);
+                }
+                // The window is kept exactly (bounded in samples), so there are no age buckets to size.
+                "summary_age_buckets" => {}
+                _ => return Err(format!(
+                    "--metrics-config: unknown setting '{key}' (expected counter_latencies, summary_latencies, summary_quantiles, summary_max_age or histogram_latencies)"
+                )),
             }
         }
+        options.summaries = summaries.then_some(summary);
         Ok(options)
     }
 
@@ -949,8 +970,11 @@ mod tests {
         assert!(c.validate().unwrap().metrics.counter_latencies, "metrics on by default, Triton's defaults");
         let c = parse(&["--model-repository=/m", "--metrics-config=counter_latencies=false"]).unwrap();
         assert!(!c.validate().unwrap().metrics.counter_latencies);
-        let c = parse(&["--model-repository=/m", "--metrics-config=summary_latencies=true"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("not supported yet"));
+        let c = parse(&["--model-repository=/m", "--metrics-config=summary_latencies=true", "--metrics-config=summary_quantiles=0.5:0.1,0.99:0.001"]).unwrap();
+        let s = c.validate().unwrap().metrics.summaries.unwrap();
+        assert_eq!(s.quantiles, vec![(0.5, 0.1), (0.99, 0.001)]);
+        let c = parse(&["--model-repository=/m", "--metrics-config=summary_quantiles=2:0.1"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("values in 0..1"));
         let c = parse(&["--model-repository=/m", "--metrics-config=bogus=1"]).unwrap();
         assert!(c.validate().unwrap_err().contains("unknown setting 'bogus'"));
         let c = parse(&["--model-repository=/m", "--metrics-port=8000"]).unwrap();

@@ -142,6 +142,7 @@ fn main() -> ExitCode {
         allow_model_file_override: cli.allow_model_file_override,
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         log_control: Some(log_control),
+        metrics: validated.metrics.clone(),
         trace: match trace_exporter(&validated) {
             Ok(t) => t,
             Err(e) => {
