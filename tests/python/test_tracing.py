@@ -11,7 +11,7 @@ Sampling (Rampart's rule): with rate N the 1st, N+1th, 2N+1th ... request of the
 model when it has its own rate or count, else the server; count (-1 = unlimited) decreases per trace and stops
 tracing at 0 (GET shows what remains).
 
-Every server here is started by the test that uses it (default engine: tracing does not depend on it), except the
+OpenTelemetry mode is covered by test_opentelemetry.py. Every server here is started by the test that uses it (default engine: tracing does not depend on it), except the
 module's `api` server (a trace file, tracing off), whose settings are reset after every test that uses it."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import os
 import stat
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from conftest import (
     grpc_base_args,
     grpc_error,
     grpc_result,
-    run_to_exit,
+    running,
     simple_grpc_request,
 )
 
@@ -96,32 +95,14 @@ def trace_args(trace_file: Path | None, *extra: str, repo: Path | None = None) -
     return grpc_base_args(repo or example_repo(), None, flags)
 
 
-@contextmanager
-def running(args: list[str], label: str = "rampart[tracing]"):
-    srv = RampartServer(args, label)
-    try:
-        srv.start()
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield srv
-    finally:
-        if srv.alive():
-            srv.kill()
-
-
 # A trace is recorded when the front end lets go of the request (after the response is sent), which can be a moment
 # after the client has the response. The tests wait that long before SIGTERM so that each checks its own property;
 # `test_sigterm_right_after_responses_keeps_every_trace` checks that no wait is needed.
 SETTLE = 0.5
 
 
-def stop(srv: RampartServer, settle: bool = True) -> None:
-    """SIGTERM (which writes the trace file) and a clean exit."""
-    if settle:
-        time.sleep(SETTLE)
-    rc = srv.stop()
-    assert rc == 0, f"{srv.label} exited with {rc} after SIGTERM\n{srv.output()}"
+def settle() -> None:
+    time.sleep(SETTLE)
 
 
 def http_simple(srv: RampartServer) -> None:
@@ -217,13 +198,13 @@ def test_cli_settings_reflected(tmp_path, extra, expected):
     with running(trace_args(trace_file, *extra)) as srv:
         assert srv.get("/v2/trace/setting").json() == expected
         assert srv.get("/v2/models/simple/trace/setting").json() == expected
-        stop(srv)
+        settle()
 
 
 def test_cli_defaults_without_file():
     with running(trace_args(None)) as srv:
         assert srv.get("/v2/trace/setting").json() == settings()
-        stop(srv)
+        settle()
 
 
 def test_cli_deprecated_flags(tmp_path):
@@ -231,7 +212,7 @@ def test_cli_deprecated_flags(tmp_path):
     extra = [f"--trace-file={trace_file}", "--trace-level=TIMESTAMPS", "--trace-rate=3", "--trace-count=4", "--trace-log-frequency=2"]
     with running(trace_args(None, *extra)) as srv:
         assert srv.get("/v2/trace/setting").json() == settings("TIMESTAMPS", "3", "4", "2", trace_file)
-        stop(srv)
+        settle()
 
 
 @pytest.mark.parametrize(
@@ -241,7 +222,7 @@ def test_cli_deprecated_flags(tmp_path):
         (["--trace-config=rate=x"], "rate: expected an integer, got 'x'"),
         (["--trace-config=rate=-1"], "rate must be in 1..=4294967295"),
         (["--trace-config=rate=4294967296"], "rate must be in 1..=4294967295"),
-        (["--trace-config=count=-2"], "count must be -1 (unlimited) or more"),
+        (["--trace-config=count=-2"], "count must be in -1..=2147483647 (-1: unlimited)"),
         (["--trace-config=count=x"], "count: expected an integer, got 'x'"),
         (["--trace-config=triton,log-frequency=x"], "log-frequency: expected an integer, got 'x'"),
         (["--trace-config=triton,log-frequency=-1"], "log-frequency must be 0 or more"),
@@ -250,10 +231,7 @@ def test_cli_deprecated_flags(tmp_path):
         (["--trace-config=level=max"], "trace level TENSORS is not supported yet"),
         (["--trace-config=level=bogus"], "unknown trace level 'BOGUS'"),
         (["--trace-config=level=OFF", "--trace-config=level=TIMESTAMPS", "--trace-config=triton,file={dir}/t.json"], OFF_ALONE),
-        (["--trace-config=mode=opentelemetry"], "not supported yet"),
         (["--trace-config=mode=bogus"], "mode must be triton or opentelemetry, got 'bogus'"),
-        (["--trace-config=opentelemetry,url=http://127.0.0.1:4318/v1/traces"], "not supported yet"),
-        (["--trace-config=opentelemetry,resource=service.name=x"], "not supported yet"),
         (["--trace-config=triton,bogus=1"], "unknown setting 'triton,bogus'"),
         (["--trace-config=bogus=1"], "unknown setting 'bogus'"),
         (["--trace-config=rate"], "--trace-config option format is '[<mode>,]<setting>=<value>'"),
@@ -264,16 +242,23 @@ def test_cli_deprecated_flags(tmp_path):
         (["--trace-config=triton,file={dir}/missing/t.json", "--trace-config=level=TIMESTAMPS"], "does not exist"),
         (["--trace-file={dir}/missing/t.json", "--trace-level=TIMESTAMPS"], "does not exist"),
         (["--trace-rate=0"], "rate must be in 1..=4294967295"),
-        (["--trace-count=-5"], "count must be -1 (unlimited) or more"),
+        (["--trace-count=-5"], "count must be in -1..=2147483647 (-1: unlimited)"),
         (["--trace-log-frequency=x"], "log-frequency: expected an integer, got 'x'"),
     ],
 )
 def test_cli_refused(tmp_path, extra, message):
     extra = [e.replace("{dir}", str(tmp_path)) for e in extra]
     message = message.replace("{dir}", str(tmp_path))
-    proc = run_to_exit(trace_args(None, *extra), timeout=30)
-    err = proc.stderr.decode(errors="replace")
-    assert proc.returncode != 0, f"{extra} accepted:\n{err[-2000:]}"
+    srv = RampartServer(trace_args(None, *extra), "rampart[tracing, refused flags]")
+    try:
+        srv.start(wait=None, timeout=30)
+    except ServerStartError:
+        pass  # exited before listening (or never listened: then the message check below fails)
+    else:
+        srv.kill()
+        pytest.fail(f"{extra} accepted: the server started\n{srv.output()}", pytrace=False)
+    err = srv.stderr_text()
+    assert srv.proc.returncode not in (0, None), f"{extra}: exit code {srv.proc.returncode}\n{err[-2000:]}"
     assert message in err, f"{extra}: {message!r} not in stderr:\n{err[-2000:]}"
     assert files_in(tmp_path) == [], f"{extra}: the refused server created {files_in(tmp_path)}"
 
@@ -292,7 +277,6 @@ def api_file(tmp_path_factory) -> Path:
 def api_server(api_file):
     with running(trace_args(api_file), "rampart[tracing api]") as srv:
         yield srv
-        stop(srv)
     # No inference was traced (level OFF, or TIMESTAMPS only without requests): no file, nothing beside it.
     assert files_in(api_file.parent) == [], files_in(api_file.parent)
 
@@ -515,7 +499,7 @@ def test_tracing_needs_a_trace_file(tmp_path):
         )
         http_simple(srv)
         grpc_simple(srv)
-        stop(srv)
+        settle()
     assert files_in(tmp_path) == []
 
 
@@ -533,7 +517,7 @@ def test_client_cannot_choose_the_trace_file(tmp_path):
         grpc_error(lambda: srv.grpc_stub().TraceSetting(trace_request(trace_file=str(asked))), SC.UNIMPLEMENTED, exact=FILE_REFUSED)
         http_simple(srv)
         grpc_simple(srv)
-        stop(srv)
+        settle()
     assert files_in(asked.parent) == []
     assert [t.model_name for t in parse_traces(own)] == ["simple", "simple"]
 
@@ -555,7 +539,7 @@ def test_sampling_by_rate_and_count(tmp_path, rate, count, requests, traced):
             http_simple(srv)
         remaining = str(count if count == -1 else max(count - traced, 0))
         assert srv.get("/v2/trace/setting").json()["trace_count"] == remaining
-        stop(srv)
+        settle()
     traces = parse_traces(trace_file)
     assert len(traces) == traced, [t.id for t in traces]
     assert all(t.model_name == "simple" and t.model_version == 1 for t in traces)
@@ -572,7 +556,6 @@ def test_sigterm_right_after_responses_keeps_every_trace(tmp_path):
             for _ in range(2):
                 r = requests.post(srv.base + "/v2/models/simple/infer", json=SIMPLE, headers={"Connection": "close"}, timeout=30)
                 assert r.status_code == 200, r.text
-            stop(srv, settle=False)
         got.append(len(parse_traces(trace_file)) if trace_file.exists() else 0)
     assert got == [3] * 5, f"traces written per run (3 requests answered each): {got}"
 
@@ -581,7 +564,7 @@ def test_no_trace_no_file(tmp_path):
     with running(trace_args(tmp_path / "t.json", "--trace-config=level=TIMESTAMPS", "--trace-config=rate=2", "--trace-config=count=0")) as srv:
         for _ in range(3):
             http_simple(srv)
-        stop(srv)
+        settle()
     assert files_in(tmp_path) == []
 
 
@@ -602,7 +585,7 @@ def test_sampling_switched_by_the_api(tmp_path):
         for _ in range(3):
             grpc_simple(srv)  # only the first: count 1
         assert srv.get("/v2/trace/setting").json()["trace_count"] == "0"
-        stop(srv)
+        settle()
     traces = parse_traces(trace_file)
     assert [t.names[0] for t in traces] == ["HTTP_RECV_START", "HTTP_RECV_START", "GRPC_WAITREAD_START"], traces
 
@@ -617,7 +600,7 @@ def test_per_model_override_traces_only_that_model(tmp_path):
             http_simple(srv)
             http_identity(srv)
             grpc_simple(srv)
-        stop(srv)
+        settle()
     assert [t.model_name for t in parse_traces(trace_file)] == ["simple"] * 6
 
 
@@ -632,7 +615,7 @@ def test_per_model_rate_has_its_own_counter(tmp_path):
             http_simple(srv)
         http_identity(srv)
         http_identity(srv)
-        stop(srv)
+        settle()
     names = [t.model_name for t in parse_traces(trace_file)]
     assert names == ["identity_fp32", "simple", "simple", "simple", "identity_fp32"], names
 
@@ -646,7 +629,7 @@ def test_per_model_level_only_shares_the_global_counter(tmp_path):
         for _ in range(3):
             http_simple(srv)
             http_identity(srv)
-        stop(srv)
+        settle()
     names = [t.model_name for t in parse_traces(trace_file)]
     assert names == ["simple"] * 3, names
 
@@ -668,7 +651,7 @@ def test_per_model_count(tmp_path):
         assert r.json()["trace_count"] == "2", r.text
         http_simple(srv)
         assert srv.get("/v2/trace/setting").json()["trace_count"] == "1"
-        stop(srv)
+        settle()
     names = [t.model_name for t in parse_traces(trace_file)]
     assert names == ["simple", "simple", "identity_fp32", "simple"], names
 
@@ -686,7 +669,7 @@ def test_http_trace_timestamps(tmp_path):
             t0 = time.time_ns()
             http_simple(srv)
             windows.append((t0, time.time_ns()))
-        stop(srv)
+        settle()
     private(trace_file)
     assert files_in(tmp_path) == ["t.json"]
     traces = parse_traces(trace_file)
@@ -707,7 +690,7 @@ def test_grpc_trace_timestamps(tmp_path):
         with srv.grpc_client() as c:
             assert c.get_model_metadata("simple").name == "simple"  # not an inference: not traced
         t1 = time.time_ns()
-        stop(srv)
+        settle()
     private(trace_file)
     traces = parse_traces(trace_file)
     assert len(traces) == 2, traces
@@ -733,7 +716,7 @@ def test_cache_hit_has_no_compute_timestamps(tmp_path):
         http_simple(srv)  # miss
         http_simple(srv)  # hit
         grpc_simple(srv)  # hit
-        stop(srv)
+        settle()
     traces = parse_traces(trace_file)
     assert len(traces) == 3
     assert traces[0].names == HTTP_STAMPS, traces[0].names
@@ -757,7 +740,7 @@ def test_log_frequency_writes_indexed_files(tmp_path):
             time.sleep(0.05)
         assert files_in(tmp_path) == ["t.json.0", "t.json.1"], "written every 2 traces, before shutdown"
         grpc_simple(srv)
-        stop(srv)
+        settle()
     assert files_in(tmp_path) == ["t.json.0", "t.json.1", "t.json.2"]
     per_file = [parse_traces(tmp_path / f"t.json.{i}") for i in range(3)]
     assert [len(traces) for traces in per_file] == [2, 2, 1]
@@ -774,7 +757,7 @@ def test_log_frequency_set_through_the_api(tmp_path):
         assert srv.post("/v2/trace/setting", json={"log_frequency": "1"}).json()["log_frequency"] == "1"
         http_simple(srv)
         grpc_simple(srv)
-        stop(srv)
+        settle()
     assert files_in(tmp_path) == ["t.json.0", "t.json.1"]
     assert [len(parse_traces(tmp_path / f"t.json.{i}")) for i in range(2)] == [1, 1]
 
@@ -790,26 +773,20 @@ def test_per_model_log_frequency_applies_to_that_model(tmp_path):
         http_simple(srv)
         http_simple(srv)
         http_identity(srv)
-        stop(srv)
+        settle()
     assert files_in(tmp_path) == ["t.json", "t.json.0", "t.json.1"], files_in(tmp_path)
     assert [t.model_name for t in parse_traces(trace_file)] == ["identity_fp32"]
 
 
 def test_trace_file_mode_is_private_under_a_permissive_umask(tmp_path):
     trace_file = tmp_path / "t.json"
-    srv = RampartServer(trace_args(trace_file, "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1"), "rampart[tracing umask 0]")
     old = os.umask(0)  # inherited by the server process
     try:
-        srv.start()
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
+        with running(trace_args(trace_file, "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1"), "rampart[tracing umask 0]") as srv:
+            os.umask(old)
+            http_simple(srv)
+            settle()
     finally:
         os.umask(old)
-    try:
-        http_simple(srv)
-        stop(srv)
-    finally:
-        if srv.alive():
-            srv.kill()
     private(trace_file)
     assert len(parse_traces(trace_file)) == 1

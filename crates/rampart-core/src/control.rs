@@ -68,13 +68,14 @@ pub fn validate_model_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(Error::invalid_arg("Model name cannot be empty. Please enter a valid name to deploy."));
     }
+    // Control characters first: the traversal message repeats the name.
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid_arg(format!("invalid model name {name:?}: control characters are not allowed")));
+    }
     if name == ".." || name == "." || name.contains('/') || name.contains('\\') {
         return Err(Error::invalid_arg(format!(
             "invalid model name '{name}', model name must not contain path traversal characters"
         )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid_arg(format!("invalid model name {name:?}: control characters are not allowed")));
     }
     if name.len() > MAX_MODEL_NAME {
         return Err(Error::invalid_arg(format!(

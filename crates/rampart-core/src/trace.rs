@@ -112,6 +112,8 @@ struct State {
 }
 
 pub struct Tracer {
+    /// Traces handed out and not yet recorded (a front end may still hold one when shutdown flushes).
+    outstanding: std::sync::atomic::AtomicUsize,
     file: Option<PathBuf>,
     exporter: Option<Arc<dyn TraceExporter>>,
     /// False while no scope traces anything: requests then pay one atomic load.
@@ -159,6 +161,7 @@ impl Tracer {
             log_frequency: Some(config.log_frequency),
         };
         let tracer = Tracer {
+            outstanding: Default::default(),
             file: config.file,
             exporter: config.exporter,
             active: AtomicBool::new(false),
@@ -337,6 +340,7 @@ impl Tracer {
     }
 
     fn new_trace(self: &Arc<Self>, id: u64, model: &str, traceparent: Option<String>) -> Arc<Trace> {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
         Arc::new(Trace {
             id,
             model: model.to_string(),
@@ -370,7 +374,7 @@ impl Tracer {
         state.buffer.push(json!({"id": trace.id, "model_name": trace.model, "model_version": trace.version.load(Ordering::Relaxed)}));
         state.buffer.push(json!({"id": trace.id, "timestamps": stamps}));
         state.buffered_traces += 1;
-        let freq = state.global.log_frequency.unwrap_or(0) as usize;
+        let freq = Self::effective(&state, Some(&trace.model)).log_frequency.unwrap_or(0) as usize;
         if (freq > 0 && state.buffered_traces >= freq) || state.buffered_traces >= MAX_BUFFERED_TRACES {
             self.write(&mut state, true);
         }
@@ -405,14 +409,21 @@ impl Tracer {
         }
     }
 
-    /// Writes what is buffered, or has the exporter send it (at shutdown). Blocking.
+    /// Writes what is buffered, or has the exporter send it (at shutdown), once the traces still held by
+    /// front ends (answered requests whose responses are being written) are recorded, for up to 2 s.
+    /// Blocking.
     pub fn flush(&self) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        while self.outstanding.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         if let Some(exporter) = &self.exporter {
             exporter.flush();
             return;
         }
         let mut state = self.lock();
-        let periodic = state.flushes > 0;
+        // What is left goes to the next `<file>.<n>` while the global log_frequency is set, else to `<file>`.
+        let periodic = state.global.log_frequency.unwrap_or(0) > 0;
         self.write(&mut state, periodic);
     }
 }
@@ -449,6 +460,7 @@ impl Drop for Trace {
     fn drop(&mut self) {
         if let Some(tracer) = self.tracer.upgrade() {
             tracer.record(self);
+            tracer.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

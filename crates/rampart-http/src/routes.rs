@@ -466,7 +466,9 @@ fn trace_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core:
             "trace_file" => update.file = true,
             "trace_level" => {
                 update.level = Some(match v {
+                    // null or [] clears (per model), as an empty list does over gRPC.
                     Value::Null => None,
+                    Value::Array(items) if items.is_empty() => None,
                     Value::Array(items) => Some(
                         items
                             .iter()

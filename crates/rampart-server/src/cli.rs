@@ -712,7 +712,7 @@ impl Cli {
             match (mode, key) {
                 (None, "rate") => config.rate = u32::try_from(number("trace-config rate", value)?).ok().filter(|r| *r > 0).ok_or("--trace-config rate must be in 1..=4294967295")?,
                 (None, "count") => {
-                    config.count = i32::try_from(number("trace-config count", value)?).ok().filter(|c| *c >= -1).ok_or("--trace-config count must be -1 (unlimited) or more")?
+                    config.count = i32::try_from(number("trace-config count", value)?).ok().filter(|c| *c >= -1).ok_or("--trace-config count must be in -1..=2147483647 (-1: unlimited)")?
                 }
                 (None, "level") => levels.push(value.to_string()),
                 (None, "mode") if value == "triton" => otel_mode = false,
