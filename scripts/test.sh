@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rampart's single test command. Expects scripts/setup.sh (and, for the perf tests,
-# scripts/install-perf-analyzer.sh) to have run. Any failing step fails the script.
+# scripts/install-perf-analyzer.sh and scripts/install-azurite.sh) to have run. Any failing step fails the script.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -195,3 +195,81 @@ def test_unreachable_store_fails_startup_clearly():
         os.environ.update(old)
     assert proc.returncode != 0
     assert f"s3://127.0.0.1:{port}/nobucket/models" in proc.stderr, proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# Azure Blob Storage (as://) against Azurite, installed by scripts/install-azurite.sh
+# ---------------------------------------------------------------------------------------
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key (not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    from conftest import REPO_ROOT
+
+    binary = REPO_ROOT / "third_party" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.fail(f"{binary} missing: run scripts/install-azurite.sh", pytrace=False)
+    blob_service = pytest.importorskip("azure.storage.blob").BlobServiceClient
+    port = free_port()
+    data = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data), "--skipApiVersionCheck", "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("azurite did not start")
+            time.sleep(0.3)
+    conn = f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={url}/{AZURITE_ACCOUNT};"
+    yield url, blob_service.from_connection_string(conn)
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # Azurite waits for idle client connections on SIGTERM
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def azure_upload(container, prefix: str, model_dir: Path) -> None:
+    for f in model_dir.rglob("*"):
+        if f.is_file():
+            container.upload_blob(f"{prefix}/{model_dir.name}/{f.relative_to(model_dir).as_posix()}", f.read_bytes(), overwrite=True)
+
+
+def test_azure_repository_serves_and_follows_models(azurite):
+    url, service = azurite
+    container = service.create_container("models")
+    azure_upload(container, "repo", example_repo() / "simple")
+    env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": url}
+    old = os.environ.copy()
+    os.environ.update(env)
+    try:
+        srv = RampartServer(
+            base_args(f"as://{AZURITE_ACCOUNT}/models/repo", extra=["--model-control-mode=poll", "--repository-poll-secs=1"]),
+            label="azure",
+        ).start()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    try:
+        assert {e["name"]: e.get("state") for e in srv.index()} == {"simple": "READY"}
+        assert srv.infer("simple", SIMPLE_BODY).status_code == 200
+        azure_upload(container, "repo", example_repo() / "identity_fp32")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(e["name"] == "identity_fp32" and e.get("state") == "READY" for e in srv.index()):
+            time.sleep(0.2)
+        assert any(e["name"] == "identity_fp32" and e.get("state") == "READY" for e in srv.index()), srv.output(40)
+    finally:
+        srv.stop()

@@ -403,7 +403,12 @@ impl Tracer {
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+            .and_then(|mut f| {
+                // A file that existed keeps its old mode otherwise.
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                std::io::Write::write_all(&mut f, text.as_bytes())
+            });
         if let Err(e) = written {
             tracing::error!("cannot write trace file '{}': {e}", path.display());
         }

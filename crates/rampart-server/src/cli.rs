@@ -801,6 +801,9 @@ impl Cli {
         if config.timestamps && config.file.is_none() {
             return Err("--trace-config level=TIMESTAMPS needs a trace file: --trace-config triton,file=<path>".into());
         }
+        if let Some(f) = config.file.as_ref().filter(|f| f.is_dir()) {
+            return Err(format!("--trace-config triton,file: '{}' is a directory", f.display()));
+        }
         if let Some(dir) = config.file.as_ref().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
                 return Err(format!("--trace-config triton,file: directory '{}' does not exist", dir.display()));
