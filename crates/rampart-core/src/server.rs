@@ -784,7 +784,8 @@ impl Server {
     /// `traceparent`: the request's W3C trace context header, if any.
     pub fn start_trace(&self, model: &str, traceparent: Option<&str>) -> Option<Arc<crate::trace::Trace>> {
         // Requests for models the server does not serve are not traced (nor counted against trace_count).
-        if !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some()) {
+        // The tracer's own check comes first: with tracing off, a request pays one atomic load.
+        if !self.inner.tracer.is_active() || !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some()) {
             return None;
         }
         self.inner.tracer.sample(model, traceparent)

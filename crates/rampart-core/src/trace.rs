@@ -201,6 +201,11 @@ impl Tracer {
         self.active.store(active, Ordering::Release);
     }
 
+    /// Whether any scope traces at all.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
     pub fn settings(&self, model: Option<&str>) -> TraceSettings {
         let state = self.lock();
         let e = Self::effective(&state, model);
