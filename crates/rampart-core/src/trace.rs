@@ -137,6 +137,22 @@ fn parse_number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
     v.trim().parse::<T>().map_err(|_| Error::invalid_arg(format!("Unable to parse '{key}', got: {v}")))
 }
 
+/// Applies one key of an update to `slot`: absent leaves it, a value is parsed into it, null / an empty list
+/// clears it — per model only (the global settings have nothing to fall back to).
+fn apply<V, T>(slot: &mut Option<T>, update: &Option<Option<V>>, key: &str, global: bool, parse: impl FnOnce(&V) -> Result<T>) -> Result<()> {
+    match update {
+        None => {}
+        Some(Some(v)) => *slot = Some(parse(v)?),
+        Some(None) if global => {
+            return Err(Error::invalid_arg(format!(
+                "the global '{key}' cannot be cleared; give a value (only per-model settings clear to the global one)"
+            )));
+        }
+        Some(None) => *slot = None,
+    }
+    Ok(())
+}
+
 /// `trace_level` values: `OFF` alone, or `TIMESTAMPS`. `TENSORS` is not built.
 pub fn parse_level(values: &[String]) -> Result<bool> {
     let upper: Vec<String> = values.iter().map(|v| v.to_ascii_uppercase()).collect();
@@ -224,9 +240,6 @@ impl Tracer {
         if u.file {
             return Err(Error::unsupported("trace file location can not be updated through network protocol"));
         }
-        let clear_global = |what: &str| {
-            Error::invalid_arg(format!("the global '{what}' cannot be cleared; give a value (only per-model settings clear to the global one)"))
-        };
         let mut next = {
             let state = self.lock();
             match model {
@@ -234,46 +247,23 @@ impl Tracer {
                 None => state.global.clone(),
             }
         };
-        if let Some(level) = &u.level {
-            next.timestamps = match level {
-                Some(values) => Some(parse_level(values)?),
-                None if model.is_none() => return Err(clear_global("trace_level")),
-                None => None,
-            };
-        }
-        if let Some(rate) = &u.rate {
-            next.rate = match rate {
-                Some(v) => {
-                    let r: u32 = parse_number("trace_rate", v)?;
-                    if r == 0 {
-                        return Err(Error::invalid_arg("trace_rate must be at least 1"));
-                    }
-                    Some(r)
-                }
-                None if model.is_none() => return Err(clear_global("trace_rate")),
-                None => None,
-            };
-        }
-        if let Some(count) = &u.count {
-            next.count = match count {
-                Some(v) => {
-                    let c: i32 = parse_number("trace_count", v)?;
-                    if c < -1 {
-                        return Err(Error::invalid_arg(format!("trace_count must be -1 (unlimited) or more, got {c}")));
-                    }
-                    Some(c)
-                }
-                None if model.is_none() => return Err(clear_global("trace_count")),
-                None => None,
-            };
-        }
-        if let Some(freq) = &u.log_frequency {
-            next.log_frequency = match freq {
-                Some(v) => Some(parse_number("log_frequency", v)?),
-                None if model.is_none() => return Err(clear_global("log_frequency")),
-                None => None,
-            };
-        }
+        let global = model.is_none();
+        apply(&mut next.timestamps, &u.level, "trace_level", global, |values| parse_level(values))?;
+        apply(&mut next.rate, &u.rate, "trace_rate", global, |v| {
+            let r: u32 = parse_number("trace_rate", v)?;
+            if r == 0 {
+                return Err(Error::invalid_arg("trace_rate must be at least 1"));
+            }
+            Ok(r)
+        })?;
+        apply(&mut next.count, &u.count, "trace_count", global, |v| {
+            let c: i32 = parse_number("trace_count", v)?;
+            if c < -1 {
+                return Err(Error::invalid_arg(format!("trace_count must be -1 (unlimited) or more, got {c}")));
+            }
+            Ok(c)
+        })?;
+        apply(&mut next.log_frequency, &u.log_frequency, "log_frequency", global, |v| parse_number("log_frequency", v))?;
         if next.timestamps == Some(true) && self.file.is_none() && self.exporter.is_none() {
             return Err(Error::unsupported(
                 "tracing needs a trace file, chosen at startup only: --trace-config triton,file=<path>",
