@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rampart_core::Server;
@@ -22,10 +22,7 @@ pub fn metrics_router(server: Server, options: MetricsOptions, cpu: Option<CpuMe
         .route("/metrics", get(metrics))
         .route("/metrics/", get(metrics))
         .fallback(|| async { crate::routes::not_found_response() })
-        .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Method Not Allowed"}"#)
-                .into_response()
-        })
+        .method_not_allowed_fallback(crate::routes::method_not_allowed)
         .with_state(MetricsState { server, options, cpu })
 }
 

@@ -121,7 +121,7 @@ async fn not_found() -> Response {
     not_found_response()
 }
 
-async fn method_not_allowed() -> Response {
+pub(crate) async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Method Not Allowed"}"#)
         .into_response()
 }
