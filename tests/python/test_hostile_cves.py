@@ -78,7 +78,7 @@ SHM_DISABLED = "Client shared memory is disabled. Start the server with '--allow
 CUDA_SHM = "CUDA shared memory is not supported: this server was built without GPU support"
 LOG_FILE_REFUSED = "log file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
 TRACE_FILE_REFUSED = "trace file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
-CLASSIFICATION = "the classification extension is not supported yet by Rampart"
+CLASS_BYTES = "class result not available for output due to unsupported type 'BYTES'"
 HTTP_BOMB = f"decompressed request body exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)"
 GRPC_BOMB = f"Error decompressing: size limit, of {MAX_INPUT} bytes, exceeded while decompressing message"
 JSON_PARSE = "failed to parse the request JSON buffer: "
@@ -783,16 +783,22 @@ def test_cve_2024_0088_grpc_shm_offset_overflow_refused(srv):
             SC.UNIMPLEMENTED,
             exact=SHM_DISABLED,
         )
-        t = grpc_input("INPUT0", "INT32", [1, 16], shared_memory_region="r1", shared_memory_byte_size=64)
-        set_grpc_param(t.parameters, "shared_memory_offset", HUGE_OFFSET, "uint64")
-        req = grpc_request("simple", [t, typed_input("INPUT1", "INT32", B)])
-        grpc_error(lambda: stub.ModelInfer(req), SC.UNIMPLEMENTED, exact=SHM_DISABLED)
-        req = simple_grpc_request()
-        out = req.outputs.add(name="OUTPUT0")
-        set_grpc_param(out.parameters, "shared_memory_region", "r1")
-        set_grpc_param(out.parameters, "shared_memory_byte_size", 64)
-        set_grpc_param(out.parameters, "shared_memory_offset", HUGE_OFFSET, "uint64")
-        grpc_error(lambda: stub.ModelInfer(req), SC.UNIMPLEMENTED, exact=SHM_DISABLED)
+        # gRPC carries shm sizes as int64_param only (spec §2.3): a uint64 one is refused as it is decoded; the
+        # int64 form of the same huge offset (negative) reaches the shm manager, which is off.
+        for kind, value, code, message in (
+            ("uint64", HUGE_OFFSET, SC.INVALID_ARGUMENT, "Unable to parse 'shared_memory_offset' of {}: expected int64_param."),
+            ("int64", HUGE_OFFSET - 2**64, SC.UNIMPLEMENTED, SHM_DISABLED),
+        ):
+            t = grpc_input("INPUT0", "INT32", [1, 16], shared_memory_region="r1", shared_memory_byte_size=64)
+            set_grpc_param(t.parameters, "shared_memory_offset", value, kind)
+            req = grpc_request("simple", [t, typed_input("INPUT1", "INT32", B)])
+            grpc_error(lambda: stub.ModelInfer(req), code, exact=message.format("input 'INPUT0'"))
+            req = simple_grpc_request()
+            out = req.outputs.add(name="OUTPUT0")
+            set_grpc_param(out.parameters, "shared_memory_region", "r1")
+            set_grpc_param(out.parameters, "shared_memory_byte_size", 64)
+            set_grpc_param(out.parameters, "shared_memory_offset", value, kind)
+            grpc_error(lambda: stub.ModelInfer(req), code, exact=message.format("output 'OUTPUT0'"))
         assert len(stub.SystemSharedMemoryStatus(service_pb2.SystemSharedMemoryStatusRequest()).regions) == 0
         grpc_error(
             lambda: stub.SystemSharedMemoryStatus(service_pb2.SystemSharedMemoryStatusRequest(name="r1")),
@@ -1206,28 +1212,44 @@ def test_cve_2025_23319_grpc_reserved_shm_keys_refused(srv):
 def test_cve_2025_23321_http_classification_on_bytes_output(srv):
     bytes_req = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, 2], "data": ["a", "b"]}]}
     with guarded(srv, what="classification on BYTES"):
-        for count in (1, 0, -1, 2**63, 10**9, "x"):
+        for count in (1, 2**63, 10**9):
             req = dict(bytes_req, outputs=[{"name": "OUTPUT0", "parameters": {"classification": count}}])
-            assert_http_error(http(srv, "POST", "/v2/models/identity_bytes/infer", json=req), 501, CLASSIFICATION)
+            assert_http_error(http(srv, "POST", "/v2/models/identity_bytes/infer", json=req), 400, CLASS_BYTES)
+        for count in (-1, "x", 1.5):
+            req = dict(bytes_req, outputs=[{"name": "OUTPUT0", "parameters": {"classification": count}}])
+            assert_http_error(
+                http(srv, "POST", "/v2/models/identity_bytes/infer", json=req),
+                400,
+                "Unable to parse 'classification' of output 'OUTPUT0': expected an unsigned integer",
+            )
+        # 0 asks for no classification: the plain output.
+        req = dict(bytes_req, outputs=[{"name": "OUTPUT0", "parameters": {"classification": 0}}])
+        r = http(srv, "POST", "/v2/models/identity_bytes/infer", json=req)
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["a", "b"], r.text
+        # A count far above the element count answers every element, sorted.
         req = dict(SIMPLE_JSON, outputs=[{"name": "OUTPUT0", "parameters": {"classification": 10**9}}])
-        assert_http_error(http(srv, "POST", "/v2/models/simple/infer", json=req), 501, CLASSIFICATION)
+        r = http(srv, "POST", "/v2/models/simple/infer", json=req)
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        assert out["datatype"] == "BYTES" and out["shape"] == [1, 16], out
+        assert out["data"] == [f"{A[0, i] + B[0, i]}:{i}" for i in range(15, -1, -1)], out
 
 
 def test_cve_2026_24146_http_many_classification_outputs(fresh):
     """100000 requested outputs (5.5 MB / 2 MB of JSON) are 100000+ objects: refused by the JSON pre-scan before
     parsing (peak budget 64 MiB + 2 x body, < 64 MiB retained). Under the object cap, the output count limit
-    (--max-request-outputs, 1024) answers before the model is looked up; the classification refusal comes first
-    (an output's parameters are checked as the request is decoded), at any count."""
+    (--max-request-outputs, 1024) answers before the model is looked up; at the limit, the model's duplicate
+    output check answers, with or without classification."""
     for count, status_by_kind in (
         (100_000, {"classification": (400, TOO_MANY_VALUES), "same": (400, TOO_MANY_VALUES), "unknown": (400, TOO_MANY_VALUES)}),
         (
             MAX_OUTPUTS + 1,
-            {"classification": (501, CLASSIFICATION), "same": (400, too_many_outputs(MAX_OUTPUTS + 1)), "unknown": (400, too_many_outputs(MAX_OUTPUTS + 1))},
+            {kind: (400, too_many_outputs(MAX_OUTPUTS + 1)) for kind in ("classification", "same", "unknown")},
         ),
         (
             MAX_OUTPUTS,
             {
-                "classification": (501, CLASSIFICATION),
+                "classification": (400, "output 'OUTPUT0' already exists in request"),
                 "same": (400, "output 'OUTPUT0' already exists in request"),
                 "unknown": (400, "unexpected inference output 'O0' for model 'simple'"),
             },
@@ -1247,16 +1269,20 @@ def test_cve_2026_24146_http_many_classification_outputs(fresh):
 def test_cve_2025_23321_grpc_classification_on_bytes_output(srv):
     stub = srv.grpc_stub()
     with guarded(srv, what="gRPC classification on BYTES"):
-        for count in (1, 0, -1, 2**62):
+        for count, message in (
+            (1, CLASS_BYTES),
+            (2**62, CLASS_BYTES),
+            (-1, "invalid value for 'classification' of output 'OUTPUT0': expected a positive int64_param."),
+        ):
             req = grpc_request("identity_bytes", [typed_input("INPUT0", "BYTES", np.array([[b"a", b"b"]], dtype=object))])
             set_grpc_param(req.outputs.add(name="OUTPUT0").parameters, "classification", count)
-            grpc_error(lambda: stub.ModelInfer(req), SC.UNIMPLEMENTED, exact=CLASSIFICATION)
-        # Classification is refused as the request is decoded, before the output count limit: at any count.
-        for n in (MAX_OUTPUTS, 100_000):
+            grpc_error(lambda: stub.ModelInfer(req), SC.INVALID_ARGUMENT, exact=message)
+        # Many classified outputs: the output count limit, then the duplicate check.
+        for n, message in ((MAX_OUTPUTS, "output 'OUTPUT0' already exists in request"), (100_000, too_many_outputs(100_000))):
             req = simple_grpc_request()
             for _ in range(n):
                 set_grpc_param(req.outputs.add(name="OUTPUT0").parameters, "classification", 1)
-            grpc_error(lambda: stub.ModelInfer(req), SC.UNIMPLEMENTED, exact=CLASSIFICATION)
+            grpc_error(lambda: stub.ModelInfer(req), SC.INVALID_ARGUMENT, exact=message)
         # Unknown outputs: at the limit the model answers; over it, --max-request-outputs before the model lookup.
         for n, message in (
             (MAX_OUTPUTS, "unexpected inference output 'O0' for model 'simple'"),

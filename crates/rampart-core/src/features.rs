@@ -12,11 +12,6 @@ pub fn cuda_shm_unsupported() -> Error {
     Error::invalid_arg("CUDA shared memory is not supported: this server was built without GPU support")
 }
 
-/// The classification extension on a requested output.
-pub fn classification_unsupported() -> Error {
-    Error::unsupported("the classification extension is not supported yet by Rampart")
-}
-
 /// An API whose feature belongs to a later release (trace settings, log settings, generate).
 pub fn not_yet(what: &str) -> Error {
     Error::unsupported(format!("{what} is not supported yet by Rampart"))

@@ -8,6 +8,8 @@ use rampart_model_config::ModelConfig;
 use rampart_types::tensor::{element_count, fixed_byte_size, split_bytes_elements};
 use rampart_types::{DataType, Error, Result, Tensor};
 
+pub use crate::shm::ShmRef;
+
 /// A request or tensor parameter value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
@@ -25,13 +27,32 @@ pub struct InputTensor {
     pub name: String,
     pub datatype: DataType,
     pub shape: Vec<i64>,
-    /// Wire layout bytes (BYTES elements length-prefixed).
+    /// Wire layout bytes (BYTES elements length-prefixed). Empty while `shm` is set: the server reads the
+    /// region into it before validation.
     pub data: Bytes,
+    /// The data is in a registered shared-memory region (`shared_memory_*` parameters).
+    pub shm: Option<ShmRef>,
 }
 
-#[derive(Debug, Clone)]
+impl InputTensor {
+    pub fn new(name: impl Into<String>, datatype: DataType, shape: Vec<i64>, data: Bytes) -> Self {
+        InputTensor { name: name.into(), datatype, shape, data, shm: None }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct RequestedOutput {
     pub name: String,
+    /// The classification extension: answer the top `k` entries instead of the tensor.
+    pub classification: Option<u64>,
+    /// Write the output into a registered shared-memory region instead of the response.
+    pub shm: Option<ShmRef>,
+}
+
+impl RequestedOutput {
+    pub fn new(name: impl Into<String>) -> Self {
+        RequestedOutput { name: name.into(), ..Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,7 +75,10 @@ pub struct InferResponse {
     pub model_version: i64,
     pub id: String,
     pub parameters: Parameters,
+    /// Outputs placed in shared memory have empty `data` and an entry in `shm_outputs`.
     pub outputs: Vec<Tensor>,
+    /// Output name → where its bytes were written (`byte_size` is the output's size).
+    pub shm_outputs: BTreeMap<String, ShmRef>,
 }
 
 /// Counts a client controls in one request, bounded before any model work (`--max-request-inputs`,

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod audit;
 pub mod cache;
+pub mod classify;
 mod config;
 pub mod control;
 mod engines;
@@ -24,6 +25,7 @@ mod priority_queue;
 mod repository;
 mod scheduler;
 mod server;
+pub mod shm;
 pub mod stats;
 pub mod trace;
 mod warmup;
@@ -32,7 +34,7 @@ pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use control::{LoadRequest, ModelControlMode, validate_model_name};
 pub use engines::EngineChoice;
 pub use rampart_onnxruntime::OrtOptions;
-pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput};
+pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput, ShmRef};
 pub use model::{ModelState, ModelVersion};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
 pub use server::{

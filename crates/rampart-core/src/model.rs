@@ -41,6 +41,8 @@ pub struct ModelVersion {
     pool: InstancePool,
     /// The server's response cache, when this model enables it.
     cache: Option<crate::cache::ResponseCache>,
+    /// Each output's `label_filename` lines (the classification extension).
+    pub labels: Arc<crate::classify::Labels>,
     /// Requests inside `infer`, so an unload can wait for them.
     in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -73,6 +75,7 @@ impl ModelVersion {
             engine_inputs,
             pool,
             cache,
+            labels: Default::default(),
             in_flight: Default::default(),
         }
     }
@@ -181,6 +184,7 @@ impl ModelVersion {
             id,
             parameters: Default::default(),
             outputs: infer::finish_outputs(&self.config, outputs, batch_size),
+            shm_outputs: Default::default(),
         }
     }
 }

@@ -22,7 +22,19 @@ use crate::scheduler::InstancePool;
 use crate::stats::{ModelStats, VersionStats};
 
 /// Extensions reported by server metadata: only what this build implements.
-pub const EXTENSIONS: &[&str] = &["model_configuration", "binary_tensor_data", "parameters", "statistics"];
+pub const EXTENSIONS: &[&str] = &[
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "trace",
+    "logging",
+];
 
 /// Everything the core needs to start; built by the binary from flags, or directly by tests and embedders.
 #[derive(Debug, Clone)]
@@ -62,6 +74,8 @@ pub struct ServerOptions {
     pub trace: crate::trace::TraceConfig,
     /// `--metrics-config`: which latency summaries and histograms the versions keep.
     pub metrics: crate::metrics::MetricsOptions,
+    /// `--allow-client-shm`: clients may register system shared-memory regions and use them for tensors.
+    pub allow_client_shm: bool,
 }
 
 impl Default for ServerOptions {
@@ -87,6 +101,7 @@ impl Default for ServerOptions {
             log_control: None,
             trace: Default::default(),
             metrics: Default::default(),
+            allow_client_shm: false,
         }
     }
 }
@@ -174,6 +189,7 @@ struct Inner {
     tracer: Arc<crate::trace::Tracer>,
     /// Cloud repositories, mirrored again before each poll.
     remotes: Vec<Arc<crate::remote::RemoteRepository>>,
+    shm: crate::shm::SharedMemory,
     exiting: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -280,6 +296,7 @@ impl Server {
             inner: Arc::new(Inner {
                 tracer,
                 remotes,
+                shm: crate::shm::SharedMemory::new(options.allow_client_shm),
                 options,
                 engines,
                 cache,
@@ -465,7 +482,7 @@ impl Server {
         })
     }
 
-    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
+    pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse> {
         if self.inner.exiting.load(Ordering::Acquire) {
             return Err(Error::unavailable("Server exiting"));
         }
@@ -473,7 +490,43 @@ impl Server {
         let _guard = InFlight(&self.inner);
         self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
-        model.infer(req).await
+        let extensions = self.take_extensions(&mut req)?;
+        let response = model.infer(req).await?;
+        if extensions.is_empty() {
+            return Ok(response);
+        }
+        finish_extensions(&model, response, extensions)
+    }
+
+    /// The registered system shared-memory regions (the shared-memory APIs of every front end).
+    pub fn shared_memory(&self) -> &crate::shm::SharedMemory {
+        &self.inner.shm
+    }
+
+    /// Reads inputs held in shared memory into the request, and checks the outputs' extensions before the
+    /// model runs: regions are leased (bounds checked, held open) now, so an unregister during the
+    /// inference cannot take them away.
+    fn take_extensions(&self, req: &mut InferRequest) -> Result<Vec<OutputExtension>> {
+        for input in req.inputs.iter_mut() {
+            if let Some(r) = &input.shm {
+                input.data = self.inner.shm.lease(r)?.read()?;
+            }
+        }
+        let mut out = Vec::new();
+        for o in req.outputs.iter().filter(|o| o.classification.is_some() || o.shm.is_some()) {
+            if o.classification.is_some() && o.shm.is_some() {
+                return Err(Error::invalid_arg(format!(
+                    "output '{}' cannot combine 'shared_memory_region' with 'classification'",
+                    o.name
+                )));
+            }
+            let shm = match &o.shm {
+                Some(r) => Some((r.clone(), self.inner.shm.lease(r)?)),
+                None => None,
+            };
+            out.push(OutputExtension { name: o.name.clone(), classification: o.classification, shm });
+        }
+        Ok(out)
     }
 
     /// Builds the request for a raw binary body (`Inference-Header-Content-Length: 0`): the body is the model's
@@ -529,7 +582,7 @@ impl Server {
         Ok(InferRequest {
             model_name: name.to_string(),
             model_version: version,
-            inputs: vec![crate::infer::InputTensor { name: input.name.clone(), datatype, shape, data }],
+            inputs: vec![crate::infer::InputTensor::new(input.name.clone(), datatype, shape, data)],
             ..Default::default()
         })
     }
@@ -696,14 +749,11 @@ impl Server {
         Ok(())
     }
 
-    /// Registered shared-memory regions (`cuda` selects the CUDA name space's wording). None can be
-    /// registered in this build, so a named region is always unknown.
-    pub fn shared_memory_status(&self, region: Option<&str>, cuda: bool) -> Result<Vec<String>> {
+    /// Registered CUDA shared-memory regions: none can be registered in this build, so a named region is
+    /// always unknown (a system region of that name is not a CUDA one).
+    pub fn cuda_shared_memory_status(&self, region: Option<&str>) -> Result<Vec<String>> {
         match region {
-            Some(r) if !r.is_empty() => Err(Error::not_found(format!(
-                "Unable to find {} shared memory region: '{r}'",
-                if cuda { "cuda" } else { "system" }
-            ))),
+            Some(r) if !r.is_empty() => Err(Error::not_found(format!("Unable to find cuda shared memory region: '{r}'"))),
             _ => Ok(vec![]),
         }
     }
@@ -910,6 +960,7 @@ impl Server {
             .collect::<Vec<_>>();
         let graph_level = raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
         let mut final_config: Option<Arc<ModelConfig>> = None;
+        let mut labels: Option<Arc<crate::classify::Labels>> = None;
         let mut versions = BTreeMap::new();
         let mut raw = Some(raw);
         for v in selected {
@@ -972,7 +1023,12 @@ impl Server {
                     tracing::warn!("model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)");
                 }
                 let cache = cache.filter(|_| wants_cache).cloned();
+                let labels = match &labels {
+                    Some(l) => Arc::clone(l),
+                    None => labels.insert(Arc::new(crate::classify::load_labels(&cfg, dir)?)).clone(),
+                };
                 let mut version = ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache);
+                version.labels = labels;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();
                 Ok(Arc::new(version))
@@ -1075,3 +1131,35 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
 
 /// More priority levels than this are refused at load (each level is a queue).
 const MAX_PRIORITY_LEVELS: u64 = 1 << 16;
+
+/// An output with a protocol extension, checked before the inference and applied to its result.
+struct OutputExtension {
+    name: String,
+    classification: Option<u64>,
+    shm: Option<(crate::shm::ShmRef, crate::shm::Lease)>,
+}
+
+fn finish_extensions(model: &ModelVersion, mut response: InferResponse, extensions: Vec<OutputExtension>) -> Result<InferResponse> {
+    let batching = model.config.max_batch_size > 0;
+    for e in extensions {
+        let Some(t) = response.outputs.iter_mut().find(|t| t.name == e.name) else { continue };
+        if let Some(k) = e.classification {
+            *t = crate::classify::classify(t, k, batching, model.labels.get(&e.name).map(Vec::as_slice))?;
+        }
+        if let Some((mut place, lease)) = e.shm {
+            let size = t.data.len() as u64;
+            if size > lease.len() {
+                return Err(Error::invalid_arg(format!(
+                    "shared memory size specified with the request for output '{}' ({} bytes) should be at least {size} bytes to hold the results",
+                    e.name,
+                    lease.len()
+                )));
+            }
+            lease.write(&t.data)?;
+            place.byte_size = size;
+            t.data = bytes::Bytes::new();
+            response.shm_outputs.insert(e.name, place);
+        }
+    }
+    Ok(response)
+}

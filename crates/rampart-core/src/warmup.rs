@@ -89,7 +89,7 @@ fn requests(config: &ModelConfig, dir: &Path) -> Result<Vec<(String, u32, InferR
                 }
                 _ => Bytes::from(vec![0u8; size]),
             };
-            inputs.push(InputTensor { name: name.clone(), datatype, shape, data });
+            inputs.push(InputTensor::new(name.clone(), datatype, shape, data));
         }
         let request = InferRequest { model_name: config.name.clone(), inputs, ..Default::default() };
         out.push((sample.name.clone(), sample.count.max(1), request));

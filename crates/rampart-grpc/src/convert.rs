@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use rampart_core::stats::{DurationSnapshot, VersionStats};
-use rampart_core::{features, InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
 use rampart_types::tensor::encode_bytes_elements;
 use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result};
@@ -50,6 +50,24 @@ fn params(map: &std::collections::HashMap<String, pb::InferParameter>) -> Result
 /// gRPC's only allowed `triton_` request parameter (it asks decoupled models for an empty final response).
 pub(crate) const EMPTY_FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
 
+/// A tensor's shared-memory parameters: gRPC carries the sizes as `int64_param` only (spec §2.3).
+fn shm_ref(map: &std::collections::HashMap<String, pb::InferParameter>, what: &str) -> Result<Option<rampart_core::ShmRef>> {
+    for key in ["shared_memory_byte_size", "shared_memory_offset"] {
+        if let Some(p) = map.get(key) {
+            if !matches!(p.parameter_choice, Some(ParameterChoice::Int64Param(_))) {
+                return Err(Error::invalid_arg(format!("Unable to parse '{key}' of {what}: expected int64_param.")));
+            }
+        }
+    }
+    let mut params = Parameters::new();
+    for key in ["shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"] {
+        if let Some(p) = map.get(key) {
+            params.insert(key.to_string(), param_value(key, p)?);
+        }
+    }
+    rampart_core::ShmRef::from_parameters(&params, what)
+}
+
 pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferRequest> {
     let version = rampart_core::parse_version(&req.model_version)?;
     let mut parameters = params(&req.parameters)?;
@@ -66,10 +84,9 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
     for input in req.inputs {
         let datatype = DataType::from_protocol(&input.datatype)
             .ok_or_else(|| Error::invalid_arg(format!("invalid datatype for input {}: '{}' is not a Triton data type", input.name, input.datatype)))?;
-        if input.parameters.contains_key("shared_memory_region") {
-            return Err(features::client_shm_disabled());
-        }
+        let shm = shm_ref(&input.parameters, &format!("input '{}'", input.name))?;
         let data = match &input.contents {
+            _ if shm.is_some() => Bytes::new(),
             Some(c) => typed_contents(c, datatype, &input.name)?,
             None => raw.next().ok_or_else(|| {
                 Error::invalid_arg(format!(
@@ -82,7 +99,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         if let Some(d) = shape.iter().find(|&&d| d < 0) {
             return Err(Error::invalid_arg(format!("invalid shape for input '{}': dimension {d} is negative", input.name)));
         }
-        inputs.push(InputTensor { name: input.name, datatype, shape, data });
+        inputs.push(InputTensor { name: input.name, datatype, shape, data, shm });
     }
     if raw.next().is_some() {
         return Err(Error::invalid_arg(format!(
@@ -91,13 +108,18 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
     }
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for o in req.outputs {
-        if o.parameters.contains_key("shared_memory_region") {
-            return Err(features::client_shm_disabled());
-        }
-        if o.parameters.contains_key("classification") {
-            return Err(features::classification_unsupported());
-        }
-        outputs.push(RequestedOutput { name: o.name });
+        let shm = shm_ref(&o.parameters, &format!("output '{}'", o.name))?;
+        let classification = match o.parameters.get("classification").map(|p| &p.parameter_choice) {
+            None | Some(Some(ParameterChoice::Int64Param(0))) => None,
+            Some(Some(ParameterChoice::Int64Param(n))) if *n > 0 => Some(*n as u64),
+            Some(_) => {
+                return Err(Error::invalid_arg(format!(
+                    "invalid value for 'classification' of output '{}': expected a positive int64_param.",
+                    o.name
+                )));
+            }
+        };
+        outputs.push(RequestedOutput { name: o.name, classification, shm });
     }
     Ok(InferRequest { model_name: req.model_name, model_version: version, id: req.id, parameters, inputs, outputs, trace: None })
 }
@@ -175,13 +197,23 @@ pub(crate) fn infer_response(r: InferResponse) -> pb::ModelInferResponse {
     let mut outputs = Vec::with_capacity(r.outputs.len());
     let mut raw = Vec::with_capacity(r.outputs.len());
     for t in r.outputs {
+        let mut parameters = std::collections::HashMap::new();
+        if let Some(place) = r.shm_outputs.get(&t.name) {
+            let p = |c| pb::InferParameter { parameter_choice: Some(c) };
+            parameters.insert("shared_memory_region".to_string(), p(ParameterChoice::StringParam(place.region.clone())));
+            parameters.insert("shared_memory_byte_size".to_string(), p(ParameterChoice::Int64Param(place.byte_size as i64)));
+            if place.offset != 0 {
+                parameters.insert("shared_memory_offset".to_string(), p(ParameterChoice::Int64Param(place.offset as i64)));
+            }
+        }
         outputs.push(pb::model_infer_response::InferOutputTensor {
             name: t.name,
             datatype: t.datatype.as_str().to_string(),
             shape: t.shape,
-            parameters: Default::default(),
+            parameters,
             contents: None,
         });
+        // An output in shared memory keeps its (empty) place, so raw_output_contents stays aligned with outputs.
         raw.push(t.data);
     }
     pb::ModelInferResponse {

@@ -305,29 +305,46 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         r: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
-        self.server.shared_memory_status(Some(&r.get_ref().name), false).map_err(status)?;
-        Ok(Response::new(pb::SystemSharedMemoryStatusResponse::default()))
+        let name = &r.get_ref().name;
+        let regions = self.server.shared_memory().status((!name.is_empty()).then_some(name.as_str())).map_err(status)?;
+        let regions = regions
+            .into_iter()
+            .map(|s| {
+                let status = pb::system_shared_memory_status_response::RegionStatus {
+                    name: s.name.clone(),
+                    key: s.key,
+                    offset: s.offset,
+                    byte_size: s.byte_size,
+                };
+                (s.name, status)
+            })
+            .collect();
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse { regions }))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+        r: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
-        Err(status(features::client_shm_disabled()))
+        let r = r.into_inner();
+        self.server.shared_memory().register(&r.name, &r.key, r.offset, r.byte_size).map_err(status)?;
+        Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+        r: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(status(features::client_shm_disabled()))
+        let name = &r.get_ref().name;
+        self.server.shared_memory().unregister((!name.is_empty()).then_some(name.as_str())).map_err(status)?;
+        Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
     async fn cuda_shared_memory_status(
         &self,
         r: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
-        self.server.shared_memory_status(Some(&r.get_ref().name), true).map_err(status)?;
+        self.server.cuda_shared_memory_status(Some(&r.get_ref().name)).map_err(status)?;
         Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
     }
 

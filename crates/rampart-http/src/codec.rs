@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rampart_core::stats::{DurationSnapshot, VersionStats};
-use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput, ShmRef};
 use rampart_types::tensor::{element_count, encode_bytes_elements, fixed_byte_size, split_bytes_elements};
 use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result, with_element_type};
@@ -202,9 +202,9 @@ pub(crate) fn decode_request_with(
             Some(ParamValue::Uint(n)) => Some(*n),
             Some(_) => return Err(bad(format!("Unable to parse 'binary_data_size' of {what}: expected an unsigned integer"))),
         };
-        let shm = params.contains_key("shared_memory_region");
+        let shm = ShmRef::from_parameters(&params, &what)?;
         let data = o.get("data");
-        let set: Vec<&str> = [("'data'", data.is_some()), ("'binary_data_size'", binary_size.is_some()), ("'shared_memory_region'", shm)]
+        let set: Vec<&str> = [("'data'", data.is_some()), ("'binary_data_size'", binary_size.is_some()), ("'shared_memory_region'", shm.is_some())]
             .into_iter()
             .filter_map(|(n, on)| on.then_some(n))
             .collect();
@@ -214,10 +214,9 @@ pub(crate) fn decode_request_with(
                 "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But {but} for input '{name}'"
             )));
         }
-        if shm {
-            return Err(rampart_core::features::client_shm_disabled());
-        }
-        let bytes = if let Some(n) = binary_size {
+        let bytes = if shm.is_some() {
+            Bytes::new()
+        } else if let Some(n) = binary_size {
             if (rest.len() as u64) < n {
                 return Err(bad(format!(
                     "unexpected size for input '{name}', expecting {} additional bytes for model '{model}'",
@@ -228,7 +227,7 @@ pub(crate) fn decode_request_with(
         } else {
             json_to_bytes(data.expect("checked above"), datatype, &shape, &name, limits.max_depth)?
         };
-        inputs.push(InputTensor { name, datatype, shape, data: bytes });
+        inputs.push(InputTensor { name, datatype, shape, data: bytes, shm });
     }
     if !rest.is_empty() {
         return Err(bad(format!("unexpected additional input data for model '{model}'")));
@@ -245,20 +244,25 @@ pub(crate) fn decode_request_with(
                 let name = str_field(o, "name", &format!("output {i}"))?.to_string();
                 let what = format!("output '{name}'");
                 let params = parse_params(o.get("parameters"), &what)?;
+                let shm = ShmRef::from_parameters(&params, &what)?;
                 match params.get("binary_data") {
                     None => {}
                     Some(ParamValue::Bool(b)) => {
+                        if *b && shm.is_some() {
+                            return Err(bad(format!(
+                                "Output can't set both 'shared_memory_region' and 'binary_data' for {what}"
+                            )));
+                        }
                         per_output.insert(name.clone(), *b);
                     }
                     Some(_) => return Err(bad(format!("Unable to parse 'binary_data' of {what}: expected a boolean"))),
                 }
-                if params.contains_key("shared_memory_region") {
-                    return Err(rampart_core::features::client_shm_disabled());
-                }
-                if params.contains_key("classification") {
-                    return Err(rampart_core::features::classification_unsupported());
-                }
-                outputs.push(RequestedOutput { name });
+                let classification = match params.get("classification") {
+                    None | Some(ParamValue::Uint(0)) => None,
+                    Some(ParamValue::Uint(n)) => Some(*n),
+                    Some(_) => return Err(bad(format!("Unable to parse 'classification' of {what}: expected an unsigned integer"))),
+                };
+                outputs.push(RequestedOutput { name, classification, shm });
             }
         }
         Some(_) => return Err(bad("Unable to parse 'outputs': expected an array")),
@@ -426,8 +430,21 @@ impl serde::Serialize for JsonData<'_> {
 }
 
 #[derive(serde::Serialize)]
-struct BinarySize {
-    binary_data_size: usize,
+#[serde(untagged)]
+enum OutputParameters<'a> {
+    Binary {
+        binary_data_size: usize,
+    },
+    SharedMemory {
+        shared_memory_region: &'a str,
+        shared_memory_byte_size: u64,
+        #[serde(skip_serializing_if = "is_zero")]
+        shared_memory_offset: u64,
+    },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(serde::Serialize)]
@@ -436,7 +453,7 @@ struct OutputHeader<'a> {
     datatype: &'a str,
     shape: &'a [i64],
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinarySize>,
+    parameters: Option<OutputParameters<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<JsonData<'a>>,
 }
@@ -454,6 +471,20 @@ pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Resu
     let mut outputs = Vec::with_capacity(r.outputs.len());
     let mut tail: Vec<&Bytes> = Vec::new();
     for t in &r.outputs {
+        if let Some(place) = r.shm_outputs.get(&t.name) {
+            outputs.push(OutputHeader {
+                name: &t.name,
+                datatype: t.datatype.as_str(),
+                shape: &t.shape,
+                parameters: Some(OutputParameters::SharedMemory {
+                    shared_memory_region: &place.region,
+                    shared_memory_byte_size: place.byte_size,
+                    shared_memory_offset: place.offset,
+                }),
+                data: None,
+            });
+            continue;
+        }
         let as_binary = binary.is_binary(&t.name);
         if !as_binary && matches!(t.datatype, DataType::Fp16 | DataType::Bf16) {
             return Err(bad(format!(
@@ -468,7 +499,7 @@ pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Resu
             name: &t.name,
             datatype: t.datatype.as_str(),
             shape: &t.shape,
-            parameters: as_binary.then(|| BinarySize { binary_data_size: t.data.len() }),
+            parameters: as_binary.then(|| OutputParameters::Binary { binary_data_size: t.data.len() }),
             data: (!as_binary).then_some(JsonData(t)),
         });
     }

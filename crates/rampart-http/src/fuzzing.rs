@@ -70,6 +70,7 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
             .iter()
             .map(|t| Tensor::new(t.name.clone(), t.datatype, t.shape.clone(), t.data.clone()))
             .collect(),
+        shm_outputs: Default::default(),
     };
 
     // As the route answers (the request's binary_data_output / binary_data choices): must not panic.

@@ -98,9 +98,9 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/repository/{repo}/models/{model}/unload", post(unload_named))
         .route("/v2/systemsharedmemory/status", get(shm_status))
         .route("/v2/systemsharedmemory/region/{region}/status", get(shm_region_status))
-        .route("/v2/systemsharedmemory/region/{region}/register", post(shm_disabled))
-        .route("/v2/systemsharedmemory/unregister", post(shm_disabled))
-        .route("/v2/systemsharedmemory/region/{region}/unregister", post(shm_disabled))
+        .route("/v2/systemsharedmemory/region/{region}/register", post(shm_register))
+        .route("/v2/systemsharedmemory/unregister", post(shm_unregister_all))
+        .route("/v2/systemsharedmemory/region/{region}/unregister", post(shm_unregister))
         .route("/v2/cudasharedmemory/status", get(cuda_status))
         .route("/v2/cudasharedmemory/region/{region}/status", get(cuda_region_status))
         .route("/v2/cudasharedmemory/region/{region}/register", post(cuda_shm))
@@ -652,29 +652,69 @@ async fn unload_named(State(s): State<AppState>, Path((repo, model)): Path<(Stri
     unload_in(s, repo, model, headers, body).await
 }
 
-fn shm_status_answer(s: &AppState, region: Option<&str>, cuda: bool) -> HResult {
-    let regions = s.server.shared_memory_status(region, cuda).map_err(err)?;
-    Ok(json_response(&json!(regions)))
+fn shm_status_answer(s: &AppState, region: Option<&str>) -> HResult {
+    let regions = s.server.shared_memory().status(region).map_err(err)?;
+    let list: Vec<Value> =
+        regions.iter().map(|r| json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size})).collect();
+    Ok(json_response(&Value::Array(list)))
 }
 
 async fn shm_status(State(s): State<AppState>) -> HResult {
-    shm_status_answer(&s, None, false)
+    shm_status_answer(&s, None)
 }
 
 async fn shm_region_status(State(s): State<AppState>, Path(region): Path<String>) -> HResult {
-    shm_status_answer(&s, Some(&region), false)
+    shm_status_answer(&s, Some(&region))
+}
+
+fn cuda_status_answer(s: &AppState, region: Option<&str>) -> HResult {
+    let regions = s.server.cuda_shared_memory_status(region).map_err(err)?;
+    Ok(json_response(&json!(regions)))
 }
 
 async fn cuda_status(State(s): State<AppState>) -> HResult {
-    shm_status_answer(&s, None, true)
+    cuda_status_answer(&s, None)
 }
 
 async fn cuda_region_status(State(s): State<AppState>, Path(region): Path<String>) -> HResult {
-    shm_status_answer(&s, Some(&region), true)
+    cuda_status_answer(&s, Some(&region))
 }
 
-async fn shm_disabled() -> Response {
-    err(features::client_shm_disabled())
+/// `{"key":"/shm_key","offset":0,"byte_size":N}`; `key` and `byte_size` required.
+async fn shm_register(State(s): State<AppState>, Path(region): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+    let shm = s.server.shared_memory();
+    if !shm.enabled() {
+        return Err(refuse_body(features::client_shm_disabled()));
+    }
+    let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
+    let o = json_object(&body, &s.options.json_limits).map_err(err)?;
+    if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "key" | "offset" | "byte_size")) {
+        return Err(err(Error::invalid_arg(format!("unexpected field '{k}' in the register request: expected 'key', 'offset' and 'byte_size'"))));
+    }
+    let key = match o.get("key") {
+        Some(Value::String(k)) => k.as_str(),
+        Some(_) => return Err(err(Error::invalid_arg("Unable to parse 'key': expected a string"))),
+        None => return Err(err(Error::invalid_arg("Shared memory register request has no 'key' field"))),
+    };
+    let number = |field: &str| match o.get(field) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| err(Error::invalid_arg(format!("Unable to parse '{field}': expected an unsigned integer")))),
+    };
+    let offset = number("offset")?.unwrap_or(0);
+    let byte_size = number("byte_size")?
+        .ok_or_else(|| err(Error::invalid_arg("Shared memory register request has no 'byte_size' field")))?;
+    shm.register(&region, key, offset, byte_size).map_err(err)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn shm_unregister_all(State(s): State<AppState>) -> HResult {
+    s.server.shared_memory().unregister(None).map_err(refuse_body)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn shm_unregister(State(s): State<AppState>, Path(region): Path<String>) -> HResult {
+    s.server.shared_memory().unregister(Some(&region)).map_err(refuse_body)?;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn cuda_shm() -> Response {

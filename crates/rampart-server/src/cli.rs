@@ -585,9 +585,6 @@ impl Cli {
         if let Some(v) = self.host_policy.first() {
             return Err(not_yet("host-policy", v, "host policies"));
         }
-        if self.allow_client_shm {
-            return Err(not_yet("allow-client-shm", "true", "client shared memory"));
-        }
         // Settings of listeners that are off: accepted, reported at startup as having no effect.
         let extra = [
             ("sagemaker-*", self.sagemaker_port.is_some() || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some()),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod logs;
+mod probe;
 #[cfg(feature = "otel")]
 mod otel;
 
@@ -86,6 +87,9 @@ fn keep_onnxruntime_out_of_home() {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = probe::from_args(&std::env::args().collect::<Vec<_>>()) {
+        return code;
+    }
     keep_onnxruntime_out_of_home();
     let cli = cli::Cli::parse();
     let validated = match cli.validate() {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         model_control_mode: validated.model_control_mode,
         startup_models: cli.load_model.clone(),
         allow_model_file_override: cli.allow_model_file_override,
+        allow_client_shm: cli.allow_client_shm,
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         log_control: Some(log_control),
         metrics: validated.metrics.clone(),
