@@ -109,10 +109,14 @@ def test_tls_without_certificate_fails(listener):
     assert f"--{listener}-use-ssl needs --{listener}-server-cert" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
-@pytest.mark.parametrize("flag", ["--allow-sagemaker=true", "--trace-config=level=TENSORS"])
-def test_unbuilt_features_are_refused(flag):
-    name = flag.split("=")[0]
-    proc = run_to_exit(base_without(name) + [flag])
+@pytest.mark.parametrize(
+    "flags",
+    [["--trace-config=level=TENSORS"], ["--allow-sagemaker=true", "--sagemaker-safe-port-range=8000-9000"]],
+)
+def test_unbuilt_features_are_refused(flags):
+    base = base_args(example_repo())
+    names = tuple(f.split("=")[0] for f in flags)
+    proc = run_to_exit([a for a in base if not a.startswith(names)] + flags)
     assert proc.returncode != 0
     assert "not supported yet" in stderr_of(proc), stderr_of(proc)[-2000:]
 

@@ -1,7 +1,7 @@
 //! The core API every front end (and an embedding application) calls.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -614,11 +614,26 @@ impl Server {
             let tmp = control::write_override(&request.files)?;
             (tmp.path().to_path_buf(), Some(Arc::new(tmp)))
         };
+        self.load_locked(name, &dir, request.config.as_deref(), files)
+    }
+
+    /// Loads or reloads model `name` from `dir`, a model directory outside the repositories: the SageMaker
+    /// multi-model load, whose front end decides which directories are acceptable. Explicit mode only.
+    /// Blocking.
+    pub fn load_model_from(&self, name: &str, dir: &Path) -> Result<()> {
+        self.check_model_control("")?;
+        control::validate_model_name(name)?;
+        let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
+        self.load_locked(name, dir, None, None)
+    }
+
+    /// The common end of a load; the caller holds the control lock.
+    fn load_locked(&self, name: &str, dir: &Path, config: Option<&str>, files: Option<Arc<tempfile::TempDir>>) -> Result<()> {
         let previous = self.inner.models.load().get(name).cloned();
         if previous.as_ref().is_none_or(|p| p.served().next().is_none()) {
             self.set_entry(name, ModelEntry { loading: true, ..ModelEntry::empty() });
         }
-        let entry = self.build_entry(name, &dir, request.config.as_deref(), files, previous.as_deref());
+        let entry = self.build_entry(name, dir, config, files, previous.as_deref());
         self.install(name, entry, previous)
     }
 

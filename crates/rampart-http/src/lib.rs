@@ -2,6 +2,7 @@
 //! [`rampart_core::Server`], and encodes the answer; errors are rendered through the one error-code table.
 #![forbid(unsafe_code)]
 
+mod cloud;
 mod codec;
 #[doc(hidden)] pub mod fuzzing;
 mod metrics;
@@ -9,6 +10,7 @@ pub mod restrict;
 mod routes;
 mod serve;
 
+pub use cloud::{SageMakerOptions, VertexOptions, sagemaker_router, valid_vertex_route, vertex_router};
 pub use codec::{JsonLimits, MAX_DATA_DEPTH};
 pub use metrics::metrics_router;
 pub use routes::{HttpOptions, router};

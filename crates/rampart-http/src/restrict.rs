@@ -88,6 +88,26 @@ fn raw_version_ok(path: &str) -> bool {
     }
 }
 
+/// Checks category `cat` for a request to `path`; a refusal is logged, audited and answered.
+pub(crate) fn authorize(
+    rules: &Restrictions,
+    audit: Option<&Arc<AuditLog>>,
+    cat: Category,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    peer: Option<&Peer>,
+) -> Result<(), Response> {
+    let creds = HeaderCredentials { headers, identity: peer.and_then(|p| p.identity.as_deref()) };
+    rules.check(cat, &creds).map_err(|denied| {
+        tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
+        if let Some(log) = audit {
+            let client = peer.map(|p| p.addr.to_string());
+            log.denied(&call(peer, &client, path), &denied);
+        }
+        error_response(&denied.to_error())
+    })
+}
+
 pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let rules = &guard.rules;
     let path = request.uri().path().to_string();
@@ -107,23 +127,10 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
             .is_some_and(|v| v.trim() != "0");
     let cat = category(path);
     let response = match cat {
-        Some(cat) => {
-            let creds = HeaderCredentials {
-                headers: request.headers(),
-                identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
-            };
-            match rules.check(cat, &creds) {
-                Ok(()) => json_rejection(next.run(request).await).await,
-                Err(denied) => {
-                    tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
-                    if let Some(log) = &guard.audit {
-                        log.denied(&call(peer.as_ref(), &client, path), &denied);
-                    }
-                    let r = error_response(&denied.to_error());
-                    return finish(r, has_body);
-                }
-            }
-        }
+        Some(cat) => match authorize(rules, guard.audit.as_ref(), cat, path, request.headers(), peer.as_ref()) {
+            Ok(()) => json_rejection(next.run(request).await).await,
+            Err(r) => return finish(r, has_body),
+        },
         None => next.run(request).await,
     };
     if let (Some(log), Some(cat)) = (&guard.audit, cat) {

@@ -104,7 +104,8 @@ pub struct Cli {
     pub enable_peer_access: bool,
 
     // ---- HTTP
-    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "HTTP")]
+    /// Default: true, unless AIP_MODE=PREDICTION (Vertex AI) turns the main listeners off.
+    #[arg(long, default_value_t = !aip_prediction_mode(), value_parser = parse_bool, action = ArgAction::Set, help_heading = "HTTP")]
     pub allow_http: bool,
     #[arg(long, default_value = "0.0.0.0", help_heading = "HTTP")]
     pub http_address: String,
@@ -166,7 +167,8 @@ pub struct Cli {
     pub tls_reload_interval_secs: u64,
 
     // ---- GRPC
-    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
+    /// Default: true, unless AIP_MODE=PREDICTION (Vertex AI) turns the main listeners off.
+    #[arg(long, default_value_t = !aip_prediction_mode(), value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
     pub allow_grpc: bool,
     #[arg(long, default_value = "0.0.0.0", help_heading = "GRPC")]
     pub grpc_address: String,
@@ -242,8 +244,12 @@ pub struct Cli {
     // ---- Sagemaker
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Sagemaker")]
     pub allow_sagemaker: bool,
-    #[arg(long, help_heading = "Sagemaker")]
-    pub sagemaker_port: Option<String>,
+    /// Port of the SageMaker front end (on --http-address).
+    #[arg(long, default_value_t = 8080, help_heading = "Sagemaker")]
+    pub sagemaker_port: u16,
+    /// Rampart: the directory SageMaker multi-model loads may come from (`<root>/<name>/model[/<dir>]`).
+    #[arg(long, default_value = "/opt/ml/models", help_heading = "Sagemaker")]
+    pub sagemaker_multi_model_root: PathBuf,
     #[arg(long, help_heading = "Sagemaker")]
     pub sagemaker_safe_port_range: Option<String>,
     #[arg(long, help_heading = "Sagemaker")]
@@ -253,8 +259,9 @@ pub struct Cli {
     /// Default: true when AIP_MODE=PREDICTION.
     #[arg(long, value_parser = parse_bool, action = ArgAction::Set, help_heading = "Vertex")]
     pub allow_vertex_ai: Option<bool>,
+    /// Port of the Vertex AI front end (on --http-address). Default: $AIP_HTTP_PORT, else 8080.
     #[arg(long, help_heading = "Vertex")]
-    pub vertex_ai_port: Option<String>,
+    pub vertex_ai_port: Option<u16>,
     #[arg(long, help_heading = "Vertex")]
     pub vertex_ai_thread_count: Option<String>,
     #[arg(long, help_heading = "Vertex")]
@@ -374,6 +381,10 @@ pub struct Validated {
     pub otel: Option<OtelSettings>,
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
+    /// `--allow-sagemaker=true`.
+    pub sagemaker: Option<rampart_http::SageMakerOptions>,
+    /// The Vertex AI front end and its port.
+    pub vertex: Option<(rampart_http::VertexOptions, u16)>,
 }
 
 /// `--trace-config opentelemetry,…` settings (Triton's names and defaults).
@@ -437,6 +448,11 @@ fn tls_files(
         return Err(format!("--{listener}-use-ssl-mutual needs --{listener}-root-cert (the CA that signs client certificates)"));
     }
     Ok(Some(files))
+}
+
+/// `AIP_MODE=PREDICTION`: running as a Vertex AI prediction container.
+fn aip_prediction_mode() -> bool {
+    std::env::var("AIP_MODE").is_ok_and(|m| m == "PREDICTION")
 }
 
 fn not_yet(flag: &str, value: &str, issue: &str) -> String {
@@ -515,13 +531,6 @@ impl Cli {
         if self.metrics_interval_ms == 0 {
             return Err("--metrics-interval-ms must be greater than 0".into());
         }
-        if self.allow_sagemaker {
-            return Err(not_yet("allow-sagemaker", "true", "no SageMaker front end"));
-        }
-        let vertex_default = std::env::var("AIP_MODE").is_ok_and(|m| m == "PREDICTION");
-        if self.allow_vertex_ai.unwrap_or(vertex_default) {
-            return Err(not_yet("allow-vertex-ai", "true", "no Vertex AI front end; AIP_MODE=PREDICTION turns it on by default"));
-        }
         let Some(model_control_mode) = rampart_core::ModelControlMode::parse(&self.model_control_mode) else {
             return Err(format!(
                 "unexpected value for --model-control-mode: '{}' (expected none, poll or explicit)",
@@ -539,6 +548,19 @@ impl Cli {
         }
         if self.allow_model_file_override && model_control_mode != rampart_core::ModelControlMode::Explicit {
             inert.push("--allow-model-file-override has no effect: load requests need --model-control-mode=explicit".into());
+        }
+        let sagemaker = self.sagemaker_options(model_control_mode)?;
+        let vertex = self.vertex_options()?;
+        for (name, port, on) in [("sagemaker", self.sagemaker_port, sagemaker.is_some()), ("vertex-ai", vertex.as_ref().map_or(0, |v| v.1), vertex.is_some())] {
+            let taken = [("http", self.http_port, self.allow_http), ("grpc", self.grpc_port, self.allow_grpc), ("metrics", self.metrics_port, self.allow_metrics)];
+            if let Some((other, ..)) = taken.iter().find(|(_, p, used)| on && *used && port != 0 && *p == port) {
+                return Err(format!("--{name}-port {port} is already the {other} port"));
+            }
+        }
+        if let (Some(_), Some((_, vport))) = (&sagemaker, &vertex) {
+            if *vport != 0 && *vport == self.sagemaker_port {
+                return Err(format!("--sagemaker-port and --vertex-ai-port are both {vport}"));
+            }
         }
         if let Some(n) = &self.model_config_name {
             return Err(not_yet("model-config-name", n, "custom config names"));
@@ -587,8 +609,8 @@ impl Cli {
         }
         // Settings of listeners that are off: accepted, reported at startup as having no effect.
         let extra = [
-            ("sagemaker-*", self.sagemaker_port.is_some() || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some()),
-            ("vertex-ai-*", self.vertex_ai_port.is_some() || self.vertex_ai_thread_count.is_some() || self.vertex_ai_default_model.is_some()),
+            ("sagemaker-*", !self.allow_sagemaker && (self.sagemaker_port != 8080 || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some())),
+            ("vertex-ai-*", !self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) && (self.vertex_ai_port.is_some() || self.vertex_ai_thread_count.is_some() || self.vertex_ai_default_model.is_some())),
             ("metrics-*", !self.allow_metrics && (self.metrics_address.is_some() || self.metrics_port != 8002 || self.metrics_interval_ms != 2000 || !self.metrics_config.is_empty() || self.allow_gpu_metrics.is_some() || self.allow_cpu_metrics.is_some())),
         ];
         for (flag, given) in extra {
@@ -693,7 +715,81 @@ impl Cli {
             trace,
             otel,
             inert,
+            sagemaker,
+            vertex,
         })
+    }
+
+    /// Vertex AI serves the repository named by `AIP_STORAGE_URI` when no `--model-repository` is given.
+    pub fn apply_environment(&mut self) {
+        if self.model_repository.is_empty() && self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) {
+            if let Ok(uri) = std::env::var("AIP_STORAGE_URI") {
+                self.model_repository.push(PathBuf::from(uri));
+            }
+        }
+    }
+
+    /// `--allow-sagemaker=true` and the `SAGEMAKER_*` environment (spec §1.10).
+    fn sagemaker_options(&self, mode: rampart_core::ModelControlMode) -> Result<Option<rampart_http::SageMakerOptions>, String> {
+        if !self.allow_sagemaker {
+            return Ok(None);
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match env("SAGEMAKER_TRITON_INFERENCE_TYPE").as_deref() {
+            None | Some("infer") => {}
+            Some(t @ ("generate" | "generate_stream")) => {
+                return Err(format!("SAGEMAKER_TRITON_INFERENCE_TYPE={t} is not supported yet (the generate extension is not built); use 'infer'"));
+            }
+            Some(t) => return Err(format!("unexpected SAGEMAKER_TRITON_INFERENCE_TYPE '{t}' (expected infer, generate or generate_stream)")),
+        }
+        let ping_live = match env("SAGEMAKER_TRITON_PING_MODE").as_deref() {
+            None | Some("ready") => false,
+            Some("live") => true,
+            Some(m) => return Err(format!("unexpected SAGEMAKER_TRITON_PING_MODE '{m}' (expected ready or live)")),
+        };
+        if let Some(r) = &self.sagemaker_safe_port_range {
+            return Err(not_yet("sagemaker-safe-port-range", r, "port-range checks of the other listeners"));
+        }
+        let multi_model = env("SAGEMAKER_MULTI_MODEL").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if multi_model && mode != rampart_core::ModelControlMode::Explicit {
+            return Err("SAGEMAKER_MULTI_MODEL=true loads and unloads models: it needs --model-control-mode=explicit".into());
+        }
+        Ok(Some(rampart_http::SageMakerOptions {
+            default_model: env("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME").unwrap_or_else(|| "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME".into()),
+            ping_live,
+            multi_model,
+            multi_model_root: self.sagemaker_multi_model_root.clone(),
+        }))
+    }
+
+    /// `--allow-vertex-ai` (default on when `AIP_MODE=PREDICTION`) and the `AIP_*` environment (spec §1.11):
+    /// the options and the port.
+    fn vertex_options(&self) -> Result<Option<(rampart_http::VertexOptions, u16)>, String> {
+        if !self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) {
+            return Ok(None);
+        }
+        let route = |var: &str| {
+            let r = std::env::var(var)
+                .map_err(|_| format!("the Vertex AI front end needs {var} (both AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must be set)"))?;
+            if rampart_http::valid_vertex_route(&r) {
+                Ok(r)
+            } else {
+                Err(format!("{var} '{}' is not a plain absolute URL path", r.escape_debug()))
+            }
+        };
+        let (predict_route, health_route) = (route("AIP_PREDICT_ROUTE")?, route("AIP_HEALTH_ROUTE")?);
+        if predict_route == health_route {
+            return Err("AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must differ".into());
+        }
+        let port = match self.vertex_ai_port {
+            Some(p) => p,
+            None => match std::env::var("AIP_HTTP_PORT") {
+                Ok(p) => p.parse().map_err(|_| format!("AIP_HTTP_PORT '{}' is not a port number", p.escape_debug()))?,
+                Err(_) => 8080,
+            },
+        };
+        let default_model = self.vertex_ai_default_model.clone().filter(|m| !m.is_empty());
+        Ok(Some((rampart_http::VertexOptions { predict_route, health_route, default_model }, port)))
     }
 
     /// `--trace-config [<mode>,]<setting>=<value>` (repeatable) and the deprecated `--trace-*` flags.

@@ -91,7 +91,8 @@ fn main() -> ExitCode {
         return code;
     }
     keep_onnxruntime_out_of_home();
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    cli.apply_environment();
     let validated = match cli.validate() {
         Ok(v) => v,
         Err(e) => {
@@ -290,35 +291,49 @@ async fn serve(
     if !model_access.is_empty() {
         tracing::info!("model access rules: inference on models matching {} needs their credential", model_access.globs().join(", "));
     }
-    let mut http_task = None;
+    // The main router's settings: the SageMaker and Vertex AI front ends run their requests through it too.
+    let http_options = rampart_http::HttpOptions {
+        max_input_size: cli.http_max_input_size as usize,
+        body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
+        restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
+        audit: Some(audit.clone()),
+        model_access: model_access.clone(),
+        json_limits: rampart_http::JsonLimits {
+            max_depth: cli.http_max_json_depth,
+            max_values: cli.http_max_json_values,
+            ..Default::default()
+        },
+    };
+    let main_router = rampart_http::router(server.clone(), http_options.clone());
+    let limits = connection_limits(&cli);
+    let mut http_tasks = Vec::new();
+    let mut listeners: Vec<(&str, u16, bool, axum::Router)> = Vec::new();
     if cli.allow_http {
-        let addr = listen_addr("http-address", &cli.http_address, cli.http_port)?;
-        let listener = bind("HTTP service", addr, cli.reuse_http_port)?;
+        listeners.push(("HTTPService", cli.http_port, cli.reuse_http_port, main_router.clone()));
+    }
+    if let Some(options) = validated.sagemaker.clone() {
+        let app = rampart_http::sagemaker_router(main_router.clone(), server.clone(), http_options.clone(), options);
+        listeners.push(("Sagemaker HTTPService", cli.sagemaker_port, false, app));
+    }
+    if let Some((options, port)) = validated.vertex.clone() {
+        let metrics = cli.allow_metrics.then(|| rampart_http::metrics_router(server.clone(), validated.metrics.clone(), None));
+        let app = rampart_http::vertex_router(main_router.clone(), metrics, server.clone(), options);
+        listeners.push(("Vertex AI HTTPService", port, false, app));
+    }
+    for (service, port, reuse, app) in listeners {
+        let addr = listen_addr("http-address", &cli.http_address, port)?;
+        let listener = bind(service, addr, reuse)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let options = rampart_http::HttpOptions {
-            max_input_size: cli.http_max_input_size as usize,
-            body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
-            restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
-            audit: Some(audit.clone()),
-            model_access: model_access.clone(),
-            json_limits: rampart_http::JsonLimits {
-                max_depth: cli.http_max_json_depth,
-                max_values: cli.http_max_json_values,
-                ..Default::default()
-            },
-        };
-        let app = rampart_http::router(server.clone(), options);
         let stop = stopped(stop_rx.clone());
-        let limits = connection_limits(&cli);
-        http_task = Some(match http_tls {
+        http_tasks.push(match http_tls.clone() {
             Some(tls) => {
                 let listener = rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
-                tokio::spawn(rampart_http::serve(listener, app, limits, stop))
+                tokio::spawn(rampart_http::serve(listener, app, limits.clone(), stop))
             }
-            None => tokio::spawn(rampart_http::serve(listener, app, limits, stop)),
+            None => tokio::spawn(rampart_http::serve(listener, app, limits.clone(), stop)),
         });
-        tracing::info!("Started HTTPService at {local}{}", tls_note(validated.http_tls.as_ref()));
-        exposure("HTTPService", local, &validated.http_restrictions);
+        tracing::info!("Started {service} at {local}{}", tls_note(validated.http_tls.as_ref()));
+        exposure(service, local, &validated.http_restrictions);
     }
     let mut grpc_task = None;
     if cli.allow_grpc {
@@ -380,7 +395,7 @@ async fn serve(
             tracing::info!("the metrics endpoint has no credentials (as in Triton): it names every model; keep {local} on a private network");
         }
     }
-    if http_task.is_none() && grpc_task.is_none() {
+    if http_tasks.is_empty() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
     signalled.await;
@@ -391,7 +406,7 @@ async fn serve(
         tracing::warn!("{left} inference requests still in flight after --exit-timeout-secs; exiting anyway");
     }
     let grace = Duration::from_secs(1).max(exit_timeout / 10);
-    if let Some(t) = http_task {
+    for t in http_tasks {
         if tokio::time::timeout(grace, t).await.is_err() {
             tracing::warn!("HTTP connections still open at exit");
         }

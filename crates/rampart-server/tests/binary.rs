@@ -62,9 +62,12 @@ fn command_line_refusals() {
     let out = run(&["--model-repository=/x", "--no-such-flag"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
-    let out = run(&["--model-repository=/x", "--allow-sagemaker=true"]);
+    let out = run(&["--model-repository=/x", "--allow-sagemaker=true", "--sagemaker-safe-port-range=1-2"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
+    let out = run(&["--model-repository=/x", "--allow-vertex-ai=true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AIP_PREDICT_ROUTE"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["--model-repository=/does/not/exist", "--allow-grpc=false", "--allow-metrics=false"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("error: creating server"));

@@ -1,0 +1,518 @@
+//! The cloud front ends: SageMaker (spec §1.10) and Vertex AI (§1.11), each on a listener of its own.
+//!
+//! Their routes are rewritten into requests for the main KServe router and run through it, so restricted-API
+//! categories, body limits, model access rules, tracing and error bodies are exactly those of the main HTTP
+//! front end: Triton's front ends that skipped those checks are CVE-2026-24206/24207 and CVE-2026-47481. Only
+//! the SageMaker multi-model routes have handlers of their own; they check the model-repository category with
+//! the same function the main router uses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use rampart_core::Server;
+use rampart_core::access::Category;
+use rampart_types::Error;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::codec::HEADER_LENGTH;
+use crate::routes::{HttpOptions, error_response, not_found_response};
+
+const SAGEMAKER_BINARY: &str = "application/vnd.sagemaker-triton.binary+json";
+const VERTEX_BINARY: &str = "application/vnd.vertex-ai-triton.binary+json";
+/// Vertex AI's re-dispatch header.
+pub const VERTEX_REDIRECT: &str = "x-vertex-ai-triton-redirect";
+
+/// A path segment with everything but RFC 3986 unreserved characters percent-encoded.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `<vendor type>;json-header-size=<N>` becomes `Inference-Header-Content-Length: N`.
+fn binary_header(headers: &mut HeaderMap, binary_type: &str) -> Result<(), Error> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    let mut params = ct.split(';').map(str::trim);
+    if !params.next().is_some_and(|t| t.eq_ignore_ascii_case(binary_type)) {
+        return Ok(());
+    }
+    let size = params
+        .find_map(|p| p.strip_prefix("json-header-size="))
+        .ok_or_else(|| Error::invalid_arg(format!("content type '{binary_type}' needs a 'json-header-size=<N>' parameter")))?;
+    let n: u64 = size.trim().parse().map_err(|_| Error::invalid_arg(format!("invalid json-header-size '{}'", size.escape_debug())))?;
+    headers.insert(HEADER_LENGTH, HeaderValue::from(n));
+    Ok(())
+}
+
+/// Runs the request through `main` as `method path`; a binary answer is labelled with the vendor content type.
+async fn forward(main: Router, mut parts: Parts, body: Body, method: Method, path: &str, binary_type: &'static str) -> Response {
+    if let Err(e) = binary_header(&mut parts.headers, binary_type) {
+        return error_response(&e);
+    }
+    // Only the connection's client goes along: the outer router's path parameters must not reach the inner one.
+    let peer = crate::restrict::peer_of(&parts.extensions);
+    parts.extensions = Default::default();
+    if let Some(p) = peer {
+        parts.extensions.insert(p);
+    }
+    parts.method = method;
+    parts.uri = match path.parse() {
+        Ok(u) => u,
+        Err(_) => return not_found_response(),
+    };
+    let mut response = match main.oneshot(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let len = response.headers().get(HEADER_LENGTH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(v) = len.and_then(|len| HeaderValue::from_str(&format!("{binary_type};json-header-size={len}")).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// SageMaker
+// ---------------------------------------------------------------------------------------------------------
+
+/// SageMaker settings (from `SAGEMAKER_*` environment variables and flags).
+#[derive(Debug, Clone)]
+pub struct SageMakerOptions {
+    /// `SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`: the model `/invocations` runs.
+    pub default_model: String,
+    /// `SAGEMAKER_TRITON_PING_MODE=live`: `/ping` reports liveness instead of readiness.
+    pub ping_live: bool,
+    /// `SAGEMAKER_MULTI_MODEL=true`: the `/models` routes.
+    pub multi_model: bool,
+    /// `--sagemaker-multi-model-root`: where multi-model loads may come from (`<root>/<name>/model[/<dir>]`).
+    pub multi_model_root: PathBuf,
+}
+
+#[derive(Clone)]
+struct SageMaker {
+    main: Router,
+    server: Server,
+    http: HttpOptions,
+    options: Arc<SageMakerOptions>,
+    /// Models loaded through `POST /models`: SageMaker name → (url, the model's own name, which it is served as).
+    loaded: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+}
+
+/// The SageMaker router. `main` is a KServe router ([`crate::router`]) built with `http`.
+pub fn sagemaker_router(main: Router, server: Server, http: HttpOptions, options: SageMakerOptions) -> Router {
+    let multi = options.multi_model;
+    let state = SageMaker { main, server, http, options: Arc::new(options), loaded: Default::default() };
+    let mut r = Router::new().route("/ping", get(ping)).route("/invocations", post(invocations));
+    if multi {
+        r = r
+            .route("/models", get(mme_list).post(mme_load))
+            .route("/models/{name}", get(mme_get).delete(mme_unload))
+            .route("/models/{name}/invoke", post(mme_invoke));
+    }
+    r.fallback(unsupported).method_not_allowed_fallback(unsupported).with_state(state)
+}
+
+/// SageMaker answers requests it does not serve with 400 (not 404).
+async fn unsupported(request: Request) -> Response {
+    let mut r = error_response(&Error::invalid_arg(format!(
+        "SageMaker: unsupported request {} {}",
+        request.method(),
+        request.uri().path().escape_debug()
+    )));
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+async fn ping(State(s): State<SageMaker>, request: Request) -> Response {
+    let path = if s.options.ping_live { "/v2/health/live" } else { "/v2/health/ready" };
+    let (parts, body) = request.into_parts();
+    forward(s.main, parts, body, Method::GET, path, SAGEMAKER_BINARY).await
+}
+
+async fn invocations(State(s): State<SageMaker>, request: Request) -> Response {
+    let path = format!("/v2/models/{}/infer", segment(&s.options.default_model));
+    let (parts, body) = request.into_parts();
+    forward(s.main, parts, body, Method::POST, &path, SAGEMAKER_BINARY).await
+}
+
+async fn mme_invoke(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
+    if let Some(target) = request.headers().get("x-amzn-sagemaker-target-model") {
+        tracing::debug!(target = %String::from_utf8_lossy(target.as_bytes()).escape_debug(), "SageMaker target model header");
+    }
+    let served = loaded(&s).get(&name).map(|(_, served)| served.clone());
+    let Some(served) = served else {
+        return with_close(error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))));
+    };
+    let (parts, body) = request.into_parts();
+    forward(s.main, parts, body, Method::POST, &format!("/v2/models/{}/infer", segment(&served)), SAGEMAKER_BINARY).await
+}
+
+/// The model-repository category, checked as the main router checks it.
+fn authorize_repository(s: &SageMaker, parts: &Parts) -> Result<(), Response> {
+    let peer = crate::restrict::peer_of(&parts.extensions);
+    crate::restrict::authorize(
+        &s.http.restrictions,
+        s.http.audit.as_ref(),
+        Category::ModelRepository,
+        parts.uri.path(),
+        &parts.headers,
+        peer.as_ref(),
+    )
+}
+
+fn loaded(s: &SageMaker) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, String)>> {
+    s.loaded.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn model_json(name: &str, url: &str) -> Value {
+    json!({"modelName": name, "modelUrl": url})
+}
+
+fn json_answer(status: StatusCode, v: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+async fn mme_list(State(s): State<SageMaker>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Err(r) = authorize_repository(&s, &parts) {
+        return r;
+    }
+    let models: Vec<Value> = loaded(&s).iter().map(|(n, (u, _))| model_json(n, u)).collect();
+    json_answer(StatusCode::OK, json!({ "models": models }))
+}
+
+async fn mme_get(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Err(r) = authorize_repository(&s, &parts) {
+        return r;
+    }
+    let url = loaded(&s).get(&name).map(|(u, _)| u.clone());
+    match url {
+        Some(url) => json_answer(StatusCode::OK, model_json(&name, &url)),
+        None => error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))),
+    }
+}
+
+async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if let Err(r) = authorize_repository(&s, &parts) {
+        return with_close(r);
+    }
+    let body = match crate::routes::read_body(&parts.headers, body, &s.http).await {
+        Ok(b) => b,
+        Err(e) => return with_close(error_response(&e)),
+    };
+    let (name, url) = match mme_request(&body, &s.http) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let dir = match mme_model_dir(&s.options.multi_model_root, &url) {
+        Ok(d) => d,
+        Err(e) => return error_response(&e),
+    };
+    // The model keeps its own name (its directory's, which its config.pbtxt names); SageMaker's name maps to it.
+    let served = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    {
+        let map = loaded(&s);
+        let conflict = if map.contains_key(&name) {
+            Some(format!("Model '{name}' is already loaded"))
+        } else {
+            map.iter().find(|(_, (_, sv))| *sv == served).map(|(other, _)| format!("model '{served}' is already loaded as '{other}'"))
+        }
+        .or_else(|| {
+            // A model of that name served from the repository is not replaced by a multi-model load.
+            let ready = s.server.repository_index(true).into_iter().any(|e| e.name == served);
+            ready.then(|| format!("model '{served}' is already loaded from the model repository"))
+        });
+        if let Some(message) = conflict {
+            // SageMaker's contract: loading a loaded model is 409 Conflict.
+            let mut r = error_response(&Error::new(rampart_types::Code::AlreadyExists, message));
+            *r.status_mut() = StatusCode::CONFLICT;
+            return r;
+        }
+    }
+    let server = s.server.clone();
+    let task_name = served.clone();
+    let done = tokio::task::spawn_blocking(move || server.load_model_from(&task_name, &dir))
+        .await
+        .unwrap_or_else(|e| Err(Error::internal(format!("model load task failed: {e}"))));
+    match done {
+        Ok(()) => {
+            loaded(&s).insert(name.clone(), (url.clone(), served));
+            json_answer(StatusCode::OK, model_json(&name, &url))
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn mme_unload(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Err(r) = authorize_repository(&s, &parts) {
+        return r;
+    }
+    let served = loaded(&s).get(&name).map(|(_, served)| served.clone());
+    let Some(task_name) = served else {
+        return error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug())));
+    };
+    let server = s.server.clone();
+    let done = tokio::task::spawn_blocking(move || server.unload_model("", &task_name, false))
+        .await
+        .unwrap_or_else(|e| Err(Error::internal(format!("model unload task failed: {e}"))));
+    match done {
+        Ok(()) => {
+            loaded(&s).remove(&name);
+            StatusCode::OK.into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+fn with_close(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// `{"model_name": "<name>", "url": "<dir>"}`.
+fn mme_request(body: &[u8], http: &HttpOptions) -> Result<(String, String), Error> {
+    crate::codec::check_json_size(body, &http.json_limits)?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    let field = |k: &str| match v.get(k) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(Error::invalid_arg(format!("the load request needs a string '{k}'"))),
+    };
+    let name = field("model_name")?;
+    rampart_core::validate_model_name(&name)?;
+    Ok((name, field("url")?))
+}
+
+/// The model directory behind a multi-model `url`: `<root>/<name>/model` or `<root>/<name>/model/<dir>`, `<name>`
+/// alphanumeric, `<dir>` one plain name; the resolved path (symbolic links followed) must stay under `root` and
+/// outside `/dev`, `/proc` and `/sys` (CVE-2026-24208/24209). The directory is the model itself when it holds a
+/// `config.pbtxt`, else the one model directory inside it.
+fn mme_model_dir(root: &Path, url: &str) -> Result<PathBuf, Error> {
+    let bad = |why: &str| Error::invalid_arg(format!("invalid model url '{}': {why}", url.escape_debug()));
+    let root_text = root.to_str().ok_or_else(|| bad("the multi-model root is not UTF-8"))?.trim_end_matches('/');
+    let rest = url.strip_prefix(root_text).and_then(|r| r.strip_prefix('/')).ok_or_else(|| {
+        bad(&format!("it must be {root_text}/<name>/model[/<directory>]"))
+    })?;
+    let plain = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.chars().any(|c| c.is_control() || c == '\\');
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [hash, "model"] | [hash, "model", _] if !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_alphanumeric()) => {}
+        _ => return Err(bad(&format!("it must be {root_text}/<alphanumeric name>/model[/<directory>]"))),
+    }
+    if !rest.split('/').all(plain) {
+        return Err(bad("path segments must be plain names"));
+    }
+    let real_root = root.canonicalize().map_err(|e| bad(&format!("the multi-model root cannot be resolved: {e}")))?;
+    let real = Path::new(url).canonicalize().map_err(|e| bad(&format!("cannot resolve it: {e}")))?;
+    if !real.starts_with(&real_root) || ["/dev", "/proc", "/sys"].iter().any(|p| real.starts_with(p)) || !real.is_dir() {
+        return Err(bad("it must resolve to a directory inside the multi-model root"));
+    }
+    if real.join("config.pbtxt").is_file() {
+        return Ok(real);
+    }
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&real)
+        .map_err(|e| bad(&e.to_string()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .take(2)
+        .collect();
+    match dirs.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(bad("it must hold config.pbtxt or exactly one model directory")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Vertex AI
+// ---------------------------------------------------------------------------------------------------------
+
+/// Vertex AI settings (from `AIP_*` environment variables and flags).
+#[derive(Debug, Clone)]
+pub struct VertexOptions {
+    /// `AIP_PREDICT_ROUTE`.
+    pub predict_route: String,
+    /// `AIP_HEALTH_ROUTE`.
+    pub health_route: String,
+    /// `--vertex-ai-default-model`; unset: the repository's only model.
+    pub default_model: Option<String>,
+}
+
+/// Whether `route` can be an axum route (a plain absolute path, no captures or wildcards).
+pub fn valid_vertex_route(route: &str) -> bool {
+    route.starts_with('/')
+        && route.len() > 1
+        && !route.contains("//")
+        && route.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:@!$&'()+,;=".contains(&b))
+}
+
+#[derive(Clone)]
+struct Vertex {
+    main: Router,
+    metrics: Option<Router>,
+    server: Server,
+    options: Arc<VertexOptions>,
+}
+
+/// The Vertex AI router. `main` is a KServe router; `metrics` the metrics router when metrics are on.
+/// Routes must pass [`valid_vertex_route`] and differ.
+pub fn vertex_router(main: Router, metrics: Option<Router>, server: Server, options: VertexOptions) -> Router {
+    let (predict, health) = (options.predict_route.clone(), options.health_route.clone());
+    let state = Vertex { main, metrics, server, options: Arc::new(options) };
+    Router::new()
+        .route(&health, get(vertex_health))
+        .route(&predict, any(predict_route))
+        .fallback(|| async { not_found_response() })
+        .method_not_allowed_fallback(crate::routes::method_not_allowed)
+        .with_state(state)
+}
+
+async fn vertex_health(State(v): State<Vertex>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    forward(v.main, parts, body, Method::GET, "/v2/health/ready", VERTEX_BINARY).await
+}
+
+fn default_model(v: &Vertex) -> Result<String, Error> {
+    if let Some(m) = &v.options.default_model {
+        return Ok(m.clone());
+    }
+    let mut names: Vec<String> = v.server.repository_index(false).into_iter().map(|e| e.name).collect();
+    names.dedup();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::invalid_arg(format!(
+            "the Vertex AI predict route needs --vertex-ai-default-model: the repository has {} models",
+            names.len()
+        ))),
+    }
+}
+
+async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
+    if request.method() != Method::POST {
+        return crate::routes::method_not_allowed().await;
+    }
+    let redirect = request.headers().get(VERTEX_REDIRECT).map(|h| h.to_str().map(str::to_string));
+    let (parts, body) = request.into_parts();
+    match redirect {
+        Some(Ok(target)) => vertex_redirect(v, parts, body, &target).await,
+        Some(Err(_)) => error_response(&Error::invalid_arg("the X-Vertex-Ai-Triton-Redirect header is not valid text")),
+        None => match default_model(&v) {
+            Ok(model) => {
+                let path = format!("/v2/models/{}/infer", segment(&model));
+                forward(v.main, parts, body, Method::POST, &path, VERTEX_BINARY).await
+            }
+            Err(e) => error_response(&e),
+        },
+    }
+}
+
+/// What a redirect may reach: reads, inference, shm status and the repository index. Registration and
+/// model load/unload are refused whatever the credentials (CVE-2026-24206/24207).
+async fn vertex_redirect(v: Vertex, parts: Parts, body: Body, target: &str) -> Response {
+    let path = format!("/{}", target.trim_start_matches('/'));
+    let path_only = path.split('?').next().unwrap_or_default().to_string();
+    if path_only == "/metrics" {
+        return match v.metrics {
+            // As in Triton, the redirected metrics page is not restricted (it has no credentials anywhere).
+            Some(m) => forward(m, parts, body, Method::GET, "/metrics", VERTEX_BINARY).await,
+            None => not_found_response(),
+        };
+    }
+    let segs: Vec<&str> = path_only.split('/').collect();
+    let refused = match segs.as_slice() {
+        ["", "v2", "systemsharedmemory" | "cudasharedmemory", .., "register" | "unregister"] => Some("shared-memory registration"),
+        ["", "v2", "repository", .., "load" | "unload"] => Some("model load and unload"),
+        ["", "v2", "trace", ..] | ["", "v2", "logging"] | ["", "v2", "models", .., "trace", "setting"] => Some("trace and log settings"),
+        ["", "v2", "models", .., "generate" | "generate_stream"] => Some("generate"),
+        _ => None,
+    };
+    if let Some(what) = refused {
+        return error_response(&Error::new(
+            rampart_types::Code::PermissionDenied,
+            format!("{what} is not available through the Vertex AI redirect ('{}')", path_only.escape_debug()),
+        ));
+    }
+    let method = match crate::restrict::category(&path_only) {
+        None => return not_found_response(),
+        Some(Category::ModelRepository) => Method::POST,
+        Some(Category::Inference) => Method::POST,
+        Some(_) => Method::GET,
+    };
+    forward(v.main, parts, body, method, &path, VERTEX_BINARY).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_content_type_becomes_header_length() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json; json-header-size=42"));
+        binary_header(&mut h, SAGEMAKER_BINARY).unwrap();
+        assert_eq!(h.get(HEADER_LENGTH).unwrap(), "42");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json"));
+        assert!(binary_header(&mut h, SAGEMAKER_BINARY).is_err());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json;json-header-size=-1"));
+        assert!(binary_header(&mut h, SAGEMAKER_BINARY).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        binary_header(&mut h, SAGEMAKER_BINARY).unwrap();
+        assert!(h.get(HEADER_LENGTH).is_none());
+    }
+
+    #[test]
+    fn segments_encoded() {
+        assert_eq!(segment("simple"), "simple");
+        assert_eq!(segment("a/b c%"), "a%2Fb%20c%25");
+    }
+
+    #[test]
+    fn multi_model_urls() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let model = r.join("abc123").join("model");
+        std::fs::create_dir_all(model.join("simple").join("1")).unwrap();
+        std::fs::write(model.join("simple").join("config.pbtxt"), "").unwrap();
+        let url = format!("{}/abc123/model", r.display());
+        assert_eq!(mme_model_dir(r, &url).unwrap(), model.join("simple").canonicalize().unwrap());
+        assert_eq!(mme_model_dir(r, &format!("{url}/simple")).unwrap(), model.join("simple").canonicalize().unwrap());
+        for bad in [
+            format!("{}/abc123/other", r.display()),
+            format!("{}/ab-c/model", r.display()),
+            format!("{url}/.."),
+            format!("{url}/a/b"),
+            "/proc/self/model".to_string(),
+            format!("{}/../x/model", r.display()),
+        ] {
+            assert!(mme_model_dir(r, &bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/etc", r.join("abc123").join("model").join("escape")).unwrap();
+        assert!(mme_model_dir(r, &format!("{url}/escape")).is_err());
+    }
+
+    #[test]
+    fn vertex_routes_checked() {
+        assert!(valid_vertex_route("/v1/endpoints/1/deployedModels/2:predict"));
+        for bad in ["", "/", "predict", "/a/{b}", "/a/*b", "/a//b", "/a b"] {
+            assert!(!valid_vertex_route(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,1080 @@
+"""Vertex AI front end (spec §1.11, §3, §8.1 CVE-2026-24206/24207, CVE-2025-23310 many chunks).
+
+`--allow-vertex-ai` (default true iff AIP_MODE=PREDICTION, which also turns the main HTTP and gRPC listeners off
+by default) starts a listener on `--http-address` at `--vertex-ai-port` (default $AIP_HTTP_PORT or 8080; 0
+here), announced by "Started Vertex AI HTTPService at <addr>:<port>". AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE are
+both required; AIP_STORAGE_URI is the repository when --model-repository is not given.
+
+GET <health route> -> readiness (200 / 400). POST <predict route> -> infer on --vertex-ai-default-model, else on
+the repository's only model (several and no default -> 400 naming the flag). Binary requests use the content
+type `application/vnd.vertex-ai-triton.binary+json;json-header-size=<N>`. The header
+`X-Vertex-Ai-Triton-Redirect: <path without leading />` on a POST to the predict route re-dispatches to a Triton
+endpoint (health, server/model metadata, model ready/config/stats/infer, shm status, repository index, metrics);
+shm register/unregister and repository load/unload are refused with 403 (CVE-2026-24206/24207); unknown targets
+are 404; a non-POST is 405. `--http-restricted-api` applies to the predict route (inference) and to every
+redirect target by its category; the redirected metrics page is not restricted. Other paths -> 404.
+
+Servers run on the first selected engine. The main HTTP listener stays on (port 0) for cross-checks unless a
+test turns it off; the Vertex listener is found from its log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as httpclient
+
+from conftest import (
+    HTTP_TIMEOUT,
+    REPO_ROOT,
+    START_TIMEOUT,
+    RampartServer,
+    ServerStartError,
+    base_args,
+    example_repo,
+    finish_server,
+    ort_dir,
+    require_binary,
+    selected_engines,
+    engine_args,
+    wait_models_settled,
+)
+
+ENGINE = selected_engines()[0]
+SERVICE = "Vertex AI HTTPService"
+VX_RE = re.compile(r"Started Vertex AI HTTPService at (\S+):(\d+)")
+BINARY_MIME = "application/vnd.vertex-ai-triton.binary+json;json-header-size="
+REDIRECT = "X-Vertex-Ai-Triton-Redirect"
+FLAG = "--vertex-ai-default-model"
+
+# Routes as Vertex AI sets them: the health route is a prefix of the predict route.
+PREDICT = "/v1/endpoints/e1/deployedModels/d1:predict"
+HEALTH = "/v1/endpoints/e1/deployedModels/d1"
+ROUTES = {"AIP_PREDICT_ROUTE": PREDICT, "AIP_HEALTH_ROUTE": HEALTH}
+
+A = np.arange(16, dtype=np.int32).reshape(1, 16)
+B = np.full((1, 16), 3, dtype=np.int32)
+SUM = (A + B).reshape(-1).tolist()
+DIFF = (A - B).reshape(-1).tolist()
+SIMPLE_JSON = {
+    "inputs": [
+        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": A.reshape(-1).tolist()},
+        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": B.reshape(-1).tolist()},
+    ]
+}
+SIMPLE_BODY = json.dumps(SIMPLE_JSON).encode()
+JSON_HDR = {"Content-Type": "application/json"}
+NOT_FOUND = {"error": "Not Found"}
+NOT_ALLOWED = {"error": "Method Not Allowed"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Server handling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def child_env(extra: dict | None = None) -> dict:
+    """The test process's environment without any AIP_* / SAGEMAKER_* variable, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "SAGEMAKER_"))}
+    env.update(extra or {})
+    return env
+
+
+class VertexServer(RampartServer):
+    """A rampart process with the Vertex AI listener. `vx_port` is its port; `port` the main HTTP port (when on).
+    `start(wait=True)` polls GET <health route> (with `health_headers`) until 200."""
+
+    def __init__(self, args, label, env: dict, main_http: bool = True, health_headers: dict | None = None):
+        super().__init__(args, label, grpc=False, health_headers=health_headers)
+        self.env = env
+        self.main_http = main_http
+        self.health_route = env.get("AIP_HEALTH_ROUTE", HEALTH)
+        self.predict_route = env.get("AIP_PREDICT_ROUTE", PREDICT)
+        self.vx_host: str | None = None
+        self.vx_port: int | None = None
+
+    def start(self, wait=True, timeout: float = START_TIMEOUT) -> "VertexServer":
+        binary = require_binary()
+        self.proc = subprocess.Popen(
+            [str(binary), *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(REPO_ROOT),
+            env=self.env,
+        )
+        for stream, sink in ((self.proc.stderr, self._stderr), (self.proc.stdout, self._stdout)):
+            t = threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+            t.start()
+            self._threads.append(t)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = VX_RE.search(self.stderr_text() + self.stdout_text())
+            if m and (not self.main_http or self._port_found.is_set()):
+                break
+            if self.proc.poll() is not None:
+                self._join_pumps()
+                raise ServerStartError(f"{self.label} exited with code {self.proc.returncode} before listening\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServerStartError(f"{self.label}: no '{SERVICE} at' line within {timeout}s\n{self.output()}")
+            time.sleep(0.05)
+        self.vx_host, self.vx_port = m.group(1), int(m.group(2))
+        if wait:
+            while True:
+                try:
+                    r = requests.get(self.vx_base + self.health_route, headers=self.health_headers, timeout=5)
+                    if r.status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if self.proc.poll() is not None:
+                    self._join_pumps()
+                    raise ServerStartError(f"{self.label} exited with code {self.proc.returncode}\n{self.output()}")
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise ServerStartError(f"{self.label}: health route not 200 within {timeout}s\n{self.output()}")
+                time.sleep(0.1)
+        return self
+
+    @property
+    def vx_base(self) -> str:
+        return f"http://127.0.0.1:{self.vx_port}"
+
+
+def start_vx(args, label, env=None, wait=True, **kw) -> VertexServer:
+    srv = VertexServer(args, label, child_env(ROUTES if env is None else env), **kw)
+    try:
+        srv.start(wait=wait)
+    except ServerStartError as e:
+        pytest.fail(str(e), pytrace=False)
+    return srv
+
+
+@contextlib.contextmanager
+def vx_running(args, label, env=None, wait=True, **kw):
+    srv = start_vx(args, label, env, wait, **kw)
+    try:
+        yield srv
+    finally:
+        finish_server(srv)
+
+
+def vx_args(repo, *extra) -> list[str]:
+    return base_args(repo, ENGINE, ["--allow-vertex-ai=true", "--vertex-ai-port=0", *extra])
+
+
+def with_metrics(args: list[str]) -> list[str]:
+    out = [a for a in args if a != "--allow-metrics=false"]
+    assert len(out) == len(args) - 1
+    return [*out, "--allow-metrics=true", "--metrics-address=127.0.0.1", "--metrics-port=0"]
+
+
+def bare_args(*extra) -> list[str]:
+    """No listener flags at all (for AIP_MODE defaults): only address, backend and engine."""
+    return ["--http-address=127.0.0.1", "--allow-metrics=false", f"--backend-directory={ort_dir()}", *engine_args(ENGINE), *extra]
+
+
+def startup_failure(args, env, timeout: float = 60) -> str:
+    try:
+        proc = subprocess.run(
+            [str(require_binary()), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd=str(REPO_ROOT),
+            env=child_env(env),
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"rampart did not exit within {timeout}s:\n{(e.stderr or b'').decode(errors='replace')[-3000:]}")
+    out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
+    assert proc.returncode != 0, f"started although it should have refused (exit {proc.returncode}):\n{out[-3000:]}"
+    assert "Started Vertex AI HTTPService" not in out and "Started HTTPService" not in out, out[-3000:]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Request helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def vx(srv, method: str, path: str, **kw) -> requests.Response:
+    """One request to the Vertex port on a fresh connection."""
+    kw.setdefault("timeout", HTTP_TIMEOUT)
+    return requests.request(method, srv.vx_base + path, **kw)
+
+
+def main(srv, method: str, path: str, **kw) -> requests.Response:
+    kw.setdefault("timeout", HTTP_TIMEOUT)
+    return requests.request(method, srv.base + path, **kw)
+
+
+def predict(srv, body: bytes | None = SIMPLE_BODY, headers: dict | None = None, method: str = "POST") -> requests.Response:
+    hdrs = {**JSON_HDR, **(headers or {})} if body is not None and "Content-Type" not in (headers or {}) else dict(headers or {})
+    return vx(srv, method, srv.predict_route, data=body, headers=hdrs)
+
+
+def redirect(srv, target: str, body: bytes | None = None, headers: dict | None = None, method: str = "POST") -> requests.Response:
+    hdrs = {REDIRECT: target, **(headers or {})}
+    if body is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+    return vx(srv, method, srv.predict_route, data=body, headers=hdrs)
+
+
+def error_of(r: requests.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"error body is not JSON (status {r.status_code}): {r.content[:500]!r}")
+    assert isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
+    return body["error"]
+
+
+def assert_err(r: requests.Response, status: int, *contains: str, exact: str | None = None) -> str:
+    assert r.status_code == status, f"expected HTTP {status}, got {r.status_code}: {r.content[:1000]!r}"
+    msg = error_of(r)
+    if exact is not None:
+        assert msg == exact, f"error message mismatch:\n  expected: {exact!r}\n  got:      {msg!r}"
+    for part in contains:
+        assert part in msg, f"error message {msg!r} does not contain {part!r}"
+    return msg
+
+
+def denied(key: str) -> dict:
+    return {"error": f"This API is restricted, expecting header '{key}'"}
+
+
+def assert_denied(r: requests.Response, key: str, what: str = "") -> None:
+    assert r.status_code == 403, f"{what}: expected 403, got {r.status_code}: {r.content[:500]!r}"
+    assert r.json() == denied(key), f"{what}: {r.content[:500]!r}"
+
+
+def outputs_of(body: dict) -> dict:
+    return {o["name"]: o["data"] for o in body["outputs"]}
+
+
+def assert_simple_json(r: requests.Response, model: str = "simple") -> dict:
+    assert r.status_code == 200, f"{r.status_code}: {r.content[:1000]!r}"
+    body = r.json()
+    assert body["model_name"] == model and body["model_version"] == "1", body
+    assert outputs_of(body) == {"OUTPUT0": SUM, "OUTPUT1": DIFF}, body
+    return body
+
+
+def binary_request(binary_inputs: bool = True) -> tuple[bytes, int | None]:
+    inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(A, binary_data=binary_inputs)
+    inputs[1].set_data_from_numpy(B, binary_data=binary_inputs)
+    outputs = [
+        httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
+        httpclient.InferRequestedOutput("OUTPUT1", binary_data=False),
+    ]
+    return httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+
+
+def binary_header(json_size: int) -> dict:
+    return {"Content-Type": f"{BINARY_MIME}{json_size}"}
+
+
+def assert_simple_binary(r: requests.Response, model: str = "simple") -> None:
+    """Binary response, parsed as tritonclient does on a Vertex endpoint (Inference-Header-Content-Length)."""
+    assert r.status_code == 200, f"{r.status_code}: {r.content[:1000]!r}"
+    assert "Inference-Header-Content-Length" in r.headers, dict(r.headers)
+    size = int(r.headers["Inference-Header-Content-Length"])
+    assert 0 < size and len(r.content) == size + 64, (size, len(r.content))
+    header = json.loads(r.content[:size])
+    assert header["model_name"] == model, header
+    outs = {o["name"]: o for o in header["outputs"]}
+    assert outs["OUTPUT0"]["parameters"] == {"binary_data_size": 64}, outs
+    assert outs["OUTPUT1"]["data"] == DIFF, outs
+    result = httpclient.InferenceServerClient.parse_response_body(r.content, header_length=size)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
+
+
+def assert_serving(srv, headers: dict | None = None) -> None:
+    """The process runs and answers a normal predict and the health route on fresh connections."""
+    assert srv.alive(), f"{srv.label} died (exit code {srv.proc.returncode})\n{srv.output()}"
+    hdrs = dict(headers or {})
+    assert_simple_json(predict(srv, headers=hdrs))
+    assert vx(srv, "GET", srv.health_route, headers=hdrs).status_code == 200
+
+
+def chunked_post(srv, path: str, chunks, headers: dict | None = None, timeout: float = 120.0):
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.vx_port, timeout=timeout)
+    try:
+        hdrs = {"Content-Type": "application/json", "Transfer-Encoding": "chunked", **(headers or {})}
+        try:
+            conn.request("POST", path, body=chunks, headers=hdrs, encode_chunked=True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        resp = conn.getresponse()
+        return resp.status, resp.read(), time.monotonic() - t0
+    finally:
+        conn.close()
+
+
+def single_model_repo(dest: Path, model: str = "simple") -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(example_repo() / model, dest / model)
+    return dest
+
+
+# ===============================================================================================================
+# Fixtures
+# ===============================================================================================================
+
+
+@pytest.fixture(scope="module")
+def shm_object():
+    """A 64-byte /dev/shm object a register would accept (so a refused register is refused for the route)."""
+    name = f"rampart_vx_{os.getpid()}"
+    path = Path("/dev/shm") / name
+    path.write_bytes(bytes(64))
+    yield f"/{name}"
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def vx_server():
+    """examples/models in explicit mode with every model loaded (so load/unload would work on the main port),
+    client shm on (so register would work there), metrics on, default model `simple`."""
+    args = with_metrics(
+        vx_args(
+            example_repo(),
+            f"{FLAG}=simple",
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            "--allow-client-shm=true",
+        )
+    )
+    srv = start_vx(args, "rampart[vertex]")
+    yield srv
+    finish_server(srv)
+
+
+# ===============================================================================================================
+# Startup, health, predict
+# ===============================================================================================================
+
+
+def test_started_line_and_both_listeners_serve(vx_server):
+    m = VX_RE.search(vx_server.stderr_text() + vx_server.stdout_text())
+    assert m and m.group(1) == "127.0.0.1", vx_server.output()
+    assert vx_server.vx_port not in (0, vx_server.port, 8080)
+    assert main(vx_server, "GET", "/v2/health/ready").status_code == 200
+    # The Vertex port serves only its two routes; the main port does not serve them.
+    assert vx(vx_server, "GET", "/v2/health/ready").status_code == 404
+    assert main(vx_server, "GET", HEALTH).status_code == 404
+
+
+def test_health_route_ready(vx_server):
+    r = vx(vx_server, "GET", HEALTH)
+    assert (r.status_code, r.content) == (200, b""), (r.status_code, r.content)
+
+
+def test_health_route_wrong_method(vx_server):
+    r = vx(vx_server, "POST", HEALTH, data=b"{}")
+    assert (r.status_code, r.json()) == (405, NOT_ALLOWED)
+
+
+def test_predict_json_equals_main_infer(vx_server):
+    r = predict(vx_server)
+    body = assert_simple_json(r)
+    reference = main(vx_server, "POST", "/v2/models/simple/infer", data=SIMPLE_BODY, headers=JSON_HDR)
+    assert reference.status_code == 200 and body == reference.json(), (body, reference.content)
+
+
+def test_predict_with_id_and_requested_output(vx_server):
+    r = predict(vx_server, json.dumps({**SIMPLE_JSON, "id": "vx-1", "outputs": [{"name": "OUTPUT0"}]}).encode())
+    assert r.status_code == 200, r.content[:500]
+    assert r.json()["id"] == "vx-1" and outputs_of(r.json()) == {"OUTPUT0": SUM}
+
+
+def test_predict_binary_content_type(vx_server):
+    body, json_size = binary_request()
+    assert json_size is not None and json_size < len(body)
+    r = predict(vx_server, body, binary_header(json_size))
+    assert_simple_binary(r)
+
+
+def test_predict_binary_json_inputs(vx_server):
+    body, json_size = binary_request(binary_inputs=False)
+    assert json_size is None
+    assert_simple_binary(predict(vx_server, body, binary_header(len(body))))
+
+
+def test_predict_binary_header_size_out_of_range(vx_server):
+    body, json_size = binary_request()
+    r = predict(vx_server, body, binary_header(len(body) + 1))
+    assert_err(r, 400, f"inference header size should be in range (0, {len(body)}), got: {len(body) + 1}")
+    assert_serving(vx_server)
+
+
+@pytest.mark.parametrize("suffix", ["abc", "-5", "99999999999999999999", ""])
+def test_predict_binary_header_size_malformed(vx_server, suffix):
+    body, _ = binary_request()
+    r = predict(vx_server, body, {"Content-Type": BINARY_MIME + suffix})
+    assert r.status_code == 400, (suffix, r.status_code, r.content[:300])
+    error_of(r)
+    assert_serving(vx_server)
+
+
+def test_predict_sagemaker_content_type_is_not_binary_here(vx_server):
+    """The SageMaker vendor type means nothing on Vertex: the body is taken as JSON, which it is not."""
+    body, json_size = binary_request()
+    r = predict(vx_server, body, {"Content-Type": f"application/vnd.sagemaker-triton.binary+json;json-header-size={json_size}"})
+    assert_err(r, 400, "failed to parse the request JSON buffer")
+
+
+def test_predict_malformed_json(vx_server):
+    assert_err(predict(vx_server, b'{"inputs": ['), 400, "failed to parse the request JSON buffer")
+    assert_serving(vx_server)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_predict_wrong_method(vx_server, method):
+    r = vx(vx_server, method, PREDICT)
+    assert (r.status_code, r.json()) == (405, NOT_ALLOWED)
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/"),
+        ("GET", "/v2"),
+        ("POST", "/v2/models/simple/infer"),
+        ("GET", "/v2/health/live"),
+        ("GET", "/metrics"),
+        ("POST", PREDICT + "x"),
+        ("POST", PREDICT + "/"),
+        ("GET", HEALTH + "/"),
+        ("GET", HEALTH + "x"),
+        ("POST", "/v1/endpoints/e1/deployedModels/d1:PREDICT"),
+        ("POST", "/predict"),
+        ("GET", "/health"),
+        ("GET", "/ping"),
+        ("POST", "/invocations"),
+    ],
+)
+def test_other_paths_are_404(vx_server, method, path):
+    r = vx(vx_server, method, path, data=SIMPLE_BODY if method == "POST" else None)
+    assert (r.status_code, r.json()) == (404, NOT_FOUND), (method, path, r.status_code, r.content[:300])
+
+
+def test_concurrent_predicts(vx_server):
+    results: list = [None] * 16
+    barrier = threading.Barrier(16)
+
+    def run(i):
+        barrier.wait()
+        r = predict(vx_server, json.dumps({**SIMPLE_JSON, "id": f"v{i}"}).encode())
+        results[i] = (r.status_code, r.json().get("id"), outputs_of(r.json()) if r.status_code == 200 else None)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [(200, f"v{i}", {"OUTPUT0": SUM, "OUTPUT1": DIFF}) for i in range(16)], results
+
+
+# ===============================================================================================================
+# X-Vertex-Ai-Triton-Redirect
+# ===============================================================================================================
+
+# Redirect target -> the equivalent main-port request (method, path); the answers must be identical.
+SAME_AS_MAIN = [
+    ("v2/health/live", "GET", "/v2/health/live"),
+    ("v2/health/ready", "GET", "/v2/health/ready"),
+    ("v2", "GET", "/v2"),
+    ("v2/models/simple", "GET", "/v2/models/simple"),
+    ("v2/models/simple/versions/1", "GET", "/v2/models/simple/versions/1"),
+    ("v2/models/identity_fp32", "GET", "/v2/models/identity_fp32"),
+    ("v2/models/simple/ready", "GET", "/v2/models/simple/ready"),
+    ("v2/models/simple/versions/1/ready", "GET", "/v2/models/simple/versions/1/ready"),
+    ("v2/models/simple/config", "GET", "/v2/models/simple/config"),
+    ("v2/models/simple/versions/1/config", "GET", "/v2/models/simple/versions/1/config"),
+    ("v2/models/simple/stats", "GET", "/v2/models/simple/stats"),
+    ("v2/models/stats", "GET", "/v2/models/stats"),
+    ("v2/systemsharedmemory/status", "GET", "/v2/systemsharedmemory/status"),
+    ("v2/systemsharedmemory/region/nosuch/status", "GET", "/v2/systemsharedmemory/region/nosuch/status"),
+    ("v2/cudasharedmemory/status", "GET", "/v2/cudasharedmemory/status"),
+    ("v2/repository/index", "POST", "/v2/repository/index"),
+    ("v2/models/nosuch", "GET", "/v2/models/nosuch"),
+    ("v2/models/nosuch/ready", "GET", "/v2/models/nosuch/ready"),
+    ("v2/models/simple/versions/7/config", "GET", "/v2/models/simple/versions/7/config"),
+]
+
+
+@pytest.mark.parametrize("target,method,path", SAME_AS_MAIN, ids=[t for t, _, _ in SAME_AS_MAIN])
+def test_redirect_same_answer_as_main(vx_server, target, method, path):
+    r = redirect(vx_server, target)
+    ref = main(vx_server, method, path)
+    assert (r.status_code, r.content) == (ref.status_code, ref.content), (target, r.status_code, r.content[:500], ref.content[:500])
+
+
+def test_redirect_answers_have_real_values(vx_server):
+    """Spot checks of the redirected answers (the comparison above would pass if both ports were broken alike)."""
+    assert (redirect(vx_server, "v2/health/live").status_code, redirect(vx_server, "v2/health/live").content) == (200, b"")
+    md = redirect(vx_server, "v2").json()
+    assert md["name"] and "binary_tensor_data" in md["extensions"], md
+    mmd = redirect(vx_server, "v2/models/simple").json()
+    assert mmd["name"] == "simple" and [i["name"] for i in mmd["inputs"]] == ["INPUT0", "INPUT1"], mmd
+    cfg = redirect(vx_server, "v2/models/simple/config").json()
+    assert cfg["name"] == "simple" and cfg["max_batch_size"] == 8, cfg
+    stats = redirect(vx_server, "v2/models/simple/stats").json()
+    assert [s["name"] for s in stats["model_stats"]] == ["simple"], stats
+    idx = {e["name"]: e["state"] for e in redirect(vx_server, "v2/repository/index").json()}
+    assert idx == {"simple": "READY", "identity_fp32": "READY", "identity_bytes": "READY", "mlp": "READY"}, idx
+    assert redirect(vx_server, "v2/systemsharedmemory/status").json() == []
+    assert_err(redirect(vx_server, "v2/models/nosuch"), 404, "nosuch")
+
+
+@pytest.mark.parametrize("target", ["v2/models/simple/infer", "v2/models/simple/versions/1/infer", "/v2/models/simple/infer"])
+def test_redirect_infer(vx_server, target):
+    r = redirect(vx_server, target, SIMPLE_BODY)
+    body = assert_simple_json(r)
+    ref = main(vx_server, "POST", "/v2/models/simple/infer", data=SIMPLE_BODY, headers=JSON_HDR)
+    assert body == ref.json()
+
+
+def test_redirect_infer_other_model(vx_server):
+    data = [0.5, -1.25, 3.0]
+    req = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 3], "data": data}]}
+    r = redirect(vx_server, "v2/models/identity_fp32/infer", json.dumps(req).encode())
+    assert r.status_code == 200, r.content[:500]
+    body = r.json()
+    assert body["model_name"] == "identity_fp32" and body["outputs"][0]["data"] == data, body
+
+
+def test_redirect_infer_binary(vx_server):
+    body, json_size = binary_request()
+    r = redirect(vx_server, "v2/models/simple/infer", body, binary_header(json_size))
+    assert_simple_binary(r)
+
+
+def test_redirect_header_name_case_insensitive(vx_server):
+    r = vx(vx_server, "POST", PREDICT, headers={"x-vertex-ai-triton-redirect": "v2/models/simple"})
+    assert r.status_code == 200 and r.json()["name"] == "simple", r.content[:300]
+
+
+def test_redirect_metrics(vx_server):
+    assert_simple_json(redirect(vx_server, "v2/models/simple/infer", SIMPLE_BODY))
+    r = redirect(vx_server, "metrics")
+    assert r.status_code == 200, r.content[:300]
+    assert r.headers["Content-Type"].startswith("text/plain"), r.headers
+    m = re.search(r'^nv_inference_request_success\{model="simple",version="1"\} (\d+)', r.text, re.M)
+    assert m and int(m.group(1)) >= 1, r.text[:2000]
+
+
+def test_redirect_metrics_when_metrics_are_off():
+    with vx_running(vx_args(example_repo(), f"{FLAG}=simple"), "rampart[vertex no metrics]") as srv:
+        r = redirect(srv, "metrics")
+        assert (r.status_code, r.json()) == (404, NOT_FOUND)
+
+
+# CVE-2026-24206/24207: what a redirect must never reach, whatever the credentials.
+REFUSED = [
+    "v2/repository/models/simple/unload",
+    "v2/repository/models/simple/load",
+    "v2/repository/models/mlp/unload",
+    "v2/repository/myrepo/models/simple/unload",
+    "v2/systemsharedmemory/region/vxr/register",
+    "v2/systemsharedmemory/region/vxr/unregister",
+    "v2/systemsharedmemory/unregister",
+    "v2/cudasharedmemory/region/vxr/register",
+    "v2/cudasharedmemory/region/vxr/unregister",
+    "v2/cudasharedmemory/unregister",
+    "/v2/repository/models/simple/unload",
+    "//v2/repository/models/simple/unload",
+    "v2/repository/models/simple/unload?x=1",
+    "v2/logging",
+    "v2/trace/setting",
+    "v2/models/simple/trace/setting",
+    "v2/models/simple/generate",
+    "v2/models/simple/generate_stream",
+]
+
+
+def _state(srv) -> tuple:
+    idx = sorted((e["name"], e.get("state")) for e in main(srv, "POST", "/v2/repository/index").json())
+    shm = main(srv, "GET", "/v2/systemsharedmemory/status").json()
+    log = main(srv, "GET", "/v2/logging").json()
+    trace = main(srv, "GET", "/v2/trace/setting").json()
+    return idx, shm, log, trace
+
+
+@pytest.mark.parametrize("target", REFUSED)
+def test_cve_2026_24206_redirect_refused(vx_server, shm_object, target):
+    before = _state(vx_server)
+    body = {
+        "register": {"key": shm_object, "offset": 0, "byte_size": 64},
+        "logging": {"log_verbose_level": 3},
+        "setting": {"trace_level": ["TIMESTAMPS"], "trace_rate": "1"},
+        "load": {},
+        "unload": {"parameters": {"unload_dependents": True}},
+    }
+    key = next((k for k in body if target.split("?")[0].endswith(k)), None)
+    payload = json.dumps(body[key]).encode() if key else SIMPLE_BODY
+    r = redirect(vx_server, target, payload)
+    assert_err(r, 403, "is not available through the Vertex AI redirect")
+    assert _state(vx_server) == before, f"{target} changed the server"
+    assert main(vx_server, "GET", "/v2/models/simple/ready").status_code == 200
+    assert_serving(vx_server)
+
+
+def test_refused_targets_work_on_the_main_port(vx_server, shm_object):
+    """Control for the refusals: the same operations are live on this server's main port."""
+    r = main(vx_server, "POST", "/v2/systemsharedmemory/region/vxr/register", json={"key": shm_object, "offset": 0, "byte_size": 64})
+    assert r.status_code == 200, r.content[:300]
+    try:
+        assert [s["name"] for s in main(vx_server, "GET", "/v2/systemsharedmemory/status").json()] == ["vxr"]
+        # The redirected status sees the region; the redirected unregister is refused and leaves it.
+        assert [s["name"] for s in redirect(vx_server, "v2/systemsharedmemory/status").json()] == ["vxr"]
+        assert redirect(vx_server, "v2/systemsharedmemory/region/vxr/unregister", b"{}").status_code == 403
+        assert [s["name"] for s in main(vx_server, "GET", "/v2/systemsharedmemory/status").json()] == ["vxr"]
+    finally:
+        assert main(vx_server, "POST", "/v2/systemsharedmemory/region/vxr/unregister").status_code == 200
+    assert main(vx_server, "POST", "/v2/repository/models/mlp/unload").status_code == 200
+    try:
+        assert main(vx_server, "GET", "/v2/models/mlp/ready").status_code != 200
+        assert redirect(vx_server, "v2/repository/models/mlp/load", b"{}").status_code == 403
+        assert main(vx_server, "GET", "/v2/models/mlp/ready").status_code != 200
+    finally:
+        assert main(vx_server, "POST", "/v2/repository/models/mlp/load").status_code == 200
+    assert main(vx_server, "GET", "/v2/models/mlp/ready").status_code == 200
+
+
+UNKNOWN = [
+    "",
+    "v3",
+    "v2/",
+    "v2/health",
+    "v2/health/dead",
+    "v2/models",
+    "v2/models/simple/bogus",
+    "v2/models/simple/versions/x/ready",
+    "v2/repository",
+    "v2/repository/models/simple",
+    "v2/repository/models/simple/load/",
+    "v2/repository/models/simple/%6Coad",
+    "v2/repository/models/simple/LOAD",
+    "V2/repository/models/simple/unload",
+    "v2/systemsharedmemory/region/vxr/regist%65r",
+    "v2/systemsharedmemory/region/vxr/register/",
+    "metrics/extra",
+    "ping",
+    "invocations",
+    "v2/health/live/../../v2/repository/models/simple/unload",
+    "v2/models/simple/../../repository/models/simple/unload",
+    "v2/models/simple/versions/1/../../../../repository/models/simple/unload",
+    "v2/health/live/../../v2/systemsharedmemory/region/vxr/register",
+    "..%2Fv2%2Frepository%2Fmodels%2Fsimple%2Funload",
+]
+
+
+@pytest.mark.parametrize("target", UNKNOWN)
+def test_redirect_unknown_target_is_404(vx_server, shm_object, target):
+    before = _state(vx_server)
+    body = json.dumps({"key": shm_object, "offset": 0, "byte_size": 64}).encode()
+    r = redirect(vx_server, target, body)
+    assert (r.status_code, r.json()) == (404, NOT_FOUND), (target, r.status_code, r.content[:300])
+    assert _state(vx_server) == before
+    assert_serving(vx_server)
+
+
+def test_redirect_model_name_with_encoded_traversal(vx_server):
+    """An encoded '/' in the model name is a (nonexistent) model name, not a path."""
+    before = _state(vx_server)
+    r = redirect(vx_server, "v2/models/simple%2F..%2F..%2Frepository%2Fmodels%2Fsimple%2Funload/infer", SIMPLE_BODY)
+    assert r.status_code in (400, 404), (r.status_code, r.content[:300])
+    error_of(r)
+    assert _state(vx_server) == before
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("target", ["v2/health/live", "v2/repository/index", "v2/repository/models/simple/unload", "metrics"])
+def test_redirect_needs_post(vx_server, method, target):
+    before = _state(vx_server)
+    r = redirect(vx_server, target, method=method)
+    assert (r.status_code, r.json()) == (405, NOT_ALLOWED), (method, target, r.status_code, r.content[:300])
+    assert _state(vx_server) == before
+
+
+def test_redirect_header_not_text(vx_server):
+    r = vx(vx_server, "POST", PREDICT, headers={REDIRECT: b"v2/\xff\xfe".decode("latin-1")})
+    assert r.status_code in (400, 404), (r.status_code, r.content[:300])
+    error_of(r)
+    assert_serving(vx_server)
+
+
+# ===============================================================================================================
+# Default model, environment, startup
+# ===============================================================================================================
+
+
+def test_several_models_without_default(tmp_path):
+    with vx_running(vx_args(example_repo()), "rampart[vertex no default]") as srv:
+        r = predict(srv)
+        msg = assert_err(r, 400, FLAG)
+        assert "4 models" in msg, msg
+        # Redirects still reach every model.
+        assert_simple_json(redirect(srv, "v2/models/simple/infer", SIMPLE_BODY))
+        assert vx(srv, "GET", HEALTH).status_code == 200
+
+
+def test_single_model_is_the_default(tmp_path):
+    repo = single_model_repo(tmp_path / "one")
+    with vx_running(vx_args(repo), "rampart[vertex single model]") as srv:
+        assert_simple_json(predict(srv))
+
+
+def test_default_model_flag_picks_the_model():
+    with vx_running(vx_args(example_repo(), f"{FLAG}=identity_fp32"), "rampart[vertex default identity]") as srv:
+        data = [1.5, 2.5]
+        r = predict(srv, json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": data}]}).encode())
+        assert r.status_code == 200 and r.json()["model_name"] == "identity_fp32", r.content[:300]
+        assert r.json()["outputs"][0]["data"] == data
+        # simple's body does not fit identity_fp32.
+        assert predict(srv).status_code == 400
+
+
+def test_default_model_unknown():
+    with vx_running(vx_args(example_repo(), f"{FLAG}=nosuch"), "rampart[vertex default unknown]") as srv:
+        assert_err(predict(srv), 404, exact="Request for unknown model: 'nosuch' is not found")
+
+
+@pytest.mark.parametrize(
+    "env,names",
+    [
+        ({"AIP_HEALTH_ROUTE": HEALTH}, ["AIP_PREDICT_ROUTE"]),
+        ({"AIP_PREDICT_ROUTE": PREDICT}, ["AIP_HEALTH_ROUTE"]),
+        ({}, ["AIP_PREDICT_ROUTE", "AIP_HEALTH_ROUTE"]),
+        ({"AIP_MODE": "PREDICTION"}, ["AIP_PREDICT_ROUTE", "AIP_HEALTH_ROUTE"]),
+    ],
+    ids=["no-predict", "no-health", "neither", "aip-mode-neither"],
+)
+def test_routes_required(env, names):
+    out = startup_failure(vx_args(example_repo(), f"{FLAG}=simple"), env)
+    for n in names:
+        assert n in out, out[-2000:]
+
+
+@pytest.mark.parametrize(
+    "env,words",
+    [
+        ({"AIP_PREDICT_ROUTE": "predict", "AIP_HEALTH_ROUTE": HEALTH}, ["AIP_PREDICT_ROUTE", "predict"]),
+        ({"AIP_PREDICT_ROUTE": PREDICT, "AIP_HEALTH_ROUTE": "/a/{x}"}, ["AIP_HEALTH_ROUTE"]),
+        ({"AIP_PREDICT_ROUTE": "/same", "AIP_HEALTH_ROUTE": "/same"}, ["AIP_PREDICT_ROUTE", "AIP_HEALTH_ROUTE"]),
+        ({"AIP_PREDICT_ROUTE": "", "AIP_HEALTH_ROUTE": HEALTH}, ["AIP_PREDICT_ROUTE"]),
+        ({**ROUTES, "AIP_HTTP_PORT": "http"}, ["AIP_HTTP_PORT"]),
+    ],
+    ids=["relative", "capture", "same", "empty", "bad-port"],
+)
+def test_bad_environment_refused(env, words):
+    args = [a for a in vx_args(example_repo(), f"{FLAG}=simple") if a != "--vertex-ai-port=0"] if "AIP_HTTP_PORT" in env else vx_args(example_repo(), f"{FLAG}=simple")
+    out = startup_failure(args, env)
+    for w in words:
+        assert w in out, out[-2000:]
+
+
+def test_aip_mode_prediction_defaults(tmp_path):
+    """AIP_MODE=PREDICTION: Vertex on, main HTTP and gRPC off, repository from AIP_STORAGE_URI, port from
+    AIP_HTTP_PORT, the only model is the default."""
+    repo = single_model_repo(tmp_path / "storage")
+    port = free_port()
+    env = {**ROUTES, "AIP_MODE": "PREDICTION", "AIP_STORAGE_URI": str(repo), "AIP_HTTP_PORT": str(port)}
+    with vx_running(bare_args(), "rampart[vertex aip mode]", env, main_http=False) as srv:
+        assert srv.vx_port == port
+        out = srv.stderr_text() + srv.stdout_text()
+        assert "Started HTTPService" not in out and "Started GRPCInferenceService" not in out, out[-2000:]
+        assert_simple_json(predict(srv))
+        idx = redirect(srv, "v2/repository/index").json()
+        assert [(e["name"], e["state"]) for e in idx] == [("simple", "READY")], idx
+
+
+def test_aip_mode_with_main_http_turned_back_on(tmp_path):
+    repo = single_model_repo(tmp_path / "storage")
+    env = {**ROUTES, "AIP_MODE": "PREDICTION", "AIP_STORAGE_URI": str(repo)}
+    with vx_running(bare_args("--vertex-ai-port=0", "--allow-http=true", "--http-port=0"), "rampart[vertex aip + http]", env) as srv:
+        assert_simple_json(predict(srv))
+        assert_simple_json(main(srv, "POST", "/v2/models/simple/infer", data=SIMPLE_BODY, headers=JSON_HDR))
+        assert "Started GRPCInferenceService" not in srv.stderr_text() + srv.stdout_text()
+
+
+def test_aip_mode_other_value_keeps_vertex_off(tmp_path):
+    env = {**ROUTES, "AIP_MODE": "TRAINING"}
+    args = base_args(example_repo(), ENGINE, ["--vertex-ai-port=0"])
+    srv = RampartServer(args, "rampart[aip training]", grpc=False)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        srv.start()
+    try:
+        out = srv.stderr_text() + srv.stdout_text()
+        assert "Started HTTPService" in out and "Started Vertex AI HTTPService" not in out, out[-2000:]
+    finally:
+        finish_server(srv)
+
+
+def test_storage_uri_ignored_with_model_repository(tmp_path):
+    """Triton's L0_vertex_ai: AIP_STORAGE_URI is not used when --model-repository is given."""
+    other = single_model_repo(tmp_path / "other", "identity_fp32")
+    env = {**ROUTES, "AIP_STORAGE_URI": str(other)}
+    with vx_running(vx_args(single_model_repo(tmp_path / "mine")), "rampart[vertex storage ignored]", env) as srv:
+        assert_simple_json(predict(srv))
+        assert redirect(srv, "v2/models/identity_fp32/ready").status_code == 404
+
+
+def test_health_route_not_ready_with_a_failed_model(tmp_path):
+    repo = single_model_repo(tmp_path / "repo")
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 0\n')
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"not onnx")
+    args = vx_args(repo, f"{FLAG}=simple", "--exit-on-error=false", "--strict-readiness=true")
+    with vx_running(args, "rampart[vertex not ready]", wait=False) as srv:
+        idx = {e["name"]: e["state"] for e in wait_models_settled(srv)}
+        assert idx == {"simple": "READY", "broken": "UNAVAILABLE"}, idx
+        r = vx(srv, "GET", HEALTH)
+        assert (r.status_code, r.content) == (400, b""), (r.status_code, r.content)
+        assert redirect(srv, "v2/health/live").status_code == 200
+        assert redirect(srv, "v2/health/ready").status_code == 400
+        assert_simple_json(predict(srv))
+
+
+# ===============================================================================================================
+# --http-restricted-api (CVE-2026-24206/24207)
+# ===============================================================================================================
+
+CATS = ("health", "metadata", "inference", "model-config", "statistics", "shared-memory", "model-repository")
+KEYS = {c: (f"vx-{c}-key", f"vx-V4lue-{c}:x=y") for c in CATS}
+
+
+def hdr(cat: str) -> dict:
+    key, value = KEYS[cat]
+    return {key: value}
+
+
+def all_but(cat: str) -> dict:
+    out = {}
+    for c in CATS:
+        if c != cat:
+            out.update(hdr(c))
+    return out
+
+
+@pytest.fixture(scope="module")
+def restricted():
+    flags = [f"--http-restricted-api={c}:{k}={v}" for c, (k, v) in KEYS.items()]
+    args = with_metrics(vx_args(example_repo(), f"{FLAG}=simple", "--model-control-mode=explicit", "--load-model=*", *flags))
+    srv = start_vx(args, "rampart[vertex restricted]", health_headers=hdr("health"))
+    yield srv
+    finish_server(srv)
+
+
+# (category, redirect target or None for the plain predict / "health" for the health route, body, status, check)
+RESTRICTED = [
+    ("health", "HEALTH", None, 200),
+    ("inference", None, SIMPLE_BODY, 200),
+    ("health", "v2/health/live", None, 200),
+    ("health", "v2/health/ready", None, 200),
+    ("health", "v2/models/simple/ready", None, 200),
+    ("metadata", "v2", None, 200),
+    ("metadata", "v2/models/simple", None, 200),
+    ("metadata", "v2/models/simple/versions/1", None, 200),
+    ("model-config", "v2/models/simple/config", None, 200),
+    ("statistics", "v2/models/stats", None, 200),
+    ("statistics", "v2/models/simple/stats", None, 200),
+    ("inference", "v2/models/simple/infer", SIMPLE_BODY, 200),
+    ("inference", "v2/models/simple/versions/1/infer", SIMPLE_BODY, 200),
+    ("shared-memory", "v2/systemsharedmemory/status", None, 200),
+    ("shared-memory", "v2/cudasharedmemory/status", None, 200),
+    ("model-repository", "v2/repository/index", b"{}", 200),
+]
+
+
+def _call(srv, target, body, headers):
+    if target == "HEALTH":
+        return vx(srv, "GET", HEALTH, headers=headers)
+    if target is None:
+        return predict(srv, body, headers)
+    return redirect(srv, target, body, headers)
+
+
+@pytest.mark.parametrize("variant", ["none", "wrong-value", "other-keys", "right"])
+@pytest.mark.parametrize("cat,target,body,ok", RESTRICTED, ids=[f"{c}:{t}" for c, t, _, _ in RESTRICTED])
+def test_restricted_matrix(restricted, cat, target, body, ok, variant):
+    key, value = KEYS[cat]
+    headers = {"none": {}, "wrong-value": {key: value[:-1]}, "other-keys": all_but(cat), "right": hdr(cat)}[variant]
+    r = _call(restricted, target, body, headers)
+    if variant == "right":
+        assert r.status_code == ok, (cat, target, r.status_code, r.content[:500])
+        if body == SIMPLE_BODY:
+            assert outputs_of(r.json()) == {"OUTPUT0": SUM, "OUTPUT1": DIFF}
+    else:
+        assert_denied(r, key, f"{variant} {cat} {target}")
+
+
+def test_restricted_redirect_needs_only_the_target_category(restricted):
+    """A redirect is authorized by its target: the inference key is not needed (nor enough) for metadata."""
+    assert redirect(restricted, "v2", headers=hdr("metadata")).status_code == 200
+    assert_denied(redirect(restricted, "v2", headers=hdr("inference")), KEYS["metadata"][0])
+
+
+def test_restricted_metrics_redirect_is_open(restricted):
+    r = redirect(restricted, "metrics")
+    assert r.status_code == 200 and "nv_inference_request_success" in r.text, r.content[:300]
+
+
+@pytest.mark.parametrize("target", ["v2/repository/models/simple/unload", "v2/repository/models/simple/load", "v2/systemsharedmemory/region/r/register"])
+@pytest.mark.parametrize("creds", ["none", "repository-and-shm"])
+def test_restricted_refusals_hold_with_credentials(restricted, target, creds):
+    """CVE-2026-24206/24207: with or without the admin credentials, load/unload/register are refused."""
+    headers = {} if creds == "none" else {**hdr("model-repository"), **hdr("shared-memory")}
+    r = redirect(restricted, target, b"{}", headers)
+    assert r.status_code == 403, (target, creds, r.status_code, r.content[:300])
+    error_of(r)
+    assert main(restricted, "GET", "/v2/models/simple/ready", headers=hdr("health")).status_code == 200
+
+
+def test_restricted_unknown_paths_need_nothing(restricted):
+    assert (vx(restricted, "GET", "/nowhere").status_code, vx(restricted, "GET", "/nowhere").json()) == (404, NOT_FOUND)
+    assert redirect(restricted, "v2/bogus").status_code == 404
+
+
+def test_restricted_check_before_method(restricted):
+    """As on the main port (spec §0): a wrong method without the credential is 403, not 405."""
+    assert_denied(vx(restricted, "GET", PREDICT), KEYS["inference"][0])
+
+
+def test_restricted_values_not_logged(restricted):
+    out = restricted.stderr_text() + restricted.stdout_text()
+    assert "Started Vertex AI HTTPService" in out
+    for _, value in KEYS.values():
+        assert value not in out and value[:-1] not in out
+
+
+# ===============================================================================================================
+# --http-max-input-size and many-chunk bodies
+# ===============================================================================================================
+
+CAP = 4096
+
+
+@pytest.fixture(scope="module")
+def capped():
+    srv = start_vx(vx_args(example_repo(), f"{FLAG}=simple", f"--http-max-input-size={CAP}"), "rampart[vertex cap]")
+    yield srv
+    finish_server(srv)
+
+
+def padded(body: bytes, size: int) -> bytes:
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def test_body_limit_at_the_cap(capped):
+    assert_simple_json(predict(capped, padded(SIMPLE_BODY, CAP)))
+    assert_simple_json(redirect(capped, "v2/models/simple/infer", padded(SIMPLE_BODY, CAP)))
+
+
+@pytest.mark.parametrize("target", [None, "v2/models/simple/infer", "v2/repository/index"])
+def test_body_limit_over_the_cap(capped, target):
+    body = padded(SIMPLE_BODY, CAP + 1)
+    r = predict(capped, body) if target is None else redirect(capped, target, body)
+    assert_err(r, 400, exact=f"request body of {CAP + 1} bytes exceeds the maximum allowed size of {CAP} bytes (--http-max-input-size)")
+    assert_serving(capped)
+
+
+def test_body_limit_over_the_cap_chunked(capped):
+    body = padded(SIMPLE_BODY, 64 * 1024)
+    status, rbody, _ = chunked_post(capped, PREDICT, (body[i : i + 1024] for i in range(0, len(body), 1024)))
+    assert status == 400, (status, rbody[:300])
+    msg = json.loads(rbody)["error"]
+    assert f"maximum allowed size of {CAP} bytes (--http-max-input-size)" in msg, msg
+    assert_serving(capped)
+
+
+def test_body_limit_keep_alive_connection_survives_or_closes_cleanly(capped):
+    conn = http.client.HTTPConnection("127.0.0.1", capped.vx_port, timeout=HTTP_TIMEOUT)
+    try:
+        conn.request("POST", PREDICT, body=padded(SIMPLE_BODY, CAP + 100), headers=JSON_HDR)
+        resp = conn.getresponse()
+        assert resp.status == 400 and "--http-max-input-size" in json.loads(resp.read())["error"]
+        try:
+            conn.request("POST", PREDICT, body=SIMPLE_BODY, headers=JSON_HDR)
+            resp2 = conn.getresponse()
+            status, body = resp2.status, resp2.read()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            status, body = None, b""
+        if status is not None:
+            assert status == 200 and outputs_of(json.loads(body)) == {"OUTPUT0": SUM, "OUTPUT1": DIFF}, (status, body[:300])
+    finally:
+        conn.close()
+    assert_serving(capped)
+
+
+MANY = 100_000
+
+
+def test_many_one_byte_chunks_valid_predict(vx_server):
+    body = padded(SIMPLE_BODY, MANY)
+    status, rbody, secs = chunked_post(vx_server, PREDICT, (body[i : i + 1] for i in range(len(body))))
+    assert status == 200, rbody[:300]
+    assert outputs_of(json.loads(rbody)) == {"OUTPUT0": SUM, "OUTPUT1": DIFF}
+    assert secs < 60, f"{secs:.1f}s"
+    assert_serving(vx_server)
+
+
+@pytest.mark.parametrize("target", [None, "v2/models/simple/infer", "v2/repository/index", "v2/repository/models/simple/unload", "v2/nowhere"])
+def test_many_A_chunks(vx_server, target):
+    before = _state(vx_server)
+    headers = {} if target is None else {REDIRECT: target}
+    status, rbody, secs = chunked_post(vx_server, PREDICT, (b"A" for _ in range(MANY)), headers)
+    expected = {None: 400, "v2/models/simple/infer": 400, "v2/repository/index": 400, "v2/repository/models/simple/unload": 403, "v2/nowhere": 404}[target]
+    assert status == expected, (target, status, rbody[:300])
+    assert list(json.loads(rbody)) == ["error"]
+    assert secs < 60, f"{secs:.1f}s"
+    assert _state(vx_server) == before
+    assert_serving(vx_server)
+
+
+def test_many_chunks_to_health_and_unknown_path(vx_server):
+    for path, expected in ((HEALTH, 405), ("/nowhere", 404)):
+        status, rbody, secs = chunked_post(vx_server, path, (b"A" for _ in range(MANY)))
+        assert status == expected, (path, status, rbody[:300])
+        assert secs < 60
+    assert_serving(vx_server)
+
+
+def test_sigterm_exits_cleanly_with_open_vertex_connection():
+    srv = start_vx(vx_args(example_repo(), f"{FLAG}=simple"), "rampart[vertex sigterm]")
+    idle = socket.create_connection(("127.0.0.1", srv.vx_port), timeout=10)
+    try:
+        assert_simple_json(predict(srv))
+    finally:
+        try:
+            finish_server(srv)
+        finally:
+            idle.close()
