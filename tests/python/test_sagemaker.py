@@ -327,7 +327,10 @@ def chunked_post(srv, path: str, chunks, headers: dict | None = None, timeout: f
 
 
 def write_model(model_dir: Path) -> Path:
-    """A copy of examples/models/simple at `model_dir` (config without `name`, so any directory name fits)."""
+    """A copy of examples/models/simple at `model_dir` (config without `name`, so any directory name fits);
+    nothing is done when it is already there."""
+    if (model_dir / "config.pbtxt").is_file():
+        return model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     config = (example_repo() / "simple" / "config.pbtxt").read_text()
     config = re.sub(r'(?m)^name:\s*"simple"\s*\n', "", config)
@@ -418,6 +421,14 @@ def test_ping_ready(sm_server):
     assert (r.status_code, r.content) == (200, b""), (r.status_code, r.content)
 
 
+WRONG_METHOD_FIXME = pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: Triton hands /ping and /invocations to its health / infer handlers, which answer a wrong method "
+    "with 405 {\"error\":\"Method Not Allowed\"} (spec §0); Rampart answers 400 'SageMaker: unsupported request'",
+)
+
+
+@WRONG_METHOD_FIXME
 def test_ping_wrong_method(sm_server):
     r = sm(sm_server, "POST", "/ping", data=b"{}")
     assert_err(r, 405, exact="Method Not Allowed")
@@ -478,8 +489,7 @@ def test_invocations_binary_header_size_out_of_range(sm_server):
 def test_invocations_binary_header_size_malformed(sm_server, suffix):
     body, json_size = binary_request()
     r = sm(sm_server, "POST", "/invocations", data=body, headers={"Content-Type": BINARY_MIME + suffix})
-    assert r.status_code == 400, (suffix, r.status_code, r.content[:500])
-    error_of(r)
+    assert_err(r, 400, "json-header-size")
     assert_serving(sm_server)
 
 
@@ -498,6 +508,7 @@ def test_invocations_malformed_json(sm_server):
     assert_serving(sm_server)
 
 
+@WRONG_METHOD_FIXME
 def test_invocations_wrong_method(sm_server):
     assert_err(sm(sm_server, "GET", "/invocations"), 405, exact="Method Not Allowed")
 
@@ -738,7 +749,6 @@ def test_mme_invoke_unknown_and_not_mme_loaded(mme_server):
         ("POST", "/models/x/other"),
         ("GET", "/models/x/y/z"),
         ("POST", "/models/x/invoke/y"),
-        ("POST", "/models//invoke"),
     ],
 )
 def test_mme_other_methods_and_shapes_are_400(mme_server, method, path):
@@ -747,6 +757,11 @@ def test_mme_other_methods_and_shapes_are_400(mme_server, method, path):
     assert_serving(mme_server)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: interface and Triton serve an MME model under the request's model_name (Triton maps the archive's "
+    "directory to it); Rampart serves it under the name of the directory inside the archive",
+)
 def test_mme_model_served_under_the_sagemaker_name(mme_server, mme_dirs):
     """Triton maps the archive's model directory to the SageMaker name (TRITONSERVER_ServerRegisterModelRepository
     with subdir -> model_name): the model is served, listed and reported as `<name>`, whatever its directory is
@@ -762,6 +777,11 @@ def test_mme_model_served_under_the_sagemaker_name(mme_server, mme_dirs):
         assert sm(mme_server, "DELETE", "/models/nmq1").status_code == 200
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: follows from serving under the inner directory name: a second archive holding `resnet/` is refused "
+    "409 'model resnet is already loaded as sam1'",
+)
 def test_mme_two_archives_with_the_same_inner_model_name(mme_server, mme_dirs):
     """Two SageMaker models whose archives both hold a directory `resnet` (two versions of one model, the common
     MME case): both load and each invoke reaches its own archive."""
@@ -798,7 +818,6 @@ def test_mme_load_cannot_replace_or_unload_a_repository_model(tmp_path):
     with sm_running(mme_args(example_repo(), root, "--load-model=simple"), "rampart[sagemaker mme replace]", env) as srv:
         md_before = main(srv, "GET", "/v2/models/simple").json()
         r = mme_load(srv, "hij1", root / "hij1" / "model")
-        print("DEBUG", r.status_code, r.content)
         assert r.status_code in (200, 409), r.content[:500]
         md_after = main(srv, "GET", "/v2/models/simple").json()
         assert md_after == md_before, f"the repository model `simple` was replaced: {md_after}"
@@ -809,6 +828,12 @@ def test_mme_load_cannot_replace_or_unload_a_repository_model(tmp_path):
         assert_serving(srv)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: the startup check for unauthenticated model control on non-loopback addresses only looks at the "
+    "main HTTP and gRPC listeners; the SageMaker MME load route on 0.0.0.0 answers without credentials and the "
+    "server starts",
+)
 def test_mme_unauthenticated_on_a_non_loopback_address_is_refused(mme_dirs):
     """Rampart refuses explicit model control whose model-repository API answers without credentials on a
     non-loopback address (unless --allow-unauthenticated-model-control=true). The SageMaker MME load route is such
@@ -816,7 +841,7 @@ def test_mme_unauthenticated_on_a_non_loopback_address_is_refused(mme_dirs):
     root, _ = mme_dirs
     args = [a for a in mme_args(example_repo(), root) if a != "--http-address=127.0.0.1"]
     args += ["--http-address=0.0.0.0", "--allow-http=false"]
-    out = startup_failure(args, {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_MULTI_MODEL": "true"}, timeout=20)
+    out = startup_failure(args, {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_MULTI_MODEL": "true"}, timeout=8)
     assert "--allow-unauthenticated-model-control" in out, out[-2000:]
 
 
@@ -898,6 +923,44 @@ def test_cve_2026_24208_mme_load_url_refused(mme_server, hostile, case):
     assert_serving(mme_server)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: only the url directory is resolved and checked against the root; the version directory, model "
+    "file and config.pbtxt inside it are followed wherever their symbolic links lead (an archive with symlinks loads "
+    "files from anywhere readable, and the load error tells whether a path exists and parses)",
+)
+@pytest.mark.parametrize("what", ["version-dir", "model-file", "config-file"])
+def test_cve_2026_24208_mme_symlink_inside_the_model_leading_out(mme_server, mme_dirs, what):
+    """The archive's model directory is inside the root, but its version directory / model file / config is a
+    symbolic link to the model outside: following it loads files from outside the root."""
+    root, outside = mme_dirs
+    name = {"version-dir": "syv1", "model-file": "syf1", "config-file": "syc1"}[what]
+    inner = root / name / "model" / name
+    evil = outside / "evil" / "model" / "evil"
+    if not inner.exists():
+        inner.mkdir(parents=True)
+        if what == "version-dir":
+            shutil.copy(evil / "config.pbtxt", inner / "config.pbtxt")
+            (inner / "1").symlink_to(evil / "1", target_is_directory=True)
+        elif what == "model-file":
+            shutil.copy(evil / "config.pbtxt", inner / "config.pbtxt")
+            (inner / "1").mkdir()
+            (inner / "1" / "model.onnx").symlink_to(evil / "1" / "model.onnx")
+        else:
+            (inner / "config.pbtxt").symlink_to(evil / "config.pbtxt")
+            shutil.copytree(evil / "1", inner / "1")
+    before = snapshot(mme_server)
+    r = mme_load(mme_server, name, root / name / "model")
+    try:
+        assert r.status_code == 400, f"{what}: {r.status_code} {r.content[:500]!r}"
+        error_of(r)
+        assert snapshot(mme_server) == before
+    finally:
+        if r.status_code == 200:
+            sm(mme_server, "DELETE", f"/models/{name}")
+    assert_serving(mme_server)
+
+
 def test_mme_valid_control_for_hostile_targets(mme_server, hostile, mme_dirs):
     """Control: the good1 model that hostile urls reach by other spellings loads by its canonical url."""
     root, _ = mme_dirs
@@ -952,12 +1015,9 @@ def test_cve_2025_33238_mme_load_malformed_bodies(mme_server, body):
     assert_serving(mme_server)
 
 
-def test_cve_2025_33238_mme_error_paths(tmp_path):
-    """Loads that get past the url checks and then fail: missing dir, empty dir, a file, two models, a model that
-    does not load, a config that does not parse. Each is a 400 with a message, nothing is listed, the server keeps
-    serving -- and stays ready: one bad archive must not make /ping fail for the whole endpoint (Triton
-    unregisters the repository of a failed load)."""
-    root = tmp_path / "root"
+def _failing_archives(root: Path) -> list[str]:
+    """Archives that pass the url checks and then fail to load: missing dir, empty dir, a file, two models, a model
+    that does not load, a config that does not parse."""
     (root / "empty1" / "model").mkdir(parents=True)
     (root / "file1").mkdir()
     (root / "file1" / "model").write_text("not a directory")
@@ -968,9 +1028,18 @@ def test_cve_2025_33238_mme_error_paths(tmp_path):
     (root / "brk1" / "model" / "brk1" / "1" / "model.onnx").write_bytes(b"garbage")
     (root / "cfg1" / "model" / "cfg1").mkdir(parents=True)
     (root / "cfg1" / "model" / "cfg1" / "config.pbtxt").write_text("this is { not protobuf text")
-    env = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_MULTI_MODEL": "true"}
-    with sm_running(mme_args(example_repo(), root, "--load-model=simple"), "rampart[sagemaker mme errors]", env) as srv:
-        for name in ("missing1", "empty1", "file1", "two1", "brk1", "cfg1"):
+    return ["missing1", "empty1", "file1", "two1", "brk1", "cfg1"]
+
+
+MME_ENV = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_MULTI_MODEL": "true"}
+
+
+def test_cve_2025_33238_mme_error_paths(tmp_path):
+    """Each failing load is a 400 with a message, nothing is listed or invocable, the server keeps serving."""
+    root = tmp_path / "root"
+    names = _failing_archives(root)
+    with sm_running(mme_args(example_repo(), root, "--load-model=simple"), "rampart[sagemaker mme errors]", MME_ENV) as srv:
+        for name in names:
             r = mme_load(srv, name, root / name / "model")
             assert r.status_code == 400, (name, r.status_code, r.content[:500])
             error_of(r)
@@ -981,26 +1050,56 @@ def test_cve_2025_33238_mme_error_paths(tmp_path):
             assert main(srv, "GET", f"/v2/models/{name}/ready").status_code != 200
             assert_simple_json(sm(srv, "POST", "/invocations", data=SIMPLE_BODY, headers=JSON_HDR))
             assert srv.alive()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: a failed MME load leaves the model UNAVAILABLE in the repository index, so strict readiness turns "
+    "false and /ping answers 400 for the whole endpoint (SageMaker then replaces the instance); Triton unregisters "
+    "the repository of a failed load",
+)
+@pytest.mark.parametrize("name", ["brk1", "cfg1"])
+def test_mme_failed_load_keeps_the_endpoint_healthy(tmp_path, name):
+    root = tmp_path / "root"
+    _failing_archives(root)
+    with sm_running(mme_args(example_repo(), root, "--load-model=simple"), "rampart[sagemaker mme failed load]", MME_ENV) as srv:
+        assert mme_load(srv, name, root / name / "model").status_code == 400
         r = sm(srv, "GET", "/ping")
-        assert r.status_code == 200, f"/ping {r.status_code} after failed loads; index {index_state(srv)}"
+        assert r.status_code == 200, f"/ping {r.status_code} after a failed load; index {index_state(srv)}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: the MME name-conflict check and the insert into the loaded map are separate steps around the load: "
+    "concurrent loads of one name can all pass the check and succeed",
+)
 def test_mme_concurrent_loads_of_one_name(mme_server, mme_dirs):
-    """Eight simultaneous loads of one name: exactly one wins, the others are refused; one entry listed."""
+    """Sixteen simultaneous loads of one name (connections opened first, requests sent together): exactly one
+    wins, the others are refused with 409; one entry is listed."""
     root, _ = mme_dirs
     write_model(root / "conc1" / "model" / "conc1")
-    results: list = [None] * 8
-    barrier = threading.Barrier(8)
+    n = 16
+    body = json.dumps({"model_name": "conc1", "url": str(root / "conc1" / "model")})
+    conns = [http.client.HTTPConnection("127.0.0.1", mme_server.sm_port, timeout=HTTP_TIMEOUT) for _ in range(n)]
+    for c in conns:
+        c.connect()
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
 
     def run(i):
         barrier.wait()
-        results[i] = mme_load(mme_server, "conc1", root / "conc1" / "model").status_code
+        conns[i].request("POST", "/models", body=body, headers=JSON_HDR)
+        resp = conns[i].getresponse()
+        results[i] = resp.status
+        resp.read()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    for c in conns:
+        c.close()
     try:
         assert results.count(200) == 1 and all(s in (200, 409) for s in results), results
         assert mme_list(mme_server) == [{"modelName": "conc1", "modelUrl": str(root / "conc1" / "model")}]
@@ -1075,8 +1174,25 @@ RESTRICTED_ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("variant", ["none", "wrong-value", "other-keys", "right"])
-@pytest.mark.parametrize("cat,method,path,body,ok", RESTRICTED_ROUTES, ids=[f"{m}-{p}" for _, m, p, _, _ in RESTRICTED_ROUTES])
+PROBE_FIXME = pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: POST /models/{m}/invoke answers 404 for a model that is not MME-loaded before the inference "
+    "credential is checked, so a client without credentials can enumerate the loaded models (spec §3: the check "
+    "runs before routing)",
+)
+RESTRICTED_CASES = [
+    pytest.param(
+        *route,
+        variant,
+        id=f"{route[1]}-{route[2]}-{variant}",
+        marks=PROBE_FIXME if route[2] == "/models/nosuch/invoke" and variant != "right" else (),
+    )
+    for route in RESTRICTED_ROUTES
+    for variant in ("none", "wrong-value", "other-keys", "right")
+]
+
+
+@pytest.mark.parametrize("cat,method,path,body,ok,variant", RESTRICTED_CASES)
 def test_restricted_routes(restricted, cat, method, path, body, ok, variant):
     if body == b"load-hostile":
         body = _load_body(restricted)
@@ -1088,7 +1204,7 @@ def test_restricted_routes(restricted, cat, method, path, body, ok, variant):
         assert r.status_code == ok, (variant, method, path, r.status_code, r.content[:500])
         if path in ("/invocations", "/models/rst1/invoke"):
             assert outputs_of(r.json()) == {"OUTPUT0": SUM, "OUTPUT1": DIFF}
-        if path == "/models":
+        if (method, path) == ("GET", "/models"):
             assert r.json() == {"models": [{"modelName": "rst1", "modelUrl": str(restricted.mme_root / "rst1" / "model")}]}
     else:
         assert_denied(r, key, f"{variant} {method} {path}")
@@ -1115,6 +1231,11 @@ def test_restricted_load_and_unload_need_the_repository_key(restricted):
     assert sm(restricted, "GET", "/models/rst2", headers=repo).status_code == 404
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: spec §0/§3: the restriction check runs before the method check (no credential + wrong method -> "
+    "403); Rampart answers 400 'SageMaker: unsupported request' without looking at the credential",
+)
 def test_restricted_check_before_method(restricted):
     """Like the main port: a wrong method without the key is 403, not 405."""
     assert_denied(sm(restricted, "GET", "/invocations"), KEYS["inference"][0])
@@ -1150,11 +1271,13 @@ CAP = 4096
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory):
     root = tmp_path_factory.mktemp("sm_capped_root")
+    write_model(root / "cap1" / "model" / "cap1")
     srv = start_sm(
         mme_args(example_repo(), root, "--load-model=simple", f"--http-max-input-size={CAP}"),
         "rampart[sagemaker cap]",
         {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_MULTI_MODEL": "true"},
     )
+    assert mme_load(srv, "cap1", root / "cap1" / "model").status_code == 200
     srv.mme_root = root
     yield srv
     finish_server(srv)
@@ -1170,12 +1293,16 @@ def test_body_limit_under_and_at_the_cap(capped):
         assert_simple_json(sm(capped, "POST", "/invocations", data=padded(SIMPLE_BODY, size), headers=JSON_HDR))
 
 
-@pytest.mark.parametrize("path", ["/invocations", "/models", "/models/simple/invoke"])
+@pytest.mark.parametrize("path", ["/invocations", "/models", "/models/cap1/invoke"])
 def test_body_limit_over_the_cap(capped, path):
     r = sm(capped, "POST", path, data=padded(SIMPLE_BODY, CAP + 1), headers=JSON_HDR)
-    assert_err(r, 400, str(CAP), "--http-max-input-size")
-    assert mme_list(capped) == []
+    assert_err(r, 400, exact=f"request body of {CAP + 1} bytes exceeds the maximum allowed size of {CAP} bytes (--http-max-input-size)")
+    assert [e["modelName"] for e in mme_list(capped)] == ["cap1"]
     assert_serving(capped)
+
+
+def test_body_limit_mme_invoke_at_the_cap(capped):
+    assert_simple_json(sm(capped, "POST", "/models/cap1/invoke", data=padded(SIMPLE_BODY, CAP), headers=JSON_HDR), model="cap1")
 
 
 def test_body_limit_over_the_cap_chunked(capped):
@@ -1254,14 +1381,15 @@ def test_many_A_chunks_invocations(sm_server):
     assert_serving(sm_server)
 
 
-@pytest.mark.parametrize("path", ["/models", "/models/abc/invoke"])
-def test_many_A_chunks_mme(mme_server, path):
+@pytest.mark.parametrize(
+    "path,status,message",
+    [("/models", 400, "failed to parse the request JSON buffer"), ("/models/abc/invoke", 404, "Model 'abc' is not loaded")],
+)
+def test_many_A_chunks_mme(mme_server, path, status, message):
     before = snapshot(mme_server)
-    status, rbody, secs = chunked_post(mme_server, path, (b"A" for _ in range(MANY)))
-    assert status in (400, 404), (status, rbody[:300])
-    if status == 400:
-        error_of_bytes = json.loads(rbody)
-        assert list(error_of_bytes) == ["error"], error_of_bytes
+    got, rbody, secs = chunked_post(mme_server, path, (b"A" for _ in range(MANY)))
+    assert got == status, (got, rbody[:300])
+    assert message in json.loads(rbody)["error"], rbody[:300]
     assert secs < 60, f"{secs:.1f}s"
     assert snapshot(mme_server) == before
     assert_serving(mme_server)

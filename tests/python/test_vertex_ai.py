@@ -435,8 +435,7 @@ def test_predict_binary_header_size_out_of_range(vx_server):
 def test_predict_binary_header_size_malformed(vx_server, suffix):
     body, _ = binary_request()
     r = predict(vx_server, body, {"Content-Type": BINARY_MIME + suffix})
-    assert r.status_code == 400, (suffix, r.status_code, r.content[:300])
-    error_of(r)
+    assert_err(r, 400, "json-header-size")
     assert_serving(vx_server)
 
 
@@ -708,8 +707,7 @@ def test_redirect_model_name_with_encoded_traversal(vx_server):
     """An encoded '/' in the model name is a (nonexistent) model name, not a path."""
     before = _state(vx_server)
     r = redirect(vx_server, "v2/models/simple%2F..%2F..%2Frepository%2Fmodels%2Fsimple%2Funload/infer", SIMPLE_BODY)
-    assert r.status_code in (400, 404), (r.status_code, r.content[:300])
-    error_of(r)
+    assert_err(r, 400, "must not contain path traversal characters")
     assert _state(vx_server) == before
 
 
@@ -724,8 +722,7 @@ def test_redirect_needs_post(vx_server, method, target):
 
 def test_redirect_header_not_text(vx_server):
     r = vx(vx_server, "POST", PREDICT, headers={REDIRECT: b"v2/\xff\xfe".decode("latin-1")})
-    assert r.status_code in (400, 404), (r.status_code, r.content[:300])
-    error_of(r)
+    assert_err(r, 400, exact="the X-Vertex-Ai-Triton-Redirect header is not valid text")
     assert_serving(vx_server)
 
 
@@ -963,6 +960,11 @@ def test_restricted_unknown_paths_need_nothing(restricted):
     assert redirect(restricted, "v2/bogus").status_code == 404
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="FIXME: spec §0/§3: the restriction check runs before the method check (no credential + wrong method -> "
+    "403); the Vertex predict route answers 405 without looking at the inference credential",
+)
 def test_restricted_check_before_method(restricted):
     """As on the main port (spec §0): a wrong method without the credential is 403, not 405."""
     assert_denied(vx(restricted, "GET", PREDICT), KEYS["inference"][0])

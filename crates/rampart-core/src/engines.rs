@@ -23,10 +23,36 @@ impl EngineChoice {
     }
 }
 
+#[cfg(feature = "onnxruntime")]
+pub use rampart_onnxruntime::OrtOptions;
+
+/// The ONNX Runtime settings of a build without the engine: every setting is refused.
+#[cfg(not(feature = "onnxruntime"))]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrtOptions;
+
+#[cfg(not(feature = "onnxruntime"))]
+impl OrtOptions {
+    pub fn set(&mut self, key: &str, _value: &str) -> std::result::Result<bool, String> {
+        Err(format!("'{key}': {NO_ORT}"))
+    }
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+const NO_ORT: &str = "this rampart build has no ONNX Runtime engine (cargo feature 'onnxruntime'); use the tract engine";
+
+/// Whether this build has the ONNX Runtime engine.
+pub const HAS_ONNXRUNTIME: bool = cfg!(feature = "onnxruntime");
+/// Whether this build has the tract engine.
+pub const HAS_TRACT: bool = cfg!(feature = "tract");
+
 pub(crate) struct Engines {
+    #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
     backend_directory: PathBuf,
+    #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
     onnxruntime_library: Option<PathBuf>,
-    ort_options: rampart_onnxruntime::OrtOptions,
+    #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
+    ort_options: OrtOptions,
     default: EngineChoice,
     ort: OnceLock<std::result::Result<Arc<dyn Engine>, String>>,
 }
@@ -35,7 +61,7 @@ impl Engines {
     pub fn new(
         backend_directory: PathBuf,
         onnxruntime_library: Option<PathBuf>,
-        ort_options: rampart_onnxruntime::OrtOptions,
+        ort_options: OrtOptions,
         default: EngineChoice,
     ) -> Self {
         Engines { backend_directory, onnxruntime_library, ort_options, default, ort: OnceLock::new() }
@@ -66,20 +92,20 @@ impl Engines {
         }
     }
 
+    #[cfg(feature = "onnxruntime")]
+    fn init_ort(&self) -> std::result::Result<Arc<dyn Engine>, String> {
+        rampart_onnxruntime::OrtEngine::init(&self.backend_directory, self.onnxruntime_library.as_deref(), self.ort_options.clone())
+            .map(|e| Arc::new(e) as Arc<dyn Engine>)
+    }
+
+    #[cfg(not(feature = "onnxruntime"))]
+    fn init_ort(&self) -> std::result::Result<Arc<dyn Engine>, String> {
+        Err(NO_ORT.to_string())
+    }
+
     pub fn get(&self, choice: EngineChoice) -> Result<Arc<dyn Engine>> {
         match choice {
-            EngineChoice::OnnxRuntime => self
-                .ort
-                .get_or_init(|| {
-                    rampart_onnxruntime::OrtEngine::init(
-                        &self.backend_directory,
-                        self.onnxruntime_library.as_deref(),
-                        self.ort_options.clone(),
-                    )
-                        .map(|e| Arc::new(e) as Arc<dyn Engine>)
-                })
-                .clone()
-                .map_err(Error::unavailable),
+            EngineChoice::OnnxRuntime => self.ort.get_or_init(|| self.init_ort()).clone().map_err(Error::unavailable),
             EngineChoice::Tract => tract(),
         }
     }

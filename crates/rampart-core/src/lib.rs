@@ -32,8 +32,8 @@ mod warmup;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use control::{LoadRequest, ModelControlMode, validate_model_name};
-pub use engines::EngineChoice;
-pub use rampart_onnxruntime::OrtOptions;
+pub use engines::{EngineChoice, HAS_ONNXRUNTIME, HAS_TRACT};
+pub use engines::OrtOptions;
 pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput, ShmRef};
 pub use model::{ModelState, ModelVersion};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};

@@ -52,7 +52,7 @@ pub struct ServerOptions {
     pub onnxruntime_library: Option<PathBuf>,
     pub default_engine: EngineChoice,
     /// ONNX Runtime engine settings (`--backend-config=onnxruntime,...`).
-    pub onnxruntime: rampart_onnxruntime::OrtOptions,
+    pub onnxruntime: crate::OrtOptions,
     /// Requests that may wait per model version (`--max-queued-requests`); more are answered UNAVAILABLE.
     pub max_queued_requests: usize,
     /// How many inputs, outputs and parameters one request may carry.
@@ -405,7 +405,15 @@ impl Server {
         ServerMetadata {
             name: self.inner.options.id.clone(),
             version: self.inner.options.version.clone(),
-            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            extensions: EXTENSIONS
+                .iter()
+                .filter(|e| match **e {
+                    "system_shared_memory" => crate::shm::BUILT,
+                    "trace" => crate::trace::BUILT,
+                    _ => true,
+                })
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 
@@ -850,7 +858,7 @@ impl Server {
     pub fn start_trace(&self, model: &str, traceparent: Option<&str>) -> Option<Arc<crate::trace::Trace>> {
         // Requests for models the server does not serve are not traced (nor counted against trace_count).
         // The tracer's own check comes first: with tracing off, a request pays one atomic load.
-        if !self.inner.tracer.is_active() || !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some()) {
+        if !crate::trace::BUILT || !self.inner.tracer.is_active() || !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some()) {
             return None;
         }
         self.inner.tracer.sample(model, traceparent)
@@ -858,6 +866,7 @@ impl Server {
 
     /// The trace settings, global or of a model (which must be loaded).
     pub fn trace_settings(&self, model: Option<&str>) -> Result<crate::trace::TraceSettings> {
+        crate::trace::check_built()?;
         if let Some(m) = model {
             self.model(m, None)?;
         }
@@ -865,6 +874,7 @@ impl Server {
     }
 
     pub fn update_trace_settings(&self, model: Option<&str>, update: &crate::trace::TraceUpdate) -> Result<crate::trace::TraceSettings> {
+        crate::trace::check_built()?;
         if let Some(m) = model {
             self.model(m, None)?;
         }

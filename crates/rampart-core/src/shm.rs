@@ -147,8 +147,9 @@ pub struct SharedMemory {
 }
 
 impl SharedMemory {
+    /// `enabled`: `--allow-client-shm`. A build without the `shm` feature never enables it.
     pub fn new(enabled: bool) -> Self {
-        SharedMemory { enabled, regions: Mutex::new(BTreeMap::new()) }
+        SharedMemory { enabled: enabled && BUILT, regions: Mutex::new(BTreeMap::new()) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -158,8 +159,10 @@ impl SharedMemory {
     fn check_enabled(&self) -> Result<()> {
         if self.enabled {
             Ok(())
-        } else {
+        } else if BUILT {
             Err(crate::features::client_shm_disabled())
+        } else {
+            Err(Error::unsupported("system shared memory is not supported in this build (cargo feature 'shm')"))
         }
     }
 
@@ -175,13 +178,7 @@ impl SharedMemory {
         if self.lock().contains_key(name) {
             return Err(already(name));
         }
-        let fd = nix::sys::mman::shm_open(
-            format!("/{plain}").as_str(),
-            nix::fcntl::OFlag::O_RDWR,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|_| Error::internal(format!("Unable to open shared memory region: '{key}'")))?;
-        let file = File::from(fd);
+        let file = open_object(plain).ok_or_else(|| Error::internal(format!("Unable to open shared memory region: '{key}'")))?;
         let meta = file.metadata().map_err(|e| Error::internal(format!("Unable to open shared memory region: '{key}': {e}")))?;
         let invalid = || Error::invalid_arg(format!("failed to register shared memory region '{name}': invalid args"));
         if !meta.file_type().is_file() || byte_size == 0 {
@@ -265,6 +262,21 @@ impl SharedMemory {
     }
 }
 
+/// Whether this build has system shared memory (cargo feature `shm`).
+pub const BUILT: bool = cfg!(feature = "shm");
+
+/// `shm_open(/<plain>, O_RDWR)`: an existing object, never created (glibc adds O_NOFOLLOW and O_CLOEXEC).
+#[cfg(feature = "shm")]
+fn open_object(plain: &str) -> Option<File> {
+    let fd = nix::sys::mman::shm_open(format!("/{plain}").as_str(), nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()).ok()?;
+    Some(File::from(fd))
+}
+
+#[cfg(not(feature = "shm"))]
+fn open_object(_plain: &str) -> Option<File> {
+    None
+}
+
 fn already(name: &str) -> Error {
     Error::new(Code::AlreadyExists, format!("shared memory region '{name}' already in manager"))
 }
@@ -298,7 +310,7 @@ fn check_key(key: &str) -> Result<&str> {
     Ok(plain)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "shm"))]
 mod tests {
     use super::*;
 

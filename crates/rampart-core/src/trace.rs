@@ -3,6 +3,18 @@
 //! (`--trace-config triton,file=…`). Settings are global with per-model overrides, changed through the
 //! trace-settings API; the file location never is.
 
+/// Whether this build traces requests (cargo feature `tracing`). Without it no request is traced and the
+/// trace-settings APIs answer that tracing is not in this build.
+pub const BUILT: bool = cfg!(feature = "tracing");
+
+pub(crate) fn check_built() -> rampart_types::Result<()> {
+    if BUILT {
+        Ok(())
+    } else {
+        Err(rampart_types::Error::unsupported("tracing is not supported in this build (cargo feature 'tracing')"))
+    }
+}
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

@@ -6,6 +6,9 @@
 //! the SageMaker multi-model routes have handlers of their own; they check the model-repository category with
 //! the same function the main router uses.
 
+// Built with either front end (cargo features `sagemaker`, `vertex`); with one only, some imports go unused.
+#![cfg_attr(not(all(feature = "sagemaker", feature = "vertex")), allow(unused_imports, dead_code))]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,9 +29,12 @@ use tower::ServiceExt;
 use crate::codec::HEADER_LENGTH;
 use crate::routes::{HttpOptions, error_response, not_found_response};
 
+#[cfg(feature = "sagemaker")]
 const SAGEMAKER_BINARY: &str = "application/vnd.sagemaker-triton.binary+json";
+#[cfg(feature = "vertex")]
 const VERTEX_BINARY: &str = "application/vnd.vertex-ai-triton.binary+json";
 /// Vertex AI's re-dispatch header.
+#[cfg(feature = "vertex")]
 pub const VERTEX_REDIRECT: &str = "x-vertex-ai-triton-redirect";
 
 /// A path segment with everything but RFC 3986 unreserved characters percent-encoded.
@@ -91,6 +97,7 @@ async fn forward(main: Router, mut parts: Parts, body: Body, method: Method, pat
 // ---------------------------------------------------------------------------------------------------------
 
 /// SageMaker settings (from `SAGEMAKER_*` environment variables and flags).
+#[cfg(feature = "sagemaker")]
 #[derive(Debug, Clone)]
 pub struct SageMakerOptions {
     /// `SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`: the model `/invocations` runs.
@@ -103,6 +110,7 @@ pub struct SageMakerOptions {
     pub multi_model_root: PathBuf,
 }
 
+#[cfg(feature = "sagemaker")]
 #[derive(Clone)]
 struct SageMaker {
     main: Router,
@@ -114,6 +122,7 @@ struct SageMaker {
 }
 
 /// The SageMaker router. `main` is a KServe router ([`crate::router`]) built with `http`.
+#[cfg(feature = "sagemaker")]
 pub fn sagemaker_router(main: Router, server: Server, http: HttpOptions, options: SageMakerOptions) -> Router {
     let multi = options.multi_model;
     let state = SageMaker { main, server, http, options: Arc::new(options), loaded: Default::default() };
@@ -128,6 +137,7 @@ pub fn sagemaker_router(main: Router, server: Server, http: HttpOptions, options
 }
 
 /// SageMaker answers requests it does not serve with 400 (not 404).
+#[cfg(feature = "sagemaker")]
 async fn unsupported(request: Request) -> Response {
     let mut r = error_response(&Error::invalid_arg(format!(
         "SageMaker: unsupported request {} {}",
@@ -138,18 +148,21 @@ async fn unsupported(request: Request) -> Response {
     r
 }
 
+#[cfg(feature = "sagemaker")]
 async fn ping(State(s): State<SageMaker>, request: Request) -> Response {
     let path = if s.options.ping_live { "/v2/health/live" } else { "/v2/health/ready" };
     let (parts, body) = request.into_parts();
     forward(s.main, parts, body, Method::GET, path, SAGEMAKER_BINARY).await
 }
 
+#[cfg(feature = "sagemaker")]
 async fn invocations(State(s): State<SageMaker>, request: Request) -> Response {
     let path = format!("/v2/models/{}/infer", segment(&s.options.default_model));
     let (parts, body) = request.into_parts();
     forward(s.main, parts, body, Method::POST, &path, SAGEMAKER_BINARY).await
 }
 
+#[cfg(feature = "sagemaker")]
 async fn mme_invoke(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
     if let Some(target) = request.headers().get("x-amzn-sagemaker-target-model") {
         tracing::debug!(target = %String::from_utf8_lossy(target.as_bytes()).escape_debug(), "SageMaker target model header");
@@ -163,6 +176,7 @@ async fn mme_invoke(State(s): State<SageMaker>, axum::extract::Path(name): axum:
 }
 
 /// The model-repository category, checked as the main router checks it.
+#[cfg(feature = "sagemaker")]
 fn authorize_repository(s: &SageMaker, parts: &Parts) -> Result<(), Response> {
     let peer = crate::restrict::peer_of(&parts.extensions);
     crate::restrict::authorize(
@@ -175,18 +189,22 @@ fn authorize_repository(s: &SageMaker, parts: &Parts) -> Result<(), Response> {
     )
 }
 
+#[cfg(feature = "sagemaker")]
 fn loaded(s: &SageMaker) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, String)>> {
     s.loaded.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(feature = "sagemaker")]
 fn model_json(name: &str, url: &str) -> Value {
     json!({"modelName": name, "modelUrl": url})
 }
 
+#[cfg(feature = "sagemaker")]
 fn json_answer(status: StatusCode, v: Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
+#[cfg(feature = "sagemaker")]
 async fn mme_list(State(s): State<SageMaker>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     if let Err(r) = authorize_repository(&s, &parts) {
@@ -196,6 +214,7 @@ async fn mme_list(State(s): State<SageMaker>, request: Request) -> Response {
     json_answer(StatusCode::OK, json!({ "models": models }))
 }
 
+#[cfg(feature = "sagemaker")]
 async fn mme_get(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     if let Err(r) = authorize_repository(&s, &parts) {
@@ -208,6 +227,7 @@ async fn mme_get(State(s): State<SageMaker>, axum::extract::Path(name): axum::ex
     }
 }
 
+#[cfg(feature = "sagemaker")]
 async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if let Err(r) = authorize_repository(&s, &parts) {
@@ -260,6 +280,7 @@ async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
     }
 }
 
+#[cfg(feature = "sagemaker")]
 async fn mme_unload(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     if let Err(r) = authorize_repository(&s, &parts) {
@@ -282,12 +303,14 @@ async fn mme_unload(State(s): State<SageMaker>, axum::extract::Path(name): axum:
     }
 }
 
+#[cfg(feature = "sagemaker")]
 fn with_close(mut r: Response) -> Response {
     r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
 /// `{"model_name": "<name>", "url": "<dir>"}`.
+#[cfg(feature = "sagemaker")]
 fn mme_request(body: &[u8], http: &HttpOptions) -> Result<(String, String), Error> {
     crate::codec::check_json_size(body, &http.json_limits)?;
     let v: Value = serde_json::from_slice(body).map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
@@ -304,6 +327,7 @@ fn mme_request(body: &[u8], http: &HttpOptions) -> Result<(String, String), Erro
 /// alphanumeric, `<dir>` one plain name; the resolved path (symbolic links followed) must stay under `root` and
 /// outside `/dev`, `/proc` and `/sys` (CVE-2026-24208/24209). The directory is the model itself when it holds a
 /// `config.pbtxt`, else the one model directory inside it.
+#[cfg(feature = "sagemaker")]
 fn mme_model_dir(root: &Path, url: &str) -> Result<PathBuf, Error> {
     let bad = |why: &str| Error::invalid_arg(format!("invalid model url '{}': {why}", url.escape_debug()));
     let root_text = root.to_str().ok_or_else(|| bad("the multi-model root is not UTF-8"))?.trim_end_matches('/');
@@ -344,6 +368,7 @@ fn mme_model_dir(root: &Path, url: &str) -> Result<PathBuf, Error> {
 // ---------------------------------------------------------------------------------------------------------
 
 /// Vertex AI settings (from `AIP_*` environment variables and flags).
+#[cfg(feature = "vertex")]
 #[derive(Debug, Clone)]
 pub struct VertexOptions {
     /// `AIP_PREDICT_ROUTE`.
@@ -355,6 +380,7 @@ pub struct VertexOptions {
 }
 
 /// Whether `route` can be an axum route (a plain absolute path, no captures or wildcards).
+#[cfg(feature = "vertex")]
 pub fn valid_vertex_route(route: &str) -> bool {
     route.starts_with('/')
         && route.len() > 1
@@ -362,6 +388,7 @@ pub fn valid_vertex_route(route: &str) -> bool {
         && route.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:@!$&'()+,;=".contains(&b))
 }
 
+#[cfg(feature = "vertex")]
 #[derive(Clone)]
 struct Vertex {
     main: Router,
@@ -372,6 +399,7 @@ struct Vertex {
 
 /// The Vertex AI router. `main` is a KServe router; `metrics` the metrics router when metrics are on.
 /// Routes must pass [`valid_vertex_route`] and differ.
+#[cfg(feature = "vertex")]
 pub fn vertex_router(main: Router, metrics: Option<Router>, server: Server, options: VertexOptions) -> Router {
     let (predict, health) = (options.predict_route.clone(), options.health_route.clone());
     let state = Vertex { main, metrics, server, options: Arc::new(options) };
@@ -383,11 +411,13 @@ pub fn vertex_router(main: Router, metrics: Option<Router>, server: Server, opti
         .with_state(state)
 }
 
+#[cfg(feature = "vertex")]
 async fn vertex_health(State(v): State<Vertex>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     forward(v.main, parts, body, Method::GET, "/v2/health/ready", VERTEX_BINARY).await
 }
 
+#[cfg(feature = "vertex")]
 fn default_model(v: &Vertex) -> Result<String, Error> {
     if let Some(m) = &v.options.default_model {
         return Ok(m.clone());
@@ -403,6 +433,7 @@ fn default_model(v: &Vertex) -> Result<String, Error> {
     }
 }
 
+#[cfg(feature = "vertex")]
 async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
     if request.method() != Method::POST {
         return crate::routes::method_not_allowed().await;
@@ -424,6 +455,7 @@ async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
 
 /// What a redirect may reach: reads, inference, shm status and the repository index. Registration and
 /// model load/unload are refused whatever the credentials (CVE-2026-24206/24207).
+#[cfg(feature = "vertex")]
 async fn vertex_redirect(v: Vertex, parts: Parts, body: Body, target: &str) -> Response {
     let path = format!("/{}", target.trim_start_matches('/'));
     let path_only = path.split('?').next().unwrap_or_default().to_string();
@@ -461,6 +493,7 @@ async fn vertex_redirect(v: Vertex, parts: Parts, body: Body, target: &str) -> R
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sagemaker")]
     #[test]
     fn vendor_content_type_becomes_header_length() {
         let mut h = HeaderMap::new();
@@ -484,6 +517,7 @@ mod tests {
         assert_eq!(segment("a/b c%"), "a%2Fb%20c%25");
     }
 
+    #[cfg(feature = "sagemaker")]
     #[test]
     fn multi_model_urls() {
         let root = tempfile::tempdir().unwrap();
@@ -508,6 +542,7 @@ mod tests {
         assert!(mme_model_dir(r, &format!("{url}/escape")).is_err());
     }
 
+    #[cfg(feature = "vertex")]
     #[test]
     fn vertex_routes_checked() {
         assert!(valid_vertex_route("/v1/endpoints/1/deployedModels/2:predict"));

@@ -2,6 +2,7 @@
 //! [`rampart_core::Server`], and encodes the answer; errors are rendered through the one error-code table.
 #![forbid(unsafe_code)]
 
+#[cfg(any(feature = "sagemaker", feature = "vertex"))]
 mod cloud;
 mod codec;
 #[doc(hidden)] pub mod fuzzing;
@@ -10,7 +11,10 @@ pub mod restrict;
 mod routes;
 mod serve;
 
-pub use cloud::{SageMakerOptions, VertexOptions, sagemaker_router, valid_vertex_route, vertex_router};
+#[cfg(feature = "sagemaker")]
+pub use cloud::{SageMakerOptions, sagemaker_router};
+#[cfg(feature = "vertex")]
+pub use cloud::{VertexOptions, valid_vertex_route, vertex_router};
 pub use codec::{JsonLimits, MAX_DATA_DEPTH};
 pub use metrics::metrics_router;
 pub use routes::{HttpOptions, router};

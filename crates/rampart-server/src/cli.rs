@@ -360,6 +360,7 @@ pub struct Cli {
 
 /// Settings derived from the flags after validation.
 #[derive(Debug)]
+#[cfg_attr(not(all(feature = "http", feature = "otel")), allow(dead_code))]
 pub struct Validated {
     pub http_restrictions: rampart_core::access::Restrictions,
     pub grpc_restrictions: rampart_core::access::Restrictions,
@@ -382,9 +383,28 @@ pub struct Validated {
     /// Flags accepted without effect because their feature is off (logged at startup).
     pub inert: Vec<String>,
     /// `--allow-sagemaker=true`.
-    pub sagemaker: Option<rampart_http::SageMakerOptions>,
+    pub sagemaker: Option<SageMakerOptions>,
     /// The Vertex AI front end and its port.
-    pub vertex: Option<(rampart_http::VertexOptions, u16)>,
+    pub vertex: Option<(VertexOptions, u16)>,
+}
+
+#[cfg(feature = "sagemaker")]
+pub use rampart_http::SageMakerOptions;
+/// A build without the SageMaker front end never has its options.
+#[cfg(not(feature = "sagemaker"))]
+#[derive(Debug, Clone)]
+pub enum SageMakerOptions {}
+
+#[cfg(feature = "vertex")]
+pub use rampart_http::VertexOptions;
+/// A build without the Vertex AI front end never has its options.
+#[cfg(not(feature = "vertex"))]
+#[derive(Debug, Clone)]
+pub enum VertexOptions {}
+
+/// The refusal of a flag whose feature is not in this build.
+fn not_built(what: &str, feature: &str) -> String {
+    format!("{what}: this rampart build has no {feature} support (cargo feature '{feature}'); Rampart refuses it rather than ignoring it")
 }
 
 /// `--trace-config opentelemetry,…` settings (Triton's names and defaults).
@@ -475,6 +495,7 @@ impl Cli {
         if self.http_max_header_size < 1024 || self.http2_max_concurrent_streams == 0 {
             return Err("--http-max-header-size must be at least 1024 and --http2-max-concurrent-streams greater than 0".into());
         }
+        #[cfg(feature = "http")]
         if !(1..=rampart_http::MAX_DATA_DEPTH).contains(&self.http_max_json_depth) {
             return Err(format!(
                 "--http-max-json-depth must be between 1 and {}, got {}",
@@ -482,6 +503,7 @@ impl Cli {
                 self.http_max_json_depth
             ));
         }
+        self.check_built(&mut inert)?;
         if self.http_max_json_values == 0 {
             return Err("--http-max-json-values must be greater than 0".into());
         }
@@ -643,7 +665,8 @@ impl Cli {
                 set.join(", --")
             ));
         }
-        let mut engine = rampart_core::EngineChoice::OnnxRuntime;
+        // ONNX Runtime unless this build lacks it.
+        let mut engine = if rampart_core::HAS_ONNXRUNTIME { rampart_core::EngineChoice::OnnxRuntime } else { rampart_core::EngineChoice::Tract };
         let mut onnxruntime = rampart_core::OrtOptions::default();
         for bc in &self.backend_config {
             let (backend, kv) = match bc.split_once(',') {
@@ -729,8 +752,58 @@ impl Cli {
         }
     }
 
+    /// Flags of front ends and features left out of this build: a listener that is on by default is reported
+    /// as absent; anything asked for explicitly is refused.
+    fn check_built(&self, inert: &mut Vec<String>) -> Result<(), String> {
+        let absent = [
+            ("--allow-http", self.allow_http, cfg!(feature = "http"), "http"),
+            ("--allow-grpc", self.allow_grpc, cfg!(feature = "grpc"), "grpc"),
+            ("--allow-metrics", self.allow_metrics, cfg!(feature = "metrics"), "metrics"),
+        ];
+        for (flag, on, built, feature) in absent {
+            if on && !built {
+                inert.push(format!("{flag} has no effect: this build has no {feature} front end (cargo feature '{feature}')"));
+            }
+        }
+        if self.allow_client_shm && !cfg!(feature = "shm") {
+            return Err(not_built("--allow-client-shm=true", "shm"));
+        }
+        let traced = !self.trace_config.is_empty()
+            || self.trace_file.is_some()
+            || !self.trace_level.is_empty()
+            || self.trace_rate.is_some()
+            || self.trace_count.is_some()
+            || self.trace_log_frequency.is_some();
+        if traced && !cfg!(feature = "tracing") {
+            return Err(not_built("--trace-config / --trace-*", "tracing"));
+        }
+        if !cfg!(feature = "onnxruntime") && !cfg!(feature = "tract") {
+            return Err("this rampart build has no engine (cargo features 'onnxruntime' and 'tract' are both off)".into());
+        }
+        Ok(())
+    }
+
     /// `--allow-sagemaker=true` and the `SAGEMAKER_*` environment (spec §1.10).
-    fn sagemaker_options(&self, mode: rampart_core::ModelControlMode) -> Result<Option<rampart_http::SageMakerOptions>, String> {
+    #[cfg(not(feature = "sagemaker"))]
+    fn sagemaker_options(&self, _: rampart_core::ModelControlMode) -> Result<Option<SageMakerOptions>, String> {
+        if self.allow_sagemaker {
+            return Err(not_built("--allow-sagemaker=true", "sagemaker"));
+        }
+        Ok(None)
+    }
+
+    /// `--allow-vertex-ai` (default on when `AIP_MODE=PREDICTION`).
+    #[cfg(not(feature = "vertex"))]
+    fn vertex_options(&self) -> Result<Option<(VertexOptions, u16)>, String> {
+        if self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) {
+            return Err(not_built("--allow-vertex-ai (or AIP_MODE=PREDICTION)", "vertex"));
+        }
+        Ok(None)
+    }
+
+    /// `--allow-sagemaker=true` and the `SAGEMAKER_*` environment (spec §1.10).
+    #[cfg(feature = "sagemaker")]
+    fn sagemaker_options(&self, mode: rampart_core::ModelControlMode) -> Result<Option<SageMakerOptions>, String> {
         if !self.allow_sagemaker {
             return Ok(None);
         }
@@ -754,7 +827,7 @@ impl Cli {
         if multi_model && mode != rampart_core::ModelControlMode::Explicit {
             return Err("SAGEMAKER_MULTI_MODEL=true loads and unloads models: it needs --model-control-mode=explicit".into());
         }
-        Ok(Some(rampart_http::SageMakerOptions {
+        Ok(Some(SageMakerOptions {
             default_model: env("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME").unwrap_or_else(|| "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME".into()),
             ping_live,
             multi_model,
@@ -764,7 +837,8 @@ impl Cli {
 
     /// `--allow-vertex-ai` (default on when `AIP_MODE=PREDICTION`) and the `AIP_*` environment (spec §1.11):
     /// the options and the port.
-    fn vertex_options(&self) -> Result<Option<(rampart_http::VertexOptions, u16)>, String> {
+    #[cfg(feature = "vertex")]
+    fn vertex_options(&self) -> Result<Option<(VertexOptions, u16)>, String> {
         if !self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) {
             return Ok(None);
         }
@@ -789,7 +863,7 @@ impl Cli {
             },
         };
         let default_model = self.vertex_ai_default_model.clone().filter(|m| !m.is_empty());
-        Ok(Some((rampart_http::VertexOptions { predict_route, health_route, default_model }, port)))
+        Ok(Some((VertexOptions { predict_route, health_route, default_model }, port)))
     }
 
     /// `--trace-config [<mode>,]<setting>=<value>` (repeatable) and the deprecated `--trace-*` flags.

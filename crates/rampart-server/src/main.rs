@@ -2,6 +2,7 @@
 //! crate reads the environment and binds sockets.
 
 mod cli;
+mod listeners;
 mod logs;
 mod probe;
 #[cfg(feature = "otel")]
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
         tracing::warn!("{note}");
     }
     least_privilege_warnings(&cli);
+    tracing::info!("rampart {} built with: {}", env!("CARGO_PKG_VERSION"), listeners::built().join(", "));
     let audit = std::sync::Arc::new(match &cli.audit_log_file {
         Some(path) => match rampart_core::audit::AuditLog::file(path) {
             Ok(log) => log,
@@ -200,6 +202,7 @@ fn main() -> ExitCode {
 /// The trace configuration, with the OTLP exporter when `mode=opentelemetry` (built before the async
 /// runtime: its HTTP client blocks).
 fn trace_exporter(validated: &cli::Validated) -> Result<rampart_core::trace::TraceConfig, String> {
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
     let mut config = validated.trace.clone();
     #[cfg(feature = "otel")]
     if let Some(otel) = &validated.otel {
@@ -264,15 +267,6 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
     }
 }
 
-/// Header, size and stream limits of the HTTP listeners (the main one and metrics).
-fn connection_limits(cli: &cli::Cli) -> rampart_http::ConnectionLimits {
-    rampart_http::ConnectionLimits {
-        header_read_timeout: Duration::from_secs(cli.http_header_read_timeout_secs),
-        max_header_bytes: cli.http_max_header_size,
-        http2_max_streams: cli.http2_max_concurrent_streams,
-    }
-}
-
 async fn serve(
     cli: cli::Cli,
     mut validated: cli::Validated,
@@ -291,110 +285,9 @@ async fn serve(
     if !model_access.is_empty() {
         tracing::info!("model access rules: inference on models matching {} needs their credential", model_access.globs().join(", "));
     }
-    // The main router's settings: the SageMaker and Vertex AI front ends run their requests through it too.
-    let http_options = rampart_http::HttpOptions {
-        max_input_size: cli.http_max_input_size as usize,
-        body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
-        restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
-        audit: Some(audit.clone()),
-        model_access: model_access.clone(),
-        json_limits: rampart_http::JsonLimits {
-            max_depth: cli.http_max_json_depth,
-            max_values: cli.http_max_json_values,
-            ..Default::default()
-        },
-    };
-    let main_router = rampart_http::router(server.clone(), http_options.clone());
-    let limits = connection_limits(&cli);
-    let mut http_tasks = Vec::new();
-    let mut listeners: Vec<(&str, u16, bool, axum::Router)> = Vec::new();
-    if cli.allow_http {
-        listeners.push(("HTTPService", cli.http_port, cli.reuse_http_port, main_router.clone()));
-    }
-    if let Some(options) = validated.sagemaker.clone() {
-        let app = rampart_http::sagemaker_router(main_router.clone(), server.clone(), http_options.clone(), options);
-        listeners.push(("Sagemaker HTTPService", cli.sagemaker_port, false, app));
-    }
-    if let Some((options, port)) = validated.vertex.clone() {
-        let metrics = cli.allow_metrics.then(|| rampart_http::metrics_router(server.clone(), validated.metrics.clone(), None));
-        let app = rampart_http::vertex_router(main_router.clone(), metrics, server.clone(), options);
-        listeners.push(("Vertex AI HTTPService", port, false, app));
-    }
-    for (service, port, reuse, app) in listeners {
-        let addr = listen_addr("http-address", &cli.http_address, port)?;
-        let listener = bind(service, addr, reuse)?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let stop = stopped(stop_rx.clone());
-        http_tasks.push(match http_tls.clone() {
-            Some(tls) => {
-                let listener = rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
-                tokio::spawn(rampart_http::serve(listener, app, limits.clone(), stop))
-            }
-            None => tokio::spawn(rampart_http::serve(listener, app, limits.clone(), stop)),
-        });
-        tracing::info!("Started {service} at {local}{}", tls_note(validated.http_tls.as_ref()));
-        exposure(service, local, &validated.http_restrictions);
-    }
-    let mut grpc_task = None;
-    if cli.allow_grpc {
-        let addr = listen_addr("grpc-address", &cli.grpc_address, cli.grpc_port)?;
-        let listener = bind("GRPC service", addr, cli.reuse_grpc_port)?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let options = rampart_grpc::GrpcOptions {
-            max_message_size: cli.grpc_max_message_size as usize,
-            compress_responses: cli.grpc_infer_response_compression_level != "none",
-            model_access: model_access.clone(),
-            audit: Some(audit.clone()),
-        };
-        let (inference, health) = rampart_grpc::services(server.clone(), &options);
-        let mut builder = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(rampart_grpc::fix_status_headers))
-            .layer(rampart_grpc::RestrictLayer::new(std::sync::Arc::new(validated.grpc_restrictions.clone()), Some(audit.clone())))
-            .max_concurrent_streams(Some(cli.grpc_max_concurrent_streams))
-            .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
-            .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
-        if cli.grpc_max_connection_age > 0 {
-            builder = builder
-                .max_connection_age(Duration::from_millis(cli.grpc_max_connection_age))
-                .max_connection_age_grace(Duration::from_millis(cli.grpc_max_connection_age_grace));
-        }
-        let router = builder.add_service(inference).add_service(health);
-        let stop = stopped(stop_rx.clone());
-        grpc_task = Some(match grpc_tls {
-            Some(tls) => {
-                use tokio_stream::StreamExt;
-                let incoming = tokio_stream::wrappers::ReceiverStream::new(rampart_tls::accept_tls(listener, tls))
-                    .map(|(conn, peer)| Ok::<_, std::io::Error>(rampart_grpc::GrpcConn::tls(conn, peer)));
-                tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
-            }
-            None => {
-                use tokio_stream::StreamExt;
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
-                    .map(|conn| conn.and_then(rampart_grpc::GrpcConn::plain));
-                tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await })
-            }
-        });
-        tracing::info!("Started GRPCInferenceService at {local}{}", tls_note(validated.grpc_tls.as_ref()));
-        exposure("GRPCInferenceService", local, &validated.grpc_restrictions);
-    }
-    let mut metrics_task = None;
-    if cli.allow_metrics {
-        let address = cli.metrics_address.as_deref().unwrap_or(&cli.http_address);
-        let addr = listen_addr("metrics-address", address, cli.metrics_port)?;
-        let listener = bind("metrics service", addr, false)?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let cpu = cli
-            .allow_cpu_metrics
-            .unwrap_or(true)
-            .then(|| rampart_core::metrics::CpuMetrics::start(Duration::from_millis(cli.metrics_interval_ms)));
-        let app = rampart_http::metrics_router(server.clone(), validated.metrics.clone(), cpu);
-        let limits = connection_limits(&cli);
-        metrics_task = Some(tokio::spawn(rampart_http::serve(listener, app, limits, stopped(stop_rx.clone()))));
-        tracing::info!("Started Metrics Service at {local}");
-        if !local.ip().is_loopback() {
-            tracing::info!("the metrics endpoint has no credentials (as in Triton): it names every model; keep {local} on a private network");
-        }
-    }
+    let ctx = listeners::Context { cli: &cli, validated: &validated, audit: &audit, server: &server, model_access: &model_access, stop: &stop_rx };
+    let http_tasks = listeners::start_http(&ctx, http_tls)?;
+    let grpc_task = listeners::start_grpc(&ctx, grpc_tls)?;
     if http_tasks.is_empty() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
@@ -410,9 +303,6 @@ async fn serve(
         if tokio::time::timeout(grace, t).await.is_err() {
             tracing::warn!("HTTP connections still open at exit");
         }
-    }
-    if let Some(t) = metrics_task {
-        let _ = tokio::time::timeout(grace, t).await;
     }
     if let Some(t) = grpc_task {
         match tokio::time::timeout(grace, t).await {
