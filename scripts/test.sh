@@ -49,6 +49,9 @@ cp target/release/rampart target/release/rampart-minimal
 banner "cargo build --release --workspace"
 cargo build --release --workspace
 
+banner "embedding example (examples/embedding: the in-process API, no listener)"
+target/release/rampart-embedding-example examples/models
+
 banner "cargo test --release --workspace"
 cargo test --release --workspace
 

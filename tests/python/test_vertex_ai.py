@@ -835,6 +835,36 @@ def test_aip_mode_other_value_keeps_vertex_off(tmp_path):
         finish_server(srv)
 
 
+def test_port_conflicts_refused():
+    port = free_port()
+    args = [a for a in vx_args(example_repo(), f"{FLAG}=simple") if a not in ("--http-port=0", "--vertex-ai-port=0")]
+    out = startup_failure([*args, f"--http-port={port}", f"--vertex-ai-port={port}"], ROUTES)
+    assert "--vertex-ai-port" in out and str(port) in out, out[-2000:]
+    out = startup_failure(
+        [*args, "--http-port=0", f"--vertex-ai-port={port}", "--allow-sagemaker=true", f"--sagemaker-port={port}"],
+        {**ROUTES, "SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple"},
+    )
+    assert "--sagemaker-port" in out and "--vertex-ai-port" in out, out[-2000:]
+
+
+def test_sagemaker_and_vertex_together():
+    env = {**ROUTES, "SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "identity_fp32"}
+    args = vx_args(example_repo(), f"{FLAG}=simple", "--allow-sagemaker=true", "--sagemaker-port=0")
+    with vx_running(args, "rampart[vertex + sagemaker]", env) as srv:
+        m = re.search(r"Started Sagemaker HTTPService at 127\.0\.0\.1:(\d+)", srv.stderr_text() + srv.stdout_text())
+        assert m, srv.output()
+        sm_port = int(m.group(1))
+        assert len({sm_port, srv.vx_port, srv.port}) == 3
+        assert_simple_json(predict(srv))
+        data = [4.0, 5.0]
+        req = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": data}]}
+        r = requests.post(f"http://127.0.0.1:{sm_port}/invocations", json=req, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200 and r.json()["model_name"] == "identity_fp32" and r.json()["outputs"][0]["data"] == data
+        # Each listener serves only its own routes.
+        assert requests.get(f"http://127.0.0.1:{sm_port}{HEALTH}", timeout=HTTP_TIMEOUT).status_code == 400
+        assert vx(srv, "GET", "/ping").status_code == 404
+
+
 def test_storage_uri_ignored_with_model_repository(tmp_path):
     """Triton's L0_vertex_ai: AIP_STORAGE_URI is not used when --model-repository is given."""
     other = single_model_repo(tmp_path / "other", "identity_fp32")

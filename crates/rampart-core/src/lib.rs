@@ -2,6 +2,23 @@
 //! behind one API (`Server`) that every front end calls. Front ends translate wire formats to the types in
 //! [`infer`] and render [`rampart_types::Error`] through the one error-code table; no model logic lives in
 //! them.
+//!
+//! # Embedding
+//!
+//! The same API serves an application that runs models in process, without any network front end (the
+//! counterpart of Triton's in-process C API). `examples/embedding` is a complete program; CI runs it.
+//!
+//! - open a repository: [`Server::start`] with [`ServerOptions`] (`model_repositories`, `default_engine`,
+//!   `model_control_mode`, …; every field has Triton's default);
+//! - list models: [`Server::repository_index`]; readiness: [`Server::is_ready`], [`Server::model_ready`];
+//! - metadata and configuration: [`Server::model_metadata`], [`Server::model_config`];
+//! - infer: [`Server::infer`] (async) with an [`InferRequest`] of [`InputTensor`]s in Triton's wire layout
+//!   (little-endian, row-major; BYTES elements length-prefixed); the [`InferResponse`] holds the outputs;
+//! - statistics: [`Server::statistics`]; model control: [`Server::load_model`], [`Server::unload_model`];
+//! - shut down: [`Server::shutdown`] refuses new requests and waits for in-flight ones.
+//!
+//! Errors are [`rampart_types::Error`] with Triton's codes. Cargo features choose what is compiled in:
+//! `onnxruntime`, `tract` (engines), `shm`, `tracing`, `cloud`.
 #![forbid(unsafe_code)]
 
 pub mod access;
