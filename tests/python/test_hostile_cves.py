@@ -1969,20 +1969,27 @@ def test_cve_2026_24206_vertex_redirect_header_does_not_reroute(srv, restricted)
 
 
 def test_cve_2026_24206_foreign_front_end_flags_refused_at_startup(monkeypatch):
+    """The SageMaker and Vertex AI front ends exist (tests: test_sagemaker.py, test_vertex_ai.py, which replay this
+    CVE against them); what they cannot do safely is refused at startup rather than half-started."""
     base = [f"--model-repository={example_repo()}", "--http-port=0", "--allow-grpc=false", "--allow-metrics=false"]
-    proc = run_to_exit([*base, "--allow-sagemaker=true"])
+    proc = run_to_exit([*base, "--allow-sagemaker=true", "--sagemaker-safe-port-range=8000-8100"])
     assert proc.returncode == 1 and proc.stderr.decode().strip().endswith(
-        "error: --allow-sagemaker=true is not supported yet (no SageMaker front end); Rampart refuses it rather than ignoring it"
+        "error: --sagemaker-safe-port-range=8000-8100 is not supported yet (port-range checks of the other listeners); "
+        "Rampart refuses it rather than ignoring it"
     ), proc.stderr.decode()[-500:]
-    vertex = (
-        "error: --allow-vertex-ai=true is not supported yet (no Vertex AI front end; AIP_MODE=PREDICTION turns it on "
-        "by default); Rampart refuses it rather than ignoring it"
-    )
+    vertex = "error: the Vertex AI front end needs AIP_PREDICT_ROUTE (both AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must be set)"
+    for var in ("AIP_PREDICT_ROUTE", "AIP_HEALTH_ROUTE"):
+        monkeypatch.delenv(var, raising=False)
     proc = run_to_exit([*base, "--allow-vertex-ai=true"])
     assert proc.returncode == 1 and proc.stderr.decode().strip().endswith(vertex), proc.stderr.decode()[-500:]
     monkeypatch.setenv("AIP_MODE", "PREDICTION")
     proc = run_to_exit(base)
     assert proc.returncode == 1 and proc.stderr.decode().strip().endswith(vertex), proc.stderr.decode()[-500:]
+    # A route that is not a plain path (axum would read `{x}` as a capture) is refused too.
+    monkeypatch.setenv("AIP_PREDICT_ROUTE", "/predict/{x}")
+    monkeypatch.setenv("AIP_HEALTH_ROUTE", "/health")
+    proc = run_to_exit(base)
+    assert proc.returncode == 1 and "AIP_PREDICT_ROUTE '/predict/{x}' is not a plain absolute URL path" in proc.stderr.decode()
 
 
 def test_cve_2026_47481_grpc_alternate_method_paths_are_not_served(restricted):

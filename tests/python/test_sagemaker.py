@@ -421,14 +421,6 @@ def test_ping_ready(sm_server):
     assert (r.status_code, r.content) == (200, b""), (r.status_code, r.content)
 
 
-WRONG_METHOD_FIXME = pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: Triton hands /ping and /invocations to its health / infer handlers, which answer a wrong method "
-    "with 405 {\"error\":\"Method Not Allowed\"} (spec §0); Rampart answers 400 'SageMaker: unsupported request'",
-)
-
-
-@WRONG_METHOD_FIXME
 def test_ping_wrong_method(sm_server):
     r = sm(sm_server, "POST", "/ping", data=b"{}")
     assert_err(r, 405, exact="Method Not Allowed")
@@ -508,7 +500,6 @@ def test_invocations_malformed_json(sm_server):
     assert_serving(sm_server)
 
 
-@WRONG_METHOD_FIXME
 def test_invocations_wrong_method(sm_server):
     assert_err(sm(sm_server, "GET", "/invocations"), 405, exact="Method Not Allowed")
 
@@ -757,11 +748,6 @@ def test_mme_other_methods_and_shapes_are_400(mme_server, method, path):
     assert_serving(mme_server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: interface and Triton serve an MME model under the request's model_name (Triton maps the archive's "
-    "directory to it); Rampart serves it under the name of the directory inside the archive",
-)
 def test_mme_model_served_under_the_sagemaker_name(mme_server, mme_dirs):
     """Triton maps the archive's model directory to the SageMaker name (TRITONSERVER_ServerRegisterModelRepository
     with subdir -> model_name): the model is served, listed and reported as `<name>`, whatever its directory is
@@ -777,11 +763,6 @@ def test_mme_model_served_under_the_sagemaker_name(mme_server, mme_dirs):
         assert sm(mme_server, "DELETE", "/models/nmq1").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: follows from serving under the inner directory name: a second archive holding `resnet/` is refused "
-    "409 'model resnet is already loaded as sam1'",
-)
 def test_mme_two_archives_with_the_same_inner_model_name(mme_server, mme_dirs):
     """Two SageMaker models whose archives both hold a directory `resnet` (two versions of one model, the common
     MME case): both load and each invoke reaches its own archive."""
@@ -828,12 +809,6 @@ def test_mme_load_cannot_replace_or_unload_a_repository_model(tmp_path):
         assert_serving(srv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: the startup check for unauthenticated model control on non-loopback addresses only looks at the "
-    "main HTTP and gRPC listeners; the SageMaker MME load route on 0.0.0.0 answers without credentials and the "
-    "server starts",
-)
 def test_mme_unauthenticated_on_a_non_loopback_address_is_refused(mme_dirs):
     """Rampart refuses explicit model control whose model-repository API answers without credentials on a
     non-loopback address (unless --allow-unauthenticated-model-control=true). The SageMaker MME load route is such
@@ -923,12 +898,6 @@ def test_cve_2026_24208_mme_load_url_refused(mme_server, hostile, case):
     assert_serving(mme_server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: only the url directory is resolved and checked against the root; the version directory, model "
-    "file and config.pbtxt inside it are followed wherever their symbolic links lead (an archive with symlinks loads "
-    "files from anywhere readable, and the load error tells whether a path exists and parses)",
-)
 @pytest.mark.parametrize("what", ["version-dir", "model-file", "config-file"])
 def test_cve_2026_24208_mme_symlink_inside_the_model_leading_out(mme_server, mme_dirs, what):
     """The archive's model directory is inside the root, but its version directory / model file / config is a
@@ -1052,12 +1021,6 @@ def test_cve_2025_33238_mme_error_paths(tmp_path):
             assert srv.alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: a failed MME load leaves the model UNAVAILABLE in the repository index, so strict readiness turns "
-    "false and /ping answers 400 for the whole endpoint (SageMaker then replaces the instance); Triton unregisters "
-    "the repository of a failed load",
-)
 @pytest.mark.parametrize("name", ["brk1", "cfg1"])
 def test_mme_failed_load_keeps_the_endpoint_healthy(tmp_path, name):
     root = tmp_path / "root"
@@ -1068,38 +1031,50 @@ def test_mme_failed_load_keeps_the_endpoint_healthy(tmp_path, name):
         assert r.status_code == 200, f"/ping {r.status_code} after a failed load; index {index_state(srv)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: the MME name-conflict check and the insert into the loaded map are separate steps around the load: "
-    "concurrent loads of one name can all pass the check and succeed",
-)
 def test_mme_concurrent_loads_of_one_name(mme_server, mme_dirs):
     """Sixteen simultaneous loads of one name (connections opened first, requests sent together): exactly one
-    wins, the others are refused with 409; one entry is listed."""
+    wins, the others are refused with 409; one entry is listed. The model warms up 1000 times, so a load takes long
+    enough for every request to arrive while the first is still loading."""
     root, _ = mme_dirs
-    write_model(root / "conc1" / "model" / "conc1")
+    config = write_model(root / "conc1" / "model" / "conc1") / "config.pbtxt"
+    if "model_warmup" not in config.read_text():
+        config.write_text(
+            config.read_text()
+            + """model_warmup [ {
+  name: "slow" batch_size: 1 count: 1000
+  inputs { key: "INPUT0" value: { data_type: TYPE_INT32 dims: [ 16 ] zero_data: true } }
+  inputs { key: "INPUT1" value: { data_type: TYPE_INT32 dims: [ 16 ] zero_data: true } }
+} ]
+"""
+        )
     n = 16
-    body = json.dumps({"model_name": "conc1", "url": str(root / "conc1" / "model")})
-    conns = [http.client.HTTPConnection("127.0.0.1", mme_server.sm_port, timeout=HTTP_TIMEOUT) for _ in range(n)]
-    for c in conns:
-        c.connect()
+    body = json.dumps({"model_name": "conc1", "url": str(root / "conc1" / "model")}).encode()
+    head = (
+        f"POST /models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    # Everything but the last body byte goes out first; the last bytes are sent together.
+    socks = [socket.create_connection(("127.0.0.1", mme_server.sm_port), timeout=HTTP_TIMEOUT) for _ in range(n)]
+    for sock in socks:
+        sock.sendall(head + body[:-1])
     results: list = [None] * n
     barrier = threading.Barrier(n)
 
     def run(i):
         barrier.wait()
-        conns[i].request("POST", "/models", body=body, headers=JSON_HDR)
-        resp = conns[i].getresponse()
-        results[i] = resp.status
-        resp.read()
+        socks[i].sendall(body[-1:])
+        resp = b""
+        while chunk := socks[i].recv(65536):
+            resp += chunk
+        results[i] = int(resp.split(b" ", 2)[1]) if resp else None
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    for c in conns:
-        c.close()
+    for sock in socks:
+        sock.close()
     try:
         assert results.count(200) == 1 and all(s in (200, 409) for s in results), results
         assert mme_list(mme_server) == [{"modelName": "conc1", "modelUrl": str(root / "conc1" / "model")}]
@@ -1174,18 +1149,11 @@ RESTRICTED_ROUTES = [
 ]
 
 
-PROBE_FIXME = pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: POST /models/{m}/invoke answers 404 for a model that is not MME-loaded before the inference "
-    "credential is checked, so a client without credentials can enumerate the loaded models (spec §3: the check "
-    "runs before routing)",
-)
 RESTRICTED_CASES = [
     pytest.param(
         *route,
         variant,
         id=f"{route[1]}-{route[2]}-{variant}",
-        marks=PROBE_FIXME if route[2] == "/models/nosuch/invoke" and variant != "right" else (),
     )
     for route in RESTRICTED_ROUTES
     for variant in ("none", "wrong-value", "other-keys", "right")
@@ -1231,11 +1199,6 @@ def test_restricted_load_and_unload_need_the_repository_key(restricted):
     assert sm(restricted, "GET", "/models/rst2", headers=repo).status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: spec §0/§3: the restriction check runs before the method check (no credential + wrong method -> "
-    "403); Rampart answers 400 'SageMaker: unsupported request' without looking at the credential",
-)
 def test_restricted_check_before_method(restricted):
     """Like the main port: a wrong method without the key is 403, not 405."""
     assert_denied(sm(restricted, "GET", "/invocations"), KEYS["inference"][0])

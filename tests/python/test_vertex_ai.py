@@ -990,11 +990,6 @@ def test_restricted_unknown_paths_need_nothing(restricted):
     assert redirect(restricted, "v2/bogus").status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FIXME: spec §0/§3: the restriction check runs before the method check (no credential + wrong method -> "
-    "403); the Vertex predict route answers 405 without looking at the inference credential",
-)
 def test_restricted_check_before_method(restricted):
     """As on the main port (spec §0): a wrong method without the credential is 403, not 405."""
     assert_denied(vx(restricted, "GET", PREDICT), KEYS["inference"][0])

@@ -43,7 +43,10 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
             return Err(Error::internal(format!("model '{name}': cannot read {}: {e}", path.display())));
         }
     };
-    finish_raw(raw, name, &path)
+    // The directory's own name is accepted too: a model loaded from outside the repositories under another
+    // name (the SageMaker multi-model load) keeps the config its directory has.
+    let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+    finish_raw(raw, name, dir_name, &path)
 }
 
 /// A `config` override of a load request: ModelConfig as JSON (spec §4), checked like a config.pbtxt.
@@ -52,12 +55,12 @@ pub(crate) fn from_json(json: &str, dir: &Path, name: &str) -> Result<RawConfig>
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| invalid(&e))?;
     let explicit_max_batch = value.get("max_batch_size").is_some();
     let config = rampart_model_config::parse_json(json).map_err(|e| invalid(&e))?;
-    finish_raw(RawConfig { config, explicit_max_batch }, name, &dir.join("<config override>"))
+    finish_raw(RawConfig { config, explicit_max_batch }, name, name, &dir.join("<config override>"))
 }
 
-fn finish_raw(mut raw: RawConfig, name: &str, path: &Path) -> Result<RawConfig> {
+fn finish_raw(mut raw: RawConfig, name: &str, dir_name: &str, path: &Path) -> Result<RawConfig> {
     let c = &mut raw.config;
-    if !c.name.is_empty() && c.name != name {
+    if !c.name.is_empty() && c.name != name && c.name != dir_name {
         return Err(Error::invalid_arg(format!(
             "model '{name}': {}: field 'name' is '{}' but must match the model directory name '{name}'",
             path.display(),

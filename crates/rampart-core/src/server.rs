@@ -628,11 +628,22 @@ impl Server {
     /// Loads or reloads model `name` from `dir`, a model directory outside the repositories: the SageMaker
     /// multi-model load, whose front end decides which directories are acceptable. Explicit mode only.
     /// Blocking.
+    /// The model is served as `name`; its config may name it after its directory instead. A failed first load
+    /// leaves nothing behind (no UNAVAILABLE entry to turn readiness false).
     pub fn load_model_from(&self, name: &str, dir: &Path) -> Result<()> {
         self.check_model_control("")?;
         control::validate_model_name(name)?;
         let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
-        self.load_locked(name, dir, None, None)
+        let known = self.inner.models.load().contains_key(name);
+        let result = self.load_locked(name, dir, None, None);
+        if result.is_err() && !known {
+            self.inner.models.rcu(|models| {
+                let mut next = Models::clone(models);
+                next.remove(name);
+                next
+            });
+        }
+        result
     }
 
     /// The common end of a load; the caller holds the control lock.

@@ -117,16 +117,20 @@ struct SageMaker {
     server: Server,
     http: HttpOptions,
     options: Arc<SageMakerOptions>,
-    /// Models loaded through `POST /models`: SageMaker name → (url, the model's own name, which it is served as).
-    loaded: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+    /// Models loaded through `POST /models`: name → url.
+    loaded: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Serialises multi-model loads and unloads (the name checks and the load are one step).
+    control: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The SageMaker router. `main` is a KServe router ([`crate::router`]) built with `http`.
 #[cfg(feature = "sagemaker")]
 pub fn sagemaker_router(main: Router, server: Server, http: HttpOptions, options: SageMakerOptions) -> Router {
     let multi = options.multi_model;
-    let state = SageMaker { main, server, http, options: Arc::new(options), loaded: Default::default() };
-    let mut r = Router::new().route("/ping", get(ping)).route("/invocations", post(invocations));
+    let state = SageMaker { main, server, http, options: Arc::new(options), loaded: Default::default(), control: Default::default() };
+    // /ping and /invocations keep the client's method: the main router checks the credential, then answers a
+    // wrong method with 405, as Triton's handlers do.
+    let mut r = Router::new().route("/ping", any(ping)).route("/invocations", any(invocations));
     if multi {
         r = r
             .route("/models", get(mme_list).post(mme_load))
@@ -152,14 +156,16 @@ async fn unsupported(request: Request) -> Response {
 async fn ping(State(s): State<SageMaker>, request: Request) -> Response {
     let path = if s.options.ping_live { "/v2/health/live" } else { "/v2/health/ready" };
     let (parts, body) = request.into_parts();
-    forward(s.main, parts, body, Method::GET, path, SAGEMAKER_BINARY).await
+    let method = parts.method.clone();
+    forward(s.main, parts, body, method, path, SAGEMAKER_BINARY).await
 }
 
 #[cfg(feature = "sagemaker")]
 async fn invocations(State(s): State<SageMaker>, request: Request) -> Response {
     let path = format!("/v2/models/{}/infer", segment(&s.options.default_model));
     let (parts, body) = request.into_parts();
-    forward(s.main, parts, body, Method::POST, &path, SAGEMAKER_BINARY).await
+    let method = parts.method.clone();
+    forward(s.main, parts, body, method, &path, SAGEMAKER_BINARY).await
 }
 
 #[cfg(feature = "sagemaker")]
@@ -167,30 +173,31 @@ async fn mme_invoke(State(s): State<SageMaker>, axum::extract::Path(name): axum:
     if let Some(target) = request.headers().get("x-amzn-sagemaker-target-model") {
         tracing::debug!(target = %String::from_utf8_lossy(target.as_bytes()).escape_debug(), "SageMaker target model header");
     }
-    let served = loaded(&s).get(&name).map(|(_, served)| served.clone());
-    let Some(served) = served else {
-        return with_close(error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))));
-    };
     let (parts, body) = request.into_parts();
-    forward(s.main, parts, body, Method::POST, &format!("/v2/models/{}/infer", segment(&served)), SAGEMAKER_BINARY).await
+    // The credential first: without it, a client must not learn which models are loaded.
+    if let Err(r) = authorize(&s, &parts, Category::Inference) {
+        return with_close(r);
+    }
+    if !loaded(&s).contains_key(&name) {
+        return with_close(error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))));
+    }
+    forward(s.main, parts, body, Method::POST, &format!("/v2/models/{}/infer", segment(&name)), SAGEMAKER_BINARY).await
 }
 
-/// The model-repository category, checked as the main router checks it.
+/// A category, checked as the main router checks it.
+#[cfg(feature = "sagemaker")]
+fn authorize(s: &SageMaker, parts: &Parts, category: Category) -> Result<(), Response> {
+    let peer = crate::restrict::peer_of(&parts.extensions);
+    crate::restrict::authorize(&s.http.restrictions, s.http.audit.as_ref(), category, parts.uri.path(), &parts.headers, peer.as_ref())
+}
+
 #[cfg(feature = "sagemaker")]
 fn authorize_repository(s: &SageMaker, parts: &Parts) -> Result<(), Response> {
-    let peer = crate::restrict::peer_of(&parts.extensions);
-    crate::restrict::authorize(
-        &s.http.restrictions,
-        s.http.audit.as_ref(),
-        Category::ModelRepository,
-        parts.uri.path(),
-        &parts.headers,
-        peer.as_ref(),
-    )
+    authorize(s, parts, Category::ModelRepository)
 }
 
 #[cfg(feature = "sagemaker")]
-fn loaded(s: &SageMaker) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, String)>> {
+fn loaded(s: &SageMaker) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
     s.loaded.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -210,7 +217,7 @@ async fn mme_list(State(s): State<SageMaker>, request: Request) -> Response {
     if let Err(r) = authorize_repository(&s, &parts) {
         return r;
     }
-    let models: Vec<Value> = loaded(&s).iter().map(|(n, (u, _))| model_json(n, u)).collect();
+    let models: Vec<Value> = loaded(&s).iter().map(|(n, u)| model_json(n, u)).collect();
     json_answer(StatusCode::OK, json!({ "models": models }))
 }
 
@@ -220,7 +227,7 @@ async fn mme_get(State(s): State<SageMaker>, axum::extract::Path(name): axum::ex
     if let Err(r) = authorize_repository(&s, &parts) {
         return r;
     }
-    let url = loaded(&s).get(&name).map(|(u, _)| u.clone());
+    let url = loaded(&s).get(&name).cloned();
     match url {
         Some(url) => json_answer(StatusCode::OK, model_json(&name, &url)),
         None => error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))),
@@ -245,35 +252,30 @@ async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
         Ok(d) => d,
         Err(e) => return error_response(&e),
     };
-    // The model keeps its own name (its directory's, which its config.pbtxt names); SageMaker's name maps to it.
-    let served = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-    {
-        let map = loaded(&s);
-        let conflict = if map.contains_key(&name) {
-            Some(format!("Model '{name}' is already loaded"))
-        } else {
-            map.iter().find(|(_, (_, sv))| *sv == served).map(|(other, _)| format!("model '{served}' is already loaded as '{other}'"))
-        }
-        .or_else(|| {
-            // A model of that name served from the repository is not replaced by a multi-model load.
-            let ready = s.server.repository_index(true).into_iter().any(|e| e.name == served);
-            ready.then(|| format!("model '{served}' is already loaded from the model repository"))
-        });
-        if let Some(message) = conflict {
-            // SageMaker's contract: loading a loaded model is 409 Conflict.
-            let mut r = error_response(&Error::new(rampart_types::Code::AlreadyExists, message));
-            *r.status_mut() = StatusCode::CONFLICT;
-            return r;
-        }
+    let _control = s.control.lock().await;
+    let conflict = if loaded(&s).contains_key(&name) {
+        Some(format!("Model '{name}' is already loaded"))
+    } else if s.server.repository_index(true).into_iter().any(|e| e.name == name) {
+        // A model of that name served from the repository is not replaced by a multi-model load.
+        Some(format!("model '{name}' is already loaded from the model repository"))
+    } else {
+        None
+    };
+    if let Some(message) = conflict {
+        // SageMaker's contract: loading a loaded model is 409 Conflict.
+        let mut r = error_response(&Error::new(rampart_types::Code::AlreadyExists, message));
+        *r.status_mut() = StatusCode::CONFLICT;
+        return r;
     }
+    // Served under the SageMaker name; its config.pbtxt may name it after its directory.
     let server = s.server.clone();
-    let task_name = served.clone();
+    let task_name = name.clone();
     let done = tokio::task::spawn_blocking(move || server.load_model_from(&task_name, &dir))
         .await
         .unwrap_or_else(|e| Err(Error::internal(format!("model load task failed: {e}"))));
     match done {
         Ok(()) => {
-            loaded(&s).insert(name.clone(), (url.clone(), served));
+            loaded(&s).insert(name.clone(), url.clone());
             json_answer(StatusCode::OK, model_json(&name, &url))
         }
         Err(e) => error_response(&e),
@@ -286,11 +288,12 @@ async fn mme_unload(State(s): State<SageMaker>, axum::extract::Path(name): axum:
     if let Err(r) = authorize_repository(&s, &parts) {
         return r;
     }
-    let served = loaded(&s).get(&name).map(|(_, served)| served.clone());
-    let Some(task_name) = served else {
+    let _control = s.control.lock().await;
+    if !loaded(&s).contains_key(&name) {
         return error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug())));
-    };
+    }
     let server = s.server.clone();
+    let task_name = name.clone();
     let done = tokio::task::spawn_blocking(move || server.unload_model("", &task_name, false))
         .await
         .unwrap_or_else(|e| Err(Error::internal(format!("model unload task failed: {e}"))));
@@ -347,6 +350,7 @@ fn mme_model_dir(root: &Path, url: &str) -> Result<PathBuf, Error> {
     if !real.starts_with(&real_root) || ["/dev", "/proc", "/sys"].iter().any(|p| real.starts_with(p)) || !real.is_dir() {
         return Err(bad("it must resolve to a directory inside the multi-model root"));
     }
+    links_stay_inside(&real, &real_root).map_err(|why| bad(&why))?;
     if real.join("config.pbtxt").is_file() {
         return Ok(real);
     }
@@ -361,6 +365,42 @@ fn mme_model_dir(root: &Path, url: &str) -> Result<PathBuf, Error> {
         [one] => Ok(one.clone()),
         _ => Err(bad("it must hold config.pbtxt or exactly one model directory")),
     }
+}
+
+/// Every symbolic link under `dir` (the files a load reads) must resolve inside `root`; the walk is bounded.
+#[cfg(feature = "sagemaker")]
+fn links_stay_inside(dir: &Path, root: &Path) -> Result<(), String> {
+    const MAX_ENTRIES: usize = 10_000;
+    const MAX_DEPTH: usize = 8;
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((d, depth)) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return Err(format!("it holds more than {MAX_ENTRIES} files"));
+            }
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            if kind.is_symlink() {
+                let target = path.canonicalize().ok().filter(|t| t.starts_with(root));
+                let Some(target) = target else {
+                    return Err("a symbolic link in it leads outside the multi-model root".into());
+                };
+                // A linked directory is walked too (cycles end at the entry bound).
+                if target.is_dir() && depth < MAX_DEPTH {
+                    stack.push((target, depth + 1));
+                }
+            } else if kind.is_dir() {
+                if depth + 1 > MAX_DEPTH {
+                    return Err(format!("it is nested deeper than {MAX_DEPTH} directories"));
+                }
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -435,10 +475,18 @@ fn default_model(v: &Vertex) -> Result<String, Error> {
 
 #[cfg(feature = "vertex")]
 async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
-    if request.method() != Method::POST {
-        return crate::routes::method_not_allowed().await;
-    }
     let redirect = request.headers().get(VERTEX_REDIRECT).map(|h| h.to_str().map(str::to_string));
+    if request.method() != Method::POST {
+        if redirect.is_some() {
+            return crate::routes::method_not_allowed().await;
+        }
+        // Through the main router with the client's method: the inference credential is checked before the
+        // method, as on the main front end (the model in the path does not matter for a 405).
+        let model = default_model(&v).unwrap_or_else(|_| "default".into());
+        let (parts, body) = request.into_parts();
+        let method = parts.method.clone();
+        return forward(v.main, parts, body, method, &format!("/v2/models/{}/infer", segment(&model)), VERTEX_BINARY).await;
+    }
     let (parts, body) = request.into_parts();
     match redirect {
         Some(Ok(target)) => vertex_redirect(v, parts, body, &target).await,

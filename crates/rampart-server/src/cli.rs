@@ -1043,6 +1043,11 @@ impl Cli {
         if self.allow_grpc && open(grpc) && !loopback(&self.grpc_address) {
             exposed.push(format!("gRPC on {}:{}", self.grpc_address, self.grpc_port));
         }
+        // The SageMaker multi-model routes load and unload models too (same category, HTTP's rules).
+        let multi_model = std::env::var("SAGEMAKER_MULTI_MODEL").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        if cfg!(feature = "sagemaker") && self.allow_sagemaker && multi_model && open(http) && !loopback(&self.http_address) {
+            exposed.push(format!("SageMaker on {}:{}", self.http_address, self.sagemaker_port));
+        }
         if exposed.is_empty() {
             return Ok(());
         }
