@@ -204,7 +204,13 @@ class RampartServer:
     and `assert_live` then use https / a TLS channel with them.
 
     `health_headers` (HTTP headers) / `grpc_health_metadata` (gRPC metadata pairs) are sent by the readiness
-    polls and `assert_live` only, for servers whose `health` category is restricted (test_restricted.py)."""
+    polls and `assert_live` only, for servers whose `health` category is restricted (test_restricted.py).
+
+    `env` is the child's whole environment (None: the test process's). `extra_listener` is a regex with groups
+    (host, port) for the "Started ... at <addr>:<port>" line of a further listener (the SageMaker / Vertex AI front
+    ends): `start` waits for it too and sets `extra_host` / `extra_port` (`extra_base`). `http=False`: the main
+    HTTP listener is off, `start` does not wait for it. Readiness polls `ready_path(wait)` with `ready_probe`;
+    subclasses may poll elsewhere (cloud_frontends.CloudServer)."""
 
     host = "127.0.0.1"
 
@@ -217,8 +223,14 @@ class RampartServer:
         grpc_tls: TlsClient | None = None,
         health_headers: dict | None = None,
         grpc_health_metadata: list | None = None,
+        env: dict | None = None,
+        extra_listener: re.Pattern | None = None,
+        http: bool = True,
     ):
         self.args = list(args)
+        self.env = None if env is None else dict(env)
+        self.extra_listener = extra_listener
+        self.expect_http = http
         self.health_headers = dict(health_headers or {})
         self.grpc_health_metadata = list(grpc_health_metadata or [])
         self.label = label
@@ -228,11 +240,14 @@ class RampartServer:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.grpc_port: int | None = None
+        self.extra_host: str | None = None
+        self.extra_port: int | None = None
         self._lock = threading.Lock()
         self._stderr: list[str] = []
         self._stdout: list[str] = []
         self._port_found = threading.Event()
         self._grpc_port_found = threading.Event()
+        self._extra_port_found = threading.Event()
         self._threads: list[threading.Thread] = []
         self.session = requests.Session()
         self._grpc_channel = None
@@ -247,15 +262,20 @@ class RampartServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=str(REPO_ROOT),
+            env=self.env,
         )
         for stream, sink in ((self.proc.stderr, self._stderr), (self.proc.stdout, self._stdout)):
             t = threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
             t.start()
             self._threads.append(t)
         deadline = time.monotonic() + timeout
-        events = [(self._port_found, "Started HTTPService at")]
+        events = []
+        if self.expect_http:
+            events.append((self._port_found, "Started HTTPService at"))
         if self.expect_grpc:
             events.append((self._grpc_port_found, "Started GRPCInferenceService at"))
+        if self.extra_listener is not None:
+            events.append((self._extra_port_found, self.extra_listener.pattern))
         for event, line in events:
             while not event.wait(0.1):
                 if self.proc.poll() is not None:
@@ -267,10 +287,10 @@ class RampartServer:
                     self.kill()
                     raise ServerStartError(f"{self.label}: no '{line}' line within {timeout}s\n{self.output()}")
         if wait is not None:
-            path = {"ready": "/v2/health/ready", "live": "/v2/health/live"}[wait]
+            path = self.ready_path(wait)
             while True:
                 try:
-                    r = self.get(path, timeout=5, headers=self.health_headers)
+                    r = self.ready_probe(path)
                     if r.status_code == 200:
                         break
                 except requests.RequestException:
@@ -285,6 +305,14 @@ class RampartServer:
             if self.expect_grpc:
                 self._wait_grpc_live(deadline, timeout)
         return self
+
+    def ready_path(self, wait: str) -> str:
+        """What `start(wait=...)` polls until 200: "ready" / "live" health on the main HTTP port."""
+        return {"ready": "/v2/health/ready", "live": "/v2/health/live"}[wait]
+
+    def ready_probe(self, path: str) -> requests.Response:
+        """One readiness poll of `path` (with `health_headers`)."""
+        return self.get(path, timeout=5, headers=self.health_headers)
 
     def _wait_grpc_live(self, deadline: float, timeout: float) -> None:
         import grpc
@@ -320,6 +348,11 @@ class RampartServer:
                 if m:
                     self.grpc_port = int(m.group(2))
                     self._grpc_port_found.set()
+            if self.extra_listener is not None and self.extra_port is None:
+                m = self.extra_listener.search(line)
+                if m:
+                    self.extra_host, self.extra_port = m.group(1), int(m.group(2))
+                    self._extra_port_found.set()
         stream.close()
 
     def _join_pumps(self, timeout: float = 5.0) -> None:
@@ -378,6 +411,11 @@ class RampartServer:
     def base(self) -> str:
         scheme = "https" if self.http_tls is not None else "http"
         return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def extra_base(self) -> str:
+        """URL of the `extra_listener` (plain HTTP)."""
+        return f"http://{self.host}:{self.extra_port}"
 
     def http_tls_kwargs(self) -> dict:
         """verify= / cert= for a one-off requests call to this server ({} without HTTP TLS)."""
@@ -516,10 +554,12 @@ def start_server(
     timeout: float = START_TIMEOUT,
     http_tls: TlsClient | None = None,
     grpc_tls: TlsClient | None = None,
+    server_class: type[RampartServer] = RampartServer,
     **server_kw,
 ) -> RampartServer:
-    """Start a RampartServer (`server_kw`: further RampartServer arguments, e.g. health_headers)."""
-    srv = RampartServer(args, label, http_tls=http_tls, grpc_tls=grpc_tls, **server_kw)
+    """Start a RampartServer, or a `server_class` instance (`server_kw`: further constructor arguments, e.g.
+    health_headers)."""
+    srv = server_class(args, label, http_tls=http_tls, grpc_tls=grpc_tls, **server_kw)
     try:
         srv.start(wait=wait, timeout=timeout)
     except ServerStartError as e:
@@ -563,12 +603,18 @@ def concurrently(fn, n: int) -> list:
     return results
 
 
-def run_to_exit(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run the binary expecting it to terminate by itself (startup errors)."""
+def run_to_exit(args: list[str], timeout: float = 60.0, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the binary expecting it to terminate by itself (startup errors); `env`: the child's whole environment
+    (None: the test process's)."""
     binary = require_binary()
     try:
         return subprocess.run(
-            [str(binary), *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=str(REPO_ROOT)
+            [str(binary), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd=str(REPO_ROOT),
+            env=env,
         )
     except subprocess.TimeoutExpired as e:
         raise AssertionError(

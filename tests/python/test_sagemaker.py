@@ -18,56 +18,42 @@ found from its log line; the main HTTP listener stays on (port 0) for cross-chec
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-import tritonclient.http as httpclient
 
+from cloud_frontends import DIFF, JSON_HDR, SIMPLE_BODY, SIMPLE_JSON, SUM, FrontEnd
+from cloud_frontends import binary_request, chunked_post, concurrent_answers, front_end as sm, main, padded
+from cloud_frontends import assert_alive, assert_denied, assert_simple_binary_body, outputs_of
+from cloud_frontends import assert_simple_json as _assert_simple_json
+from cloud_frontends import key_header, other_key_headers
 from conftest import (
     HTTP_TIMEOUT,
-    REPO_ROOT,
-    START_TIMEOUT,
-    RampartServer,
-    ServerStartError,
+    assert_error,
     base_args,
+    error_message,
     example_repo,
     finish_server,
-    require_binary,
     selected_engines,
     wait_models_settled,
 )
 
 ENGINE = selected_engines()[0]
-SERVICE = "Sagemaker HTTPService"
-SM_RE = re.compile(r"Started Sagemaker HTTPService at (\S+):(\d+)")
+SAGEMAKER = FrontEnd("Sagemaker HTTPService", health_route="/ping")
+SM_RE = SAGEMAKER.listener
 BINARY_MIME = "application/vnd.sagemaker-triton.binary+json;json-header-size="
 UNSET_MODEL = "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"
-
-A = np.arange(16, dtype=np.int32).reshape(1, 16)
-B = np.full((1, 16), 3, dtype=np.int32)
-SUM = (A + B).reshape(-1).tolist()
-DIFF = (A - B).reshape(-1).tolist()
-
-SIMPLE_JSON = {
-    "inputs": [
-        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": A.reshape(-1).tolist()},
-        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": B.reshape(-1).tolist()},
-    ]
-}
-SIMPLE_BODY = json.dumps(SIMPLE_JSON).encode()
-JSON_HDR = {"Content-Type": "application/json"}
 
 # Restricted server credentials (one key per category).
 KEYS = {
@@ -78,92 +64,14 @@ KEYS = {
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Server handling: RampartServer plus the SageMaker listener (found from its own log line) and an environment
+# Servers (cloud_frontends.CloudServer: `extra_port` is the SageMaker listener, `port` the main HTTP port)
 # ---------------------------------------------------------------------------------------------------------------
 
-
-def child_env(extra: dict | None = None) -> dict:
-    """The test process's environment without any SAGEMAKER_* / AIP_* variable, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "AIP_"))}
-    env.update(extra or {})
-    return env
-
-
-class SageMakerServer(RampartServer):
-    """A rampart process with the SageMaker listener. `sm_port` is its port; `port` the main HTTP port (when on).
-    `start(wait=True)` polls GET /ping (with `health_headers`) until 200."""
-
-    def __init__(self, args, label, env: dict, main_http: bool = True, health_headers: dict | None = None):
-        super().__init__(args, label, grpc=False, health_headers=health_headers)
-        self.env = env
-        self.main_http = main_http
-        self.sm_host: str | None = None
-        self.sm_port: int | None = None
-
-    def start(self, wait=True, timeout: float = START_TIMEOUT) -> "SageMakerServer":
-        binary = require_binary()
-        self.proc = subprocess.Popen(
-            [str(binary), *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(REPO_ROOT),
-            env=self.env,
-        )
-        for stream, sink in ((self.proc.stderr, self._stderr), (self.proc.stdout, self._stdout)):
-            t = threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
-            t.start()
-            self._threads.append(t)
-        deadline = time.monotonic() + timeout
-        while True:
-            m = SM_RE.search(self.stderr_text() + self.stdout_text())
-            if m and (not self.main_http or self._port_found.is_set()):
-                break
-            if self.proc.poll() is not None:
-                self._join_pumps()
-                raise ServerStartError(f"{self.label} exited with code {self.proc.returncode} before listening\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServerStartError(f"{self.label}: no '{SERVICE} at' line within {timeout}s\n{self.output()}")
-            time.sleep(0.05)
-        self.sm_host, self.sm_port = m.group(1), int(m.group(2))
-        if wait:
-            while True:
-                try:
-                    if requests.get(self.sm_base + "/ping", headers=self.health_headers, timeout=5).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if self.proc.poll() is not None:
-                    self._join_pumps()
-                    raise ServerStartError(f"{self.label} exited with code {self.proc.returncode}\n{self.output()}")
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise ServerStartError(f"{self.label}: /ping not 200 within {timeout}s\n{self.output()}")
-                time.sleep(0.1)
-        return self
-
-    @property
-    def sm_base(self) -> str:
-        return f"http://127.0.0.1:{self.sm_port}"
-
-
-def start_sm(args, label, env=None, wait=True, **kw) -> SageMakerServer:
-    srv = SageMakerServer(args, label, child_env(env), **kw)
-    try:
-        srv.start(wait=wait)
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    return srv
-
-
-@contextlib.contextmanager
-def sm_running(args, label, env=None, wait=True, **kw):
-    srv = start_sm(args, label, env, wait, **kw)
-    try:
-        yield srv
-    finally:
-        finish_server(srv)
+# start_sm(args, label, env=None, wait=True, **kw) -> started server; sm_running(...): the same for one test;
+# startup_failure(args, env, timeout=60) -> the output of a refused start.
+start_sm = SAGEMAKER.start
+sm_running = SAGEMAKER.running
+startup_failure = SAGEMAKER.startup_failure
 
 
 def sm_args(repo, *extra) -> list[str]:
@@ -174,95 +82,14 @@ def mme_args(repo, root, *extra) -> list[str]:
     return sm_args(repo, "--model-control-mode=explicit", f"--sagemaker-multi-model-root={root}", *extra)
 
 
-def startup_failure(args, env, timeout: float = 60) -> str:
-    """Run the binary expecting it to refuse to start; returns its output (stderr + stdout)."""
-    try:
-        proc = subprocess.run(
-            [str(require_binary()), *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            cwd=str(REPO_ROOT),
-            env=child_env(env),
-        )
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"rampart did not exit within {timeout}s:\n{(e.stderr or b'').decode(errors='replace')[-3000:]}")
-    out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0, f"started although it should have refused (exit {proc.returncode}):\n{out[-3000:]}"
-    assert "Started Sagemaker HTTPService" not in out and "Started HTTPService" not in out, out[-3000:]
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Request / response helpers
+# Request / response helpers (sm(): one request to the SageMaker port, main(): to the main port)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def sm(srv, method: str, path: str, **kw) -> requests.Response:
-    """One request to the SageMaker port on a fresh connection (never a pooled one a refusal may have closed)."""
-    kw.setdefault("timeout", HTTP_TIMEOUT)
-    return requests.request(method, srv.sm_base + path, **kw)
-
-
-def main(srv, method: str, path: str, **kw) -> requests.Response:
-    kw.setdefault("timeout", HTTP_TIMEOUT)
-    return requests.request(method, srv.base + path, **kw)
-
-
-def error_of(r: requests.Response) -> str:
-    """The body must be exactly {"error": "<non-empty string>"}."""
-    try:
-        body = r.json()
-    except ValueError:
-        raise AssertionError(f"error body is not JSON (status {r.status_code}): {r.content[:500]!r}")
-    assert isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
-    return body["error"]
-
-
-def assert_err(r: requests.Response, status: int, *contains: str, exact: str | None = None) -> str:
-    assert r.status_code == status, f"expected HTTP {status}, got {r.status_code}: {r.content[:1000]!r}"
-    msg = error_of(r)
-    if exact is not None:
-        assert msg == exact, f"error message mismatch:\n  expected: {exact!r}\n  got:      {msg!r}"
-    for part in contains:
-        assert part in msg, f"error message {msg!r} does not contain {part!r}"
-    return msg
-
-
-def denied(key: str) -> dict:
-    return {"error": f"This API is restricted, expecting header '{key}'"}
-
-
-def assert_denied(r: requests.Response, key: str, what: str = "") -> None:
-    assert r.status_code == 403, f"{what}: expected 403, got {r.status_code}: {r.content[:500]!r}"
-    assert r.json() == denied(key), f"{what}: {r.content[:500]!r}"
-
-
-def outputs_of(body: dict) -> dict:
-    return {o["name"]: o["data"] for o in body["outputs"]}
 
 
 def assert_simple_json(r: requests.Response, model: str = "simple") -> dict:
-    assert r.status_code == 200, f"{r.status_code}: {r.content[:1000]!r}"
-    body = r.json()
-    assert body["model_name"] == model and body["model_version"] == "1", body
-    outs = outputs_of(body)
-    assert outs == {"OUTPUT0": SUM, "OUTPUT1": DIFF}, outs
-    for o in body["outputs"]:
-        assert o["datatype"] == "INT32" and o["shape"] == [1, 16], o
-    return body
-
-
-def binary_request(binary_inputs: bool = True) -> tuple[bytes, int | None]:
-    """tritonclient-built body: INPUT0/INPUT1 (binary or JSON), OUTPUT0 requested binary, OUTPUT1 as JSON."""
-    inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
-    inputs[0].set_data_from_numpy(A, binary_data=binary_inputs)
-    inputs[1].set_data_from_numpy(B, binary_data=binary_inputs)
-    outputs = [
-        httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
-        httpclient.InferRequestedOutput("OUTPUT1", binary_data=False),
-    ]
-    return httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+    """The shared check, with each output's datatype and shape (INT32 [1, 16]) checked too."""
+    return _assert_simple_json(r, model, typed=True)
 
 
 def binary_header(json_size: int) -> dict:
@@ -284,41 +111,16 @@ def assert_simple_binary(r: requests.Response, model: str = "simple") -> None:
     assert r.status_code == 200, f"{r.status_code}: {r.content[:1000]!r}"
     size = response_header_size(r)
     assert size is not None and 0 < size < len(r.content), (r.headers, len(r.content))
-    header = json.loads(r.content[:size])
-    assert header["model_name"] == model, header
-    outs = {o["name"]: o for o in header["outputs"]}
-    assert outs["OUTPUT0"]["parameters"] == {"binary_data_size": 64}, outs
-    assert outs["OUTPUT1"]["data"] == DIFF, outs
+    outs = assert_simple_binary_body(r.content, size, model)
     assert "binary_data_size" not in (outs["OUTPUT1"].get("parameters") or {}), outs
-    assert len(r.content) == size + 64, (size, len(r.content))
-    result = httpclient.InferenceServerClient.parse_response_body(r.content, header_length=size)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
 
 
 def assert_serving(srv, headers: dict | None = None) -> None:
     """The process runs and answers a normal /invocations and /ping on fresh connections."""
-    assert srv.alive(), f"{srv.label} died (exit code {srv.proc.returncode})\n{srv.output()}"
+    assert_alive(srv)
     hdrs = dict(headers or {})
     assert_simple_json(sm(srv, "POST", "/invocations", data=SIMPLE_BODY, headers={**JSON_HDR, **hdrs}))
     assert sm(srv, "GET", "/ping", headers=hdrs).status_code == 200
-
-
-def chunked_post(srv, path: str, chunks, headers: dict | None = None, timeout: float = 120.0):
-    """POST with Transfer-Encoding: chunked via http.client (one chunk per item of `chunks`).
-    Returns (status, body bytes, seconds)."""
-    t0 = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", srv.sm_port, timeout=timeout)
-    try:
-        hdrs = {"Content-Type": "application/json", "Transfer-Encoding": "chunked", **(headers or {})}
-        try:
-            conn.request("POST", path, body=chunks, headers=hdrs, encode_chunked=True)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered early (refusal) and closed: read the answer below
-        resp = conn.getresponse()
-        return resp.status, resp.read(), time.monotonic() - t0
-    finally:
-        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -408,7 +210,7 @@ def mme_server(mme_dirs):
 def test_started_line_and_both_listeners_serve(sm_server):
     m = SM_RE.search(sm_server.stderr_text() + sm_server.stdout_text())
     assert m and m.group(1) == "127.0.0.1", sm_server.output()
-    assert sm_server.sm_port not in (0, sm_server.port, 8080), (sm_server.sm_port, sm_server.port)
+    assert sm_server.extra_port not in (0, sm_server.port, 8080), (sm_server.extra_port, sm_server.port)
     assert sm(sm_server, "GET", "/ping").status_code == 200
     assert main(sm_server, "GET", "/v2/health/ready").status_code == 200
     # The SageMaker port does not serve the KServe routes, and the main port does not serve /ping.
@@ -423,7 +225,7 @@ def test_ping_ready(sm_server):
 
 def test_ping_wrong_method(sm_server):
     r = sm(sm_server, "POST", "/ping", data=b"{}")
-    assert_err(r, 405, exact="Method Not Allowed")
+    assert_error(r, 405, exact="Method Not Allowed")
     assert_serving(sm_server)
 
 
@@ -473,7 +275,7 @@ def test_invocations_binary_response_content_type(sm_server):
 def test_invocations_binary_header_size_out_of_range(sm_server):
     body, json_size = binary_request()
     r = sm(sm_server, "POST", "/invocations", data=body, headers=binary_header(len(body) + 1))
-    assert_err(r, 400, "inference header size should be in range (0, ", str(len(body) + 1))
+    assert_error(r, 400, "inference header size should be in range (0, ", str(len(body) + 1))
     assert_serving(sm_server)
 
 
@@ -481,7 +283,7 @@ def test_invocations_binary_header_size_out_of_range(sm_server):
 def test_invocations_binary_header_size_malformed(sm_server, suffix):
     body, json_size = binary_request()
     r = sm(sm_server, "POST", "/invocations", data=body, headers={"Content-Type": BINARY_MIME + suffix})
-    assert_err(r, 400, "json-header-size")
+    assert_error(r, 400, "json-header-size")
     assert_serving(sm_server)
 
 
@@ -490,18 +292,18 @@ def test_invocations_binary_mime_not_first(sm_server):
     not (binary tensors follow the JSON)."""
     body, json_size = binary_request()
     r = sm(sm_server, "POST", "/invocations", data=body, headers={"Content-Type": f"text/plain, {BINARY_MIME}{json_size}"})
-    assert_err(r, 400, "failed to parse the request JSON buffer")
+    assert_error(r, 400, "failed to parse the request JSON buffer")
     assert_serving(sm_server)
 
 
 def test_invocations_malformed_json(sm_server):
     r = sm(sm_server, "POST", "/invocations", data=b'{"inputs": [', headers=JSON_HDR)
-    assert_err(r, 400, "failed to parse the request JSON buffer")
+    assert_error(r, 400, "failed to parse the request JSON buffer")
     assert_serving(sm_server)
 
 
 def test_invocations_wrong_method(sm_server):
-    assert_err(sm(sm_server, "GET", "/invocations"), 405, exact="Method Not Allowed")
+    assert_error(sm(sm_server, "GET", "/invocations"), 405, exact="Method Not Allowed")
 
 
 @pytest.mark.parametrize(
@@ -532,7 +334,7 @@ def test_other_paths_are_400(sm_server, method, path):
 def test_unset_default_model_name():
     with sm_running(sm_args(example_repo()), "rampart[sagemaker no default]") as srv:
         r = sm(srv, "POST", "/invocations", data=SIMPLE_BODY, headers=JSON_HDR)
-        assert_err(r, 404, exact=f"Request for unknown model: '{UNSET_MODEL}' is not found")
+        assert_error(r, 404, exact=f"Request for unknown model: '{UNSET_MODEL}' is not found")
         assert sm(srv, "GET", "/ping").status_code == 200
 
 
@@ -553,7 +355,7 @@ def test_default_model_name_other_model(tmp_path):
         # The SIMPLE body is wrong for this model: an error naming the model's inputs, the server goes on.
         bad = sm(srv, "POST", "/invocations", data=SIMPLE_BODY, headers=JSON_HDR)
         assert bad.status_code == 400, bad.content[:500]
-        error_of(bad)
+        error_message(bad)
 
 
 @pytest.mark.parametrize("value", ["generate", "generate_stream"])
@@ -711,7 +513,7 @@ def test_mme_duplicate_name_conflict(mme_server, mme_dirs):
         before = snapshot(mme_server)
         r = mme_load(mme_server, "dup1", root / "dup2" / "model")
         assert r.status_code == 409, r.content[:500]
-        error_of(r)
+        error_message(r)
         assert snapshot(mme_server) == before
         assert mme_list(mme_server) == [{"modelName": "dup1", "modelUrl": str(root / "dup1" / "model")}]
     finally:
@@ -891,7 +693,7 @@ def test_cve_2026_24208_mme_load_url_refused(mme_server, hostile, case):
     before = snapshot(mme_server)
     r = mme_load(mme_server, "hostile1", url)
     assert r.status_code == 400, f"{case}: url {url!r} -> {r.status_code} {r.content[:500]!r}"
-    error_of(r)
+    error_message(r)
     assert snapshot(mme_server) == before, f"{case}: something was loaded"
     assert sm(mme_server, "GET", "/models/hostile1").status_code == 404
     assert main(mme_server, "GET", "/v2/models/hostile1").status_code == 404
@@ -922,7 +724,7 @@ def test_cve_2026_24208_mme_symlink_inside_the_model_leading_out(mme_server, mme
     r = mme_load(mme_server, name, root / name / "model")
     try:
         assert r.status_code == 400, f"{what}: {r.status_code} {r.content[:500]!r}"
-        error_of(r)
+        error_message(r)
         assert snapshot(mme_server) == before
     finally:
         if r.status_code == 200:
@@ -953,7 +755,7 @@ def test_cve_2026_24209_mme_load_hostile_name_refused(mme_server, mme_dirs, name
     before = snapshot(mme_server)
     r = mme_load(mme_server, name, url)
     assert r.status_code == 400, f"name {name[:40]!r} -> {r.status_code} {r.content[:500]!r}"
-    error_of(r)
+    error_message(r)
     assert snapshot(mme_server) == before
     assert_serving(mme_server)
 
@@ -979,7 +781,7 @@ def test_cve_2025_33238_mme_load_malformed_bodies(mme_server, body):
     before = snapshot(mme_server)
     r = sm(mme_server, "POST", "/models", data=body, headers=JSON_HDR)
     assert r.status_code == 400, (body, r.status_code, r.content[:500])
-    error_of(r)
+    error_message(r)
     assert snapshot(mme_server) == before
     assert_serving(mme_server)
 
@@ -1011,7 +813,7 @@ def test_cve_2025_33238_mme_error_paths(tmp_path):
         for name in names:
             r = mme_load(srv, name, root / name / "model")
             assert r.status_code == 400, (name, r.status_code, r.content[:500])
-            error_of(r)
+            error_message(r)
             assert mme_list(srv) == [], name
             assert sm(srv, "GET", f"/models/{name}").status_code == 404
             assert sm(srv, "POST", f"/models/{name}/invoke", data=SIMPLE_BODY, headers=JSON_HDR).status_code == 404
@@ -1054,7 +856,7 @@ def test_mme_concurrent_loads_of_one_name(mme_server, mme_dirs):
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     # Everything but the last body byte goes out first; the last bytes are sent together.
-    socks = [socket.create_connection(("127.0.0.1", mme_server.sm_port), timeout=HTTP_TIMEOUT) for _ in range(n)]
+    socks = [socket.create_connection(("127.0.0.1", mme_server.extra_port), timeout=HTTP_TIMEOUT) for _ in range(n)]
     for sock in socks:
         sock.sendall(head + body[:-1])
     results: list = [None] * n
@@ -1099,17 +901,8 @@ def test_mme_needs_explicit_mode(mme_dirs):
 # ===============================================================================================================
 
 
-def hdr(cat: str) -> dict:
-    key, value = KEYS[cat]
-    return {key: value}
-
-
-def all_but(cat: str) -> dict:
-    out = {}
-    for c in KEYS:
-        if c != cat:
-            out.update(hdr(c))
-    return out
+hdr = partial(key_header, KEYS)  # hdr(cat): the header that opens `cat`
+all_but = partial(other_key_headers, KEYS)  # all_but(cat): those of every other category
 
 
 @pytest.fixture(scope="module")
@@ -1246,11 +1039,6 @@ def capped(tmp_path_factory):
     finish_server(srv)
 
 
-def padded(body: bytes, size: int) -> bytes:
-    assert len(body) <= size
-    return body + b" " * (size - len(body))
-
-
 def test_body_limit_under_and_at_the_cap(capped):
     for size in (CAP - 1, CAP):
         assert_simple_json(sm(capped, "POST", "/invocations", data=padded(SIMPLE_BODY, size), headers=JSON_HDR))
@@ -1259,7 +1047,7 @@ def test_body_limit_under_and_at_the_cap(capped):
 @pytest.mark.parametrize("path", ["/invocations", "/models", "/models/cap1/invoke"])
 def test_body_limit_over_the_cap(capped, path):
     r = sm(capped, "POST", path, data=padded(SIMPLE_BODY, CAP + 1), headers=JSON_HDR)
-    assert_err(r, 400, exact=f"request body of {CAP + 1} bytes exceeds the maximum allowed size of {CAP} bytes (--http-max-input-size)")
+    assert_error(r, 400, exact=f"request body of {CAP + 1} bytes exceeds the maximum allowed size of {CAP} bytes (--http-max-input-size)")
     assert [e["modelName"] for e in mme_list(capped)] == ["cap1"]
     assert_serving(capped)
 
@@ -1284,7 +1072,7 @@ def test_body_limit_huge_content_length_is_refused_early(capped):
         f"Content-Length: {1 << 40}\r\n\r\n"
     ).encode()
     t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", capped.sm_port), timeout=HTTP_TIMEOUT) as s:
+    with socket.create_connection(("127.0.0.1", capped.extra_port), timeout=HTTP_TIMEOUT) as s:
         s.sendall(head + b"{" * 1024)
         resp = b""
         while b"\r\n\r\n" not in resp or not resp.rstrip().endswith(b"}"):
@@ -1299,7 +1087,7 @@ def test_body_limit_huge_content_length_is_refused_early(capped):
 
 
 def test_body_limit_keep_alive_connection_survives_or_closes_cleanly(capped):
-    conn = http.client.HTTPConnection("127.0.0.1", capped.sm_port, timeout=HTTP_TIMEOUT)
+    conn = http.client.HTTPConnection("127.0.0.1", capped.extra_port, timeout=HTTP_TIMEOUT)
     try:
         conn.request("POST", "/invocations", body=padded(SIMPLE_BODY, CAP + 100), headers=JSON_HDR)
         resp = conn.getresponse()
@@ -1368,26 +1156,14 @@ def test_many_chunks_to_ping_and_unknown_path(sm_server):
 
 def test_concurrent_invocations(sm_server):
     """Sixteen clients at once on the SageMaker port, each with its own request id."""
-    results: list = [None] * 16
-    barrier = threading.Barrier(16)
-
-    def run(i):
-        barrier.wait()
-        r = sm(sm_server, "POST", "/invocations", json={**SIMPLE_JSON, "id": f"c{i}"})
-        results[i] = (r.status_code, r.json().get("id"), outputs_of(r.json()) if r.status_code == 200 else None)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = concurrent_answers(lambda i: sm(sm_server, "POST", "/invocations", json={**SIMPLE_JSON, "id": f"c{i}"}))
     assert results == [(200, f"c{i}", {"OUTPUT0": SUM, "OUTPUT1": DIFF}) for i in range(16)], results
 
 
 def test_sigterm_exits_cleanly_with_open_sagemaker_connection():
     env = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple"}
     srv = start_sm(sm_args(example_repo()), "rampart[sagemaker sigterm]", env)
-    idle = socket.create_connection(("127.0.0.1", srv.sm_port), timeout=10)
+    idle = socket.create_connection(("127.0.0.1", srv.extra_port), timeout=10)
     try:
         assert_simple_json(sm(srv, "POST", "/invocations", data=SIMPLE_BODY, headers=JSON_HDR))
     finally:

@@ -20,42 +20,37 @@ test turns it off; the Vertex listener is found from its log line.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import re
 import shutil
 import socket
-import subprocess
-import threading
-import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
-import tritonclient.http as httpclient
 
+from cloud_frontends import DIFF, JSON_HDR, SIMPLE_BODY, SIMPLE_JSON, SUM, FrontEnd
+from cloud_frontends import binary_request, chunked_post, concurrent_answers, front_end as vx, main, padded
+from cloud_frontends import assert_alive, assert_denied, assert_simple_binary_body, assert_simple_json, outputs_of
+from cloud_frontends import key_header, other_key_headers
 from conftest import (
     HTTP_TIMEOUT,
-    REPO_ROOT,
-    START_TIMEOUT,
     RampartServer,
-    ServerStartError,
+    assert_error,
     base_args,
+    engine_args,
+    error_message,
     example_repo,
     finish_server,
     ort_dir,
-    require_binary,
     selected_engines,
-    engine_args,
     wait_models_settled,
 )
 
 ENGINE = selected_engines()[0]
-SERVICE = "Vertex AI HTTPService"
-VX_RE = re.compile(r"Started Vertex AI HTTPService at (\S+):(\d+)")
 BINARY_MIME = "application/vnd.vertex-ai-triton.binary+json;json-header-size="
 REDIRECT = "X-Vertex-Ai-Triton-Redirect"
 FLAG = "--vertex-ai-default-model"
@@ -65,112 +60,23 @@ PREDICT = "/v1/endpoints/e1/deployedModels/d1:predict"
 HEALTH = "/v1/endpoints/e1/deployedModels/d1"
 ROUTES = {"AIP_PREDICT_ROUTE": PREDICT, "AIP_HEALTH_ROUTE": HEALTH}
 
-A = np.arange(16, dtype=np.int32).reshape(1, 16)
-B = np.full((1, 16), 3, dtype=np.int32)
-SUM = (A + B).reshape(-1).tolist()
-DIFF = (A - B).reshape(-1).tolist()
-SIMPLE_JSON = {
-    "inputs": [
-        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": A.reshape(-1).tolist()},
-        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": B.reshape(-1).tolist()},
-    ]
-}
-SIMPLE_BODY = json.dumps(SIMPLE_JSON).encode()
-JSON_HDR = {"Content-Type": "application/json"}
 NOT_FOUND = {"error": "Not Found"}
 NOT_ALLOWED = {"error": "Method Not Allowed"}
 
+# A server started without an environment gets ROUTES; readiness polls the AIP_HEALTH_ROUTE of its environment.
+VERTEX = FrontEnd("Vertex AI HTTPService", health_route=HEALTH, health_route_var="AIP_HEALTH_ROUTE", default_env=ROUTES)
+VX_RE = VERTEX.listener
+
 
 # ---------------------------------------------------------------------------------------------------------------
-# Server handling
+# Server handling (cloud_frontends.CloudServer: `extra_port` is the Vertex listener, `port` the main HTTP port)
 # ---------------------------------------------------------------------------------------------------------------
 
-
-def child_env(extra: dict | None = None) -> dict:
-    """The test process's environment without any AIP_* / SAGEMAKER_* variable, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "SAGEMAKER_"))}
-    env.update(extra or {})
-    return env
-
-
-class VertexServer(RampartServer):
-    """A rampart process with the Vertex AI listener. `vx_port` is its port; `port` the main HTTP port (when on).
-    `start(wait=True)` polls GET <health route> (with `health_headers`) until 200."""
-
-    def __init__(self, args, label, env: dict, main_http: bool = True, health_headers: dict | None = None):
-        super().__init__(args, label, grpc=False, health_headers=health_headers)
-        self.env = env
-        self.main_http = main_http
-        self.health_route = env.get("AIP_HEALTH_ROUTE", HEALTH)
-        self.predict_route = env.get("AIP_PREDICT_ROUTE", PREDICT)
-        self.vx_host: str | None = None
-        self.vx_port: int | None = None
-
-    def start(self, wait=True, timeout: float = START_TIMEOUT) -> "VertexServer":
-        binary = require_binary()
-        self.proc = subprocess.Popen(
-            [str(binary), *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(REPO_ROOT),
-            env=self.env,
-        )
-        for stream, sink in ((self.proc.stderr, self._stderr), (self.proc.stdout, self._stdout)):
-            t = threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
-            t.start()
-            self._threads.append(t)
-        deadline = time.monotonic() + timeout
-        while True:
-            m = VX_RE.search(self.stderr_text() + self.stdout_text())
-            if m and (not self.main_http or self._port_found.is_set()):
-                break
-            if self.proc.poll() is not None:
-                self._join_pumps()
-                raise ServerStartError(f"{self.label} exited with code {self.proc.returncode} before listening\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ServerStartError(f"{self.label}: no '{SERVICE} at' line within {timeout}s\n{self.output()}")
-            time.sleep(0.05)
-        self.vx_host, self.vx_port = m.group(1), int(m.group(2))
-        if wait:
-            while True:
-                try:
-                    r = requests.get(self.vx_base + self.health_route, headers=self.health_headers, timeout=5)
-                    if r.status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if self.proc.poll() is not None:
-                    self._join_pumps()
-                    raise ServerStartError(f"{self.label} exited with code {self.proc.returncode}\n{self.output()}")
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise ServerStartError(f"{self.label}: health route not 200 within {timeout}s\n{self.output()}")
-                time.sleep(0.1)
-        return self
-
-    @property
-    def vx_base(self) -> str:
-        return f"http://127.0.0.1:{self.vx_port}"
-
-
-def start_vx(args, label, env=None, wait=True, **kw) -> VertexServer:
-    srv = VertexServer(args, label, child_env(ROUTES if env is None else env), **kw)
-    try:
-        srv.start(wait=wait)
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    return srv
-
-
-@contextlib.contextmanager
-def vx_running(args, label, env=None, wait=True, **kw):
-    srv = start_vx(args, label, env, wait, **kw)
-    try:
-        yield srv
-    finally:
-        finish_server(srv)
+# start_vx(args, label, env=None, wait=True, **kw) -> started server; vx_running(...): the same for one test;
+# startup_failure(args, env, timeout=60) -> the output of a refused start.
+start_vx = VERTEX.start
+vx_running = VERTEX.running
+startup_failure = VERTEX.startup_failure
 
 
 def vx_args(repo, *extra) -> list[str]:
@@ -188,24 +94,6 @@ def bare_args(*extra) -> list[str]:
     return ["--http-address=127.0.0.1", "--allow-metrics=false", f"--backend-directory={ort_dir()}", *engine_args(ENGINE), *extra]
 
 
-def startup_failure(args, env, timeout: float = 60) -> str:
-    try:
-        proc = subprocess.run(
-            [str(require_binary()), *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            cwd=str(REPO_ROOT),
-            env=child_env(env),
-        )
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"rampart did not exit within {timeout}s:\n{(e.stderr or b'').decode(errors='replace')[-3000:]}")
-    out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0, f"started although it should have refused (exit {proc.returncode}):\n{out[-3000:]}"
-    assert "Started Vertex AI HTTPService" not in out and "Started HTTPService" not in out, out[-3000:]
-    return out
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,82 +101,25 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Request helpers
+# Request helpers (vx(): one request to the Vertex port, main(): to the main port)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def vx(srv, method: str, path: str, **kw) -> requests.Response:
-    """One request to the Vertex port on a fresh connection."""
-    kw.setdefault("timeout", HTTP_TIMEOUT)
-    return requests.request(method, srv.vx_base + path, **kw)
-
-
-def main(srv, method: str, path: str, **kw) -> requests.Response:
-    kw.setdefault("timeout", HTTP_TIMEOUT)
-    return requests.request(method, srv.base + path, **kw)
+def predict_route(srv) -> str:
+    """The predict route in the server's environment."""
+    return srv.env.get("AIP_PREDICT_ROUTE", PREDICT)
 
 
 def predict(srv, body: bytes | None = SIMPLE_BODY, headers: dict | None = None, method: str = "POST") -> requests.Response:
     hdrs = {**JSON_HDR, **(headers or {})} if body is not None and "Content-Type" not in (headers or {}) else dict(headers or {})
-    return vx(srv, method, srv.predict_route, data=body, headers=hdrs)
+    return vx(srv, method, predict_route(srv), data=body, headers=hdrs)
 
 
 def redirect(srv, target: str, body: bytes | None = None, headers: dict | None = None, method: str = "POST") -> requests.Response:
     hdrs = {REDIRECT: target, **(headers or {})}
     if body is not None:
         hdrs.setdefault("Content-Type", "application/json")
-    return vx(srv, method, srv.predict_route, data=body, headers=hdrs)
-
-
-def error_of(r: requests.Response) -> str:
-    try:
-        body = r.json()
-    except ValueError:
-        raise AssertionError(f"error body is not JSON (status {r.status_code}): {r.content[:500]!r}")
-    assert isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
-    return body["error"]
-
-
-def assert_err(r: requests.Response, status: int, *contains: str, exact: str | None = None) -> str:
-    assert r.status_code == status, f"expected HTTP {status}, got {r.status_code}: {r.content[:1000]!r}"
-    msg = error_of(r)
-    if exact is not None:
-        assert msg == exact, f"error message mismatch:\n  expected: {exact!r}\n  got:      {msg!r}"
-    for part in contains:
-        assert part in msg, f"error message {msg!r} does not contain {part!r}"
-    return msg
-
-
-def denied(key: str) -> dict:
-    return {"error": f"This API is restricted, expecting header '{key}'"}
-
-
-def assert_denied(r: requests.Response, key: str, what: str = "") -> None:
-    assert r.status_code == 403, f"{what}: expected 403, got {r.status_code}: {r.content[:500]!r}"
-    assert r.json() == denied(key), f"{what}: {r.content[:500]!r}"
-
-
-def outputs_of(body: dict) -> dict:
-    return {o["name"]: o["data"] for o in body["outputs"]}
-
-
-def assert_simple_json(r: requests.Response, model: str = "simple") -> dict:
-    assert r.status_code == 200, f"{r.status_code}: {r.content[:1000]!r}"
-    body = r.json()
-    assert body["model_name"] == model and body["model_version"] == "1", body
-    assert outputs_of(body) == {"OUTPUT0": SUM, "OUTPUT1": DIFF}, body
-    return body
-
-
-def binary_request(binary_inputs: bool = True) -> tuple[bytes, int | None]:
-    inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
-    inputs[0].set_data_from_numpy(A, binary_data=binary_inputs)
-    inputs[1].set_data_from_numpy(B, binary_data=binary_inputs)
-    outputs = [
-        httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
-        httpclient.InferRequestedOutput("OUTPUT1", binary_data=False),
-    ]
-    return httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+    return vx(srv, method, predict_route(srv), data=body, headers=hdrs)
 
 
 def binary_header(json_size: int) -> dict:
@@ -299,39 +130,15 @@ def assert_simple_binary(r: requests.Response, model: str = "simple") -> None:
     """Binary response, parsed as tritonclient does on a Vertex endpoint (Inference-Header-Content-Length)."""
     assert r.status_code == 200, f"{r.status_code}: {r.content[:1000]!r}"
     assert "Inference-Header-Content-Length" in r.headers, dict(r.headers)
-    size = int(r.headers["Inference-Header-Content-Length"])
-    assert 0 < size and len(r.content) == size + 64, (size, len(r.content))
-    header = json.loads(r.content[:size])
-    assert header["model_name"] == model, header
-    outs = {o["name"]: o for o in header["outputs"]}
-    assert outs["OUTPUT0"]["parameters"] == {"binary_data_size": 64}, outs
-    assert outs["OUTPUT1"]["data"] == DIFF, outs
-    result = httpclient.InferenceServerClient.parse_response_body(r.content, header_length=size)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - B)
+    assert_simple_binary_body(r.content, int(r.headers["Inference-Header-Content-Length"]), model)
 
 
 def assert_serving(srv, headers: dict | None = None) -> None:
     """The process runs and answers a normal predict and the health route on fresh connections."""
-    assert srv.alive(), f"{srv.label} died (exit code {srv.proc.returncode})\n{srv.output()}"
+    assert_alive(srv)
     hdrs = dict(headers or {})
     assert_simple_json(predict(srv, headers=hdrs))
     assert vx(srv, "GET", srv.health_route, headers=hdrs).status_code == 200
-
-
-def chunked_post(srv, path: str, chunks, headers: dict | None = None, timeout: float = 120.0):
-    t0 = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", srv.vx_port, timeout=timeout)
-    try:
-        hdrs = {"Content-Type": "application/json", "Transfer-Encoding": "chunked", **(headers or {})}
-        try:
-            conn.request("POST", path, body=chunks, headers=hdrs, encode_chunked=True)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        resp = conn.getresponse()
-        return resp.status, resp.read(), time.monotonic() - t0
-    finally:
-        conn.close()
 
 
 def single_model_repo(dest: Path, model: str = "simple") -> Path:
@@ -381,7 +188,7 @@ def vx_server():
 def test_started_line_and_both_listeners_serve(vx_server):
     m = VX_RE.search(vx_server.stderr_text() + vx_server.stdout_text())
     assert m and m.group(1) == "127.0.0.1", vx_server.output()
-    assert vx_server.vx_port not in (0, vx_server.port, 8080)
+    assert vx_server.extra_port not in (0, vx_server.port, 8080)
     assert main(vx_server, "GET", "/v2/health/ready").status_code == 200
     # The Vertex port serves only its two routes; the main port does not serve them.
     assert vx(vx_server, "GET", "/v2/health/ready").status_code == 404
@@ -427,7 +234,7 @@ def test_predict_binary_json_inputs(vx_server):
 def test_predict_binary_header_size_out_of_range(vx_server):
     body, json_size = binary_request()
     r = predict(vx_server, body, binary_header(len(body) + 1))
-    assert_err(r, 400, f"inference header size should be in range (0, {len(body)}), got: {len(body) + 1}")
+    assert_error(r, 400, f"inference header size should be in range (0, {len(body)}), got: {len(body) + 1}")
     assert_serving(vx_server)
 
 
@@ -435,7 +242,7 @@ def test_predict_binary_header_size_out_of_range(vx_server):
 def test_predict_binary_header_size_malformed(vx_server, suffix):
     body, _ = binary_request()
     r = predict(vx_server, body, {"Content-Type": BINARY_MIME + suffix})
-    assert_err(r, 400, "json-header-size")
+    assert_error(r, 400, "json-header-size")
     assert_serving(vx_server)
 
 
@@ -443,11 +250,11 @@ def test_predict_sagemaker_content_type_is_not_binary_here(vx_server):
     """The SageMaker vendor type means nothing on Vertex: the body is taken as JSON, which it is not."""
     body, json_size = binary_request()
     r = predict(vx_server, body, {"Content-Type": f"application/vnd.sagemaker-triton.binary+json;json-header-size={json_size}"})
-    assert_err(r, 400, "failed to parse the request JSON buffer")
+    assert_error(r, 400, "failed to parse the request JSON buffer")
 
 
 def test_predict_malformed_json(vx_server):
-    assert_err(predict(vx_server, b'{"inputs": ['), 400, "failed to parse the request JSON buffer")
+    assert_error(predict(vx_server, b'{"inputs": ['), 400, "failed to parse the request JSON buffer")
     assert_serving(vx_server)
 
 
@@ -482,19 +289,7 @@ def test_other_paths_are_404(vx_server, method, path):
 
 
 def test_concurrent_predicts(vx_server):
-    results: list = [None] * 16
-    barrier = threading.Barrier(16)
-
-    def run(i):
-        barrier.wait()
-        r = predict(vx_server, json.dumps({**SIMPLE_JSON, "id": f"v{i}"}).encode())
-        results[i] = (r.status_code, r.json().get("id"), outputs_of(r.json()) if r.status_code == 200 else None)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = concurrent_answers(lambda i: predict(vx_server, json.dumps({**SIMPLE_JSON, "id": f"v{i}"}).encode()))
     assert results == [(200, f"v{i}", {"OUTPUT0": SUM, "OUTPUT1": DIFF}) for i in range(16)], results
 
 
@@ -547,7 +342,7 @@ def test_redirect_answers_have_real_values(vx_server):
     idx = {e["name"]: e["state"] for e in redirect(vx_server, "v2/repository/index").json()}
     assert idx == {"simple": "READY", "identity_fp32": "READY", "identity_bytes": "READY", "mlp": "READY"}, idx
     assert redirect(vx_server, "v2/systemsharedmemory/status").json() == []
-    assert_err(redirect(vx_server, "v2/models/nosuch"), 404, "nosuch")
+    assert_error(redirect(vx_server, "v2/models/nosuch"), 404, "nosuch")
 
 
 @pytest.mark.parametrize("target", ["v2/models/simple/infer", "v2/models/simple/versions/1/infer", "/v2/models/simple/infer"])
@@ -637,7 +432,7 @@ def test_cve_2026_24206_redirect_refused(vx_server, shm_object, target):
     key = next((k for k in body if target.split("?")[0].endswith(k)), None)
     payload = json.dumps(body[key]).encode() if key else SIMPLE_BODY
     r = redirect(vx_server, target, payload)
-    assert_err(r, 403, "is not available through the Vertex AI redirect")
+    assert_error(r, 403, "is not available through the Vertex AI redirect")
     assert _state(vx_server) == before, f"{target} changed the server"
     assert main(vx_server, "GET", "/v2/models/simple/ready").status_code == 200
     assert_serving(vx_server)
@@ -707,7 +502,7 @@ def test_redirect_model_name_with_encoded_traversal(vx_server):
     """An encoded '/' in the model name is a (nonexistent) model name, not a path."""
     before = _state(vx_server)
     r = redirect(vx_server, "v2/models/simple%2F..%2F..%2Frepository%2Fmodels%2Fsimple%2Funload/infer", SIMPLE_BODY)
-    assert_err(r, 400, "must not contain path traversal characters")
+    assert_error(r, 400, "must not contain path traversal characters")
     assert _state(vx_server) == before
 
 
@@ -722,7 +517,7 @@ def test_redirect_needs_post(vx_server, method, target):
 
 def test_redirect_header_not_text(vx_server):
     r = vx(vx_server, "POST", PREDICT, headers={REDIRECT: b"v2/\xff\xfe".decode("latin-1")})
-    assert_err(r, 400, exact="the X-Vertex-Ai-Triton-Redirect header is not valid text")
+    assert_error(r, 400, exact="the X-Vertex-Ai-Triton-Redirect header is not valid text")
     assert_serving(vx_server)
 
 
@@ -734,7 +529,7 @@ def test_redirect_header_not_text(vx_server):
 def test_several_models_without_default(tmp_path):
     with vx_running(vx_args(example_repo()), "rampart[vertex no default]") as srv:
         r = predict(srv)
-        msg = assert_err(r, 400, FLAG)
+        msg = assert_error(r, 400, FLAG)
         assert "4 models" in msg, msg
         # Redirects still reach every model.
         assert_simple_json(redirect(srv, "v2/models/simple/infer", SIMPLE_BODY))
@@ -759,7 +554,7 @@ def test_default_model_flag_picks_the_model():
 
 def test_default_model_unknown():
     with vx_running(vx_args(example_repo(), f"{FLAG}=nosuch"), "rampart[vertex default unknown]") as srv:
-        assert_err(predict(srv), 404, exact="Request for unknown model: 'nosuch' is not found")
+        assert_error(predict(srv), 404, exact="Request for unknown model: 'nosuch' is not found")
 
 
 @pytest.mark.parametrize(
@@ -803,7 +598,7 @@ def test_aip_mode_prediction_defaults(tmp_path):
     port = free_port()
     env = {**ROUTES, "AIP_MODE": "PREDICTION", "AIP_STORAGE_URI": str(repo), "AIP_HTTP_PORT": str(port)}
     with vx_running(bare_args(), "rampart[vertex aip mode]", env, main_http=False) as srv:
-        assert srv.vx_port == port
+        assert srv.extra_port == port
         out = srv.stderr_text() + srv.stdout_text()
         assert "Started HTTPService" not in out and "Started GRPCInferenceService" not in out, out[-2000:]
         assert_simple_json(predict(srv))
@@ -854,7 +649,7 @@ def test_sagemaker_and_vertex_together():
         m = re.search(r"Started Sagemaker HTTPService at 127\.0\.0\.1:(\d+)", srv.stderr_text() + srv.stdout_text())
         assert m, srv.output()
         sm_port = int(m.group(1))
-        assert len({sm_port, srv.vx_port, srv.port}) == 3
+        assert len({sm_port, srv.extra_port, srv.port}) == 3
         assert_simple_json(predict(srv))
         data = [4.0, 5.0]
         req = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": data}]}
@@ -898,17 +693,8 @@ CATS = ("health", "metadata", "inference", "model-config", "statistics", "shared
 KEYS = {c: (f"vx-{c}-key", f"vx-V4lue-{c}:x=y") for c in CATS}
 
 
-def hdr(cat: str) -> dict:
-    key, value = KEYS[cat]
-    return {key: value}
-
-
-def all_but(cat: str) -> dict:
-    out = {}
-    for c in CATS:
-        if c != cat:
-            out.update(hdr(c))
-    return out
+hdr = partial(key_header, KEYS)  # hdr(cat): the header that opens `cat`
+all_but = partial(other_key_headers, KEYS)  # all_but(cat): those of every other category
 
 
 @pytest.fixture(scope="module")
@@ -981,7 +767,7 @@ def test_restricted_refusals_hold_with_credentials(restricted, target, creds):
     headers = {} if creds == "none" else {**hdr("model-repository"), **hdr("shared-memory")}
     r = redirect(restricted, target, b"{}", headers)
     assert r.status_code == 403, (target, creds, r.status_code, r.content[:300])
-    error_of(r)
+    error_message(r)
     assert main(restricted, "GET", "/v2/models/simple/ready", headers=hdr("health")).status_code == 200
 
 
@@ -1016,11 +802,6 @@ def capped():
     finish_server(srv)
 
 
-def padded(body: bytes, size: int) -> bytes:
-    assert len(body) <= size
-    return body + b" " * (size - len(body))
-
-
 def test_body_limit_at_the_cap(capped):
     assert_simple_json(predict(capped, padded(SIMPLE_BODY, CAP)))
     assert_simple_json(redirect(capped, "v2/models/simple/infer", padded(SIMPLE_BODY, CAP)))
@@ -1030,7 +811,7 @@ def test_body_limit_at_the_cap(capped):
 def test_body_limit_over_the_cap(capped, target):
     body = padded(SIMPLE_BODY, CAP + 1)
     r = predict(capped, body) if target is None else redirect(capped, target, body)
-    assert_err(r, 400, exact=f"request body of {CAP + 1} bytes exceeds the maximum allowed size of {CAP} bytes (--http-max-input-size)")
+    assert_error(r, 400, exact=f"request body of {CAP + 1} bytes exceeds the maximum allowed size of {CAP} bytes (--http-max-input-size)")
     assert_serving(capped)
 
 
@@ -1044,7 +825,7 @@ def test_body_limit_over_the_cap_chunked(capped):
 
 
 def test_body_limit_keep_alive_connection_survives_or_closes_cleanly(capped):
-    conn = http.client.HTTPConnection("127.0.0.1", capped.vx_port, timeout=HTTP_TIMEOUT)
+    conn = http.client.HTTPConnection("127.0.0.1", capped.extra_port, timeout=HTTP_TIMEOUT)
     try:
         conn.request("POST", PREDICT, body=padded(SIMPLE_BODY, CAP + 100), headers=JSON_HDR)
         resp = conn.getresponse()
@@ -1097,7 +878,7 @@ def test_many_chunks_to_health_and_unknown_path(vx_server):
 
 def test_sigterm_exits_cleanly_with_open_vertex_connection():
     srv = start_vx(vx_args(example_repo(), f"{FLAG}=simple"), "rampart[vertex sigterm]")
-    idle = socket.create_connection(("127.0.0.1", srv.vx_port), timeout=10)
+    idle = socket.create_connection(("127.0.0.1", srv.extra_port), timeout=10)
     try:
         assert_simple_json(predict(srv))
     finally:
