@@ -1297,3 +1297,41 @@ def test_restricted_shared_memory_category(examples_dir, objs):
         assert r.status_code == 200, r.text
         srv.grpc_stub().SystemSharedMemoryUnregister(service_pb2.SystemSharedMemoryUnregisterRequest(), metadata=md)
         assert srv.get("/v2/systemsharedmemory/status", headers=hdr).json() == []
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_shm_reads_are_bounded_per_request(shm_server, objs, regions, proto):
+    """Inputs are copied out of shared memory: a fixed-size input whose byte size does not match its shape is
+    refused before anything is read, and a BYTES input may not make one request read more than 1 GiB (the object
+    is sparse: tmpfs allocates nothing for it)."""
+    huge = (1 << 30) + 64
+    key = objs.key("huge")
+    objs.raw(key.lstrip("/"), huge)
+    name = regions.name("huge")
+    register(proto, shm_server, name, key, huge)
+    t = {"name": "INPUT0", "datatype": "BYTES", "shape": [1, 1], "parameters": shm_params(name, huge)}
+    if proto == "http":
+        r = shm_server.infer("identity_bytes", {"inputs": [t]})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "the shared-memory inputs of one request exceed 1073741824 bytes"
+    else:
+        req = grpc_request("identity_bytes", [grpc_input("INPUT0", "BYTES", [1, 1])])
+        set_grpc_param(req.inputs[0].parameters, "shared_memory_region", name)
+        set_grpc_param(req.inputs[0].parameters, "shared_memory_byte_size", huge, "int64")
+        expect_error(
+            proto,
+            lambda: shm_server.grpc_stub().ModelInfer(req, timeout=30),
+            400,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the shared-memory inputs of one request exceed 1073741824 bytes",
+        )
+    # A fixed-size input must name exactly its tensor's bytes, checked before the read.
+    expect_error(
+        proto,
+        (lambda: http_simple(shm_server, in0=shm_params(name, huge)))
+        if proto == "http"
+        else (lambda: grpc_simple(shm_server, in0=(name, huge))),
+        400,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"input byte size mismatch for input 'INPUT0' for model 'simple'. Expected 64, got {huge}",
+    )

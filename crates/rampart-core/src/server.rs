@@ -515,10 +515,29 @@ impl Server {
     /// model runs: regions are leased (bounds checked, held open) now, so an unregister during the
     /// inference cannot take them away.
     fn take_extensions(&self, req: &mut InferRequest) -> Result<Vec<OutputExtension>> {
+        // Inputs are copied out of their regions, so what one request may read is bounded, and a fixed-size
+        // tensor's byte size is checked against its shape (after the region's own checks) before anything is read.
+        let mut total: u64 = 0;
         for input in req.inputs.iter_mut() {
-            if let Some(r) = &input.shm {
-                input.data = self.inner.shm.lease(r)?.read()?;
+            let Some(r) = &input.shm else { continue };
+            let lease = self.inner.shm.lease(r)?;
+            let count = rampart_types::tensor::element_count(&input.shape)?;
+            if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)? {
+                if r.byte_size != expected {
+                    return Err(Error::invalid_arg(format!(
+                        "input byte size mismatch for input '{}' for model '{}'. Expected {expected}, got {}",
+                        input.name, req.model_name, r.byte_size
+                    )));
+                }
             }
+            total = total.saturating_add(r.byte_size);
+            if total > crate::shm::MAX_REQUEST_INPUT_BYTES {
+                return Err(Error::invalid_arg(format!(
+                    "the shared-memory inputs of one request exceed {} bytes",
+                    crate::shm::MAX_REQUEST_INPUT_BYTES
+                )));
+            }
+            input.data = lease.read()?;
         }
         let mut out = Vec::new();
         for o in req.outputs.iter().filter(|o| o.classification.is_some() || o.shm.is_some()) {

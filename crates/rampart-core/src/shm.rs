@@ -31,6 +31,8 @@ use crate::infer::{ParamValue, Parameters};
 pub const RESERVED_KEY_PREFIX: &str = "triton_python_backend_shm_region_";
 /// Regions registered at once.
 pub const MAX_REGIONS: usize = 1024;
+/// Bytes one request may read from shared memory (inputs are copied out of their regions).
+pub const MAX_REQUEST_INPUT_BYTES: u64 = 1 << 30;
 /// Longest region name and key, in bytes (NAME_MAX).
 pub const MAX_NAME_LEN: usize = 255;
 
