@@ -171,6 +171,11 @@ pub(crate) struct EngineInputs {
     pub names: Vec<String>,
 }
 
+/// An input whose bytes do not match its shape (Triton's text).
+pub(crate) fn byte_size_mismatch(input: &str, model: &str, expected: u64, got: u64) -> Error {
+    Error::invalid_arg(format!("input byte size mismatch for input '{input}' for model '{model}'. Expected {expected}, got {got}"))
+}
+
 pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRequest) -> Result<Prepared> {
     let model = &config.name;
     check_parameters(&req.parameters)?;
@@ -238,11 +243,7 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
         match fixed_byte_size(input.datatype, count).map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))? {
             Some(expected) => {
                 if input.data.len() as u64 != expected {
-                    return Err(Error::invalid_arg(format!(
-                        "input byte size mismatch for input '{}' for model '{model}'. Expected {expected}, got {}",
-                        input.name,
-                        input.data.len()
-                    )));
+                    return Err(byte_size_mismatch(&input.name, model, expected, input.data.len() as u64));
                 }
             }
             None => {

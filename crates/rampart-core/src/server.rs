@@ -524,10 +524,7 @@ impl Server {
             let count = rampart_types::tensor::element_count(&input.shape)?;
             if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)? {
                 if r.byte_size != expected {
-                    return Err(Error::invalid_arg(format!(
-                        "input byte size mismatch for input '{}' for model '{}'. Expected {expected}, got {}",
-                        input.name, req.model_name, r.byte_size
-                    )));
+                    return Err(crate::infer::byte_size_mismatch(&input.name, &req.model_name, expected, r.byte_size));
                 }
             }
             total = total.saturating_add(r.byte_size);

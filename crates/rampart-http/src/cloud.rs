@@ -315,8 +315,7 @@ fn with_close(mut r: Response) -> Response {
 /// `{"model_name": "<name>", "url": "<dir>"}`.
 #[cfg(feature = "sagemaker")]
 fn mme_request(body: &[u8], http: &HttpOptions) -> Result<(String, String), Error> {
-    crate::codec::check_json_size(body, &http.json_limits)?;
-    let v: Value = serde_json::from_slice(body).map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    let v = crate::routes::json_object(body, &http.json_limits)?;
     let field = |k: &str| match v.get(k) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(Error::invalid_arg(format!("the load request needs a string '{k}'"))),

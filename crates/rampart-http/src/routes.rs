@@ -567,7 +567,7 @@ fn repository_parameters(s: &AppState, body: &[u8]) -> Result<serde_json::Map<St
 
 /// The JSON object of an admin request body (size and depth checked first); an empty body is an empty
 /// object.
-fn json_object(body: &[u8], limits: &codec::JsonLimits) -> Result<serde_json::Map<String, Value>, Error> {
+pub(crate) fn json_object(body: &[u8], limits: &codec::JsonLimits) -> Result<serde_json::Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Default::default());
     }
