@@ -4,7 +4,8 @@ use prost::Message;
 
 fn main() {
     println!("cargo:rerun-if-changed=proto/model_config.proto");
-    let fds = protox::compile(["model_config.proto"], ["proto"]).expect("compile proto/model_config.proto");
+    let fds = protox::compile(["model_config.proto"], ["proto"])
+        .expect("compile proto/model_config.proto");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     std::fs::write(out.join("model_config.fds"), fds.encode_to_vec()).unwrap();
     prost_build::Config::new().compile_fds(fds).expect("generate ModelConfig types");

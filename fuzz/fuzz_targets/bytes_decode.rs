@@ -41,6 +41,10 @@ fuzz_target!(|data: &[u8]| {
         _ => panic!("split_bytes_elements({expected}) = {got:?}, reference = {want:?}"),
     }
     if let Ok(els) = got {
-        assert_eq!(encode_bytes_elements(&els), buf, "split elements do not re-encode to the same bytes");
+        assert_eq!(
+            encode_bytes_elements(&els),
+            buf,
+            "split elements do not re-encode to the same bytes"
+        );
     }
 });

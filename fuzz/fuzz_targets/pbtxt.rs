@@ -14,11 +14,15 @@ fuzz_target!(|data: &[u8]| {
     let config = &parsed.config;
     // Compared as JSON values: NaN != NaN in the structs, and map fields have no byte order.
     let json = to_json(config);
-    let back = parse_json(&json.to_string()).unwrap_or_else(|e| panic!("rendered JSON does not parse: {e}\n{json}"));
+    let back = parse_json(&json.to_string())
+        .unwrap_or_else(|e| panic!("rendered JSON does not parse: {e}\n{json}"));
     assert_eq!(to_json(&back), json, "JSON round trip changed the config");
 
-    let dynamic = DynamicMessage::decode(model_config_descriptor(), config.encode_to_vec().as_slice()).unwrap();
+    let dynamic =
+        DynamicMessage::decode(model_config_descriptor(), config.encode_to_vec().as_slice())
+            .unwrap();
     let rendered = dynamic.to_text_format();
-    let again = parse_text(&rendered).unwrap_or_else(|e| panic!("rendered text does not parse: {e}\n{rendered}"));
+    let again = parse_text(&rendered)
+        .unwrap_or_else(|e| panic!("rendered text does not parse: {e}\n{rendered}"));
     assert_eq!(to_json(&again.config), json, "text round trip changed the config\n{rendered}");
 });

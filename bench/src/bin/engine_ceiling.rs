@@ -41,7 +41,8 @@ fn parse_args() -> Result<Args, String> {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),
             None => (flag.clone(), None),
         };
-        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{k} needs a value"));
+        let mut value =
+            || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{k} needs a value"));
         match k.as_str() {
             "--model" => a.model = PathBuf::from(value()?),
             "--backend-directory" => a.backend_directory = PathBuf::from(value()?),
@@ -54,7 +55,8 @@ fn parse_args() -> Result<Args, String> {
     if a.model.as_os_str().is_empty() {
         return Err("--model FILE is required".into());
     }
-    if a.batch == 0 || !(a.seconds > 0.0) || !matches!(a.mode.as_str(), "raw" | "rampart" | "both") {
+    if a.batch == 0 || !(a.seconds > 0.0) || !matches!(a.mode.as_str(), "raw" | "rampart" | "both")
+    {
         return Err("--batch must be ≥ 1, --seconds > 0, --mode raw|rampart|both".into());
     }
     Ok(a)
@@ -114,7 +116,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let engine = OrtEngine::init(&args.backend_directory, std::env::var_os("ORT_DYLIB_PATH").as_deref().map(std::path::Path::new), OrtOptions::default())?;
+    let engine = OrtEngine::init(
+        &args.backend_directory,
+        std::env::var_os("ORT_DYLIB_PATH").as_deref().map(std::path::Path::new),
+        OrtOptions::default(),
+    )?;
     let fail = |e: String| format!("cannot load '{}': {e}", args.model.display());
     let session = Session::builder(engine.environment())
         .map_err(|e| fail(e.to_string()))?
@@ -137,14 +143,18 @@ fn run(args: &Args) -> Result<(), String> {
         }
         let mut dims: Vec<i64> = shape.iter().copied().collect();
         if dims.is_empty() || dims[1..].iter().any(|d| *d < 0) {
-            return Err(format!("input '{}' needs a batch dimension and fixed others, has {dims:?}", o.name()));
+            return Err(format!(
+                "input '{}' needs a batch dimension and fixed others, has {dims:?}",
+                o.name()
+            ));
         }
         dims[0] = args.batch as i64;
         let n: usize = dims.iter().product::<i64>() as usize;
         let data = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
         inputs.push((o.name().to_string(), dims, data));
     }
-    let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+    let output_names: Vec<String> =
+        session.outputs().iter().map(|o| o.name().to_string()).collect();
 
     if args.mode != "rampart" {
         let mut session = session;
@@ -155,7 +165,8 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let mut failed = None;
         let (runs, p) = measure(args.seconds, || {
-            let feed: Vec<(&str, &OrtTensor<f32>)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let feed: Vec<(&str, &OrtTensor<f32>)> =
+                tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
             if let Err(e) = session.run(feed) {
                 failed.get_or_insert(e.to_string());
             }

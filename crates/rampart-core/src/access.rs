@@ -219,10 +219,13 @@ impl Denied {
             );
         }
         match self.protocol {
-            Protocol::Http => {
-                Error::new(rampart_types::Code::PermissionDenied, format!("This API is restricted, {expecting}"))
+            Protocol::Http => Error::new(
+                rampart_types::Code::PermissionDenied,
+                format!("This API is restricted, {expecting}"),
+            ),
+            Protocol::Grpc => {
+                Error::unavailable(format!("This protocol is restricted, {expecting}"))
             }
-            Protocol::Grpc => Error::unavailable(format!("This protocol is restricted, {expecting}")),
         }
     }
 }
@@ -240,7 +243,6 @@ impl Restrictions {
         Restrictions { protocol, rules: Default::default(), identities: Default::default() }
     }
 
-
     /// Parses the repeated flag values. `resolve` turns a value into the secret (the binary reads `@file` and
     /// `env:NAME` there); its errors must not contain the value.
     pub fn parse(
@@ -252,7 +254,10 @@ impl Restrictions {
         let flag = protocol.flag();
         for spec in specs {
             let format_error = || {
-                format!("{flag} option format is '<config name>:<setting>=<value>'. Got {}", redact(spec))
+                format!(
+                    "{flag} option format is '<config name>:<setting>=<value>'. Got {}",
+                    redact(spec)
+                )
             };
             let (cats, setting) = spec.split_once(':').ok_or_else(format_error)?;
             let (key, value) = setting.split_once('=').ok_or_else(format_error)?;
@@ -265,7 +270,8 @@ impl Restrictions {
             }
             let rule = Arc::new(Rule::new(wire_header(protocol, key), value));
             for c in cats.split(',') {
-                let cat = Category::parse(c).ok_or_else(|| format!("unknown restricted {} '{c}'", protocol.noun()))?;
+                let cat = Category::parse(c)
+                    .ok_or_else(|| format!("unknown restricted {} '{c}'", protocol.noun()))?;
                 let slot = &mut out.rules[cat.index()];
                 if slot.is_some() {
                     return Err(format!(
@@ -289,9 +295,11 @@ impl Restrictions {
                     spec.escape_debug()
                 )
             })?;
-            let identity = parse_identity(identity).map_err(|e| format!("--client-cert-access: {e}"))?;
+            let identity =
+                parse_identity(identity).map_err(|e| format!("--client-cert-access: {e}"))?;
             for c in cats.split(',') {
-                let cat = Category::parse(c).ok_or_else(|| format!("--client-cert-access: unknown category '{c}'"))?;
+                let cat = Category::parse(c)
+                    .ok_or_else(|| format!("--client-cert-access: unknown category '{c}'"))?;
                 let list = &mut self.identities[cat.index()];
                 if !list.contains(&identity) {
                     list.push(identity.clone());
@@ -330,12 +338,18 @@ impl Restrictions {
         if rule.is_some_and(|r| r.satisfied(creds)) || identity_listed(identities, creds) {
             return Ok(());
         }
-        Err(Denied { protocol: self.protocol, category, header: rule.map(|r| r.header.clone()), model: None })
+        Err(Denied {
+            protocol: self.protocol,
+            category,
+            header: rule.map(|r| r.header.clone()),
+            model: None,
+        })
     }
 }
 
 fn identity_listed(identities: &[String], creds: &dyn Credentials) -> bool {
-    !identities.is_empty() && creds.identity().is_some_and(|id| identities.iter().any(|want| id.has(want)))
+    !identities.is_empty()
+        && creds.identity().is_some_and(|id| identities.iter().any(|want| id.has(want)))
 }
 
 /// One `--model-access` rule: the models it names and the credential it accepts.
@@ -365,7 +379,10 @@ const MAX_MODEL_RULES: usize = 1024;
 impl ModelAccess {
     /// Parses `<glob>[,<glob>…]:<key>=<value>` and `<glob>[,<glob>…]:client-cert=<kind>:<name>` values.
     /// `resolve` reads `@file` / `env:NAME` values as for the restricted-API flags.
-    pub fn parse(specs: &[String], resolve: &dyn Fn(&str) -> Result<String, String>) -> Result<Self, String> {
+    pub fn parse(
+        specs: &[String],
+        resolve: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Self, String> {
         if specs.len() > MAX_MODEL_RULES {
             return Err(format!("--model-access: at most {MAX_MODEL_RULES} rules"));
         }
@@ -387,7 +404,9 @@ impl ModelAccess {
                 return Err(format_error());
             }
             let credential = if key == "client-cert" {
-                ModelCredential::ClientCert(parse_identity(value).map_err(|e| format!("--model-access: {e}"))?)
+                ModelCredential::ClientCert(
+                    parse_identity(value).map_err(|e| format!("--model-access: {e}"))?,
+                )
             } else {
                 let value = resolve(value)?;
                 if value.is_empty() {
@@ -414,7 +433,12 @@ impl ModelAccess {
 
     /// Checks an inference request for `model`. Models that no rule names pass (the category check has
     /// already run); a named model needs the credential of one of the rules naming it.
-    pub fn check(&self, protocol: Protocol, model: &str, creds: &dyn Credentials) -> Result<(), Denied> {
+    pub fn check(
+        &self,
+        protocol: Protocol,
+        model: &str,
+        creds: &dyn Credentials,
+    ) -> Result<(), Denied> {
         let mut first_header: Option<&str> = None;
         let mut named = false;
         for rule in self.rules.iter().filter(|r| r.globs.iter().any(|g| glob_match(g, model))) {
@@ -425,7 +449,9 @@ impl ModelAccess {
                     first_header.get_or_insert(r.header.as_str());
                     r.satisfied(creds)
                 }
-                ModelCredential::ClientCert(want) => creds.identity().is_some_and(|id| id.has(want)),
+                ModelCredential::ClientCert(want) => {
+                    creds.identity().is_some_and(|id| id.has(want))
+                }
             };
             if ok {
                 return Ok(());
@@ -490,7 +516,11 @@ mod tests {
 
     #[test]
     fn parsing_follows_triton() {
-        let r = parse(Protocol::Http, &["model-repository:admin-key=admin:val=ue", "inference,metadata:Infer-Key=iv"]).unwrap();
+        let r = parse(
+            Protocol::Http,
+            &["model-repository:admin-key=admin:val=ue", "inference,metadata:Infer-Key=iv"],
+        )
+        .unwrap();
         assert_eq!(r.header_for(Category::ModelRepository), Some("admin-key"));
         assert_eq!(r.header_for(Category::Inference), Some("Infer-Key"));
         assert_eq!(r.header_for(Category::Health), None);
@@ -513,7 +543,10 @@ mod tests {
         assert!(!e.contains("secretvalue") && e.contains("'inference:<redacted>'"), "{e}");
         let e = parse(Protocol::Http, &["k=secretvalue"]).unwrap_err();
         assert!(!e.contains("secretvalue") && e.contains("'k=<redacted>'"), "{e}");
-        let e = Restrictions::parse(Protocol::Http, &["health:k=v:hidden".into()], &|_| Err("bad value".into())).unwrap_err();
+        let e = Restrictions::parse(Protocol::Http, &["health:k=v:hidden".into()], &|_| {
+            Err("bad value".into())
+        })
+        .unwrap_err();
         assert_eq!(e, "bad value");
     }
 
@@ -537,7 +570,10 @@ mod tests {
     }
 
     fn cert(cn: &str) -> Creds {
-        Creds { header: None, identity: Some(ClientIdentity::new(format!("CN={cn}"), [("cn", cn.to_string())])) }
+        Creds {
+            header: None,
+            identity: Some(ClientIdentity::new(format!("CN={cn}"), [("cn", cn.to_string())])),
+        }
     }
 
     const NOTHING: Creds = Creds { header: None, identity: None };
@@ -548,11 +584,15 @@ mod tests {
         assert!(r.check(Category::Inference, &key("triton-grpc-protocol-key", b"Value")).is_ok());
         assert!(r.check(Category::Health, &NOTHING).is_ok());
         for bad in [&b"value"[..], b"Value ", b"Valu", b""] {
-            let d = r.check(Category::Inference, &key("triton-grpc-protocol-key", bad)).unwrap_err();
+            let d =
+                r.check(Category::Inference, &key("triton-grpc-protocol-key", bad)).unwrap_err();
             assert_eq!(d.header.as_deref(), Some("triton-grpc-protocol-Key"));
         }
         let d = r.check(Category::Inference, &NOTHING).unwrap_err();
-        assert_eq!(d.to_error().message(), "This protocol is restricted, expecting header 'triton-grpc-protocol-Key'");
+        assert_eq!(
+            d.to_error().message(),
+            "This protocol is restricted, expecting header 'triton-grpc-protocol-Key'"
+        );
         let h = parse(Protocol::Http, &["health:K=v"]).unwrap();
         let d = h.check(Category::Health, &NOTHING).unwrap_err();
         let e = d.to_error();
@@ -563,7 +603,11 @@ mod tests {
     #[test]
     fn client_certificate_stands_in_for_a_key() {
         let mut r = parse(Protocol::Http, &["model-repository:admin-key=s3cret"]).unwrap();
-        r.add_client_certs(&["model-repository,logging:cn:ops".into(), "logging:dns:ops.example".into()]).unwrap();
+        r.add_client_certs(&[
+            "model-repository,logging:cn:ops".into(),
+            "logging:dns:ops.example".into(),
+        ])
+        .unwrap();
         assert_eq!(r.identities_for(Category::Logging), ["cn:ops", "dns:ops.example"]);
         assert!(r.check(Category::ModelRepository, &key("admin-key", b"s3cret")).is_ok());
         assert!(r.check(Category::ModelRepository, &cert("ops")).is_ok());
@@ -571,7 +615,10 @@ mod tests {
         let d = r.check(Category::ModelRepository, &cert("dev")).unwrap_err();
         assert_eq!(d.to_error().message(), "This API is restricted, expecting header 'admin-key'");
         let d = r.check(Category::Logging, &key("admin-key", b"s3cret")).unwrap_err();
-        assert_eq!(d.to_error().message(), "This API is restricted, expecting a verified client certificate");
+        assert_eq!(
+            d.to_error().message(),
+            "This API is restricted, expecting a verified client certificate"
+        );
         assert!(!r.open_categories().contains(&Category::Logging));
         assert!(r.open_categories().contains(&Category::Inference));
         for bad in ["logging", "logging:ops", ":cn:ops", "bogus:cn:ops", "logging:cn:"] {
@@ -581,26 +628,46 @@ mod tests {
 
     #[test]
     fn model_rules_add_to_the_category_check() {
-        let specs: Vec<String> = ["secret-*,vault:tenant-key=a", "secret-*:client-cert=cn:ops", "tenant-b-*:tenant-key=b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let specs: Vec<String> = [
+            "secret-*,vault:tenant-key=a",
+            "secret-*:client-cert=cn:ops",
+            "tenant-b-*:tenant-key=b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let m = ModelAccess::parse(&specs, &plain).unwrap();
         assert!(m.check(Protocol::Http, "public", &NOTHING).is_ok(), "unnamed models pass");
         assert!(m.check(Protocol::Http, "secret-1", &key("tenant-key", b"a")).is_ok());
         assert!(m.check(Protocol::Http, "vault", &key("tenant-key", b"a")).is_ok());
-        assert!(m.check(Protocol::Grpc, "secret-1", &key("triton-grpc-protocol-tenant-key", b"a")).is_ok());
-        assert!(m.check(Protocol::Grpc, "secret-1", &key("tenant-key", b"a")).is_err(), "gRPC keys are prefixed");
+        assert!(
+            m.check(Protocol::Grpc, "secret-1", &key("triton-grpc-protocol-tenant-key", b"a"))
+                .is_ok()
+        );
+        assert!(
+            m.check(Protocol::Grpc, "secret-1", &key("tenant-key", b"a")).is_err(),
+            "gRPC keys are prefixed"
+        );
         assert!(m.check(Protocol::Http, "secret-1", &cert("ops")).is_ok());
-        assert!(m.check(Protocol::Http, "tenant-b-x", &key("tenant-key", b"a")).is_err(), "key a is for secret-* only");
+        assert!(
+            m.check(Protocol::Http, "tenant-b-x", &key("tenant-key", b"a")).is_err(),
+            "key a is for secret-* only"
+        );
         let d = m.check(Protocol::Http, "secret-1", &key("tenant-key", b"b")).unwrap_err();
         let e = d.to_error();
         assert_eq!(e.code().http_status(), 403);
         assert_eq!(e.code().grpc_code(), 7);
-        assert_eq!(e.message(), "access to model 'secret-1' is restricted, expecting header 'tenant-key'");
-        let only_cert = ModelAccess::parse(&["x:client-cert=dns:a.example".into()], &plain).unwrap();
+        assert_eq!(
+            e.message(),
+            "access to model 'secret-1' is restricted, expecting header 'tenant-key'"
+        );
+        let only_cert =
+            ModelAccess::parse(&["x:client-cert=dns:a.example".into()], &plain).unwrap();
         let e = only_cert.check(Protocol::Grpc, "x", &NOTHING).unwrap_err().to_error();
-        assert_eq!(e.message(), "access to model 'x' is restricted, expecting a verified client certificate");
+        assert_eq!(
+            e.message(),
+            "access to model 'x' is restricted, expecting a verified client certificate"
+        );
         for bad in ["x", "x:k", ":k=v", "x,:k=v", "x:client-cert=alice", "x:k="] {
             assert!(ModelAccess::parse(&[bad.into()], &plain).is_err(), "{bad}");
         }

@@ -81,7 +81,10 @@ impl AuditLog {
         opt(&mut o, "outcome", e.outcome.as_deref());
         // JSON escapes control characters; U+2028 and U+2029 are legal unescaped in JSON but end a line for
         // many log readers, so they are escaped too.
-        let mut line = Value::Object(o).to_string().replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
+        let mut line = Value::Object(o)
+            .to_string()
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029");
         line.push('\n');
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(err) = sink.write_all(line.as_bytes()).and_then(|()| sink.flush()) {
@@ -115,7 +118,13 @@ impl AuditLog {
 }
 
 impl<'a> Call<'a> {
-    fn event(&self, event: &'a str, category: Category, outcome: String, model: Option<String>) -> AuditEvent<'a> {
+    fn event(
+        &self,
+        event: &'a str,
+        category: Category,
+        outcome: String,
+        model: Option<String>,
+    ) -> AuditEvent<'a> {
         AuditEvent {
             event,
             protocol: Some(self.protocol.name()),

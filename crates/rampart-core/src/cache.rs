@@ -34,7 +34,9 @@ impl ResponseCache {
     pub fn new(capacity: u64) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(capacity)
-            .weigher(|_: &CacheKey, v: &Arc<Vec<Tensor>>| u32::try_from(weight(v)).unwrap_or(u32::MAX))
+            .weigher(|_: &CacheKey, v: &Arc<Vec<Tensor>>| {
+                u32::try_from(weight(v)).unwrap_or(u32::MAX)
+            })
             .build();
         ResponseCache { entries, capacity }
     }
@@ -108,7 +110,10 @@ mod tests {
         assert_ne!(base, key("m", 1, &[t("b", b"xy")], &["o".into()]));
         assert_ne!(base, key("m", 1, &[t("a", b"xy")], &[]));
         // Moving bytes between adjacent fields changes the key (length prefixes).
-        assert_ne!(key("m", 1, &[t("a", b"b"), t("c", b"")], &[]), key("m", 1, &[t("a", b""), t("bc", b"")], &[]));
+        assert_ne!(
+            key("m", 1, &[t("a", b"b"), t("c", b"")], &[]),
+            key("m", 1, &[t("a", b""), t("bc", b"")], &[])
+        );
     }
 
     #[test]

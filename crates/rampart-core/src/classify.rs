@@ -26,24 +26,33 @@ pub(crate) fn load_labels(config: &ModelConfig, model_dir: &Path) -> Result<Labe
     let mut labels = Labels::new();
     for output in config.output.iter().filter(|o| !o.label_filename.is_empty()) {
         let file = &output.label_filename;
-        let what = || format!("label_filename '{}' of output '{}'", file.escape_debug(), output.name);
-        crate::control::check_relative_path(file).map_err(|e| Error::invalid_arg(format!("{}: {e}", what())))?;
-        let root = model_dir
-            .canonicalize()
-            .map_err(|e| Error::invalid_arg(format!("{}: cannot resolve the model directory: {e}", what())))?;
-        let path = root
-            .join(file)
-            .canonicalize()
-            .map_err(|e| Error::invalid_arg(format!("{}: cannot open it in the model directory: {e}", what())))?;
+        let what =
+            || format!("label_filename '{}' of output '{}'", file.escape_debug(), output.name);
+        crate::control::check_relative_path(file)
+            .map_err(|e| Error::invalid_arg(format!("{}: {e}", what())))?;
+        let root = model_dir.canonicalize().map_err(|e| {
+            Error::invalid_arg(format!("{}: cannot resolve the model directory: {e}", what()))
+        })?;
+        let path = root.join(file).canonicalize().map_err(|e| {
+            Error::invalid_arg(format!("{}: cannot open it in the model directory: {e}", what()))
+        })?;
         if !path.starts_with(&root) || !path.is_file() {
-            return Err(Error::invalid_arg(format!("{}: it must name a file inside the model directory", what())));
+            return Err(Error::invalid_arg(format!(
+                "{}: it must name a file inside the model directory",
+                what()
+            )));
         }
         let mut text = String::new();
         std::fs::File::open(&path)
             .and_then(|f| f.take(MAX_LABEL_FILE_BYTES + 1).read_to_string(&mut text))
-            .map_err(|e| Error::invalid_arg(format!("{}: cannot read it as UTF-8 text: {e}", what())))?;
+            .map_err(|e| {
+                Error::invalid_arg(format!("{}: cannot read it as UTF-8 text: {e}", what()))
+            })?;
         if text.len() as u64 > MAX_LABEL_FILE_BYTES {
-            return Err(Error::invalid_arg(format!("{}: larger than {MAX_LABEL_FILE_BYTES} bytes", what())));
+            return Err(Error::invalid_arg(format!(
+                "{}: larger than {MAX_LABEL_FILE_BYTES} bytes",
+                what()
+            )));
         }
         labels.insert(output.name.clone(), text.lines().map(str::to_string).collect());
     }
@@ -52,7 +61,12 @@ pub(crate) fn load_labels(config: &ModelConfig, model_dir: &Path) -> Result<Labe
 
 /// The classification of output `t`: top `count` per batch item (`batching`: the first dimension is the
 /// batch).
-pub(crate) fn classify(t: &Tensor, count: u64, batching: bool, labels: Option<&[String]>) -> Result<Tensor> {
+pub(crate) fn classify(
+    t: &Tensor,
+    count: u64,
+    batching: bool,
+    labels: Option<&[String]>,
+) -> Result<Tensor> {
     let elements = t.element_count();
     if elements > MAX_ELEMENTS {
         return Err(Error::invalid_arg(format!(
@@ -68,7 +82,9 @@ pub(crate) fn classify(t: &Tensor, count: u64, batching: bool, labels: Option<&[
     for item in 0..batch {
         let row = &values[item * per..(item + 1) * per];
         let mut order: Vec<usize> = (0..per).collect();
-        order.sort_by(|&a, &b| row[b].0.partial_cmp(&row[a].0).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            row[b].0.partial_cmp(&row[a].0).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+        });
         for &idx in &order[..k] {
             let mut s = format!("{}:{idx}", row[idx].1);
             if let Some(label) = labels.and_then(|l| l.get(idx)) {
@@ -86,7 +102,10 @@ pub(crate) fn classify(t: &Tensor, count: u64, batching: bool, labels: Option<&[
 
 /// Each element as (sort key, text as C++ `std::to_string` writes it).
 fn values(t: &Tensor) -> Result<Vec<(f64, String)>> {
-    fn read<T: WireElement>(d: &[u8], f: impl Fn(T) -> (f64, String)) -> Result<Vec<(f64, String)>> {
+    fn read<T: WireElement>(
+        d: &[u8],
+        f: impl Fn(T) -> (f64, String),
+    ) -> Result<Vec<(f64, String)>> {
         d.chunks_exact(T::SIZE).map(|c| T::read(c).map(&f)).collect()
     }
     fn float(x: f64) -> String {
@@ -110,10 +129,12 @@ fn values(t: &Tensor) -> Result<Vec<(f64, String)>> {
         DataType::Int64 => read(d, |x: i64| (x as f64, x.to_string())),
         DataType::Fp32 => read(d, |x: f32| (x as f64, float(x as f64))),
         DataType::Fp64 => read(d, |x: f64| (x, float(x))),
-        DataType::Bool | DataType::Bytes | DataType::Fp16 | DataType::Bf16 => Err(Error::invalid_arg(format!(
-            "class result not available for output due to unsupported type '{}'",
-            t.datatype
-        ))),
+        DataType::Bool | DataType::Bytes | DataType::Fp16 | DataType::Bf16 => {
+            Err(Error::invalid_arg(format!(
+                "class result not available for output due to unsupported type '{}'",
+                t.datatype
+            )))
+        }
     }
 }
 
@@ -123,11 +144,20 @@ mod tests {
     use rampart_types::tensor::split_bytes_elements;
 
     fn strings(t: &Tensor) -> Vec<String> {
-        split_bytes_elements(&t.data, t.element_count(), "t").unwrap().iter().map(|e| String::from_utf8(e.to_vec()).unwrap()).collect()
+        split_bytes_elements(&t.data, t.element_count(), "t")
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .collect()
     }
 
     fn fp32(shape: Vec<i64>, v: &[f32]) -> Tensor {
-        Tensor::new("OUT", DataType::Fp32, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into())
+        Tensor::new(
+            "OUT",
+            DataType::Fp32,
+            shape,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
+        )
     }
 
     #[test]
@@ -144,18 +174,31 @@ mod tests {
 
     #[test]
     fn integers_and_unsupported_types() {
-        let t = Tensor::new("O", DataType::Int32, vec![4], [3i32, -2, 9, 0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into());
+        let t = Tensor::new(
+            "O",
+            DataType::Int32,
+            vec![4],
+            [3i32, -2, 9, 0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
+        );
         assert_eq!(strings(&classify(&t, 2, false, None).unwrap()), ["9:2", "3:0"]);
         for dt in [DataType::Bytes, DataType::Fp16, DataType::Bf16, DataType::Bool] {
             let t = Tensor::new("O", dt, vec![0], Vec::<u8>::new().into());
             let e = classify(&t, 1, false, None).unwrap_err();
-            assert_eq!(e.message(), format!("class result not available for output due to unsupported type '{dt}'"));
+            assert_eq!(
+                e.message(),
+                format!("class result not available for output due to unsupported type '{dt}'")
+            );
         }
     }
 
     #[test]
     fn too_large_refused() {
         let t = Tensor::new("O", DataType::Uint8, vec![1_000_001], vec![0u8; 1_000_001].into());
-        assert!(classify(&t, 1, false, None).unwrap_err().message().starts_with("classification output tensor too large"));
+        assert!(
+            classify(&t, 1, false, None)
+                .unwrap_err()
+                .message()
+                .starts_with("classification output tensor too large")
+        );
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use rampart_model_config::pb::{self, model_instance_group::Kind, model_version_policy::PolicyChoice};
+use rampart_model_config::pb::{
+    self, model_instance_group::Kind, model_version_policy::PolicyChoice,
+};
 use rampart_model_config::{ModelConfig, parse_text};
 use rampart_types::{DataType, Error, IoSpec, ModelSignature, Result};
 
@@ -26,9 +28,13 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
             let text = String::from_utf8(bytes).map_err(|_| {
                 Error::invalid_arg(format!("model '{name}': {} is not valid UTF-8", path.display()))
             })?;
-            let parsed = parse_text(&text)
-                .map_err(|e| Error::invalid_arg(format!("model '{name}': {}: {e}", path.display())))?;
-            RawConfig { explicit_max_batch: parsed.has_field("max_batch_size"), config: parsed.config }
+            let parsed = parse_text(&text).map_err(|e| {
+                Error::invalid_arg(format!("model '{name}': {}: {e}", path.display()))
+            })?;
+            RawConfig {
+                explicit_max_batch: parsed.has_field("max_batch_size"),
+                config: parsed.config,
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if !autocomplete {
@@ -40,7 +46,10 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
             RawConfig { config: ModelConfig::default(), explicit_max_batch: false }
         }
         Err(e) => {
-            return Err(Error::internal(format!("model '{name}': cannot read {}: {e}", path.display())));
+            return Err(Error::internal(format!(
+                "model '{name}': cannot read {}: {e}",
+                path.display()
+            )));
         }
     };
     // The directory's own name is accepted too: a model loaded from outside the repositories under another
@@ -51,7 +60,8 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
 
 /// A `config` override of a load request: ModelConfig as JSON (spec §4), checked like a config.pbtxt.
 pub(crate) fn from_json(json: &str, dir: &Path, name: &str) -> Result<RawConfig> {
-    let invalid = |e: &dyn std::fmt::Display| Error::invalid_arg(format!("Invalid config override: {e}"));
+    let invalid =
+        |e: &dyn std::fmt::Display| Error::invalid_arg(format!("Invalid config override: {e}"));
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| invalid(&e))?;
     let explicit_max_batch = value.get("max_batch_size").is_some();
     let config = rampart_model_config::parse_json(json).map_err(|e| invalid(&e))?;
@@ -93,7 +103,9 @@ fn fill_defaults(c: &mut ModelConfig) {
     }
     if c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()).is_none() {
         c.version_policy = Some(pb::ModelVersionPolicy {
-            policy_choice: Some(PolicyChoice::Latest(pb::model_version_policy::Latest { num_versions: 1 })),
+            policy_choice: Some(PolicyChoice::Latest(pb::model_version_policy::Latest {
+                num_versions: 1,
+            })),
         });
     }
     if c.instance_group.is_empty() {
@@ -116,27 +128,43 @@ fn fill_defaults(c: &mut ModelConfig) {
 /// Checks that need no model file.
 fn validate_static(c: &ModelConfig, path: &Path) -> Result<()> {
     let name = &c.name;
-    let bad = |field: String, what: String| Error::invalid_arg(format!("model '{name}': {}: {field}: {what}", path.display()));
+    let bad = |field: String, what: String| {
+        Error::invalid_arg(format!("model '{name}': {}: {field}: {what}", path.display()))
+    };
     if c.default_model_filename.contains('/') || c.default_model_filename == ".." {
         return Err(bad("default_model_filename".into(), "must be a plain file name".into()));
     }
     for (i, g) in c.instance_group.iter().enumerate() {
         if g.count < 0 {
-            return Err(bad(format!("instance_group[{i}].count"), format!("must be >= 1, got {}", g.count)));
+            return Err(bad(
+                format!("instance_group[{i}].count"),
+                format!("must be >= 1, got {}", g.count),
+            ));
         }
         if g.count > 64 {
-            return Err(bad(format!("instance_group[{i}].count"), format!("at most 64 instances are supported, got {}", g.count)));
+            return Err(bad(
+                format!("instance_group[{i}].count"),
+                format!("at most 64 instances are supported, got {}", g.count),
+            ));
         }
         if g.kind == Kind::Gpu as i32 {
-            return Err(bad(format!("instance_group[{i}].kind"), "KIND_GPU is not supported: this server has no GPU support; use KIND_CPU".into()));
+            return Err(bad(
+                format!("instance_group[{i}].kind"),
+                "KIND_GPU is not supported: this server has no GPU support; use KIND_CPU".into(),
+            ));
         }
     }
-    if let Some(PolicyChoice::Latest(l)) = c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
+    if let Some(PolicyChoice::Latest(l)) =
+        c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref())
+    {
         if l.num_versions == 0 {
             return Err(bad("version_policy.latest.num_versions".into(), "must be >= 1".into()));
         }
     }
-    for (kind, list) in [("input", io_names(&c.input)), ("output", c.output.iter().map(|o| (o.name.as_str(), o.data_type, &o.dims)).collect())] {
+    for (kind, list) in [
+        ("input", io_names(&c.input)),
+        ("output", c.output.iter().map(|o| (o.name.as_str(), o.data_type, &o.dims)).collect()),
+    ] {
         let mut seen = std::collections::HashSet::new();
         for (i, (n, dt, dims)) in list.iter().enumerate() {
             if n.is_empty() {
@@ -146,10 +174,16 @@ fn validate_static(c: &ModelConfig, path: &Path) -> Result<()> {
                 return Err(bad(format!("{kind}[{i}].name"), format!("duplicate {kind} '{n}'")));
             }
             if DataType::from_config_enum(*dt).is_none() {
-                return Err(bad(format!("{kind} '{n}' data_type"), "must be set to a valid TYPE_*".into()));
+                return Err(bad(
+                    format!("{kind} '{n}' data_type"),
+                    "must be set to a valid TYPE_*".into(),
+                ));
             }
             if let Some(d) = dims.iter().find(|&&d| d == 0 || d < -1) {
-                return Err(bad(format!("{kind} '{n}' dims"), format!("dimension {d} is invalid; use a positive size or -1")));
+                return Err(bad(
+                    format!("{kind} '{n}' dims"),
+                    format!("dimension {d} is invalid; use a positive size or -1"),
+                ));
             }
         }
     }
@@ -170,7 +204,14 @@ fn io_names(inputs: &[pb::ModelInput]) -> Vec<(&str, i32, &Vec<i64>)> {
     inputs.iter().map(|i| (i.name.as_str(), i.data_type, &i.dims)).collect()
 }
 
-fn check_reshape(model: &str, path: &Path, kind: &str, name: &str, dims: &[i64], shape: &[i64]) -> Result<()> {
+fn check_reshape(
+    model: &str,
+    path: &Path,
+    kind: &str,
+    name: &str,
+    dims: &[i64],
+    shape: &[i64],
+) -> Result<()> {
     let fixed = |v: &[i64]| v.iter().all(|&d| d > 0);
     if fixed(dims) && fixed(shape) {
         let a: i64 = dims.iter().product();
@@ -192,16 +233,23 @@ fn check_reshape(model: &str, path: &Path, kind: &str, name: &str, dims: &[i64],
 }
 
 fn sig_type(model: &str, s: &IoSpec) -> Result<DataType> {
-    s.datatype.clone().map_err(|why| Error::unsupported(format!("model '{model}': tensor '{}': {why}", s.name)))
+    s.datatype
+        .clone()
+        .map_err(|why| Error::unsupported(format!("model '{model}': tensor '{}': {why}", s.name)))
 }
 
 /// Fills inputs, outputs and `max_batch_size` from the model file's signature (unless `autocomplete` is off),
 /// then checks the config against it.
-pub(crate) fn complete_and_validate(raw: RawConfig, sig: &ModelSignature, autocomplete: bool) -> Result<ModelConfig> {
+pub(crate) fn complete_and_validate(
+    raw: RawConfig,
+    sig: &ModelSignature,
+    autocomplete: bool,
+) -> Result<ModelConfig> {
     let RawConfig { mut config, explicit_max_batch } = raw;
     let model = config.name.clone();
     if autocomplete {
-        let batchable = |v: &[IoSpec]| v.iter().filter(|s| !s.optional).all(|s| s.dims.first() == Some(&-1));
+        let batchable =
+            |v: &[IoSpec]| v.iter().filter(|s| !s.optional).all(|s| s.dims.first() == Some(&-1));
         let can_batch = !sig.inputs.is_empty() && batchable(&sig.inputs) && batchable(&sig.outputs);
         if !explicit_max_batch && config.max_batch_size == 0 && can_batch {
             // Only when the config's own dims (if any) leave the batch dimension out.
@@ -249,7 +297,13 @@ fn validate_against(c: &ModelConfig, sig: &ModelSignature) -> Result<()> {
             "model '{model}': config.pbtxt must declare 'input' and 'output' when auto-complete is disabled"
         )));
     }
-    let check = |kind: &str, name: &str, dt: i32, dims: &[i64], reshape: Option<&pb::ModelTensorReshape>, specs: &[IoSpec]| -> Result<()> {
+    let check = |kind: &str,
+                 name: &str,
+                 dt: i32,
+                 dims: &[i64],
+                 reshape: Option<&pb::ModelTensorReshape>,
+                 specs: &[IoSpec]|
+     -> Result<()> {
         let allowed = || specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
         let Some(s) = specs.iter().find(|s| s.name == name) else {
             // An optional input whose default the engine folded into the model (tract) is served without it.
@@ -263,7 +317,8 @@ fn validate_against(c: &ModelConfig, sig: &ModelSignature) -> Result<()> {
         };
         let want = sig_type(model, s)?;
         if DataType::from_config_enum(dt) != Some(want) {
-            let got = DataType::from_config_enum(dt).map(|d| d.config_name()).unwrap_or("TYPE_INVALID");
+            let got =
+                DataType::from_config_enum(dt).map(|d| d.config_name()).unwrap_or("TYPE_INVALID");
             return Err(Error::invalid_arg(format!(
                 "model '{model}': unable to load model, configuration expects datatype {got} for {kind} '{name}', model provides {}",
                 want.config_name()
@@ -337,18 +392,40 @@ mod tests {
 
     #[test]
     fn explicit_zero_batch_keeps_full_dims() {
-        let c = complete_and_validate(raw("max_batch_size: 0 input [{name: \"INPUT0\" data_type: TYPE_INT32 dims: [-1, 16]}]"), &sig(), true).unwrap();
+        let c = complete_and_validate(
+            raw(
+                "max_batch_size: 0 input [{name: \"INPUT0\" data_type: TYPE_INT32 dims: [-1, 16]}]",
+            ),
+            &sig(),
+            true,
+        )
+        .unwrap();
         assert_eq!(c.max_batch_size, 0);
         assert_eq!(c.output[0].dims, vec![-1, 16]);
     }
 
     #[test]
     fn mismatches_are_named() {
-        let e = complete_and_validate(raw("max_batch_size: 8 input [{name: \"INPUT0\" data_type: TYPE_FP32 dims: [16]}]"), &sig(), true).unwrap_err();
+        let e = complete_and_validate(
+            raw("max_batch_size: 8 input [{name: \"INPUT0\" data_type: TYPE_FP32 dims: [16]}]"),
+            &sig(),
+            true,
+        )
+        .unwrap_err();
         assert!(e.message().contains("TYPE_FP32") && e.message().contains("INPUT0"), "{e}");
-        let e = complete_and_validate(raw("max_batch_size: 8 input [{name: \"X\" data_type: TYPE_INT32 dims: [16]}]"), &sig(), true).unwrap_err();
+        let e = complete_and_validate(
+            raw("max_batch_size: 8 input [{name: \"X\" data_type: TYPE_INT32 dims: [16]}]"),
+            &sig(),
+            true,
+        )
+        .unwrap_err();
         assert!(e.message().contains("'X'") && e.message().contains("INPUT0"), "{e}");
-        let e = complete_and_validate(raw("max_batch_size: 8 input [{name: \"INPUT0\" data_type: TYPE_INT32 dims: [15]}]"), &sig(), true).unwrap_err();
+        let e = complete_and_validate(
+            raw("max_batch_size: 8 input [{name: \"INPUT0\" data_type: TYPE_INT32 dims: [15]}]"),
+            &sig(),
+            true,
+        )
+        .unwrap_err();
         assert!(e.message().contains("shape"), "{e}");
         let e = complete_and_validate(raw(""), &sig(), false).unwrap_err();
         assert!(e.message().contains("auto-complete"), "{e}");

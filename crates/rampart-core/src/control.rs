@@ -66,11 +66,15 @@ pub const MAX_MODEL_NAME: usize = 255;
 /// Model names are directory names: checked on every API that takes one.
 pub fn validate_model_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
-        return Err(Error::invalid_arg("Model name cannot be empty. Please enter a valid name to deploy."));
+        return Err(Error::invalid_arg(
+            "Model name cannot be empty. Please enter a valid name to deploy.",
+        ));
     }
     // Control characters first: the traversal message repeats the name.
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid_arg(format!("invalid model name {name:?}: control characters are not allowed")));
+        return Err(Error::invalid_arg(format!(
+            "invalid model name {name:?}: control characters are not allowed"
+        )));
     }
     if name == ".." || name == "." || name.contains('/') || name.contains('\\') {
         return Err(Error::invalid_arg(format!(
@@ -104,9 +108,17 @@ pub(crate) fn check_relative_path(rel: &str) -> std::result::Result<&Path, Strin
     for c in path.components() {
         match c {
             Component::Normal(part) if part.len() <= MAX_PATH_COMPONENT => {}
-            Component::Normal(_) => return Err(bad(&format!("a path component is longer than {MAX_PATH_COMPONENT} bytes"))),
+            Component::Normal(_) => {
+                return Err(bad(&format!(
+                    "a path component is longer than {MAX_PATH_COMPONENT} bytes"
+                )));
+            }
             Component::CurDir => {}
-            _ => return Err(bad("the path must stay within the model directory (no '..', no absolute path)")),
+            _ => {
+                return Err(bad(
+                    "the path must stay within the model directory (no '..', no absolute path)",
+                ));
+            }
         }
     }
     Ok(path)
@@ -127,21 +139,23 @@ pub(crate) fn write_override(files: &[(String, Vec<u8>)]) -> Result<tempfile::Te
             "model file override carries {total} bytes, at most {MAX_OVERRIDE_BYTES} are allowed"
         )));
     }
-    let checked: Vec<(&Path, &[u8])> =
-        files
-            .iter()
-            .map(|(rel, data)| {
-                let path = check_relative_path(rel)
-                    .map_err(|why| Error::invalid_arg(format!("Invalid file parameter 'file:{rel}': {why}")))?;
-                Ok((path, data.as_slice()))
-            })
-            .collect::<Result<_>>()?;
+    let checked: Vec<(&Path, &[u8])> = files
+        .iter()
+        .map(|(rel, data)| {
+            let path = check_relative_path(rel).map_err(|why| {
+                Error::invalid_arg(format!("Invalid file parameter 'file:{rel}': {why}"))
+            })?;
+            Ok((path, data.as_slice()))
+        })
+        .collect::<Result<_>>()?;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("rampart-model-")
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
-        .map_err(|e| Error::internal(format!("cannot create a directory for the model file override: {e}")))?;
+        .map_err(|e| {
+            Error::internal(format!("cannot create a directory for the model file override: {e}"))
+        })?;
     let root = dir.path().to_path_buf();
     for (rel, data) in checked {
         let target = root.join(rel);
@@ -154,7 +168,11 @@ pub(crate) fn write_override(files: &[(String, Vec<u8>)]) -> Result<tempfile::Te
                     at.push(c);
                     match std::fs::symlink_metadata(&at) {
                         Ok(m) if m.is_dir() => {}
-                        Ok(_) => return Err(std::io::Error::other("a file is in the way of a directory")),
+                        Ok(_) => {
+                            return Err(std::io::Error::other(
+                                "a file is in the way of a directory",
+                            ));
+                        }
                         Err(_) => std::fs::create_dir(&at)?,
                     }
                 }
@@ -164,7 +182,10 @@ pub(crate) fn write_override(files: &[(String, Vec<u8>)]) -> Result<tempfile::Te
             f.write_all(data)
         };
         write().map_err(|e| {
-            Error::invalid_arg(format!("Invalid file parameter 'file:{}': cannot write it: {e}", rel.display()))
+            Error::invalid_arg(format!(
+                "Invalid file parameter 'file:{}': cannot write it: {e}",
+                rel.display()
+            ))
         })?;
     }
     Ok(dir)
@@ -186,14 +207,18 @@ const HASH_CONTENT_BELOW: u64 = 1 << 20;
 pub(crate) fn fingerprint(dir: &Path) -> Fingerprint {
     let mut out = Fingerprint::default();
     let mut model = std::hash::DefaultHasher::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()).collect();
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name();
         let path = e.path();
         let Ok(meta) = std::fs::metadata(&path) else { continue };
         if meta.is_dir() {
-            let version = name.to_str().filter(|n| crate::repository::is_version_dir(n)).and_then(|n| n.parse::<i64>().ok());
+            let version = name
+                .to_str()
+                .filter(|n| crate::repository::is_version_dir(n))
+                .and_then(|n| n.parse::<i64>().ok());
             match version {
                 Some(v) => {
                     let mut h = std::hash::DefaultHasher::new();
@@ -228,7 +253,8 @@ fn walk(dir: &Path, rel: &Path, depth: usize, budget: &mut usize, h: &mut impl H
         "truncated".hash(h);
         return;
     }
-    let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()).collect();
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         if *budget == 0 {
@@ -290,7 +316,11 @@ impl Reaper {
                         match rx.recv_timeout(Duration::from_millis(20)) {
                             Ok(v) => held.push(v),
                             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) if held.is_empty() => return,
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+                                if held.is_empty() =>
+                            {
+                                return;
+                            }
                             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                                 std::thread::sleep(Duration::from_millis(20))
                             }
@@ -341,7 +371,9 @@ mod tests {
 
     #[test]
     fn override_paths_stay_inside() {
-        for bad in ["", "/etc/passwd", "../x", "1/../../x", "1/..", "a\\b", "a\0b", &"x/".repeat(600)] {
+        for bad in
+            ["", "/etc/passwd", "../x", "1/../../x", "1/..", "a\\b", "a\0b", &"x/".repeat(600)]
+        {
             let e = write_override(&[(bad.to_string(), b"x".to_vec())]).unwrap_err();
             assert_eq!(e.code(), rampart_types::Code::InvalidArg, "{bad}: {e}");
         }
@@ -355,11 +387,16 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("labels.txt")).unwrap(), b"a\nb");
         assert!(dir.path().join("1/sub/x.bin").is_file());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o077, 0, "private directory");
+        assert_eq!(
+            std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o077,
+            0,
+            "private directory"
+        );
         // The same path twice, or a file where a directory must go, is refused rather than overwritten.
         assert!(write_override(&[("a".into(), vec![1]), ("a".into(), vec![2])]).is_err());
         assert!(write_override(&[("a".into(), vec![1]), ("a/b".into(), vec![2])]).is_err());
-        let many: Vec<(String, Vec<u8>)> = (0..=MAX_OVERRIDE_FILES).map(|i| (format!("f{i}"), vec![])).collect();
+        let many: Vec<(String, Vec<u8>)> =
+            (0..=MAX_OVERRIDE_FILES).map(|i| (format!("f{i}"), vec![])).collect();
         assert!(write_override(&many).unwrap_err().message().contains("at most"));
         let path = dir.path().to_path_buf();
         drop(dir);

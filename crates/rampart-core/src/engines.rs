@@ -64,7 +64,13 @@ impl Engines {
         ort_options: OrtOptions,
         default: EngineChoice,
     ) -> Self {
-        Engines { backend_directory, onnxruntime_library, ort_options, default, ort: OnceLock::new() }
+        Engines {
+            backend_directory,
+            onnxruntime_library,
+            ort_options,
+            default,
+            ort: OnceLock::new(),
+        }
     }
 
     /// The engine for a model: `backend: "tract"`, or a `parameters { key: "engine" }` entry, or the server
@@ -73,7 +79,11 @@ impl Engines {
         let backend_ok = matches!(config.backend.as_str(), "" | "onnxruntime" | "tract");
         let platform_ok = matches!(config.platform.as_str(), "" | "onnxruntime_onnx");
         if !backend_ok || !platform_ok {
-            let what = if !backend_ok { format!("backend '{}'", config.backend) } else { format!("platform '{}'", config.platform) };
+            let what = if !backend_ok {
+                format!("backend '{}'", config.backend)
+            } else {
+                format!("platform '{}'", config.platform)
+            };
             return Err(Error::unsupported(format!(
                 "{what} is not supported: Rampart serves ONNX models (platform 'onnxruntime_onnx', backend 'onnxruntime' or 'tract')"
             )));
@@ -94,8 +104,12 @@ impl Engines {
 
     #[cfg(feature = "onnxruntime")]
     fn init_ort(&self) -> std::result::Result<Arc<dyn Engine>, String> {
-        rampart_onnxruntime::OrtEngine::init(&self.backend_directory, self.onnxruntime_library.as_deref(), self.ort_options.clone())
-            .map(|e| Arc::new(e) as Arc<dyn Engine>)
+        rampart_onnxruntime::OrtEngine::init(
+            &self.backend_directory,
+            self.onnxruntime_library.as_deref(),
+            self.ort_options.clone(),
+        )
+        .map(|e| Arc::new(e) as Arc<dyn Engine>)
     }
 
     #[cfg(not(feature = "onnxruntime"))]
@@ -105,7 +119,9 @@ impl Engines {
 
     pub fn get(&self, choice: EngineChoice) -> Result<Arc<dyn Engine>> {
         match choice {
-            EngineChoice::OnnxRuntime => self.ort.get_or_init(|| self.init_ort()).clone().map_err(Error::unavailable),
+            EngineChoice::OnnxRuntime => {
+                self.ort.get_or_init(|| self.init_ort()).clone().map_err(Error::unavailable)
+            }
             EngineChoice::Tract => tract(),
         }
     }

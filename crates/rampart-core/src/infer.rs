@@ -94,23 +94,40 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_inputs: 1024, max_outputs: 1024, max_parameters: 64, max_bytes_elements: 1 << 20 }
+        RequestLimits {
+            max_inputs: 1024,
+            max_outputs: 1024,
+            max_parameters: 64,
+            max_bytes_elements: 1 << 20,
+        }
     }
 }
 
 impl RequestLimits {
     pub fn check(&self, req: &InferRequest) -> Result<()> {
         let over = |what: &str, n: usize, max: usize, flag: &str| {
-            Error::invalid_arg(format!("request has {n} {what}, more than the maximum of {max} ({flag})"))
+            Error::invalid_arg(format!(
+                "request has {n} {what}, more than the maximum of {max} ({flag})"
+            ))
         };
         if req.inputs.len() > self.max_inputs {
             return Err(over("inputs", req.inputs.len(), self.max_inputs, "--max-request-inputs"));
         }
         if req.outputs.len() > self.max_outputs {
-            return Err(over("outputs", req.outputs.len(), self.max_outputs, "--max-request-outputs"));
+            return Err(over(
+                "outputs",
+                req.outputs.len(),
+                self.max_outputs,
+                "--max-request-outputs",
+            ));
         }
         if req.parameters.len() > self.max_parameters {
-            return Err(over("parameters", req.parameters.len(), self.max_parameters, "--max-request-parameters"));
+            return Err(over(
+                "parameters",
+                req.parameters.len(),
+                self.max_parameters,
+                "--max-request-parameters",
+            ));
         }
         let mut strings = 0u64;
         for input in req.inputs.iter().filter(|i| i.datatype == DataType::Bytes) {
@@ -147,9 +164,16 @@ fn check_parameters(params: &Parameters) -> Result<()> {
             )));
         }
         let ok = match k.as_str() {
-            "priority" | "timeout" => matches!(v, ParamValue::Uint(_)) || matches!(v, ParamValue::Int(i) if *i >= 0),
-            "sequence_id" => matches!(v, ParamValue::Uint(_) | ParamValue::String(_)) || matches!(v, ParamValue::Int(i) if *i >= 0),
-            "sequence_start" | "sequence_end" | "binary_data_output" => matches!(v, ParamValue::Bool(_)),
+            "priority" | "timeout" => {
+                matches!(v, ParamValue::Uint(_)) || matches!(v, ParamValue::Int(i) if *i >= 0)
+            }
+            "sequence_id" => {
+                matches!(v, ParamValue::Uint(_) | ParamValue::String(_))
+                    || matches!(v, ParamValue::Int(i) if *i >= 0)
+            }
+            "sequence_start" | "sequence_end" | "binary_data_output" => {
+                matches!(v, ParamValue::Bool(_))
+            }
             _ => true,
         };
         if !ok {
@@ -158,7 +182,9 @@ fn check_parameters(params: &Parameters) -> Result<()> {
                 "sequence_id" => "an unsigned integer or a string",
                 _ => "a boolean",
             };
-            return Err(Error::invalid_arg(format!("invalid value type for '{k}' parameter, expected {want}")));
+            return Err(Error::invalid_arg(format!(
+                "invalid value type for '{k}' parameter, expected {want}"
+            )));
         }
     }
     Ok(())
@@ -173,10 +199,16 @@ pub(crate) struct EngineInputs {
 
 /// An input whose bytes do not match its shape (Triton's text).
 pub(crate) fn byte_size_mismatch(input: &str, model: &str, expected: u64, got: u64) -> Error {
-    Error::invalid_arg(format!("input byte size mismatch for input '{input}' for model '{model}'. Expected {expected}, got {got}"))
+    Error::invalid_arg(format!(
+        "input byte size mismatch for input '{input}' for model '{model}'. Expected {expected}, got {got}"
+    ))
 }
 
-pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRequest) -> Result<Prepared> {
+pub(crate) fn prepare(
+    config: &ModelConfig,
+    engine: &EngineInputs,
+    req: &InferRequest,
+) -> Result<Prepared> {
     let model = &config.name;
     check_parameters(&req.parameters)?;
     let batching = config.max_batch_size > 0;
@@ -185,10 +217,16 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
         if !seen.insert(input.name.as_str()) {
-            return Err(Error::invalid_arg(format!("input '{}' already exists in request", input.name)));
+            return Err(Error::invalid_arg(format!(
+                "input '{}' already exists in request",
+                input.name
+            )));
         }
         let cfg = config.input.iter().find(|i| i.name == input.name).ok_or_else(|| {
-            Error::invalid_arg(format!("unexpected inference input '{}' for model '{model}'", input.name))
+            Error::invalid_arg(format!(
+                "unexpected inference input '{}' for model '{model}'",
+                input.name
+            ))
         })?;
         if !engine.names.iter().any(|n| n == &input.name) {
             return Err(Error::invalid_arg(format!(
@@ -227,7 +265,8 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
         } else {
             &input.shape
         };
-        let matches = dims.len() == cfg.dims.len() && dims.iter().zip(&cfg.dims).all(|(&d, &c)| c == -1 || c == d);
+        let matches = dims.len() == cfg.dims.len()
+            && dims.iter().zip(&cfg.dims).all(|(&d, &c)| c == -1 || c == d);
         if !matches {
             let mut expected = cfg.dims.clone();
             if batching {
@@ -240,19 +279,33 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
                 shape_str(&input.shape)
             )));
         }
-        match fixed_byte_size(input.datatype, count).map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))? {
+        match fixed_byte_size(input.datatype, count)
+            .map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))?
+        {
             Some(expected) => {
                 if input.data.len() as u64 != expected {
-                    return Err(byte_size_mismatch(&input.name, model, expected, input.data.len() as u64));
+                    return Err(byte_size_mismatch(
+                        &input.name,
+                        model,
+                        expected,
+                        input.data.len() as u64,
+                    ));
                 }
             }
             None => {
-                split_bytes_elements(&input.data, count, &format!("input '{}' for model '{model}'", input.name))?;
+                split_bytes_elements(
+                    &input.data,
+                    count,
+                    &format!("input '{}' for model '{model}'", input.name),
+                )?;
             }
         }
         let shape = match &cfg.reshape {
             Some(r) => {
-                let mut s = resolve_reshape(&r.shape, if batching { count / (batch_size.unwrap_or(1).max(1) as u64) } else { count });
+                let mut s = resolve_reshape(
+                    &r.shape,
+                    if batching { count / (batch_size.unwrap_or(1).max(1) as u64) } else { count },
+                );
                 if batching {
                     s.insert(0, batch_size.unwrap_or(1));
                 }
@@ -300,7 +353,10 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
                 )));
             }
             if outputs.contains(&o.name) {
-                return Err(Error::invalid_arg(format!("output '{}' already exists in request", o.name)));
+                return Err(Error::invalid_arg(format!(
+                    "output '{}' already exists in request",
+                    o.name
+                )));
             }
             outputs.push(o.name.clone());
         }
@@ -311,14 +367,15 @@ pub(crate) fn prepare(config: &ModelConfig, engine: &EngineInputs, req: &InferRe
 /// A reshape target with its one `-1` (if any) resolved from the element count.
 fn resolve_reshape(shape: &[i64], count: u64) -> Vec<i64> {
     let known: i64 = shape.iter().filter(|&&d| d > 0).product();
-    shape
-        .iter()
-        .map(|&d| if d == -1 && known > 0 { (count as i64) / known } else { d })
-        .collect()
+    shape.iter().map(|&d| if d == -1 && known > 0 { (count as i64) / known } else { d }).collect()
 }
 
 /// Output tensors from the engine, shaped as the config declares when the output has a `reshape`.
-pub(crate) fn finish_outputs(config: &ModelConfig, mut outputs: Vec<Tensor>, batch: u64) -> Vec<Tensor> {
+pub(crate) fn finish_outputs(
+    config: &ModelConfig,
+    mut outputs: Vec<Tensor>,
+    batch: u64,
+) -> Vec<Tensor> {
     for t in &mut outputs {
         if let Some(cfg) = config.output.iter().find(|o| o.name == t.name) {
             if cfg.reshape.is_some() {

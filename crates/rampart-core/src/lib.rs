@@ -32,13 +32,13 @@ pub mod features;
 pub mod infer;
 pub mod logging;
 pub mod metrics;
+mod model;
+mod priority_queue;
 #[cfg(feature = "cloud")]
 pub mod remote;
 #[cfg(not(feature = "cloud"))]
 #[path = "remote_disabled.rs"]
 pub mod remote;
-mod model;
-mod priority_queue;
 mod repository;
 mod scheduler;
 mod server;
@@ -49,12 +49,15 @@ mod warmup;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use control::{LoadRequest, ModelControlMode, validate_model_name};
-pub use engines::{EngineChoice, HAS_ONNXRUNTIME, HAS_TRACT};
 pub use engines::OrtOptions;
-pub use infer::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits, RequestedOutput, ShmRef};
+pub use engines::{EngineChoice, HAS_ONNXRUNTIME, HAS_TRACT};
+pub use infer::{
+    InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits,
+    RequestedOutput, ShmRef,
+};
 pub use model::{ModelState, ModelVersion};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
 pub use server::{
-    IndexEntry, ModelMetadata, ServerMetadata, Server, ServerOptions, StartupError, TensorMetadata,
-    parse_version, EXTENSIONS,
+    EXTENSIONS, IndexEntry, ModelMetadata, Server, ServerMetadata, ServerOptions, StartupError,
+    TensorMetadata, parse_version,
 };

@@ -50,7 +50,14 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { file: String::new(), info: true, warning: true, error: true, verbose_level: 0, format: LogFormat::Default }
+        LogSettings {
+            file: String::new(),
+            info: true,
+            warning: true,
+            error: true,
+            verbose_level: 0,
+            format: LogFormat::Default,
+        }
     }
 }
 
@@ -133,7 +140,9 @@ impl LogControl {
     /// Checks the whole update first, then applies it (all or nothing).
     pub fn update(&self, u: &LogUpdate) -> Result<LogSettings> {
         if u.file.is_some() {
-            return Err(Error::unsupported("log file location can not be updated through network protocol"));
+            return Err(Error::unsupported(
+                "log file location can not be updated through network protocol",
+            ));
         }
         let format = match &u.format {
             None => None,
@@ -142,9 +151,12 @@ impl LogControl {
             })?),
         };
         if let Some(v) = u.verbose_level.filter(|&v| v > MAX_VERBOSE_LEVEL) {
-            return Err(Error::invalid_arg(format!("log_verbose_level must be at most {MAX_VERBOSE_LEVEL}, got {v}")));
+            return Err(Error::invalid_arg(format!(
+                "log_verbose_level must be at most {MAX_VERBOSE_LEVEL}, got {v}"
+            )));
         }
-        for (slot, v) in [(&self.info, u.info), (&self.warning, u.warning), (&self.error, u.error)] {
+        for (slot, v) in [(&self.info, u.info), (&self.warning, u.warning), (&self.error, u.error)]
+        {
             if let Some(v) = v {
                 slot.store(v, Relaxed);
             }
@@ -222,7 +234,10 @@ mod tests {
     #[test]
     fn civil_time() {
         let t = UtcTime::from_unix(Duration::from_micros(1_795_717_061_123_456));
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second, t.micros), (2026, 11, 26, 18, 17, 41, 123_456));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second, t.micros),
+            (2026, 11, 26, 18, 17, 41, 123_456)
+        );
         assert_eq!(t.rfc3339_millis(), "2026-11-26T18:17:41.123Z");
         let leap = UtcTime::from_unix(Duration::from_secs(951_782_400)); // 2000-02-29
         assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
@@ -232,15 +247,39 @@ mod tests {
     fn updates_are_checked_then_applied() {
         let c = LogControl::new(LogSettings::default());
         assert!(c.enabled(Severity::Info) && !c.enabled(Severity::Verbose(1)));
-        let s = c.update(&LogUpdate { info: Some(false), verbose_level: Some(2), format: Some("ISO8601".into()), ..Default::default() }).unwrap();
+        let s = c
+            .update(&LogUpdate {
+                info: Some(false),
+                verbose_level: Some(2),
+                format: Some("ISO8601".into()),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!((s.info, s.verbose_level, s.format), (false, 2, LogFormat::Iso8601));
-        assert!(!c.enabled(Severity::Info) && c.enabled(Severity::Verbose(2)) && !c.enabled(Severity::Verbose(3)));
+        assert!(
+            !c.enabled(Severity::Info)
+                && c.enabled(Severity::Verbose(2))
+                && !c.enabled(Severity::Verbose(3))
+        );
         // One bad field: nothing changes.
-        let e = c.update(&LogUpdate { error: Some(false), format: Some("xml".into()), ..Default::default() }).unwrap_err();
+        let e = c
+            .update(&LogUpdate {
+                error: Some(false),
+                format: Some("xml".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
         assert!(e.message().contains("invalid argument for --log_format"));
         assert!(c.enabled(Severity::Error));
-        let e = c.update(&LogUpdate { file: Some("/tmp/x".into()), ..Default::default() }).unwrap_err();
+        let e =
+            c.update(&LogUpdate { file: Some("/tmp/x".into()), ..Default::default() }).unwrap_err();
         assert_eq!(e.code(), rampart_types::Code::Unsupported);
-        assert!(c.update(&LogUpdate { verbose_level: Some(MAX_VERBOSE_LEVEL + 1), ..Default::default() }).is_err());
+        assert!(
+            c.update(&LogUpdate {
+                verbose_level: Some(MAX_VERBOSE_LEVEL + 1),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::server::Server;
 use crate::model::ModelVersion;
+use crate::server::Server;
 use crate::stats::{DurationSnapshot, FailureReason, StatsSnapshot};
 
 /// What `/metrics` reports (`--metrics-config`, `--allow-cpu-metrics`).
@@ -60,7 +60,9 @@ fn cpu_times(stat: &str) -> Option<(u64, u64)> {
 /// `(total, used)` bytes from /proc/meminfo: used = total − available.
 fn memory(meminfo: &str) -> Option<(u64, u64)> {
     let field = |name: &str| {
-        meminfo.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        meminfo.lines().find_map(|l| {
+            l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+        })
     };
     let total = field("MemTotal:")? * 1024;
     let available = field("MemAvailable:")? * 1024;
@@ -72,23 +74,32 @@ impl CpuMetrics {
     pub fn start(interval: Duration) -> CpuMetrics {
         let metrics = CpuMetrics::default();
         let latest = Arc::downgrade(&metrics.latest);
-        let spawned = std::thread::Builder::new().name("rampart-cpu-metrics".into()).spawn(move || {
-            let mut last = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_times);
-            loop {
-                std::thread::sleep(interval);
-                let Some(latest) = latest.upgrade() else { return };
-                let now = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_times);
-                let mem = std::fs::read_to_string("/proc/meminfo").ok().as_deref().and_then(memory);
-                let utilization = match (last, now) {
-                    (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1.saturating_sub(b0)) as f64 / (t1 - t0) as f64,
-                    _ => 0.0,
-                };
-                last = now;
-                let (memory_total_bytes, memory_used_bytes) = mem.unwrap_or_default();
-                *latest.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(CpuSample { utilization: utilization.clamp(0.0, 1.0), memory_total_bytes, memory_used_bytes });
-            }
-        });
+        let spawned =
+            std::thread::Builder::new().name("rampart-cpu-metrics".into()).spawn(move || {
+                let mut last =
+                    std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_times);
+                loop {
+                    std::thread::sleep(interval);
+                    let Some(latest) = latest.upgrade() else { return };
+                    let now =
+                        std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_times);
+                    let mem =
+                        std::fs::read_to_string("/proc/meminfo").ok().as_deref().and_then(memory);
+                    let utilization = match (last, now) {
+                        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                            (b1.saturating_sub(b0)) as f64 / (t1 - t0) as f64
+                        }
+                        _ => 0.0,
+                    };
+                    last = now;
+                    let (memory_total_bytes, memory_used_bytes) = mem.unwrap_or_default();
+                    *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(CpuSample {
+                        utilization: utilization.clamp(0.0, 1.0),
+                        memory_total_bytes,
+                        memory_used_bytes,
+                    });
+                }
+            });
         if let Err(e) = spawned {
             tracing::error!("cannot start the CPU metrics sampler: {e}");
         }
@@ -126,7 +137,14 @@ struct Row<'a> {
 }
 
 /// Writes one metric family: HELP, TYPE, then a sample per row.
-fn family<'a>(out: &mut String, name: &str, kind: &str, help: &str, rows: impl Iterator<Item = &'a Row<'a>>, value: impl Fn(&Row) -> String) {
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: impl Iterator<Item = &'a Row<'a>>,
+    value: impl Fn(&Row) -> String,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for r in rows {
         let _ = writeln!(out, "{name}{{{}}} {}", r.labels, value(r));
@@ -139,14 +157,26 @@ impl Server {
         let versions = self.served_versions();
         let rows: Vec<Row> = versions
             .iter()
-            .map(|m| Row { labels: format!("model=\"{}\",version=\"{}\"", label(&m.name), m.version), stats: m.stats.snapshot(), model: m })
+            .map(|m| Row {
+                labels: format!("model=\"{}\",version=\"{}\"", label(&m.name), m.version),
+                stats: m.stats.snapshot(),
+                model: m,
+            })
             .collect();
         let mut out = String::with_capacity(4096 + rows.len() * 2048);
         let o = &mut out;
-        family(o, "nv_inference_request_success", "counter", "Successful inference requests, all batch sizes", rows.iter(), |r| {
-            r.stats.success.count.to_string()
-        });
-        let _ = writeln!(o, "# HELP nv_inference_request_failure Failed inference requests, all batch sizes, by reason");
+        family(
+            o,
+            "nv_inference_request_success",
+            "counter",
+            "Successful inference requests, all batch sizes",
+            rows.iter(),
+            |r| r.stats.success.count.to_string(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP nv_inference_request_failure Failed inference requests, all batch sizes, by reason"
+        );
         let _ = writeln!(o, "# TYPE nv_inference_request_failure counter");
         for r in &rows {
             for reason in FailureReason::ALL {
@@ -159,46 +189,111 @@ impl Server {
                 );
             }
         }
-        family(o, "nv_inference_count", "counter", "Inferences performed, a batch of n counting n (cache hits excluded)", rows.iter(), |r| {
-            r.stats.inference_count.to_string()
-        });
-        family(o, "nv_inference_exec_count", "counter", "Model executions performed (cache hits excluded)", rows.iter(), |r| {
-            r.stats.execution_count.to_string()
-        });
-        family(o, "nv_inference_pending_request_count", "gauge", "Requests accepted and waiting for an execution (queued or held by the batcher)", rows.iter(), |r| {
-            r.model.pending().to_string()
-        });
+        family(
+            o,
+            "nv_inference_count",
+            "counter",
+            "Inferences performed, a batch of n counting n (cache hits excluded)",
+            rows.iter(),
+            |r| r.stats.inference_count.to_string(),
+        );
+        family(
+            o,
+            "nv_inference_exec_count",
+            "counter",
+            "Model executions performed (cache hits excluded)",
+            rows.iter(),
+            |r| r.stats.execution_count.to_string(),
+        );
+        family(
+            o,
+            "nv_inference_pending_request_count",
+            "gauge",
+            "Requests accepted and waiting for an execution (queued or held by the batcher)",
+            rows.iter(),
+            |r| r.model.pending().to_string(),
+        );
         if options.counter_latencies {
             let durations: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot); 5] = [
-                ("nv_inference_request_duration_us", "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)", |s| s.success),
-                ("nv_inference_queue_duration_us", "Cumulative queue duration in microseconds (cache hits included)", |s| s.queue),
-                ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds (cache hits excluded)", |s| s.compute_input),
-                ("nv_inference_compute_infer_duration_us", "Cumulative compute infer duration in microseconds (cache hits excluded)", |s| s.compute_infer),
-                ("nv_inference_compute_output_duration_us", "Cumulative compute output duration in microseconds (cache hits excluded)", |s| s.compute_output),
+                (
+                    "nv_inference_request_duration_us",
+                    "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)",
+                    |s| s.success,
+                ),
+                (
+                    "nv_inference_queue_duration_us",
+                    "Cumulative queue duration in microseconds (cache hits included)",
+                    |s| s.queue,
+                ),
+                (
+                    "nv_inference_compute_input_duration_us",
+                    "Cumulative compute input duration in microseconds (cache hits excluded)",
+                    |s| s.compute_input,
+                ),
+                (
+                    "nv_inference_compute_infer_duration_us",
+                    "Cumulative compute infer duration in microseconds (cache hits excluded)",
+                    |s| s.compute_infer,
+                ),
+                (
+                    "nv_inference_compute_output_duration_us",
+                    "Cumulative compute output duration in microseconds (cache hits excluded)",
+                    |s| s.compute_output,
+                ),
             ];
             for (name, help, stat) in durations {
-                family(o, name, "counter", help, rows.iter(), |r| micros(stat(&r.stats)).to_string());
+                family(o, name, "counter", help, rows.iter(), |r| {
+                    micros(stat(&r.stats)).to_string()
+                });
             }
         }
         if options.histograms {
             let name = "nv_inference_first_response_histogram_ms";
-            let _ = writeln!(o, "# HELP {name} Duration from request to first response in milliseconds\n# TYPE {name} histogram");
+            let _ = writeln!(
+                o,
+                "# HELP {name} Duration from request to first response in milliseconds\n# TYPE {name} histogram"
+            );
             for r in &rows {
                 let Some(h) = &r.model.stats.first_response else { continue };
                 let (buckets, sum, count) = h.snapshot();
                 for (bound, n) in crate::stats::FIRST_RESPONSE_BUCKETS_MS.iter().zip(&buckets) {
                     let _ = writeln!(o, "{name}_bucket{{{},le=\"{bound}\"}} {n}", r.labels);
                 }
-                let _ = writeln!(o, "{name}_bucket{{{},le=\"+Inf\"}} {count}\n{name}_sum{{{}}} {sum}\n{name}_count{{{}}} {count}", r.labels, r.labels, r.labels);
+                let _ = writeln!(
+                    o,
+                    "{name}_bucket{{{},le=\"+Inf\"}} {count}\n{name}_sum{{{}}} {sum}\n{name}_count{{{}}} {count}",
+                    r.labels, r.labels, r.labels
+                );
             }
         }
         if options.summaries.is_some() {
-            let kinds: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot); crate::stats::SUMMARY_KINDS] = [
-                ("nv_inference_request_summary_us", "Summary of end-to-end durations of successful requests in microseconds", |s| s.success),
-                ("nv_inference_queue_summary_us", "Summary of queue durations in microseconds", |s| s.queue),
-                ("nv_inference_compute_input_summary_us", "Summary of compute input durations in microseconds", |s| s.compute_input),
-                ("nv_inference_compute_infer_summary_us", "Summary of compute infer durations in microseconds", |s| s.compute_infer),
-                ("nv_inference_compute_output_summary_us", "Summary of compute output durations in microseconds", |s| s.compute_output),
+            let kinds: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot);
+                crate::stats::SUMMARY_KINDS] = [
+                (
+                    "nv_inference_request_summary_us",
+                    "Summary of end-to-end durations of successful requests in microseconds",
+                    |s| s.success,
+                ),
+                (
+                    "nv_inference_queue_summary_us",
+                    "Summary of queue durations in microseconds",
+                    |s| s.queue,
+                ),
+                (
+                    "nv_inference_compute_input_summary_us",
+                    "Summary of compute input durations in microseconds",
+                    |s| s.compute_input,
+                ),
+                (
+                    "nv_inference_compute_infer_summary_us",
+                    "Summary of compute infer durations in microseconds",
+                    |s| s.compute_infer,
+                ),
+                (
+                    "nv_inference_compute_output_summary_us",
+                    "Summary of compute output durations in microseconds",
+                    |s| s.compute_output,
+                ),
             ];
             for (kind, (name, help, total)) in kinds.into_iter().enumerate() {
                 let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
@@ -209,21 +304,45 @@ impl Server {
                         let _ = writeln!(o, "{name}{{{},quantile=\"{q}\"}} {value}", r.labels);
                     }
                     let t = total(&r.stats);
-                    let _ = writeln!(o, "{name}_sum{{{}}} {}\n{name}_count{{{}}} {}", r.labels, micros(t), r.labels, t.count);
+                    let _ = writeln!(
+                        o,
+                        "{name}_sum{{{}}} {}\n{name}_count{{{}}} {}",
+                        r.labels,
+                        micros(t),
+                        r.labels,
+                        t.count
+                    );
                 }
             }
         }
-        family(o, "nv_model_load_duration_secs", "gauge", "Time the model version took to load, in seconds", rows.iter(), |r| {
-            r.model.load_duration.as_secs_f64().to_string()
-        });
+        family(
+            o,
+            "nv_model_load_duration_secs",
+            "gauge",
+            "Time the model version took to load, in seconds",
+            rows.iter(),
+            |r| r.model.load_duration.as_secs_f64().to_string(),
+        );
         // Cache families only for versions that use the cache, as in Triton.
         let cached = || rows.iter().filter(|r| r.model.uses_cache());
         if cached().next().is_some() {
             let counts: [(&str, &str, fn(&StatsSnapshot) -> u64); 4] = [
-                ("nv_cache_num_hits_per_model", "Response cache hits per model", |s| s.cache_hit.count),
-                ("nv_cache_num_misses_per_model", "Response cache misses per model", |s| s.cache_miss.count),
-                ("nv_cache_hit_duration_per_model", "Cumulative response cache hit (lookup) duration per model in microseconds", |s| micros(s.cache_hit)),
-                ("nv_cache_miss_duration_per_model", "Cumulative response cache miss (lookup and insert) duration per model in microseconds", |s| micros(s.cache_miss)),
+                ("nv_cache_num_hits_per_model", "Response cache hits per model", |s| {
+                    s.cache_hit.count
+                }),
+                ("nv_cache_num_misses_per_model", "Response cache misses per model", |s| {
+                    s.cache_miss.count
+                }),
+                (
+                    "nv_cache_hit_duration_per_model",
+                    "Cumulative response cache hit (lookup) duration per model in microseconds",
+                    |s| micros(s.cache_hit),
+                ),
+                (
+                    "nv_cache_miss_duration_per_model",
+                    "Cumulative response cache miss (lookup and insert) duration per model in microseconds",
+                    |s| micros(s.cache_miss),
+                ),
             ];
             for (name, help, value) in counts {
                 family(o, name, "counter", help, cached(), |r| value(&r.stats).to_string());
@@ -231,9 +350,21 @@ impl Server {
         }
         if let Some(cpu) = cpu {
             let gauges = [
-                ("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", cpu.utilization.to_string()),
-                ("nv_cpu_memory_total_bytes", "CPU total memory (RAM) in bytes", cpu.memory_total_bytes.to_string()),
-                ("nv_cpu_memory_used_bytes", "CPU used memory (RAM) in bytes", cpu.memory_used_bytes.to_string()),
+                (
+                    "nv_cpu_utilization",
+                    "CPU utilization rate [0.0 - 1.0]",
+                    cpu.utilization.to_string(),
+                ),
+                (
+                    "nv_cpu_memory_total_bytes",
+                    "CPU total memory (RAM) in bytes",
+                    cpu.memory_total_bytes.to_string(),
+                ),
+                (
+                    "nv_cpu_memory_used_bytes",
+                    "CPU used memory (RAM) in bytes",
+                    cpu.memory_used_bytes.to_string(),
+                ),
             ];
             for (name, help, value) in gauges {
                 let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

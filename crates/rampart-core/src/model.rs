@@ -118,13 +118,18 @@ impl ModelVersion {
     }
 
     /// `reason` says why a failure failed: set as the request moves past each stage.
-    async fn infer_inner(&self, req: InferRequest, reason: &mut FailureReason) -> Result<InferResponse> {
+    async fn infer_inner(
+        &self,
+        req: InferRequest,
+        reason: &mut FailureReason,
+    ) -> Result<InferResponse> {
         let prepared = infer::prepare(&self.config, &self.engine_inputs, &req)?;
         // Response cache: a hit answers without the engine (and, as in Triton, counts in neither the
         // inference nor the execution count); a miss runs the request and stores its outputs.
         let cached = self.cache.as_ref().map(|cache| {
             let looked_up = Instant::now();
-            let key = crate::cache::key(&self.name, self.version, &prepared.inputs, &prepared.outputs);
+            let key =
+                crate::cache::key(&self.name, self.version, &prepared.inputs, &prepared.outputs);
             (cache, key, cache.get(&key), looked_up)
         });
         if let Some((_, _, Some(outputs), looked_up)) = &cached {
@@ -141,7 +146,8 @@ impl ModelVersion {
             Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
             _ => None,
         };
-        let (level, deadline, delay_on_timeout) = self.pool.schedule(unsigned("priority"), unsigned("timeout"));
+        let (level, deadline, delay_on_timeout) =
+            self.pool.schedule(unsigned("priority"), unsigned("timeout"));
         *reason = FailureReason::Rejected;
         let enqueued = Instant::now();
         if let Some(t) = &req.trace {
@@ -161,7 +167,12 @@ impl ModelVersion {
         })?;
         let outputs = rx
             .await
-            .map_err(|_| Error::internal(format!("{} stopped before answering", Self::label(&self.name, self.version))))?
+            .map_err(|_| {
+                Error::internal(format!(
+                    "{} stopped before answering",
+                    Self::label(&self.name, self.version)
+                ))
+            })?
             .inspect_err(|e| {
                 // The scheduler answers queue timeouts UNAVAILABLE; anything else came from the engine.
                 if e.code() != rampart_types::Code::Unavailable {
@@ -177,7 +188,12 @@ impl ModelVersion {
         Ok(self.response(req.id, outputs, prepared.batch_size))
     }
 
-    fn response(&self, id: String, outputs: Vec<rampart_types::Tensor>, batch_size: u64) -> InferResponse {
+    fn response(
+        &self,
+        id: String,
+        outputs: Vec<rampart_types::Tensor>,
+        batch_size: u64,
+    ) -> InferResponse {
         InferResponse {
             model_name: self.name.clone(),
             model_version: self.version,

@@ -49,22 +49,31 @@ impl std::fmt::Debug for RemoteRepository {
 /// Splits `s3://[host:port/]bucket/prefix`, `gs://bucket/prefix` or `as://account/container/prefix`.
 fn build_store(location: &str) -> Result<(Arc<dyn object_store::ObjectStore>, String)> {
     let bad = |why: &str| Error::invalid_arg(format!("model repository '{location}': {why}"));
-    let fail = |e: object_store::Error| Error::invalid_arg(format!("model repository '{location}': {e}"));
+    let fail =
+        |e: object_store::Error| Error::invalid_arg(format!("model repository '{location}': {e}"));
     if let Some(rest) = location.strip_prefix("s3://") {
         let mut parts = rest.splitn(2, '/');
         let first = parts.next().unwrap_or_default();
         let mut builder = object_store::aws::AmazonS3Builder::from_env();
         let rest = if first.contains(':') {
             // Triton's form for S3-compatible servers: s3://host:port/bucket/path.
-            let scheme = if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1") { "http" } else { "https" };
-            builder = builder.with_endpoint(format!("{scheme}://{first}")).with_virtual_hosted_style_request(false);
+            let scheme = if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1") {
+                "http"
+            } else {
+                "https"
+            };
+            builder = builder
+                .with_endpoint(format!("{scheme}://{first}"))
+                .with_virtual_hosted_style_request(false);
             parts.next().unwrap_or_default()
         } else {
             rest
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(bad("no bucket name (expected s3://bucket/path or s3://host:port/bucket/path)"));
+            return Err(bad(
+                "no bucket name (expected s3://bucket/path or s3://host:port/bucket/path)",
+            ));
         }
         let store = builder.with_bucket_name(bucket).build().map_err(fail)?;
         return Ok((Arc::new(store), prefix.to_string()));
@@ -74,12 +83,16 @@ fn build_store(location: &str) -> Result<(Arc<dyn object_store::ObjectStore>, St
         if bucket.is_empty() {
             return Err(bad("no bucket name (expected gs://bucket/path)"));
         }
-        let store = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).build().map_err(fail)?;
+        let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(fail)?;
         return Ok((Arc::new(store), prefix.to_string()));
     }
     if let Some(rest) = location.strip_prefix("as://") {
         let mut parts = rest.splitn(3, '/');
-        let (account, container) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let (account, container) =
+            (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
         if account.is_empty() || container.is_empty() {
             return Err(bad("expected as://account/container/path"));
         }
@@ -103,12 +116,21 @@ impl RemoteRepository {
             .prefix("rampart-repository-")
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
-            .map_err(|e| Error::internal(format!("cannot create a local mirror for '{location}': {e}")))?;
+            .map_err(|e| {
+                Error::internal(format!("cannot create a local mirror for '{location}': {e}"))
+            })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::internal(format!("cannot start the cloud storage client: {e}")))?;
-        Ok(RemoteRepository { location: location.to_string(), store, prefix, dir, mirrored: Mutex::new(HashMap::new()), runtime })
+        Ok(RemoteRepository {
+            location: location.to_string(),
+            store,
+            prefix,
+            dir,
+            mirrored: Mutex::new(HashMap::new()),
+            runtime,
+        })
     }
 
     pub fn location(&self) -> &str {
@@ -124,7 +146,9 @@ impl RemoteRepository {
     /// renamed into place), removes files whose objects are gone. Blocking.
     pub fn sync(&self) -> Result<()> {
         use futures_util::TryStreamExt;
-        let fail = |e: object_store::Error| Error::unavailable(format!("model repository '{}': {e}", self.location));
+        let fail = |e: object_store::Error| {
+            Error::unavailable(format!("model repository '{}': {e}", self.location))
+        };
         let listed: Vec<object_store::ObjectMeta> = self.runtime.block_on(async {
             let mut out = Vec::new();
             let mut stream = self.store.list(Some(&self.prefix));
@@ -150,29 +174,56 @@ impl RemoteRepository {
         let mut seen = HashMap::new();
         for meta in listed {
             let key = meta.location.as_ref();
-            let rel = key.strip_prefix(self.prefix.as_ref()).unwrap_or(key).trim_start_matches('/').to_string();
+            let rel = key
+                .strip_prefix(self.prefix.as_ref())
+                .unwrap_or(key)
+                .trim_start_matches('/')
+                .to_string();
             if rel.is_empty() || rel.ends_with('/') {
                 continue; // the prefix itself, or a "folder" marker
             }
             if let Err(why) = crate::control::check_relative_path(&rel) {
-                tracing::warn!("model repository '{}': skipping object {:?}: {why}", self.location, key);
+                tracing::warn!(
+                    "model repository '{}': skipping object {:?}: {why}",
+                    self.location,
+                    key
+                );
                 continue;
             }
             if meta.size > MAX_REMOTE_OBJECT_BYTES {
-                tracing::warn!("model repository '{}': skipping object {:?}: {} bytes is more than {MAX_REMOTE_OBJECT_BYTES}", self.location, key, meta.size);
+                tracing::warn!(
+                    "model repository '{}': skipping object {:?}: {} bytes is more than {MAX_REMOTE_OBJECT_BYTES}",
+                    self.location,
+                    key,
+                    meta.size
+                );
                 continue;
             }
             let state = Mirrored {
                 size: meta.size,
-                version: meta.e_tag.clone().or(meta.version.clone()).unwrap_or_else(|| meta.last_modified.to_rfc3339()),
+                version: meta
+                    .e_tag
+                    .clone()
+                    .or(meta.version.clone())
+                    .unwrap_or_else(|| meta.last_modified.to_rfc3339()),
             };
             if mirrored.get(&rel) != Some(&state) {
-                let data = self.runtime.block_on(async { self.store.get(&meta.location).await?.bytes().await }).map_err(fail)?;
+                let data = self
+                    .runtime
+                    .block_on(async { self.store.get(&meta.location).await?.bytes().await })
+                    .map_err(fail)?;
                 if data.len() as u64 != meta.size {
-                    return Err(Error::unavailable(format!("model repository '{}': object {key:?} changed while it was read", self.location)));
+                    return Err(Error::unavailable(format!(
+                        "model repository '{}': object {key:?} changed while it was read",
+                        self.location
+                    )));
                 }
                 if let Err(e) = self.write(&rel, &data) {
-                    tracing::warn!("model repository '{}': cannot mirror object {:?}: {e}", self.location, key);
+                    tracing::warn!(
+                        "model repository '{}': cannot mirror object {:?}: {e}",
+                        self.location,
+                        key
+                    );
                     continue;
                 }
             }
@@ -198,7 +249,9 @@ impl RemoteRepository {
         let target = self.dir.path().join(rel);
         let parent = target.parent().unwrap_or(self.dir.path());
         let mut at = self.dir.path().to_path_buf();
-        for c in Path::new(rel).parent().map(|p| p.components().collect::<Vec<_>>()).unwrap_or_default() {
+        for c in
+            Path::new(rel).parent().map(|p| p.components().collect::<Vec<_>>()).unwrap_or_default()
+        {
             at.push(c);
             match std::fs::symlink_metadata(&at) {
                 Ok(m) if m.is_dir() => {}
@@ -214,7 +267,9 @@ impl RemoteRepository {
 }
 
 /// Splits `--model-repository` values into local paths and cloud locations (opened, not yet synced).
-pub(crate) fn open_all(locations: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<Arc<RemoteRepository>>)> {
+pub(crate) fn open_all(
+    locations: &[PathBuf],
+) -> Result<(Vec<PathBuf>, Vec<Arc<RemoteRepository>>)> {
     let mut local = Vec::new();
     let mut remote = Vec::new();
     for l in locations {
@@ -232,7 +287,12 @@ mod tests {
 
     #[test]
     fn locations() {
-        assert!(is_remote("s3://b/p") && is_remote("gs://b") && is_remote("as://a/c") && !is_remote("/models"));
+        assert!(
+            is_remote("s3://b/p")
+                && is_remote("gs://b")
+                && is_remote("as://a/c")
+                && !is_remote("/models")
+        );
         let e = build_store("s3:///path").err().unwrap();
         assert!(e.message().contains("no bucket name"), "{e}");
         let e = build_store("as://account").err().unwrap();
@@ -256,7 +316,11 @@ mod tests {
         };
         let put = |key: &str, data: &'static [u8]| {
             repo.runtime
-                .block_on(object_store::ObjectStoreExt::put(&*store, &object_store::path::Path::from(key), data.into()))
+                .block_on(object_store::ObjectStoreExt::put(
+                    &*store,
+                    &object_store::path::Path::from(key),
+                    data.into(),
+                ))
                 .unwrap();
         };
         put("repo/m/config.pbtxt", b"max_batch_size: 0");
@@ -269,7 +333,12 @@ mod tests {
         put("repo/m/1/model.onnx", b"two!");
         repo.sync().unwrap();
         assert_eq!(std::fs::read(root.join("m/1/model.onnx")).unwrap(), b"two!");
-        repo.runtime.block_on(object_store::ObjectStoreExt::delete(&*store, &object_store::path::Path::from("repo/m/1/model.onnx"))).unwrap();
+        repo.runtime
+            .block_on(object_store::ObjectStoreExt::delete(
+                &*store,
+                &object_store::path::Path::from("repo/m/1/model.onnx"),
+            ))
+            .unwrap();
         repo.sync().unwrap();
         assert!(!root.join("m/1").exists(), "emptied folders are removed");
         assert!(root.join("m/config.pbtxt").exists());

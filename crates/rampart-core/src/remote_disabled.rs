@@ -26,7 +26,9 @@ impl RemoteRepository {
     }
 }
 
-pub(crate) fn open_all(locations: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<Arc<RemoteRepository>>)> {
+pub(crate) fn open_all(
+    locations: &[PathBuf],
+) -> Result<(Vec<PathBuf>, Vec<Arc<RemoteRepository>>)> {
     if let Some(l) = locations.iter().find(|l| l.to_str().is_some_and(is_remote)) {
         return Err(Error::unsupported(format!(
             "model repository '{}': this build has no cloud storage support (cargo feature 'cloud')",

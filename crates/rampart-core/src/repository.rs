@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rampart_model_config::pb::model_version_policy::PolicyChoice;
 use rampart_model_config::ModelConfig;
+use rampart_model_config::pb::model_version_policy::PolicyChoice;
 use rampart_types::{Error, Result};
 
 /// Every model directory found, by name. A name found in two repositories maps to all its directories.
@@ -15,13 +15,20 @@ pub(crate) fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<Path
             Error::internal(format!("failed to open model repository '{}': {e}", repo.display()))
         })?;
         for entry in rd {
-            let entry = entry.map_err(|e| Error::internal(format!("failed to read '{}': {e}", repo.display())))?;
+            let entry = entry.map_err(|e| {
+                Error::internal(format!("failed to read '{}': {e}", repo.display()))
+            })?;
             let Ok(name) = entry.file_name().into_string() else { continue };
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
             if let Err(e) = crate::control::validate_model_name(&name) {
-                tracing::warn!("ignoring directory {:?} in model repository '{}': {}", name, repo.display(), e.message());
+                tracing::warn!(
+                    "ignoring directory {:?} in model repository '{}': {}",
+                    name,
+                    repo.display(),
+                    e.message()
+                );
                 continue;
             }
             models.entry(name).or_default().push(entry.path());
@@ -52,7 +59,8 @@ pub(crate) fn is_version_dir(n: &str) -> bool {
 
 /// The directory of model `name`: it must be in exactly one repository.
 pub(crate) fn locate(repositories: &[PathBuf], name: &str) -> Result<PathBuf> {
-    let found: Vec<PathBuf> = repositories.iter().map(|r| r.join(name)).filter(|d| d.is_dir()).collect();
+    let found: Vec<PathBuf> =
+        repositories.iter().map(|r| r.join(name)).filter(|d| d.is_dir()).collect();
     match found.len() {
         0 => Err(Error::invalid_arg(format!(
             "failed to load '{name}': there is no model directory '{name}' in the model repository"

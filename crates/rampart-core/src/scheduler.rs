@@ -86,7 +86,9 @@ impl QueuePolicy {
     /// The queue deadline of a request that arrives at `now` with an optional `timeout` parameter (µs): the
     /// level's default, or the request's own when the policy allows overrides and it is shorter.
     pub fn deadline(&self, now: Instant, requested_us: Option<u64>) -> Option<Instant> {
-        let requested = requested_us.filter(|&us| us > 0 && self.allow_timeout_override).map(Duration::from_micros);
+        let requested = requested_us
+            .filter(|&us| us > 0 && self.allow_timeout_override)
+            .map(Duration::from_micros);
         let timeout = match (self.timeout, requested) {
             (Some(d), Some(r)) => Some(d.min(r)),
             (d, r) => d.or(r),
@@ -149,10 +151,15 @@ impl InstancePool {
                 Queue::Fifo(Some(tx))
             }
             Some(policy) => {
-                let queue = Arc::new(PriorityQueue::new(policy.levels.iter().map(|l| l.max_queue_size).collect(), capacity));
+                let queue = Arc::new(PriorityQueue::new(
+                    policy.levels.iter().map(|l| l.max_queue_size).collect(),
+                    capacity,
+                ));
                 for (i, mut instance) in instances.into_iter().enumerate() {
                     let (queue, stats, policy) = (queue.clone(), stats.clone(), policy.clone());
-                    threads.push(spawn(&label, i, move || run_batches(instance.as_mut(), &queue, &policy, &stats))?);
+                    threads.push(spawn(&label, i, move || {
+                        run_batches(instance.as_mut(), &queue, &policy, &stats)
+                    })?);
                 }
                 Queue::Priority(queue)
             }
@@ -162,7 +169,11 @@ impl InstancePool {
 
     /// The level, queue deadline and timeout action (`true`: DELAY) of a request arriving now with the
     /// `priority` and `timeout` parameters.
-    pub fn schedule(&self, priority: Option<u64>, timeout_us: Option<u64>) -> (usize, Option<Instant>, bool) {
+    pub fn schedule(
+        &self,
+        priority: Option<u64>,
+        timeout_us: Option<u64>,
+    ) -> (usize, Option<Instant>, bool) {
         match &self.policy {
             None => (0, None, false),
             Some(p) => {
@@ -182,10 +193,12 @@ impl InstancePool {
         };
         let unloading = || Error::unavailable(format!("{} is unloading", self.label));
         match &self.queue {
-            Queue::Fifo(tx) => tx.as_ref().ok_or_else(unloading)?.try_send(job).map_err(|e| match e {
-                TrySendError::Full(_) => full(),
-                TrySendError::Disconnected(_) => unloading(),
-            }),
+            Queue::Fifo(tx) => {
+                tx.as_ref().ok_or_else(unloading)?.try_send(job).map_err(|e| match e {
+                    TrySendError::Full(_) => full(),
+                    TrySendError::Disconnected(_) => unloading(),
+                })
+            }
             Queue::Priority(q) => q.push(job).map_err(|e| match e {
                 PushError::LevelFull => Error::unavailable("Exceeds maximum queue size"),
                 PushError::Full => full(),
@@ -209,8 +222,9 @@ fn run_job(instance: &mut dyn EngineInstance, mut job: Job, stats: &ModelStats) 
     }
     let start = Instant::now();
     let queue = start.duration_since(job.enqueued);
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&job.inputs, &job.outputs)))
-        .unwrap_or_else(|panic| Err(panic_error(panic)));
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&job.inputs, &job.outputs)))
+            .unwrap_or_else(|panic| Err(panic_error(panic)));
     if job.trace.is_some() {
         let done = Instant::now();
         stamp_compute(std::slice::from_ref(&job), start, start, done);
@@ -228,7 +242,12 @@ fn run_job(instance: &mut dyn EngineInstance, mut job: Job, stats: &ModelStats) 
 }
 
 /// The dynamic batcher of one instance thread: runs until the queue is closed and drained.
-fn run_batches(instance: &mut dyn EngineInstance, queue: &PriorityQueue, policy: &BatchPolicy, stats: &ModelStats) {
+fn run_batches(
+    instance: &mut dyn EngineInstance,
+    queue: &PriorityQueue,
+    policy: &BatchPolicy,
+    stats: &ModelStats,
+) {
     loop {
         let first = match queue.pop(None, |_| true) {
             Pop::Job(job) => job,
@@ -243,7 +262,9 @@ fn run_batches(instance: &mut dyn EngineInstance, queue: &PriorityQueue, policy:
         let mut size = first.batch_size;
         let mut batch = vec![first];
         while !policy.done(size) {
-            let fits = |next: &Job| size + next.batch_size <= policy.max_batch_size && compatible(&batch[0], next);
+            let fits = |next: &Job| {
+                size + next.batch_size <= policy.max_batch_size && compatible(&batch[0], next)
+            };
             match queue.pop(Some(deadline), fits) {
                 Pop::Job(next) => {
                     size += next.batch_size;
@@ -267,7 +288,10 @@ fn compatible(a: &Job, b: &Job) -> bool {
         && a.outputs == b.outputs
         && a.inputs.len() == b.inputs.len()
         && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
-            x.name == y.name && x.datatype == y.datatype && x.shape.len() == y.shape.len() && x.shape.get(1..) == y.shape.get(1..)
+            x.name == y.name
+                && x.datatype == y.datatype
+                && x.shape.len() == y.shape.len()
+                && x.shape.get(1..) == y.shape.get(1..)
         })
 }
 
@@ -281,7 +305,8 @@ fn run_batch(instance: &mut dyn EngineInstance, mut jobs: Vec<Job>, size: u64, s
     let inputs: Vec<Tensor> = (0..jobs[0].inputs.len())
         .map(|i| {
             let first = &jobs[0].inputs[i];
-            let mut data = BytesMut::with_capacity(jobs.iter().map(|j| j.inputs[i].data.len()).sum());
+            let mut data =
+                BytesMut::with_capacity(jobs.iter().map(|j| j.inputs[i].data.len()).sum());
             for j in &jobs {
                 data.extend_from_slice(&j.inputs[i].data);
             }
@@ -291,8 +316,9 @@ fn run_batch(instance: &mut dyn EngineInstance, mut jobs: Vec<Job>, size: u64, s
         })
         .collect();
     let gathered = start.elapsed();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&inputs, &jobs[0].outputs)))
-        .unwrap_or_else(|panic| Err(panic_error(panic)));
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| instance.execute(&inputs, &jobs[0].outputs)))
+            .unwrap_or_else(|panic| Err(panic_error(panic)));
     let computed = start.elapsed();
     drop(inputs);
     if jobs.iter().any(|j| j.trace.is_some()) {
@@ -326,7 +352,8 @@ fn run_batch(instance: &mut dyn EngineInstance, mut jobs: Vec<Job>, size: u64, s
 /// Splits each output of a batch by rows: `rows[k]` rows for job `k`, in order.
 fn scatter(outputs: Vec<Tensor>, rows: &[u64]) -> Result<Vec<Vec<Tensor>>> {
     let total: u64 = rows.iter().sum();
-    let mut per_job: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    let mut per_job: Vec<Vec<Tensor>> =
+        rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
     for out in outputs {
         if out.shape.first().copied() != Some(total as i64) {
             return Err(Error::internal(format!(
@@ -340,7 +367,12 @@ fn scatter(outputs: Vec<Tensor>, rows: &[u64]) -> Result<Vec<Vec<Tensor>>> {
             let (from, to) = (offsets[row], offsets[row + n as usize]);
             let mut shape = out.shape.clone();
             shape[0] = n as i64;
-            per_job[k].push(Tensor::new(out.name.clone(), out.datatype, shape, out.data.slice(from..to)));
+            per_job[k].push(Tensor::new(
+                out.name.clone(),
+                out.datatype,
+                shape,
+                out.data.slice(from..to),
+            ));
             row += n as usize;
         }
     }
@@ -427,15 +459,37 @@ mod tests {
 
     fn job() -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>) {
         let (tx, rx) = oneshot::channel();
-        (Job { inputs: vec![], outputs: vec![], batch_size: 1, enqueued: Instant::now(), level: 0, deadline: None, delay_on_timeout: false, reply: tx, trace: None, pending: None }, rx)
+        (
+            Job {
+                inputs: vec![],
+                outputs: vec![],
+                batch_size: 1,
+                enqueued: Instant::now(),
+                level: 0,
+                deadline: None,
+                delay_on_timeout: false,
+                reply: tx,
+                trace: None,
+                pending: None,
+            },
+            rx,
+        )
     }
 
     #[test]
     fn full_queue_is_unavailable_and_every_accepted_job_is_answered() {
         let (started_tx, started) = crossbeam_channel::unbounded();
         let (release, release_rx) = crossbeam_channel::unbounded();
-        let gate = Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
-        let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 2, None).unwrap();
+        let gate =
+            Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
+        let pool = InstancePool::start(
+            "m-1".into(),
+            vec![Box::new(gate)],
+            Arc::new(ModelStats::default()),
+            2,
+            None,
+        )
+        .unwrap();
         let (a, ra) = job();
         pool.submit(a).unwrap();
         started.recv().unwrap(); // A is executing: it no longer counts against the queue
@@ -468,30 +522,63 @@ mod tests {
         fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
             self.sizes.lock().unwrap().push(inputs[0].shape[0]);
             std::thread::sleep(Duration::from_millis(1));
-            Ok(outputs.iter().map(|o| Tensor::new(o.clone(), inputs[0].datatype, inputs[0].shape.clone(), inputs[0].data.clone())).collect())
+            Ok(outputs
+                .iter()
+                .map(|o| {
+                    Tensor::new(
+                        o.clone(),
+                        inputs[0].datatype,
+                        inputs[0].shape.clone(),
+                        inputs[0].data.clone(),
+                    )
+                })
+                .collect())
         }
     }
 
-    fn echo_pool(instances: usize, policy: BatchPolicy) -> (InstancePool, Arc<std::sync::Mutex<Vec<i64>>>) {
+    fn echo_pool(
+        instances: usize,
+        policy: BatchPolicy,
+    ) -> (InstancePool, Arc<std::sync::Mutex<Vec<i64>>>) {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let engines: Vec<Box<dyn EngineInstance>> = (0..instances)
-            .map(|_| Box::new(Echo { sizes: sizes.clone(), sig: ModelSignature::default() }) as Box<dyn EngineInstance>)
+            .map(|_| {
+                Box::new(Echo { sizes: sizes.clone(), sig: ModelSignature::default() })
+                    as Box<dyn EngineInstance>
+            })
             .collect();
-        let pool = InstancePool::start("echo-1".into(), engines, Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
+        let pool = InstancePool::start(
+            "echo-1".into(),
+            engines,
+            Arc::new(ModelStats::default()),
+            4096,
+            Some(policy),
+        )
+        .unwrap();
         (pool, sizes)
     }
 
     /// A job of `rows` rows of `[rows, 3]` INT32 (or BYTES) values derived from `tag`.
-    fn tagged(tag: u32, rows: u64, bytes: bool) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
+    fn tagged(
+        tag: u32,
+        rows: u64,
+        bytes: bool,
+    ) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
         if !bytes {
             return leveled(tag, rows, 3, 0);
         }
-        let elems: Vec<String> = (0..rows * 3).map(|k| "x".repeat(((tag as u64 + k) % 5) as usize) + &tag.to_string()).collect();
+        let elems: Vec<String> = (0..rows * 3)
+            .map(|k| "x".repeat(((tag as u64 + k) % 5) as usize) + &tag.to_string())
+            .collect();
         queued_job(Tensor::from_bytes_elements("IN", vec![rows as i64, 3], &elems), rows, 0)
     }
 
     /// A job of `rows` rows of `input` at `level`, requesting output "OUT".
-    fn queued_job(input: Tensor, rows: u64, level: usize) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
+    fn queued_job(
+        input: Tensor,
+        rows: u64,
+        level: usize,
+    ) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             inputs: vec![input.clone()],
@@ -512,8 +599,15 @@ mod tests {
     /// own rows, no batch exceeds max_batch_size, and requests were really combined.
     #[test]
     fn dynamic_batches_stay_within_limits_and_answer_every_request_with_its_rows() {
-        for (seed, bytes, instances) in [(1u64, false, 1usize), (7, true, 1), (42, false, 2), (99, true, 2)] {
-            let policy = BatchPolicy { max_batch_size: 8, preferred: vec![4, 8], max_delay: Duration::from_millis(5), ..no_queue_policy() };
+        for (seed, bytes, instances) in
+            [(1u64, false, 1usize), (7, true, 1), (42, false, 2), (99, true, 2)]
+        {
+            let policy = BatchPolicy {
+                max_batch_size: 8,
+                preferred: vec![4, 8],
+                max_delay: Duration::from_millis(5),
+                ..no_queue_policy()
+            };
             let (pool, sizes) = echo_pool(instances, policy);
             let pool = Arc::new(pool);
             let mut handles = Vec::new();
@@ -523,7 +617,9 @@ mod tests {
                     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(thread);
                     let mut pending = Vec::new();
                     for n in 0..50u32 {
-                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         let rows = 1 + (state >> 33) % 8;
                         let (job, rx, input) = tagged(thread as u32 * 100 + n, rows, bytes);
                         pool.submit(job).unwrap();
@@ -551,7 +647,12 @@ mod tests {
 
     #[test]
     fn incompatible_requests_are_not_combined_and_keep_their_order() {
-        let policy = BatchPolicy { max_batch_size: 16, preferred: vec![], max_delay: Duration::from_millis(20), ..no_queue_policy() };
+        let policy = BatchPolicy {
+            max_batch_size: 16,
+            preferred: vec![],
+            max_delay: Duration::from_millis(20),
+            ..no_queue_policy()
+        };
         let (pool, sizes) = echo_pool(1, policy);
         let (a, ra, ia) = tagged(1, 2, false);
         let (b, rb, ib) = tagged(2, 3, true); // BYTES: cannot join the INT32 batch
@@ -567,18 +668,27 @@ mod tests {
 
     #[test]
     fn scatter_checks_the_batch_dimension() {
-        let t = Tensor::new("y", rampart_types::DataType::Int32, vec![3, 2], Bytes::from(vec![0u8; 24]));
+        let t = Tensor::new(
+            "y",
+            rampart_types::DataType::Int32,
+            vec![3, 2],
+            Bytes::from(vec![0u8; 24]),
+        );
         let parts = scatter(vec![t.clone()], &[1, 2]).unwrap();
         assert_eq!(parts[0][0].shape, vec![1, 2]);
         assert_eq!(parts[1][0].data.len(), 16);
         assert!(scatter(vec![t.clone()], &[1, 1]).is_err());
-        let short = Tensor::new("y", rampart_types::DataType::Int32, vec![3, 2], Bytes::from(vec![0u8; 20]));
+        let short = Tensor::new(
+            "y",
+            rampart_types::DataType::Int32,
+            vec![3, 2],
+            Bytes::from(vec![0u8; 20]),
+        );
         assert!(scatter(vec![short], &[1, 2]).is_err());
         let b = Tensor::from_bytes_elements("y", vec![2, 1], &["ab", "c"]);
         let parts = scatter(vec![b], &[1, 1]).unwrap();
         assert_eq!(&parts[1][0].data[..], &[1, 0, 0, 0, b'c']);
     }
-
 
     fn no_queue_policy() -> BatchPolicy {
         BatchPolicy {
@@ -604,14 +714,26 @@ mod tests {
         assert_eq!(p(None, true, true).deadline(now, Some(5_000)), Some(now + ms(5)));
         assert_eq!(p(Some(ms(10)), false, true).deadline(now, None), Some(now + ms(10)));
         assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(5_000)), Some(now + ms(5)));
-        assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(50_000)), Some(now + ms(10)), "cannot lengthen");
+        assert_eq!(
+            p(Some(ms(10)), true, true).deadline(now, Some(50_000)),
+            Some(now + ms(10)),
+            "cannot lengthen"
+        );
         assert_eq!(p(Some(ms(10)), true, true).deadline(now, Some(0)), Some(now + ms(10)));
-        assert_eq!(p(Some(ms(10)), true, false).deadline(now, Some(5_000)), Some(now + ms(5)), "DELAY has the same deadline");
+        assert_eq!(
+            p(Some(ms(10)), true, false).deadline(now, Some(5_000)),
+            Some(now + ms(5)),
+            "DELAY has the same deadline"
+        );
     }
 
     #[test]
     fn priority_parameter_maps_to_levels_like_triton() {
-        let policy = BatchPolicy { levels: vec![QueuePolicy::default(); 3], default_level: 1, ..no_queue_policy() };
+        let policy = BatchPolicy {
+            levels: vec![QueuePolicy::default(); 3],
+            default_level: 1,
+            ..no_queue_policy()
+        };
         assert_eq!(policy.level(Some(1)), 0, "1 is the highest level");
         assert_eq!(policy.level(Some(3)), 2);
         assert_eq!(policy.level(None), 1, "no priority: the default level");
@@ -624,12 +746,24 @@ mod tests {
     fn expired_requests_are_rejected_and_a_full_model_queue_uses_tritons_words() {
         let (started_tx, started) = crossbeam_channel::unbounded();
         let (release, release_rx) = crossbeam_channel::unbounded();
-        let gate = Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
+        let gate =
+            Gate { started: started_tx, release: release_rx, sig: ModelSignature::default() };
         let policy = BatchPolicy {
-            levels: vec![QueuePolicy { max_queue_size: 1, reject_on_timeout: true, ..Default::default() }],
+            levels: vec![QueuePolicy {
+                max_queue_size: 1,
+                reject_on_timeout: true,
+                ..Default::default()
+            }],
             ..no_queue_policy()
         };
-        let pool = InstancePool::start("m-1".into(), vec![Box::new(gate)], Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
+        let pool = InstancePool::start(
+            "m-1".into(),
+            vec![Box::new(gate)],
+            Arc::new(ModelStats::default()),
+            4096,
+            Some(policy),
+        )
+        .unwrap();
         let (a, ra) = job();
         pool.submit(a).unwrap();
         started.recv().unwrap(); // A runs
@@ -650,7 +784,6 @@ mod tests {
         assert!(rd.blocking_recv().unwrap().is_ok(), "the queue serves again");
     }
 
-
     /// Records the row tags of every execution (`row value / 1000` of an INT32 `[rows, w]` input) and holds the
     /// first execution until the test releases it, so that everything submitted meanwhile waits in the queue.
     struct Latch {
@@ -669,31 +802,68 @@ mod tests {
             }
             let t = &inputs[0];
             let width = t.shape[1] as usize;
-            let tags = t.data.chunks_exact(4 * width).map(|row| u32::from_le_bytes(row[..4].try_into().unwrap()) / 1000).collect();
+            let tags = t
+                .data
+                .chunks_exact(4 * width)
+                .map(|row| u32::from_le_bytes(row[..4].try_into().unwrap()) / 1000)
+                .collect();
             self.executions.lock().unwrap().push(tags);
-            Ok(outputs.iter().map(|o| Tensor::new(o.clone(), t.datatype, t.shape.clone(), t.data.clone())).collect())
+            Ok(outputs
+                .iter()
+                .map(|o| Tensor::new(o.clone(), t.datatype, t.shape.clone(), t.data.clone()))
+                .collect())
         }
     }
 
     /// A job of `rows` INT32 rows of width `width` whose values carry `tag`, at `level`.
-    fn leveled(tag: u32, rows: u64, width: usize, level: usize) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
-        let data: Vec<u8> = (0..rows as usize * width).flat_map(|k| (tag * 1000 + k as u32).to_le_bytes()).collect();
-        let input = Tensor::new("IN", rampart_types::DataType::Int32, vec![rows as i64, width as i64], Bytes::from(data));
+    fn leveled(
+        tag: u32,
+        rows: u64,
+        width: usize,
+        level: usize,
+    ) -> (Job, oneshot::Receiver<Result<Vec<Tensor>>>, Tensor) {
+        let data: Vec<u8> = (0..rows as usize * width)
+            .flat_map(|k| (tag * 1000 + k as u32).to_le_bytes())
+            .collect();
+        let input = Tensor::new(
+            "IN",
+            rampart_types::DataType::Int32,
+            vec![rows as i64, width as i64],
+            Bytes::from(data),
+        );
         queued_job(input, rows, level)
     }
 
     /// A pool whose single instance holds its first execution until `release` is sent.
-    fn latched_pool(policy: BatchPolicy) -> (InstancePool, Arc<std::sync::Mutex<Vec<Vec<u32>>>>, crossbeam_channel::Sender<()>) {
+    fn latched_pool(
+        policy: BatchPolicy,
+    ) -> (InstancePool, Arc<std::sync::Mutex<Vec<Vec<u32>>>>, crossbeam_channel::Sender<()>) {
         let executions = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (release_tx, release_rx) = crossbeam_channel::unbounded();
-        let latch = Latch { executions: executions.clone(), release: Some(release_rx), sig: ModelSignature::default() };
-        let pool = InstancePool::start("latch-1".into(), vec![Box::new(latch)], Arc::new(ModelStats::default()), 4096, Some(policy)).unwrap();
+        let latch = Latch {
+            executions: executions.clone(),
+            release: Some(release_rx),
+            sig: ModelSignature::default(),
+        };
+        let pool = InstancePool::start(
+            "latch-1".into(),
+            vec![Box::new(latch)],
+            Arc::new(ModelStats::default()),
+            4096,
+            Some(policy),
+        )
+        .unwrap();
         (pool, executions, release_tx)
     }
 
     #[test]
     fn higher_priority_levels_run_first_and_each_level_is_fifo() {
-        let policy = BatchPolicy { max_batch_size: 1, levels: vec![QueuePolicy::default(); 3], default_level: 2, ..no_queue_policy() };
+        let policy = BatchPolicy {
+            max_batch_size: 1,
+            levels: vec![QueuePolicy::default(); 3],
+            default_level: 2,
+            ..no_queue_policy()
+        };
         let (pool, executions, release) = latched_pool(policy);
         let (first, r0, _) = leveled(0, 1, 2, 2);
         pool.submit(first).unwrap();
@@ -723,7 +893,12 @@ mod tests {
 
     #[test]
     fn delayed_requests_run_after_the_requests_of_their_level_that_did_not_time_out() {
-        let policy = BatchPolicy { max_batch_size: 1, levels: vec![QueuePolicy::default(); 2], default_level: 0, ..no_queue_policy() };
+        let policy = BatchPolicy {
+            max_batch_size: 1,
+            levels: vec![QueuePolicy::default(); 2],
+            default_level: 0,
+            ..no_queue_policy()
+        };
         let (pool, executions, release) = latched_pool(policy);
         let (first, r0, _) = leveled(0, 1, 2, 1);
         pool.submit(first).unwrap();
@@ -731,7 +906,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let mut replies = vec![r0];
-        for (tag, level, late) in [(1, 0, true), (2, 0, false), (3, 1, false), (4, 0, true), (5, 0, false)] {
+        for (tag, level, late) in
+            [(1, 0, true), (2, 0, false), (3, 1, false), (4, 0, true), (5, 0, false)]
+        {
             let (mut job, rx, _) = leveled(tag, 1, 2, level);
             if late {
                 job.deadline = Some(Instant::now() - Duration::from_millis(1));
@@ -751,7 +928,12 @@ mod tests {
     #[test]
     fn each_level_has_its_own_max_queue_size() {
         let limited = QueuePolicy { max_queue_size: 1, ..Default::default() };
-        let policy = BatchPolicy { max_batch_size: 1, levels: vec![limited, QueuePolicy::default()], default_level: 1, ..no_queue_policy() };
+        let policy = BatchPolicy {
+            max_batch_size: 1,
+            levels: vec![limited, QueuePolicy::default()],
+            default_level: 1,
+            ..no_queue_policy()
+        };
         let (pool, _executions, release) = latched_pool(policy);
         let (first, r0, _) = leveled(0, 1, 2, 1);
         pool.submit(first).unwrap();
@@ -789,8 +971,15 @@ mod tests {
     fn queued(levels: usize, max_batch: u64) -> impl proptest::strategy::Strategy<Value = Queued> {
         use proptest::prelude::*;
         let expiry = prop_oneof![6 => Just((false, false)), 1 => Just((true, false)), 1 => Just((false, true))];
-        (0..levels, 1..=max_batch, prop_oneof![Just(2usize), Just(3usize)], expiry)
-            .prop_map(|(level, rows, width, (expired, delayed))| Queued { level, rows, width, expired, delayed })
+        (0..levels, 1..=max_batch, prop_oneof![Just(2usize), Just(3usize)], expiry).prop_map(
+            |(level, rows, width, (expired, delayed))| Queued {
+                level,
+                rows,
+                width,
+                expired,
+                delayed,
+            },
+        )
     }
 
     proptest::proptest! {

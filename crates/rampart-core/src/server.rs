@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
@@ -159,7 +159,9 @@ impl ModelEntry {
 
     /// The first failure of this entry, if any.
     fn failure(&self) -> Option<String> {
-        self.error.clone().or_else(|| self.versions.values().find(|v| v.state != ModelState::Ready).map(|v| v.reason.clone()))
+        self.error.clone().or_else(|| {
+            self.versions.values().find(|v| v.state != ModelState::Ready).map(|v| v.reason.clone())
+        })
     }
 
     /// Every version of `from` marked `state`, none served.
@@ -241,7 +243,9 @@ pub fn parse_version(v: &str) -> Result<Option<i64>> {
     }
     match v.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(Some(n)),
-        _ => Err(Error::invalid_arg(format!("failed to parse model version '{v}': expected a non-negative integer"))),
+        _ => Err(Error::invalid_arg(format!(
+            "failed to parse model version '{v}': expected a non-negative integer"
+        ))),
     }
 }
 
@@ -264,14 +268,20 @@ impl Server {
             return Err(StartupError("at least one --model-repository is required".into()));
         }
         // Cloud repositories are mirrored locally first; from then on they are local repositories.
-        let (mut local, remotes) = crate::remote::open_all(&options.model_repositories).map_err(|e| StartupError(e.message().to_string()))?;
+        let (mut local, remotes) = crate::remote::open_all(&options.model_repositories)
+            .map_err(|e| StartupError(e.message().to_string()))?;
         for r in &remotes {
             r.sync().map_err(|e| StartupError(e.message().to_string()))?;
-            tracing::info!("model repository '{}' mirrored to '{}'", r.location(), r.local_path().display());
+            tracing::info!(
+                "model repository '{}' mirrored to '{}'",
+                r.location(),
+                r.local_path().display()
+            );
             local.push(r.local_path().to_path_buf());
         }
         options.model_repositories = local;
-        let found = repository::scan(&options.model_repositories).map_err(|e| StartupError(e.to_string()))?;
+        let found = repository::scan(&options.model_repositories)
+            .map_err(|e| StartupError(e.to_string()))?;
         let engines = Engines::new(
             options.backend_directory.clone(),
             options.onnxruntime_library.clone(),
@@ -283,7 +293,8 @@ impl Server {
             ModelControlMode::Explicit if options.startup_models.iter().any(|m| m != "*") => {
                 let mut out = Vec::new();
                 for name in &options.startup_models {
-                    control::validate_model_name(name).map_err(|e| StartupError(e.message().to_string()))?;
+                    control::validate_model_name(name)
+                        .map_err(|e| StartupError(e.message().to_string()))?;
                     out.push((name.clone(), found.get(name).cloned().unwrap_or_default()));
                 }
                 out
@@ -311,7 +322,9 @@ impl Server {
         let mut models = Models::new();
         for (name, dirs) in wanted {
             let entry = match dirs.as_slice() {
-                [] => ModelEntry::failed(format!("failed to load '{name}': there is no model directory '{name}' in the model repository")),
+                [] => ModelEntry::failed(format!(
+                    "failed to load '{name}': there is no model directory '{name}' in the model repository"
+                )),
                 [dir] => server.build_entry(&name, dir, None, None, None),
                 _ => ModelEntry::failed(repository::duplicate_message(&name, &dirs)),
             };
@@ -397,7 +410,10 @@ impl Server {
             m.error.is_none()
                 && !m.loading
                 && !m.versions.is_empty()
-                && m.versions.values().all(|v| v.state == ModelState::Ready || (v.state == ModelState::Unavailable && v.reason == UNLOADED))
+                && m.versions.values().all(|v| {
+                    v.state == ModelState::Ready
+                        || (v.state == ModelState::Unavailable && v.reason == UNLOADED)
+                })
         }))
     }
 
@@ -432,19 +448,27 @@ impl Server {
         let models = self.inner.models.load();
         let Some(entry) = models.get(name) else {
             control::validate_model_name(name)?;
-            return Err(Error::not_found(format!("Request for unknown model: '{name}' is not found")));
+            return Err(Error::not_found(format!(
+                "Request for unknown model: '{name}' is not found"
+            )));
         };
         match version {
             Some(v) => {
                 let ve = entry.versions.get(&v).ok_or_else(|| {
-                    Error::not_found(format!("Request for unknown model: '{name}' version {v} is not found"))
+                    Error::not_found(format!(
+                        "Request for unknown model: '{name}' version {v} is not found"
+                    ))
                 })?;
                 ve.served.clone().ok_or_else(|| {
-                    Error::unavailable(format!("Request for unknown model: '{name}' version {v} is not at ready state"))
+                    Error::unavailable(format!(
+                        "Request for unknown model: '{name}' version {v} is not at ready state"
+                    ))
                 })
             }
             None => entry.versions.values().rev().find_map(|v| v.served.clone()).ok_or_else(|| {
-                Error::not_found(format!("Request for unknown model: '{name}' has no available versions"))
+                Error::not_found(format!(
+                    "Request for unknown model: '{name}' has no available versions"
+                ))
             }),
         }
     }
@@ -524,7 +548,12 @@ impl Server {
             let count = rampart_types::tensor::element_count(&input.shape)?;
             if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)? {
                 if r.byte_size != expected {
-                    return Err(crate::infer::byte_size_mismatch(&input.name, &req.model_name, expected, r.byte_size));
+                    return Err(crate::infer::byte_size_mismatch(
+                        &input.name,
+                        &req.model_name,
+                        expected,
+                        r.byte_size,
+                    ));
                 }
             }
             total = total.saturating_add(r.byte_size);
@@ -548,14 +577,23 @@ impl Server {
                 Some(r) => Some((r.clone(), self.inner.shm.lease(r)?)),
                 None => None,
             };
-            out.push(OutputExtension { name: o.name.clone(), classification: o.classification, shm });
+            out.push(OutputExtension {
+                name: o.name.clone(),
+                classification: o.classification,
+                shm,
+            });
         }
         Ok(out)
     }
 
     /// Builds the request for a raw binary body (`Inference-Header-Content-Length: 0`): the body is the model's
     /// single input, batch 1, its shape deduced from the config.
-    pub fn raw_request(&self, name: &str, version: Option<i64>, data: bytes::Bytes) -> Result<InferRequest> {
+    pub fn raw_request(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        data: bytes::Bytes,
+    ) -> Result<InferRequest> {
         let m = self.model(name, version)?;
         let c = &m.config;
         if c.input.len() != 1 {
@@ -628,7 +666,9 @@ impl Server {
                 ));
             }
             if request.config.is_none() {
-                return Err(Error::invalid_arg("Load parameter 'config' must be specified for model file override"));
+                return Err(Error::invalid_arg(
+                    "Load parameter 'config' must be specified for model file override",
+                ));
             }
         }
         let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
@@ -663,7 +703,13 @@ impl Server {
     }
 
     /// The common end of a load; the caller holds the control lock.
-    fn load_locked(&self, name: &str, dir: &Path, config: Option<&str>, files: Option<Arc<tempfile::TempDir>>) -> Result<()> {
+    fn load_locked(
+        &self,
+        name: &str,
+        dir: &Path,
+        config: Option<&str>,
+        files: Option<Arc<tempfile::TempDir>>,
+    ) -> Result<()> {
         let previous = self.inner.models.load().get(name).cloned();
         if previous.as_ref().is_none_or(|p| p.served().next().is_none()) {
             self.set_entry(name, ModelEntry { loading: true, ..ModelEntry::empty() });
@@ -675,7 +721,12 @@ impl Server {
     /// Unloads model `name` (explicit mode): new requests for it are refused at once, and the call returns once
     /// its in-flight requests are answered (or after `unload_timeout`; they still finish). Unloading a model
     /// that is not loaded succeeds. Blocking.
-    pub fn unload_model(&self, repository: &str, name: &str, _unload_dependents: bool) -> Result<()> {
+    pub fn unload_model(
+        &self,
+        repository: &str,
+        name: &str,
+        _unload_dependents: bool,
+    ) -> Result<()> {
         // `unload_dependents` concerns models loaded because of this one (ensembles); Rampart has none.
         self.check_model_control(repository)?;
         control::validate_model_name(name)?;
@@ -683,7 +734,9 @@ impl Server {
         let Some(previous) = self.inner.models.load().get(name).cloned() else {
             return match repository::locate(&self.inner.options.model_repositories, name) {
                 Ok(_) => Ok(()),
-                Err(_) => Err(Error::not_found(format!("failed to unload '{name}': no model of that name is loaded or in the model repository"))),
+                Err(_) => Err(Error::not_found(format!(
+                    "failed to unload '{name}': no model of that name is loaded or in the model repository"
+                ))),
             };
         };
         self.unload_locked(name, &previous, self.inner.options.unload_timeout);
@@ -697,7 +750,9 @@ impl Server {
         self.set_entry(name, ModelEntry::retired(previous, ModelState::Unloading, "unloading"));
         let drained = control::drain(served, patience, &self.inner.reaper);
         if !drained {
-            tracing::warn!("model '{name}' unloaded with requests still running; they finish in the background");
+            tracing::warn!(
+                "model '{name}' unloaded with requests still running; they finish in the background"
+            );
         }
         self.set_entry(name, ModelEntry::retired(previous, ModelState::Unavailable, UNLOADED));
         tracing::info!("successfully unloaded '{name}'");
@@ -715,7 +770,10 @@ impl Server {
         let found = repository::scan(&options.model_repositories)?;
         let current = self.inner.models.load_full();
         for (name, entry) in current.iter() {
-            let unloaded = entry.versions.values().all(|v| v.state == ModelState::Unavailable && v.reason == UNLOADED)
+            let unloaded = entry
+                .versions
+                .values()
+                .all(|v| v.state == ModelState::Unavailable && v.reason == UNLOADED)
                 && entry.error.is_none();
             if !found.contains_key(name) && !unloaded {
                 self.unload_locked(name, entry, Duration::ZERO);
@@ -731,7 +789,10 @@ impl Server {
                 if unchanged {
                     continue;
                 }
-                tracing::info!("model '{name}' {} in the repository: loading", if previous.is_some() { "changed" } else { "appeared" });
+                tracing::info!(
+                    "model '{name}' {} in the repository: loading",
+                    if previous.is_some() { "changed" } else { "appeared" }
+                );
                 let entry = self.build_entry(&name, dir, None, None, previous.as_deref());
                 if let Err(e) = self.install(&name, entry, previous) {
                     tracing::error!("{}", e.message());
@@ -749,16 +810,27 @@ impl Server {
 
     /// Puts a newly built entry in the table. A failed build never replaces served versions: the old ones
     /// stay and the error is returned.
-    fn install(&self, name: &str, entry: ModelEntry, previous: Option<Arc<ModelEntry>>) -> Result<()> {
+    fn install(
+        &self,
+        name: &str,
+        entry: ModelEntry,
+        previous: Option<Arc<ModelEntry>>,
+    ) -> Result<()> {
         log_outcome(name, &entry);
         let failure = entry.failure();
-        let keep_old = failure.is_some() && previous.as_ref().is_some_and(|p| p.served().next().is_some());
+        let keep_old =
+            failure.is_some() && previous.as_ref().is_some_and(|p| p.served().next().is_some());
         if keep_old {
             let reason = failure.unwrap_or_default();
-            tracing::warn!("model '{name}': the new files failed to load; the previous versions keep serving");
+            tracing::warn!(
+                "model '{name}': the new files failed to load; the previous versions keep serving"
+            );
             if let Some(previous) = previous {
                 let failed_fingerprint = entry.fingerprint.clone();
-                self.set_entry(name, ModelEntry { failed_fingerprint, ..ModelEntry::clone(&previous) });
+                self.set_entry(
+                    name,
+                    ModelEntry { failed_fingerprint, ..ModelEntry::clone(&previous) },
+                );
             }
             return Err(Error::invalid_arg(format!("failed to load '{name}': {reason}")));
         }
@@ -794,7 +866,9 @@ impl Server {
             return Err(Error::unsupported("'repository_name' specification is not supported"));
         }
         if self.inner.options.model_control_mode != ModelControlMode::Explicit {
-            return Err(Error::unavailable("explicit model load / unload is not allowed if polling is enabled"));
+            return Err(Error::unavailable(
+                "explicit model load / unload is not allowed if polling is enabled",
+            ));
         }
         Ok(())
     }
@@ -803,7 +877,9 @@ impl Server {
     /// always unknown (a system region of that name is not a CUDA one).
     pub fn cuda_shared_memory_status(&self, region: Option<&str>) -> Result<Vec<String>> {
         match region {
-            Some(r) if !r.is_empty() => Err(Error::not_found(format!("Unable to find cuda shared memory region: '{r}'"))),
+            Some(r) if !r.is_empty() => {
+                Err(Error::not_found(format!("Unable to find cuda shared memory region: '{r}'")))
+            }
             _ => Ok(vec![]),
         }
     }
@@ -814,12 +890,18 @@ impl Server {
         let models = self.inner.models.load();
         let mut out = Vec::new();
         let on_disk = repository::scan(&self.inner.options.model_repositories).unwrap_or_default();
-        let mut names: Vec<&String> = models.keys().chain(on_disk.keys().filter(|n| !models.contains_key(*n))).collect();
+        let mut names: Vec<&String> =
+            models.keys().chain(on_disk.keys().filter(|n| !models.contains_key(*n))).collect();
         names.sort();
         for name in names {
             let Some(m) = models.get(name) else {
                 if !ready_only {
-                    out.push(IndexEntry { name: name.clone(), version: String::new(), state: None, reason: String::new() });
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: String::new(),
+                        state: None,
+                        reason: String::new(),
+                    });
                 }
                 continue;
             };
@@ -829,7 +911,12 @@ impl Server {
                         Some(e) => (ModelState::Unavailable, e.clone()),
                         None => (ModelState::Loading, String::new()),
                     };
-                    out.push(IndexEntry { name: name.clone(), version: String::new(), state: Some(state), reason });
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: String::new(),
+                        state: Some(state),
+                        reason,
+                    });
                 }
                 continue;
             }
@@ -837,7 +924,12 @@ impl Server {
                 if ready_only && ve.state != ModelState::Ready {
                     continue;
                 }
-                out.push(IndexEntry { name: name.clone(), version: v.to_string(), state: Some(ve.state), reason: ve.reason.clone() });
+                out.push(IndexEntry {
+                    name: name.clone(),
+                    version: v.to_string(),
+                    state: Some(ve.state),
+                    reason: ve.reason.clone(),
+                });
             }
         }
         out
@@ -855,7 +947,10 @@ impl Server {
     }
 
     /// Changes the log settings (all fields checked before any applies).
-    pub fn update_log_settings(&self, update: &crate::logging::LogUpdate) -> Result<crate::logging::LogSettings> {
+    pub fn update_log_settings(
+        &self,
+        update: &crate::logging::LogUpdate,
+    ) -> Result<crate::logging::LogSettings> {
         let settings = self.log_control()?.update(update)?;
         tracing::info!("log settings changed: {settings:?}");
         Ok(settings)
@@ -867,10 +962,24 @@ impl Server {
     }
 
     /// Statistics of every ready version of `name` (or of every model), or of one version.
-    pub fn statistics(&self, name: Option<&str>, version: Option<i64>) -> Result<Vec<VersionStats>> {
-        let snap = |m: &ModelVersion| VersionStats { name: m.name.clone(), version: m.version.to_string(), stats: m.stats.snapshot() };
+    pub fn statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<i64>,
+    ) -> Result<Vec<VersionStats>> {
+        let snap = |m: &ModelVersion| VersionStats {
+            name: m.name.clone(),
+            version: m.version.to_string(),
+            stats: m.stats.snapshot(),
+        };
         match (name, version) {
-            (None, _) => Ok(self.inner.models.load().values().flat_map(|m| m.served().map(|v| snap(v))).collect()),
+            (None, _) => Ok(self
+                .inner
+                .models
+                .load()
+                .values()
+                .flat_map(|m| m.served().map(|v| snap(v)))
+                .collect()),
             (Some(n), Some(v)) => Ok(vec![snap(&*self.model(n, Some(v))?)]),
             (Some(n), None) => {
                 self.model(n, None)?;
@@ -882,10 +991,17 @@ impl Server {
     /// A trace for one request of `model` when the trace settings sample it; front ends stamp it and put it
     /// in the request.
     /// `traceparent`: the request's W3C trace context header, if any.
-    pub fn start_trace(&self, model: &str, traceparent: Option<&str>) -> Option<Arc<crate::trace::Trace>> {
+    pub fn start_trace(
+        &self,
+        model: &str,
+        traceparent: Option<&str>,
+    ) -> Option<Arc<crate::trace::Trace>> {
         // Requests for models the server does not serve are not traced (nor counted against trace_count).
         // The tracer's own check comes first: with tracing off, a request pays one atomic load.
-        if !crate::trace::BUILT || !self.inner.tracer.is_active() || !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some()) {
+        if !crate::trace::BUILT
+            || !self.inner.tracer.is_active()
+            || !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some())
+        {
             return None;
         }
         self.inner.tracer.sample(model, traceparent)
@@ -900,13 +1016,20 @@ impl Server {
         Ok(self.inner.tracer.settings(model))
     }
 
-    pub fn update_trace_settings(&self, model: Option<&str>, update: &crate::trace::TraceUpdate) -> Result<crate::trace::TraceSettings> {
+    pub fn update_trace_settings(
+        &self,
+        model: Option<&str>,
+        update: &crate::trace::TraceUpdate,
+    ) -> Result<crate::trace::TraceSettings> {
         crate::trace::check_built()?;
         if let Some(m) = model {
             self.model(m, None)?;
         }
         let settings = self.inner.tracer.update(model, update)?;
-        tracing::info!("trace settings of {} changed: {settings:?}", model.map_or("the server".to_string(), |m| format!("model '{m}'")));
+        tracing::info!(
+            "trace settings of {} changed: {settings:?}",
+            model.map_or("the server".to_string(), |m| format!("model '{m}'"))
+        );
         Ok(settings)
     }
 
@@ -974,7 +1097,11 @@ impl Server {
         let reusable = |v: i64| -> Option<Arc<ModelVersion>> {
             let p = previous?;
             let pf = p.fingerprint.as_ref()?;
-            if overridden || p.overridden || pf.model != fingerprint.model || pf.versions.get(&v) != fingerprint.versions.get(&v) {
+            if overridden
+                || p.overridden
+                || pf.model != fingerprint.model
+                || pf.versions.get(&v) != fingerprint.versions.get(&v)
+            {
                 return None;
             }
             p.versions.get(&v)?.served.clone()
@@ -993,15 +1120,24 @@ impl Server {
         };
         let choice = match engines.choose(&raw.config) {
             Ok(c) => c,
-            Err(e) => return origin(ModelEntry::failed(format!("model '{name}': {}", e.message()))),
+            Err(e) => {
+                return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
+            }
         };
         let engine = match engines.get(choice) {
             Ok(e) => e,
-            Err(e) => return origin(ModelEntry::failed(format!("model '{name}': {}", e.message()))),
+            Err(e) => {
+                return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
+            }
         };
-        let instance_count: usize = raw.config.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
-        let parameters: std::collections::HashMap<String, String> =
-            raw.config.parameters.iter().map(|(k, v)| (k.clone(), v.string_value.clone())).collect();
+        let instance_count: usize =
+            raw.config.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
+        let parameters: std::collections::HashMap<String, String> = raw
+            .config
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.string_value.clone()))
+            .collect();
         let declared_types = raw
             .config
             .input
@@ -1010,26 +1146,41 @@ impl Server {
             .chain(raw.config.output.iter().map(|o| (o.name.clone(), o.data_type)))
             .filter_map(|(n, t)| DataType::from_config_enum(t).map(|t| (n, t)))
             .collect::<Vec<_>>();
-        let graph_level = raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
+        let graph_level =
+            raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
         let mut final_config: Option<Arc<ModelConfig>> = None;
         let mut labels: Option<Arc<crate::classify::Labels>> = None;
         let mut versions = BTreeMap::new();
         let mut raw = Some(raw);
         for v in selected {
             if let Some(kept) = reusable(v) {
-                versions.insert(v, VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(kept) });
+                versions.insert(
+                    v,
+                    VersionEntry {
+                        state: ModelState::Ready,
+                        reason: String::new(),
+                        served: Some(kept),
+                    },
+                );
                 continue;
             }
             let started = Instant::now();
             let label = ModelVersion::label(name, v);
             let result = (|| -> Result<Arc<ModelVersion>> {
                 let model_file = dir.join(v.to_string()).join(
-                    final_config.as_ref().map(|c| c.default_model_filename.clone()).unwrap_or_else(|| {
-                        raw.as_ref().map(|r| r.config.default_model_filename.clone()).unwrap_or_default()
-                    }),
+                    final_config.as_ref().map(|c| c.default_model_filename.clone()).unwrap_or_else(
+                        || {
+                            raw.as_ref()
+                                .map(|r| r.config.default_model_filename.clone())
+                                .unwrap_or_default()
+                        },
+                    ),
                 );
                 if !model_file.is_file() {
-                    return Err(Error::invalid_arg(format!("model file '{}' not found", model_file.display())));
+                    return Err(Error::invalid_arg(format!(
+                        "model file '{}' not found",
+                        model_file.display()
+                    )));
                 }
                 let spec = InstanceSpec {
                     model_name: name.to_string(),
@@ -1054,8 +1205,17 @@ impl Server {
                     }
                 };
                 // The tract engine can't run BF16; check the completed config too (auto-complete may add it).
-                if engine.name() == "tract" && cfg.input.iter().map(|i| i.data_type).chain(cfg.output.iter().map(|o| o.data_type)).any(|t| t == DataType::Bf16.config_enum()) {
-                    return Err(Error::unsupported("the tract engine does not support data type BF16; use the onnxruntime engine"));
+                if engine.name() == "tract"
+                    && cfg
+                        .input
+                        .iter()
+                        .map(|i| i.data_type)
+                        .chain(cfg.output.iter().map(|o| o.data_type))
+                        .any(|t| t == DataType::Bf16.config_enum())
+                {
+                    return Err(Error::unsupported(
+                        "the tract engine does not support data type BF16; use the onnxruntime engine",
+                    ));
                 }
                 let engine_inputs = crate::infer::EngineInputs {
                     engine: engine.name(),
@@ -1069,27 +1229,46 @@ impl Server {
                     options.metrics.histograms.then(Default::default),
                 ));
                 let batching = batch_policy(&cfg)?;
-                let pool = InstancePool::start(format!("{name}-{v}"), instances, stats.clone(), options.max_queued_requests, batching)?;
+                let pool = InstancePool::start(
+                    format!("{name}-{v}"),
+                    instances,
+                    stats.clone(),
+                    options.max_queued_requests,
+                    batching,
+                )?;
                 let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);
                 if wants_cache && cache.is_none() {
-                    tracing::warn!("model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)");
+                    tracing::warn!(
+                        "model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)"
+                    );
                 }
                 let cache = cache.filter(|_| wants_cache).cloned();
                 let labels = match &labels {
                     Some(l) => Arc::clone(l),
-                    None => labels.insert(Arc::new(crate::classify::load_labels(&cfg, dir)?)).clone(),
+                    None => {
+                        labels.insert(Arc::new(crate::classify::load_labels(&cfg, dir)?)).clone()
+                    }
                 };
-                let mut version = ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache);
+                let mut version =
+                    ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache);
                 version.labels = labels;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();
                 Ok(Arc::new(version))
             })();
             let entry = match result {
-                Ok(m) => VersionEntry { state: ModelState::Ready, reason: String::new(), served: Some(m) },
+                Ok(m) => VersionEntry {
+                    state: ModelState::Ready,
+                    reason: String::new(),
+                    served: Some(m),
+                },
                 Err(e) => {
                     let msg = e.message();
-                    let reason = if msg.starts_with("model '") { msg.to_string() } else { format!("{label}: {msg}") };
+                    let reason = if msg.starts_with("model '") {
+                        msg.to_string()
+                    } else {
+                        format!("{label}: {msg}")
+                    };
                     // A config that fails validation fails every version the same way: report it once.
                     if final_config.is_none() && raw.is_none() {
                         return origin(ModelEntry::failed(reason));
@@ -1107,15 +1286,23 @@ impl Server {
 /// alone (no `dynamic_batching`, or a model without a batch dimension).
 fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolicy>> {
     use rampart_model_config::pb::model_config::SchedulingChoice;
-    let Some(SchedulingChoice::DynamicBatching(d)) = &cfg.scheduling_choice else { return Ok(None) };
+    let Some(SchedulingChoice::DynamicBatching(d)) = &cfg.scheduling_choice else {
+        return Ok(None);
+    };
     if cfg.max_batch_size <= 0 {
-        tracing::warn!("model '{}': dynamic_batching has no effect without max_batch_size > 0", cfg.name);
+        tracing::warn!(
+            "model '{}': dynamic_batching has no effect without max_batch_size > 0",
+            cfg.name
+        );
         return Ok(None);
     }
     let mut preferred = Vec::with_capacity(d.preferred_batch_size.len());
     for &p in &d.preferred_batch_size {
         if p <= 0 {
-            return Err(Error::invalid_arg(format!("dynamic batching preferred size must be positive for {}", cfg.name)));
+            return Err(Error::invalid_arg(format!(
+                "dynamic batching preferred size must be positive for {}",
+                cfg.name
+            )));
         }
         if p > cfg.max_batch_size {
             return Err(Error::invalid_arg(format!(
@@ -1136,7 +1323,9 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
     }
     if levels != 0 {
         if d.default_priority_level == 0 || d.default_priority_level > levels {
-            return Err(Error::invalid_arg(format!("default priority level must be in range [1, {levels}] for {name}")));
+            return Err(Error::invalid_arg(format!(
+                "default priority level must be in range [1, {levels}] for {name}"
+            )));
         }
         if d.priority_queue_policy.keys().any(|&l| l == 0 || l > levels) {
             return Err(Error::invalid_arg(format!(
@@ -1148,7 +1337,9 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
     let default = d.default_queue_policy.clone().unwrap_or_default();
     if d.preserve_ordering {
         if levels > 1 {
-            return Err(Error::invalid_arg(format!("Only one priority level is allowed when 'preserve_ordering' is true for {name}")));
+            return Err(Error::invalid_arg(format!(
+                "Only one priority level is allowed when 'preserve_ordering' is true for {name}"
+            )));
         }
         let delays = |p: &rampart_model_config::pb::ModelQueuePolicy| {
             p.default_timeout_microseconds != 0 && p.timeout_action == TimeoutAction::Delay as i32
@@ -1159,18 +1350,22 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
             )));
         }
     }
-    let queue_policy = |p: &rampart_model_config::pb::ModelQueuePolicy| crate::scheduler::QueuePolicy {
-        timeout: (p.default_timeout_microseconds > 0).then(|| std::time::Duration::from_micros(p.default_timeout_microseconds)),
-        allow_timeout_override: p.allow_timeout_override,
-        reject_on_timeout: p.timeout_action == TimeoutAction::Reject as i32,
-        max_queue_size: p.max_queue_size as usize,
-    };
+    let queue_policy =
+        |p: &rampart_model_config::pb::ModelQueuePolicy| crate::scheduler::QueuePolicy {
+            timeout: (p.default_timeout_microseconds > 0)
+                .then(|| std::time::Duration::from_micros(p.default_timeout_microseconds)),
+            allow_timeout_override: p.allow_timeout_override,
+            reject_on_timeout: p.timeout_action == TimeoutAction::Reject as i32,
+            max_queue_size: p.max_queue_size as usize,
+        };
     // Without priority levels there is one queue with the default policy (Triton ignores
     // `priority_queue_policy` then).
     let levels: Vec<crate::scheduler::QueuePolicy> = if levels == 0 {
         vec![queue_policy(&default)]
     } else {
-        (1..=levels).map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default))).collect()
+        (1..=levels)
+            .map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default)))
+            .collect()
     };
     Ok(Some(crate::scheduler::BatchPolicy {
         max_batch_size: cfg.max_batch_size as u64,
@@ -1191,12 +1386,21 @@ struct OutputExtension {
     shm: Option<(crate::shm::ShmRef, crate::shm::Lease)>,
 }
 
-fn finish_extensions(model: &ModelVersion, mut response: InferResponse, extensions: Vec<OutputExtension>) -> Result<InferResponse> {
+fn finish_extensions(
+    model: &ModelVersion,
+    mut response: InferResponse,
+    extensions: Vec<OutputExtension>,
+) -> Result<InferResponse> {
     let batching = model.config.max_batch_size > 0;
     for e in extensions {
         let Some(t) = response.outputs.iter_mut().find(|t| t.name == e.name) else { continue };
         if let Some(k) = e.classification {
-            *t = crate::classify::classify(t, k, batching, model.labels.get(&e.name).map(Vec::as_slice))?;
+            *t = crate::classify::classify(
+                t,
+                k,
+                batching,
+                model.labels.get(&e.name).map(Vec::as_slice),
+            )?;
         }
         if let Some((mut place, lease)) = e.shm {
             let size = t.data.len() as u64;

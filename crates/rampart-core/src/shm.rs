@@ -56,7 +56,9 @@ impl ShmRef {
                 // gRPC carries sizes as int64_param; a negative value becomes a huge size, refused by the
                 // bounds checks like in Triton.
                 Some(ParamValue::Int(n)) => Ok(Some(*n as u64)),
-                Some(_) => Err(Error::invalid_arg(format!("Unable to parse '{key}' of {what}: expected an unsigned integer"))),
+                Some(_) => Err(Error::invalid_arg(format!(
+                    "Unable to parse '{key}' of {what}: expected an unsigned integer"
+                ))),
             }
         };
         let offset = number("shared_memory_offset")?;
@@ -71,10 +73,16 @@ impl ShmRef {
                 return Ok(None);
             }
             Some(ParamValue::String(s)) => s.clone(),
-            Some(_) => return Err(Error::invalid_arg(format!("Unable to parse 'shared_memory_region' of {what}: expected a string"))),
+            Some(_) => {
+                return Err(Error::invalid_arg(format!(
+                    "Unable to parse 'shared_memory_region' of {what}: expected a string"
+                )));
+            }
         };
         let byte_size = byte_size.ok_or_else(|| {
-            Error::invalid_arg(format!("{what}: 'shared_memory_byte_size' is required with 'shared_memory_region'"))
+            Error::invalid_arg(format!(
+                "{what}: 'shared_memory_byte_size' is required with 'shared_memory_region'"
+            ))
         })?;
         Ok(Some(ShmRef { region, offset: offset.unwrap_or(0), byte_size }))
     }
@@ -104,7 +112,11 @@ pub struct Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("region", &self.region.status.name).field("position", &self.position).field("len", &self.len).finish()
+        f.debug_struct("Lease")
+            .field("region", &self.region.status.name)
+            .field("position", &self.position)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -119,7 +131,8 @@ impl Lease {
 
     /// Copies the leased bytes out.
     pub fn read(&self) -> Result<Bytes> {
-        let len = usize::try_from(self.len).map_err(|_| Error::invalid_arg("shared memory byte size too large"))?;
+        let len = usize::try_from(self.len)
+            .map_err(|_| Error::invalid_arg("shared memory byte size too large"))?;
         let mut buf = vec![0u8; len];
         self.region.file.read_exact_at(&mut buf, self.position).map_err(|e| {
             Error::invalid_arg(format!(
@@ -136,7 +149,10 @@ impl Lease {
             return Err(Error::internal("write larger than the shared memory lease"));
         }
         self.region.file.write_all_at(data, self.position).map_err(|e| {
-            Error::internal(format!("cannot write shared memory region '{}': {e}", self.region.status.name))
+            Error::internal(format!(
+                "cannot write shared memory region '{}': {e}",
+                self.region.status.name
+            ))
         })
     }
 }
@@ -164,7 +180,9 @@ impl SharedMemory {
         } else if BUILT {
             Err(crate::features::client_shm_disabled())
         } else {
-            Err(Error::unsupported("system shared memory is not supported in this build (cargo feature 'shm')"))
+            Err(Error::unsupported(
+                "system shared memory is not supported in this build (cargo feature 'shm')",
+            ))
         }
     }
 
@@ -180,9 +198,17 @@ impl SharedMemory {
         if self.lock().contains_key(name) {
             return Err(already(name));
         }
-        let file = open_object(plain).ok_or_else(|| Error::internal(format!("Unable to open shared memory region: '{key}'")))?;
-        let meta = file.metadata().map_err(|e| Error::internal(format!("Unable to open shared memory region: '{key}': {e}")))?;
-        let invalid = || Error::invalid_arg(format!("failed to register shared memory region '{name}': invalid args"));
+        let file = open_object(plain).ok_or_else(|| {
+            Error::internal(format!("Unable to open shared memory region: '{key}'"))
+        })?;
+        let meta = file.metadata().map_err(|e| {
+            Error::internal(format!("Unable to open shared memory region: '{key}': {e}"))
+        })?;
+        let invalid = || {
+            Error::invalid_arg(format!(
+                "failed to register shared memory region '{name}': invalid args"
+            ))
+        };
         if !meta.file_type().is_file() || byte_size == 0 {
             return Err(invalid());
         }
@@ -199,7 +225,8 @@ impl SharedMemory {
                 "failed to register shared memory region '{name}': {MAX_REGIONS} regions are already registered"
             )));
         }
-        let status = RegionStatus { name: name.to_string(), key: key.to_string(), offset, byte_size };
+        let status =
+            RegionStatus { name: name.to_string(), key: key.to_string(), offset, byte_size };
         regions.insert(name.to_string(), Arc::new(Region { status, file }));
         tracing::info!("registered system shared memory region '{name}' ({byte_size} bytes)");
         Ok(())
@@ -224,21 +251,18 @@ impl SharedMemory {
         let regions = self.lock();
         match name {
             None => Ok(regions.values().map(|r| r.status.clone()).collect()),
-            Some(n) => regions
-                .get(n)
-                .map(|r| vec![r.status.clone()])
-                .ok_or_else(|| Error::not_found(format!("Unable to find system shared memory region: '{n}'"))),
+            Some(n) => regions.get(n).map(|r| vec![r.status.clone()]).ok_or_else(|| {
+                Error::not_found(format!("Unable to find system shared memory region: '{n}'"))
+            }),
         }
     }
 
     /// Checks `r` against its region and leases it (Triton's `GetMemoryInfo`).
     pub fn lease(&self, r: &ShmRef) -> Result<Lease> {
         self.check_enabled()?;
-        let region = self
-            .lock()
-            .get(&r.region)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("Unable to find shared memory region: '{}'", r.region)))?;
+        let region = self.lock().get(&r.region).cloned().ok_or_else(|| {
+            Error::not_found(format!("Unable to find shared memory region: '{}'", r.region))
+        })?;
         let size = region.status.byte_size;
         if r.offset >= size {
             return Err(Error::invalid_arg(format!(
@@ -270,7 +294,12 @@ pub const BUILT: bool = cfg!(feature = "shm");
 /// `shm_open(/<plain>, O_RDWR)`: an existing object, never created (glibc adds O_NOFOLLOW and O_CLOEXEC).
 #[cfg(feature = "shm")]
 fn open_object(plain: &str) -> Option<File> {
-    let fd = nix::sys::mman::shm_open(format!("/{plain}").as_str(), nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()).ok()?;
+    let fd = nix::sys::mman::shm_open(
+        format!("/{plain}").as_str(),
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
     Some(File::from(fd))
 }
 
@@ -303,7 +332,12 @@ fn check_key(key: &str) -> Result<&str> {
             "cannot register shared memory region with key '{key}': the prefix '{RESERVED_KEY_PREFIX}' is reserved"
         )));
     }
-    if plain.len() > MAX_NAME_LEN || plain.contains('/') || plain == "." || plain == ".." || plain.chars().any(|c| c.is_control()) {
+    if plain.len() > MAX_NAME_LEN
+        || plain.contains('/')
+        || plain == "."
+        || plain == ".."
+        || plain.chars().any(|c| c.is_control())
+    {
         return Err(Error::invalid_arg(format!(
             "invalid shm key '{}': a key is one name (at most {MAX_NAME_LEN} bytes, no '/' after the leading ones, no control characters)",
             key.escape_debug()
@@ -358,7 +392,10 @@ mod tests {
         for bad in ["/a/b", "/..", "/x\n", "/dev/../etc"] {
             assert_eq!(m.register("a", bad, 0, 4).unwrap_err().code(), Code::InvalidArg, "{bad}");
         }
-        assert_eq!(m.register("a", "/rampart_no_such_object", 0, 4).unwrap_err().code(), Code::Internal);
+        assert_eq!(
+            m.register("a", "/rampart_no_such_object", 0, 4).unwrap_err().code(),
+            Code::Internal
+        );
         assert_eq!(m.register("", "/k", 0, 4).unwrap_err().code(), Code::InvalidArg);
     }
 
@@ -374,9 +411,24 @@ mod tests {
         m.register("a", &key, 16, 32).unwrap();
         assert_eq!(m.register("a", &key, 0, 4).unwrap_err().code(), Code::AlreadyExists);
         assert!(m.lease(&r("a", 32, 1)).unwrap_err().message().starts_with("Invalid offset for"));
-        assert!(m.lease(&r("a", u64::MAX - 31, 64)).unwrap_err().message().starts_with("Invalid offset for"));
-        assert!(m.lease(&r("a", 8, u64::MAX - 4)).unwrap_err().message().starts_with("Integer overflow"));
-        assert!(m.lease(&r("a", 8, 25)).unwrap_err().message().starts_with("Invalid offset + byte size"));
+        assert!(
+            m.lease(&r("a", u64::MAX - 31, 64))
+                .unwrap_err()
+                .message()
+                .starts_with("Invalid offset for")
+        );
+        assert!(
+            m.lease(&r("a", 8, u64::MAX - 4))
+                .unwrap_err()
+                .message()
+                .starts_with("Integer overflow")
+        );
+        assert!(
+            m.lease(&r("a", 8, 25))
+                .unwrap_err()
+                .message()
+                .starts_with("Invalid offset + byte size")
+        );
         assert_eq!(m.lease(&r("b", 0, 1)).unwrap_err().code(), Code::NotFound);
         // The registration offset is applied once: region byte 0 is object byte 16.
         let lease = m.lease(&r("a", 8, 24)).unwrap();
@@ -411,7 +463,12 @@ mod tests {
         let m = SharedMemory::new(true);
         let key = format!("/{}", obj.0);
         m.register("a", &key, 0, 64).unwrap();
-        let fd = nix::sys::mman::shm_open(key.as_str(), nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()).unwrap();
+        let fd = nix::sys::mman::shm_open(
+            key.as_str(),
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
         File::from(fd).set_len(0).unwrap();
         let e = m.lease(&r("a", 0, 64)).unwrap().read().unwrap_err();
         assert!(e.message().contains("shrunk"), "{e}");
@@ -419,21 +476,40 @@ mod tests {
 
     #[test]
     fn parameters_parsed() {
-        let p = |pairs: &[(&str, ParamValue)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Parameters>();
+        let p = |pairs: &[(&str, ParamValue)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Parameters>()
+        };
         assert_eq!(ShmRef::from_parameters(&p(&[]), "input 'X'").unwrap(), None);
         let got = ShmRef::from_parameters(
-            &p(&[("shared_memory_region", ParamValue::String("r".into())), ("shared_memory_byte_size", ParamValue::Int(-1))]),
+            &p(&[
+                ("shared_memory_region", ParamValue::String("r".into())),
+                ("shared_memory_byte_size", ParamValue::Int(-1)),
+            ]),
             "input 'X'",
         )
         .unwrap()
         .unwrap();
         assert_eq!(got, r("r", 0, u64::MAX));
-        assert!(ShmRef::from_parameters(&p(&[("shared_memory_offset", ParamValue::Uint(0))]), "x").is_err());
-        assert!(ShmRef::from_parameters(&p(&[("shared_memory_region", ParamValue::String("r".into()))]), "x").is_err());
-        assert!(ShmRef::from_parameters(
-            &p(&[("shared_memory_region", ParamValue::Uint(1)), ("shared_memory_byte_size", ParamValue::Uint(1))]),
-            "x"
-        )
-        .is_err());
+        assert!(
+            ShmRef::from_parameters(&p(&[("shared_memory_offset", ParamValue::Uint(0))]), "x")
+                .is_err()
+        );
+        assert!(
+            ShmRef::from_parameters(
+                &p(&[("shared_memory_region", ParamValue::String("r".into()))]),
+                "x"
+            )
+            .is_err()
+        );
+        assert!(
+            ShmRef::from_parameters(
+                &p(&[
+                    ("shared_memory_region", ParamValue::Uint(1)),
+                    ("shared_memory_byte_size", ParamValue::Uint(1))
+                ]),
+                "x"
+            )
+            .is_err()
+        );
     }
 }

@@ -66,7 +66,12 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 4] = [FailureReason::Rejected, FailureReason::Canceled, FailureReason::Backend, FailureReason::Other];
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::Rejected,
+        FailureReason::Canceled,
+        FailureReason::Backend,
+        FailureReason::Other,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -107,7 +112,10 @@ impl Drop for Pending {
 
 impl ModelStats {
     /// Statistics that also keep latency windows (summaries) and a first-response histogram.
-    pub fn with_latency_metrics(summaries: Option<LatencyWindows>, first_response: Option<FirstResponseHistogram>) -> Self {
+    pub fn with_latency_metrics(
+        summaries: Option<LatencyWindows>,
+        first_response: Option<FirstResponseHistogram>,
+    ) -> Self {
         ModelStats { summaries, first_response, ..Default::default() }
     }
 
@@ -129,7 +137,9 @@ impl ModelStats {
             self.compute_infer.record(t.compute_infer);
             self.compute_output.record(t.compute_output);
             if let Some(w) = &self.summaries {
-                for (kind, d) in [(1, q), (2, t.compute_input), (3, t.compute_infer), (4, t.compute_output)] {
+                for (kind, d) in
+                    [(1, q), (2, t.compute_input), (3, t.compute_infer), (4, t.compute_output)]
+                {
                     w.record(kind, d);
                 }
             }
@@ -182,7 +192,11 @@ impl ModelStats {
             d.count.store(0, Relaxed);
             d.ns.store(0, Relaxed);
         }
-        for c in self.failures.iter().chain([&self.inference_count, &self.execution_count, &self.last_inference_ms]) {
+        for c in self.failures.iter().chain([
+            &self.inference_count,
+            &self.execution_count,
+            &self.last_inference_ms,
+        ]) {
             c.store(0, Relaxed);
         }
         self.batch.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -284,7 +298,16 @@ pub struct SummaryConfig {
 
 impl Default for SummaryConfig {
     fn default() -> Self {
-        SummaryConfig { quantiles: vec![(0.5, 0.05), (0.9, 0.01), (0.95, 0.001), (0.99, 0.001), (0.999, 0.0001)], max_age: Duration::from_secs(60) }
+        SummaryConfig {
+            quantiles: vec![
+                (0.5, 0.05),
+                (0.9, 0.01),
+                (0.95, 0.001),
+                (0.99, 0.001),
+                (0.999, 0.0001),
+            ],
+            max_age: Duration::from_secs(60),
+        }
     }
 }
 
@@ -308,7 +331,9 @@ impl LatencyWindows {
     fn record(&self, kind: usize, d: Duration) {
         let now = std::time::Instant::now();
         let mut w = self.windows[kind].lock().unwrap_or_else(|p| p.into_inner());
-        while w.front().is_some_and(|(t, _)| now.duration_since(*t) > self.config.max_age) || w.len() >= MAX_SUMMARY_SAMPLES {
+        while w.front().is_some_and(|(t, _)| now.duration_since(*t) > self.config.max_age)
+            || w.len() >= MAX_SUMMARY_SAMPLES
+        {
             w.pop_front();
         }
         w.push_back((now, d.as_micros().min(u64::MAX as u128) as u64));
@@ -319,14 +344,19 @@ impl LatencyWindows {
         let now = std::time::Instant::now();
         let mut values: Vec<u64> = {
             let w = self.windows[kind].lock().unwrap_or_else(|p| p.into_inner());
-            w.iter().filter(|(t, _)| now.duration_since(*t) <= self.config.max_age).map(|(_, v)| *v).collect()
+            w.iter()
+                .filter(|(t, _)| now.duration_since(*t) <= self.config.max_age)
+                .map(|(_, v)| *v)
+                .collect()
         };
         values.sort_unstable();
         self.config
             .quantiles
             .iter()
             .map(|&(q, _)| {
-                let v = (!values.is_empty()).then(|| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]);
+                let v = (!values.is_empty()).then(|| {
+                    values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]
+                });
                 (q, v)
             })
             .collect()
@@ -358,6 +388,10 @@ impl FirstResponseHistogram {
 
     /// Cumulative bucket counts, sum (ms) and count.
     pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
-        (self.buckets.iter().map(|b| b.load(Relaxed)).collect(), self.sum_us.load(Relaxed) as f64 / 1000.0, self.count.load(Relaxed))
+        (
+            self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            self.sum_us.load(Relaxed) as f64 / 1000.0,
+            self.count.load(Relaxed),
+        )
     }
 }

@@ -11,7 +11,9 @@ pub(crate) fn check_built() -> rampart_types::Result<()> {
     if BUILT {
         Ok(())
     } else {
-        Err(rampart_types::Error::unsupported("tracing is not supported in this build (cargo feature 'tracing')"))
+        Err(rampart_types::Error::unsupported(
+            "tracing is not supported in this build (cargo feature 'tracing')",
+        ))
     }
 }
 
@@ -97,7 +99,14 @@ impl std::fmt::Debug for TraceConfig {
 
 impl Default for TraceConfig {
     fn default() -> Self {
-        TraceConfig { timestamps: false, rate: 1000, count: -1, log_frequency: 0, file: None, exporter: None }
+        TraceConfig {
+            timestamps: false,
+            rate: 1000,
+            count: -1,
+            log_frequency: 0,
+            file: None,
+            exporter: None,
+        }
     }
 }
 
@@ -137,7 +146,10 @@ pub struct Tracer {
 pub fn clock_ns(at: Instant) -> u64 {
     static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
     let (base, base_ns) = *ANCHOR.get_or_init(|| {
-        (Instant::now(), SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0))
+        (
+            Instant::now(),
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        )
     });
     match at.checked_duration_since(base) {
         Some(d) => base_ns + d.as_nanos() as u64,
@@ -146,12 +158,20 @@ pub fn clock_ns(at: Instant) -> u64 {
 }
 
 fn parse_number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
-    v.trim().parse::<T>().map_err(|_| Error::invalid_arg(format!("Unable to parse '{key}', got: {v}")))
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| Error::invalid_arg(format!("Unable to parse '{key}', got: {v}")))
 }
 
 /// Applies one key of an update to `slot`: absent leaves it, a value is parsed into it, null / an empty list
 /// clears it — per model only (the global settings have nothing to fall back to).
-fn apply<V, T>(slot: &mut Option<T>, update: &Option<Option<V>>, key: &str, global: bool, parse: impl FnOnce(&V) -> Result<T>) -> Result<()> {
+fn apply<V, T>(
+    slot: &mut Option<T>,
+    update: &Option<Option<V>>,
+    key: &str,
+    global: bool,
+    parse: impl FnOnce(&V) -> Result<T>,
+) -> Result<()> {
     match update {
         None => {}
         Some(Some(v)) => *slot = Some(parse(v)?),
@@ -223,9 +243,12 @@ impl Tracer {
 
     fn refresh_active(&self, state: &State) {
         // With an exporter, a request carrying a trace context is traced even when the count is used up.
-        let on = |o: &TraceOverrides| o.timestamps == Some(true) && (o.count != Some(0) || self.exporter.is_some());
+        let on = |o: &TraceOverrides| {
+            o.timestamps == Some(true) && (o.count != Some(0) || self.exporter.is_some())
+        };
         let active = (self.file.is_some() || self.exporter.is_some())
-            && (on(&Self::effective(state, None)) || state.models.keys().any(|m| on(&Self::effective(state, Some(m)))));
+            && (on(&Self::effective(state, None))
+                || state.models.keys().any(|m| on(&Self::effective(state, Some(m)))));
         self.active.store(active, Ordering::Release);
     }
 
@@ -250,7 +273,9 @@ impl Tracer {
     /// Applies an API update to the global settings or to a model's overrides (checked in full first).
     pub fn update(&self, model: Option<&str>, u: &TraceUpdate) -> Result<TraceSettings> {
         if u.file {
-            return Err(Error::unsupported("trace file location can not be updated through network protocol"));
+            return Err(Error::unsupported(
+                "trace file location can not be updated through network protocol",
+            ));
         }
         let mut next = {
             let state = self.lock();
@@ -271,11 +296,15 @@ impl Tracer {
         apply(&mut next.count, &u.count, "trace_count", global, |v| {
             let c: i32 = parse_number("trace_count", v)?;
             if c < -1 {
-                return Err(Error::invalid_arg(format!("trace_count must be -1 (unlimited) or more, got {c}")));
+                return Err(Error::invalid_arg(format!(
+                    "trace_count must be -1 (unlimited) or more, got {c}"
+                )));
             }
             Ok(c)
         })?;
-        apply(&mut next.log_frequency, &u.log_frequency, "log_frequency", global, |v| parse_number("log_frequency", v))?;
+        apply(&mut next.log_frequency, &u.log_frequency, "log_frequency", global, |v| {
+            parse_number("log_frequency", v)
+        })?;
         if next.timestamps == Some(true) && self.file.is_none() && self.exporter.is_none() {
             return Err(Error::unsupported(
                 "tracing needs a trace file, chosen at startup only: --trace-config triton,file=<path>",
@@ -316,7 +345,8 @@ impl Tracer {
         if e.timestamps != Some(true) {
             return None;
         }
-        let traceparent = traceparent.filter(|_| self.exporter.is_some()).filter(|t| t.len() <= 256);
+        let traceparent =
+            traceparent.filter(|_| self.exporter.is_some()).filter(|t| t.len() <= 256);
         if let Some(parent) = traceparent {
             let id = state.next_id;
             state.next_id += 1;
@@ -346,7 +376,12 @@ impl Tracer {
         Some(self.new_trace(id, model, None))
     }
 
-    fn new_trace(self: &Arc<Self>, id: u64, model: &str, traceparent: Option<String>) -> Arc<Trace> {
+    fn new_trace(
+        self: &Arc<Self>,
+        id: u64,
+        model: &str,
+        traceparent: Option<String>,
+    ) -> Arc<Trace> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         Arc::new(Trace {
             id,
@@ -382,7 +417,9 @@ impl Tracer {
         state.buffer.push(json!({"id": trace.id, "timestamps": stamps}));
         state.buffered_traces += 1;
         let freq = Self::effective(&state, Some(&trace.model)).log_frequency.unwrap_or(0) as usize;
-        if (freq > 0 && state.buffered_traces >= freq) || state.buffered_traces >= MAX_BUFFERED_TRACES {
+        if (freq > 0 && state.buffered_traces >= freq)
+            || state.buffered_traces >= MAX_BUFFERED_TRACES
+        {
             self.write(&mut state, true);
         }
     }
@@ -488,7 +525,14 @@ mod tests {
     use super::*;
 
     fn tracer(dir: &std::path::Path, rate: u32, count: i32, freq: u32) -> Arc<Tracer> {
-        Arc::new(Tracer::new(TraceConfig { timestamps: true, rate, count, log_frequency: freq, file: Some(dir.join("t.json")), exporter: None }))
+        Arc::new(Tracer::new(TraceConfig {
+            timestamps: true,
+            rate,
+            count,
+            log_frequency: freq,
+            file: Some(dir.join("t.json")),
+            exporter: None,
+        }))
     }
 
     #[test]
@@ -498,19 +542,30 @@ mod tests {
         let sampled: Vec<bool> = (0..9).map(|_| t.sample("m", None).is_some()).collect();
         assert_eq!(sampled, [true, false, false, true, false, false, true, false, false]);
         let t = tracer(dir.path(), 1, 2, 0);
-        assert_eq!((0..4).map(|_| t.sample("m", None).is_some()).collect::<Vec<_>>(), [true, true, false, false]);
+        assert_eq!(
+            (0..4).map(|_| t.sample("m", None).is_some()).collect::<Vec<_>>(),
+            [true, true, false, false]
+        );
         assert_eq!(t.settings(None).count, 0);
         // Without a file nothing is sampled.
-        let off = Arc::new(Tracer::new(TraceConfig { timestamps: true, rate: 1, ..Default::default() }));
+        let off =
+            Arc::new(Tracer::new(TraceConfig { timestamps: true, rate: 1, ..Default::default() }));
         assert!(off.sample("m", None).is_none());
     }
 
     #[test]
     fn per_model_overrides_and_clearing() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracer::new(TraceConfig { file: Some(dir.path().join("t.json")), ..Default::default() }));
+        let t = Arc::new(Tracer::new(TraceConfig {
+            file: Some(dir.path().join("t.json")),
+            ..Default::default()
+        }));
         assert!(t.sample("a", None).is_none(), "global level OFF");
-        let on = TraceUpdate { level: Some(Some(vec!["TIMESTAMPS".into()])), rate: Some(Some("1".into())), ..Default::default() };
+        let on = TraceUpdate {
+            level: Some(Some(vec!["TIMESTAMPS".into()])),
+            rate: Some(Some("1".into())),
+            ..Default::default()
+        };
         let s = t.update(Some("a"), &on).unwrap();
         assert!(s.timestamps && s.rate == 1);
         assert!(t.sample("a", None).is_some() && t.sample("b", None).is_none());
@@ -520,11 +575,24 @@ mod tests {
         assert!(t.sample("a", None).is_none());
         assert!(t.update(None, &clear).unwrap_err().message().contains("cannot be cleared"));
         let bad = |u: TraceUpdate| t.update(None, &u).unwrap_err().message().to_string();
-        assert!(bad(TraceUpdate { rate: Some(Some("x".into())), ..Default::default() }).contains("Unable to parse 'trace_rate', got: x"));
-        assert!(bad(TraceUpdate { count: Some(Some("-2".into())), ..Default::default() }).contains("-1 (unlimited)"));
-        assert!(bad(TraceUpdate { level: Some(Some(vec!["OFF".into(), "TIMESTAMPS".into()])), ..Default::default() })
-            .contains("only one trace level 'OFF'"));
-        assert!(bad(TraceUpdate { file: true, ..Default::default() }).contains("can not be updated"));
+        assert!(
+            bad(TraceUpdate { rate: Some(Some("x".into())), ..Default::default() })
+                .contains("Unable to parse 'trace_rate', got: x")
+        );
+        assert!(
+            bad(TraceUpdate { count: Some(Some("-2".into())), ..Default::default() })
+                .contains("-1 (unlimited)")
+        );
+        assert!(
+            bad(TraceUpdate {
+                level: Some(Some(vec!["OFF".into(), "TIMESTAMPS".into()])),
+                ..Default::default()
+            })
+            .contains("only one trace level 'OFF'")
+        );
+        assert!(
+            bad(TraceUpdate { file: true, ..Default::default() }).contains("can not be updated")
+        );
     }
 
     #[test]
@@ -538,7 +606,9 @@ mod tests {
             tr.stamp("REQUEST_END");
         }
         // Two traces filled the first periodic file; the third waits for the flush.
-        let first: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json.0")).unwrap()).unwrap();
+        let first: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json.0")).unwrap())
+                .unwrap();
         let first = first.as_array().unwrap();
         assert_eq!(first.len(), 4);
         assert_eq!(first[0], json!({"id": 1, "model_name": "m", "model_version": 1}));
@@ -546,7 +616,9 @@ mod tests {
         assert_eq!(stamps[0]["name"], "REQUEST_START");
         assert!(stamps[1]["ns"].as_u64().unwrap() >= stamps[0]["ns"].as_u64().unwrap());
         t.flush();
-        let second: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json.1")).unwrap()).unwrap();
+        let second: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json.1")).unwrap())
+                .unwrap();
         assert_eq!(second[0]["id"], 3);
     }
 }

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use rampart_core::stats::{DurationSnapshot, VersionStats};
-use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput};
+use rampart_core::{
+    InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput,
+};
 use rampart_types::tensor::encode_bytes_elements;
 use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result};
@@ -25,16 +27,26 @@ pub(crate) fn param_value(key: &str, p: &pb::InferParameter) -> Result<ParamValu
 fn check_reserved_type(key: &str, p: &pb::InferParameter) -> Result<()> {
     use ParameterChoice::*;
     let (ok, want) = match key {
-        "priority" => (matches!(p.parameter_choice, Some(Int64Param(_) | Uint64Param(_))), "int64_param or uint64_param"),
+        "priority" => (
+            matches!(p.parameter_choice, Some(Int64Param(_) | Uint64Param(_))),
+            "int64_param or uint64_param",
+        ),
         "timeout" => (matches!(p.parameter_choice, Some(Int64Param(_))), "int64_param"),
-        "sequence_id" => (matches!(p.parameter_choice, Some(Int64Param(_) | StringParam(_))), "int64_param or string_param"),
-        "sequence_start" | "sequence_end" => (matches!(p.parameter_choice, Some(BoolParam(_))), "bool_param"),
+        "sequence_id" => (
+            matches!(p.parameter_choice, Some(Int64Param(_) | StringParam(_))),
+            "int64_param or string_param",
+        ),
+        "sequence_start" | "sequence_end" => {
+            (matches!(p.parameter_choice, Some(BoolParam(_))), "bool_param")
+        }
         _ => (true, ""),
     };
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid_arg(format!("invalid value type for '{key}' parameter, expected {want}.")))
+        Err(Error::invalid_arg(format!(
+            "invalid value type for '{key}' parameter, expected {want}."
+        )))
     }
 }
 
@@ -51,11 +63,16 @@ fn params(map: &std::collections::HashMap<String, pb::InferParameter>) -> Result
 pub(crate) const EMPTY_FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
 
 /// A tensor's shared-memory parameters: gRPC carries the sizes as `int64_param` only (spec §2.3).
-fn shm_ref(map: &std::collections::HashMap<String, pb::InferParameter>, what: &str) -> Result<Option<rampart_core::ShmRef>> {
+fn shm_ref(
+    map: &std::collections::HashMap<String, pb::InferParameter>,
+    what: &str,
+) -> Result<Option<rampart_core::ShmRef>> {
     for key in ["shared_memory_byte_size", "shared_memory_offset"] {
         if let Some(p) = map.get(key) {
             if !matches!(p.parameter_choice, Some(ParameterChoice::Int64Param(_))) {
-                return Err(Error::invalid_arg(format!("Unable to parse '{key}' of {what}: expected int64_param.")));
+                return Err(Error::invalid_arg(format!(
+                    "Unable to parse '{key}' of {what}: expected int64_param."
+                )));
             }
         }
     }
@@ -82,8 +99,12 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
     let mut raw = std::mem::take(&mut req.raw_input_contents).into_iter();
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
-        let datatype = DataType::from_protocol(&input.datatype)
-            .ok_or_else(|| Error::invalid_arg(format!("invalid datatype for input {}: '{}' is not a Triton data type", input.name, input.datatype)))?;
+        let datatype = DataType::from_protocol(&input.datatype).ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "invalid datatype for input {}: '{}' is not a Triton data type",
+                input.name, input.datatype
+            ))
+        })?;
         let shm = shm_ref(&input.parameters, &format!("input '{}'", input.name))?;
         let data = match &input.contents {
             _ if shm.is_some() => Bytes::new(),
@@ -97,7 +118,10 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         };
         let shape = input.shape;
         if let Some(d) = shape.iter().find(|&&d| d < 0) {
-            return Err(Error::invalid_arg(format!("invalid shape for input '{}': dimension {d} is negative", input.name)));
+            return Err(Error::invalid_arg(format!(
+                "invalid shape for input '{}': dimension {d} is negative",
+                input.name
+            )));
         }
         inputs.push(InputTensor { name: input.name, datatype, shape, data, shm });
     }
@@ -121,14 +145,28 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         };
         outputs.push(RequestedOutput { name: o.name, classification, shm });
     }
-    Ok(InferRequest { model_name: req.model_name, model_version: version, id: req.id, parameters, inputs, outputs, trace: None })
+    Ok(InferRequest {
+        model_name: req.model_name,
+        model_version: version,
+        id: req.id,
+        parameters,
+        inputs,
+        outputs,
+        trace: None,
+    })
 }
 
-fn narrow<S: Copy + std::fmt::Display, T: WireElement + TryFrom<S>>(values: &[S], name: &str) -> Result<Vec<u8>> {
+fn narrow<S: Copy + std::fmt::Display, T: WireElement + TryFrom<S>>(
+    values: &[S],
+    name: &str,
+) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(values.len() * T::SIZE);
     for (i, &v) in values.iter().enumerate() {
         let x = T::try_from(v).map_err(|_| {
-            Error::invalid_arg(format!("input '{name}': element {i} ({v}) is out of range for {}", T::DATATYPE))
+            Error::invalid_arg(format!(
+                "input '{name}': element {i} ({v}) is out of range for {}",
+                T::DATATYPE
+            ))
         })?;
         x.write(&mut out);
     }
@@ -200,10 +238,19 @@ pub(crate) fn infer_response(r: InferResponse) -> pb::ModelInferResponse {
         let mut parameters = std::collections::HashMap::new();
         if let Some(place) = r.shm_outputs.get(&t.name) {
             let p = |c| pb::InferParameter { parameter_choice: Some(c) };
-            parameters.insert("shared_memory_region".to_string(), p(ParameterChoice::StringParam(place.region.clone())));
-            parameters.insert("shared_memory_byte_size".to_string(), p(ParameterChoice::Int64Param(place.byte_size as i64)));
+            parameters.insert(
+                "shared_memory_region".to_string(),
+                p(ParameterChoice::StringParam(place.region.clone())),
+            );
+            parameters.insert(
+                "shared_memory_byte_size".to_string(),
+                p(ParameterChoice::Int64Param(place.byte_size as i64)),
+            );
             if place.offset != 0 {
-                parameters.insert("shared_memory_offset".to_string(), p(ParameterChoice::Int64Param(place.offset as i64)));
+                parameters.insert(
+                    "shared_memory_offset".to_string(),
+                    p(ParameterChoice::Int64Param(place.offset as i64)),
+                );
             }
         }
         outputs.push(pb::model_infer_response::InferOutputTensor {
@@ -294,10 +341,18 @@ mod tests {
     fn typed_contents_checked() {
         let c = pb::InferTensorContents { int_contents: vec![1, 300], ..Default::default() };
         assert!(typed_contents(&c, DataType::Uint8, "x").is_err(), "wrong field");
-        assert!(typed_contents(&c, DataType::Int8, "x").unwrap_err().message().contains("out of range"));
+        assert!(
+            typed_contents(&c, DataType::Int8, "x").unwrap_err().message().contains("out of range")
+        );
         assert_eq!(typed_contents(&c, DataType::Int32, "x").unwrap().len(), 8);
-        let c = pb::InferTensorContents { bytes_contents: vec![Bytes::from_static(b"ab")], ..Default::default() };
-        assert_eq!(&typed_contents(&c, DataType::Bytes, "x").unwrap()[..], &[2, 0, 0, 0, b'a', b'b']);
+        let c = pb::InferTensorContents {
+            bytes_contents: vec![Bytes::from_static(b"ab")],
+            ..Default::default()
+        };
+        assert_eq!(
+            &typed_contents(&c, DataType::Bytes, "x").unwrap()[..],
+            &[2, 0, 0, 0, b'a', b'b']
+        );
         assert!(typed_contents(&pb::InferTensorContents::default(), DataType::Fp16, "x").is_err());
     }
 }
@@ -305,21 +360,29 @@ mod tests {
 type RepositoryParameters = std::collections::HashMap<String, pb::ModelRepositoryParameter>;
 
 /// `config` (string) and `file:<path>` (bytes) load parameters.
-pub(crate) fn load_request(params: RepositoryParameters) -> rampart_types::Result<rampart_core::LoadRequest> {
+pub(crate) fn load_request(
+    params: RepositoryParameters,
+) -> rampart_types::Result<rampart_core::LoadRequest> {
     use pb::model_repository_parameter::ParameterChoice;
     let mut request = rampart_core::LoadRequest::default();
     for (key, value) in params {
         match (key.as_str(), value.parameter_choice) {
             ("config", Some(ParameterChoice::StringParam(s))) => request.config = Some(s),
-            ("config", _) => return Err(Error::invalid_arg("load parameter 'config' must be a string_param")),
+            ("config", _) => {
+                return Err(Error::invalid_arg("load parameter 'config' must be a string_param"));
+            }
             (k, Some(ParameterChoice::BytesParam(b))) if k.starts_with("file:") => {
                 request.files.push((k["file:".len()..].to_string(), b.to_vec()))
             }
             (k, _) if k.starts_with("file:") => {
-                return Err(Error::invalid_arg(format!("load parameter '{k}' must be a bytes_param")));
+                return Err(Error::invalid_arg(format!(
+                    "load parameter '{k}' must be a bytes_param"
+                )));
             }
             (k, _) => {
-                return Err(Error::invalid_arg(format!("unexpected load parameter '{k}': expected 'config' or 'file:<path>'")));
+                return Err(Error::invalid_arg(format!(
+                    "unexpected load parameter '{k}': expected 'config' or 'file:<path>'"
+                )));
             }
         }
     }
@@ -329,12 +392,16 @@ pub(crate) fn load_request(params: RepositoryParameters) -> rampart_types::Resul
 pub(crate) fn unload_dependents(params: &RepositoryParameters) -> rampart_types::Result<bool> {
     use pb::model_repository_parameter::ParameterChoice;
     if let Some(k) = params.keys().find(|k| *k != "unload_dependents") {
-        return Err(Error::invalid_arg(format!("unexpected unload parameter '{k}': expected 'unload_dependents'")));
+        return Err(Error::invalid_arg(format!(
+            "unexpected unload parameter '{k}': expected 'unload_dependents'"
+        )));
     }
     match params.get("unload_dependents").map(|p| &p.parameter_choice) {
         None => Ok(false),
         Some(Some(ParameterChoice::BoolParam(b))) => Ok(*b),
-        Some(_) => Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a bool_param")),
+        Some(_) => {
+            Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a bool_param"))
+        }
     }
 }
 
@@ -346,7 +413,8 @@ pub(crate) fn log_update(
     use pb::log_settings_request::setting_value::ParameterChoice as P;
     let mut u = rampart_core::logging::LogUpdate::default();
     for (key, value) in settings {
-        let wrong = |kind: &str| Error::invalid_arg(format!("log setting '{key}' must be a {kind}"));
+        let wrong =
+            |kind: &str| Error::invalid_arg(format!("log setting '{key}' must be a {kind}"));
         match (key.as_str(), value.parameter_choice) {
             ("log_file", _) => u.file = Some(String::new()),
             ("log_info", Some(P::BoolParam(b))) => u.info = Some(b),
@@ -391,7 +459,10 @@ pub(crate) fn trace_update(
             match values.as_slice() {
                 [] => Ok(None),
                 [v] => Ok(Some(v.clone())),
-                _ => Err(Error::invalid_arg(format!("trace setting '{key}' takes one value, got {}", values.len()))),
+                _ => Err(Error::invalid_arg(format!(
+                    "trace setting '{key}' takes one value, got {}",
+                    values.len()
+                ))),
             }
         };
         match key.as_str() {

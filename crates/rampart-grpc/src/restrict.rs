@@ -22,11 +22,15 @@ pub fn category(path: &str) -> Option<Category> {
             "ModelInfer" | "ModelStreamInfer" => Category::Inference,
             "ModelConfig" => Category::ModelConfig,
             "ModelStatistics" => Category::Statistics,
-            "RepositoryIndex" | "RepositoryModelLoad" | "RepositoryModelUnload" => Category::ModelRepository,
-            "SystemSharedMemoryStatus" | "SystemSharedMemoryRegister" | "SystemSharedMemoryUnregister"
-            | "CudaSharedMemoryStatus" | "CudaSharedMemoryRegister" | "CudaSharedMemoryUnregister" => {
-                Category::SharedMemory
+            "RepositoryIndex" | "RepositoryModelLoad" | "RepositoryModelUnload" => {
+                Category::ModelRepository
             }
+            "SystemSharedMemoryStatus"
+            | "SystemSharedMemoryRegister"
+            | "SystemSharedMemoryUnregister"
+            | "CudaSharedMemoryStatus"
+            | "CudaSharedMemoryRegister"
+            | "CudaSharedMemoryUnregister" => Category::SharedMemory,
             "TraceSetting" => Category::Trace,
             "LogSettings" => Category::Logging,
             _ => return None,
@@ -63,8 +67,17 @@ pub struct Restrict<S> {
 }
 
 /// An audit record's view of a gRPC call.
-pub(crate) fn call<'a>(peer: Option<&'a Peer>, client: &'a Option<String>, method: &'a str) -> Call<'a> {
-    Call { protocol: Protocol::Grpc, client: client.as_deref(), identity: peer.and_then(|p| p.identity.as_deref()), target: method }
+pub(crate) fn call<'a>(
+    peer: Option<&'a Peer>,
+    client: &'a Option<String>,
+    method: &'a str,
+) -> Call<'a> {
+    Call {
+        protocol: Protocol::Grpc,
+        client: client.as_deref(),
+        identity: peer.and_then(|p| p.identity.as_deref()),
+        target: method,
+    }
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -86,7 +99,10 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(cat) = category(req.uri().path()) {
             let peer = req.extensions().get::<Peer>();
-            let creds = HeaderCredentials { headers: req.headers(), identity: peer.and_then(|p| p.identity.as_deref()) };
+            let creds = HeaderCredentials {
+                headers: req.headers(),
+                identity: peer.and_then(|p| p.identity.as_deref()),
+            };
             let verdict = self.rules.check(cat, &creds);
             if let Some(log) = &self.audit {
                 let client = peer.map(|p| p.addr.to_string());
@@ -112,10 +128,19 @@ mod tests {
 
     #[test]
     fn every_rpc_has_its_category() {
-        assert_eq!(category("/inference.GRPCInferenceService/ModelStreamInfer"), Some(Category::Inference));
+        assert_eq!(
+            category("/inference.GRPCInferenceService/ModelStreamInfer"),
+            Some(Category::Inference)
+        );
         assert_eq!(category("/inference.GRPCInferenceService/ModelReady"), Some(Category::Health));
-        assert_eq!(category("/inference.GRPCInferenceService/CudaSharedMemoryStatus"), Some(Category::SharedMemory));
-        assert_eq!(category("/inference.GRPCInferenceService/LogSettings"), Some(Category::Logging));
+        assert_eq!(
+            category("/inference.GRPCInferenceService/CudaSharedMemoryStatus"),
+            Some(Category::SharedMemory)
+        );
+        assert_eq!(
+            category("/inference.GRPCInferenceService/LogSettings"),
+            Some(Category::Logging)
+        );
         assert_eq!(category("/grpc.health.v1.Health/Check"), Some(Category::Health));
         assert_eq!(category("/inference.GRPCInferenceService/Nope"), None);
         assert_eq!(category("garbage"), None);

@@ -30,7 +30,12 @@ pub struct GrpcOptions {
 
 impl Default for GrpcOptions {
     fn default() -> Self {
-        GrpcOptions { max_message_size: 64 << 20, compress_responses: false, model_access: Default::default(), audit: None }
+        GrpcOptions {
+            max_message_size: 64 << 20,
+            compress_responses: false,
+            model_access: Default::default(),
+            audit: None,
+        }
     }
 }
 
@@ -58,7 +63,10 @@ pub fn fix_status_headers<B>(mut resp: http::Response<B>) -> http::Response<B> {
     if code == "11" && too_large(&message.replace("%20", " ")) {
         resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
     } else if code == "12" && message.is_empty() {
-        resp.headers_mut().insert("grpc-message", http::HeaderValue::from_static("unknown%20gRPC%20service%20or%20method"));
+        resp.headers_mut().insert(
+            "grpc-message",
+            http::HeaderValue::from_static("unknown%20gRPC%20service%20or%20method"),
+        );
     }
     resp
 }
@@ -72,7 +80,6 @@ fn traceparent<T>(r: &Request<T>) -> Option<String> {
 pub(crate) fn status(e: Error) -> Status {
     Status::new(tonic::Code::from(e.code().grpc_code()), e.message().to_string())
 }
-
 
 #[derive(Clone)]
 struct Inference {
@@ -92,7 +99,11 @@ impl Inference {
     /// The caller of an inference call, when `--model-access` rules exist (nothing is copied otherwise).
     fn caller<T>(&self, r: &Request<T>, method: &'static str) -> Option<Arc<Caller>> {
         (!self.model_access.is_empty()).then(|| {
-            Arc::new(Caller { headers: r.metadata().clone().into_headers(), peer: r.extensions().get::<Peer>().cloned(), method })
+            Arc::new(Caller {
+                headers: r.metadata().clone().into_headers(),
+                peer: r.extensions().get::<Peer>().cloned(),
+                method,
+            })
         })
     }
 
@@ -112,7 +123,11 @@ impl Inference {
     }
 
     /// `traceparent`: the W3C trace context from the call's metadata, if any.
-    async fn infer(&self, req: pb::ModelInferRequest, traceparent: Option<&str>) -> Result<pb::ModelInferResponse, Error> {
+    async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+        traceparent: Option<&str>,
+    ) -> Result<pb::ModelInferResponse, Error> {
         let trace = self.server.start_trace(&req.model_name, traceparent);
         if let Some(t) = &trace {
             t.stamp("GRPC_WAITREAD_START");
@@ -141,17 +156,26 @@ const STREAM_CONCURRENCY: usize = 64;
 
 #[tonic::async_trait]
 impl gis::GrpcInferenceService for Inference {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
         let live = self.server.is_live().map_err(status)?;
         Ok(Response::new(pb::ServerLiveResponse { live }))
     }
 
-    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         let ready = self.server.is_ready().map_err(status)?;
         Ok(Response::new(pb::ServerReadyResponse { ready }))
     }
 
-    async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        r: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = r.into_inner();
         let version = parse_version(&r.version).map_err(status)?;
         let ready = self.server.model_ready(&r.name, version).map_err(status)?;
@@ -163,7 +187,11 @@ impl gis::GrpcInferenceService for Inference {
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
         let m = self.server.metadata();
-        Ok(Response::new(pb::ServerMetadataResponse { name: m.name, version: m.version, extensions: m.extensions }))
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions,
+        }))
     }
 
     async fn model_metadata(
@@ -191,7 +219,10 @@ impl gis::GrpcInferenceService for Inference {
         }))
     }
 
-    async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        r: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelInfer");
         let traceparent = traceparent(&r);
         let req = r.into_inner();
@@ -217,30 +248,37 @@ impl gis::GrpcInferenceService for Inference {
         let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelStreamInfer");
         let traceparent: Option<Arc<str>> = traceparent(&r).map(Arc::from);
         let requests = r.into_inner();
-        let answers = requests
-            .map(move |item| {
-                let this = this.clone();
-                let caller = caller.clone();
-                let traceparent = traceparent.clone();
-                async move {
-                    match item {
-                        Ok(req) => match this.check_model(caller.as_deref(), &req.model_name) {
-                            Ok(()) => this.infer(req, traceparent.as_deref()).await.map_err(|e| StreamError::Request(status(e))),
-                            Err(e) => Err(StreamError::Request(status(e))),
-                        },
-                        // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
-                        Err(s) => Err(StreamError::Transport(oversize(s))),
-                    }
+        let answers = requests.map(move |item| {
+            let this = this.clone();
+            let caller = caller.clone();
+            let traceparent = traceparent.clone();
+            async move {
+                match item {
+                    Ok(req) => match this.check_model(caller.as_deref(), &req.model_name) {
+                        Ok(()) => this
+                            .infer(req, traceparent.as_deref())
+                            .await
+                            .map_err(|e| StreamError::Request(status(e))),
+                        Err(e) => Err(StreamError::Request(status(e))),
+                    },
+                    // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
+                    Err(s) => Err(StreamError::Transport(oversize(s))),
                 }
-            });
+            }
+        });
         let ordered = futures_ordered(answers, STREAM_CONCURRENCY).map(|joined| {
-            joined.unwrap_or_else(|e| Err(StreamError::Request(Status::internal(format!("request task failed: {e}")))))
+            joined.unwrap_or_else(|e| {
+                Err(StreamError::Request(Status::internal(format!("request task failed: {e}"))))
+            })
         });
         let out = async_stream_map(ordered, close_on_error);
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn model_config(&self, r: Request<pb::ModelConfigRequest>) -> Result<Response<pb::ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        r: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = r.into_inner();
         let version = parse_version(&r.version).map_err(status)?;
         let config = self.server.model_config(&r.name, version).map_err(status)?;
@@ -297,7 +335,8 @@ impl gis::GrpcInferenceService for Inference {
         self.server.check_model_control(&r.repository_name).map_err(status)?;
         let dependents = convert::unload_dependents(&r.parameters).map_err(status)?;
         let server = self.server.clone();
-        blocking(move || server.unload_model(&r.repository_name, &r.model_name, dependents)).await?;
+        blocking(move || server.unload_model(&r.repository_name, &r.model_name, dependents))
+            .await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
@@ -306,7 +345,11 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
         let name = &r.get_ref().name;
-        let regions = self.server.shared_memory().status((!name.is_empty()).then_some(name.as_str())).map_err(status)?;
+        let regions = self
+            .server
+            .shared_memory()
+            .status((!name.is_empty()).then_some(name.as_str()))
+            .map_err(status)?;
         let regions = regions
             .into_iter()
             .map(|s| {
@@ -327,7 +370,10 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
         let r = r.into_inner();
-        self.server.shared_memory().register(&r.name, &r.key, r.offset, r.byte_size).map_err(status)?;
+        self.server
+            .shared_memory()
+            .register(&r.name, &r.key, r.offset, r.byte_size)
+            .map_err(status)?;
         Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }
 
@@ -336,7 +382,10 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
         let name = &r.get_ref().name;
-        self.server.shared_memory().unregister((!name.is_empty()).then_some(name.as_str())).map_err(status)?;
+        self.server
+            .shared_memory()
+            .unregister((!name.is_empty()).then_some(name.as_str()))
+            .map_err(status)?;
         Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
@@ -362,19 +411,26 @@ impl gis::GrpcInferenceService for Inference {
         Err(status(features::cuda_shm_unsupported()))
     }
 
-    async fn trace_setting(&self, r: Request<pb::TraceSettingRequest>) -> Result<Response<pb::TraceSettingResponse>, Status> {
+    async fn trace_setting(
+        &self,
+        r: Request<pb::TraceSettingRequest>,
+    ) -> Result<Response<pb::TraceSettingResponse>, Status> {
         let r = r.into_inner();
         let model = (!r.model_name.is_empty()).then_some(r.model_name.as_str());
         let settings = if r.settings.is_empty() {
             self.server.trace_settings(model)
         } else {
-            convert::trace_update(&r.settings).and_then(|u| self.server.update_trace_settings(model, &u))
+            convert::trace_update(&r.settings)
+                .and_then(|u| self.server.update_trace_settings(model, &u))
         }
         .map_err(status)?;
         Ok(Response::new(convert::trace_settings(&settings)))
     }
 
-    async fn log_settings(&self, r: Request<pb::LogSettingsRequest>) -> Result<Response<pb::LogSettingsResponse>, Status> {
+    async fn log_settings(
+        &self,
+        r: Request<pb::LogSettingsRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
         let r = r.into_inner();
         let settings = if r.settings.is_empty() {
             self.server.log_settings()
@@ -387,7 +443,10 @@ impl gis::GrpcInferenceService for Inference {
 }
 
 /// Runs up to `n` of the stream's futures at once and yields their results in request order.
-fn futures_ordered<S, F, T>(input: S, n: usize) -> impl Stream<Item = Result<T, tokio::task::JoinError>> + Send
+fn futures_ordered<S, F, T>(
+    input: S,
+    n: usize,
+) -> impl Stream<Item = Result<T, tokio::task::JoinError>> + Send
 where
     S: Stream<Item = F> + Send + 'static,
     F: std::future::Future<Output = T> + Send + 'static,
@@ -419,7 +478,10 @@ impl<T> Drop for AbortOnDrop<T> {
 
 impl<T> std::future::Future for AbortOnDrop<T> {
     type Output = Result<T, tokio::task::JoinError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx)
     }
 }
@@ -431,16 +493,23 @@ enum StreamError {
     Transport(Status),
 }
 
-fn async_stream_map<S>(answers: S, close_on_error: bool) -> impl Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send
+fn async_stream_map<S>(
+    answers: S,
+    close_on_error: bool,
+) -> impl Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send
 where
     S: Stream<Item = Result<pb::ModelInferResponse, StreamError>> + Send + 'static,
 {
     // tonic ends the response with the first `Err` as its status, which is what `triton_grpc_error` asks for.
     answers.map(move |a| match a {
-        Ok(resp) => Ok(pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) }),
-        Err(StreamError::Request(s)) if !close_on_error => {
-            Ok(pb::ModelStreamInferResponse { error_message: s.message().to_string(), infer_response: None })
-        }
+        Ok(resp) => Ok(pb::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(resp),
+        }),
+        Err(StreamError::Request(s)) if !close_on_error => Ok(pb::ModelStreamInferResponse {
+            error_message: s.message().to_string(),
+            infer_response: None,
+        }),
         Err(StreamError::Request(s) | StreamError::Transport(s)) => Err(s),
     })
 }
@@ -456,7 +525,8 @@ fn serving_status(server: &Server) -> i32 {
     }
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<health_pb::HealthCheckResponse, Status>> + Send>>;
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<health_pb::HealthCheckResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl health_server::Health for Health {
@@ -470,13 +540,19 @@ impl health_server::Health for Health {
     type WatchStream = WatchStream;
 
     /// Sends the readiness-derived status now and again whenever it changes (checked every second).
-    async fn watch(&self, _: Request<health_pb::HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _: Request<health_pb::HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let server = self.server.clone();
         let mut last = None;
-        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(std::time::Duration::from_secs(1)));
+        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+            std::time::Duration::from_secs(1),
+        ));
         let updates = ticks.filter_map(move |_| {
             let now = serving_status(&server);
-            (last.replace(now) != Some(now)).then_some(Ok(health_pb::HealthCheckResponse { status: now }))
+            (last.replace(now) != Some(now))
+                .then_some(Ok(health_pb::HealthCheckResponse { status: now }))
         });
         Ok(Response::new(Box::pin(updates)))
     }
@@ -486,15 +562,18 @@ impl health_server::Health for Health {
 pub fn services(
     server: Server,
     options: &GrpcOptions,
-) -> (gis::GrpcInferenceServiceServer<impl gis::GrpcInferenceService>, health_server::HealthServer<impl health_server::Health>) {
+) -> (
+    gis::GrpcInferenceServiceServer<impl gis::GrpcInferenceService>,
+    health_server::HealthServer<impl health_server::Health>,
+) {
     let mut inference = gis::GrpcInferenceServiceServer::new(Inference {
         server: server.clone(),
         model_access: options.model_access.clone(),
         audit: options.audit.clone(),
     })
-        .max_decoding_message_size(options.max_message_size)
-        .max_encoding_message_size(options.max_message_size)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    .max_decoding_message_size(options.max_message_size)
+    .max_encoding_message_size(options.max_message_size)
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     if options.compress_responses {
         inference = inference.send_compressed(tonic::codec::CompressionEncoding::Gzip);
     }
@@ -502,9 +581,13 @@ pub fn services(
 }
 
 /// Loads and unloads block (they build or drain engines): they run on the blocking pool.
-async fn blocking(f: impl FnOnce() -> rampart_types::Result<()> + Send + 'static) -> Result<(), Status> {
+async fn blocking(
+    f: impl FnOnce() -> rampart_types::Result<()> + Send + 'static,
+) -> Result<(), Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(rampart_types::Error::internal(format!("model control task failed: {e}"))))
+        .unwrap_or_else(|e| {
+            Err(rampart_types::Error::internal(format!("model control task failed: {e}")))
+        })
         .map_err(status)
 }

@@ -52,21 +52,34 @@ fn segment(s: &str) -> String {
 
 /// `<vendor type>;json-header-size=<N>` becomes `Inference-Header-Content-Length: N`.
 fn binary_header(headers: &mut HeaderMap, binary_type: &str) -> Result<(), Error> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
     let mut params = ct.split(';').map(str::trim);
     if !params.next().is_some_and(|t| t.eq_ignore_ascii_case(binary_type)) {
         return Ok(());
     }
-    let size = params
-        .find_map(|p| p.strip_prefix("json-header-size="))
-        .ok_or_else(|| Error::invalid_arg(format!("content type '{binary_type}' needs a 'json-header-size=<N>' parameter")))?;
-    let n: u64 = size.trim().parse().map_err(|_| Error::invalid_arg(format!("invalid json-header-size '{}'", size.escape_debug())))?;
+    let size = params.find_map(|p| p.strip_prefix("json-header-size=")).ok_or_else(|| {
+        Error::invalid_arg(format!(
+            "content type '{binary_type}' needs a 'json-header-size=<N>' parameter"
+        ))
+    })?;
+    let n: u64 = size.trim().parse().map_err(|_| {
+        Error::invalid_arg(format!("invalid json-header-size '{}'", size.escape_debug()))
+    })?;
     headers.insert(HEADER_LENGTH, HeaderValue::from(n));
     Ok(())
 }
 
 /// Runs the request through `main` as `method path`; a binary answer is labelled with the vendor content type.
-async fn forward(main: Router, mut parts: Parts, body: Body, method: Method, path: &str, binary_type: &'static str) -> Response {
+async fn forward(
+    main: Router,
+    mut parts: Parts,
+    body: Body,
+    method: Method,
+    path: &str,
+    binary_type: &'static str,
+) -> Response {
     if let Err(e) = binary_header(&mut parts.headers, binary_type) {
         return error_response(&e);
     }
@@ -85,8 +98,11 @@ async fn forward(main: Router, mut parts: Parts, body: Body, method: Method, pat
         Ok(r) => r,
         Err(never) => match never {},
     };
-    let len = response.headers().get(HEADER_LENGTH).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Some(v) = len.and_then(|len| HeaderValue::from_str(&format!("{binary_type};json-header-size={len}")).ok()) {
+    let len =
+        response.headers().get(HEADER_LENGTH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(v) = len.and_then(|len| {
+        HeaderValue::from_str(&format!("{binary_type};json-header-size={len}")).ok()
+    }) {
         response.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     response
@@ -125,9 +141,21 @@ struct SageMaker {
 
 /// The SageMaker router. `main` is a KServe router ([`crate::router`]) built with `http`.
 #[cfg(feature = "sagemaker")]
-pub fn sagemaker_router(main: Router, server: Server, http: HttpOptions, options: SageMakerOptions) -> Router {
+pub fn sagemaker_router(
+    main: Router,
+    server: Server,
+    http: HttpOptions,
+    options: SageMakerOptions,
+) -> Router {
     let multi = options.multi_model;
-    let state = SageMaker { main, server, http, options: Arc::new(options), loaded: Default::default(), control: Default::default() };
+    let state = SageMaker {
+        main,
+        server,
+        http,
+        options: Arc::new(options),
+        loaded: Default::default(),
+        control: Default::default(),
+    };
     // /ping and /invocations keep the client's method: the main router checks the credential, then answers a
     // wrong method with 405, as Triton's handlers do.
     let mut r = Router::new().route("/ping", any(ping)).route("/invocations", any(invocations));
@@ -169,7 +197,11 @@ async fn invocations(State(s): State<SageMaker>, request: Request) -> Response {
 }
 
 #[cfg(feature = "sagemaker")]
-async fn mme_invoke(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
+async fn mme_invoke(
+    State(s): State<SageMaker>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
     if let Some(target) = request.headers().get("x-amzn-sagemaker-target-model") {
         tracing::debug!(target = %String::from_utf8_lossy(target.as_bytes()).escape_debug(), "SageMaker target model header");
     }
@@ -179,16 +211,34 @@ async fn mme_invoke(State(s): State<SageMaker>, axum::extract::Path(name): axum:
         return with_close(r);
     }
     if !loaded(&s).contains_key(&name) {
-        return with_close(error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))));
+        return with_close(error_response(&Error::not_found(format!(
+            "Model '{}' is not loaded",
+            name.escape_debug()
+        ))));
     }
-    forward(s.main, parts, body, Method::POST, &format!("/v2/models/{}/infer", segment(&name)), SAGEMAKER_BINARY).await
+    forward(
+        s.main,
+        parts,
+        body,
+        Method::POST,
+        &format!("/v2/models/{}/infer", segment(&name)),
+        SAGEMAKER_BINARY,
+    )
+    .await
 }
 
 /// A category, checked as the main router checks it.
 #[cfg(feature = "sagemaker")]
 fn authorize(s: &SageMaker, parts: &Parts, category: Category) -> Result<(), Response> {
     let peer = crate::restrict::peer_of(&parts.extensions);
-    crate::restrict::authorize(&s.http.restrictions, s.http.audit.as_ref(), category, parts.uri.path(), &parts.headers, peer.as_ref())
+    crate::restrict::authorize(
+        &s.http.restrictions,
+        s.http.audit.as_ref(),
+        category,
+        parts.uri.path(),
+        &parts.headers,
+        peer.as_ref(),
+    )
 }
 
 #[cfg(feature = "sagemaker")]
@@ -222,7 +272,11 @@ async fn mme_list(State(s): State<SageMaker>, request: Request) -> Response {
 }
 
 #[cfg(feature = "sagemaker")]
-async fn mme_get(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
+async fn mme_get(
+    State(s): State<SageMaker>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
     let (parts, _) = request.into_parts();
     if let Err(r) = authorize_repository(&s, &parts) {
         return r;
@@ -230,7 +284,10 @@ async fn mme_get(State(s): State<SageMaker>, axum::extract::Path(name): axum::ex
     let url = loaded(&s).get(&name).cloned();
     match url {
         Some(url) => json_answer(StatusCode::OK, model_json(&name, &url)),
-        None => error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug()))),
+        None => error_response(&Error::not_found(format!(
+            "Model '{}' is not loaded",
+            name.escape_debug()
+        ))),
     }
 }
 
@@ -283,14 +340,21 @@ async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
 }
 
 #[cfg(feature = "sagemaker")]
-async fn mme_unload(State(s): State<SageMaker>, axum::extract::Path(name): axum::extract::Path<String>, request: Request) -> Response {
+async fn mme_unload(
+    State(s): State<SageMaker>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
     let (parts, _) = request.into_parts();
     if let Err(r) = authorize_repository(&s, &parts) {
         return r;
     }
     let _control = s.control.lock().await;
     if !loaded(&s).contains_key(&name) {
-        return error_response(&Error::not_found(format!("Model '{}' is not loaded", name.escape_debug())));
+        return error_response(&Error::not_found(format!(
+            "Model '{}' is not loaded",
+            name.escape_debug()
+        )));
     }
     let server = s.server.clone();
     let task_name = name.clone();
@@ -331,22 +395,41 @@ fn mme_request(body: &[u8], http: &HttpOptions) -> Result<(String, String), Erro
 /// `config.pbtxt`, else the one model directory inside it.
 #[cfg(feature = "sagemaker")]
 fn mme_model_dir(root: &Path, url: &str) -> Result<PathBuf, Error> {
-    let bad = |why: &str| Error::invalid_arg(format!("invalid model url '{}': {why}", url.escape_debug()));
-    let root_text = root.to_str().ok_or_else(|| bad("the multi-model root is not UTF-8"))?.trim_end_matches('/');
-    let rest = url.strip_prefix(root_text).and_then(|r| r.strip_prefix('/')).ok_or_else(|| {
-        bad(&format!("it must be {root_text}/<name>/model[/<directory>]"))
-    })?;
-    let plain = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.chars().any(|c| c.is_control() || c == '\\');
+    let bad = |why: &str| {
+        Error::invalid_arg(format!("invalid model url '{}': {why}", url.escape_debug()))
+    };
+    let root_text = root
+        .to_str()
+        .ok_or_else(|| bad("the multi-model root is not UTF-8"))?
+        .trim_end_matches('/');
+    let rest = url
+        .strip_prefix(root_text)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| bad(&format!("it must be {root_text}/<name>/model[/<directory>]")))?;
+    let plain = |s: &str| {
+        !s.is_empty() && s != "." && s != ".." && !s.chars().any(|c| c.is_control() || c == '\\')
+    };
     match rest.split('/').collect::<Vec<_>>().as_slice() {
-        [hash, "model"] | [hash, "model", _] if !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_alphanumeric()) => {}
-        _ => return Err(bad(&format!("it must be {root_text}/<alphanumeric name>/model[/<directory>]"))),
+        [hash, "model"] | [hash, "model", _]
+            if !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_alphanumeric()) => {}
+        _ => {
+            return Err(bad(&format!(
+                "it must be {root_text}/<alphanumeric name>/model[/<directory>]"
+            )));
+        }
     }
     if !rest.split('/').all(plain) {
         return Err(bad("path segments must be plain names"));
     }
-    let real_root = root.canonicalize().map_err(|e| bad(&format!("the multi-model root cannot be resolved: {e}")))?;
-    let real = Path::new(url).canonicalize().map_err(|e| bad(&format!("cannot resolve it: {e}")))?;
-    if !real.starts_with(&real_root) || ["/dev", "/proc", "/sys"].iter().any(|p| real.starts_with(p)) || !real.is_dir() {
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| bad(&format!("the multi-model root cannot be resolved: {e}")))?;
+    let real =
+        Path::new(url).canonicalize().map_err(|e| bad(&format!("cannot resolve it: {e}")))?;
+    if !real.starts_with(&real_root)
+        || ["/dev", "/proc", "/sys"].iter().any(|p| real.starts_with(p))
+        || !real.is_dir()
+    {
         return Err(bad("it must resolve to a directory inside the multi-model root"));
     }
     links_stay_inside(&real, &real_root).map_err(|why| bad(&why))?;
@@ -439,7 +522,12 @@ struct Vertex {
 /// The Vertex AI router. `main` is a KServe router; `metrics` the metrics router when metrics are on.
 /// Routes must pass [`valid_vertex_route`] and differ.
 #[cfg(feature = "vertex")]
-pub fn vertex_router(main: Router, metrics: Option<Router>, server: Server, options: VertexOptions) -> Router {
+pub fn vertex_router(
+    main: Router,
+    metrics: Option<Router>,
+    server: Server,
+    options: VertexOptions,
+) -> Router {
     let (predict, health) = (options.predict_route.clone(), options.health_route.clone());
     let state = Vertex { main, metrics, server, options: Arc::new(options) };
     Router::new()
@@ -461,7 +549,8 @@ fn default_model(v: &Vertex) -> Result<String, Error> {
     if let Some(m) = &v.options.default_model {
         return Ok(m.clone());
     }
-    let mut names: Vec<String> = v.server.repository_index(false).into_iter().map(|e| e.name).collect();
+    let mut names: Vec<String> =
+        v.server.repository_index(false).into_iter().map(|e| e.name).collect();
     names.dedup();
     match names.as_slice() {
         [one] => Ok(one.clone()),
@@ -484,12 +573,22 @@ async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
         let model = default_model(&v).unwrap_or_else(|_| "default".into());
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
-        return forward(v.main, parts, body, method, &format!("/v2/models/{}/infer", segment(&model)), VERTEX_BINARY).await;
+        return forward(
+            v.main,
+            parts,
+            body,
+            method,
+            &format!("/v2/models/{}/infer", segment(&model)),
+            VERTEX_BINARY,
+        )
+        .await;
     }
     let (parts, body) = request.into_parts();
     match redirect {
         Some(Ok(target)) => vertex_redirect(v, parts, body, &target).await,
-        Some(Err(_)) => error_response(&Error::invalid_arg("the X-Vertex-Ai-Triton-Redirect header is not valid text")),
+        Some(Err(_)) => error_response(&Error::invalid_arg(
+            "the X-Vertex-Ai-Triton-Redirect header is not valid text",
+        )),
         None => match default_model(&v) {
             Ok(model) => {
                 let path = format!("/v2/models/{}/infer", segment(&model));
@@ -515,16 +614,23 @@ async fn vertex_redirect(v: Vertex, parts: Parts, body: Body, target: &str) -> R
     }
     let segs: Vec<&str> = path_only.split('/').collect();
     let refused = match segs.as_slice() {
-        ["", "v2", "systemsharedmemory" | "cudasharedmemory", .., "register" | "unregister"] => Some("shared-memory registration"),
+        ["", "v2", "systemsharedmemory" | "cudasharedmemory", .., "register" | "unregister"] => {
+            Some("shared-memory registration")
+        }
         ["", "v2", "repository", .., "load" | "unload"] => Some("model load and unload"),
-        ["", "v2", "trace", ..] | ["", "v2", "logging"] | ["", "v2", "models", .., "trace", "setting"] => Some("trace and log settings"),
+        ["", "v2", "trace", ..]
+        | ["", "v2", "logging"]
+        | ["", "v2", "models", .., "trace", "setting"] => Some("trace and log settings"),
         ["", "v2", "models", .., "generate" | "generate_stream"] => Some("generate"),
         _ => None,
     };
     if let Some(what) = refused {
         return error_response(&Error::new(
             rampart_types::Code::PermissionDenied,
-            format!("{what} is not available through the Vertex AI redirect ('{}')", path_only.escape_debug()),
+            format!(
+                "{what} is not available through the Vertex AI redirect ('{}')",
+                path_only.escape_debug()
+            ),
         ));
     }
     let method = match crate::restrict::category(&path_only) {
@@ -544,13 +650,26 @@ mod tests {
     #[test]
     fn vendor_content_type_becomes_header_length() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json; json-header-size=42"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(
+                "application/vnd.sagemaker-triton.binary+json; json-header-size=42",
+            ),
+        );
         binary_header(&mut h, SAGEMAKER_BINARY).unwrap();
         assert_eq!(h.get(HEADER_LENGTH).unwrap(), "42");
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json"),
+        );
         assert!(binary_header(&mut h, SAGEMAKER_BINARY).is_err());
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sagemaker-triton.binary+json;json-header-size=-1"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(
+                "application/vnd.sagemaker-triton.binary+json;json-header-size=-1",
+            ),
+        );
         assert!(binary_header(&mut h, SAGEMAKER_BINARY).is_err());
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -574,7 +693,10 @@ mod tests {
         std::fs::write(model.join("simple").join("config.pbtxt"), "").unwrap();
         let url = format!("{}/abc123/model", r.display());
         assert_eq!(mme_model_dir(r, &url).unwrap(), model.join("simple").canonicalize().unwrap());
-        assert_eq!(mme_model_dir(r, &format!("{url}/simple")).unwrap(), model.join("simple").canonicalize().unwrap());
+        assert_eq!(
+            mme_model_dir(r, &format!("{url}/simple")).unwrap(),
+            model.join("simple").canonicalize().unwrap()
+        );
         for bad in [
             format!("{}/abc123/other", r.display()),
             format!("{}/ab-c/model", r.display()),

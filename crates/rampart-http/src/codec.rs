@@ -6,11 +6,15 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rampart_core::stats::{DurationSnapshot, VersionStats};
-use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput, ShmRef};
-use rampart_types::tensor::{element_count, encode_bytes_elements, fixed_byte_size, split_bytes_elements};
+use rampart_core::{
+    InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput, ShmRef,
+};
+use rampart_types::half;
+use rampart_types::tensor::{
+    element_count, encode_bytes_elements, fixed_byte_size, split_bytes_elements,
+};
 use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result, with_element_type};
-use rampart_types::half;
 use serde_json::{Map, Value, json};
 
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -29,7 +33,11 @@ pub struct JsonLimits {
 
 impl Default for JsonLimits {
     fn default() -> Self {
-        JsonLimits { max_depth: MAX_DATA_DEPTH, max_values: MAX_JSON_VALUES, max_objects: MAX_JSON_OBJECTS }
+        JsonLimits {
+            max_depth: MAX_DATA_DEPTH,
+            max_values: MAX_JSON_VALUES,
+            max_objects: MAX_JSON_OBJECTS,
+        }
     }
 }
 
@@ -37,7 +45,10 @@ impl Default for JsonLimits {
 pub(crate) enum BinaryOutputs {
     All,
     /// Default for outputs not listed, then per-output overrides.
-    Some { default: bool, per_output: HashMap<String, bool> },
+    Some {
+        default: bool,
+        per_output: HashMap<String, bool>,
+    },
 }
 
 impl BinaryOutputs {
@@ -62,7 +73,9 @@ pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Opti
         Error::invalid_arg(format!("Unable to parse Inference-Header-Content-Length, got: {s}"))
     })?;
     if n < 0 || n as u64 > body_len as u64 {
-        return Err(Error::invalid_arg(format!("inference header size should be in range (0, {body_len}), got: {n}")));
+        return Err(Error::invalid_arg(format!(
+            "inference header size should be in range (0, {body_len}), got: {n}"
+        )));
     }
     Ok(Some(n as usize))
 }
@@ -84,15 +97,23 @@ fn parse_param(key: &str, v: &Value) -> Result<ParamValue> {
                 ParamValue::Double(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        _ => return Err(bad(format!("parameter '{key}' has invalid type. It should be either 'int', 'bool', 'double' or 'string'."))),
+        _ => {
+            return Err(bad(format!(
+                "parameter '{key}' has invalid type. It should be either 'int', 'bool', 'double' or 'string'."
+            )));
+        }
     })
 }
 
 fn parse_params(v: Option<&Value>, what: &str) -> Result<Parameters> {
     match v {
         None => Ok(Parameters::new()),
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| Ok((k.clone(), parse_param(k, v)?))).collect(),
-        Some(_) => Err(bad(format!("Unable to parse 'parameters' of {what}: expected a JSON object"))),
+        Some(Value::Object(m)) => {
+            m.iter().map(|(k, v)| Ok((k.clone(), parse_param(k, v)?))).collect()
+        }
+        Some(_) => {
+            Err(bad(format!("Unable to parse 'parameters' of {what}: expected a JSON object")))
+        }
     }
 }
 
@@ -151,7 +172,12 @@ pub fn check_json_size(text: &[u8], limits: &JsonLimits) -> Result<()> {
 }
 
 /// Parses the JSON header and attaches binary tensor data that follows it.
-pub(crate) fn decode_request(model: &str, version: Option<i64>, body: Bytes, header_len: usize) -> Result<Decoded> {
+pub(crate) fn decode_request(
+    model: &str,
+    version: Option<i64>,
+    body: Bytes,
+    header_len: usize,
+) -> Result<Decoded> {
     decode_request_with(model, version, body, header_len, &JsonLimits::default())
 }
 
@@ -169,7 +195,9 @@ pub(crate) fn decode_request_with(
     let v: Value = serde_json::from_slice(header)
         .map_err(|e| bad(format!("failed to parse the request JSON buffer: {e}")))?;
     let Value::Object(root) = v else {
-        return Err(bad("failed to parse the request JSON buffer: the request must be a JSON object"));
+        return Err(bad(
+            "failed to parse the request JSON buffer: the request must be a JSON object",
+        ));
     };
     let id = match root.get("id") {
         None => String::new(),
@@ -194,22 +222,36 @@ pub(crate) fn decode_request_with(
         let name = str_field(o, "name", &format!("input {i}"))?.to_string();
         let what = format!("input '{name}'");
         let dt_s = str_field(o, "datatype", &what)?;
-        let datatype = DataType::from_protocol(dt_s).ok_or_else(|| bad(format!("invalid datatype for input {name}: '{dt_s}' is not a Triton data type")))?;
+        let datatype = DataType::from_protocol(dt_s).ok_or_else(|| {
+            bad(format!("invalid datatype for input {name}: '{dt_s}' is not a Triton data type"))
+        })?;
         let shape = parse_shape(o.get("shape"), &what)?;
         let params = parse_params(o.get("parameters"), &what)?;
         let binary_size = match params.get("binary_data_size") {
             None => None,
             Some(ParamValue::Uint(n)) => Some(*n),
-            Some(_) => return Err(bad(format!("Unable to parse 'binary_data_size' of {what}: expected an unsigned integer"))),
+            Some(_) => {
+                return Err(bad(format!(
+                    "Unable to parse 'binary_data_size' of {what}: expected an unsigned integer"
+                )));
+            }
         };
         let shm = ShmRef::from_parameters(&params, &what)?;
         let data = o.get("data");
-        let set: Vec<&str> = [("'data'", data.is_some()), ("'binary_data_size'", binary_size.is_some()), ("'shared_memory_region'", shm.is_some())]
-            .into_iter()
-            .filter_map(|(n, on)| on.then_some(n))
-            .collect();
+        let set: Vec<&str> = [
+            ("'data'", data.is_some()),
+            ("'binary_data_size'", binary_size.is_some()),
+            ("'shared_memory_region'", shm.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
         if set.len() != 1 {
-            let but = if set.is_empty() { "no field is set".to_string() } else { format!("set {}", set.join(" ")) };
+            let but = if set.is_empty() {
+                "no field is set".to_string()
+            } else {
+                format!("set {}", set.join(" "))
+            };
             return Err(bad(format!(
                 "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But {but} for input '{name}'"
             )));
@@ -239,7 +281,9 @@ pub(crate) fn decode_request_with(
         Some(Value::Array(list)) => {
             for (i, out) in list.iter().enumerate() {
                 let Value::Object(o) = out else {
-                    return Err(bad(format!("Unable to parse 'outputs': element {i} is not a JSON object")));
+                    return Err(bad(format!(
+                        "Unable to parse 'outputs': element {i} is not a JSON object"
+                    )));
                 };
                 let name = str_field(o, "name", &format!("output {i}"))?.to_string();
                 let what = format!("output '{name}'");
@@ -255,12 +299,20 @@ pub(crate) fn decode_request_with(
                         }
                         per_output.insert(name.clone(), *b);
                     }
-                    Some(_) => return Err(bad(format!("Unable to parse 'binary_data' of {what}: expected a boolean"))),
+                    Some(_) => {
+                        return Err(bad(format!(
+                            "Unable to parse 'binary_data' of {what}: expected a boolean"
+                        )));
+                    }
                 }
                 let classification = match params.get("classification") {
                     None | Some(ParamValue::Uint(0)) => None,
                     Some(ParamValue::Uint(n)) => Some(*n),
-                    Some(_) => return Err(bad(format!("Unable to parse 'classification' of {what}: expected an unsigned integer"))),
+                    Some(_) => {
+                        return Err(bad(format!(
+                            "Unable to parse 'classification' of {what}: expected an unsigned integer"
+                        )));
+                    }
                 };
                 outputs.push(RequestedOutput { name, classification, shm });
             }
@@ -268,25 +320,43 @@ pub(crate) fn decode_request_with(
         Some(_) => return Err(bad("Unable to parse 'outputs': expected an array")),
     }
     Ok(Decoded {
-        request: InferRequest { model_name: model.to_string(), model_version: version, id, parameters, inputs, outputs, trace: None },
+        request: InferRequest {
+            model_name: model.to_string(),
+            model_version: version,
+            id,
+            parameters,
+            inputs,
+            outputs,
+            trace: None,
+        },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })
 }
 
 fn parse_shape(v: Option<&Value>, what: &str) -> Result<Vec<i64>> {
     let Some(Value::Array(dims)) = v else {
-        return Err(bad(format!("Unable to parse 'shape' of {what}: expected an array of non-negative integers")));
+        return Err(bad(format!(
+            "Unable to parse 'shape' of {what}: expected an array of non-negative integers"
+        )));
     };
     dims.iter()
         .map(|d| {
             d.as_u64().filter(|&u| u <= i64::MAX as u64).map(|u| u as i64).ok_or_else(|| {
-                bad(format!("Unable to parse 'shape' of {what}: dimension {d} is not a non-negative integer"))
+                bad(format!(
+                    "Unable to parse 'shape' of {what}: dimension {d} is not a non-negative integer"
+                ))
             })
         })
         .collect()
 }
 
-fn flatten<'a>(v: &'a Value, depth: usize, max_depth: usize, out: &mut Vec<&'a Value>, name: &str) -> Result<()> {
+fn flatten<'a>(
+    v: &'a Value,
+    depth: usize,
+    max_depth: usize,
+    out: &mut Vec<&'a Value>,
+    name: &str,
+) -> Result<()> {
     if depth > max_depth {
         return Err(bad(format!(
             "Unable to parse 'data' of input '{name}': JSON nesting depth exceeds maximum allowed limit ({max_depth})"
@@ -356,7 +426,13 @@ fn encode_json<T: FromJson>(values: &[&Value], name: &str, dt: DataType) -> Resu
     Ok(out)
 }
 
-fn json_to_bytes(data: &Value, dt: DataType, shape: &[i64], name: &str, max_depth: usize) -> Result<Bytes> {
+fn json_to_bytes(
+    data: &Value,
+    dt: DataType,
+    shape: &[i64],
+    name: &str,
+    max_depth: usize,
+) -> Result<Bytes> {
     if matches!(dt, DataType::Fp16 | DataType::Bf16) {
         return Err(bad(format!(
             "receiving {dt} data via JSON is not supported. Please use the binary data format for input {name}"
@@ -397,7 +473,8 @@ impl serde::Serialize for JsonData<'_> {
             ($T:ty, $x:ident => $write:expr) => {{
                 let mut seq = ser.serialize_seq(Some(d.len() / <$T as WireElement>::SIZE))?;
                 for chunk in d.chunks_exact(<$T as WireElement>::SIZE) {
-                    let $x = <$T as WireElement>::read(chunk).map_err(|e| S::Error::custom(e.message()))?;
+                    let $x = <$T as WireElement>::read(chunk)
+                        .map_err(|e| S::Error::custom(e.message()))?;
                     seq.serialize_element(&$write)?;
                 }
                 seq.end()
@@ -417,8 +494,9 @@ impl serde::Serialize for JsonData<'_> {
             DataType::Fp64 => numbers!(f64, x => x),
             DataType::Fp16 | DataType::Bf16 => Err(S::Error::custom("checked before serializing")),
             DataType::Bytes => {
-                let els = split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))
-                    .map_err(|e| S::Error::custom(e.message()))?;
+                let els =
+                    split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))
+                        .map_err(|e| S::Error::custom(e.message()))?;
                 let mut seq = ser.serialize_seq(Some(els.len()))?;
                 for e in els {
                     seq.serialize_element(&*String::from_utf8_lossy(e))?;
@@ -499,14 +577,21 @@ pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Resu
             name: &t.name,
             datatype: t.datatype.as_str(),
             shape: &t.shape,
-            parameters: as_binary.then(|| OutputParameters::Binary { binary_data_size: t.data.len() }),
+            parameters: as_binary
+                .then(|| OutputParameters::Binary { binary_data_size: t.data.len() }),
             data: (!as_binary).then_some(JsonData(t)),
         });
     }
-    let root = ResponseHeader { model_name: &r.model_name, model_version: r.model_version.to_string(), id: &r.id, outputs };
+    let root = ResponseHeader {
+        model_name: &r.model_name,
+        model_version: r.model_version.to_string(),
+        id: &r.id,
+        outputs,
+    };
     let tail_len: usize = tail.iter().map(|t| t.len()).sum();
     let mut body = Vec::with_capacity(256 + tail_len);
-    serde_json::to_writer(&mut body, &root).map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
+    serde_json::to_writer(&mut body, &root)
+        .map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
     if tail.is_empty() {
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
@@ -577,23 +662,40 @@ mod tests {
         assert!(header_length(&hm("abc"), 10).unwrap_err().message().contains("Unable to parse"));
         assert!(header_length(&hm("-1"), 10).unwrap_err().message().contains("range (0, 10)"));
         assert!(header_length(&hm("11"), 10).unwrap_err().message().contains("got: 11"));
-        assert!(header_length(&hm("99999999999"), 10).unwrap_err().message().contains("Unable to parse"));
+        assert!(
+            header_length(&hm("99999999999"), 10)
+                .unwrap_err()
+                .message()
+                .contains("Unable to parse")
+        );
     }
 
     #[test]
     fn json_data_range_checked() {
         let v = json!([1, 2, 300]);
         assert!(json_to_bytes(&v, DataType::Uint8, &[3], "x", MAX_DATA_DEPTH).is_err());
-        let ok = json_to_bytes(&json!([[1, 2], [3, 4]]), DataType::Int16, &[2, 2], "x", MAX_DATA_DEPTH).unwrap();
+        let ok =
+            json_to_bytes(&json!([[1, 2], [3, 4]]), DataType::Int16, &[2, 2], "x", MAX_DATA_DEPTH)
+                .unwrap();
         assert_eq!(ok.len(), 8);
         assert!(json_to_bytes(&json!([1.5]), DataType::Int32, &[1], "x", MAX_DATA_DEPTH).is_err());
-        assert!(json_to_bytes(&json!([1, 2]), DataType::Int32, &[3], "x", MAX_DATA_DEPTH).unwrap_err().message().contains("shape does not match"));
+        assert!(
+            json_to_bytes(&json!([1, 2]), DataType::Int32, &[3], "x", MAX_DATA_DEPTH)
+                .unwrap_err()
+                .message()
+                .contains("shape does not match")
+        );
         assert!(json_to_bytes(&json!([1]), DataType::Fp16, &[1], "x", MAX_DATA_DEPTH).is_err());
         let mut deep = json!(1);
         for _ in 0..101 {
             deep = json!([deep]);
         }
-        assert!(json_to_bytes(&deep, DataType::Int32, &[1], "x", MAX_DATA_DEPTH).unwrap_err().message().contains("nesting depth"));
+        assert!(
+            json_to_bytes(&deep, DataType::Int32, &[1], "x", MAX_DATA_DEPTH)
+                .unwrap_err()
+                .message()
+                .contains("nesting depth")
+        );
     }
 
     #[test]
@@ -620,10 +722,16 @@ mod tests {
         assert!(check_json_size(br#"[{},{},{}]"#, &l).is_err(), "three objects");
         assert!(check_json_size(br#"[{},{}]"#, &l).is_ok());
         let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
-        let ok = json_to_bytes(&serde_json::from_str(&deep(3)).unwrap(), DataType::Int32, &[1], "x", 3);
+        let ok =
+            json_to_bytes(&serde_json::from_str(&deep(3)).unwrap(), DataType::Int32, &[1], "x", 3);
         assert!(ok.is_ok());
-        let e = json_to_bytes(&serde_json::from_str(&deep(4)).unwrap(), DataType::Int32, &[1], "x", 3).unwrap_err();
-        assert!(e.message().ends_with("JSON nesting depth exceeds maximum allowed limit (3)"), "{}", e.message());
+        let e =
+            json_to_bytes(&serde_json::from_str(&deep(4)).unwrap(), DataType::Int32, &[1], "x", 3)
+                .unwrap_err();
+        assert!(
+            e.message().ends_with("JSON nesting depth exceeds maximum allowed limit (3)"),
+            "{}",
+            e.message()
+        );
     }
-
 }

@@ -31,9 +31,12 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     if matches!(header_len, Some(n) if n == 0 || n > body.len()) {
         return false;
     }
-    let Ok(decoded) =
-        codec::decode_request("fuzz", Some(1), Bytes::copy_from_slice(body), header_len.unwrap_or(usize::MAX))
-    else {
+    let Ok(decoded) = codec::decode_request(
+        "fuzz",
+        Some(1),
+        Bytes::copy_from_slice(body),
+        header_len.unwrap_or(usize::MAX),
+    ) else {
         return false;
     };
     let inputs = &decoded.request.inputs;
@@ -79,15 +82,22 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     }
 
     // All outputs binary: always encodes, and decodes back to identical tensors.
-    let r = codec::encode_response(&echo, &BinaryOutputs::All).expect("binary responses always encode");
+    let r =
+        codec::encode_response(&echo, &BinaryOutputs::All).expect("binary responses always encode");
     // (no binary tail at all when there is no output: then the whole body is JSON)
-    let hl: Option<usize> = r.headers().get(HEADER_LENGTH).map(|v| v.to_str().unwrap().parse().unwrap());
+    let hl: Option<usize> =
+        r.headers().get(HEADER_LENGTH).map(|v| v.to_str().unwrap().parse().unwrap());
     let resp = body_bytes(r);
     let hl = hl.unwrap_or(resp.len());
-    let back = redecode(&resp, hl).unwrap_or_else(|e| panic!("binary echo does not decode again: {e}"));
+    let back =
+        redecode(&resp, hl).unwrap_or_else(|e| panic!("binary echo does not decode again: {e}"));
     assert_eq!(back.len(), inputs.len());
     for (a, b) in inputs.iter().zip(&back) {
-        assert_eq!((&a.name, a.datatype, &a.shape), (&b.name, b.datatype, &b.shape), "binary echo changed a tensor");
+        assert_eq!(
+            (&a.name, a.datatype, &a.shape),
+            (&b.name, b.datatype, &b.shape),
+            "binary echo changed a tensor"
+        );
         assert_eq!(a.data, b.data, "binary echo changed the data of '{}'", a.name);
     }
 
@@ -96,7 +106,10 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     let json_only = BinaryOutputs::Some { default: false, per_output: HashMap::new() };
     let r = codec::encode_response(&echo, &json_only);
     if from_json.iter().all(|&j| j) {
-        let resp = body_bytes(r.unwrap_or_else(|e| panic!("JSON-decoded inputs do not encode as JSON outputs: {e}")));
+        let resp =
+            body_bytes(r.unwrap_or_else(|e| {
+                panic!("JSON-decoded inputs do not encode as JSON outputs: {e}")
+            }));
         match redecode(&resp, resp.len()) {
             Ok(back) => {
                 assert_eq!(back.len(), inputs.len());
@@ -106,10 +119,16 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
                         (&b.name, b.datatype, &b.shape),
                         "JSON echo changed a tensor"
                     );
-                    assert_eq!(a.data, b.data, "JSON echo changed the data of '{}' ({})", a.name, a.datatype);
+                    assert_eq!(
+                        a.data, b.data,
+                        "JSON echo changed the data of '{}' ({})",
+                        a.name, a.datatype
+                    );
                 }
             }
-            Err(e) => assert!(inputs.iter().any(has_non_finite), "JSON echo does not decode again: {e}"),
+            Err(e) => {
+                assert!(inputs.iter().any(has_non_finite), "JSON echo does not decode again: {e}")
+            }
         }
     }
     true
@@ -127,10 +146,15 @@ fn consistent(t: &InputTensor) -> bool {
 
 fn floats(t: &InputTensor) -> Option<Vec<f64>> {
     match t.datatype {
-        DataType::Fp32 => {
-            Some(t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect())
-        }
-        DataType::Fp64 => Some(t.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
+        DataType::Fp32 => Some(
+            t.data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+        ),
+        DataType::Fp64 => Some(
+            t.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        ),
         _ => None,
     }
 }
@@ -146,7 +170,12 @@ fn redecode(resp: &[u8], header_len: usize) -> rampart_types::Result<Vec<InputTe
     const FROM: &[u8] = b"\"outputs\":";
     let header = &resp[..header_len];
     // Inside a JSON string every quote is escaped, so the key cannot match anywhere else.
-    let at: Vec<usize> = header.windows(FROM.len()).enumerate().filter(|(_, w)| *w == FROM).map(|(i, _)| i).collect();
+    let at: Vec<usize> = header
+        .windows(FROM.len())
+        .enumerate()
+        .filter(|(_, w)| *w == FROM)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(at.len(), 1, "a response header has exactly one outputs key");
     let mut body = Vec::with_capacity(resp.len());
     body.extend_from_slice(&header[..at[0]]);
@@ -154,7 +183,8 @@ fn redecode(resp: &[u8], header_len: usize) -> rampart_types::Result<Vec<InputTe
     body.extend_from_slice(&header[at[0] + FROM.len()..]);
     let new_header_len = body.len();
     body.extend_from_slice(&resp[header_len..]);
-    codec::decode_request("fuzz", Some(1), Bytes::from(body), new_header_len).map(|d| d.request.inputs)
+    codec::decode_request("fuzz", Some(1), Bytes::from(body), new_header_len)
+        .map(|d| d.request.inputs)
 }
 
 /// The body of a response the codec built (always a full, in-memory body: ready at the first poll).

@@ -5,7 +5,8 @@
 #[cfg(any(feature = "sagemaker", feature = "vertex"))]
 mod cloud;
 mod codec;
-#[doc(hidden)] pub mod fuzzing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 pub mod restrict;
 mod routes;

@@ -24,7 +24,11 @@ pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<Peer> {
 }
 
 /// An audit record's view of an HTTP request.
-pub(crate) fn call<'a>(peer: Option<&'a Peer>, client: &'a Option<String>, target: &'a str) -> Call<'a> {
+pub(crate) fn call<'a>(
+    peer: Option<&'a Peer>,
+    client: &'a Option<String>,
+    target: &'a str,
+) -> Call<'a> {
     Call {
         protocol: Protocol::Http,
         client: client.as_deref(),
@@ -48,15 +52,24 @@ pub fn category(path: &str) -> Option<Category> {
         ["logging"] => Some(Category::Logging),
         ["trace", "setting"] => Some(Category::Trace),
         // Triton: /v2/(system|cuda)sharedmemory(/region/<r>)?/(status|register|unregister)
-        ["systemsharedmemory" | "cudasharedmemory", "status" | "register" | "unregister"] => Some(Category::SharedMemory),
-        ["systemsharedmemory" | "cudasharedmemory", "region", r, "status" | "register" | "unregister"] if !r.is_empty() => {
+        ["systemsharedmemory" | "cudasharedmemory", "status" | "register" | "unregister"] => {
             Some(Category::SharedMemory)
         }
+        [
+            "systemsharedmemory" | "cudasharedmemory",
+            "region",
+            r,
+            "status" | "register" | "unregister",
+        ] if !r.is_empty() => Some(Category::SharedMemory),
         // Triton: /v2/repository(/<repo>)?/(index|models/<m>/(load|unload))
         ["repository", "index"] => Some(Category::ModelRepository),
         ["repository", r, "index"] if !r.is_empty() => Some(Category::ModelRepository),
-        ["repository", "models", m, "load" | "unload"] if !m.is_empty() => Some(Category::ModelRepository),
-        ["repository", r, "models", m, "load" | "unload"] if !r.is_empty() && !m.is_empty() => Some(Category::ModelRepository),
+        ["repository", "models", m, "load" | "unload"] if !m.is_empty() => {
+            Some(Category::ModelRepository)
+        }
+        ["repository", r, "models", m, "load" | "unload"] if !r.is_empty() && !m.is_empty() => {
+            Some(Category::ModelRepository)
+        }
         ["models", model, tail @ ..] if !model.is_empty() => {
             // Any version segment counts here; `raw_version_ok` refuses non-digit ones before routing, since the
             // router sees the percent-decoded value.
@@ -83,7 +96,9 @@ pub fn category(path: &str) -> Option<Category> {
 fn raw_version_ok(path: &str) -> bool {
     let segs: Vec<&str> = path.split('/').collect();
     match segs.as_slice() {
-        ["", "v2", "models", _, "versions", v, ..] => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
+        ["", "v2", "models", _, "versions", v, ..] => {
+            !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+        }
         _ => true,
     }
 }
@@ -127,7 +142,14 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
             .is_some_and(|v| v.trim() != "0");
     let cat = category(path);
     let response = match cat {
-        Some(cat) => match authorize(rules, guard.audit.as_ref(), cat, path, request.headers(), peer.as_ref()) {
+        Some(cat) => match authorize(
+            rules,
+            guard.audit.as_ref(),
+            cat,
+            path,
+            request.headers(),
+            peer.as_ref(),
+        ) {
             Ok(()) => json_rejection(next.run(request).await).await,
             Err(r) => return finish(r, has_body),
         },
@@ -142,13 +164,18 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
 /// Requests the router refuses before a handler runs (a path segment that is not UTF-8, say) get axum's
 /// plain-text answer; it is rewritten as Triton's `{"error": …}` body with the same status.
 async fn json_rejection(response: Response) -> Response {
-    let plain = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
     if !plain || !response.status().is_client_error() {
         return response;
     }
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 64 << 10).await.unwrap_or_default();
-    let mut r = error_response(&rampart_types::Error::invalid_arg(String::from_utf8_lossy(&body).trim().to_string()));
+    let mut r = error_response(&rampart_types::Error::invalid_arg(
+        String::from_utf8_lossy(&body).trim().to_string(),
+    ));
     *r.status_mut() = status;
     r
 }

@@ -37,7 +37,9 @@ impl Default for HttpOptions {
             audit: None,
             model_access: Default::default(),
             json_limits: Default::default(),
-            restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(rampart_core::access::Protocol::Http)),
+            restrictions: std::sync::Arc::new(rampart_core::access::Restrictions::none(
+                rampart_core::access::Protocol::Http,
+            )),
         }
     }
 }
@@ -50,8 +52,14 @@ struct AppState {
 
 /// Renders a core error as Triton does: status from the code table, body `{"error": "..."}`.
 pub(crate) fn error_response(e: &Error) -> Response {
-    let status = StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json")], json!({ "error": e.message() }).to_string()).into_response()
+    let status =
+        StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "error": e.message() }).to_string(),
+    )
+        .into_response()
 }
 
 fn json_response(v: &Value) -> Response {
@@ -66,7 +74,10 @@ fn err(e: Error) -> Response {
 
 /// The KServe v2 router over a core server.
 pub fn router(server: Server, options: HttpOptions) -> Router {
-    let guard = crate::restrict::Guard { rules: options.restrictions.clone(), audit: options.audit.clone() };
+    let guard = crate::restrict::Guard {
+        rules: options.restrictions.clone(),
+        audit: options.audit.clone(),
+    };
     let state = AppState { server, options };
     Router::new()
         .route("/v2/health/live", get(live))
@@ -87,7 +98,10 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/generate_stream", post(not_yet))
         .route("/v2/models/{model}/versions/{version}/generate", post(not_yet))
         .route("/v2/models/{model}/versions/{version}/generate_stream", post(not_yet))
-        .route("/v2/models/{model}/trace/setting", get(model_trace_settings).post(update_model_trace_settings))
+        .route(
+            "/v2/models/{model}/trace/setting",
+            get(model_trace_settings).post(update_model_trace_settings),
+        )
         .route("/v2/trace/setting", get(trace_settings).post(update_trace_settings))
         .route("/v2/logging", get(log_settings).post(update_log_settings))
         .route("/v2/repository/index", post(repository_index))
@@ -114,7 +128,12 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
 }
 
 pub(crate) fn not_found_response() -> Response {
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Not Found"}"#).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"error":"Not Found"}"#,
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -122,7 +141,11 @@ async fn not_found() -> Response {
 }
 
 pub(crate) async fn method_not_allowed() -> Response {
-    (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"Method Not Allowed"}"#)
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"error":"Method Not Allowed"}"#,
+    )
         .into_response()
 }
 
@@ -162,7 +185,9 @@ async fn server_metadata(State(s): State<AppState>) -> Response {
 fn metadata(s: &AppState, model: &str, version: Option<i64>) -> HResult {
     let m = s.server.model_metadata(model, version).map_err(err)?;
     let t = |v: &[rampart_core::TensorMetadata]| {
-        v.iter().map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape })).collect::<Vec<_>>()
+        v.iter()
+            .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape }))
+            .collect::<Vec<_>>()
     };
     Ok(json_response(&json!({
         "name": m.name, "versions": m.versions, "platform": m.platform,
@@ -174,7 +199,10 @@ async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) ->
     metadata(&s, &model, None)
 }
 
-async fn model_metadata_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+async fn model_metadata_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+) -> HResult {
     metadata(&s, &model, version_segment(&v)?)
 }
 
@@ -189,7 +217,10 @@ async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> HR
     ready_answer(&s, &model, None)
 }
 
-async fn model_ready_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+async fn model_ready_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+) -> HResult {
     ready_answer(&s, &model, version_segment(&v)?)
 }
 
@@ -202,7 +233,10 @@ async fn model_config(State(s): State<AppState>, Path(model): Path<String>) -> H
     config_answer(&s, &model, None)
 }
 
-async fn model_config_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+async fn model_config_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+) -> HResult {
     config_answer(&s, &model, version_segment(&v)?)
 }
 
@@ -219,22 +253,37 @@ async fn model_stats(State(s): State<AppState>, Path(model): Path<String>) -> HR
     stats_answer(&s, Some(&model), None)
 }
 
-async fn model_stats_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>) -> HResult {
+async fn model_stats_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+) -> HResult {
     stats_answer(&s, Some(&model), version_segment(&v)?)
 }
 
-async fn infer(State(s): State<AppState>, Path(model): Path<String>, request: axum::extract::Request) -> HResult {
+async fn infer(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    request: axum::extract::Request,
+) -> HResult {
     run_infer(s, model, None, request).await
 }
 
-async fn infer_v(State(s): State<AppState>, Path((model, v)): Path<(String, String)>, request: axum::extract::Request) -> HResult {
+async fn infer_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> HResult {
     let version = version_segment(&v)?;
     run_infer(s, model, version, request).await
 }
 
 /// `--model-access`: refuses an inference request for a model that a rule names without that rule's
 /// credential (the category check has already run in `restrict::enforce`).
-fn check_model_access(s: &AppState, model: &str, parts: &axum::http::request::Parts) -> Result<(), Response> {
+fn check_model_access(
+    s: &AppState,
+    model: &str,
+    parts: &axum::http::request::Parts,
+) -> Result<(), Response> {
     if s.options.model_access.is_empty() {
         return Ok(());
     }
@@ -261,9 +310,14 @@ fn refuse_body(e: Error) -> Response {
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit` (Content-Length is checked before reading).
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, options: &HttpOptions) -> Result<Bytes, Error> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    options: &HttpOptions,
+) -> Result<Bytes, Error> {
     let limit = options.max_input_size;
-    match tokio::time::timeout(options.body_read_timeout, read_limited(headers, body, limit)).await {
+    match tokio::time::timeout(options.body_read_timeout, read_limited(headers, body, limit)).await
+    {
         Ok(r) => r,
         Err(_) => Err(Error::invalid_arg(format!(
             "the request body did not arrive within {} s (--http-body-read-timeout-secs)",
@@ -278,7 +332,10 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
             "request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
         ))
     };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         if len > limit as u64 {
             return Err(too_big(len.to_string()));
@@ -294,7 +351,8 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::invalid_arg(format!("failed to read the request body: {e}")))?;
+        let frame = frame
+            .map_err(|e| Error::invalid_arg(format!("failed to read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         total += data.len();
         if total > limit {
@@ -332,7 +390,10 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
     } else if enc.eq_ignore_ascii_case("deflate") {
         Ok(Encoding::Deflate)
     } else {
-        let mut r = err(Error::unsupported(format!("Unsupported compression type '{}'", enc.escape_debug())));
+        let mut r = err(Error::unsupported(format!(
+            "Unsupported compression type '{}'",
+            enc.escape_debug()
+        )));
         r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
         Err(r)
     }
@@ -359,7 +420,12 @@ fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Er
     Ok(Bytes::from(out))
 }
 
-async fn run_infer(s: AppState, model: String, version: Option<i64>, request: axum::extract::Request) -> HResult {
+async fn run_infer(
+    s: AppState,
+    model: String,
+    version: Option<i64>,
+    request: axum::extract::Request,
+) -> HResult {
     let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     check_model_access(&s, &model, &parts)?;
@@ -381,7 +447,14 @@ async fn run_infer(s: AppState, model: String, version: Option<i64>, request: ax
             let req = s.server.raw_request(&model, version, body).map_err(err)?;
             codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
         }
-        len => codec::decode_request_with(&model, version, body, len.unwrap_or(usize::MAX), &s.options.json_limits).map_err(err)?,
+        len => codec::decode_request_with(
+            &model,
+            version,
+            body,
+            len.unwrap_or(usize::MAX),
+            &s.options.json_limits,
+        )
+        .map_err(err)?,
     };
     let mut request = decoded.request;
     if let Some(t) = &trace {
@@ -407,12 +480,15 @@ async fn repository_index(State(s): State<AppState>, headers: HeaderMap, body: B
         false
     } else {
         codec::check_json_size(&body, &s.options.json_limits).map_err(err)?;
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))))?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))
+        })?;
         match v.get("ready") {
             None => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(err(Error::invalid_arg("Unable to parse 'ready': expected a boolean"))),
+            Some(_) => {
+                return Err(err(Error::invalid_arg("Unable to parse 'ready': expected a boolean")));
+            }
         }
     };
     let entries: Vec<Value> = s
@@ -453,7 +529,10 @@ fn trace_settings_json(t: &rampart_core::trace::TraceSettings) -> Response {
 
 /// `{"trace_level": [..] | null, "trace_rate": "N" | null, "trace_count": "N" | null, "log_frequency": "N" | null}`;
 /// `trace_file` is refused.
-fn trace_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::trace::TraceUpdate, Error> {
+fn trace_update(
+    body: &[u8],
+    limits: &codec::JsonLimits,
+) -> Result<rampart_core::trace::TraceUpdate, Error> {
     let mut update = rampart_core::trace::TraceUpdate::default();
     let o = json_object(body, limits)?;
     let text = |k: &str, v: &Value| match v {
@@ -472,10 +551,18 @@ fn trace_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core:
                     Value::Array(items) => Some(
                         items
                             .iter()
-                            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| Error::invalid_arg("'trace_level' must be an array of strings")))
+                            .map(|i| {
+                                i.as_str().map(str::to_string).ok_or_else(|| {
+                                    Error::invalid_arg("'trace_level' must be an array of strings")
+                                })
+                            })
                             .collect::<Result<Vec<_>, _>>()?,
                     ),
-                    _ => return Err(Error::invalid_arg("'trace_level' must be an array of strings or null")),
+                    _ => {
+                        return Err(Error::invalid_arg(
+                            "'trace_level' must be an array of strings or null",
+                        ));
+                    }
                 })
             }
             "trace_rate" => update.rate = Some(text(k, v)?),
@@ -495,17 +582,33 @@ async fn model_trace_settings(State(s): State<AppState>, Path(model): Path<Strin
     Ok(trace_settings_json(&s.server.trace_settings(Some(&model)).map_err(err)?))
 }
 
-async fn update_trace_in(s: AppState, model: Option<String>, headers: HeaderMap, body: Body) -> HResult {
+async fn update_trace_in(
+    s: AppState,
+    model: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     let update = trace_update(&body, &s.options.json_limits).map_err(err)?;
-    Ok(trace_settings_json(&s.server.update_trace_settings(model.as_deref(), &update).map_err(err)?))
+    Ok(trace_settings_json(
+        &s.server.update_trace_settings(model.as_deref(), &update).map_err(err)?,
+    ))
 }
 
-async fn update_trace_settings(State(s): State<AppState>, headers: HeaderMap, body: Body) -> HResult {
+async fn update_trace_settings(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     update_trace_in(s, None, headers, body).await
 }
 
-async fn update_model_trace_settings(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+async fn update_model_trace_settings(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     update_trace_in(s, Some(model), headers, body).await
 }
 
@@ -526,10 +629,15 @@ async fn log_settings(State(s): State<AppState>) -> HResult {
 
 /// `{"log_info": bool, "log_warning": bool, "log_error": bool, "log_verbose_level": uint, "log_format": str}`;
 /// a non-null `log_file` is refused.
-fn log_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::logging::LogUpdate, Error> {
+fn log_update(
+    body: &[u8],
+    limits: &codec::JsonLimits,
+) -> Result<rampart_core::logging::LogUpdate, Error> {
     let mut update = rampart_core::logging::LogUpdate::default();
     let o = json_object(body, limits)?;
-    let boolean = |k: &str, v: &Value| v.as_bool().ok_or_else(|| Error::invalid_arg(format!("'{k}' must be a boolean")));
+    let boolean = |k: &str, v: &Value| {
+        v.as_bool().ok_or_else(|| Error::invalid_arg(format!("'{k}' must be a boolean")))
+    };
     for (k, v) in &o {
         match k.as_str() {
             "log_file" if v.is_null() => {}
@@ -539,10 +647,16 @@ fn log_update(body: &[u8], limits: &codec::JsonLimits) -> Result<rampart_core::l
             "log_error" => update.error = Some(boolean(k, v)?),
             "log_verbose_level" => {
                 let n = v.as_u64().and_then(|n| u32::try_from(n).ok());
-                update.verbose_level = Some(n.ok_or_else(|| Error::invalid_arg("'log_verbose_level' must be an unsigned integer"))?);
+                update.verbose_level = Some(n.ok_or_else(|| {
+                    Error::invalid_arg("'log_verbose_level' must be an unsigned integer")
+                })?);
             }
             "log_format" => {
-                update.format = Some(v.as_str().ok_or_else(|| Error::invalid_arg("'log_format' must be a string"))?.to_string())
+                update.format = Some(
+                    v.as_str()
+                        .ok_or_else(|| Error::invalid_arg("'log_format' must be a string"))?
+                        .to_string(),
+                )
             }
             _ => return Err(Error::invalid_arg(format!("unexpected log setting '{k}'"))),
         }
@@ -557,7 +671,10 @@ async fn update_log_settings(State(s): State<AppState>, headers: HeaderMap, body
 }
 
 /// The `parameters` object of a load or unload body (an empty body has none).
-fn repository_parameters(s: &AppState, body: &[u8]) -> Result<serde_json::Map<String, Value>, Error> {
+fn repository_parameters(
+    s: &AppState,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, Error> {
     match json_object(body, &s.options.json_limits)?.remove("parameters") {
         None => Ok(Default::default()),
         Some(Value::Object(p)) => Ok(p),
@@ -567,7 +684,10 @@ fn repository_parameters(s: &AppState, body: &[u8]) -> Result<serde_json::Map<St
 
 /// The JSON object of an admin request body (size and depth checked first); an empty body is an empty
 /// object.
-pub(crate) fn json_object(body: &[u8], limits: &codec::JsonLimits) -> Result<serde_json::Map<String, Value>, Error> {
+pub(crate) fn json_object(
+    body: &[u8],
+    limits: &codec::JsonLimits,
+) -> Result<serde_json::Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Default::default());
     }
@@ -585,14 +705,17 @@ fn load_request(params: serde_json::Map<String, Value>) -> Result<LoadRequest, E
     let mut request = LoadRequest::default();
     for (key, value) in params {
         let Value::String(text) = value else {
-            return Err(Error::invalid_arg(format!("load parameter '{key}' must be a JSON string")));
+            return Err(Error::invalid_arg(format!(
+                "load parameter '{key}' must be a JSON string"
+            )));
         };
         if key == "config" {
             request.config = Some(text);
         } else if let Some(path) = key.strip_prefix("file:") {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(text.as_bytes())
-                .map_err(|e| Error::invalid_arg(format!("load parameter '{key}' is not valid base64: {e}")))?;
+            let data =
+                base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(|e| {
+                    Error::invalid_arg(format!("load parameter '{key}' is not valid base64: {e}"))
+                })?;
             request.files.push((path.to_string(), data));
         } else {
             return Err(Error::invalid_arg(format!(
@@ -605,12 +728,16 @@ fn load_request(params: serde_json::Map<String, Value>) -> Result<LoadRequest, E
 
 fn unload_dependents(params: &serde_json::Map<String, Value>) -> Result<bool, Error> {
     if let Some(key) = params.keys().find(|k| *k != "unload_dependents") {
-        return Err(Error::invalid_arg(format!("unexpected unload parameter '{key}': expected 'unload_dependents'")));
+        return Err(Error::invalid_arg(format!(
+            "unexpected unload parameter '{key}': expected 'unload_dependents'"
+        )));
     }
     match params.get("unload_dependents") {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a boolean")),
+        Some(_) => {
+            Err(Error::invalid_arg("Unable to parse 'unload_dependents': expected a boolean"))
+        }
     }
 }
 
@@ -622,40 +749,77 @@ async fn blocking(f: impl FnOnce() -> rampart_types::Result<()> + Send + 'static
     done.map(|()| StatusCode::OK.into_response()).map_err(err)
 }
 
-async fn load_in(s: AppState, repo: String, model: String, headers: HeaderMap, body: Body) -> HResult {
+async fn load_in(
+    s: AppState,
+    repo: String,
+    model: String,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     s.server.check_model_control(&repo).map_err(refuse_body)?;
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     let request = repository_parameters(&s, &body).and_then(load_request).map_err(err)?;
     blocking(move || s.server.load_model(&repo, &model, request)).await
 }
 
-async fn unload_in(s: AppState, repo: String, model: String, headers: HeaderMap, body: Body) -> HResult {
+async fn unload_in(
+    s: AppState,
+    repo: String,
+    model: String,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     s.server.check_model_control(&repo).map_err(refuse_body)?;
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    let dependents = repository_parameters(&s, &body).and_then(|p| unload_dependents(&p)).map_err(err)?;
+    let dependents =
+        repository_parameters(&s, &body).and_then(|p| unload_dependents(&p)).map_err(err)?;
     blocking(move || s.server.unload_model(&repo, &model, dependents)).await
 }
 
-async fn load(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+async fn load(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     load_in(s, String::new(), model, headers, body).await
 }
 
-async fn unload(State(s): State<AppState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+async fn unload(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     unload_in(s, String::new(), model, headers, body).await
 }
 
-async fn load_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>, headers: HeaderMap, body: Body) -> HResult {
+async fn load_named(
+    State(s): State<AppState>,
+    Path((repo, model)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     load_in(s, repo, model, headers, body).await
 }
 
-async fn unload_named(State(s): State<AppState>, Path((repo, model)): Path<(String, String)>, headers: HeaderMap, body: Body) -> HResult {
+async fn unload_named(
+    State(s): State<AppState>,
+    Path((repo, model)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     unload_in(s, repo, model, headers, body).await
 }
 
 fn shm_status_answer(s: &AppState, region: Option<&str>) -> HResult {
     let regions = s.server.shared_memory().status(region).map_err(err)?;
-    let list: Vec<Value> =
-        regions.iter().map(|r| json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size})).collect();
+    let list: Vec<Value> = regions
+        .iter()
+        .map(
+            |r| json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}),
+        )
+        .collect();
     Ok(json_response(&Value::Array(list)))
 }
 
@@ -681,7 +845,12 @@ async fn cuda_region_status(State(s): State<AppState>, Path(region): Path<String
 }
 
 /// `{"key":"/shm_key","offset":0,"byte_size":N}`; `key` and `byte_size` required.
-async fn shm_register(State(s): State<AppState>, Path(region): Path<String>, headers: HeaderMap, body: Body) -> HResult {
+async fn shm_register(
+    State(s): State<AppState>,
+    Path(region): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> HResult {
     let shm = s.server.shared_memory();
     if !shm.enabled() {
         return Err(refuse_body(features::client_shm_disabled()));
@@ -689,20 +858,31 @@ async fn shm_register(State(s): State<AppState>, Path(region): Path<String>, hea
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     let o = json_object(&body, &s.options.json_limits).map_err(err)?;
     if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "key" | "offset" | "byte_size")) {
-        return Err(err(Error::invalid_arg(format!("unexpected field '{k}' in the register request: expected 'key', 'offset' and 'byte_size'"))));
+        return Err(err(Error::invalid_arg(format!(
+            "unexpected field '{k}' in the register request: expected 'key', 'offset' and 'byte_size'"
+        ))));
     }
     let key = match o.get("key") {
         Some(Value::String(k)) => k.as_str(),
         Some(_) => return Err(err(Error::invalid_arg("Unable to parse 'key': expected a string"))),
-        None => return Err(err(Error::invalid_arg("Shared memory register request has no 'key' field"))),
+        None => {
+            return Err(err(Error::invalid_arg(
+                "Shared memory register request has no 'key' field",
+            )));
+        }
     };
     let number = |field: &str| match o.get(field) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| err(Error::invalid_arg(format!("Unable to parse '{field}': expected an unsigned integer")))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            err(Error::invalid_arg(format!(
+                "Unable to parse '{field}': expected an unsigned integer"
+            )))
+        }),
     };
     let offset = number("offset")?.unwrap_or(0);
-    let byte_size = number("byte_size")?
-        .ok_or_else(|| err(Error::invalid_arg("Shared memory register request has no 'byte_size' field")))?;
+    let byte_size = number("byte_size")?.ok_or_else(|| {
+        err(Error::invalid_arg("Shared memory register request has no 'byte_size' field"))
+    })?;
     shm.register(&region, key, offset, byte_size).map_err(err)?;
     Ok(StatusCode::OK.into_response())
 }

@@ -24,14 +24,22 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { header_read_timeout: Duration::from_secs(30), max_header_bytes: 64 << 10, http2_max_streams: 256 }
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
+            http2_max_streams: 256,
+        }
     }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits for open connections to finish their
 /// requests (the caller bounds that wait).
-pub async fn serve<L>(mut listener: L, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>)
-where
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) where
     L: axum::serve::Listener,
     L::Addr: Into<rampart_tls::Peer>,
 {
@@ -104,9 +112,13 @@ impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadDeadline
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                let expired =
+                    this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
                 if expired {
-                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within the header read timeout")))
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the header read timeout",
+                    )))
                 } else {
                     Poll::Pending
                 }
@@ -123,10 +135,16 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstReadDeadli
     ) -> std::task::Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(

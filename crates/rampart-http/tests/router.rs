@@ -28,7 +28,8 @@ fn server() -> Server {
 
 async fn call(method: &str, uri: &str, body: Body, max: usize) -> (StatusCode, Vec<u8>) {
     let app = router(server(), HttpOptions { max_input_size: max, ..HttpOptions::default() });
-    let resp = app.oneshot(Request::builder().method(method).uri(uri).body(body).unwrap()).await.unwrap();
+    let resp =
+        app.oneshot(Request::builder().method(method).uri(uri).body(body).unwrap()).await.unwrap();
     let status = resp.status();
     (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
 }

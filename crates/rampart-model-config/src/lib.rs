@@ -52,27 +52,34 @@ impl ParsedConfig {
 /// without a colon, which the text-format grammar allows for message fields.
 pub fn parse_text(text: &str) -> Result<ParsedConfig, ConfigError> {
     let (normalized, inserted) = insert_list_colons(text);
-    let dynamic = DynamicMessage::parse_text_format(model_config_descriptor(), &normalized).map_err(|e| {
-        use miette::Diagnostic;
-        // Errors at the end of the input carry no span: point at the end.
-        let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset()).or(Some(normalized.len()));
-        let location = offset.map(|off| {
-            let shift = inserted.iter().filter(|&&i| i < off).count();
-            line_col(text, off.saturating_sub(shift))
-        });
-        ConfigError { message: e.to_string(), location }
+    let dynamic = DynamicMessage::parse_text_format(model_config_descriptor(), &normalized)
+        .map_err(|e| {
+            use miette::Diagnostic;
+            // Errors at the end of the input carry no span: point at the end.
+            let offset = e
+                .labels()
+                .and_then(|mut l| l.next())
+                .map(|l| l.offset())
+                .or(Some(normalized.len()));
+            let location = offset.map(|off| {
+                let shift = inserted.iter().filter(|&&i| i < off).count();
+                line_col(text, off.saturating_sub(shift))
+            });
+            ConfigError { message: e.to_string(), location }
+        })?;
+    let config = dynamic.transcode_to::<ModelConfig>().map_err(|e| ConfigError {
+        message: format!("cannot convert parsed config: {e}"),
+        location: None,
     })?;
-    let config = dynamic
-        .transcode_to::<ModelConfig>()
-        .map_err(|e| ConfigError { message: format!("cannot convert parsed config: {e}"), location: None })?;
     Ok(ParsedConfig { config, dynamic })
 }
 
 /// Parses the JSON form (protobuf JSON mapping, proto field names or camelCase) into a ModelConfig.
 pub fn parse_json(text: &str) -> Result<ModelConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let dynamic = DynamicMessage::deserialize(model_config_descriptor(), &mut de)
-        .map_err(|e| ConfigError { message: e.to_string(), location: Some((e.line(), e.column())) })?;
+    let dynamic = DynamicMessage::deserialize(model_config_descriptor(), &mut de).map_err(|e| {
+        ConfigError { message: e.to_string(), location: Some((e.line(), e.column())) }
+    })?;
     dynamic
         .transcode_to::<ModelConfig>()
         .map_err(|e| ConfigError { message: format!("cannot convert config: {e}"), location: None })
@@ -81,8 +88,9 @@ pub fn parse_json(text: &str) -> Result<ModelConfig, ConfigError> {
 /// Renders a config as Triton's model-configuration endpoint does: proto field names, every primitive field
 /// printed, 64-bit integers as JSON numbers.
 pub fn to_json(config: &ModelConfig) -> serde_json::Value {
-    let dynamic = DynamicMessage::decode(model_config_descriptor(), config.encode_to_vec().as_slice())
-        .expect("a ModelConfig re-decodes against its own descriptor");
+    let dynamic =
+        DynamicMessage::decode(model_config_descriptor(), config.encode_to_vec().as_slice())
+            .expect("a ModelConfig re-decodes against its own descriptor");
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .stringify_64_bit_integers(false)
@@ -102,7 +110,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// Whether `name` is a message-typed field somewhere in the schema (so `name [ ]` may omit the colon).
 fn is_message_field(name: &str) -> bool {
     POOL.all_messages().any(|m| {
-        m.get_field_by_name(name).is_some_and(|f| matches!(f.kind(), prost_reflect::Kind::Message(_)))
+        m.get_field_by_name(name)
+            .is_some_and(|f| matches!(f.kind(), prost_reflect::Kind::Message(_)))
     })
 }
 
@@ -154,12 +163,14 @@ fn insert_list_colons(text: &str) -> (String, Vec<usize>) {
                     i += 1;
                 }
                 // An identifier preceded by a digit is part of a number (e.g. 1e5, 0x1f): not a field name.
-                let after_number = start > 0 && (b[start - 1].is_ascii_digit() || b[start - 1] == b'.');
+                let after_number =
+                    start > 0 && (b[start - 1].is_ascii_digit() || b[start - 1] == b'.');
                 let j = skip_ws(i);
                 if !after_number && j < b.len() && b[j] == b'[' {
                     let k = skip_ws(j + 1);
                     let message_list = k < b.len() && matches!(b[k], b'{' | b'<');
-                    let empty_message_list = k < b.len() && b[k] == b']' && is_message_field(&text[start..i]);
+                    let empty_message_list =
+                        k < b.len() && b[k] == b']' && is_message_field(&text[start..i]);
                     if message_list || empty_message_list {
                         out.push_str(&text[last_copied..i]);
                         inserted.push(out.len());
@@ -219,7 +230,8 @@ parameters { key: "engine" value: { string_value: "tract [ {" } }
 
     #[test]
     fn errors_carry_line_and_column() {
-        let e = parse_text("name: \"x\"\ninput [ { name: \"a\" }, ]\nmax_batch_size: \"eight\"\n").unwrap_err();
+        let e = parse_text("name: \"x\"\ninput [ { name: \"a\" }, ]\nmax_batch_size: \"eight\"\n")
+            .unwrap_err();
         assert!(e.location.is_some(), "{e}");
         let e = parse_text("name: \"x\"\nmax_batch_size: \"eight\"\n").unwrap_err();
         assert_eq!(e.location.map(|l| l.0), Some(2), "{e}");
@@ -242,7 +254,8 @@ parameters { key: "engine" value: { string_value: "tract [ {" } }
 
     #[test]
     fn colon_insertion_leaves_other_text_alone() {
-        let (t, ins) = insert_list_colons("dims: [ 1 ] input [ {} ] s: \"a [ {\" output\n#c\n[ ] dims [ ]");
+        let (t, ins) =
+            insert_list_colons("dims: [ 1 ] input [ {} ] s: \"a [ {\" output\n#c\n[ ] dims [ ]");
         assert_eq!(t, "dims: [ 1 ] input: [ {} ] s: \"a [ {\" output:\n#c\n[ ] dims [ ]");
         assert_eq!(ins.len(), 2);
     }

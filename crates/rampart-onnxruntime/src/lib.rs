@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::session::SessionInputValue;
+use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, TensorRef, ValueType};
 use rampart_types::wire::{self, WireElement};
 use rampart_types::{
@@ -86,10 +86,17 @@ impl OrtOptions {
     /// engine setting.
     pub fn set(&mut self, key: &str, value: &str) -> std::result::Result<bool, String> {
         match key {
-            "intra_op_thread_count" => self.intra_op_threads = parse_count(key, value).map_err(|e| e.message().to_string())?,
-            "inter_op_thread_count" => self.inter_op_threads = parse_count(key, value).map_err(|e| e.message().to_string())?,
+            "intra_op_thread_count" => {
+                self.intra_op_threads =
+                    parse_count(key, value).map_err(|e| e.message().to_string())?
+            }
+            "inter_op_thread_count" => {
+                self.inter_op_threads =
+                    parse_count(key, value).map_err(|e| e.message().to_string())?
+            }
             "enable-global-threadpool" => {
-                self.global_thread_pool = parse_flag(key, value).map_err(|e| e.message().to_string())?;
+                self.global_thread_pool =
+                    parse_flag(key, value).map_err(|e| e.message().to_string())?;
             }
             _ => return Ok(false),
         }
@@ -103,7 +110,9 @@ const MAX_THREADS: usize = 1024;
 fn parse_count(key: &str, value: &str) -> Result<usize> {
     match value.trim().parse::<usize>() {
         Ok(n) if n <= MAX_THREADS => Ok(n),
-        _ => Err(Error::invalid_arg(format!("'{key}' must be an integer from 0 to {MAX_THREADS}, got '{value}'"))),
+        _ => Err(Error::invalid_arg(format!(
+            "'{key}' must be an integer from 0 to {MAX_THREADS}, got '{value}'"
+        ))),
     }
 }
 
@@ -156,7 +165,11 @@ impl SessionSettings {
             s.parallel_execution = match v.trim() {
                 "0" => false,
                 "1" => true,
-                _ => return Err(Error::invalid_arg(format!("parameter 'execution_mode' must be 0 (sequential) or 1 (parallel), got '{v}'"))),
+                _ => {
+                    return Err(Error::invalid_arg(format!(
+                        "parameter 'execution_mode' must be 0 (sequential) or 1 (parallel), got '{v}'"
+                    )));
+                }
             };
         }
         if let Some(v) = param("enable_mem_pattern") {
@@ -174,7 +187,11 @@ pub struct OrtEngine {
 impl OrtEngine {
     /// Loads the ONNX Runtime library: `library` when given (the binary passes `ORT_DYLIB_PATH`), otherwise
     /// the first `libonnxruntime.so*` in `backend_dir`.
-    pub fn init(backend_dir: &Path, library: Option<&Path>, options: OrtOptions) -> std::result::Result<OrtEngine, String> {
+    pub fn init(
+        backend_dir: &Path,
+        library: Option<&Path>,
+        options: OrtOptions,
+    ) -> std::result::Result<OrtEngine, String> {
         let lib = match library {
             Some(p) => p.to_path_buf(),
             None => locate_library(backend_dir).ok_or_else(|| {
@@ -185,19 +202,22 @@ impl OrtEngine {
             })?,
         };
         refuse_writable_by_others(&lib)?;
-        let builder = ort::init_from(&lib)
-            .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display()))?;
+        let builder = ort::init_from(&lib).map_err(|e| {
+            format!("cannot load ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display())
+        })?;
         let mut builder = builder.with_name("rampart").with_telemetry(false);
         if options.global_thread_pool {
             let pool = ort::environment::GlobalThreadPoolOptions::default()
                 .with_intra_threads(options.intra_op_threads)
                 .and_then(|p| p.with_inter_threads(options.inter_op_threads))
-                .map_err(|e| format!("cannot configure the ONNX Runtime global thread pool: {e}"))?;
+                .map_err(|e| {
+                    format!("cannot configure the ONNX Runtime global thread pool: {e}")
+                })?;
             builder = builder.with_global_thread_pool(pool);
         }
-        let env = builder
-            .build()
-            .map_err(|e| format!("cannot initialise ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display()))?;
+        let env = builder.build().map_err(|e| {
+            format!("cannot initialise ONNX Runtime from '{}': {e}; {INSTALL_HINT}", lib.display())
+        })?;
         Ok(OrtEngine { env, options })
     }
 
@@ -251,7 +271,9 @@ impl Engine for OrtEngine {
 
     fn load(&self, spec: &InstanceSpec) -> Result<Box<dyn EngineInstance>> {
         let settings = SessionSettings::resolve(&self.options, spec)?;
-        let fail = |e: String| Error::internal(format!("onnxruntime cannot load '{}': {e}", spec.model_file.display()));
+        let fail = |e: String| {
+            Error::internal(format!("onnxruntime cannot load '{}': {e}", spec.model_file.display()))
+        };
         let mut builder = Session::builder(&self.env)
             .map_err(|e| fail(e.to_string()))?
             .with_optimization_level(settings.optimization_level)
@@ -267,14 +289,20 @@ impl Engine for OrtEngine {
                 .with_inter_threads(settings.inter_op_threads)
                 .map_err(|e| fail(e.to_string()))?;
         }
-        let session = builder.commit_from_file(&spec.model_file).map_err(|e| fail(e.to_string()))?;
+        let session =
+            builder.commit_from_file(&spec.model_file).map_err(|e| fail(e.to_string()))?;
         let signature = ModelSignature {
             // Graph inputs with an initializer are inputs a request may override (Triton's `optional`).
             inputs: session
                 .inputs()
                 .iter()
                 .map(|o| io_spec(o.name(), o.dtype()))
-                .chain(session.overridable_initializers().iter().map(|o| IoSpec { optional: true, ..io_spec(o.name(), o.dtype()) }))
+                .chain(
+                    session
+                        .overridable_initializers()
+                        .iter()
+                        .map(|o| IoSpec { optional: true, ..io_spec(o.name(), o.dtype()) }),
+                )
                 .collect(),
             outputs: session.outputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect(),
         };
@@ -296,10 +324,14 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>> {
     macro_rules! view_or_copy {
         ($T:ty) => {{
             match borrow_elements::<$T>(&t.data) {
-                Some(view) => TensorRef::<$T>::from_array_view((t.shape.as_slice(), view)).map(SessionInputValue::from).map_err(err),
+                Some(view) => TensorRef::<$T>::from_array_view((t.shape.as_slice(), view))
+                    .map(SessionInputValue::from)
+                    .map_err(err),
                 None => {
                     let v: Vec<$T> = wire::decode::<$T>(&t.data)?;
-                    OrtTensor::<$T>::from_array((t.shape.clone(), v)).map(SessionInputValue::from).map_err(err)
+                    OrtTensor::<$T>::from_array((t.shape.clone(), v))
+                        .map(SessionInputValue::from)
+                        .map_err(err)
                 }
             }
         }};
@@ -307,7 +339,9 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>> {
     match t.datatype {
         DataType::Bool => {
             let v: Vec<bool> = wire::decode::<bool>(&t.data)?;
-            OrtTensor::<bool>::from_array((t.shape.clone(), v)).map(SessionInputValue::from).map_err(err)
+            OrtTensor::<bool>::from_array((t.shape.clone(), v))
+                .map(SessionInputValue::from)
+                .map_err(err)
         }
         DataType::Uint8 => view_or_copy!(u8),
         DataType::Uint16 => view_or_copy!(u16),
@@ -330,11 +364,15 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>> {
                     Error::invalid_arg(format!("{what}: BYTES element {i} is not valid UTF-8, which ONNX Runtime string tensors require"))
                 })?;
                 if s.contains('\0') {
-                    return Err(Error::invalid_arg(format!("{what}: BYTES element {i} contains a NUL byte, which ONNX Runtime string tensors cannot hold")));
+                    return Err(Error::invalid_arg(format!(
+                        "{what}: BYTES element {i} contains a NUL byte, which ONNX Runtime string tensors cannot hold"
+                    )));
                 }
                 strings.push(s.to_string());
             }
-            OrtTensor::from_string_array((t.shape.clone(), &strings[..])).map(SessionInputValue::from).map_err(err)
+            OrtTensor::from_string_array((t.shape.clone(), &strings[..]))
+                .map(SessionInputValue::from)
+                .map_err(err)
         }
     }
 }
@@ -345,7 +383,9 @@ fn borrow_elements<T: bytemuck::Pod>(data: &[u8]) -> Option<&[T]> {
     if cfg!(target_endian = "little") { bytemuck::try_cast_slice(data).ok() } else { None }
 }
 
-fn extract<T: WireElement + ort::value::PrimitiveTensorElementType>(v: &DynValue) -> Result<(Vec<i64>, Vec<u8>)> {
+fn extract<T: WireElement + ort::value::PrimitiveTensorElementType>(
+    v: &DynValue,
+) -> Result<(Vec<i64>, Vec<u8>)> {
     let (shape, data) = v
         .try_extract_tensor::<T>()
         .map_err(|e| Error::internal(format!("cannot read onnxruntime output: {e}")))?;
@@ -355,7 +395,11 @@ fn extract<T: WireElement + ort::value::PrimitiveTensorElementType>(v: &DynValue
 fn from_ort(name: &str, v: &DynValue) -> Result<Tensor> {
     let ty = match v.dtype() {
         ValueType::Tensor { ty, .. } => map_type(*ty).map_err(Error::internal)?,
-        other => return Err(Error::internal(format!("output '{name}' is a non-tensor value {other:?}"))),
+        other => {
+            return Err(Error::internal(format!(
+                "output '{name}' is a non-tensor value {other:?}"
+            )));
+        }
     };
     let (shape, data) = with_element_type!(ty, T => extract::<T>(v)?, bytes => {
         let (shape, strings) = v
@@ -383,9 +427,9 @@ impl EngineInstance for OrtInstance {
         outputs
             .iter()
             .map(|name| {
-                let v = result
-                    .get(name)
-                    .ok_or_else(|| Error::internal(format!("onnxruntime produced no output '{name}'")))?;
+                let v = result.get(name).ok_or_else(|| {
+                    Error::internal(format!("onnxruntime produced no output '{name}'"))
+                })?;
                 from_ort(name, v)
             })
             .collect()
@@ -410,13 +454,20 @@ mod settings_tests {
     #[test]
     fn defaults_are_one_thread_sequential_all_optimizations() {
         let s = SessionSettings::resolve(&OrtOptions::default(), &spec(&[], 0)).unwrap();
-        assert_eq!((s.intra_op_threads, s.inter_op_threads, s.parallel_execution, s.memory_pattern), (1, 1, false, true));
+        assert_eq!(
+            (s.intra_op_threads, s.inter_op_threads, s.parallel_execution, s.memory_pattern),
+            (1, 1, false, true)
+        );
         assert_eq!(s.optimization_level, GraphOptimizationLevel::All);
     }
 
     #[test]
     fn tritons_graph_levels() {
-        let level = |l| SessionSettings::resolve(&OrtOptions::default(), &spec(&[], l)).unwrap().optimization_level;
+        let level = |l| {
+            SessionSettings::resolve(&OrtOptions::default(), &spec(&[], l))
+                .unwrap()
+                .optimization_level
+        };
         assert_eq!(level(-1), GraphOptimizationLevel::Level1);
         assert_eq!(level(1), GraphOptimizationLevel::Level2);
         assert_eq!(level(2), GraphOptimizationLevel::Disable);
@@ -428,9 +479,17 @@ mod settings_tests {
         let mut o = OrtOptions::default();
         assert_eq!(o.set("intra_op_thread_count", "3"), Ok(true));
         assert_eq!(o.set("engine", "tract"), Ok(false), "not an engine setting");
-        let p = [("intra_op_thread_count", "2"), ("execution_mode", "1"), ("inter_op_thread_count", "4"), ("enable_mem_pattern", "0")];
+        let p = [
+            ("intra_op_thread_count", "2"),
+            ("execution_mode", "1"),
+            ("inter_op_thread_count", "4"),
+            ("enable_mem_pattern", "0"),
+        ];
         let s = SessionSettings::resolve(&o, &spec(&p, 0)).unwrap();
-        assert_eq!((s.intra_op_threads, s.inter_op_threads, s.parallel_execution, s.memory_pattern), (2, 4, true, false));
+        assert_eq!(
+            (s.intra_op_threads, s.inter_op_threads, s.parallel_execution, s.memory_pattern),
+            (2, 4, true, false)
+        );
         assert_eq!(SessionSettings::resolve(&o, &spec(&[], 0)).unwrap().intra_op_threads, 3);
         o.set("enable-global-threadpool", "1").unwrap();
         assert_eq!(SessionSettings::resolve(&o, &spec(&p, 0)).unwrap().intra_op_threads, 3);
@@ -439,7 +498,12 @@ mod settings_tests {
     #[test]
     fn bad_values_are_refused() {
         let o = OrtOptions::default();
-        for p in [("intra_op_thread_count", "x"), ("inter_op_thread_count", "1025"), ("execution_mode", "2"), ("enable_mem_pattern", "maybe")] {
+        for p in [
+            ("intra_op_thread_count", "x"),
+            ("inter_op_thread_count", "1025"),
+            ("execution_mode", "2"),
+            ("enable_mem_pattern", "maybe"),
+        ] {
             assert!(SessionSettings::resolve(&o, &spec(&[p], 0)).is_err(), "{p:?}");
         }
         assert!(OrtOptions::default().set("enable-global-threadpool", "2").is_err());

@@ -50,7 +50,11 @@ pub struct Cli {
 
     // ---- Model repository
     /// Model repository path; repeatable.
-    #[arg(long = "model-repository", visible_alias = "model-store", help_heading = "Model Repository")]
+    #[arg(
+        long = "model-repository",
+        visible_alias = "model-store",
+        help_heading = "Model Repository"
+    )]
     pub model_repository: Vec<PathBuf>,
     /// Exit at startup if any model fails to load.
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -404,7 +408,9 @@ pub enum VertexOptions {}
 
 /// The refusal of a flag whose feature is not in this build.
 fn not_built(what: &str, feature: &str) -> String {
-    format!("{what}: this rampart build has no {feature} support (cargo feature '{feature}'); Rampart refuses it rather than ignoring it")
+    format!(
+        "{what}: this rampart build has no {feature} support (cargo feature '{feature}'); Rampart refuses it rather than ignoring it"
+    )
 }
 
 /// `--trace-config opentelemetry,…` settings (Triton's names and defaults).
@@ -433,7 +439,8 @@ impl Default for OtelSettings {
 /// literal. Errors name the file or variable, never the value.
 fn resolve_secret(v: &str) -> Result<String, String> {
     if let Some(path) = v.strip_prefix('@') {
-        let mut s = std::fs::read_to_string(path).map_err(|e| format!("cannot read restricted-API value file '{path}': {e}"))?;
+        let mut s = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read restricted-API value file '{path}': {e}"))?;
         if s.ends_with('\n') {
             s.pop();
             if s.ends_with('\r') {
@@ -443,7 +450,9 @@ fn resolve_secret(v: &str) -> Result<String, String> {
         return Ok(s);
     }
     if let Some(name) = v.strip_prefix("env:") {
-        return std::env::var(name).map_err(|_| format!("restricted-API value: environment variable '{name}' is not set"));
+        return std::env::var(name).map_err(|_| {
+            format!("restricted-API value: environment variable '{name}' is not set")
+        });
     }
     Ok(v.to_string())
 }
@@ -463,9 +472,17 @@ fn tls_files(
     let need = |v: &Option<PathBuf>, flag: &str| {
         v.clone().ok_or_else(|| format!("--{listener}-use-ssl needs --{listener}-{flag}"))
     };
-    let files = rampart_tls::TlsFiles { listener, cert: need(cert, "server-cert")?, key: need(key, "server-key")?, root: root.clone(), mutual };
+    let files = rampart_tls::TlsFiles {
+        listener,
+        cert: need(cert, "server-cert")?,
+        key: need(key, "server-key")?,
+        root: root.clone(),
+        mutual,
+    };
     if mutual && root.is_none() {
-        return Err(format!("--{listener}-use-ssl-mutual needs --{listener}-root-cert (the CA that signs client certificates)"));
+        return Err(format!(
+            "--{listener}-use-ssl-mutual needs --{listener}-root-cert (the CA that signs client certificates)"
+        ));
     }
     Ok(Some(files))
 }
@@ -476,7 +493,9 @@ fn aip_prediction_mode() -> bool {
 }
 
 fn not_yet(flag: &str, value: &str, issue: &str) -> String {
-    format!("--{flag}={value} is not supported yet ({issue}); Rampart refuses it rather than ignoring it")
+    format!(
+        "--{flag}={value} is not supported yet ({issue}); Rampart refuses it rather than ignoring it"
+    )
 }
 
 impl Cli {
@@ -487,7 +506,10 @@ impl Cli {
             return Err("--model-repository must be specified".into());
         }
         if self.http_max_input_size <= 0 {
-            return Err(format!("--http-max-input-size must be greater than 0, got {}", self.http_max_input_size));
+            return Err(format!(
+                "--http-max-input-size must be greater than 0, got {}",
+                self.http_max_input_size
+            ));
         }
         if self.http_header_read_timeout_secs == 0 || self.http_body_read_timeout_secs == 0 {
             return Err("--http-header-read-timeout-secs and --http-body-read-timeout-secs must be greater than 0".into());
@@ -514,25 +536,44 @@ impl Cli {
             return Err(not_yet("grpc-header-forward-pattern", p, "header forwarding"));
         }
         if !(2..=128).contains(&self.grpc_infer_thread_count) {
-            return Err(format!("--grpc-infer-thread-count must be in 2..128, got {}", self.grpc_infer_thread_count));
+            return Err(format!(
+                "--grpc-infer-thread-count must be in 2..128, got {}",
+                self.grpc_infer_thread_count
+            ));
         }
         if self.grpc_max_response_pool_size == 0 || self.grpc_infer_allocation_pool_size == 0 {
             return Err("--grpc-max-response-pool-size and --grpc-infer-allocation-pool-size must be greater than 0".into());
         }
-        if !matches!(self.grpc_infer_response_compression_level.as_str(), "none" | "low" | "medium" | "high") {
+        if !matches!(
+            self.grpc_infer_response_compression_level.as_str(),
+            "none" | "low" | "medium" | "high"
+        ) {
             return Err(format!(
                 "unexpected value for --grpc-infer-response-compression-level: '{}' (expected none, low, medium or high)",
                 self.grpc_infer_response_compression_level
             ));
         }
         if self.grpc_max_message_size == 0 || self.grpc_max_message_size > i32::MAX as u64 {
-            return Err(format!("--grpc-max-message-size must be in 1..{}, got {}", i32::MAX, self.grpc_max_message_size));
+            return Err(format!(
+                "--grpc-max-message-size must be in 1..{}, got {}",
+                i32::MAX,
+                self.grpc_max_message_size
+            ));
         }
         if self.grpc_keepalive_time == 0 || self.grpc_keepalive_timeout == 0 {
-            return Err("--grpc-keepalive-time and --grpc-keepalive-timeout must be greater than 0".into());
+            return Err(
+                "--grpc-keepalive-time and --grpc-keepalive-timeout must be greater than 0".into(),
+            );
         }
-        if self.allow_grpc && self.allow_http && self.grpc_port != 0 && self.grpc_port == self.http_port {
-            return Err(format!("The server cannot listen to GRPC requests and HTTP requests at the same port {}", self.grpc_port));
+        if self.allow_grpc
+            && self.allow_http
+            && self.grpc_port != 0
+            && self.grpc_port == self.http_port
+        {
+            return Err(format!(
+                "The server cannot listen to GRPC requests and HTTP requests at the same port {}",
+                self.grpc_port
+            ));
         }
         if self.allow_grpc {
             let defaults = self.grpc_keepalive_permit_without_calls
@@ -544,38 +585,71 @@ impl Cli {
             }
         }
         let metrics = self.metrics_options()?;
-        if self.allow_metrics && self.allow_http && self.metrics_port != 0 && self.metrics_port == self.http_port {
-            return Err(format!("The server cannot listen to metrics requests and HTTP requests at the same port {}", self.metrics_port));
+        if self.allow_metrics
+            && self.allow_http
+            && self.metrics_port != 0
+            && self.metrics_port == self.http_port
+        {
+            return Err(format!(
+                "The server cannot listen to metrics requests and HTTP requests at the same port {}",
+                self.metrics_port
+            ));
         }
-        if self.allow_metrics && self.allow_grpc && self.metrics_port != 0 && self.metrics_port == self.grpc_port {
-            return Err(format!("The server cannot listen to metrics requests and GRPC requests at the same port {}", self.metrics_port));
+        if self.allow_metrics
+            && self.allow_grpc
+            && self.metrics_port != 0
+            && self.metrics_port == self.grpc_port
+        {
+            return Err(format!(
+                "The server cannot listen to metrics requests and GRPC requests at the same port {}",
+                self.metrics_port
+            ));
         }
         if self.metrics_interval_ms == 0 {
             return Err("--metrics-interval-ms must be greater than 0".into());
         }
-        let Some(model_control_mode) = rampart_core::ModelControlMode::parse(&self.model_control_mode) else {
+        let Some(model_control_mode) =
+            rampart_core::ModelControlMode::parse(&self.model_control_mode)
+        else {
             return Err(format!(
                 "unexpected value for --model-control-mode: '{}' (expected none, poll or explicit)",
                 self.model_control_mode
             ));
         };
-        if !self.load_model.is_empty() && model_control_mode != rampart_core::ModelControlMode::Explicit {
+        if !self.load_model.is_empty()
+            && model_control_mode != rampart_core::ModelControlMode::Explicit
+        {
             return Err("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.".into());
         }
         if self.load_model.len() > 1 && self.load_model.iter().any(|m| m == "*") {
-            return Err("Wildcard model name '*' must be the ONLY startup model if specified at all.".into());
+            return Err(
+                "Wildcard model name '*' must be the ONLY startup model if specified at all."
+                    .into(),
+            );
         }
         for m in self.load_model.iter().filter(|m| *m != "*") {
-            rampart_core::validate_model_name(m).map_err(|e| format!("--load-model: {}", e.message()))?;
+            rampart_core::validate_model_name(m)
+                .map_err(|e| format!("--load-model: {}", e.message()))?;
         }
-        if self.allow_model_file_override && model_control_mode != rampart_core::ModelControlMode::Explicit {
+        if self.allow_model_file_override
+            && model_control_mode != rampart_core::ModelControlMode::Explicit
+        {
             inert.push("--allow-model-file-override has no effect: load requests need --model-control-mode=explicit".into());
         }
         let sagemaker = self.sagemaker_options(model_control_mode)?;
         let vertex = self.vertex_options()?;
-        for (name, port, on) in [("sagemaker", self.sagemaker_port, sagemaker.is_some()), ("vertex-ai", vertex.as_ref().map_or(0, |v| v.1), vertex.is_some())] {
-            let taken = [("http", self.http_port, self.allow_http), ("grpc", self.grpc_port, self.allow_grpc), ("metrics", self.metrics_port, self.allow_metrics)];
-            if let Some((other, ..)) = taken.iter().find(|(_, p, used)| on && *used && port != 0 && *p == port) {
+        for (name, port, on) in [
+            ("sagemaker", self.sagemaker_port, sagemaker.is_some()),
+            ("vertex-ai", vertex.as_ref().map_or(0, |v| v.1), vertex.is_some()),
+        ] {
+            let taken = [
+                ("http", self.http_port, self.allow_http),
+                ("grpc", self.grpc_port, self.allow_grpc),
+                ("metrics", self.metrics_port, self.allow_metrics),
+            ];
+            if let Some((other, ..)) =
+                taken.iter().find(|(_, p, used)| on && *used && port != 0 && *p == port)
+            {
                 return Err(format!("--{name}-port {port} is already the {other} port"));
             }
         }
@@ -588,7 +662,11 @@ impl Cli {
             return Err(not_yet("model-config-name", n, "custom config names"));
         }
         if self.model_load_retry_count > 0 {
-            return Err(not_yet("model-load-retry-count", &self.model_load_retry_count.to_string(), "load retries"));
+            return Err(not_yet(
+                "model-load-retry-count",
+                &self.model_load_retry_count.to_string(),
+                "load retries",
+            ));
         }
         if self.max_queued_requests == 0 {
             return Err("--max-queued-requests must be greater than 0".into());
@@ -614,10 +692,16 @@ impl Cli {
             return Err(not_yet("http-header-forward-pattern", p, "header forwarding"));
         }
         let Some(log_format) = rampart_core::logging::LogFormat::parse(&self.log_format) else {
-            return Err(format!("invalid argument for --log-format, got: {} (expected default, ISO8601 or json)", self.log_format));
+            return Err(format!(
+                "invalid argument for --log-format, got: {} (expected default, ISO8601 or json)",
+                self.log_format
+            ));
         };
         if self.log_verbose > rampart_core::logging::MAX_VERBOSE_LEVEL {
-            return Err(format!("--log-verbose must be at most {}", rampart_core::logging::MAX_VERBOSE_LEVEL));
+            return Err(format!(
+                "--log-verbose must be at most {}",
+                rampart_core::logging::MAX_VERBOSE_LEVEL
+            ));
         }
         let (trace, otel) = self.trace_config()?;
         if self.rate_limit != "off" {
@@ -631,9 +715,30 @@ impl Cli {
         }
         // Settings of listeners that are off: accepted, reported at startup as having no effect.
         let extra = [
-            ("sagemaker-*", !self.allow_sagemaker && (self.sagemaker_port != 8080 || self.sagemaker_safe_port_range.is_some() || self.sagemaker_thread_count.is_some())),
-            ("vertex-ai-*", !self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) && (self.vertex_ai_port.is_some() || self.vertex_ai_thread_count.is_some() || self.vertex_ai_default_model.is_some())),
-            ("metrics-*", !self.allow_metrics && (self.metrics_address.is_some() || self.metrics_port != 8002 || self.metrics_interval_ms != 2000 || !self.metrics_config.is_empty() || self.allow_gpu_metrics.is_some() || self.allow_cpu_metrics.is_some())),
+            (
+                "sagemaker-*",
+                !self.allow_sagemaker
+                    && (self.sagemaker_port != 8080
+                        || self.sagemaker_safe_port_range.is_some()
+                        || self.sagemaker_thread_count.is_some()),
+            ),
+            (
+                "vertex-ai-*",
+                !self.allow_vertex_ai.unwrap_or(aip_prediction_mode())
+                    && (self.vertex_ai_port.is_some()
+                        || self.vertex_ai_thread_count.is_some()
+                        || self.vertex_ai_default_model.is_some()),
+            ),
+            (
+                "metrics-*",
+                !self.allow_metrics
+                    && (self.metrics_address.is_some()
+                        || self.metrics_port != 8002
+                        || self.metrics_interval_ms != 2000
+                        || !self.metrics_config.is_empty()
+                        || self.allow_gpu_metrics.is_some()
+                        || self.allow_cpu_metrics.is_some()),
+            ),
         ];
         for (flag, given) in extra {
             if given {
@@ -666,7 +771,11 @@ impl Cli {
             ));
         }
         // ONNX Runtime unless this build lacks it.
-        let mut engine = if rampart_core::HAS_ONNXRUNTIME { rampart_core::EngineChoice::OnnxRuntime } else { rampart_core::EngineChoice::Tract };
+        let mut engine = if rampart_core::HAS_ONNXRUNTIME {
+            rampart_core::EngineChoice::OnnxRuntime
+        } else {
+            rampart_core::EngineChoice::Tract
+        };
         let mut onnxruntime = rampart_core::OrtOptions::default();
         for bc in &self.backend_config {
             let (backend, kv) = match bc.split_once(',') {
@@ -674,15 +783,22 @@ impl Cli {
                 None => (None, bc.as_str()),
             };
             let Some((k, v)) = kv.split_once('=') else {
-                return Err(format!("--backend-config={bc}: expected <backend>,<key>=<value> or <key>=<value>"));
+                return Err(format!(
+                    "--backend-config={bc}: expected <backend>,<key>=<value> or <key>=<value>"
+                ));
             };
             match (backend, k) {
                 (Some("onnxruntime"), "engine") => {
-                    engine = rampart_core::EngineChoice::parse(v)
-                        .ok_or_else(|| format!("--backend-config={bc}: engine must be 'onnxruntime' or 'tract'"))?;
+                    engine = rampart_core::EngineChoice::parse(v).ok_or_else(|| {
+                        format!("--backend-config={bc}: engine must be 'onnxruntime' or 'tract'")
+                    })?;
                 }
-                (Some("onnxruntime"), k) if onnxruntime.set(k, v).map_err(|e| format!("--backend-config={bc}: {e}"))? => {}
-                (None, "default-max-batch-size") if v == rampart_core::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE.to_string() => {}
+                (Some("onnxruntime"), k)
+                    if onnxruntime
+                        .set(k, v)
+                        .map_err(|e| format!("--backend-config={bc}: {e}"))? => {}
+                (None, "default-max-batch-size")
+                    if v == rampart_core::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE.to_string() => {}
                 _ => {
                     return Err(not_yet(
                         "backend-config",
@@ -694,16 +810,35 @@ impl Cli {
             }
         }
         let strict = self.disable_auto_complete_config || self.strict_model_config.unwrap_or(false);
-        let http_tls = tls_files("http", self.http_use_ssl, self.http_use_ssl_mutual, &self.http_server_cert, &self.http_server_key, &self.http_root_cert)?;
-        let grpc_tls = tls_files("grpc", self.grpc_use_ssl, self.grpc_use_ssl_mutual, &self.grpc_server_cert, &self.grpc_server_key, &self.grpc_root_cert)?;
+        let http_tls = tls_files(
+            "http",
+            self.http_use_ssl,
+            self.http_use_ssl_mutual,
+            &self.http_server_cert,
+            &self.http_server_key,
+            &self.http_root_cert,
+        )?;
+        let grpc_tls = tls_files(
+            "grpc",
+            self.grpc_use_ssl,
+            self.grpc_use_ssl_mutual,
+            &self.grpc_server_cert,
+            &self.grpc_server_key,
+            &self.grpc_root_cert,
+        )?;
         use rampart_core::access::{Protocol, Restrictions};
-        let mut http_restrictions = Restrictions::parse(Protocol::Http, &self.http_restricted_api, &resolve_secret)?;
-        let mut grpc_restrictions = Restrictions::parse(Protocol::Grpc, &self.grpc_restricted_protocol, &resolve_secret)?;
+        let mut http_restrictions =
+            Restrictions::parse(Protocol::Http, &self.http_restricted_api, &resolve_secret)?;
+        let mut grpc_restrictions =
+            Restrictions::parse(Protocol::Grpc, &self.grpc_restricted_protocol, &resolve_secret)?;
         http_restrictions.add_client_certs(&self.client_cert_access)?;
         grpc_restrictions.add_client_certs(&self.client_cert_access)?;
-        let model_access = rampart_core::access::ModelAccess::parse(&self.model_access, &resolve_secret)?;
-        let mutual = http_tls.as_ref().is_some_and(|t| t.mutual) || grpc_tls.as_ref().is_some_and(|t| t.mutual);
-        let wants_certs = !self.client_cert_access.is_empty() || self.model_access.iter().any(|m| m.contains(":client-cert="));
+        let model_access =
+            rampart_core::access::ModelAccess::parse(&self.model_access, &resolve_secret)?;
+        let mutual = http_tls.as_ref().is_some_and(|t| t.mutual)
+            || grpc_tls.as_ref().is_some_and(|t| t.mutual);
+        let wants_certs = !self.client_cert_access.is_empty()
+            || self.model_access.iter().any(|m| m.contains(":client-cert="));
         if wants_certs && !mutual {
             return Err(
                 "client-certificate rules (--client-cert-access, --model-access ...:client-cert=...) need mutual TLS on a listener: \
@@ -711,8 +846,14 @@ impl Cli {
                     .into(),
             );
         }
-        if model_control_mode != rampart_core::ModelControlMode::None && !self.allow_unauthenticated_model_control {
-            self.check_model_control_exposure(model_control_mode, &http_restrictions, &grpc_restrictions)?;
+        if model_control_mode != rampart_core::ModelControlMode::None
+            && !self.allow_unauthenticated_model_control
+        {
+            self.check_model_control_exposure(
+                model_control_mode,
+                &http_restrictions,
+                &grpc_restrictions,
+            )?;
         }
         let request_limits = rampart_core::RequestLimits {
             max_inputs: self.max_request_inputs,
@@ -745,7 +886,8 @@ impl Cli {
 
     /// Vertex AI serves the repository named by `AIP_STORAGE_URI` when no `--model-repository` is given.
     pub fn apply_environment(&mut self) {
-        if self.model_repository.is_empty() && self.allow_vertex_ai.unwrap_or(aip_prediction_mode()) {
+        if self.model_repository.is_empty() && self.allow_vertex_ai.unwrap_or(aip_prediction_mode())
+        {
             if let Ok(uri) = std::env::var("AIP_STORAGE_URI") {
                 self.model_repository.push(PathBuf::from(uri));
             }
@@ -785,7 +927,10 @@ impl Cli {
 
     /// `--allow-sagemaker=true` and the `SAGEMAKER_*` environment (spec §1.10).
     #[cfg(not(feature = "sagemaker"))]
-    fn sagemaker_options(&self, _: rampart_core::ModelControlMode) -> Result<Option<SageMakerOptions>, String> {
+    fn sagemaker_options(
+        &self,
+        _: rampart_core::ModelControlMode,
+    ) -> Result<Option<SageMakerOptions>, String> {
         if self.allow_sagemaker {
             return Err(not_built("--allow-sagemaker=true", "sagemaker"));
         }
@@ -803,7 +948,10 @@ impl Cli {
 
     /// `--allow-sagemaker=true` and the `SAGEMAKER_*` environment (spec §1.10).
     #[cfg(feature = "sagemaker")]
-    fn sagemaker_options(&self, mode: rampart_core::ModelControlMode) -> Result<Option<SageMakerOptions>, String> {
+    fn sagemaker_options(
+        &self,
+        mode: rampart_core::ModelControlMode,
+    ) -> Result<Option<SageMakerOptions>, String> {
         if !self.allow_sagemaker {
             return Ok(None);
         }
@@ -811,24 +959,40 @@ impl Cli {
         match env("SAGEMAKER_TRITON_INFERENCE_TYPE").as_deref() {
             None | Some("infer") => {}
             Some(t @ ("generate" | "generate_stream")) => {
-                return Err(format!("SAGEMAKER_TRITON_INFERENCE_TYPE={t} is not supported yet (the generate extension is not built); use 'infer'"));
+                return Err(format!(
+                    "SAGEMAKER_TRITON_INFERENCE_TYPE={t} is not supported yet (the generate extension is not built); use 'infer'"
+                ));
             }
-            Some(t) => return Err(format!("unexpected SAGEMAKER_TRITON_INFERENCE_TYPE '{t}' (expected infer, generate or generate_stream)")),
+            Some(t) => {
+                return Err(format!(
+                    "unexpected SAGEMAKER_TRITON_INFERENCE_TYPE '{t}' (expected infer, generate or generate_stream)"
+                ));
+            }
         }
         let ping_live = match env("SAGEMAKER_TRITON_PING_MODE").as_deref() {
             None | Some("ready") => false,
             Some("live") => true,
-            Some(m) => return Err(format!("unexpected SAGEMAKER_TRITON_PING_MODE '{m}' (expected ready or live)")),
+            Some(m) => {
+                return Err(format!(
+                    "unexpected SAGEMAKER_TRITON_PING_MODE '{m}' (expected ready or live)"
+                ));
+            }
         };
         if let Some(r) = &self.sagemaker_safe_port_range {
-            return Err(not_yet("sagemaker-safe-port-range", r, "port-range checks of the other listeners"));
+            return Err(not_yet(
+                "sagemaker-safe-port-range",
+                r,
+                "port-range checks of the other listeners",
+            ));
         }
-        let multi_model = env("SAGEMAKER_MULTI_MODEL").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let multi_model =
+            env("SAGEMAKER_MULTI_MODEL").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         if multi_model && mode != rampart_core::ModelControlMode::Explicit {
             return Err("SAGEMAKER_MULTI_MODEL=true loads and unloads models: it needs --model-control-mode=explicit".into());
         }
         Ok(Some(SageMakerOptions {
-            default_model: env("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME").unwrap_or_else(|| "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME".into()),
+            default_model: env("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME")
+                .unwrap_or_else(|| "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME".into()),
             ping_live,
             multi_model,
             multi_model_root: self.sagemaker_multi_model_root.clone(),
@@ -851,14 +1015,17 @@ impl Cli {
                 Err(format!("{var} '{}' is not a plain absolute URL path", r.escape_debug()))
             }
         };
-        let (predict_route, health_route) = (route("AIP_PREDICT_ROUTE")?, route("AIP_HEALTH_ROUTE")?);
+        let (predict_route, health_route) =
+            (route("AIP_PREDICT_ROUTE")?, route("AIP_HEALTH_ROUTE")?);
         if predict_route == health_route {
             return Err("AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must differ".into());
         }
         let port = match self.vertex_ai_port {
             Some(p) => p,
             None => match std::env::var("AIP_HTTP_PORT") {
-                Ok(p) => p.parse().map_err(|_| format!("AIP_HTTP_PORT '{}' is not a port number", p.escape_debug()))?,
+                Ok(p) => p.parse().map_err(|_| {
+                    format!("AIP_HTTP_PORT '{}' is not a port number", p.escape_debug())
+                })?,
                 Err(_) => 8080,
             },
         };
@@ -867,7 +1034,9 @@ impl Cli {
     }
 
     /// `--trace-config [<mode>,]<setting>=<value>` (repeatable) and the deprecated `--trace-*` flags.
-    fn trace_config(&self) -> Result<(rampart_core::trace::TraceConfig, Option<OtelSettings>), String> {
+    fn trace_config(
+        &self,
+    ) -> Result<(rampart_core::trace::TraceConfig, Option<OtelSettings>), String> {
         let mut config = rampart_core::trace::TraceConfig::default();
         let mut levels: Vec<String> = Vec::new();
         let mut otel_mode = false;
@@ -875,7 +1044,11 @@ impl Cli {
         let number = |flag: &str, v: &str| -> Result<i64, String> {
             v.trim().parse::<i64>().map_err(|_| format!("--{flag}: expected an integer, got '{v}'"))
         };
-        let mut set = |mode: Option<&str>, key: &str, value: &str, config: &mut rampart_core::trace::TraceConfig| -> Result<(), String> {
+        let mut set = |mode: Option<&str>,
+                       key: &str,
+                       value: &str,
+                       config: &mut rampart_core::trace::TraceConfig|
+         -> Result<(), String> {
             match (mode, key) {
                 (None, "rate") => config.rate = u32::try_from(number("trace-config rate", value)?).ok().filter(|r| *r > 0).ok_or("--trace-config rate must be in 1..=4294967295")?,
                 (None, "count") => {
@@ -922,7 +1095,9 @@ impl Cli {
                 Some((m, rest)) if !m.contains('=') => (Some(m), rest),
                 _ => (None, tc.as_str()),
             };
-            let (key, value) = setting.split_once('=').ok_or_else(|| format!("--trace-config option format is '[<mode>,]<setting>=<value>'. Got {tc}"))?;
+            let (key, value) = setting.split_once('=').ok_or_else(|| {
+                format!("--trace-config option format is '[<mode>,]<setting>=<value>'. Got {tc}")
+            })?;
             set(mode, key, value, &mut config)?;
         }
         // Deprecated spellings.
@@ -950,13 +1125,22 @@ impl Cli {
                 other => other.to_ascii_uppercase(),
             })
             .collect();
-        if let Some(bad) = canonical.iter().find(|l| !matches!(l.as_str(), "OFF" | "TIMESTAMPS" | "TENSORS")) {
-            return Err(format!("--trace-config level: unknown trace level '{bad}' (expected OFF, TIMESTAMPS or TENSORS)"));
+        if let Some(bad) =
+            canonical.iter().find(|l| !matches!(l.as_str(), "OFF" | "TIMESTAMPS" | "TENSORS"))
+        {
+            return Err(format!(
+                "--trace-config level: unknown trace level '{bad}' (expected OFF, TIMESTAMPS or TENSORS)"
+            ));
         }
-        config.timestamps = rampart_core::trace::parse_level(&canonical).map_err(|e| format!("--trace-config level: {}", e.message()))?;
+        config.timestamps = rampart_core::trace::parse_level(&canonical)
+            .map_err(|e| format!("--trace-config level: {}", e.message()))?;
         if otel_mode {
             if !cfg!(feature = "otel") {
-                return Err(not_yet("trace-config", "mode=opentelemetry", "OpenTelemetry export in this build (cargo feature 'otel')"));
+                return Err(not_yet(
+                    "trace-config",
+                    "mode=opentelemetry",
+                    "OpenTelemetry export in this build (cargo feature 'otel')",
+                ));
             }
             if otel.max_export_batch_size > otel.max_queue_size {
                 return Err("--trace-config opentelemetry,bsp_max_export_batch_size must not exceed bsp_max_queue_size".into());
@@ -971,9 +1155,14 @@ impl Cli {
         if let Some(f) = config.file.as_ref().filter(|f| f.is_dir()) {
             return Err(format!("--trace-config triton,file: '{}' is a directory", f.display()));
         }
-        if let Some(dir) = config.file.as_ref().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) =
+            config.file.as_ref().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty())
+        {
             if !dir.is_dir() {
-                return Err(format!("--trace-config triton,file: directory '{}' does not exist", dir.display()));
+                return Err(format!(
+                    "--trace-config triton,file: directory '{}' does not exist",
+                    dir.display()
+                ));
             }
         }
         Ok((config, None))
@@ -986,7 +1175,9 @@ impl Cli {
         let mut summary = rampart_core::stats::SummaryConfig::default();
         for setting in &self.metrics_config {
             let Some((key, value)) = setting.split_once('=') else {
-                return Err(format!("--metrics-config option format is '<setting>=<value>'. Got {setting}"));
+                return Err(format!(
+                    "--metrics-config option format is '<setting>=<value>'. Got {setting}"
+                ));
             };
             let flag = |v: &str| parse_bool(v).map_err(|e| format!("--metrics-config {key}: {e}"));
             match key {
@@ -996,10 +1187,20 @@ impl Cli {
                 "summary_quantiles" => {
                     let mut quantiles = Vec::new();
                     for pair in value.split(',') {
-                        let parsed = pair.split_once(':').and_then(|(q, e)| Some((q.trim().parse::<f64>().ok()?, e.trim().parse::<f64>().ok()?)));
+                        let parsed = pair.split_once(':').and_then(|(q, e)| {
+                            Some((q.trim().parse::<f64>().ok()?, e.trim().parse::<f64>().ok()?))
+                        });
                         match parsed {
-                            Some((q, e)) if (0.0..=1.0).contains(&q) && (0.0..=1.0).contains(&e) => quantiles.push((q, e)),
-                            _ => return Err(format!("--metrics-config summary_quantiles: expected <quantile>:<error>,… with values in 0..1, got '{value}'")),
+                            Some((q, e))
+                                if (0.0..=1.0).contains(&q) && (0.0..=1.0).contains(&e) =>
+                            {
+                                quantiles.push((q, e))
+                            }
+                            _ => {
+                                return Err(format!(
+                                    "--metrics-config summary_quantiles: expected <quantile>:<error>,… with values in 0..1, got '{value}'"
+                                ));
+                            }
                         }
                     }
                     if quantiles.is_empty() || quantiles.len() > 32 {
@@ -1009,13 +1210,19 @@ impl Cli {
                 }
                 "summary_max_age" => {
                     let secs = value.parse::<u64>().ok().filter(|s| (1..=86_400).contains(s));
-                    summary.max_age = std::time::Duration::from_secs(secs.ok_or_else(|| format!("--metrics-config summary_max_age: seconds in 1..=86400, got '{value}'"))?);
+                    summary.max_age = std::time::Duration::from_secs(secs.ok_or_else(|| {
+                        format!(
+                            "--metrics-config summary_max_age: seconds in 1..=86400, got '{value}'"
+                        )
+                    })?);
                 }
                 // The window is kept exactly (bounded in samples), so there are no age buckets to size.
                 "summary_age_buckets" => {}
-                _ => return Err(format!(
-                    "--metrics-config: unknown setting '{key}' (expected counter_latencies, summary_latencies, summary_quantiles, summary_max_age or histogram_latencies)"
-                )),
+                _ => {
+                    return Err(format!(
+                        "--metrics-config: unknown setting '{key}' (expected counter_latencies, summary_latencies, summary_quantiles, summary_max_age or histogram_latencies)"
+                    ));
+                }
             }
         }
         options.summaries = summaries.then_some(summary);
@@ -1032,10 +1239,16 @@ impl Cli {
     ) -> Result<(), String> {
         use rampart_core::access::Category;
         let loopback = |address: &str| {
-            let host = address.strip_prefix("ipv6:").unwrap_or(address).trim_start_matches('[').trim_end_matches(']');
+            let host = address
+                .strip_prefix("ipv6:")
+                .unwrap_or(address)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
         };
-        let open = |rules: &rampart_core::access::Restrictions| rules.open_categories().contains(&Category::ModelRepository);
+        let open = |rules: &rampart_core::access::Restrictions| {
+            rules.open_categories().contains(&Category::ModelRepository)
+        };
         let mut exposed = Vec::new();
         if self.allow_http && open(http) && !loopback(&self.http_address) {
             exposed.push(format!("HTTP on {}:{}", self.http_address, self.http_port));
@@ -1044,8 +1257,14 @@ impl Cli {
             exposed.push(format!("gRPC on {}:{}", self.grpc_address, self.grpc_port));
         }
         // The SageMaker multi-model routes load and unload models too (same category, HTTP's rules).
-        let multi_model = std::env::var("SAGEMAKER_MULTI_MODEL").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-        if cfg!(feature = "sagemaker") && self.allow_sagemaker && multi_model && open(http) && !loopback(&self.http_address) {
+        let multi_model =
+            std::env::var("SAGEMAKER_MULTI_MODEL").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        if cfg!(feature = "sagemaker")
+            && self.allow_sagemaker
+            && multi_model
+            && open(http)
+            && !loopback(&self.http_address)
+        {
             exposed.push(format!("SageMaker on {}:{}", self.http_address, self.sagemaker_port));
         }
         if exposed.is_empty() {
@@ -1071,22 +1290,31 @@ impl Cli {
             return Err("Incompatible flags --response-cache-byte-size and --cache-config both provided. Please provide one or the other.".into());
         }
         let size = |flag: &str, v: &str| {
-            v.parse::<u64>().map_err(|_| format!("{flag}: the cache size must be a number of bytes, got '{v}'"))
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: the cache size must be a number of bytes, got '{v}'"))
         };
         if let Some(v) = &self.response_cache_byte_size {
             return Ok(Some(size("--response-cache-byte-size", v)?).filter(|&n| n > 0));
         }
         let mut bytes = None;
         for spec in &self.cache_config {
-            let (cache, setting) = spec
-                .split_once(',')
-                .ok_or_else(|| format!("--cache-config option format is '<cache name>,<setting>=<value>'. Got {spec}"))?;
+            let (cache, setting) = spec.split_once(',').ok_or_else(|| {
+                format!(
+                    "--cache-config option format is '<cache name>,<setting>=<value>'. Got {spec}"
+                )
+            })?;
             if cache != "local" {
-                return Err(format!("--cache-config: only the 'local' response cache is built into Rampart, got '{cache}'"));
+                return Err(format!(
+                    "--cache-config: only the 'local' response cache is built into Rampart, got '{cache}'"
+                ));
             }
             match setting.split_once('=') {
                 Some(("size", v)) => bytes = Some(size("--cache-config local,size", v)?),
-                _ => return Err(format!("--cache-config: the local cache takes only 'size=<bytes>', got '{setting}'")),
+                _ => {
+                    return Err(format!(
+                        "--cache-config: the local cache takes only 'size=<bytes>', got '{setting}'"
+                    ));
+                }
             }
         }
         Ok(bytes.filter(|&n| n > 0))
@@ -1103,7 +1331,16 @@ mod tests {
 
     #[test]
     fn both_value_syntaxes_and_bools() {
-        let c = parse(&["--model-repository", "/a", "--model-store=/b", "--allow-grpc=0", "--allow-metrics", "false", "--strict-readiness=1"]).unwrap();
+        let c = parse(&[
+            "--model-repository",
+            "/a",
+            "--model-store=/b",
+            "--allow-grpc=0",
+            "--allow-metrics",
+            "false",
+            "--strict-readiness=1",
+        ])
+        .unwrap();
         assert_eq!(c.model_repository, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert!(!c.allow_grpc && !c.allow_metrics && c.strict_readiness);
         assert!(c.validate().is_ok());
@@ -1120,60 +1357,163 @@ mod tests {
         };
         for mode in ["--model-control-mode=explicit", "--model-control-mode=poll"] {
             let e = run(&[mode]).unwrap_err();
-            assert!(e.contains("HTTP on 0.0.0.0:8000") && e.contains("gRPC on 0.0.0.0:8001"), "{e}");
-            assert!(e.contains("--allow-unauthenticated-model-control=true") && e.contains("--http-address=127.0.0.1"), "{e}");
+            assert!(
+                e.contains("HTTP on 0.0.0.0:8000") && e.contains("gRPC on 0.0.0.0:8001"),
+                "{e}"
+            );
+            assert!(
+                e.contains("--allow-unauthenticated-model-control=true")
+                    && e.contains("--http-address=127.0.0.1"),
+                "{e}"
+            );
             // Only the listener that is still exposed is named.
             let e = run(&[mode, "--http-address=127.0.0.1"]).unwrap_err();
             assert!(!e.contains("HTTP on") && e.contains("gRPC on"), "{e}");
-            let e = run(&[mode, "--allow-grpc=false", "--http-restricted-api=health:k=v"]).unwrap_err();
+            let e =
+                run(&[mode, "--allow-grpc=false", "--http-restricted-api=health:k=v"]).unwrap_err();
             assert!(e.contains("HTTP on"), "restricting another category does not count: {e}");
             assert!(run(&[mode, "--http-address=127.0.0.1", "--grpc-address=ipv6:[::1]"]).is_ok());
-            assert!(run(&[mode, "--allow-grpc=false", "--http-restricted-api=model-repository:admin-key=s3cret"]).is_ok());
-            assert!(run(&[mode, "--allow-http=false", "--grpc-restricted-protocol=model-repository,health:admin-key=s3cret"]).is_ok());
+            assert!(
+                run(&[
+                    mode,
+                    "--allow-grpc=false",
+                    "--http-restricted-api=model-repository:admin-key=s3cret"
+                ])
+                .is_ok()
+            );
+            assert!(
+                run(&[
+                    mode,
+                    "--allow-http=false",
+                    "--grpc-restricted-protocol=model-repository,health:admin-key=s3cret"
+                ])
+                .is_ok()
+            );
             assert!(run(&[mode, "--allow-unauthenticated-model-control=true"]).is_ok());
         }
-        assert_eq!(run(&[]).unwrap(), rampart_core::ModelControlMode::None, "mode none needs nothing");
-        let e = run(&["--model-control-mode=explicit", "--allow-unauthenticated-model-control=true", "--load-model=*", "--load-model=a"]).unwrap_err();
+        assert_eq!(
+            run(&[]).unwrap(),
+            rampart_core::ModelControlMode::None,
+            "mode none needs nothing"
+        );
+        let e = run(&[
+            "--model-control-mode=explicit",
+            "--allow-unauthenticated-model-control=true",
+            "--load-model=*",
+            "--load-model=a",
+        ])
+        .unwrap_err();
         assert!(e.contains("Wildcard model name '*' must be the ONLY startup model"), "{e}");
-        let e = run(&["--model-control-mode=explicit", "--allow-unauthenticated-model-control=true", "--load-model=../x"]).unwrap_err();
+        let e = run(&[
+            "--model-control-mode=explicit",
+            "--allow-unauthenticated-model-control=true",
+            "--load-model=../x",
+        ])
+        .unwrap_err();
         assert!(e.contains("path traversal"), "{e}");
     }
 
     #[test]
     fn missing_features_refused() {
         let c = parse(&["--model-repository=/m"]).unwrap();
-        assert!(c.validate().unwrap().metrics.counter_latencies, "metrics on by default, Triton's defaults");
-        let c = parse(&["--model-repository=/m", "--metrics-config=counter_latencies=false"]).unwrap();
+        assert!(
+            c.validate().unwrap().metrics.counter_latencies,
+            "metrics on by default, Triton's defaults"
+        );
+        let c =
+            parse(&["--model-repository=/m", "--metrics-config=counter_latencies=false"]).unwrap();
         assert!(!c.validate().unwrap().metrics.counter_latencies);
-        let c = parse(&["--model-repository=/m", "--metrics-config=summary_latencies=true", "--metrics-config=summary_quantiles=0.5:0.1,0.99:0.001"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--metrics-config=summary_latencies=true",
+            "--metrics-config=summary_quantiles=0.5:0.1,0.99:0.001",
+        ])
+        .unwrap();
         let s = c.validate().unwrap().metrics.summaries.unwrap();
         assert_eq!(s.quantiles, vec![(0.5, 0.1), (0.99, 0.001)]);
-        let c = parse(&["--model-repository=/m", "--metrics-config=summary_quantiles=2:0.1"]).unwrap();
+        let c =
+            parse(&["--model-repository=/m", "--metrics-config=summary_quantiles=2:0.1"]).unwrap();
         assert!(c.validate().unwrap_err().contains("values in 0..1"));
         let c = parse(&["--model-repository=/m", "--metrics-config=bogus=1"]).unwrap();
         assert!(c.validate().unwrap_err().contains("unknown setting 'bogus'"));
         let c = parse(&["--model-repository=/m", "--metrics-port=8000"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("metrics requests and HTTP requests at the same port 8000"));
-        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--model-control-mode=sometimes"]).unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("metrics requests and HTTP requests at the same port 8000")
+        );
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+            "--model-control-mode=sometimes",
+        ])
+        .unwrap();
         assert!(c.validate().unwrap_err().contains("expected none, poll or explicit"));
-        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--load-model=x"]).unwrap();
-        assert!(c.validate().unwrap_err().contains("requires setting '--model-control-mode=explicit'"));
-        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--metrics-port=9"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+            "--load-model=x",
+        ])
+        .unwrap();
+        assert!(
+            c.validate().unwrap_err().contains("requires setting '--model-control-mode=explicit'")
+        );
+        let c =
+            parse(&["--model-repository=/m", "--allow-metrics=false", "--metrics-port=9"]).unwrap();
         assert_eq!(c.validate().unwrap().inert.len(), 1);
-        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--http-thread-count=4", "--cache-directory=/x"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-metrics=false",
+            "--http-thread-count=4",
+            "--cache-directory=/x",
+        ])
+        .unwrap();
         let inert = c.validate().unwrap().inert;
-        assert!(inert.iter().any(|n| n.contains("--http-thread-count, --cache-directory")), "{inert:?}");
-        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-port=8000"]).unwrap();
+        assert!(
+            inert.iter().any(|n| n.contains("--http-thread-count, --cache-directory")),
+            "{inert:?}"
+        );
+        let c =
+            parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-port=8000"]).unwrap();
         assert!(c.validate().unwrap_err().contains("same port"));
-        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-use-ssl=true"]).unwrap();
+        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--grpc-use-ssl=true"])
+            .unwrap();
         assert!(c.validate().unwrap_err().contains("--grpc-use-ssl needs --grpc-server-cert"));
-        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--http-use-ssl-mutual=1", "--http-server-cert=c", "--http-server-key=k"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-metrics=false",
+            "--http-use-ssl-mutual=1",
+            "--http-server-cert=c",
+            "--http-server-key=k",
+        ])
+        .unwrap();
         assert!(c.validate().unwrap_err().contains("--http-root-cert"));
-        let c = parse(&["--model-repository=/m", "--allow-metrics=false", "--http-use-ssl=1", "--http-server-cert=c", "--http-server-key=k"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-metrics=false",
+            "--http-use-ssl=1",
+            "--http-server-cert=c",
+            "--http-server-key=k",
+        ])
+        .unwrap();
         assert!(c.validate().unwrap().http_tls.is_some());
-        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--backend-config=onnxruntime,engine=tract"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+            "--backend-config=onnxruntime,engine=tract",
+        ])
+        .unwrap();
         assert_eq!(c.validate().unwrap().engine, rampart_core::EngineChoice::Tract);
-        let c = parse(&["--model-repository=/m", "--allow-grpc=false", "--allow-metrics=false", "--disable-auto-complete-config"]).unwrap();
+        let c = parse(&[
+            "--model-repository=/m",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+            "--disable-auto-complete-config",
+        ])
+        .unwrap();
         assert!(!c.validate().unwrap().autocomplete);
     }
 }

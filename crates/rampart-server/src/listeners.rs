@@ -56,14 +56,20 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
     }
     #[cfg(feature = "sagemaker")]
     if let Some(options) = validated.sagemaker.clone() {
-        let app = rampart_http::sagemaker_router(main_router.clone(), server.clone(), http_options.clone(), options);
+        let app = rampart_http::sagemaker_router(
+            main_router.clone(),
+            server.clone(),
+            http_options.clone(),
+            options,
+        );
         listeners.push(("Sagemaker HTTPService", cli.sagemaker_port, false, app));
     }
     #[cfg(feature = "vertex")]
     if let Some((options, port)) = validated.vertex.clone() {
         let metrics = (cfg!(feature = "metrics") && cli.allow_metrics)
             .then(|| rampart_http::metrics_router(server.clone(), validated.metrics.clone(), None));
-        let app = rampart_http::vertex_router(main_router.clone(), metrics, server.clone(), options);
+        let app =
+            rampart_http::vertex_router(main_router.clone(), metrics, server.clone(), options);
         listeners.push(("Vertex AI HTTPService", port, false, app));
     }
     let mut tasks = Vec::new();
@@ -74,7 +80,8 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
         let stop = stopped(ctx.stop.clone());
         tasks.push(match http_tls.clone() {
             Some(tls) => {
-                let listener = rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
+                let listener =
+                    rampart_tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
                 tokio::spawn(rampart_http::serve(listener, app, limits.clone(), stop))
             }
             None => tokio::spawn(rampart_http::serve(listener, app, limits.clone(), stop)),
@@ -88,15 +95,21 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
         let addr = listen_addr("metrics-address", address, cli.metrics_port)?;
         let listener = bind("metrics service", addr, false)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let cpu = cli
-            .allow_cpu_metrics
-            .unwrap_or(true)
-            .then(|| rampart_core::metrics::CpuMetrics::start(Duration::from_millis(cli.metrics_interval_ms)));
+        let cpu = cli.allow_cpu_metrics.unwrap_or(true).then(|| {
+            rampart_core::metrics::CpuMetrics::start(Duration::from_millis(cli.metrics_interval_ms))
+        });
         let app = rampart_http::metrics_router(server.clone(), validated.metrics.clone(), cpu);
-        tasks.push(tokio::spawn(rampart_http::serve(listener, app, limits, stopped(ctx.stop.clone()))));
+        tasks.push(tokio::spawn(rampart_http::serve(
+            listener,
+            app,
+            limits,
+            stopped(ctx.stop.clone()),
+        )));
         tracing::info!("Started Metrics Service at {local}");
         if !local.ip().is_loopback() {
-            tracing::info!("the metrics endpoint has no credentials (as in Triton): it names every model; keep {local} on a private network");
+            tracing::info!(
+                "the metrics endpoint has no credentials (as in Triton): it names every model; keep {local} on a private network"
+            );
         }
     }
     Ok(tasks)
@@ -109,7 +122,10 @@ pub fn start_http(_: &Context<'_>, _: TlsConfig) -> Result<Vec<Task<()>>, String
 
 /// The gRPC listener, when enabled.
 #[cfg(feature = "grpc")]
-pub fn start_grpc(ctx: &Context<'_>, grpc_tls: TlsConfig) -> Result<Option<Task<Result<(), String>>>, String> {
+pub fn start_grpc(
+    ctx: &Context<'_>,
+    grpc_tls: TlsConfig,
+) -> Result<Option<Task<Result<(), String>>>, String> {
     let (cli, validated) = (ctx.cli, ctx.validated);
     if !cli.allow_grpc {
         return Ok(None);
@@ -126,7 +142,10 @@ pub fn start_grpc(ctx: &Context<'_>, grpc_tls: TlsConfig) -> Result<Option<Task<
     let (inference, health) = rampart_grpc::services(ctx.server.clone(), &options);
     let mut builder = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(rampart_grpc::fix_status_headers))
-        .layer(rampart_grpc::RestrictLayer::new(std::sync::Arc::new(validated.grpc_restrictions.clone()), Some(ctx.audit.clone())))
+        .layer(rampart_grpc::RestrictLayer::new(
+            std::sync::Arc::new(validated.grpc_restrictions.clone()),
+            Some(ctx.audit.clone()),
+        ))
         .max_concurrent_streams(Some(cli.grpc_max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
         .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
@@ -140,23 +159,36 @@ pub fn start_grpc(ctx: &Context<'_>, grpc_tls: TlsConfig) -> Result<Option<Task<
     use tokio_stream::StreamExt;
     let task = match grpc_tls {
         Some(tls) => {
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(rampart_tls::accept_tls(listener, tls))
-                .map(|(conn, peer)| Ok::<_, std::io::Error>(rampart_grpc::GrpcConn::tls(conn, peer)));
-            tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await.map_err(|e| e.to_string()) })
+            let incoming =
+                tokio_stream::wrappers::ReceiverStream::new(rampart_tls::accept_tls(listener, tls))
+                    .map(|(conn, peer)| {
+                        Ok::<_, std::io::Error>(rampart_grpc::GrpcConn::tls(conn, peer))
+                    });
+            tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(incoming, stop).await.map_err(|e| e.to_string())
+            })
         }
         None => {
-            let incoming =
-                tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| conn.and_then(rampart_grpc::GrpcConn::plain));
-            tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await.map_err(|e| e.to_string()) })
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+                .map(|conn| conn.and_then(rampart_grpc::GrpcConn::plain));
+            tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(incoming, stop).await.map_err(|e| e.to_string())
+            })
         }
     };
-    tracing::info!("Started GRPCInferenceService at {local}{}", tls_note(validated.grpc_tls.as_ref()));
+    tracing::info!(
+        "Started GRPCInferenceService at {local}{}",
+        tls_note(validated.grpc_tls.as_ref())
+    );
     exposure("GRPCInferenceService", local, &validated.grpc_restrictions);
     Ok(Some(task))
 }
 
 #[cfg(not(feature = "grpc"))]
-pub fn start_grpc(_: &Context<'_>, _: TlsConfig) -> Result<Option<Task<Result<(), String>>>, String> {
+pub fn start_grpc(
+    _: &Context<'_>,
+    _: TlsConfig,
+) -> Result<Option<Task<Result<(), String>>>, String> {
     Ok(None)
 }
 

@@ -4,9 +4,9 @@
 mod cli;
 mod listeners;
 mod logs;
-mod probe;
 #[cfg(feature = "otel")]
 mod otel;
+mod probe;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,7 +16,10 @@ use clap::Parser;
 use rampart_core::{Server, ServerOptions};
 
 /// The log settings from the command line; opens `--log-file` (append, created 0600 if missing).
-fn init_logging(cli: &cli::Cli, format: rampart_core::logging::LogFormat) -> Result<std::sync::Arc<rampart_core::logging::LogControl>, String> {
+fn init_logging(
+    cli: &cli::Cli,
+    format: rampart_core::logging::LogFormat,
+) -> Result<std::sync::Arc<rampart_core::logging::LogControl>, String> {
     let file = match &cli.log_file {
         None => None,
         Some(path) => {
@@ -30,14 +33,16 @@ fn init_logging(cli: &cli::Cli, format: rampart_core::logging::LogFormat) -> Res
             Some(f)
         }
     };
-    let control = std::sync::Arc::new(rampart_core::logging::LogControl::new(rampart_core::logging::LogSettings {
-        file: cli.log_file.clone().unwrap_or_default(),
-        info: cli.log_info,
-        warning: cli.log_warning,
-        error: cli.log_error,
-        verbose_level: cli.log_verbose,
-        format,
-    }));
+    let control = std::sync::Arc::new(rampart_core::logging::LogControl::new(
+        rampart_core::logging::LogSettings {
+            file: cli.log_file.clone().unwrap_or_default(),
+            info: cli.log_info,
+            warning: cli.log_warning,
+            error: cli.log_error,
+            verbose_level: cli.log_verbose,
+            format,
+        },
+    ));
     logs::install(control.clone(), file);
     Ok(control)
 }
@@ -51,9 +56,18 @@ fn listen_addr(flag: &str, address: &str, port: u16) -> Result<SocketAddr, Strin
 }
 
 /// Binds a listener, with SO_REUSEPORT when asked (`--reuse-http-port`, `--reuse-grpc-port`).
-fn bind(service: &str, addr: SocketAddr, reuse_port: bool) -> Result<tokio::net::TcpListener, String> {
+fn bind(
+    service: &str,
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<tokio::net::TcpListener, String> {
     let fail = |e: std::io::Error| format!("failed to start {service} at {addr}: {e}");
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(fail)?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
     socket.set_reuseaddr(true).map_err(fail)?;
     if reuse_port {
         socket.set_reuseport(true).map_err(fail)?;
@@ -66,8 +80,10 @@ fn bind(service: &str, addr: SocketAddr, reuse_port: bool) -> Result<tokio::net:
 /// fatal) and returns a future that completes on the first of them.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
     Ok(async move {
         tokio::select! {
             _ = int.recv() => {}
@@ -112,7 +128,11 @@ fn main() -> ExitCode {
         tracing::warn!("{note}");
     }
     least_privilege_warnings(&cli);
-    tracing::info!("rampart {} built with: {}", env!("CARGO_PKG_VERSION"), listeners::built().join(", "));
+    tracing::info!(
+        "rampart {} built with: {}",
+        env!("CARGO_PKG_VERSION"),
+        listeners::built().join(", ")
+    );
     let audit = std::sync::Arc::new(match &cli.audit_log_file {
         Some(path) => match rampart_core::audit::AuditLog::file(path) {
             Ok(log) => log,
@@ -124,7 +144,10 @@ fn main() -> ExitCode {
         None => rampart_core::audit::AuditLog::stderr(),
     });
     // TLS files are checked before any model loads, so a bad certificate fails fast.
-    let tls = match (tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"]), tls_config(validated.grpc_tls.as_ref(), &[b"h2"])) {
+    let tls = match (
+        tls_config(validated.http_tls.as_ref(), &[b"h2", b"http/1.1"]),
+        tls_config(validated.grpc_tls.as_ref(), &[b"h2"]),
+    ) {
         (Ok(h), Ok(g)) => (h, g),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
@@ -168,10 +191,16 @@ fn main() -> ExitCode {
         }
     };
     eprint!("{}", server.model_status_table());
-    if validated.model_control_mode == rampart_core::ModelControlMode::Poll && cli.repository_poll_secs > 0 {
+    if validated.model_control_mode == rampart_core::ModelControlMode::Poll
+        && cli.repository_poll_secs > 0
+    {
         server.start_polling(Duration::from_secs(cli.repository_poll_secs));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rampart-io").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rampart-io")
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -229,16 +258,27 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
 fn least_privilege_warnings(cli: &cli::Cli) {
     use std::os::unix::fs::PermissionsExt;
     let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("Uid:").and_then(|v| v.split_whitespace().nth(1)).map(str::to_string))
+        s.lines().find_map(|l| {
+            l.strip_prefix("Uid:").and_then(|v| v.split_whitespace().nth(1)).map(str::to_string)
+        })
     });
     if uid.as_deref() == Some("0") {
-        tracing::warn!("running as root: Rampart needs no privileges; run it as an unprivileged user");
+        tracing::warn!(
+            "running as root: Rampart needs no privileges; run it as an unprivileged user"
+        );
     }
-    let dirs = cli.model_repository.iter().map(|p| ("model repository", p)).chain(std::iter::once(("--backend-directory", &cli.backend_directory)));
+    let dirs = cli
+        .model_repository
+        .iter()
+        .map(|p| ("model repository", p))
+        .chain(std::iter::once(("--backend-directory", &cli.backend_directory)));
     for (what, dir) in dirs {
         if let Ok(m) = std::fs::metadata(dir) {
             if m.permissions().mode() & 0o002 != 0 {
-                tracing::warn!("{what} '{}' is writable by other users: anyone on this host could change what is served", dir.display());
+                tracing::warn!(
+                    "{what} '{}' is writable by other users: anyone on this host could change what is served",
+                    dir.display()
+                );
             }
         }
     }
@@ -249,7 +289,10 @@ fn least_privilege_warnings(cli: &cli::Cli) {
 fn exposure(service: &str, addr: SocketAddr, rules: &rampart_core::access::Restrictions) {
     let open = rules.open_categories();
     let names: Vec<&str> = open.iter().map(|c| c.name()).collect();
-    tracing::info!("{service}: categories answering without credentials: {}", if names.is_empty() { "none".into() } else { names.join(", ") });
+    tracing::info!(
+        "{service}: categories answering without credentials: {}",
+        if names.is_empty() { "none".into() } else { names.join(", ") }
+    );
     let admin: Vec<&str> = open.iter().filter(|c| c.is_admin()).map(|c| c.name()).collect();
     if !admin.is_empty() && !addr.ip().is_loopback() {
         tracing::warn!(
@@ -283,20 +326,35 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let model_access = std::sync::Arc::new(std::mem::take(&mut validated.model_access));
     if !model_access.is_empty() {
-        tracing::info!("model access rules: inference on models matching {} needs their credential", model_access.globs().join(", "));
+        tracing::info!(
+            "model access rules: inference on models matching {} needs their credential",
+            model_access.globs().join(", ")
+        );
     }
-    let ctx = listeners::Context { cli: &cli, validated: &validated, audit: &audit, server: &server, model_access: &model_access, stop: &stop_rx };
+    let ctx = listeners::Context {
+        cli: &cli,
+        validated: &validated,
+        audit: &audit,
+        server: &server,
+        model_access: &model_access,
+        stop: &stop_rx,
+    };
     let http_tasks = listeners::start_http(&ctx, http_tls)?;
     let grpc_task = listeners::start_grpc(&ctx, grpc_tls)?;
     if http_tasks.is_empty() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
     signalled.await;
-    tracing::info!("signal received: stopping new connections, waiting up to {}s for in-flight requests", exit_timeout.as_secs());
+    tracing::info!(
+        "signal received: stopping new connections, waiting up to {}s for in-flight requests",
+        exit_timeout.as_secs()
+    );
     let _ = stop_tx.send(true);
     let left = server.shutdown(exit_timeout).await;
     if left > 0 {
-        tracing::warn!("{left} inference requests still in flight after --exit-timeout-secs; exiting anyway");
+        tracing::warn!(
+            "{left} inference requests still in flight after --exit-timeout-secs; exiting anyway"
+        );
     }
     let grace = Duration::from_secs(1).max(exit_timeout / 10);
     for t in http_tasks {

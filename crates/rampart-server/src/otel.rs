@@ -28,17 +28,24 @@ impl OtlpExporter {
             .with_endpoint(settings.url.clone())
             .with_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("--trace-config opentelemetry: cannot build the OTLP exporter: {e}"))?;
+            .map_err(|e| {
+                format!("--trace-config opentelemetry: cannot build the OTLP exporter: {e}")
+            })?;
         let batch = BatchConfigBuilder::default()
             .with_max_queue_size(settings.max_queue_size)
             .with_scheduled_delay(Duration::from_millis(settings.schedule_delay_ms))
             .with_max_export_batch_size(settings.max_export_batch_size)
             .build();
         let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
-        let mut resource = opentelemetry_sdk::Resource::builder().with_service_name("triton-inference-server");
-        let attributes: Vec<KeyValue> = settings.resources.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+        let mut resource =
+            opentelemetry_sdk::Resource::builder().with_service_name("triton-inference-server");
+        let attributes: Vec<KeyValue> =
+            settings.resources.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
         resource = resource.with_attributes(attributes);
-        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build()).build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource.build())
+            .build();
         let tracer = provider.tracer("rampart");
         Ok(OtlpExporter { provider, tracer, propagator: Default::default() })
     }
@@ -53,7 +60,8 @@ impl TraceExporter for OtlpExporter {
         let (Some(first), Some(last)) = (r.stamps.first(), r.stamps.last()) else { return };
         let parent = match r.traceparent {
             Some(tp) => {
-                let carrier: HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
+                let carrier: HashMap<String, String> =
+                    [("traceparent".to_string(), tp.to_string())].into();
                 self.propagator.extract(&carrier)
             }
             None => opentelemetry::Context::new(),

@@ -33,13 +33,17 @@ pub fn from_args(args: &[String]) -> Option<ExitCode> {
 
 /// `http://host[:port]/path` → (host, port, path).
 fn parse(url: &str) -> Result<(&str, u16, &str), String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are probed (TLS listeners: use an orchestrator probe)")?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are probed (TLS listeners: use an orchestrator probe)")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().map_err(|_| format!("invalid port '{p}'"))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse().map_err(|_| format!("invalid port '{p}'"))?)
+        }
         _ => (authority, 80),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -51,10 +55,14 @@ fn parse(url: &str) -> Result<(&str, u16, &str), String> {
 
 fn probe(url: &str) -> Result<(), String> {
     let (host, port, path) = parse(url)?;
-    let addr = (host, port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
+    let addr =
+        (host, port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT)).and_then(|()| s.set_write_timeout(Some(TIMEOUT))).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(TIMEOUT))
+        .and_then(|()| s.set_write_timeout(Some(TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < 12 {
@@ -77,7 +85,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse("http://127.0.0.1:8000/v2/health/ready").unwrap(), ("127.0.0.1", 8000, "/v2/health/ready"));
+        assert_eq!(
+            parse("http://127.0.0.1:8000/v2/health/ready").unwrap(),
+            ("127.0.0.1", 8000, "/v2/health/ready")
+        );
         assert_eq!(parse("http://localhost").unwrap(), ("localhost", 80, "/"));
         assert_eq!(parse("http://[::1]:9/x").unwrap(), ("::1", 9, "/x"));
         assert!(parse("https://h/x").is_err());

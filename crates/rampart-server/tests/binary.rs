@@ -15,7 +15,13 @@ fn examples() -> String {
 fn spawn(extra: &[&str]) -> (Child, u16) {
     let mut child = Command::new(BIN)
         .arg(format!("--model-repository={}", examples()))
-        .args(["--http-address=127.0.0.1", "--http-port=0", "--allow-grpc=false", "--allow-metrics", "false"])
+        .args([
+            "--http-address=127.0.0.1",
+            "--http-port=0",
+            "--allow-grpc=false",
+            "--allow-metrics",
+            "false",
+        ])
         .args(["--backend-config=onnxruntime,engine=tract"])
         .args(extra)
         .stderr(Stdio::piped())
@@ -34,13 +40,18 @@ fn spawn(extra: &[&str]) -> (Child, u16) {
 }
 
 fn get(port: u16, path: &str) -> (u16, String) {
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().new_agent();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
     let mut r = agent.get(&format!("http://127.0.0.1:{port}{path}")).call().unwrap();
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    let ok =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
     assert!(ok);
 }
 
@@ -62,13 +73,22 @@ fn command_line_refusals() {
     let out = run(&["--model-repository=/x", "--no-such-flag"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
-    let out = run(&["--model-repository=/x", "--allow-sagemaker=true", "--sagemaker-safe-port-range=1-2"]);
+    let out = run(&[
+        "--model-repository=/x",
+        "--allow-sagemaker=true",
+        "--sagemaker-safe-port-range=1-2",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
     let out = run(&["--model-repository=/x", "--allow-vertex-ai=true"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("AIP_PREDICT_ROUTE"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["--model-repository=/does/not/exist", "--allow-grpc=false", "--allow-metrics=false"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AIP_PREDICT_ROUTE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out =
+        run(&["--model-repository=/does/not/exist", "--allow-grpc=false", "--allow-metrics=false"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("error: creating server"));
 }

@@ -51,40 +51,61 @@ fn flag(listener: &str, which: &str, path: &Path) -> String {
 }
 
 fn read(listener: &str, which: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{listener} TLS: cannot read {}: {e}", flag(listener, which, path)))
+    std::fs::read(path)
+        .map_err(|e| format!("{listener} TLS: cannot read {}: {e}", flag(listener, which, path)))
 }
 
 /// The raw bytes of the files, to detect changes.
 fn snapshot(files: &TlsFiles) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = vec![read(files.listener, "server-cert", &files.cert)?, read(files.listener, "server-key", &files.key)?];
+    let mut out = vec![
+        read(files.listener, "server-cert", &files.cert)?,
+        read(files.listener, "server-key", &files.key)?,
+    ];
     if let Some(root) = &files.root {
         out.push(read(files.listener, "root-cert", root)?);
     }
     Ok(out)
 }
 
-fn certs(listener: &str, which: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{listener} TLS: {} is not valid PEM: {e}", flag(listener, which, path)))?;
+fn certs(
+    listener: &str,
+    which: &str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| {
+            format!("{listener} TLS: {} is not valid PEM: {e}", flag(listener, which, path))
+        })?;
     if certs.is_empty() {
-        return Err(format!("{listener} TLS: {} contains no certificate", flag(listener, which, path)));
+        return Err(format!(
+            "{listener} TLS: {} contains no certificate",
+            flag(listener, which, path)
+        ));
     }
     Ok(certs)
 }
 
 /// Builds the rustls config from file contents (as returned by [`snapshot`]).
-fn build(files: &TlsFiles, contents: &[Vec<u8>], alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+fn build(
+    files: &TlsFiles,
+    contents: &[Vec<u8>],
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, String> {
     let l = files.listener;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(l, "server-cert", &files.cert, &contents[0])?;
-    let key = PrivateKeyDer::from_pem_slice(&contents[1])
-        .map_err(|e| format!("{l} TLS: {} holds no usable private key: {e}", flag(l, "server-key", &files.key)))?;
+    let key = PrivateKeyDer::from_pem_slice(&contents[1]).map_err(|e| {
+        format!("{l} TLS: {} holds no usable private key: {e}", flag(l, "server-key", &files.key))
+    })?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("{l} TLS: {e}"))?;
     let builder = if files.mutual {
-        let root = files.root.as_ref().ok_or_else(|| format!("{l} TLS: mutual TLS needs a root certificate"))?;
+        let root = files
+            .root
+            .as_ref()
+            .ok_or_else(|| format!("{l} TLS: mutual TLS needs a root certificate"))?;
         let mut store = rustls::RootCertStore::empty();
         for c in certs(l, "root-cert", root, &contents[2])? {
             store.add(c).map_err(|e| format!("{l} TLS: {}: {e}", flag(l, "root-cert", root)))?;
@@ -180,7 +201,10 @@ impl ReloadingConfig {
 
 /// Accepts TCP connections and completes TLS handshakes in separate tasks; finished connections come out of
 /// the returned channel.
-pub fn accept_tls(listener: TcpListener, config: Arc<ReloadingConfig>) -> mpsc::Receiver<(TlsStream<TcpStream>, Peer)> {
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<ReloadingConfig>,
+) -> mpsc::Receiver<(TlsStream<TcpStream>, Peer)> {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
@@ -202,11 +226,20 @@ pub fn accept_tls(listener: TcpListener, config: Arc<ReloadingConfig>) -> mpsc::
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(identity_of);
+                        let identity = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(identity_of);
                         let _ = conn_tx.send((tls, Peer { addr: peer, identity })).await;
                     }
-                    Ok(Err(e)) => tracing::debug!("{listener_name} TLS handshake with {peer} failed: {e}"),
-                    Err(_) => tracing::debug!("{listener_name} TLS handshake with {peer} timed out"),
+                    Ok(Err(e)) => {
+                        tracing::debug!("{listener_name} TLS handshake with {peer} failed: {e}")
+                    }
+                    Err(_) => {
+                        tracing::debug!("{listener_name} TLS handshake with {peer} timed out")
+                    }
                 }
             });
             if tx.is_closed() {
@@ -286,8 +319,12 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Option<Arc<ClientIdentity>> {
                 GeneralName::RFC822Name(v) => names.push(("email", v.to_string())),
                 GeneralName::IPAddress(b) => {
                     let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
-                        16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                        4 => <[u8; 4]>::try_from(*b)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*b)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
                         _ => None,
                     };
                     names.extend(ip.map(|ip| ("ip", ip)));
@@ -305,7 +342,10 @@ mod tests {
 
     fn pair(name: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().self_signed(&key).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
         (cert.pem(), key.serialize_pem())
     }
 
@@ -332,7 +372,12 @@ mod tests {
         let e = ReloadingConfig::load(f.clone(), &[b"h2"]).err().unwrap();
         assert!(e.contains("cannot be used together"), "{e}");
         std::fs::write(&f.key, "garbage").unwrap();
-        assert!(ReloadingConfig::load(f.clone(), &[b"h2"]).err().unwrap().contains("no usable private key"));
+        assert!(
+            ReloadingConfig::load(f.clone(), &[b"h2"])
+                .err()
+                .unwrap()
+                .contains("no usable private key")
+        );
         std::fs::write(&f.key, &k1).unwrap();
         let cfg = ReloadingConfig::load(f.clone(), &[b"h2"]).unwrap();
         assert_eq!(cfg.current().alpn_protocols, vec![b"h2".to_vec()]);
@@ -369,8 +414,12 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(vec!["Client.Example".to_string()]).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
         params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example");
-        params.subject_alt_names.push(rcgen::SanType::URI("spiffe://example/ns/a".try_into().unwrap()));
-        params.subject_alt_names.push(rcgen::SanType::Rfc822Name("alice@example.com".try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI("spiffe://example/ns/a".try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::Rfc822Name("alice@example.com".try_into().unwrap()));
         params.subject_alt_names.push(rcgen::SanType::IpAddress("10.0.0.7".parse().unwrap()));
         let cert = params.self_signed(&key).unwrap();
         let id = identity_of(cert.der()).unwrap();
@@ -378,7 +427,13 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["cn:alice", "dns:client.example", "email:alice@example.com", "ip:10.0.0.7", "uri:spiffe://example/ns/a"]
+            [
+                "cn:alice",
+                "dns:client.example",
+                "email:alice@example.com",
+                "ip:10.0.0.7",
+                "uri:spiffe://example/ns/a"
+            ]
         );
         assert!(id.subject().contains("CN=alice"), "{}", id.subject());
         assert!(identity_of(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_none());

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use rampart_types::tensor::{encode_bytes_elements, split_bytes_elements};
 use rampart_types::wire::{self, WireElement};
 use rampart_types::{
-    DataType, Engine, EngineInstance, Error, InstanceSpec, IoSpec, ModelSignature, Result, Tensor as RTensor,
+    DataType, Engine, EngineInstance, Error, InstanceSpec, IoSpec, ModelSignature, Result,
+    Tensor as RTensor,
 };
 use tract_onnx::prelude::*;
 
@@ -71,7 +72,12 @@ impl Engine for TractEngine {
             .output_outlets()
             .map_err(fail)?
             .iter()
-            .map(|&o| model.outlet_label(o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone()))
+            .map(|&o| {
+                model
+                    .outlet_label(o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
             .collect();
         let typed = model.into_optimized().map_err(fail)?;
         let mut signature = ModelSignature::default();
@@ -99,20 +105,58 @@ struct TractInstance {
 macro_rules! tract_type {
     ($dt:expr, $T:ident => $body:expr, bytes => $bytes:expr) => {
         match $dt {
-            DataType::Bool => { type $T = bool; $body }
-            DataType::Uint8 => { type $T = u8; $body }
-            DataType::Uint16 => { type $T = u16; $body }
-            DataType::Uint32 => { type $T = u32; $body }
-            DataType::Uint64 => { type $T = u64; $body }
-            DataType::Int8 => { type $T = i8; $body }
-            DataType::Int16 => { type $T = i16; $body }
-            DataType::Int32 => { type $T = i32; $body }
-            DataType::Int64 => { type $T = i64; $body }
-            DataType::Fp16 => { type $T = f16; $body }
-            DataType::Fp32 => { type $T = f32; $body }
-            DataType::Fp64 => { type $T = f64; $body }
+            DataType::Bool => {
+                type $T = bool;
+                $body
+            }
+            DataType::Uint8 => {
+                type $T = u8;
+                $body
+            }
+            DataType::Uint16 => {
+                type $T = u16;
+                $body
+            }
+            DataType::Uint32 => {
+                type $T = u32;
+                $body
+            }
+            DataType::Uint64 => {
+                type $T = u64;
+                $body
+            }
+            DataType::Int8 => {
+                type $T = i8;
+                $body
+            }
+            DataType::Int16 => {
+                type $T = i16;
+                $body
+            }
+            DataType::Int32 => {
+                type $T = i32;
+                $body
+            }
+            DataType::Int64 => {
+                type $T = i64;
+                $body
+            }
+            DataType::Fp16 => {
+                type $T = f16;
+                $body
+            }
+            DataType::Fp32 => {
+                type $T = f32;
+                $body
+            }
+            DataType::Fp64 => {
+                type $T = f64;
+                $body
+            }
             DataType::Bytes => $bytes,
-            DataType::Bf16 => return Err(Error::unsupported("the tract engine does not support BF16")),
+            DataType::Bf16 => {
+                return Err(Error::unsupported("the tract engine does not support BF16"))
+            }
         }
     };
 }
@@ -140,7 +184,8 @@ fn to_tract(t: &RTensor) -> Result<TValue> {
 }
 
 fn extract<T: Datum + WireElement>(v: &Tensor) -> Result<Vec<u8>> {
-    let view = v.to_plain_array_view::<T>().map_err(|e| Error::internal(format!("tract output: {e}")))?;
+    let view =
+        v.to_plain_array_view::<T>().map_err(|e| Error::internal(format!("tract output: {e}")))?;
     let mut out = Vec::with_capacity(view.len() * T::SIZE);
     for &x in view.iter() {
         x.write(&mut out);
@@ -162,7 +207,10 @@ impl EngineInstance for TractInstance {
                 .ok_or_else(|| Error::invalid_arg(format!("missing input '{}'", spec.name)))?;
             ordered.push(to_tract(t)?);
         }
-        let result = self.plan.run(ordered).map_err(|e| Error::internal(format!("tract execution failed: {e:#}")))?;
+        let result = self
+            .plan
+            .run(ordered)
+            .map_err(|e| Error::internal(format!("tract execution failed: {e:#}")))?;
         outputs
             .iter()
             .map(|name| {

@@ -17,7 +17,10 @@ pub struct ClientIdentity {
 
 impl ClientIdentity {
     /// `names` are `(kind, value)` pairs; kinds outside [`IDENTITY_KINDS`] are dropped.
-    pub fn new(subject: impl Into<String>, names: impl IntoIterator<Item = (&'static str, String)>) -> Self {
+    pub fn new(
+        subject: impl Into<String>,
+        names: impl IntoIterator<Item = (&'static str, String)>,
+    ) -> Self {
         let names = names
             .into_iter()
             .filter(|(kind, _)| IDENTITY_KINDS.contains(kind))
@@ -47,7 +50,11 @@ impl fmt::Display for ClientIdentity {
 }
 
 fn normalize(kind: &str, value: &str) -> String {
-    if kind == "dns" { format!("dns:{}", value.to_ascii_lowercase()) } else { format!("{kind}:{value}") }
+    if kind == "dns" {
+        format!("dns:{}", value.to_ascii_lowercase())
+    } else {
+        format!("{kind}:{value}")
+    }
 }
 
 /// Parses an identity as written in a flag (`dns:client.example`), normalized for [`ClientIdentity::has`].
@@ -75,7 +82,12 @@ mod tests {
     fn names_match_by_kind() {
         let id = ClientIdentity::new(
             "CN=alice,O=example",
-            [("cn", "alice".to_string()), ("dns", "Alice.Example".to_string()), ("uri", "spiffe://ex/ns/a".to_string()), ("x", "y".into())],
+            [
+                ("cn", "alice".to_string()),
+                ("dns", "Alice.Example".to_string()),
+                ("uri", "spiffe://ex/ns/a".to_string()),
+                ("x", "y".into()),
+            ],
         );
         assert!(id.has(&parse_identity("cn:alice").unwrap()));
         assert!(id.has(&parse_identity("dns:alice.example").unwrap()));

@@ -19,7 +19,11 @@ impl Tensor {
     }
 
     /// Builds a BYTES tensor from its elements.
-    pub fn from_bytes_elements<E: AsRef<[u8]>>(name: impl Into<String>, shape: Vec<i64>, elements: &[E]) -> Self {
+    pub fn from_bytes_elements<E: AsRef<[u8]>>(
+        name: impl Into<String>,
+        shape: Vec<i64>,
+        elements: &[E],
+    ) -> Self {
         Tensor::new(name, DataType::Bytes, shape, Bytes::from(encode_bytes_elements(elements)))
     }
 
@@ -34,7 +38,9 @@ pub fn element_count(shape: &[i64]) -> Result<u64> {
     let mut count: u64 = 1;
     for &d in shape {
         if d < 0 {
-            return Err(Error::invalid_arg(format!("invalid shape {shape:?}: dimensions must not be negative")));
+            return Err(Error::invalid_arg(format!(
+                "invalid shape {shape:?}: dimensions must not be negative"
+            )));
         }
         count = count.checked_mul(d as u64).filter(|&c| c <= i64::MAX as u64).ok_or_else(|| {
             Error::invalid_arg(format!(
@@ -54,7 +60,9 @@ pub fn fixed_byte_size(datatype: DataType, count: u64) -> Result<Option<u64>> {
             .checked_mul(sz as u64)
             .filter(|&b| b <= i64::MAX as u64)
             .map(Some)
-            .ok_or_else(|| Error::invalid_arg(format!("byte size overflow for {count} elements of {datatype}"))),
+            .ok_or_else(|| {
+                Error::invalid_arg(format!("byte size overflow for {count} elements of {datatype}"))
+            }),
     }
 }
 
@@ -134,6 +142,8 @@ mod tests {
         let bad = [0xff, 0xff, 0xff, 0xff, b'a'];
         assert!(split_bytes_elements(&bad, 1, "x").unwrap_err().message().contains("declares"));
         // truncated prefix
-        assert!(split_bytes_elements(&[1, 0], 1, "x").unwrap_err().message().contains("incomplete"));
+        assert!(
+            split_bytes_elements(&[1, 0], 1, "x").unwrap_err().message().contains("incomplete")
+        );
     }
 }

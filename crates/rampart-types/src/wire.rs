@@ -88,19 +88,58 @@ pub fn encode<T: WireElement>(elements: &[T]) -> Vec<u8> {
 macro_rules! with_element_type {
     ($dt:expr, $T:ident => $body:expr, bytes => $bytes:expr) => {
         match $dt {
-            $crate::DataType::Bool => { type $T = bool; $body }
-            $crate::DataType::Uint8 => { type $T = u8; $body }
-            $crate::DataType::Uint16 => { type $T = u16; $body }
-            $crate::DataType::Uint32 => { type $T = u32; $body }
-            $crate::DataType::Uint64 => { type $T = u64; $body }
-            $crate::DataType::Int8 => { type $T = i8; $body }
-            $crate::DataType::Int16 => { type $T = i16; $body }
-            $crate::DataType::Int32 => { type $T = i32; $body }
-            $crate::DataType::Int64 => { type $T = i64; $body }
-            $crate::DataType::Fp16 => { type $T = $crate::half::f16; $body }
-            $crate::DataType::Bf16 => { type $T = $crate::half::bf16; $body }
-            $crate::DataType::Fp32 => { type $T = f32; $body }
-            $crate::DataType::Fp64 => { type $T = f64; $body }
+            $crate::DataType::Bool => {
+                type $T = bool;
+                $body
+            }
+            $crate::DataType::Uint8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DataType::Uint16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DataType::Uint32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DataType::Uint64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::DataType::Int8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DataType::Int16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DataType::Int32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DataType::Int64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DataType::Fp16 => {
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::DataType::Bf16 => {
+                type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::DataType::Fp32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DataType::Fp64 => {
+                type $T = f64;
+                $body
+            }
             $crate::DataType::Bytes => $bytes,
         }
     };

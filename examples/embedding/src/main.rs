@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rampart_core::{EngineChoice, InferRequest, InputTensor, RequestedOutput, Server, ServerOptions};
+use rampart_core::{
+    EngineChoice, InferRequest, InputTensor, RequestedOutput, Server, ServerOptions,
+};
 use rampart_types::DataType;
 
 fn int32_bytes(values: &[i32]) -> Bytes {
@@ -26,7 +28,11 @@ async fn main() -> ExitCode {
     let repo = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "examples/models".into()));
 
     // 1. Open the repository: every model is loaded (model control mode `none`), here with tract.
-    let options = ServerOptions { model_repositories: vec![repo], default_engine: EngineChoice::Tract, ..Default::default() };
+    let options = ServerOptions {
+        model_repositories: vec![repo],
+        default_engine: EngineChoice::Tract,
+        ..Default::default()
+    };
     let server = match Server::start(options) {
         Ok(s) => s,
         Err(e) => {
@@ -92,7 +98,10 @@ async fn main() -> ExitCode {
         }
     };
     let count: u64 = stats.iter().map(|s| s.stats.inference_count).sum();
-    println!("simple: inference_count {count}, success {}", stats.iter().map(|s| s.stats.success.count).sum::<u64>());
+    println!(
+        "simple: inference_count {count}, success {}",
+        stats.iter().map(|s| s.stats.success.count).sum::<u64>()
+    );
     if count != 1 {
         eprintln!("expected one counted inference, got {count}");
         return ExitCode::FAILURE;
