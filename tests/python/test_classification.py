@@ -596,18 +596,16 @@ def test_label_file_outside_the_model_directory_fails_the_load(escape_repo):
             assert e["state"] == "UNAVAILABLE", e
             assert "label_filename" in e.get("reason", ""), e
             assert_no_passwd(json.dumps(e))
-            assert srv.get(f"/v2/models/{name}/ready").status_code != 200
+            # A known model without a ready version: not ready (400), and inference finds no version (404 /
+            # NOT_FOUND, Triton's "has no available versions").
+            assert_error(srv.get(f"/v2/models/{name}/ready"), 400, exact="Model version not ready")
             # Nothing of the file comes back through inference.
+            no_version = f"Request for unknown model: '{name}' has no available versions"
             r = http_classify(srv, name, [fp32_input(X2)], [{"name": "OUTPUT0", "parameters": {"classification": 5}}])
-            assert r.status_code in (400, 404, 503), r.text
+            assert_error(r, 404, exact=no_version)
             assert_no_passwd(r.text)
-            try:
-                grpc_fp32(srv, name, X2, 5)
-            except grpc.RpcError as err:
-                assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), err
-                assert_no_passwd(err.details() or "")
-            else:
-                raise AssertionError(f"{name}: inference answered")
+            gmsg = grpc_error(lambda: grpc_fp32(srv, name, X2, 5), grpc.StatusCode.NOT_FOUND, exact=no_version)
+            assert_no_passwd(gmsg)
         # The good model next to them works, with its own labels.
         _, values = http_fp32_classes(srv, "cls_ok", X2[:1], 2)
         assert values == ["5.000000:3", "0.700000:1:dog"]
@@ -650,9 +648,9 @@ def test_config_override_with_escaping_label_file_refused(explicit_repo):
             assert after == before
             res = grpc_fp32(srv, "cls_live", X2[:1], 5)
             assert as_strings(res.as_numpy("OUTPUT0")) == ROW0_SORTED
-            assert srv.get("/v2/models/cls_fresh/ready").status_code != 200
+            assert_error(srv.get("/v2/models/cls_fresh/ready"), 400, exact="Model version not ready")
             r = http_classify(srv, "cls_fresh", [fp32_input(X2)], [{"name": "OUTPUT0", "parameters": {"classification": 5}}])
-            assert r.status_code in (400, 404, 503), r.text
+            assert_error(r, 404, "Request for unknown model: 'cls_fresh'")
             assert_no_passwd(r.text)
         # A legitimate override (a label file inside the directory) still loads.
         (explicit_repo / "cls_fresh" / "other.txt").write_text("a\nb\n")

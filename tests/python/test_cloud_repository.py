@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import RampartServer, ServerStartError, base_args, example_repo, require_binary
+from conftest import RampartServer, ServerStartError, assert_error, base_args, example_repo, require_binary
 
 boto3 = pytest.importorskip("boto3")
 
@@ -155,7 +155,7 @@ def test_s3_poll_follows_the_bucket(s3, tmp_path):
             "identity_fp32 unloads",
             lambda: any(e["name"] == "identity_fp32" and e.get("state") == "UNAVAILABLE" for e in srv.index()),
         )
-        assert srv.get("/v2/models/identity_fp32/ready").status_code != 200
+        assert_error(srv.get("/v2/models/identity_fp32/ready"), 400, exact="Model version not ready")
         assert srv.infer("simple", SIMPLE_BODY).status_code == 200
     finally:
         srv.stop()

@@ -197,6 +197,7 @@ def test_request_timeout_is_ignored_without_override(policy_server):
 def test_bounded_queue_serves_normal_traffic(policy_server):
     results = concurrently(lambda i: infer_with(policy_server, "bounded"), 16)
     codes = [r.status_code for r in results]
+    # How many of the 16 concurrent requests find the bounded queue full depends on thread timing.
     assert set(codes) <= {200, 503}, codes
     for r in results:
         if r.status_code == 503:

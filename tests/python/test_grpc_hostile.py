@@ -112,7 +112,13 @@ def test_bad_version_string_is_invalid_argument(grpc_server, gstub, rpc, version
 
 
 def test_empty_model_name(grpc_server, gstub):
-    rejected(grpc_server, lambda: gstub.ModelInfer(fp32_request("")), (SC.NOT_FOUND, SC.INVALID_ARGUMENT))
+    # The model-name check every model-named API runs first (the project's rule; HTTP 400).
+    rejected(
+        grpc_server,
+        lambda: gstub.ModelInfer(fp32_request("")),
+        SC.INVALID_ARGUMENT,
+        exact="Model name cannot be empty. Please enter a valid name to deploy.",
+    )
 
 
 # --------------------------------------------------------------------------------------- core validation (HTTP texts)
@@ -443,13 +449,19 @@ def test_system_shared_memory_disabled(grpc_server, gclient):
 def test_shared_memory_input_refused(grpc_server, gstub):
     t = grpc_input("INPUT0", "INT32", [1, 16], shared_memory_region="r", shared_memory_byte_size=64)
     request = grpc_request("simple", [t, typed_input("INPUT1", "INT32", A)])
-    rejected(grpc_server, lambda: gstub.ModelInfer(request), (SC.INVALID_ARGUMENT, SC.UNIMPLEMENTED))
+    # Client shared memory is off by default (as in Triton): UNSUPPORTED -> UNIMPLEMENTED.
+    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.UNIMPLEMENTED, SHM_DISABLED)
 
 
 def test_cuda_shared_memory_not_supported(grpc_server, gstub):
     request = service_pb2.CudaSharedMemoryRegisterRequest(name="r", raw_handle=b"\x00" * 64, device_id=0, byte_size=64)
-    codes = (SC.INVALID_ARGUMENT, SC.UNIMPLEMENTED)
-    rejected(grpc_server, lambda: gstub.CudaSharedMemoryRegister(request), codes, "not supported")
+    # INVALID_ARG (HTTP 400), as documented in docs/compatibility.md.
+    rejected(
+        grpc_server,
+        lambda: gstub.CudaSharedMemoryRegister(request),
+        SC.INVALID_ARGUMENT,
+        exact="CUDA shared memory is not supported: this server was built without GPU support",
+    )
 
 
 TRACE_DEFAULTS = {
@@ -595,19 +607,26 @@ def test_undecodable_request(grpc_server, payload):
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer", request_serializer=lambda b: b, response_deserializer=lambda b: b
         )
-        rejected(grpc_server, lambda: call(payload, timeout=10), (SC.INTERNAL, SC.INVALID_ARGUMENT))
+        # What gRPC's own servers (Triton's C++ stack) and tonic answer for a message that does not decode.
+        rejected(grpc_server, lambda: call(payload, timeout=10), SC.INTERNAL, "failed to decode Protobuf message")
 
 
 def test_burst_of_bad_requests_then_good_one(grpc_server, gstub):
     bad = [
-        grpc_request("no_such_model"),
-        simple_grpc_request(outputs=["X"]),
-        grpc_request("simple", [grpc_input("INPUT0", "INT32", [1, 16])]),
+        (grpc_request("no_such_model"), SC.NOT_FOUND, UNKNOWN_MODEL),
+        (simple_grpc_request(outputs=["X"]), SC.INVALID_ARGUMENT, "unexpected inference output 'X' for model 'simple'"),
+        (
+            grpc_request("simple", [grpc_input("INPUT0", "INT32", [1, 16])]),
+            SC.INVALID_ARGUMENT,
+            "unable to find data for input tensor 'INPUT0' for model 'simple'",
+        ),
     ]
     for i in range(60):
+        request, code, message = bad[i % len(bad)]
         with pytest.raises(grpc.RpcError) as exc:
-            gstub.ModelInfer(bad[i % len(bad)])
-        assert exc.value.code() in (SC.NOT_FOUND, SC.INVALID_ARGUMENT)
+            gstub.ModelInfer(request)
+        assert exc.value.code() == code, (i, exc.value.code(), exc.value.details())
+        assert message in exc.value.details(), (i, exc.value.details())
     res = grpc_result(gstub.ModelInfer(simple_grpc_request()))
     np.testing.assert_array_equal(res.as_numpy("OUTPUT0"), A + 3)
 

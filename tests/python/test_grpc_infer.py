@@ -687,7 +687,9 @@ def test_broken_model_infer_refused(grpc_mixed_server, model):
     request.model_name = model
     with pytest.raises(grpc.RpcError) as exc:
         stub.ModelInfer(request)
-    assert exc.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE), exc.value.code()
-    assert model in exc.value.details(), exc.value.details()
+    # The model is known (UNAVAILABLE in the index) but has no READY version: Triton's NOT_FOUND "has no available
+    # versions" (UNAVAILABLE is for a requested version that exists but is not ready).
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND, (exc.value.code(), exc.value.details())
+    assert exc.value.details() == f"Request for unknown model: '{model}' has no available versions", exc.value.details()
     res = grpc_result(stub.ModelInfer(simple_grpc_request()))
     np.testing.assert_array_equal(res.as_numpy("OUTPUT0"), A + B)

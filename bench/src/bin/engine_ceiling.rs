@@ -94,6 +94,7 @@ fn report(mode: &str, model: &std::path::Path, batch: usize, runs: f64, p: [f64;
     );
 }
 
+#[allow(unsafe_code)] // the one unsafe call: see SAFETY below
 fn main() -> std::process::ExitCode {
     if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
         // SAFETY: first thing in main, single-threaded (as in the server: no usage database in $HOME).
@@ -182,8 +183,8 @@ fn run(args: &Args) -> Result<(), String> {
             version: 1,
             model_file: args.model.clone(),
             parameters: Default::default(),
-            declared_types: vec![],
             graph_optimization_level: 0,
+            ..Default::default()
         };
         let mut instance = engine.load(&spec).map_err(|e| e.message().to_string())?;
         let tensors: Vec<Tensor> = inputs

@@ -232,6 +232,26 @@ fn check_reshape(
     Ok(())
 }
 
+/// The inputs and outputs a config declares, as an engine sees them: the batch dimension (-1) first when
+/// the model batches, `reshape` not applied (engines without a model file answer this as their signature).
+pub(crate) fn declared_signature(c: &ModelConfig) -> ModelSignature {
+    let full = |dims: &[i64]| -> Vec<i64> {
+        let batch: &[i64] = if c.max_batch_size > 0 { &[-1] } else { &[] };
+        batch.iter().chain(dims).copied().collect()
+    };
+    let spec = |name: &str, dt: i32, dims: &[i64], optional: bool| IoSpec {
+        name: name.to_string(),
+        datatype: DataType::from_config_enum(dt)
+            .ok_or_else(|| format!("data type {dt} is invalid")),
+        dims: full(dims),
+        optional,
+    };
+    ModelSignature {
+        inputs: c.input.iter().map(|i| spec(&i.name, i.data_type, &i.dims, i.optional)).collect(),
+        outputs: c.output.iter().map(|o| spec(&o.name, o.data_type, &o.dims, false)).collect(),
+    }
+}
+
 fn sig_type(model: &str, s: &IoSpec) -> Result<DataType> {
     s.datatype
         .clone()

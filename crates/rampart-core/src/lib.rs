@@ -8,7 +8,7 @@
 //! The same API serves an application that runs models in process, without any network front end (the
 //! counterpart of Triton's in-process C API). `examples/embedding` is a complete program; CI runs it.
 //!
-//! - open a repository: [`Server::start`] with [`ServerOptions`] (`model_repositories`, `default_engine`,
+//! - open a repository: [`Server::start`] with [`ServerOptions`] (`model_repositories`, `backends`,
 //!   `model_control_mode`, …; every field has Triton's default);
 //! - list models: [`Server::repository_index`]; readiness: [`Server::is_ready`], [`Server::model_ready`];
 //! - metadata and configuration: [`Server::model_metadata`], [`Server::model_config`];
@@ -18,29 +18,30 @@
 //! - shut down: [`Server::shutdown`] refuses new requests and waits for in-flight ones.
 //!
 //! Errors are [`rampart_types::Error`] with Triton's codes. Cargo features choose what is compiled in:
-//! `onnxruntime`, `tract` (engines), `shm`, `tracing`, `cloud`.
+//! `shm`, `tracing`, `cloud`. The core runs no engine of its own: [`ServerOptions::backends`] holds the
+//! engines the application registered (`rampart_types::Backends`).
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod audit;
+mod batch;
 pub mod cache;
 pub mod classify;
 mod config;
 pub mod control;
 mod engines;
+mod executor;
 pub mod features;
 pub mod infer;
 pub mod logging;
 pub mod metrics;
 mod model;
-mod priority_queue;
 #[cfg(feature = "cloud")]
 pub mod remote;
 #[cfg(not(feature = "cloud"))]
 #[path = "remote_disabled.rs"]
 pub mod remote;
 mod repository;
-mod scheduler;
 mod server;
 pub mod shm;
 pub mod stats;
@@ -49,13 +50,11 @@ mod warmup;
 
 pub use config::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE;
 pub use control::{LoadRequest, ModelControlMode, validate_model_name};
-pub use engines::OrtOptions;
-pub use engines::{EngineChoice, HAS_ONNXRUNTIME, HAS_TRACT};
 pub use infer::{
     InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestLimits,
     RequestedOutput, ShmRef,
 };
-pub use model::{ModelState, ModelVersion};
+pub use model::{ModelState, ModelVersion, ResponseStream, StreamedResponse};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
 pub use server::{
     EXTENSIONS, IndexEntry, ModelMetadata, Server, ServerMetadata, ServerOptions, StartupError,

@@ -7,9 +7,12 @@ use rampart_model_config::ModelConfig;
 use rampart_types::{Error, Result};
 use tokio::sync::oneshot;
 
+use crate::executor::{Job, Reply, Streamed};
 use crate::infer::{self, EngineInputs, InferRequest, InferResponse};
-use crate::scheduler::{InstancePool, Job};
 use crate::stats::{FailureReason, ModelStats};
+
+/// The scheduler of one model version.
+pub(crate) type Scheduler = rampart_scheduler::Scheduler<Job>;
 
 /// Model version states reported by the repository index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,19 +41,28 @@ pub struct ModelVersion {
     pub stats: Arc<ModelStats>,
     pub load_duration: Duration,
     engine_inputs: EngineInputs,
-    pool: InstancePool,
+    pool: Scheduler,
+    /// `model_transaction_policy { decoupled: true }`: zero or more responses per request.
+    pub decoupled: bool,
     /// The server's response cache, when this model enables it.
     cache: Option<crate::cache::ResponseCache>,
     /// Each output's `label_filename` lines (the classification extension).
     pub labels: Arc<crate::classify::Labels>,
-    /// Requests inside `infer`, so an unload can wait for them.
-    in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests being answered (decoupled ones until their last response), so an unload can wait for them.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Counts one request in `ModelVersion::in_flight` until dropped.
-struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
 
-impl Drop for Busy<'_> {
+impl Busy {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
@@ -60,13 +72,15 @@ impl ModelVersion {
     pub(crate) fn new(
         config: Arc<ModelConfig>,
         version: i64,
-        pool: InstancePool,
+        pool: Scheduler,
         stats: Arc<ModelStats>,
         load_duration: Duration,
         engine_inputs: EngineInputs,
         cache: Option<crate::cache::ResponseCache>,
     ) -> Self {
+        let decoupled = config.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
         ModelVersion {
+            decoupled,
             name: config.name.clone(),
             version,
             config,
@@ -89,9 +103,9 @@ impl ModelVersion {
         format!("model '{name}' version {version}")
     }
 
+    /// One request of a model with one response per request.
     pub(crate) async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
-        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let _busy = Busy(&self.in_flight);
+        let _busy = Busy::new(&self.in_flight);
         let start = Instant::now();
         let trace = req.trace.clone();
         if let Some(t) = &trace {
@@ -141,30 +155,9 @@ impl ModelVersion {
             return Ok(self.response(req.id, outputs, prepared.batch_size));
         }
         let (tx, rx) = oneshot::channel();
-        let unsigned = |key: &str| match req.parameters.get(key) {
-            Some(infer::ParamValue::Uint(v)) => Some(*v),
-            Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
-            _ => None,
-        };
-        let (level, deadline, delay_on_timeout) =
-            self.pool.schedule(unsigned("priority"), unsigned("timeout"));
         *reason = FailureReason::Rejected;
-        let enqueued = Instant::now();
-        if let Some(t) = &req.trace {
-            t.stamp_at("QUEUE_START", enqueued);
-        }
-        self.pool.submit(Job {
-            trace: req.trace.clone(),
-            pending: Some(crate::stats::Pending::new(self.stats.clone())),
-            inputs: prepared.inputs,
-            outputs: prepared.outputs,
-            batch_size: prepared.batch_size,
-            enqueued,
-            level,
-            deadline,
-            delay_on_timeout,
-            reply: tx,
-        })?;
+        let batch_size = prepared.batch_size;
+        self.submit(&req, prepared, Reply::Unary(tx))?;
         let outputs = rx
             .await
             .map_err(|_| {
@@ -185,10 +178,67 @@ impl ModelVersion {
             cache.insert(key, Arc::new(outputs.clone()));
             self.stats.cache_miss.record(lookup + stored.elapsed());
         }
-        Ok(self.response(req.id, outputs, prepared.batch_size))
+        Ok(self.response(req.id, outputs, batch_size))
     }
 
-    fn response(
+    /// Queues a validated request with the queue ticket its `priority` and `timeout` parameters ask for.
+    fn submit(&self, req: &InferRequest, prepared: infer::Prepared, reply: Reply) -> Result<()> {
+        let unsigned = |key: &str| match req.parameters.get(key) {
+            Some(infer::ParamValue::Uint(v)) => Some(*v),
+            Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
+            _ => None,
+        };
+        let ticket = self.pool.ticket(unsigned("priority"), unsigned("timeout"));
+        let enqueued = Instant::now();
+        if let Some(t) = &req.trace {
+            t.stamp_at("QUEUE_START", enqueued);
+        }
+        let job = Job {
+            trace: req.trace.clone(),
+            pending: Some(crate::stats::Pending::new(self.stats.clone())),
+            inputs: prepared.inputs,
+            outputs: prepared.outputs,
+            batch_size: prepared.batch_size,
+            enqueued,
+            reply,
+        };
+        self.pool.submit(job, ticket)
+    }
+
+    /// One request of a decoupled model: its responses arrive through the returned stream as the instance
+    /// sends them. Validation and queueing errors are returned at once.
+    pub(crate) fn infer_decoupled(self: &Arc<Self>, req: InferRequest) -> Result<DecoupledStream> {
+        let busy = Busy::new(&self.in_flight);
+        let start = Instant::now();
+        if let Some(t) = &req.trace {
+            t.set_version(self.version);
+            t.stamp_at("REQUEST_START", start);
+        }
+        let fail = |e: Error, reason| {
+            self.stats.record_request(Err(reason), start.elapsed());
+            e
+        };
+        let prepared = infer::prepare(&self.config, &self.engine_inputs, &req)
+            .map_err(|e| fail(e, FailureReason::Other))?;
+        let batch_size = prepared.batch_size;
+        // One response waits here at most: the instance blocks until the front end takes it, so what a slow
+        // reader holds is bounded by the front end's own buffer.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        self.submit(&req, prepared, Reply::Stream(tx))
+            .map_err(|e| fail(e, FailureReason::Rejected))?;
+        Ok(DecoupledStream {
+            model: self.clone(),
+            rx,
+            id: req.id,
+            batch_size,
+            start,
+            trace: req.trace,
+            done: false,
+            _busy: busy,
+        })
+    }
+
+    pub(crate) fn response(
         &self,
         id: String,
         outputs: Vec<rampart_types::Tensor>,
@@ -201,6 +251,109 @@ impl ModelVersion {
             parameters: Default::default(),
             outputs: infer::finish_outputs(&self.config, outputs, batch_size),
             shm_outputs: Default::default(),
+        }
+    }
+}
+
+/// The responses of one request, in the order the model sent them: one for most models, zero or more for
+/// a decoupled one. The last item is flagged [`StreamedResponse::last`] (for a decoupled model it carries no
+/// response: Triton's final flag), or is an error. Dropping the stream cancels the request.
+pub struct ResponseStream {
+    kind: Kind,
+    _server: Option<Box<dyn Send + Sync>>,
+}
+
+enum Kind {
+    One(Option<InferResponse>),
+    Many(DecoupledStream),
+}
+
+impl ResponseStream {
+    pub(crate) fn one(response: InferResponse) -> Self {
+        ResponseStream { kind: Kind::One(Some(response)), _server: None }
+    }
+
+    /// `guard` is held until the stream is dropped (the server counts the request in flight).
+    pub(crate) fn many(stream: DecoupledStream, guard: Box<dyn Send + Sync>) -> Self {
+        ResponseStream { kind: Kind::Many(stream), _server: Some(guard) }
+    }
+
+    /// Whether the model is decoupled (its responses end with a separate final flag).
+    pub fn decoupled(&self) -> bool {
+        matches!(self.kind, Kind::Many(_))
+    }
+
+    /// The next response; `None` after the last one.
+    pub async fn next(&mut self) -> Option<Result<StreamedResponse>> {
+        match &mut self.kind {
+            Kind::One(r) => {
+                r.take().map(|r| Ok(StreamedResponse { response: Some(r), last: true }))
+            }
+            Kind::Many(s) => s.next().await,
+        }
+    }
+}
+
+/// The responses of one decoupled request.
+pub(crate) struct DecoupledStream {
+    model: Arc<ModelVersion>,
+    rx: tokio::sync::mpsc::Receiver<Streamed>,
+    id: String,
+    batch_size: u64,
+    start: Instant,
+    trace: Option<Arc<crate::trace::Trace>>,
+    done: bool,
+    _busy: Busy,
+}
+
+/// One item of a [`ResponseStream`].
+#[derive(Debug)]
+pub struct StreamedResponse {
+    /// `None`: the final flag alone (Triton's empty final response).
+    pub response: Option<InferResponse>,
+    /// No more responses follow.
+    pub last: bool,
+}
+
+impl DecoupledStream {
+    async fn next(&mut self) -> Option<Result<StreamedResponse>> {
+        if self.done {
+            return None;
+        }
+        let item = match self.rx.recv().await {
+            Some(Streamed::Response(outputs)) => {
+                let response = self.model.response(self.id.clone(), outputs, self.batch_size);
+                return Some(Ok(StreamedResponse { response: Some(response), last: false }));
+            }
+            Some(Streamed::Final) => Ok(StreamedResponse { response: None, last: true }),
+            Some(Streamed::Error(e)) => Err(e),
+            None => Err(Error::internal(format!(
+                "{} stopped before answering",
+                ModelVersion::label(&self.model.name, self.model.version)
+            ))),
+        };
+        self.finish(item.as_ref().map(|_| ()).map_err(|e| match e.code() {
+            rampart_types::Code::Unavailable => FailureReason::Rejected,
+            rampart_types::Code::Cancelled => FailureReason::Canceled,
+            _ => FailureReason::Backend,
+        }));
+        Some(item)
+    }
+
+    fn finish(&mut self, outcome: std::result::Result<(), FailureReason>) {
+        self.done = true;
+        if let Some(t) = &self.trace {
+            t.stamp("REQUEST_END");
+        }
+        self.model.stats.record_request(outcome, self.start.elapsed());
+    }
+}
+
+impl Drop for DecoupledStream {
+    /// A stream dropped before its last response: the caller went away, and the request is cancelled.
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Err(FailureReason::Canceled));
         }
     }
 }

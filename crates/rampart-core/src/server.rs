@@ -14,11 +14,10 @@ use tokio::sync::Notify;
 
 use crate::config;
 use crate::control::{self, LoadRequest, ModelControlMode};
-use crate::engines::{EngineChoice, Engines};
+use crate::executor::Instance;
 use crate::infer::{InferRequest, InferResponse};
-use crate::model::{ModelState, ModelVersion};
+use crate::model::{ModelState, ModelVersion, ResponseStream};
 use crate::repository;
-use crate::scheduler::InstancePool;
 use crate::stats::{ModelStats, VersionStats};
 
 /// Extensions reported by server metadata: only what this build implements.
@@ -46,13 +45,11 @@ pub struct ServerOptions {
     pub autocomplete: bool,
     pub strict_readiness: bool,
     pub exit_on_error: bool,
-    /// Where the ONNX Runtime library is looked for.
-    pub backend_directory: PathBuf,
-    /// An explicit ONNX Runtime library file (the binary takes it from `ORT_DYLIB_PATH`).
-    pub onnxruntime_library: Option<PathBuf>,
-    pub default_engine: EngineChoice,
-    /// ONNX Runtime engine settings (`--backend-config=onnxruntime,...`).
-    pub onnxruntime: crate::OrtOptions,
+    /// The engines models run on, by backend name: the binary registers what it was built with.
+    pub backends: Arc<rampart_types::Backends>,
+    /// The backend that runs ONNX models (`platform: "onnxruntime_onnx"`, `backend: "onnxruntime"`) unless
+    /// a model's `engine` parameter names another: `onnxruntime` or `tract`.
+    pub default_onnx_backend: String,
     /// Requests that may wait per model version (`--max-queued-requests`); more are answered UNAVAILABLE.
     pub max_queued_requests: usize,
     /// How many inputs, outputs and parameters one request may carry.
@@ -87,11 +84,9 @@ impl Default for ServerOptions {
             autocomplete: true,
             strict_readiness: true,
             exit_on_error: true,
-            backend_directory: PathBuf::from("/opt/tritonserver/backends"),
-            onnxruntime_library: None,
-            default_engine: EngineChoice::OnnxRuntime,
-            onnxruntime: Default::default(),
-            max_queued_requests: crate::scheduler::DEFAULT_QUEUE_CAPACITY,
+            backends: Default::default(),
+            default_onnx_backend: "onnxruntime".into(),
+            max_queued_requests: rampart_scheduler::DEFAULT_QUEUE_CAPACITY,
             request_limits: Default::default(),
             response_cache_bytes: None,
             model_control_mode: ModelControlMode::None,
@@ -182,7 +177,6 @@ type Models = BTreeMap<String, Arc<ModelEntry>>;
 
 struct Inner {
     options: ServerOptions,
-    engines: Engines,
     cache: Option<crate::cache::ResponseCache>,
     models: ArcSwap<Models>,
     /// Serialises loads, unloads and polls (requests never take it).
@@ -250,9 +244,19 @@ pub fn parse_version(v: &str) -> Result<Option<i64>> {
 }
 
 /// Counts a request as in flight until dropped, so shutdown can wait for it.
-struct InFlight<'a>(&'a Inner);
+struct InFlight(Arc<Inner>);
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    fn new(inner: &Arc<Inner>) -> Result<Self> {
+        if inner.exiting.load(Ordering::Acquire) {
+            return Err(Error::unavailable("Server exiting"));
+        }
+        inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(InFlight(inner.clone()))
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -282,12 +286,6 @@ impl Server {
         options.model_repositories = local;
         let found = repository::scan(&options.model_repositories)
             .map_err(|e| StartupError(e.to_string()))?;
-        let engines = Engines::new(
-            options.backend_directory.clone(),
-            options.onnxruntime_library.clone(),
-            options.onnxruntime.clone(),
-            options.default_engine,
-        );
         let cache = options.response_cache_bytes.map(crate::cache::ResponseCache::new);
         let wanted: Vec<(String, Vec<PathBuf>)> = match options.model_control_mode {
             ModelControlMode::Explicit if options.startup_models.iter().any(|m| m != "*") => {
@@ -309,7 +307,6 @@ impl Server {
                 remotes,
                 shm: crate::shm::SharedMemory::new(options.allow_client_shm),
                 options,
-                engines,
                 cache,
                 models: ArcSwap::from_pointee(Models::new()),
                 control: Mutex::new(()),
@@ -514,14 +511,51 @@ impl Server {
         })
     }
 
-    pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse> {
-        if self.inner.exiting.load(Ordering::Acquire) {
-            return Err(Error::unavailable("Server exiting"));
-        }
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlight(&self.inner);
+    /// One request, one response. A decoupled model is refused: use [`Server::infer_stream`].
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
+        self.infer_unary(req, "infer").await
+    }
+
+    /// [`Server::infer`] for a front end whose endpoint answers one response per request: a decoupled
+    /// model is refused as UNSUPPORTED "`endpoint` doesn't support models with decoupled transaction
+    /// policy" (Triton's words, with "HTTP end point" or "ModelInfer RPC").
+    pub async fn infer_unary(&self, req: InferRequest, endpoint: &str) -> Result<InferResponse> {
+        let _guard = InFlight::new(&self.inner)?;
         self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
+        if model.decoupled {
+            return Err(Error::unsupported(format!(
+                "{endpoint} doesn't support models with decoupled transaction policy"
+            )));
+        }
+        self.infer_on(model, req).await
+    }
+
+    /// A request whose responses are streamed: one for most models, zero or more for a decoupled one
+    /// (`model_transaction_policy { decoupled: true }`), the last flagged. Errors before the request
+    /// reaches the model are returned at once.
+    pub async fn infer_stream(&self, mut req: InferRequest) -> Result<ResponseStream> {
+        let guard = InFlight::new(&self.inner)?;
+        self.inner.options.request_limits.check(&req)?;
+        let model = self.model(&req.model_name, req.model_version)?;
+        if !model.decoupled {
+            return Ok(ResponseStream::one(self.infer_on(model, req).await?));
+        }
+        if req.outputs.iter().any(|o| o.classification.is_some() || o.shm.is_some()) {
+            return Err(Error::invalid_arg(format!(
+                "model '{}' is decoupled: its outputs cannot use classification or shared memory",
+                req.model_name
+            )));
+        }
+        self.take_extensions(&mut req)?;
+        Ok(ResponseStream::many(model.infer_decoupled(req)?, Box::new(guard)))
+    }
+
+    async fn infer_on(
+        &self,
+        model: Arc<ModelVersion>,
+        mut req: InferRequest,
+    ) -> Result<InferResponse> {
         let extensions = self.take_extensions(&mut req)?;
         let response = model.infer(req).await?;
         if extensions.is_empty() {
@@ -1083,7 +1117,6 @@ impl Server {
         previous: Option<&ModelEntry>,
     ) -> ModelEntry {
         let options = &self.inner.options;
-        let engines = &self.inner.engines;
         let cache = self.inner.cache.as_ref();
         let overridden = config_override.is_some() || files.is_some();
         let fingerprint = control::fingerprint(dir);
@@ -1118,13 +1151,9 @@ impl Server {
             Ok(v) => v,
             Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
         };
-        let choice = match engines.choose(&raw.config) {
-            Ok(c) => c,
-            Err(e) => {
-                return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
-            }
-        };
-        let engine = match engines.get(choice) {
+        let chosen = crate::engines::backend_name(&raw.config, &options.default_onnx_backend)
+            .and_then(|backend| options.backends.get(backend));
+        let engine = match chosen {
             Ok(e) => e,
             Err(e) => {
                 return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
@@ -1138,14 +1167,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.clone(), v.string_value.clone()))
             .collect();
-        let declared_types = raw
-            .config
-            .input
-            .iter()
-            .map(|i| (i.name.clone(), i.data_type))
-            .chain(raw.config.output.iter().map(|o| (o.name.clone(), o.data_type)))
-            .filter_map(|(n, t)| DataType::from_config_enum(t).map(|t| (n, t)))
-            .collect::<Vec<_>>();
+        let declared = config::declared_signature(&raw.config);
         let graph_level =
             raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
         let mut final_config: Option<Arc<ModelConfig>> = None;
@@ -1167,28 +1189,41 @@ impl Server {
             let started = Instant::now();
             let label = ModelVersion::label(name, v);
             let result = (|| -> Result<Arc<ModelVersion>> {
-                let model_file = dir.join(v.to_string()).join(
-                    final_config.as_ref().map(|c| c.default_model_filename.clone()).unwrap_or_else(
-                        || {
-                            raw.as_ref()
-                                .map(|r| r.config.default_model_filename.clone())
-                                .unwrap_or_default()
-                        },
-                    ),
-                );
-                if !model_file.is_file() {
-                    return Err(Error::invalid_arg(format!(
-                        "model file '{}' not found",
-                        model_file.display()
-                    )));
-                }
-                let spec = InstanceSpec {
+                let version_dir = dir.join(v.to_string());
+                let model_file = if engine.needs_model_file() {
+                    let file = version_dir.join(
+                        final_config
+                            .as_ref()
+                            .map(|c| c.default_model_filename.clone())
+                            .or_else(|| {
+                                raw.as_ref().map(|r| r.config.default_model_filename.clone())
+                            })
+                            .unwrap_or_default(),
+                    );
+                    if !file.is_file() {
+                        return Err(Error::invalid_arg(format!(
+                            "model file '{}' not found",
+                            file.display()
+                        )));
+                    }
+                    file
+                } else {
+                    version_dir
+                };
+                let max_batch_size = final_config
+                    .as_ref()
+                    .map(|c| c.max_batch_size)
+                    .or_else(|| raw.as_ref().map(|r| r.config.max_batch_size))
+                    .unwrap_or_default();
+                let mut spec = InstanceSpec {
                     model_name: name.to_string(),
                     version: v,
                     model_file,
                     parameters: parameters.clone(),
-                    declared_types: declared_types.clone(),
+                    declared: declared.clone(),
+                    max_batch_size: max_batch_size.max(0) as u64,
                     graph_optimization_level: graph_level,
+                    instance_index: 0,
                 };
                 let mut instances = Vec::with_capacity(instance_count);
                 instances.push(engine.load(&spec)?);
@@ -1204,35 +1239,43 @@ impl Server {
                         c
                     }
                 };
-                // The tract engine can't run BF16; check the completed config too (auto-complete may add it).
-                if engine.name() == "tract"
-                    && cfg
-                        .input
-                        .iter()
-                        .map(|i| i.data_type)
-                        .chain(cfg.output.iter().map(|o| o.data_type))
-                        .any(|t| t == DataType::Bf16.config_enum())
+                // The completed config too (auto-complete may add types the engine cannot run).
+                let types = cfg.input.iter().map(|i| i.data_type);
+                let types = types.chain(cfg.output.iter().map(|o| o.data_type));
+                if let Some(t) =
+                    types.filter_map(DataType::from_config_enum).find(|&t| !engine.supports(t))
                 {
-                    return Err(Error::unsupported(
-                        "the tract engine does not support data type BF16; use the onnxruntime engine",
-                    ));
+                    return Err(Error::unsupported(format!(
+                        "the {} engine does not support data type {}",
+                        engine.name(),
+                        t.as_str()
+                    )));
                 }
                 let engine_inputs = crate::infer::EngineInputs {
                     engine: engine.name(),
                     names: instances[0].signature().inputs.iter().map(|s| s.name.clone()).collect(),
                 };
-                for _ in 1..instance_count {
+                for i in 1..instance_count {
+                    spec.instance_index = i;
                     instances.push(engine.load(&spec)?);
                 }
-                let stats = Arc::new(ModelStats::with_latency_metrics(
+                let decoupled = cfg.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
+                let mut stats = ModelStats::with_latency_metrics(
                     options.metrics.summaries.clone().map(crate::stats::LatencyWindows::new),
                     options.metrics.histograms.then(Default::default),
-                ));
+                );
+                if decoupled {
+                    stats = stats.with_response_stats();
+                }
+                let stats = Arc::new(stats);
                 let batching = batch_policy(&cfg)?;
-                let pool = InstancePool::start(
+                let executors: Vec<Instance> = instances
+                    .into_iter()
+                    .map(|engine| Instance { engine, stats: stats.clone() })
+                    .collect();
+                let pool = crate::model::Scheduler::start(
                     format!("{name}-{v}"),
-                    instances,
-                    stats.clone(),
+                    executors,
                     options.max_queued_requests,
                     batching,
                 )?;
@@ -1284,7 +1327,7 @@ impl Server {
 
 /// The `dynamic_batching` settings of a config, checked as Triton checks them; `None` runs every request
 /// alone (no `dynamic_batching`, or a model without a batch dimension).
-fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolicy>> {
+fn batch_policy(cfg: &ModelConfig) -> Result<Option<rampart_scheduler::BatchPolicy>> {
     use rampart_model_config::pb::model_config::SchedulingChoice;
     let Some(SchedulingChoice::DynamicBatching(d)) = &cfg.scheduling_choice else {
         return Ok(None);
@@ -1351,7 +1394,7 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
         }
     }
     let queue_policy =
-        |p: &rampart_model_config::pb::ModelQueuePolicy| crate::scheduler::QueuePolicy {
+        |p: &rampart_model_config::pb::ModelQueuePolicy| rampart_scheduler::QueuePolicy {
             timeout: (p.default_timeout_microseconds > 0)
                 .then(|| std::time::Duration::from_micros(p.default_timeout_microseconds)),
             allow_timeout_override: p.allow_timeout_override,
@@ -1360,14 +1403,14 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<crate::scheduler::BatchPolic
         };
     // Without priority levels there is one queue with the default policy (Triton ignores
     // `priority_queue_policy` then).
-    let levels: Vec<crate::scheduler::QueuePolicy> = if levels == 0 {
+    let levels: Vec<rampart_scheduler::QueuePolicy> = if levels == 0 {
         vec![queue_policy(&default)]
     } else {
         (1..=levels)
             .map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default)))
             .collect()
     };
-    Ok(Some(crate::scheduler::BatchPolicy {
+    Ok(Some(rampart_scheduler::BatchPolicy {
         max_batch_size: cfg.max_batch_size as u64,
         preferred,
         max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),

@@ -51,6 +51,32 @@ pub struct ModelStats {
     pub first_response: Option<FirstResponseHistogram>,
     last_inference_ms: AtomicU64,
     batch: Mutex<BTreeMap<u64, [DurationSnapshot; 3]>>,
+    /// A decoupled model's responses by index within their request (`None`: one response per request,
+    /// reported as index 0 from the request counters).
+    responses: Option<Mutex<BTreeMap<u64, ResponseStatsSnapshot>>>,
+}
+
+/// Response indexes counted one by one; later responses of a request are not counted (a client controls
+/// how many responses a decoupled request makes).
+pub const MAX_RESPONSE_INDEXES: u64 = 1024;
+
+/// The statistics of the responses at one index (Triton's `InferResponseStatistics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseStatsSnapshot {
+    pub compute_infer: DurationSnapshot,
+    pub compute_output: DurationSnapshot,
+    pub success: DurationSnapshot,
+    pub fail: DurationSnapshot,
+    pub empty_response: DurationSnapshot,
+    pub cancel: DurationSnapshot,
+}
+
+/// How one response of a decoupled request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    Success,
+    Fail,
+    Cancel,
 }
 
 /// Why a request failed, as Triton's `nv_inference_request_failure{reason=…}` tells them apart.
@@ -117,6 +143,45 @@ impl ModelStats {
         first_response: Option<FirstResponseHistogram>,
     ) -> Self {
         ModelStats { summaries, first_response, ..Default::default() }
+    }
+
+    /// Counts responses one by one (a decoupled model) rather than one per request.
+    pub fn with_response_stats(mut self) -> Self {
+        self.responses = Some(Mutex::default());
+        self
+    }
+
+    /// One response of a decoupled request: `index` within its request, the time the instance worked on it
+    /// and the time it took to hand it over.
+    pub fn record_response(
+        &self,
+        index: u64,
+        outcome: ResponseOutcome,
+        compute_infer: Duration,
+        compute_output: Duration,
+    ) {
+        let Some(responses) = &self.responses else { return };
+        if index >= MAX_RESPONSE_INDEXES {
+            return;
+        }
+        let add = |d: &mut DurationSnapshot, t: Duration| {
+            d.count += 1;
+            d.ns = d.ns.saturating_add(t.as_nanos().min(u64::MAX as u128) as u64);
+        };
+        let mut map = responses.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.entry(index).or_default();
+        match outcome {
+            ResponseOutcome::Success => {
+                add(&mut r.compute_infer, compute_infer);
+                add(&mut r.compute_output, compute_output);
+                add(&mut r.success, compute_infer + compute_output);
+            }
+            ResponseOutcome::Fail => {
+                add(&mut r.compute_infer, compute_infer);
+                add(&mut r.fail, compute_infer);
+            }
+            ResponseOutcome::Cancel => add(&mut r.cancel, Duration::ZERO),
+        }
     }
 
     /// Requests waiting for an execution.
@@ -227,7 +292,28 @@ impl ModelStats {
             cache_hit: self.cache_hit.snapshot(),
             cache_miss: self.cache_miss.snapshot(),
             batch: self.batch.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            responses: self.response_snapshot(),
         }
+    }
+
+    /// Per-index response statistics. A model with one response per request reports index 0 from its
+    /// request counters, once it has answered anything.
+    fn response_snapshot(&self) -> BTreeMap<u64, ResponseStatsSnapshot> {
+        if let Some(responses) = &self.responses {
+            return responses.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        }
+        let (success, fail) = (self.success.snapshot(), self.fail.snapshot());
+        if success.count + fail.count == 0 {
+            return BTreeMap::new();
+        }
+        let only = ResponseStatsSnapshot {
+            compute_infer: self.compute_infer.snapshot(),
+            compute_output: self.compute_output.snapshot(),
+            success,
+            fail,
+            ..Default::default()
+        };
+        BTreeMap::from([(0, only)])
     }
 }
 
@@ -248,6 +334,8 @@ pub struct StatsSnapshot {
     pub cache_miss: DurationSnapshot,
     /// batch size → [compute_input, compute_infer, compute_output]
     pub batch: BTreeMap<u64, [DurationSnapshot; 3]>,
+    /// Response index → its statistics (Triton's `response_stats`).
+    pub responses: BTreeMap<u64, ResponseStatsSnapshot>,
 }
 
 /// Statistics of one model version, as the statistics API reports them.

@@ -308,24 +308,21 @@ pub(crate) fn statistics(stats: Vec<VersionStats>) -> pb::ModelStatisticsRespons
                         compute_output: dur(&d[2]),
                     })
                     .collect(),
-                // One response per request: index "0", once the version has answered anything.
-                response_stats: if s.success.count + s.fail.count == 0 {
-                    Default::default()
-                } else {
-                    [(
-                        "0".to_string(),
-                        pb::InferResponseStatistics {
-                            compute_infer: dur(&s.compute_infer),
-                            compute_output: dur(&s.compute_output),
-                            success: dur(&s.success),
-                            fail: dur(&s.fail),
-                            empty_response: dur(&DurationSnapshot::default()),
-                            cancel: dur(&DurationSnapshot::default()),
-                        },
-                    )]
-                    .into_iter()
-                    .collect()
-                },
+                response_stats: s
+                    .responses
+                    .iter()
+                    .map(|(index, r)| {
+                        let stats = pb::InferResponseStatistics {
+                            compute_infer: dur(&r.compute_infer),
+                            compute_output: dur(&r.compute_output),
+                            success: dur(&r.success),
+                            fail: dur(&r.fail),
+                            empty_response: dur(&r.empty_response),
+                            cancel: dur(&r.cancel),
+                        };
+                        (index.to_string(), stats)
+                    })
+                    .collect(),
                 ..Default::default()
             }
         })

@@ -7,6 +7,7 @@ pub mod conn;
 mod convert;
 pub mod restrict;
 mod service;
+mod stream;
 
 /// Generated message and service types (`package inference`).
 pub mod pb {
@@ -23,3 +24,4 @@ pub mod health_pb {
 pub use conn::GrpcConn;
 pub use restrict::RestrictLayer;
 pub use service::{GrpcOptions, fix_status_headers, services};
+pub use stream::{DEFAULT_PENDING_RESPONSES, MAX_PENDING_RESPONSES, STREAM_CONCURRENCY};

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert;
 use crate::health_pb::{self, health_check_response::ServingStatus, health_server};
 use crate::pb::{self, grpc_inference_service_server as gis};
+use crate::stream::InferStream;
 
 /// Front-end settings that come from flags.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct GrpcOptions {
     pub model_access: Arc<ModelAccess>,
     /// Where refused model access is recorded.
     pub audit: Option<Arc<AuditLog>>,
+    /// Responses of one `ModelStreamInfer` stream that may wait to be written
+    /// (`--grpc-max-response-pool-size`).
+    pub max_pending_responses: usize,
 }
 
 impl Default for GrpcOptions {
@@ -35,13 +39,14 @@ impl Default for GrpcOptions {
             compress_responses: false,
             model_access: Default::default(),
             audit: None,
+            max_pending_responses: crate::stream::DEFAULT_PENDING_RESPONSES,
         }
     }
 }
 
 /// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's own servers (and Triton, and what
 /// clients expect) answer RESOURCE_EXHAUSTED.
-fn oversize(s: Status) -> Status {
+pub(crate) fn oversize(s: Status) -> Status {
     if s.code() == tonic::Code::OutOfRange && too_large(s.message()) {
         Status::resource_exhausted(s.message().to_string())
     } else {
@@ -82,14 +87,15 @@ pub(crate) fn status(e: Error) -> Status {
 }
 
 #[derive(Clone)]
-struct Inference {
+pub(crate) struct Inference {
     server: Server,
     model_access: Arc<ModelAccess>,
     audit: Option<Arc<AuditLog>>,
+    max_pending_responses: usize,
 }
 
 /// What the model-access check needs from a call, kept for the life of a stream.
-struct Caller {
+pub(crate) struct Caller {
     headers: http::HeaderMap,
     peer: Option<Peer>,
     method: &'static str,
@@ -108,7 +114,7 @@ impl Inference {
     }
 
     /// `--model-access` for one request (the category check ran in the restrict layer).
-    fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
+    pub(crate) fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
         let Some(caller) = caller else { return Ok(()) };
         let identity = caller.peer.as_ref().and_then(|p| p.identity.as_deref());
         let creds = rampart_core::access::HeaderCredentials { headers: &caller.headers, identity };
@@ -122,22 +128,33 @@ impl Inference {
         })
     }
 
-    /// `traceparent`: the W3C trace context from the call's metadata, if any.
-    async fn infer(
+    /// The core request of a call, traced when sampled. `traceparent`: the W3C trace context from the
+    /// call's metadata, if any.
+    fn request(
         &self,
         req: pb::ModelInferRequest,
         traceparent: Option<&str>,
-    ) -> Result<pb::ModelInferResponse, Error> {
+    ) -> Result<rampart_core::InferRequest, Error> {
         let trace = self.server.start_trace(&req.model_name, traceparent);
         if let Some(t) = &trace {
             t.stamp("GRPC_WAITREAD_START");
         }
         let mut req = convert::infer_request(req)?;
-        if let Some(t) = &trace {
+        if let Some(t) = trace {
             t.stamp("GRPC_WAITREAD_END");
-            req.trace = Some(t.clone());
+            req.trace = Some(t);
         }
-        let resp = self.server.infer(req).await?;
+        Ok(req)
+    }
+
+    async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+        traceparent: Option<&str>,
+    ) -> Result<pb::ModelInferResponse, Error> {
+        let req = self.request(req, traceparent)?;
+        let trace = req.trace.clone();
+        let resp = self.server.infer_unary(req, "ModelInfer RPC").await?;
         if let Some(t) = &trace {
             t.stamp("GRPC_SEND_START");
         }
@@ -147,12 +164,16 @@ impl Inference {
         }
         Ok(resp)
     }
+
+    pub(crate) async fn infer_stream(
+        &self,
+        req: pb::ModelInferRequest,
+        traceparent: Option<&str>,
+    ) -> Result<rampart_core::ResponseStream, Error> {
+        let req = self.request(req, traceparent)?;
+        self.server.infer_stream(req).await
+    }
 }
-
-type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
-
-/// Requests of one stream that may run at once; answers keep the order of the requests.
-const STREAM_CONCURRENCY: usize = 64;
 
 #[tonic::async_trait]
 impl gis::GrpcInferenceService for Inference {
@@ -244,35 +265,14 @@ impl gis::GrpcInferenceService for Inference {
             .get("triton_grpc_error")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let this = self.clone();
-        let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelStreamInfer");
-        let traceparent: Option<Arc<str>> = traceparent(&r).map(Arc::from);
-        let requests = r.into_inner();
-        let answers = requests.map(move |item| {
-            let this = this.clone();
-            let caller = caller.clone();
-            let traceparent = traceparent.clone();
-            async move {
-                match item {
-                    Ok(req) => match this.check_model(caller.as_deref(), &req.model_name) {
-                        Ok(()) => this
-                            .infer(req, traceparent.as_deref())
-                            .await
-                            .map_err(|e| StreamError::Request(status(e))),
-                        Err(e) => Err(StreamError::Request(status(e))),
-                    },
-                    // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
-                    Err(s) => Err(StreamError::Transport(oversize(s))),
-                }
-            }
-        });
-        let ordered = futures_ordered(answers, STREAM_CONCURRENCY).map(|joined| {
-            joined.unwrap_or_else(|e| {
-                Err(StreamError::Request(Status::internal(format!("request task failed: {e}"))))
-            })
-        });
-        let out = async_stream_map(ordered, close_on_error);
-        Ok(Response::new(Box::pin(out)))
+        let cx = crate::stream::StreamContext {
+            inference: self.clone(),
+            caller: self.caller(&r, "/inference.GRPCInferenceService/ModelStreamInfer"),
+            traceparent: traceparent(&r).map(Arc::from),
+            close_on_error,
+        };
+        let pending = self.max_pending_responses;
+        Ok(Response::new(crate::stream::serve(cx, r.into_inner(), pending)))
     }
 
     async fn model_config(
@@ -442,78 +442,6 @@ impl gis::GrpcInferenceService for Inference {
     }
 }
 
-/// Runs up to `n` of the stream's futures at once and yields their results in request order.
-fn futures_ordered<S, F, T>(
-    input: S,
-    n: usize,
-) -> impl Stream<Item = Result<T, tokio::task::JoinError>> + Send
-where
-    S: Stream<Item = F> + Send + 'static,
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<AbortOnDrop<T>>(n);
-    tokio::spawn(async move {
-        tokio::pin!(input);
-        while let Some(fut) = input.next().await {
-            // Each request runs as its own task; the bounded channel limits how many are in flight. When the
-            // client goes away the response stream is dropped, and with it every queued handle, which aborts
-            // the requests still running.
-            if tx.send(AbortOnDrop(tokio::spawn(fut))).await.is_err() {
-                break;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx).then(|h| h)
-}
-
-/// A task handle that cancels its task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-enum StreamError {
-    /// One request failed; the stream may go on.
-    Request(Status),
-    /// The stream itself is broken.
-    Transport(Status),
-}
-
-fn async_stream_map<S>(
-    answers: S,
-    close_on_error: bool,
-) -> impl Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send
-where
-    S: Stream<Item = Result<pb::ModelInferResponse, StreamError>> + Send + 'static,
-{
-    // tonic ends the response with the first `Err` as its status, which is what `triton_grpc_error` asks for.
-    answers.map(move |a| match a {
-        Ok(resp) => Ok(pb::ModelStreamInferResponse {
-            error_message: String::new(),
-            infer_response: Some(resp),
-        }),
-        Err(StreamError::Request(s)) if !close_on_error => Ok(pb::ModelStreamInferResponse {
-            error_message: s.message().to_string(),
-            infer_response: None,
-        }),
-        Err(StreamError::Request(s) | StreamError::Transport(s)) => Err(s),
-    })
-}
-
 struct Health {
     server: Server,
 }
@@ -570,6 +498,7 @@ pub fn services(
         server: server.clone(),
         model_access: options.model_access.clone(),
         audit: options.audit.clone(),
+        max_pending_responses: options.max_pending_responses,
     })
     .max_decoding_message_size(options.max_message_size)
     .max_encoding_message_size(options.max_message_size)

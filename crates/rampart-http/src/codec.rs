@@ -631,12 +631,11 @@ pub(crate) fn stats_json(stats: &[VersionStats]) -> Value {
                     "compute_output": dur(&s.compute_output),
                     "cache_hit": dur(&s.cache_hit), "cache_miss": dur(&s.cache_miss),
                 },
-                // One response per request: index "0", once the version has answered anything.
-                "response_stats": if s.success.count + s.fail.count == 0 { json!({}) } else { json!({ "0": {
-                    "compute_infer": dur(&s.compute_infer), "compute_output": dur(&s.compute_output),
-                    "success": dur(&s.success), "fail": dur(&s.fail),
-                    "empty_response": dur(&DurationSnapshot::default()), "cancel": dur(&DurationSnapshot::default()),
-                }})},
+                "response_stats": s.responses.iter().map(|(index, r)| (index.to_string(), json!({
+                    "compute_infer": dur(&r.compute_infer), "compute_output": dur(&r.compute_output),
+                    "success": dur(&r.success), "fail": dur(&r.fail),
+                    "empty_response": dur(&r.empty_response), "cancel": dur(&r.cancel),
+                }))).collect::<serde_json::Map<String, Value>>(),
                 "batch_stats": batch,
                 "memory_usage": [],
             })

@@ -462,7 +462,7 @@ async fn run_infer(
         t.stamp("HTTP_RECV_END");
         request.trace = Some(t.clone());
     }
-    let response = s.server.infer(request).await.map_err(err)?;
+    let response = s.server.infer_unary(request, "HTTP end point").await.map_err(err)?;
     // The response is encoded into one buffer here; the send stamps bracket that (hyper writes it after).
     if let Some(t) = &trace {
         t.stamp("HTTP_SEND_START");

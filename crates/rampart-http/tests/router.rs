@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use rampart_core::{EngineChoice, Server, ServerOptions};
+use rampart_core::{Server, ServerOptions};
 use rampart_http::{HttpOptions, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -16,9 +16,12 @@ fn server() -> Server {
     static S: OnceLock<Server> = OnceLock::new();
     S.get_or_init(|| {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/models");
+        let mut backends = rampart_types::Backends::new();
+        backends.register("tract", std::sync::Arc::new(rampart_tract::TractEngine));
         Server::start(ServerOptions {
             model_repositories: vec![repo],
-            default_engine: EngineChoice::Tract,
+            backends: std::sync::Arc::new(backends),
+            default_onnx_backend: "tract".into(),
             ..ServerOptions::default()
         })
         .expect("examples load with tract")

@@ -446,8 +446,8 @@ mod settings_tests {
             version: 1,
             model_file: PathBuf::from("m.onnx"),
             parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            declared_types: vec![],
             graph_optimization_level: level,
+            ..Default::default()
         }
     }
 

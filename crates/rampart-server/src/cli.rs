@@ -187,6 +187,8 @@ pub struct Cli {
     pub grpc_infer_thread_count: u32,
     #[arg(long, default_value_t = 8, help_heading = "GRPC")]
     pub grpc_infer_allocation_pool_size: u32,
+    /// Responses of one ModelStreamInfer stream that may wait to be written (decoupled models). Triton's
+    /// default is unbounded; Rampart's is 64 and at most 65536 are kept.
     #[arg(long, default_value_t = i32::MAX as u32, help_heading = "GRPC")]
     pub grpc_max_response_pool_size: u32,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "GRPC")]
@@ -374,9 +376,9 @@ pub struct Validated {
     pub response_cache_bytes: Option<u64>,
     pub http_tls: Option<rampart_tls::TlsFiles>,
     pub grpc_tls: Option<rampart_tls::TlsFiles>,
-    pub engine: rampart_core::EngineChoice,
+    pub engine: crate::backends::EngineChoice,
     /// `--backend-config=onnxruntime,<key>=<value>` engine settings.
-    pub onnxruntime: rampart_core::OrtOptions,
+    pub onnxruntime: crate::backends::OrtOptions,
     pub autocomplete: bool,
     pub model_control_mode: rampart_core::ModelControlMode,
     pub metrics: rampart_core::metrics::MetricsOptions,
@@ -751,7 +753,6 @@ impl Cli {
             ("http-thread-count", self.http_thread_count != 8),
             ("grpc-infer-thread-count", self.grpc_infer_thread_count != 2),
             ("grpc-infer-allocation-pool-size", self.grpc_infer_allocation_pool_size != 8),
-            ("grpc-max-response-pool-size", self.grpc_max_response_pool_size != i32::MAX as u32),
             ("model-load-thread-count", self.model_load_thread_count != 4),
             ("enable-peer-access", !self.enable_peer_access),
             ("repoagent-directory", self.repoagent_directory.is_some()),
@@ -771,12 +772,12 @@ impl Cli {
             ));
         }
         // ONNX Runtime unless this build lacks it.
-        let mut engine = if rampart_core::HAS_ONNXRUNTIME {
-            rampart_core::EngineChoice::OnnxRuntime
+        let mut engine = if crate::backends::HAS_ONNXRUNTIME {
+            crate::backends::EngineChoice::OnnxRuntime
         } else {
-            rampart_core::EngineChoice::Tract
+            crate::backends::EngineChoice::Tract
         };
-        let mut onnxruntime = rampart_core::OrtOptions::default();
+        let mut onnxruntime = crate::backends::OrtOptions::default();
         for bc in &self.backend_config {
             let (backend, kv) = match bc.split_once(',') {
                 Some((b, kv)) => (Some(b), kv),
@@ -789,7 +790,7 @@ impl Cli {
             };
             match (backend, k) {
                 (Some("onnxruntime"), "engine") => {
-                    engine = rampart_core::EngineChoice::parse(v).ok_or_else(|| {
+                    engine = crate::backends::EngineChoice::parse(v).ok_or_else(|| {
                         format!("--backend-config={bc}: engine must be 'onnxruntime' or 'tract'")
                     })?;
                 }
@@ -1506,7 +1507,7 @@ mod tests {
             "--backend-config=onnxruntime,engine=tract",
         ])
         .unwrap();
-        assert_eq!(c.validate().unwrap().engine, rampart_core::EngineChoice::Tract);
+        assert_eq!(c.validate().unwrap().engine, crate::backends::EngineChoice::Tract);
         let c = parse(&[
             "--model-repository=/m",
             "--allow-grpc=false",

@@ -136,6 +136,10 @@ pub fn start_grpc(
     let options = rampart_grpc::GrpcOptions {
         max_message_size: cli.grpc_max_message_size as usize,
         compress_responses: cli.grpc_infer_response_compression_level != "none",
+        max_pending_responses: match cli.grpc_max_response_pool_size {
+            n if n == i32::MAX as u32 => rampart_grpc::DEFAULT_PENDING_RESPONSES,
+            n => (n as usize).min(rampart_grpc::MAX_PENDING_RESPONSES),
+        },
         model_access: ctx.model_access.clone(),
         audit: Some(ctx.audit.clone()),
     };

@@ -1,6 +1,7 @@
 //! The `rampart` binary: tritonserver's command line, the listeners, signals and graceful drain. Only this
 //! crate reads the environment and binds sockets.
 
+mod backends;
 mod cli;
 mod listeners;
 mod logs;
@@ -95,6 +96,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 /// ONNX Runtime (1.32) otherwise keeps a usage database and a device id under
 /// `$HOME/.cache/Microsoft/DeveloperTools/.onnxruntime/`, written on every start: files outside the model
 /// repository that nobody asked for. An operator who wants them sets `ORT_DISABLE_TELEMETRY=0`.
+#[allow(unsafe_code)] // the one unsafe call: see SAFETY below
 fn keep_onnxruntime_out_of_home() {
     if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
         // SAFETY: called first thing in `main`, before any thread exists, so nothing reads the environment
@@ -160,10 +162,12 @@ fn main() -> ExitCode {
         autocomplete: validated.autocomplete,
         strict_readiness: cli.strict_readiness,
         exit_on_error: cli.exit_on_error,
-        backend_directory: cli.backend_directory.clone(),
-        onnxruntime_library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
-        default_engine: validated.engine,
-        onnxruntime: validated.onnxruntime.clone(),
+        backends: std::sync::Arc::new(backends::registry(backends::OrtSetup {
+            backend_directory: cli.backend_directory.clone(),
+            library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
+            options: validated.onnxruntime.clone(),
+        })),
+        default_onnx_backend: validated.engine.backend().to_string(),
         max_queued_requests: cli.max_queued_requests,
         request_limits: validated.request_limits,
         response_cache_bytes: validated.response_cache_bytes,

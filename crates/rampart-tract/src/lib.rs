@@ -51,8 +51,12 @@ impl Engine for TractEngine {
         "tract"
     }
 
+    fn supports(&self, datatype: DataType) -> bool {
+        datatype != DataType::Bf16
+    }
+
     fn load(&self, spec: &InstanceSpec) -> Result<Box<dyn EngineInstance>> {
-        if let Some((name, _)) = spec.declared_types.iter().find(|(_, t)| *t == DataType::Bf16) {
+        if let Some((name, _)) = spec.declared_types().find(|(_, t)| !self.supports(*t)) {
             return Err(Error::unsupported(format!(
                 "the tract engine does not support data type BF16 (tensor '{name}'); use the onnxruntime engine"
             )));

@@ -1,11 +1,19 @@
-//! The backend API: the small trait an engine implements. An engine loads one instance of a model version
-//! (its own session, owned by one thread) and executes a batch. Engines know nothing about model configs,
-//! front ends or scheduling.
+//! The backend API: what an engine (a backend, in Triton's words) implements, and the registry the binary
+//! fills with them.
+//!
+//! An [`Engine`] loads one instance of a model version (its own session, owned by one scheduler thread);
+//! the instance executes a batch ([`EngineInstance::execute`]) or, for a decoupled model, one request
+//! whose zero or more responses it sends through a [`Responder`]. Engines know nothing about model
+//! configs, front ends or scheduling: the core hands them an [`InstanceSpec`].
+//!
+//! The core depends on no engine. The binary (or an embedding application) registers the engines it was
+//! built with in a [`Backends`] registry; a model's `backend` / `platform` picks one by name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
-use crate::{DataType, Result, Tensor};
+use crate::{DataType, Error, Result, Tensor};
 
 /// One input or output as the model file declares it. `dims` uses -1 for dimensions the file leaves open.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,32 +33,143 @@ pub struct ModelSignature {
 }
 
 /// What an engine needs to load one instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InstanceSpec {
     pub model_name: String,
     pub version: i64,
-    /// The model file (e.g. `<repo>/<model>/1/model.onnx`).
+    /// The model file (e.g. `<repo>/<model>/1/model.onnx`); for an engine that needs none
+    /// ([`Engine::needs_model_file`]), the version directory.
     pub model_file: PathBuf,
     /// Model config `parameters` (string values).
     pub parameters: HashMap<String, String>,
-    /// Data types the config declares for each input/output, so the engine can refuse what it cannot run.
-    pub declared_types: Vec<(String, DataType)>,
+    /// The inputs and outputs the config declares, with the batch dimension (-1) first when the model
+    /// batches; empty while auto-complete has still to fill them from the model file.
+    pub declared: ModelSignature,
+    /// The config's `max_batch_size` (0: the model has no batch dimension).
+    pub max_batch_size: u64,
     /// Model config `optimization { graph { level } }` (0 when absent): ONNX Runtime's graph optimization
     /// level in Triton's numbering (-1 basic, 1 extended, 2 none, anything else all).
     pub graph_optimization_level: i32,
+    /// Which instance of the version this is (0-based).
+    pub instance_index: usize,
+}
+
+impl InstanceSpec {
+    /// Every declared input and output with its data type.
+    pub fn declared_types(&self) -> impl Iterator<Item = (&str, DataType)> {
+        let all = self.declared.inputs.iter().chain(&self.declared.outputs);
+        all.filter_map(|s| s.datatype.as_ref().ok().map(|&t| (s.name.as_str(), t)))
+    }
+}
+
+/// Where a decoupled model's instance sends the responses of one request. The final flag is the core's:
+/// it follows when [`EngineInstance::execute_decoupled`] returns.
+pub trait Responder {
+    /// Sends one response. Blocks while the caller's buffer of unwritten responses is full; fails with
+    /// CANCELLED once the caller has gone away, and the instance should stop working on the request then.
+    fn send(&self, outputs: Vec<Tensor>) -> Result<()>;
+    /// Whether the caller has gone away (the request is cancelled).
+    fn is_cancelled(&self) -> bool;
 }
 
 /// A loaded model instance. Owned by exactly one execution thread.
 pub trait EngineInstance: Send {
-    /// The model file's own signature.
+    /// The model file's own signature (an engine without a file answers the declared one).
     fn signature(&self) -> &ModelSignature;
     /// Runs one batch. `inputs` carry full shapes (batch dimension included when the model batches) and wire
     /// layout data; the result holds the requested outputs in the order asked for.
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>>;
+    /// Runs one request of a decoupled model (`model_transaction_policy { decoupled: true }`), sending zero
+    /// or more responses through `responder`. An error ends the request with that error as its last
+    /// response. The default sends what [`EngineInstance::execute`] returns as the one response.
+    fn execute_decoupled(
+        &mut self,
+        inputs: &[Tensor],
+        outputs: &[String],
+        responder: &dyn Responder,
+    ) -> Result<()> {
+        let out = self.execute(inputs, outputs)?;
+        responder.send(out)
+    }
 }
 
-/// An execution engine (ONNX Runtime, tract, …).
+/// An execution engine (ONNX Runtime, tract, the built-in test backends, …).
 pub trait Engine: Send + Sync {
     fn name(&self) -> &'static str;
     fn load(&self, spec: &InstanceSpec) -> Result<Box<dyn EngineInstance>>;
+    /// Whether each version directory must hold the model file (`default_model_filename`). Backends that
+    /// need only a `config.pbtxt` answer `false`.
+    fn needs_model_file(&self) -> bool {
+        true
+    }
+    /// Whether the engine can execute tensors of `datatype` (checked against the completed config).
+    fn supports(&self, datatype: DataType) -> bool {
+        let _ = datatype;
+        true
+    }
+}
+
+/// Builds an engine the first time a model asks for it (ONNX Runtime loads its shared library then).
+pub type EngineFactory =
+    Box<dyn Fn() -> std::result::Result<Arc<dyn Engine>, String> + Send + Sync>;
+
+struct Registered {
+    factory: EngineFactory,
+    engine: OnceLock<std::result::Result<Arc<dyn Engine>, String>>,
+}
+
+/// The engines a server can run, by backend name. The binary fills it with what it was built with.
+#[derive(Default)]
+pub struct Backends {
+    engines: BTreeMap<String, Registered>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.engines.keys()).finish()
+    }
+}
+
+impl Backends {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an engine that exists already.
+    pub fn register(&mut self, name: &str, engine: Arc<dyn Engine>) -> &mut Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(Ok(engine));
+        let registered =
+            Registered { factory: Box::new(|| Err("unreachable".into())), engine: cell };
+        self.engines.insert(name.to_string(), registered);
+        self
+    }
+
+    /// Registers an engine built on first use; a factory error is the load error of every model that
+    /// asks for it.
+    pub fn register_lazy(&mut self, name: &str, factory: EngineFactory) -> &mut Self {
+        self.engines.insert(name.to_string(), Registered { factory, engine: OnceLock::new() });
+        self
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.engines.keys().map(String::as_str).collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.engines.contains_key(name)
+    }
+
+    /// The engine registered as `name`, built now if it is lazy. UNAVAILABLE when its factory failed;
+    /// UNSUPPORTED, naming the built-in backends, when nothing has that name.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Engine>> {
+        let Some(r) = self.engines.get(name) else {
+            return Err(Error::unsupported(format!(
+                "backend '{name}' is not built into this server; the backends built in are: {}",
+                self.names().join(", ")
+            )));
+        };
+        r.engine.get_or_init(|| (r.factory)()).clone().map_err(Error::unavailable)
+    }
 }

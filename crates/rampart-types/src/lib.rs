@@ -9,7 +9,9 @@ pub mod error;
 pub mod identity;
 pub mod tensor;
 
-pub use backend::{Engine, EngineInstance, InstanceSpec, IoSpec, ModelSignature};
+pub use backend::{
+    Backends, Engine, EngineInstance, InstanceSpec, IoSpec, ModelSignature, Responder,
+};
 pub use datatype::DataType;
 pub use error::{Code, Error, Result};
 pub use identity::ClientIdentity;

@@ -10,9 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rampart_core::{
-    EngineChoice, InferRequest, InputTensor, RequestedOutput, Server, ServerOptions,
-};
+use rampart_core::{InferRequest, InputTensor, RequestedOutput, Server, ServerOptions};
 use rampart_types::DataType;
 
 fn int32_bytes(values: &[i32]) -> Bytes {
@@ -28,9 +26,13 @@ async fn main() -> ExitCode {
     let repo = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "examples/models".into()));
 
     // 1. Open the repository: every model is loaded (model control mode `none`), here with tract.
+    // The engines this application runs models on, by backend name.
+    let mut backends = rampart_types::Backends::new();
+    backends.register("tract", std::sync::Arc::new(rampart_tract::TractEngine));
     let options = ServerOptions {
         model_repositories: vec![repo],
-        default_engine: EngineChoice::Tract,
+        backends: std::sync::Arc::new(backends),
+        default_onnx_backend: "tract".into(),
         ..Default::default()
     };
     let server = match Server::start(options) {

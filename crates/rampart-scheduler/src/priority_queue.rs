@@ -1,11 +1,11 @@
-//! The waiting requests of a dynamically batched model version: one FIFO per priority level (Triton's
+//! The waiting tasks of a dynamically batched model version: one FIFO per priority level (Triton's
 //! `priority_levels`, level 1 first), shared by the model's instance threads.
 //!
 //! An instance thread takes the head of the highest non-empty level, and while it gathers a batch it may take
-//! the next head only when that request fits ([`PriorityQueue::pop`]'s `accept`); a request that does not fit
+//! the next head only when that task fits ([`PriorityQueue::pop`]'s `accept`); a task that does not fit
 //! stays at its head for the next batch, so every level stays FIFO. A head whose queue deadline has passed is
 //! answered "Request timeout expired" (`REJECT`) or moved to its level's delayed queue (`DELAY`), which is
-//! served only when the level has nothing else (Triton's order); heads whose client went away are dropped.
+//! served only when the level has nothing else (Triton's order); heads whose caller went away are dropped.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -13,37 +13,43 @@ use std::time::Instant;
 
 use rampart_types::Error;
 
-use crate::scheduler::Job;
+use crate::{Task, Ticket};
 
-pub(crate) struct PriorityQueue {
-    state: Mutex<State>,
+pub(crate) struct PriorityQueue<T> {
+    state: Mutex<State<T>>,
     ready: Condvar,
     /// `max_queue_size` of each level (0: no limit of its own).
     level_limits: Vec<usize>,
-    /// Requests that may wait in all levels together (`--max-queued-requests`).
+    /// Tasks that may wait in all levels together (`--max-queued-requests`).
     capacity: usize,
 }
 
-struct State {
-    levels: Vec<VecDeque<Job>>,
-    /// Requests of each level whose `DELAY` timeout passed while they waited.
-    delayed: Vec<VecDeque<Job>>,
+struct Entry<T> {
+    task: T,
+    deadline: Option<Instant>,
+    delay_on_timeout: bool,
+}
+
+struct State<T> {
+    levels: Vec<VecDeque<Entry<T>>>,
+    /// Tasks of each level whose `DELAY` timeout passed while they waited.
+    delayed: Vec<VecDeque<Entry<T>>>,
     waiting: usize,
     closed: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// The request's level holds its `max_queue_size`.
+    /// The task's level holds its `max_queue_size`.
     LevelFull,
     /// All levels together hold `capacity`.
     Full,
     Closed,
 }
 
-pub(crate) enum Pop {
-    Job(Job),
-    /// The next request does not fit (`accept` said no); it stays queued.
+pub(crate) enum Pop<T> {
+    Task(T),
+    /// The next task does not fit (`accept` said no); it stays queued.
     Blocked,
     /// The deadline passed with nothing queued.
     TimedOut,
@@ -51,7 +57,7 @@ pub(crate) enum Pop {
     Closed,
 }
 
-impl PriorityQueue {
+impl<T: Task> PriorityQueue<T> {
     pub fn new(level_limits: Vec<usize>, capacity: usize) -> Self {
         let n = level_limits.len().max(1);
         PriorityQueue {
@@ -67,40 +73,42 @@ impl PriorityQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding the lock leaves the queues consistent (no operation is half done), so a
         // poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `job` at the end of its level (`job.level`, clamped to the last level).
-    pub fn push(&self, mut job: Job) -> Result<(), PushError> {
+    /// Queues `task` at the end of its level (`ticket.level`, clamped to the last level).
+    pub fn push(&self, task: T, ticket: Ticket) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed);
         }
-        job.level = job.level.min(st.levels.len() - 1);
-        let limit = self.level_limits.get(job.level).copied().unwrap_or(0);
-        if limit > 0 && st.levels[job.level].len() + st.delayed[job.level].len() >= limit {
+        let level = ticket.level.min(st.levels.len() - 1);
+        let limit = self.level_limits.get(level).copied().unwrap_or(0);
+        if limit > 0 && st.levels[level].len() + st.delayed[level].len() >= limit {
             return Err(PushError::LevelFull);
         }
         if st.waiting >= self.capacity {
             return Err(PushError::Full);
         }
-        st.levels[job.level].push_back(job);
+        let entry =
+            Entry { task, deadline: ticket.deadline, delay_on_timeout: ticket.delay_on_timeout };
+        st.levels[level].push_back(entry);
         st.waiting += 1;
         drop(st);
         self.ready.notify_one();
         Ok(())
     }
 
-    /// Takes the head of the highest non-empty level when `accept` takes it; waits for a request until
+    /// Takes the head of the highest non-empty level when `accept` takes it; waits for a task until
     /// `deadline` (`None`: until one comes or the queue is closed).
-    pub fn pop(&self, deadline: Option<Instant>, accept: impl Fn(&Job) -> bool) -> Pop {
+    pub fn pop(&self, deadline: Option<Instant>, accept: impl Fn(&T) -> bool) -> Pop<T> {
         let mut st = self.lock();
         loop {
             st.drop_dead_heads(Instant::now());
-            // The highest level with a request; within it, the requests that have not timed out come first.
+            // The highest level with a task; within it, the tasks that have not timed out come first.
             let next = (0..st.levels.len()).find_map(|l| {
                 if !st.levels[l].is_empty() {
                     Some((l, false))
@@ -112,15 +120,15 @@ impl PriorityQueue {
             });
             if let Some((l, from_delayed)) = next {
                 let q = if from_delayed { &mut st.delayed[l] } else { &mut st.levels[l] };
-                if !accept(q.front().expect("not empty")) {
+                if !accept(&q.front().expect("not empty").task) {
                     drop(st);
                     // Another idle instance may start a batch with it.
                     self.ready.notify_one();
                     return Pop::Blocked;
                 }
-                let job = q.pop_front().expect("not empty");
+                let entry = q.pop_front().expect("not empty");
                 st.waiting -= 1;
-                return Pop::Job(job);
+                return Pop::Task(entry.task);
             }
             if st.closed {
                 return Pop::Closed;
@@ -138,40 +146,39 @@ impl PriorityQueue {
         }
     }
 
-    /// No more requests are accepted; the queued ones are still handed out, then [`Pop::Closed`].
+    /// No more tasks are accepted; the queued ones are still handed out, then [`Pop::Closed`].
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
     }
 
-    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.lock().waiting
     }
 }
 
-impl State {
+impl<T: Task> State<T> {
     /// Answers (REJECT) or moves behind (DELAY) heads whose queue deadline has passed, and drops heads nobody
     /// waits for.
     fn drop_dead_heads(&mut self, now: Instant) {
         for (q, delayed) in self.levels.iter_mut().zip(self.delayed.iter_mut()) {
             while let Some(head) = q.front() {
                 let expired = head.deadline.is_some_and(|d| now > d);
-                if !expired && !head.reply.is_closed() {
+                if !expired && !head.task.is_cancelled() {
                     break;
                 }
-                let mut job = q.pop_front().expect("head");
-                if job.reply.is_closed() {
+                let mut entry = q.pop_front().expect("head");
+                if entry.task.is_cancelled() {
                     self.waiting -= 1;
-                } else if job.delay_on_timeout {
-                    job.deadline = None;
-                    delayed.push_back(job);
+                } else if entry.delay_on_timeout {
+                    entry.deadline = None;
+                    delayed.push_back(entry);
                 } else {
                     self.waiting -= 1;
-                    let _ = job.reply.send(Err(Error::unavailable("Request timeout expired")));
+                    entry.task.reject(Error::unavailable("Request timeout expired"));
                 }
             }
-            while delayed.front().is_some_and(|j| j.reply.is_closed()) {
+            while delayed.front().is_some_and(|e| e.task.is_cancelled()) {
                 delayed.pop_front();
                 self.waiting -= 1;
             }

@@ -1,0 +1,245 @@
+//! `ModelStreamInfer`: many requests and their responses on one bidirectional stream.
+//!
+//! Each request runs as its own task (at most [`STREAM_CONCURRENCY`] at once). Responses wait for the
+//! client in one bounded channel per stream (`--grpc-max-response-pool-size`); when it is full, the
+//! models' instances wait too. Requests to a model with one response each are answered in request order
+//! (a [`Turn`] chain). A decoupled model's responses go out as its instance sends them, each with the
+//! parameter `triton_final_response`; the final flag on its own becomes an empty response only when the
+//! request asked for it (`triton_enable_empty_final_response`). When the client goes away the stream's
+//! tasks are aborted, which drops their core streams and cancels the requests.
+//!
+//! With the `triton_grpc_error: true` header the first error ends the stream with its status; otherwise
+//! errors travel in `error_message` and the stream stays open.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rampart_core::{ResponseStream, StreamedResponse};
+use rampart_types::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Status, Streaming};
+
+use crate::pb::{self, infer_parameter::ParameterChoice};
+use crate::service::{Caller, Inference, oversize, status};
+
+/// Requests of one stream that may run at once.
+pub const STREAM_CONCURRENCY: usize = 64;
+/// Responses of one stream that may wait to be written when `--grpc-max-response-pool-size` is left at
+/// Triton's default (unbounded).
+pub const DEFAULT_PENDING_RESPONSES: usize = 64;
+/// The most `--grpc-max-response-pool-size` keeps.
+pub const MAX_PENDING_RESPONSES: usize = 1 << 16;
+
+const FINAL: &str = "triton_final_response";
+const EMPTY_FINAL: &str = "triton_enable_empty_final_response";
+
+pub(crate) type InferStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+type Out = mpsc::Sender<Result<pb::ModelStreamInferResponse, Status>>;
+
+/// What every request of a stream shares.
+#[derive(Clone)]
+pub(crate) struct StreamContext {
+    pub inference: Inference,
+    pub caller: Option<Arc<Caller>>,
+    pub traceparent: Option<Arc<str>>,
+    pub close_on_error: bool,
+}
+
+/// Answers the requests of one stream.
+pub(crate) fn serve(
+    cx: StreamContext,
+    requests: Streaming<pb::ModelInferRequest>,
+    pending: usize,
+) -> InferStream {
+    let (out, rx) = mpsc::channel(pending.max(1));
+    tokio::spawn(dispatch(cx, requests, out));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferRequest>, out: Out) {
+    let mut tasks = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
+    let mut previous: Option<oneshot::Receiver<()>> = None;
+    loop {
+        tokio::select! {
+            // The client went away: returning drops `tasks`, which aborts them.
+            _ = out.closed() => return,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            item = requests.next() => match item {
+                None => break,
+                // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
+                Some(Err(s)) => {
+                    let _ = out.send(Err(oversize(s))).await;
+                    return;
+                }
+                Some(Ok(req)) => {
+                    let permit = tokio::select! {
+                        p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                        _ = out.closed() => return,
+                    };
+                    let (done, next) = oneshot::channel();
+                    let turn = Turn { previous: previous.replace(next), _done: done };
+                    tasks.spawn(answer(cx.clone(), req, out.clone(), turn, permit));
+                }
+            }
+        }
+    }
+    // The client closed its side: finish the requests that run, unless it goes away meanwhile.
+    loop {
+        tokio::select! {
+            _ = out.closed() => return,
+            joined = tasks.join_next() => if joined.is_none() { return },
+        }
+    }
+}
+
+/// A request's place in the order of answers: it may write once the request before it is done (its
+/// `Turn` dropped).
+struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
+    }
+
+    /// Lets the requests behind go first, once the requests before are done (a decoupled request does
+    /// not hold the order).
+    fn pass(mut self) {
+        tokio::spawn(async move { self.wait().await });
+    }
+}
+
+/// Runs one request of the stream and writes its responses.
+async fn answer(
+    cx: StreamContext,
+    req: pb::ModelInferRequest,
+    out: Out,
+    mut turn: Turn,
+    _slot: OwnedSemaphorePermit,
+) {
+    let echo = Echo {
+        id: req.id.clone(),
+        model: req.model_name.clone(),
+        version: req.model_version.clone(),
+    };
+    let started = start(&cx, req).await;
+    let (mut stream, empty_final) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            turn.wait().await;
+            let _ = out.send(failure(&cx, e, None)).await;
+            return;
+        }
+    };
+    if !stream.decoupled() {
+        let first = stream.next().await.unwrap_or_else(|| Err(Error::internal("no response")));
+        turn.wait().await;
+        let item = match first {
+            Ok(StreamedResponse { response: Some(r), .. }) => Ok(written(r, &echo, true)),
+            Ok(StreamedResponse { response: None, .. }) => return,
+            Err(e) => failure(&cx, e, Some(&echo)),
+        };
+        let _ = out.send(item).await;
+        return;
+    }
+    turn.pass();
+    while let Some(item) = stream.next().await {
+        let item = match item {
+            Ok(StreamedResponse { response: Some(r), last }) => Ok(written(r, &echo, last)),
+            Ok(StreamedResponse { response: None, .. }) if empty_final => Ok(empty(&echo)),
+            Ok(StreamedResponse { response: None, .. }) => return,
+            Err(e) => failure(&cx, e, Some(&echo)),
+        };
+        if out.send(item).await.is_err() {
+            return; // the client went away: dropping `stream` cancels the request
+        }
+    }
+}
+
+/// Checks and converts a request and hands it to the core; also reads
+/// `triton_enable_empty_final_response`, which is the front end's and not passed on.
+async fn start(
+    cx: &StreamContext,
+    mut req: pb::ModelInferRequest,
+) -> Result<(ResponseStream, bool), Error> {
+    let empty_final = match req.parameters.remove(EMPTY_FINAL).and_then(|p| p.parameter_choice) {
+        None => false,
+        Some(ParameterChoice::BoolParam(b)) => b,
+        Some(_) => {
+            return Err(Error::invalid_arg(format!(
+                "invalid value type for '{EMPTY_FINAL}' parameter, expected bool_param."
+            )));
+        }
+    };
+    cx.inference.check_model(cx.caller.as_deref(), &req.model_name)?;
+    let stream = cx.inference.infer_stream(req, cx.traceparent.as_deref()).await?;
+    Ok((stream, empty_final))
+}
+
+/// What a response repeats of its request.
+struct Echo {
+    id: String,
+    model: String,
+    version: String,
+}
+
+fn final_flag(last: bool) -> (String, pb::InferParameter) {
+    (
+        FINAL.to_string(),
+        pb::InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(last)) },
+    )
+}
+
+fn written(
+    r: rampart_core::InferResponse,
+    echo: &Echo,
+    last: bool,
+) -> pb::ModelStreamInferResponse {
+    let mut response = crate::convert::infer_response(r);
+    if response.id.is_empty() {
+        response.id.clone_from(&echo.id);
+    }
+    response.parameters.extend([final_flag(last)]);
+    pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
+}
+
+/// The final flag alone, as an empty response (`triton_enable_empty_final_response`).
+fn empty(echo: &Echo) -> pb::ModelStreamInferResponse {
+    let response = pb::ModelInferResponse {
+        id: echo.id.clone(),
+        model_name: echo.model.clone(),
+        model_version: echo.version.clone(),
+        parameters: [final_flag(true)].into_iter().collect(),
+        ..Default::default()
+    };
+    pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
+}
+
+/// An error: the stream's status with `triton_grpc_error`, otherwise an `error_message`. An error of a
+/// request that reached its model (`echo`) carries the request's id and the final flag.
+fn failure(
+    cx: &StreamContext,
+    e: Error,
+    echo: Option<&Echo>,
+) -> Result<pb::ModelStreamInferResponse, Status> {
+    if cx.close_on_error {
+        return Err(status(e));
+    }
+    let infer_response = echo.map(|echo| pb::ModelInferResponse {
+        id: echo.id.clone(),
+        model_name: echo.model.clone(),
+        model_version: echo.version.clone(),
+        parameters: [final_flag(true)].into_iter().collect(),
+        ..Default::default()
+    });
+    Ok(pb::ModelStreamInferResponse { error_message: e.message().to_string(), infer_response })
+}

@@ -1,0 +1,50 @@
+//! The dynamic batcher (Triton's `dynamic_batching`). An instance thread that takes a task gathers
+//! compatible tasks behind it ([`crate::Executor::compatible`]) until the batch reaches `max_batch_size` or a
+//! `preferred_batch_size`, or the first task has waited `max_queue_delay_microseconds`, then hands the batch
+//! to its executor. Tasks stay in FIFO order within their priority level; one that does not fit waits at
+//! the head of the next batch.
+
+use crate::priority_queue::{Pop, PriorityQueue};
+use crate::{BatchPolicy, Executor, Task, guarded};
+
+/// The loop of one instance thread: runs until the queue is closed and drained.
+pub(crate) fn run<T: Task, E: Executor<T>>(
+    executor: &mut E,
+    queue: &PriorityQueue<T>,
+    policy: &BatchPolicy,
+) {
+    loop {
+        let first = match queue.pop(None, |_| true) {
+            Pop::Task(task) => task,
+            Pop::Closed => return,
+            Pop::Blocked | Pop::TimedOut => continue,
+        };
+        if first.batch_size() == 0 || first.batch_size() >= policy.max_batch_size {
+            guarded(|| executor.execute_one(first));
+            continue;
+        }
+        let deadline = first.enqueued() + policy.max_delay;
+        let mut size = first.batch_size();
+        let mut batch = vec![first];
+        while !policy.done(size) {
+            let fits = |next: &T| {
+                next.batch_size() > 0
+                    && size + next.batch_size() <= policy.max_batch_size
+                    && executor.compatible(&batch[0], next)
+            };
+            match queue.pop(Some(deadline), fits) {
+                Pop::Task(next) => {
+                    size += next.batch_size();
+                    batch.push(next);
+                }
+                Pop::Blocked | Pop::TimedOut | Pop::Closed => break,
+            }
+        }
+        if batch.len() == 1 {
+            let task = batch.pop().expect("one task");
+            guarded(|| executor.execute_one(task));
+        } else {
+            guarded(|| executor.execute_batch(batch));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The engines this binary was built with, registered by backend name for the core
+//! (`rampart_types::Backends`): `onnxruntime` and `tract` behind their cargo features, and the built-in
+//! test backends `identity`, `repeat` and `square` always.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rampart_types::{Backends, Engine};
+
+/// Which engine runs ONNX models by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    OnnxRuntime,
+    Tract,
+}
+
+impl EngineChoice {
+    pub fn parse(s: &str) -> Option<EngineChoice> {
+        match s {
+            "onnxruntime" | "ort" => Some(EngineChoice::OnnxRuntime),
+            "tract" => Some(EngineChoice::Tract),
+            _ => None,
+        }
+    }
+
+    /// The backend name it is registered under.
+    pub fn backend(self) -> &'static str {
+        match self {
+            EngineChoice::OnnxRuntime => "onnxruntime",
+            EngineChoice::Tract => "tract",
+        }
+    }
+}
+
+/// Whether this build has the ONNX Runtime engine.
+pub const HAS_ONNXRUNTIME: bool = cfg!(feature = "onnxruntime");
+
+#[cfg(feature = "onnxruntime")]
+pub use rampart_onnxruntime::OrtOptions;
+
+/// The ONNX Runtime settings of a build without the engine: every setting is refused.
+#[cfg(not(feature = "onnxruntime"))]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrtOptions;
+
+#[cfg(not(feature = "onnxruntime"))]
+impl OrtOptions {
+    pub fn set(&mut self, key: &str, _value: &str) -> std::result::Result<bool, String> {
+        Err(format!("'{key}': {NO_ORT}"))
+    }
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+const NO_ORT: &str = "this rampart build has no ONNX Runtime engine (cargo feature 'onnxruntime'); use the tract engine";
+
+#[cfg(not(feature = "tract"))]
+const NO_TRACT: &str = "this rampart build has no tract engine (cargo feature 'tract')";
+
+/// Where the ONNX Runtime engine finds its library, and its settings.
+pub struct OrtSetup {
+    /// `--backend-directory`.
+    pub backend_directory: PathBuf,
+    /// `ORT_DYLIB_PATH`, when set.
+    pub library: Option<PathBuf>,
+    pub options: OrtOptions,
+}
+
+/// Every engine of this build. ONNX Runtime loads its library when the first model needs it; an engine
+/// left out of the build is registered all the same, and a model that asks for it fails to load with a
+/// message saying which cargo feature it needs.
+pub fn registry(ort: OrtSetup) -> Backends {
+    let mut backends = Backends::new();
+    rampart_builtin::register(&mut backends);
+    backends.register_lazy("onnxruntime", Box::new(move || onnxruntime(&ort)));
+    #[cfg(feature = "tract")]
+    backends.register("tract", Arc::new(rampart_tract::TractEngine));
+    #[cfg(not(feature = "tract"))]
+    backends.register_lazy("tract", Box::new(|| Err(NO_TRACT.to_string())));
+    backends
+}
+
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime(ort: &OrtSetup) -> Result<Arc<dyn Engine>, String> {
+    let engine = rampart_onnxruntime::OrtEngine::init(
+        &ort.backend_directory,
+        ort.library.as_deref(),
+        ort.options.clone(),
+    )?;
+    Ok(Arc::new(engine))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime(_: &OrtSetup) -> Result<Arc<dyn Engine>, String> {
+    Err(NO_ORT.to_string())
+}
