@@ -106,7 +106,7 @@ class FrontEnd:
         """Run the binary expecting it to refuse to start; returns its output (stderr + stdout)."""
         proc = run_to_exit(args, timeout, env=child_env(env))
         out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-        assert proc.returncode != 0, f"started although it should have refused (exit {proc.returncode}):\n{out[-3000:]}"
+        assert proc.returncode == 1, f"started although it should have refused (exit {proc.returncode}):\n{out[-3000:]}"
         assert f"Started {self.service}" not in out and "Started HTTPService" not in out, out[-3000:]
         return out
 

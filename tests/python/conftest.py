@@ -605,7 +605,8 @@ def concurrently(fn, n: int) -> list:
 
 def run_to_exit(args: list[str], timeout: float = 60.0, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the binary expecting it to terminate by itself (startup errors); `env`: the child's whole environment
-    (None: the test process's)."""
+    (None: the test process's). Exit codes: 2 when the command line does not parse (clap's usage error), 1 for
+    every other refusal to start (rampart-pbtxt: 1 for any error)."""
     binary = require_binary()
     try:
         return subprocess.run(

@@ -87,25 +87,25 @@ def test_signal_stops_with_exit_code_zero(sig):
 @pytest.mark.parametrize("extra", [["--no-such-flag=1"], ["--no-such-flag"]])
 def test_unknown_flag_fails_with_usage(extra):
     proc = run_to_exit(base_args(example_repo()) + extra)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     err = stderr_of(proc)
     assert "usage" in err.lower(), f"usage text expected on stderr:\n{err[-2000:]}"
 
 
 def test_positional_argument_fails():
     proc = run_to_exit(base_args(example_repo()) + ["positional-argument"])
-    assert proc.returncode != 0, stderr_of(proc)[-2000:]
+    assert proc.returncode == 2, stderr_of(proc)[-2000:]
 
 
 def test_missing_model_repository_fails():
     proc = run_to_exit(base_without("--model-repository"))
-    assert proc.returncode != 0, stderr_of(proc)[-2000:]
+    assert proc.returncode == 1, stderr_of(proc)[-2000:]
 
 
 @pytest.mark.parametrize("listener", ["grpc", "http"])
 def test_tls_without_certificate_fails(listener):
     proc = run_to_exit(base_args(example_repo()) + [f"--{listener}-use-ssl=true"])
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert f"--{listener}-use-ssl needs --{listener}-server-cert" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
@@ -117,19 +117,29 @@ def test_unbuilt_features_are_refused(flags):
     base = base_args(example_repo())
     names = tuple(f.split("=")[0] for f in flags)
     proc = run_to_exit([a for a in base if not a.startswith(names)] + flags)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "not supported yet" in stderr_of(proc), stderr_of(proc)[-2000:]
 
 
-@pytest.mark.parametrize("flag", ["--strict-readiness=maybe", "--exit-on-error=yes-please", "--http-port=http", "--max-queued-requests=0"])
-def test_invalid_flag_values_fail(flag):
+@pytest.mark.parametrize(
+    "flag,code",
+    [
+        # Values the command-line parser refuses: a usage error (2).
+        ("--strict-readiness=maybe", 2),
+        ("--exit-on-error=yes-please", 2),
+        ("--http-port=http", 2),
+        # A well-formed value refused when the flags are checked: a startup error (1).
+        ("--max-queued-requests=0", 1),
+    ],
+)
+def test_invalid_flag_values_fail(flag, code):
     proc = run_to_exit(base_args(example_repo()) + [flag])
-    assert proc.returncode != 0, stderr_of(proc)[-2000:]
+    assert proc.returncode == code, stderr_of(proc)[-2000:]
 
 
 def test_http_max_input_size_must_be_positive():
     proc = run_to_exit(base_args(example_repo()) + ["--http-max-input-size=0"])
-    assert proc.returncode != 0, stderr_of(proc)[-2000:]
+    assert proc.returncode == 1, stderr_of(proc)[-2000:]
 
 
 def test_space_separated_flag_values():
@@ -182,7 +192,7 @@ def test_id_sets_server_name(value):
 @pytest.mark.parametrize("flag", [[], ["--exit-on-error=true"]], ids=["default", "explicit"])
 def test_exit_on_error_with_broken_model_fails(mixed_repo_cli, flag):
     proc = run_to_exit(base_args(mixed_repo_cli, None, flag))
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     err = stderr_of(proc)
     assert any(m in err for m in BROKEN), f"stderr should name the model that failed:\n{err[-3000:]}"
 
@@ -228,7 +238,7 @@ def test_refuses_onnxruntime_from_a_directory_others_can_write(tmp_path):
     os.chmod(libdir, 0o777)
     args = [a for a in base_args(example_repo()) if not a.startswith("--backend-directory")]
     proc = run_to_exit(args + [f"--backend-directory={libdir}"])
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     err = stderr_of(proc)
     assert "refusing to load ONNX Runtime" in err and "writable by other users" in err, err[-2000:]
     os.chmod(libdir, 0o755)

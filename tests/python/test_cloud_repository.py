@@ -198,7 +198,7 @@ def test_unreachable_store_fails_startup_clearly():
     finally:
         os.environ.clear()
         os.environ.update(old)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert f"s3://127.0.0.1:{port}/nobucket/models" in proc.stderr, proc.stderr[-2000:]
 
 

@@ -158,7 +158,7 @@ def test_invalid_config_rejected(tool, path):
         f"rampart-pbtxt exit code: {proc.returncode}\nstderr:\n{stderr}"
         f"\nstdout: {len(proc.stdout)} bytes"
     )
-    assert proc.returncode != 0, "rampart-pbtxt accepted an invalid config" + context
+    assert proc.returncode == 1, f"rampart-pbtxt exit {proc.returncode} for an invalid config (expected 1)" + context
     assert stderr.strip(), "rampart-pbtxt printed no error message on stderr" + context
     assert str(path) in stderr, (
         "the error message does not name the file given on the command line" + context
@@ -171,5 +171,5 @@ def test_missing_file_is_an_error(tool, tmp_path):
     missing = tmp_path / "does_not_exist" / "config.pbtxt"
     proc = _run(tool, missing)
     stderr = proc.stderr.decode("utf-8", "replace")
-    assert proc.returncode != 0, f"exit 0 for a missing file; stderr:\n{stderr}"
+    assert proc.returncode == 1, f"exit {proc.returncode} for a missing file (expected 1); stderr:\n{stderr}"
     assert str(missing) in stderr, f"error does not name the missing file; stderr:\n{stderr}"

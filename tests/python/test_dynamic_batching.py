@@ -111,7 +111,7 @@ def assert_load_fails(examples_dir, tmp_path, dynamic: str, message: str) -> Non
     repo = batched_repo(examples_dir, tmp_path, dynamic, models=("mlp",))
     proc = run_to_exit(base_args(repo))
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert message in out, out[-2000:]
 
 

@@ -101,5 +101,5 @@ def test_repository_index_body_is_counted_too(limited):
 def test_bad_values_stop_the_server(examples_dir, flag, message):
     proc = run_to_exit(base_args(examples_dir, None, [flag]))
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert message in out, out[-2000:]

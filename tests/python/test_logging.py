@@ -329,14 +329,14 @@ def test_invalid_log_format_refused():
     for value in ("xml", "iso8601", "JSON", ""):
         proc = run_to_exit(base_args(example_repo(), ENGINE, [f"--log-format={value}"]))
         err = proc.stderr.decode(errors="replace")
-        assert proc.returncode != 0, f"--log-format={value!r} accepted"
+        assert proc.returncode == 1, f"--log-format={value!r} accepted"
         assert "invalid argument for --log-format" in err, err[-2000:]
 
 
 @pytest.mark.parametrize("flag", ["--log-verbose=-1", "--log-verbose=abc", "--log-info=maybe", "--log-error=2"])
 def test_invalid_level_flags_refused(flag):
     proc = run_to_exit(base_args(example_repo(), ENGINE, [flag]))
-    assert proc.returncode != 0, f"{flag} accepted\n{proc.stderr.decode(errors='replace')[-2000:]}"
+    assert proc.returncode == 2, f"{flag} accepted\n{proc.stderr.decode(errors='replace')[-2000:]}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_log_file_unopenable_refused(tmp_path, where):
     path = tmp_path / "no" / "such" / "dir" / "x.log" if where == "missing-dir" else tmp_path
     proc = run_to_exit(base_args(example_repo(), ENGINE, [f"--log-file={path}"]))
     err = proc.stderr.decode(errors="replace")
-    assert proc.returncode != 0, f"--log-file={path} accepted"
+    assert proc.returncode == 1, f"--log-file={path} accepted"
     assert "cannot open --log-file" in err, err[-2000:]
     assert not (tmp_path / "no").exists()
 

@@ -664,7 +664,7 @@ def test_no_summaries_or_histogram_by_default(examples_dir):
 def test_unsupported_metrics_config_is_refused(examples_dir, setting, message):
     proc = run_to_exit(metrics_args(base_args(examples_dir), f"--metrics-config={setting}"))
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0, out[-2000:]
+    assert proc.returncode == 1, out[-2000:]
     assert message in out, out[-2000:]
     assert "Started HTTPService" not in out and "Started Metrics Service" not in out
 
@@ -674,7 +674,7 @@ def test_metrics_port_equal_to_http_port_is_refused(examples_dir):
     args = [a for a in base_args(examples_dir) if a not in ("--allow-metrics=false", "--http-port=0")]
     proc = run_to_exit([*args, f"--http-port={port}", "--metrics-address=127.0.0.1", f"--metrics-port={port}"])
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0, out[-2000:]
+    assert proc.returncode == 1, out[-2000:]
     assert f"The server cannot listen to metrics requests and HTTP requests at the same port {port}" in out, out[-2000:]
 
 

@@ -379,10 +379,10 @@ def test_exposed_grpc_listener_starts_with_restricted_model_repository(repo):
 def test_load_model_flag_checks(repo):
     write_model(repo, "a")
     proc = run_to_exit(base_args(repo, ENGINE, ["--load-model=a"]))
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "requires setting '--model-control-mode=explicit'" in proc.stderr.decode(errors="replace")
     proc = run_to_exit(base_args(repo, ENGINE, [*EXPLICIT, "--load-model=*", "--load-model=a"]))
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "Wildcard model name '*' must be the ONLY startup model" in proc.stderr.decode(errors="replace")
 
 

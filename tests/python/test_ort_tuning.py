@@ -155,7 +155,7 @@ def test_global_thread_pool_is_shared_by_every_session(examples_dir, tmp_path):
 def test_bad_session_parameters_fail_the_load_with_a_clear_message(examples_dir, tmp_path, extra, message):
     proc = run_to_exit(base_args(simple_repo(examples_dir, tmp_path, extra), "onnxruntime"))
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert f"failed to load 'simple_0': model 'simple_0' version 1: {message}" in out, out[-2000:]
 
 
@@ -170,5 +170,5 @@ def test_bad_session_parameters_fail_the_load_with_a_clear_message(examples_dir,
 def test_bad_backend_config_refuses_to_start(examples_dir, flag, message):
     proc = run_to_exit(base_args(examples_dir, "onnxruntime", (flag,)))
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert message in out, out[-2000:]

@@ -202,5 +202,5 @@ def test_model_cache_without_server_cache_warns_and_serves(repo):
 def test_bad_cache_flags_stop_the_server(examples_dir, flags, message):
     proc = run_to_exit(base_args(examples_dir, None, flags))
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert message in out, out[-2000:]

@@ -858,7 +858,7 @@ SECRET = f"St4rtup{MARK}Value"
 def startup_failure(examples_dir, flags: list[str]) -> str:
     proc = run_to_exit(grpc_base_args(examples_dir, extra=flags), timeout=60)
     out = proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
-    assert proc.returncode != 0, f"{flags} started (exit {proc.returncode}):\n{out[-3000:]}"
+    assert proc.returncode == 1, f"{flags} started (exit {proc.returncode}):\n{out[-3000:]}"
     assert "Started HTTPService" not in out
     assert SECRET not in out and MARK not in out, f"a credential value leaked into the output:\n{out[-3000:]}"
     return out
