@@ -158,7 +158,7 @@ fn shape_str(s: &[i64]) -> String {
 /// Request-level parameters the core understands; everything else is passed on as a custom parameter.
 fn check_parameters(params: &Parameters) -> Result<()> {
     for (k, v) in params {
-        if k.starts_with("triton_") && k != "triton_enable_empty_final_response" {
+        if k.starts_with("triton_") {
             return Err(Error::invalid_arg(format!(
                 "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified. Got '{k}'"
             )));
@@ -171,10 +171,7 @@ fn check_parameters(params: &Parameters) -> Result<()> {
                 matches!(v, ParamValue::Uint(_) | ParamValue::String(_))
                     || matches!(v, ParamValue::Int(i) if *i >= 0)
             }
-            "sequence_start"
-            | "sequence_end"
-            | "binary_data_output"
-            | "triton_enable_empty_final_response" => {
+            "sequence_start" | "sequence_end" | "binary_data_output" => {
                 matches!(v, ParamValue::Bool(_))
             }
             _ => true,

@@ -31,11 +31,15 @@ mod config;
 pub mod control;
 mod engines;
 mod executor;
+mod extensions;
 pub mod features;
 pub mod infer;
+mod lifecycle;
+mod load;
 pub mod logging;
 pub mod metrics;
 mod model;
+mod options;
 #[cfg(feature = "cloud")]
 pub mod remote;
 #[cfg(not(feature = "cloud"))]

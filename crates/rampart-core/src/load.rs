@@ -1,0 +1,335 @@
+//! Loading one model directory into a [`ModelEntry`]: config, versions, the backend's instances, the
+//! scheduler, the cache and warm-up; and the `dynamic_batching` policy of a config.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rampart_model_config::ModelConfig;
+use rampart_types::{DataType, Error, InstanceSpec, Result};
+
+use crate::config;
+use crate::control;
+use crate::executor::Instance;
+use crate::lifecycle::{ModelEntry, VersionEntry};
+use crate::model::{ModelState, ModelVersion};
+use crate::repository;
+use crate::server::Server;
+use crate::stats::ModelStats;
+
+impl Server {
+    /// Loads one model directory: config (or the `config` override), versions per policy, instances per
+    /// `instance_group`. Versions of `previous` whose files did not change are taken over, not reloaded.
+    pub(crate) fn build_entry(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        config_override: Option<&str>,
+        files: Option<Arc<tempfile::TempDir>>,
+        previous: Option<&ModelEntry>,
+    ) -> ModelEntry {
+        let options = &self.inner.options;
+        let cache = self.inner.cache.as_ref();
+        let overridden = config_override.is_some() || files.is_some();
+        let fingerprint = control::fingerprint(dir);
+        let origin = |mut e: ModelEntry| {
+            e.fingerprint = Some(fingerprint.clone());
+            e.overridden = overridden;
+            e._files = files.clone();
+            e
+        };
+        // Versions that can be taken over as they are: same model files and config, same version folder.
+        let reusable = |v: i64| -> Option<Arc<ModelVersion>> {
+            let p = previous?;
+            let pf = p.fingerprint.as_ref()?;
+            if overridden
+                || p.overridden
+                || pf.model != fingerprint.model
+                || pf.versions.get(&v) != fingerprint.versions.get(&v)
+            {
+                return None;
+            }
+            p.versions.get(&v)?.served.clone()
+        };
+        let raw = match config_override {
+            Some(json) => config::from_json(json, dir, name),
+            None => config::read(dir, name, options.autocomplete),
+        };
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
+        };
+        let selected = match repository::select_versions(&raw.config, &repository::versions(dir)) {
+            Ok(v) => v,
+            Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
+        };
+        let chosen = crate::engines::backend_name(&raw.config, &options.default_onnx_backend)
+            .and_then(|backend| options.backends.get(backend));
+        let engine = match chosen {
+            Ok(e) => e,
+            Err(e) => {
+                return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
+            }
+        };
+        let instance_count: usize =
+            raw.config.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
+        let parameters: std::collections::HashMap<String, String> = raw
+            .config
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.string_value.clone()))
+            .collect();
+        let declared = config::declared_signature(&raw.config);
+        let graph_level =
+            raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
+        let mut final_config: Option<Arc<ModelConfig>> = None;
+        let mut labels: Option<Arc<crate::classify::Labels>> = None;
+        let mut versions = BTreeMap::new();
+        let mut raw = Some(raw);
+        for v in selected {
+            if let Some(kept) = reusable(v) {
+                versions.insert(
+                    v,
+                    VersionEntry {
+                        state: ModelState::Ready,
+                        reason: String::new(),
+                        served: Some(kept),
+                    },
+                );
+                continue;
+            }
+            let started = Instant::now();
+            let label = ModelVersion::label(name, v);
+            let result = (|| -> Result<Arc<ModelVersion>> {
+                let version_dir = dir.join(v.to_string());
+                let model_file = if engine.needs_model_file() {
+                    let file = version_dir.join(
+                        final_config
+                            .as_ref()
+                            .map(|c| c.default_model_filename.clone())
+                            .or_else(|| {
+                                raw.as_ref().map(|r| r.config.default_model_filename.clone())
+                            })
+                            .unwrap_or_default(),
+                    );
+                    if !file.is_file() {
+                        return Err(Error::invalid_arg(format!(
+                            "model file '{}' not found",
+                            file.display()
+                        )));
+                    }
+                    file
+                } else {
+                    version_dir
+                };
+                let max_batch_size = final_config
+                    .as_ref()
+                    .map(|c| c.max_batch_size)
+                    .or_else(|| raw.as_ref().map(|r| r.config.max_batch_size))
+                    .unwrap_or_default();
+                let mut spec = InstanceSpec {
+                    model_name: name.to_string(),
+                    version: v,
+                    model_file,
+                    parameters: parameters.clone(),
+                    declared: declared.clone(),
+                    max_batch_size: max_batch_size.max(0) as u64,
+                    graph_optimization_level: graph_level,
+                    instance_index: 0,
+                };
+                let mut instances = Vec::with_capacity(instance_count);
+                instances.push(engine.load(&spec)?);
+                let cfg = match &final_config {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = Arc::new(config::complete_and_validate(
+                            raw.take().expect("raw config consumed once"),
+                            instances[0].signature(),
+                            options.autocomplete,
+                        )?);
+                        final_config = Some(c.clone());
+                        c
+                    }
+                };
+                // The completed config too (auto-complete may add types the engine cannot run).
+                let types = cfg.input.iter().map(|i| i.data_type);
+                let types = types.chain(cfg.output.iter().map(|o| o.data_type));
+                if let Some(t) =
+                    types.filter_map(DataType::from_config_enum).find(|&t| !engine.supports(t))
+                {
+                    return Err(Error::unsupported(format!(
+                        "the {} engine does not support data type {}",
+                        engine.name(),
+                        t.as_str()
+                    )));
+                }
+                let engine_inputs = crate::infer::EngineInputs {
+                    engine: engine.name(),
+                    names: instances[0].signature().inputs.iter().map(|s| s.name.clone()).collect(),
+                };
+                for i in 1..instance_count {
+                    spec.instance_index = i;
+                    instances.push(engine.load(&spec)?);
+                }
+                let decoupled = cfg.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
+                let mut stats = ModelStats::with_latency_metrics(
+                    options.metrics.summaries.clone().map(crate::stats::LatencyWindows::new),
+                    options.metrics.histograms.then(Default::default),
+                );
+                if decoupled {
+                    stats = stats.with_response_stats();
+                }
+                let stats = Arc::new(stats);
+                let batching = batch_policy(&cfg)?;
+                let executors: Vec<Instance> = instances
+                    .into_iter()
+                    .map(|engine| Instance { engine, stats: stats.clone() })
+                    .collect();
+                let pool = crate::model::Scheduler::start(
+                    format!("{name}-{v}"),
+                    executors,
+                    options.max_queued_requests,
+                    batching,
+                )?;
+                let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);
+                if wants_cache && cache.is_none() {
+                    tracing::warn!(
+                        "model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)"
+                    );
+                }
+                let cache = cache.filter(|_| wants_cache).cloned();
+                let labels = match &labels {
+                    Some(l) => Arc::clone(l),
+                    None => {
+                        labels.insert(Arc::new(crate::classify::load_labels(&cfg, dir)?)).clone()
+                    }
+                };
+                let mut version =
+                    ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache);
+                version.labels = labels;
+                crate::warmup::run(&version, dir)?;
+                version.load_duration = started.elapsed();
+                Ok(Arc::new(version))
+            })();
+            let entry = match result {
+                Ok(m) => VersionEntry {
+                    state: ModelState::Ready,
+                    reason: String::new(),
+                    served: Some(m),
+                },
+                Err(e) => {
+                    let msg = e.message();
+                    let reason = if msg.starts_with("model '") {
+                        msg.to_string()
+                    } else {
+                        format!("{label}: {msg}")
+                    };
+                    // A config that fails validation fails every version the same way: report it once.
+                    if final_config.is_none() && raw.is_none() {
+                        return origin(ModelEntry::failed(reason));
+                    }
+                    VersionEntry { state: ModelState::Unavailable, reason, served: None }
+                }
+            };
+            versions.insert(v, entry);
+        }
+        origin(ModelEntry { versions, ..ModelEntry::empty() })
+    }
+}
+
+/// The `dynamic_batching` settings of a config, checked as Triton checks them; `None` runs every request
+/// alone (no `dynamic_batching`, or a model without a batch dimension).
+fn batch_policy(cfg: &ModelConfig) -> Result<Option<rampart_scheduler::BatchPolicy>> {
+    use rampart_model_config::pb::model_config::SchedulingChoice;
+    let Some(SchedulingChoice::DynamicBatching(d)) = &cfg.scheduling_choice else {
+        return Ok(None);
+    };
+    if cfg.max_batch_size <= 0 {
+        tracing::warn!(
+            "model '{}': dynamic_batching has no effect without max_batch_size > 0",
+            cfg.name
+        );
+        return Ok(None);
+    }
+    let mut preferred = Vec::with_capacity(d.preferred_batch_size.len());
+    for &p in &d.preferred_batch_size {
+        if p <= 0 {
+            return Err(Error::invalid_arg(format!(
+                "dynamic batching preferred size must be positive for {}",
+                cfg.name
+            )));
+        }
+        if p > cfg.max_batch_size {
+            return Err(Error::invalid_arg(format!(
+                "dynamic batching preferred size must be <= max batch size for {}",
+                cfg.name
+            )));
+        }
+        preferred.push(p as u64);
+    }
+    preferred.sort_unstable();
+    preferred.dedup();
+    let name = &cfg.name;
+    let levels = d.priority_levels;
+    if levels > MAX_PRIORITY_LEVELS {
+        return Err(Error::invalid_arg(format!(
+            "dynamic batching priority_levels must be at most {MAX_PRIORITY_LEVELS} for {name}"
+        )));
+    }
+    if levels != 0 {
+        if d.default_priority_level == 0 || d.default_priority_level > levels {
+            return Err(Error::invalid_arg(format!(
+                "default priority level must be in range [1, {levels}] for {name}"
+            )));
+        }
+        if d.priority_queue_policy.keys().any(|&l| l == 0 || l > levels) {
+            return Err(Error::invalid_arg(format!(
+                "priority queue policy must have priority level in range [1, {levels}] for {name}"
+            )));
+        }
+    }
+    use rampart_model_config::pb::model_queue_policy::TimeoutAction;
+    let default = d.default_queue_policy.clone().unwrap_or_default();
+    if d.preserve_ordering {
+        if levels > 1 {
+            return Err(Error::invalid_arg(format!(
+                "Only one priority level is allowed when 'preserve_ordering' is true for {name}"
+            )));
+        }
+        let delays = |p: &rampart_model_config::pb::ModelQueuePolicy| {
+            p.default_timeout_microseconds != 0 && p.timeout_action == TimeoutAction::Delay as i32
+        };
+        if delays(&default) || d.priority_queue_policy.values().any(delays) {
+            return Err(Error::invalid_arg(format!(
+                "Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true for {name}"
+            )));
+        }
+    }
+    let queue_policy =
+        |p: &rampart_model_config::pb::ModelQueuePolicy| rampart_scheduler::QueuePolicy {
+            timeout: (p.default_timeout_microseconds > 0)
+                .then(|| std::time::Duration::from_micros(p.default_timeout_microseconds)),
+            allow_timeout_override: p.allow_timeout_override,
+            reject_on_timeout: p.timeout_action == TimeoutAction::Reject as i32,
+            max_queue_size: p.max_queue_size as usize,
+        };
+    // Without priority levels there is one queue with the default policy (Triton ignores
+    // `priority_queue_policy` then).
+    let levels: Vec<rampart_scheduler::QueuePolicy> = if levels == 0 {
+        vec![queue_policy(&default)]
+    } else {
+        (1..=levels)
+            .map(|l| queue_policy(d.priority_queue_policy.get(&l).unwrap_or(&default)))
+            .collect()
+    };
+    Ok(Some(rampart_scheduler::BatchPolicy {
+        max_batch_size: cfg.max_batch_size as u64,
+        preferred,
+        max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),
+        levels,
+        default_level: (d.default_priority_level.max(1) - 1) as usize,
+    }))
+}
+
+/// More priority levels than this are refused at load (each level is a queue).
+const MAX_PRIORITY_LEVELS: u64 = 1 << 16;
