@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Rampart's single test command. Expects scripts/setup.sh (and, for the perf tests,
-# scripts/install-perf-analyzer.sh and scripts/install-azurite.sh) to have run. Any failing step fails the script.
+# Rampart's single test command: `bash scripts/test.sh`. It runs its own idempotent set-up steps first (the
+# venv and ONNX Runtime, perf_analyzer, the Azurite emulator; each skips what is already there), then the static
+# checks (rustfmt, clippy -D warnings, the deployment manifests) and every test. Any failing step fails it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,8 +13,6 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
 fi
 
 PY="$ROOT/.venv/bin/python"
-[[ -x "$PY" ]] || { echo "ERROR: $PY missing: run scripts/setup.sh first" >&2; exit 1; }
-
 T_ALL=$(date +%s)
 T_STEP=$T_ALL
 banner() {
@@ -26,6 +25,19 @@ banner() {
     T_STEP=$now
 }
 trap 'rc=$?; if [[ $rc -ne 0 ]]; then echo; echo "== test.sh FAILED (exit $rc) after $(( $(date +%s) - T_ALL )) s"; fi' EXIT
+
+banner "set-up: scripts/setup.sh, install-perf-analyzer.sh, install-azurite.sh (idempotent)"
+bash scripts/setup.sh
+bash scripts/install-perf-analyzer.sh
+bash scripts/install-azurite.sh
+
+banner "static checks: rustfmt, clippy -D warnings"
+cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+banner "deployment manifests: scripts/check-deploy.sh"
+bash scripts/check-deploy.sh
 
 banner "model repositories: examples/models up to date, ONNX Runtime cross-check"
 GEN_TMP="$(mktemp -d)"

@@ -5,6 +5,8 @@
 #[cfg(any(feature = "sagemaker", feature = "vertex"))]
 mod cloud;
 mod codec;
+/// The wire decoders exposed to `fuzz/` (cargo feature `fuzzing`; not in the binary).
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;

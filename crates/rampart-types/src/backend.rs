@@ -166,7 +166,8 @@ impl Backends {
     pub fn get(&self, name: &str) -> Result<Arc<dyn Engine>> {
         let Some(r) = self.engines.get(name) else {
             return Err(Error::unsupported(format!(
-                "backend '{name}' is not built into this server; the backends built in are: {}",
+                "backend '{name}' is not supported: this server has no backend of that name (the backends \
+                 built in are: {})",
                 self.names().join(", ")
             )));
         };
