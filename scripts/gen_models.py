@@ -144,7 +144,7 @@ def scale_model(factor: float) -> onnx.ModelProto:
 
 
 def mlp_model() -> onnx.ModelProto:
-    """784 -> 256 -> ReLU -> 10, the generator from dependencies.md (appendix)."""
+    """784 -> 256 -> ReLU -> 10 with seeded random weights (the `mlp` example model)."""
     rng = np.random.default_rng(0)
     w1 = (rng.standard_normal((784, 256)) * 0.05).astype(np.float32)
     b1 = (rng.standard_normal(256) * 0.01).astype(np.float32)

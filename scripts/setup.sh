@@ -63,7 +63,7 @@ else
     log "python deps: installed ($(( $(now) - t0 )) s)"
 fi
 
-# 3. ONNX Runtime shared library (dependencies.md §3b) -----------------------------------------
+# 3. ONNX Runtime shared library ----------------------------------------------------------------
 t0=$(now)
 LIB="libonnxruntime.so.$ORT_VERSION"
 if [[ -f "$ORT_DIR/$LIB" ]]; then

@@ -1034,7 +1034,8 @@ def parse_raw_response(raw: bytes) -> tuple[int, dict, bytes]:
 # gRPC request helpers (hand-built ModelInferRequest messages for the raw stubs)
 # ---------------------------------------------------------------------------------------
 
-# Datatype -> the InferTensorContents field that carries it (spec §2.2). FP16 and BF16 have none: raw only.
+# Datatype -> the InferTensorContents field that carries it (docs/protocol.md, "Data types"). FP16 and BF16
+# have none: raw only.
 TYPED_FIELD = {
     "BOOL": "bool_contents",
     "INT8": "int_contents",

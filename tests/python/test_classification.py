@@ -1,6 +1,6 @@
-"""The classification extension (spec §1.5, §2.3 "Classification", §8.1 CVE-2025-23321, CVE-2026-24146,
-CVE-2026-24147), over HTTP (`"classification": k` on a requested output, tritonclient's `class_count`) and
-gRPC (`classification` int64_param).
+"""The classification extension (docs/protocol.md, "Classification", "gRPC parameters", "Security history (CVEs)":
+CVE-2025-23321, CVE-2026-24146, CVE-2026-24147), over HTTP (`"classification": k` on a requested output,
+tritonclient's `class_count`) and gRPC (`classification` int64_param).
 
 An output requested with classification k comes back as BYTES, shape [batch, min(k, n)] for a batching model
 and [min(k, n)] for a non-batching one, each element "<value>:<index>[:<label>]" in descending value order:
@@ -484,7 +484,8 @@ def test_grpc_classification_must_be_positive_int64(cls_server, value, kind):
 
 @pytest.mark.parametrize("proto", ["http", "grpc"])
 def test_classification_with_shared_memory_output_refused(cls_server, proto):
-    """An output cannot be both classified and written to a region (spec §1.4); the region stays untouched."""
+    """An output cannot be both classified and written to a region (docs/protocol.md, "System shared memory"); the
+    region stays untouched."""
     key = f"/rampart_t_{PID}_cls_{proto}"
     region = f"cls_{PID}_{proto}"
     h = shm.create_shared_memory_region(region, key, 256)

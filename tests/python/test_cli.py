@@ -1,6 +1,7 @@
-"""Command line, startup and shutdown contract of the `rampart` binary (spec §4, §9): flag syntax,
-refused not-yet-built features, --exit-on-error / --strict-readiness, --id, --model-store, signals,
-the startup model status table. These tests start their own short-lived servers (default engine)."""
+"""Command line, startup and shutdown contract of the `rampart` binary (docs/protocol.md, "Model control",
+"Readiness, startup and shutdown", "Command line"): flag syntax, refused not-yet-built features, --exit-on-error /
+--strict-readiness, --id, --model-store, signals, the startup model status table. These tests start their own
+short-lived servers (default engine)."""
 
 from __future__ import annotations
 

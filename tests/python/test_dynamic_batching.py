@@ -1,5 +1,6 @@
-"""Dynamic batching (spec §5.2): concurrent requests to a model with `dynamic_batching` are executed together,
-each gets exactly its own rows back, and the statistics show the batches. Both engines, real ONNX models."""
+"""Dynamic batching (docs/protocol.md, "Model repository"): concurrent requests to a model with `dynamic_batching`
+are executed together, each gets exactly its own rows back, and the statistics show the batches. Both engines, real
+ONNX models."""
 
 import json
 import shutil

@@ -1,6 +1,7 @@
-"""Hostile and malformed gRPC input (spec §0, §2.3, §4). Every case asserts the gRPC status code and the message
-(or a substring of it), then that the server still answers gRPC ServerLive (and, through the autouse fixture
-`_server_still_serving`, HTTP live too); every server must still be running at teardown and exit 0 on SIGTERM.
+"""Hostile and malformed gRPC input (docs/protocol.md, "Status codes", "gRPC parameters", "Model control"). Every
+case asserts the gRPC status code and the message (or a substring of it), then that the server still answers gRPC
+ServerLive (and, through the autouse fixture `_server_still_serving`, HTTP live too); every server must still be
+running at teardown and exit 0 on SIGTERM.
 
 Status mapping (Triton): INVALID_ARG -> INVALID_ARGUMENT, NOT_FOUND -> NOT_FOUND, UNAVAILABLE -> UNAVAILABLE,
 UNSUPPORTED -> UNIMPLEMENTED, INTERNAL -> INTERNAL. Messages are the HTTP front end's for the same mistake

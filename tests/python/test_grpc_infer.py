@@ -1,7 +1,8 @@
-"""gRPC front end happy paths (spec §2.1-§2.3): health (incl. grpc.health.v1), server/model metadata, model
-config, model readiness, inference on every example model and on every identity_<dtype> of the generated test
-repository (raw_input_contents and typed InferTensorContents where the datatype has a typed field), BYTES both
-ways, batches > 1, requested outputs, request ids, parameters, statistics and the repository index.
+"""gRPC front end happy paths (docs/protocol.md, "gRPC service", "gRPC parameters"): health (incl. grpc.health.v1),
+server/model metadata, model config, model readiness, inference on every example model and on every
+identity_<dtype> of the generated test repository (raw_input_contents and typed InferTensorContents where the
+datatype has a typed field), BYTES both ways, batches > 1, requested outputs, request ids, parameters, statistics
+and the repository index.
 
 Happy paths go through tritonclient.grpc (client wrapper from conftest: every call has a deadline); requests
 that tritonclient cannot build (typed contents, uint64 / int64 parameter kinds) go through the raw generated
@@ -557,9 +558,9 @@ def test_identity_datatype_tritonclient(grpc_test_repo_server, dtype):
     "mode,dtype", [(m, d) for m in ("raw", "typed") for d in DTYPES if not (m == "typed" and d in RAW_ONLY)]
 )
 def test_identity_datatype_stub(grpc_test_repo_server, dtype, mode):
-    """Hand-built requests: raw_input_contents for every datatype, typed contents for every datatype that has
-    a typed field (spec §2.2: int_contents for INT8/16/32, uint_contents for UINT8/16/32, ...). FP16 and BF16
-    have none (raw only; the refusal is in test_grpc_hostile.py)."""
+    """Hand-built requests: raw_input_contents for every datatype, typed contents for every datatype that has a
+    typed field (docs/protocol.md, "Data types": int_contents for INT8/16/32, uint_contents for UINT8/16/32, ...).
+    FP16 and BF16 have none (raw only; the refusal is in test_grpc_hostile.py)."""
     proto, np_dtype, values = DTYPES[dtype]
     model = f"identity_{dtype}"
     with grpc_test_repo_server.grpc_client() as c:

@@ -1,6 +1,7 @@
-"""gRPC ModelStreamInfer (spec §2.1, §2.3 "Stream errors"): results and per-request errors on one stream, request
-ids, the `triton_grpc_error: true` stream metadata (first error ends the stream with a real status), half-close,
-cancellation and deadlines. After each test the server must still be live (autouse fixture) and keep serving.
+"""gRPC ModelStreamInfer (docs/protocol.md, "gRPC service", "Decoupled models and streaming"): results and
+per-request errors on one stream, request ids, the `triton_grpc_error: true` stream metadata (first error ends the
+stream with a real status), half-close, cancellation and deadlines. After each test the server must still be live
+(autouse fixture) and keep serving.
 
 Uses tritonclient.grpc's start_stream / async_stream_infer / stop_stream (conftest's client wrapper gives every
 stream a deadline) and the raw stub's ModelStreamInfer with request iterators (explicit `timeout`).

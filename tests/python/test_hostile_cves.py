@@ -1,7 +1,8 @@
-"""Hostile input per attack class of Triton's published vulnerabilities (spec §8.1, "Security history"), on HTTP
-and gRPC. Each test names the CVE(s) it covers, sends the attack, asserts Rampart's exact status and message,
-then asserts that the server is still running, still answers a normal `simple` inference on both protocols
-(INPUT0 = 0..15, INPUT1 = 3 → OUTPUT0 = sum, OUTPUT1 = difference), and that its memory stayed bounded:
+"""Hostile input per attack class of Triton's published vulnerabilities (docs/protocol.md,
+"Security history (CVEs)"), on HTTP and gRPC. Each test names the CVE(s) it covers, sends the attack, asserts
+Rampart's exact status and message, then asserts that the server is still running, still answers a normal `simple`
+inference on both protocols (INPUT0 = 0..15, INPUT1 = 3 → OUTPUT0 = sum, OUTPUT1 = difference), and that its
+memory stayed bounded:
 
   * retained: VmRSS (from /proc/<pid>/status) after the attack minus before, below RSS_BUDGET (64 MiB);
   * peak: VmHWM after the attack minus VmRSS before (the peak is reset first by writing 5 to
@@ -783,8 +784,9 @@ def test_cve_2024_0088_grpc_shm_offset_overflow_refused(srv):
             SC.UNIMPLEMENTED,
             exact=SHM_DISABLED,
         )
-        # gRPC carries shm sizes as int64_param only (spec §2.3): a uint64 one is refused as it is decoded; the
-        # int64 form of the same huge offset (negative) reaches the shm manager, which is off.
+        # gRPC carries shm sizes as int64_param only (docs/protocol.md, "gRPC parameters"): a uint64 one is
+        # refused as it is decoded; the int64 form of the same huge offset (negative) reaches the shm manager,
+        # which is off.
         for kind, value, code, message in (
             ("uint64", HUGE_OFFSET, SC.INVALID_ARGUMENT, "Unable to parse 'shared_memory_offset' of {}: expected int64_param."),
             ("int64", HUGE_OFFSET - 2**64, SC.UNIMPLEMENTED, SHM_DISABLED),

@@ -1,5 +1,6 @@
-"""Health, server/model metadata, model readiness and model configuration over HTTP
-(spec §1.1 rows 1-6, §1.2, §0 error facts). Runs against examples/models for each engine."""
+"""Health, server/model metadata, model readiness and model configuration over HTTP (docs/protocol.md,
+"HTTP endpoints" rows 1-6, "Server and model metadata", "Status codes"). Runs against examples/models for each
+engine."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Inference over HTTP on examples/models (spec §1.2, §1.3): JSON tensors (flat and nested), the binary
-tensor data extension in both directions, raw requests, requested outputs, request id, parameters,
-and numerical checks of `mlp` against the expected values and Python onnxruntime. Each test runs once
+"""Inference over HTTP on examples/models (docs/protocol.md, "JSON and binary tensor data"): JSON tensors (flat and
+nested), the binary tensor data extension in both directions, raw requests, requested outputs, request id,
+parameters, and numerical checks of `mlp` against the expected values and Python onnxruntime. Each test runs once
 per engine (onnxruntime, tract)."""
 
 from __future__ import annotations

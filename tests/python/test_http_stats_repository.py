@@ -1,4 +1,5 @@
-"""Statistics (spec §1.8, endpoints 10-11) and the repository index (endpoint 15) on examples/models."""
+"""Statistics (docs/protocol.md, "Statistics"; endpoints 10-11 of "HTTP endpoints") and the repository index
+(endpoint 15) on examples/models."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Logging (spec §7.2): the three line formats (`--log-format default|ISO8601|json`), escaping of control characters
-in logged text, `--log-file`, the level switches (`--log-info/--log-warning/--log-error/--log-verbose`), and the
-logging API over HTTP (`GET/POST /v2/logging`) and gRPC (`LogSettings`).
+"""Logging (docs/protocol.md, "Logging"): the three line formats (`--log-format default|ISO8601|json`), escaping of
+control characters in logged text, `--log-file`, the level switches
+(`--log-info/--log-warning/--log-error/--log-verbose`), and the logging API over HTTP (`GET/POST /v2/logging`) and
+gRPC (`LogSettings`).
 
 Formats (every stderr line that is not the startup model table nor an audit event is a log line):
   default  `LMMDD hh:mm:ss.uuuuuu <pid> <file>:<line>] <message>`   (L = E, W, I or V)

@@ -1,7 +1,8 @@
-"""Prometheus metrics (spec §6): the `/metrics` listener (`--allow-metrics`, `--metrics-address`, `--metrics-port`,
-`--metrics-interval-ms`, `--allow-cpu-metrics`, `--metrics-config`), the text exposition (parsed line by line
-here), and per-model counters that must equal the statistics API (spec §1.8) after known traffic. Also: the HTTP
-and gRPC statistics APIs agree with each other and with the traffic sent, batch_stats included.
+"""Prometheus metrics (docs/protocol.md, "Metrics"): the `/metrics` listener (`--allow-metrics`,
+`--metrics-address`, `--metrics-port`, `--metrics-interval-ms`, `--allow-cpu-metrics`, `--metrics-config`), the
+text exposition (parsed line by line here), and per-model counters that must equal the statistics API
+(docs/protocol.md, "Statistics") after known traffic. Also: the HTTP and gRPC statistics APIs agree with each other
+and with the traffic sent, batch_stats included.
 
 Every server here is started for one test (fresh counters, so totals are exact), on 127.0.0.1 with the metrics
 port 0; the port actually bound is read from the "Started Metrics Service at <addr>:<port>" log line."""

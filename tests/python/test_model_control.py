@@ -1,6 +1,6 @@
-"""Model control (spec §4): `--model-control-mode none|poll|explicit`, the repository load / unload API over HTTP
-and gRPC (config and `file:` overrides, reloads, name checks), repository polling under traffic, and Rampart's
-secure default (poll / explicit mode refused on an unauthenticated non-loopback listener).
+"""Model control (docs/protocol.md, "Model control"): `--model-control-mode none|poll|explicit`, the repository
+load / unload API over HTTP and gRPC (config and `file:` overrides, reloads, name checks), repository polling under
+traffic, and Rampart's secure default (poll / explicit mode refused on an unauthenticated non-loopback listener).
 
 Every test builds its own small ONNX models (FP32 `OUTPUT0 = INPUT0 + c`, [batch, 4]) into tmp_path with the onnx
 helper API and starts its own short-lived server(s) on the first selected engine."""

@@ -1,4 +1,5 @@
-"""Restricted APIs (`--http-restricted-api`) and protocols (`--grpc-restricted-protocol`), spec §3.
+"""Restricted APIs (`--http-restricted-api`) and protocols (`--grpc-restricted-protocol`), docs/protocol.md,
+"Restricted APIs".
 
 Flags (repeatable): `<category>[,<category>...]:<key>=<value>`; the value may also be `@/path/file` (file content,
 one trailing newline removed) or `env:NAME`. HTTP checks the header `<key>` (name case-insensitive, value
@@ -335,7 +336,7 @@ def test_http_matrix(each_server, cat, variant):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# HTTP: further endpoints per category (the mapping of spec §1.1)
+# HTTP: further endpoints per category (the mapping of docs/protocol.md, "HTTP endpoints")
 # ---------------------------------------------------------------------------------------------------------------
 
 # (category, method, path, body, status with the key, substring of the answer with the key)
@@ -420,8 +421,8 @@ def test_http_unknown_url_is_404_without_credentials(each_server, method, path):
     "path", ["/v2/repository/foo", "/v2/repository", "/v2/systemsharedmemory/foo", "/v2/cudasharedmemory"]
 )
 def test_http_unknown_url_under_a_category_prefix_is_404(each_server, path):
-    """Triton decides the category by the same regexes that route (spec §1.1 dispatch order): a path matching no
-    endpoint has no category and answers 404 without credentials."""
+    """Triton decides the category by the same regexes that route (docs/protocol.md, "HTTP endpoints",
+    dispatch order): a path matching no endpoint has no category and answers 404 without credentials."""
     status, resp = http_call(each_server, "GET", path, {})
     assert status == 404, f"GET {path}: {status} {resp!r}"
 

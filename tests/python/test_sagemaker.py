@@ -1,5 +1,5 @@
-"""SageMaker front end (spec §1.10, §3, §8.1 CVE-2026-24206/24207, CVE-2026-24208/24209, CVE-2026-47481,
-CVE-2025-33238, CVE-2025-23310 many chunks).
+"""SageMaker front end (docs/protocol.md, "SageMaker", "Restricted APIs", "Security history (CVEs)":
+CVE-2026-24206/24207, CVE-2026-24208/24209, CVE-2026-47481, CVE-2025-33238, CVE-2025-23310 many chunks).
 
 `--allow-sagemaker=true` starts a listener on `--http-address` at `--sagemaker-port` (0 here), announced by
 "Started Sagemaker HTTPService at <addr>:<port>". Routes: GET /ping (health), POST /invocations (infer on

@@ -1,5 +1,5 @@
-"""System shared memory (spec §0 "Client shared memory", §1.4, §2.3 "Shm params", §8.1 CVE-2024-0088,
-CVE-2024-0116, CVE-2025-23319 chain), over HTTP and gRPC.
+"""System shared memory (docs/protocol.md, "System shared memory", "gRPC parameters", "Security history (CVEs)":
+CVE-2024-0088, CVE-2024-0116, CVE-2025-23319 chain), over HTTP and gRPC.
 
 - Default server (no flag): status answers empty, register / unregister and any inference naming a region are
   UNSUPPORTED (501 / UNIMPLEMENTED) with Triton's "Client shared memory is disabled…" message; CUDA shared

@@ -1,6 +1,7 @@
-"""Tracing in Triton's `triton` mode (spec §7.1): the command line (`--trace-config` and the deprecated `--trace-*`
-flags), the trace-settings API over HTTP (`/v2/trace/setting`, `/v2/models/{m}/trace/setting`) and gRPC
-(`TraceSetting`), sampling by rate and count (global and per model), and the trace file.
+"""Tracing in Triton's `triton` mode (docs/protocol.md, "Tracing"): the command line (`--trace-config` and the
+deprecated `--trace-*` flags), the trace-settings API over HTTP (`/v2/trace/setting`,
+`/v2/models/{m}/trace/setting`) and gRPC (`TraceSetting`), sampling by rate and count (global and per model), and
+the trace file.
 
 The trace file is one JSON array written at shutdown (SIGTERM), or, with `log_frequency` N > 0, every N traces to
 `<file>.0`, `<file>.1`, ... (the rest at shutdown to the next index); mode 0600. Per trace, two records:

@@ -1,4 +1,5 @@
-"""Vertex AI front end (spec §1.11, §3, §8.1 CVE-2026-24206/24207, CVE-2025-23310 many chunks).
+"""Vertex AI front end (docs/protocol.md, "Vertex AI", "Restricted APIs", "Security history (CVEs)":
+CVE-2026-24206/24207, CVE-2025-23310 many chunks).
 
 `--allow-vertex-ai` (default true iff AIP_MODE=PREDICTION, which also turns the main HTTP and gRPC listeners off
 by default) starts a listener on `--http-address` at `--vertex-ai-port` (default $AIP_HTTP_PORT or 8080; 0
@@ -777,7 +778,8 @@ def test_restricted_unknown_paths_need_nothing(restricted):
 
 
 def test_restricted_check_before_method(restricted):
-    """As on the main port (spec §0): a wrong method without the credential is 403, not 405."""
+    """As on the main port (docs/protocol.md, "Status codes"): a wrong method without the credential is 403, not
+    405."""
     assert_denied(vx(restricted, "GET", PREDICT), KEYS["inference"][0])
 
 

@@ -1,7 +1,7 @@
-//! Restricted APIs (`--http-restricted-api`, `--grpc-restricted-protocol`) with Triton's semantics (spec §3):
-//! each API category may require a header (HTTP) or metadata entry (gRPC) with an exact value. One parser
-//! and one check serve every front end; a front end only maps its endpoints to categories and says how to
-//! read a header.
+//! Restricted APIs (`--http-restricted-api`, `--grpc-restricted-protocol`) with Triton's semantics
+//! (docs/protocol.md, "Restricted APIs"): each API category may require a header (HTTP) or metadata
+//! entry (gRPC) with an exact value. One parser and one check serve every front end; a front end
+//! only maps its endpoints to categories and says how to read a header.
 //!
 //! Differences from Triton, all on the safe side: values may come from a file (`@/path`) or the environment
 //! (`env:NAME`) instead of the command line, the comparison takes the same time whatever the candidate, and

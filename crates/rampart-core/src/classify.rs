@@ -1,6 +1,6 @@
-//! The classification extension (spec §1.5): an output requested with `classification: k` is answered as
-//! the top `k` entries of each batch item, as BYTES `"<value>:<index>[:<label>]"`, labels from the output's
-//! `label_filename`.
+//! The classification extension (docs/protocol.md, "Classification"): an output requested with
+//! `classification: k` is answered as the top `k` entries of each batch item, as BYTES
+//! `"<value>:<index>[:<label>]"`, labels from the output's `label_filename`.
 
 use std::collections::BTreeMap;
 use std::io::Read;

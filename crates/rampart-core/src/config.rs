@@ -58,7 +58,8 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
     finish_raw(raw, name, dir_name, &path)
 }
 
-/// A `config` override of a load request: ModelConfig as JSON (spec §4), checked like a config.pbtxt.
+/// A `config` override of a load request: ModelConfig as JSON (docs/protocol.md, "Model control"),
+/// checked like a config.pbtxt.
 pub(crate) fn from_json(json: &str, dir: &Path, name: &str) -> Result<RawConfig> {
     let invalid =
         |e: &dyn std::fmt::Display| Error::invalid_arg(format!("Invalid config override: {e}"));

@@ -1,6 +1,6 @@
-//! Model control (spec §4): the control modes, load requests, model-name checks, the fingerprints polling
-//! compares, `file:` overrides written into a fresh directory, and the reaper that lets replaced versions
-//! finish their requests off the request path.
+//! Model control (docs/protocol.md, "Model control"): the control modes, load requests, model-name
+//! checks, the fingerprints polling compares, `file:` overrides written into a fresh directory, and
+//! the reaper that lets replaced versions finish their requests off the request path.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};

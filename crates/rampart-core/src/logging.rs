@@ -1,5 +1,6 @@
-//! Log settings (spec §7.2): what the logging API reads and changes. The core keeps the settings; whoever
-//! installs the log subscriber (the binary, or an embedding application) consults them on every event.
+//! Log settings (docs/protocol.md, "Logging"): what the logging API reads and changes. The core
+//! keeps the settings; whoever installs the log subscriber (the binary, or an embedding
+//! application) consults them on every event.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

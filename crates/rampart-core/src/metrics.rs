@@ -1,4 +1,5 @@
-//! Prometheus metrics (spec §6) in the text exposition format, with Triton's metric names, types and labels.
+//! Prometheus metrics (docs/protocol.md, "Metrics") in the text exposition format, with Triton's
+//! metric names, types and labels.
 //!
 //! Rendered by hand from the statistics snapshots rather than through a metrics registry: Triton's counters
 //! have no `_total` suffix, which OpenMetrics encoders (prometheus-client) add, and dashboards written for

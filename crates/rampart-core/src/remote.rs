@@ -1,7 +1,7 @@
-//! Cloud model repositories (spec §5.1): `s3://`, `gs://` and `as://` locations are mirrored into a private
-//! local directory before loading, and mirrored again before every poll; the model table then treats the
-//! mirror like any local repository. Credentials come from the environment, as in Triton (`AWS_*`,
-//! `GOOGLE_*`, `AZURE_*`; see docs/operations.md).
+//! Cloud model repositories (docs/protocol.md, "Model repository"): `s3://`, `gs://` and `as://`
+//! locations are mirrored into a private local directory before loading, and mirrored again before
+//! every poll; the model table then treats the mirror like any local repository. Credentials come
+//! from the environment, as in Triton (`AWS_*`, `GOOGLE_*`, `AZURE_*`; see docs/operations.md).
 //!
 //! Everything an object store sends is bounded and checked before it touches the disk: object count, object
 //! and total size, and every key must be a relative path that stays inside the mirror.

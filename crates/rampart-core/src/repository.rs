@@ -1,4 +1,5 @@
-//! Local model repositories (spec §5.1): one directory per model, numeric version folders inside.
+//! Local model repositories (docs/protocol.md, "Model repository"): one directory per model,
+//! numeric version folders inside.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,11 @@
-//! System shared memory (spec §1.4): regions a client registers by POSIX shared-memory key, then names in
-//! tensor parameters so that input and output bytes travel through memory instead of the socket.
+//! System shared memory (docs/protocol.md, "System shared memory"): regions a client registers by
+//! POSIX shared-memory key, then names in tensor parameters so that input and output bytes travel
+//! through memory instead of the socket.
 //!
 //! Off unless the operator starts the server with `--allow-client-shm=true`: a registered region lets a
 //! client make the server read and write memory it shares with other processes.
 //!
-//! Safety properties, each a past Triton CVE (spec §8):
+//! Safety properties, each a past Triton CVE (docs/protocol.md, "Security history (CVEs)"):
 //! - every offset and size is checked with overflow-safe arithmetic, at registration against the object's
 //!   size and at use against the registered size (CVE-2024-0088);
 //! - the reserved Python-backend key prefix and keys that are not a single plain name are refused

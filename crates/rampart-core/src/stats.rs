@@ -1,5 +1,5 @@
-//! Per model-version statistics (spec §1.8): counters updated lock-free on the request path, read as a
-//! snapshot by the statistics API.
+//! Per model-version statistics (docs/protocol.md, "Statistics"): counters updated lock-free on the
+//! request path, read as a snapshot by the statistics API.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
-//! Request tracing in Triton's `triton` mode (spec §7.1): sampled requests record named timestamps from the
-//! front end down to the engine, and the records are written as a JSON array to the file chosen at startup
-//! (`--trace-config triton,file=…`). Settings are global with per-model overrides, changed through the
-//! trace-settings API; the file location never is.
+//! Request tracing in Triton's `triton` mode (docs/protocol.md, "Tracing"): sampled requests record
+//! named timestamps from the front end down to the engine, and the records are written as a JSON
+//! array to the file chosen at startup (`--trace-config triton,file=…`). Settings are global with
+//! per-model overrides, changed through the trace-settings API; the file location never is.
 
 /// Whether this build traces requests (cargo feature `tracing`). Without it no request is traced and the
 /// trace-settings APIs answer that tracing is not in this build.

@@ -23,7 +23,8 @@ pub(crate) fn param_value(key: &str, p: &pb::InferParameter) -> Result<ParamValu
     }
 }
 
-/// gRPC's typing of the reserved request parameters (spec §2.3): a protocol rule, checked while decoding.
+/// gRPC's typing of the reserved request parameters (docs/protocol.md, "gRPC parameters"): a
+/// protocol rule, checked while decoding.
 fn check_reserved_type(key: &str, p: &pb::InferParameter) -> Result<()> {
     use ParameterChoice::*;
     let (ok, want) = match key {
@@ -62,7 +63,8 @@ fn params(map: &std::collections::HashMap<String, pb::InferParameter>) -> Result
 /// gRPC's only allowed `triton_` request parameter (it asks decoupled models for an empty final response).
 pub(crate) const EMPTY_FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
 
-/// A tensor's shared-memory parameters: gRPC carries the sizes as `int64_param` only (spec §2.3).
+/// A tensor's shared-memory parameters: gRPC carries the sizes as `int64_param` only
+/// (docs/protocol.md, "gRPC parameters").
 fn shm_ref(
     map: &std::collections::HashMap<String, pb::InferParameter>,
     what: &str,

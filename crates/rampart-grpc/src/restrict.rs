@@ -1,6 +1,7 @@
 //! Restricted-protocol enforcement for the gRPC front end: a tower layer in front of every service that maps
-//! the method to its category (spec §2.1) and asks the core's check on the request metadata before the
-//! method runs (streams included: they are refused before the first message).
+//! the method to its category (docs/protocol.md, "gRPC service") and asks the core's check on the
+//! request metadata before the method runs (streams included: they are refused before the first
+//! message).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,4 +1,5 @@
-//! The cloud front ends: SageMaker (spec §1.10) and Vertex AI (§1.11), each on a listener of its own.
+//! The cloud front ends: SageMaker and Vertex AI (docs/protocol.md, "SageMaker", "Vertex AI"), each
+//! on a listener of its own.
 //!
 //! Their routes are rewritten into requests for the main KServe router and run through it, so restricted-API
 //! categories, body limits, model access rules, tracing and error bodies are exactly those of the main HTTP

@@ -1,4 +1,5 @@
-//! JSON and binary-tensor (spec §1.2–§1.3) decoding and encoding of inference requests and responses.
+//! JSON and binary-tensor (docs/protocol.md, "JSON and binary tensor data") decoding and encoding
+//! of inference requests and responses.
 
 use std::collections::HashMap;
 

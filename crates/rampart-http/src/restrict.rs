@@ -1,6 +1,6 @@
-//! Restricted-API enforcement for the HTTP front end: maps a path to its category (spec §1.1, following
-//! Triton's dispatch order) and asks the core's check, before routing, so a wrong method on a restricted
-//! endpoint is 403, not 405, as in Triton.
+//! Restricted-API enforcement for the HTTP front end: maps a path to its category
+//! (docs/protocol.md, "HTTP endpoints", following Triton's dispatch order) and asks the core's
+//! check, before routing, so a wrong method on a restricted endpoint is 403, not 405, as in Triton.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Routes (spec §1.1) and their handlers.
+//! Routes (docs/protocol.md, "HTTP endpoints") and their handlers.
 
 use axum::Router;
 use axum::body::{Body, Bytes};

@@ -1,4 +1,5 @@
-//! Triton data types: protocol strings, config enum numbers, element sizes (spec §5.3).
+//! Triton data types: protocol strings, config enum numbers, element sizes (docs/protocol.md, "Data
+//! types").
 
 use std::fmt;
 

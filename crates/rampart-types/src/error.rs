@@ -22,7 +22,7 @@ pub enum Code {
 }
 
 impl Code {
-    /// HTTP status as Triton's HTTP front end answers it (spec §0).
+    /// HTTP status as Triton's HTTP front end answers it (docs/protocol.md, "Status codes").
     pub const fn http_status(self) -> u16 {
         match self {
             Code::Internal => 500,
@@ -35,7 +35,8 @@ impl Code {
         }
     }
 
-    /// gRPC status code number (`google.rpc.Code`) as Triton's gRPC front end answers it (spec §0).
+    /// gRPC status code number (`google.rpc.Code`) as Triton's gRPC front end answers it
+    /// (docs/protocol.md, "Status codes").
     pub const fn grpc_code(self) -> i32 {
         match self {
             Code::Cancelled => 1,
