@@ -12,6 +12,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
+
+/// A sampled request's trace.
+pub(crate) type Trace = Arc<rampart_core::trace::Trace>;
 use crate::health_pb::{self, health_check_response::ServingStatus, health_server};
 use crate::pb::{self, grpc_inference_service_server as gis};
 use crate::stream::InferStream;
@@ -169,9 +172,10 @@ impl Inference {
         &self,
         req: pb::ModelInferRequest,
         traceparent: Option<&str>,
-    ) -> Result<rampart_core::ResponseStream, Error> {
+    ) -> Result<(rampart_core::ResponseStream, Option<Trace>), Error> {
         let req = self.request(req, traceparent)?;
-        self.server.infer_stream(req).await
+        let trace = req.trace.clone();
+        Ok((self.server.infer_stream(req).await?, trace))
     }
 }
 

@@ -22,7 +22,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 use crate::pb::{self, infer_parameter::ParameterChoice};
-use crate::service::{Caller, Inference, oversize, status};
+use crate::service::{Caller, Inference, Trace, oversize, status};
 
 /// Requests of one stream that may run at once.
 pub const STREAM_CONCURRENCY: usize = 64;
@@ -132,7 +132,7 @@ async fn answer(
         version: req.model_version.clone(),
     };
     let started = start(&cx, req).await;
-    let (mut stream, empty_final) = match started {
+    let (mut stream, trace, empty_final) = match started {
         Ok(s) => s,
         Err(e) => {
             turn.wait().await;
@@ -144,7 +144,12 @@ async fn answer(
         let first = stream.next().await.unwrap_or_else(|| Err(Error::internal("no response")));
         turn.wait().await;
         let item = match first {
-            Ok(StreamedResponse { response: Some(r), .. }) => Ok(written(r, &echo, true)),
+            Ok(StreamedResponse { response: Some(r), .. }) => {
+                stamp(&trace, "GRPC_SEND_START");
+                let item = written(r, &echo, true);
+                stamp(&trace, "GRPC_SEND_END");
+                Ok(item)
+            }
             Ok(StreamedResponse { response: None, .. }) => return,
             Err(e) => failure(&cx, e, Some(&echo)),
         };
@@ -170,7 +175,7 @@ async fn answer(
 async fn start(
     cx: &StreamContext,
     mut req: pb::ModelInferRequest,
-) -> Result<(ResponseStream, bool), Error> {
+) -> Result<(ResponseStream, Option<Trace>, bool), Error> {
     let empty_final = match req.parameters.remove(EMPTY_FINAL).and_then(|p| p.parameter_choice) {
         None => false,
         Some(ParameterChoice::BoolParam(b)) => b,
@@ -181,8 +186,14 @@ async fn start(
         }
     };
     cx.inference.check_model(cx.caller.as_deref(), &req.model_name)?;
-    let stream = cx.inference.infer_stream(req, cx.traceparent.as_deref()).await?;
-    Ok((stream, empty_final))
+    let (stream, trace) = cx.inference.infer_stream(req, cx.traceparent.as_deref()).await?;
+    Ok((stream, trace, empty_final))
+}
+
+fn stamp(trace: &Option<Trace>, name: &'static str) {
+    if let Some(t) = trace {
+        t.stamp(name);
+    }
 }
 
 /// What a response repeats of its request.

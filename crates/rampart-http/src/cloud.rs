@@ -298,7 +298,7 @@ async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
     if let Err(r) = authorize_repository(&s, &parts) {
         return with_close(r);
     }
-    let body = match crate::routes::read_body(&parts.headers, body, &s.http).await {
+    let body = match crate::infer_route::read_body(&parts.headers, body, &s.http).await {
         Ok(b) => b,
         Err(e) => return with_close(error_response(&e)),
     };
@@ -380,7 +380,7 @@ fn with_close(mut r: Response) -> Response {
 /// `{"model_name": "<name>", "url": "<dir>"}`.
 #[cfg(feature = "sagemaker")]
 fn mme_request(body: &[u8], http: &HttpOptions) -> Result<(String, String), Error> {
-    let v = crate::routes::json_object(body, &http.json_limits)?;
+    let v = crate::admin::json_object(body, &http.json_limits)?;
     let field = |k: &str| match v.get(k) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(Error::invalid_arg(format!("the load request needs a string '{k}'"))),
@@ -486,162 +486,10 @@ fn links_stay_inside(dir: &Path, root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Vertex AI
-// ---------------------------------------------------------------------------------------------------------
-
-/// Vertex AI settings (from `AIP_*` environment variables and flags).
 #[cfg(feature = "vertex")]
-#[derive(Debug, Clone)]
-pub struct VertexOptions {
-    /// `AIP_PREDICT_ROUTE`.
-    pub predict_route: String,
-    /// `AIP_HEALTH_ROUTE`.
-    pub health_route: String,
-    /// `--vertex-ai-default-model`; unset: the repository's only model.
-    pub default_model: Option<String>,
-}
-
-/// Whether `route` can be an axum route (a plain absolute path, no captures or wildcards).
+mod vertex;
 #[cfg(feature = "vertex")]
-pub fn valid_vertex_route(route: &str) -> bool {
-    route.starts_with('/')
-        && route.len() > 1
-        && !route.contains("//")
-        && route.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:@!$&'()+,;=".contains(&b))
-}
-
-#[cfg(feature = "vertex")]
-#[derive(Clone)]
-struct Vertex {
-    main: Router,
-    metrics: Option<Router>,
-    server: Server,
-    options: Arc<VertexOptions>,
-}
-
-/// The Vertex AI router. `main` is a KServe router; `metrics` the metrics router when metrics are on.
-/// Routes must pass [`valid_vertex_route`] and differ.
-#[cfg(feature = "vertex")]
-pub fn vertex_router(
-    main: Router,
-    metrics: Option<Router>,
-    server: Server,
-    options: VertexOptions,
-) -> Router {
-    let (predict, health) = (options.predict_route.clone(), options.health_route.clone());
-    let state = Vertex { main, metrics, server, options: Arc::new(options) };
-    Router::new()
-        .route(&health, get(vertex_health))
-        .route(&predict, any(predict_route))
-        .fallback(|| async { not_found_response() })
-        .method_not_allowed_fallback(crate::routes::method_not_allowed)
-        .with_state(state)
-}
-
-#[cfg(feature = "vertex")]
-async fn vertex_health(State(v): State<Vertex>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    forward(v.main, parts, body, Method::GET, "/v2/health/ready", VERTEX_BINARY).await
-}
-
-#[cfg(feature = "vertex")]
-fn default_model(v: &Vertex) -> Result<String, Error> {
-    if let Some(m) = &v.options.default_model {
-        return Ok(m.clone());
-    }
-    let mut names: Vec<String> =
-        v.server.repository_index(false).into_iter().map(|e| e.name).collect();
-    names.dedup();
-    match names.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(Error::invalid_arg(format!(
-            "the Vertex AI predict route needs --vertex-ai-default-model: the repository has {} models",
-            names.len()
-        ))),
-    }
-}
-
-#[cfg(feature = "vertex")]
-async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
-    let redirect = request.headers().get(VERTEX_REDIRECT).map(|h| h.to_str().map(str::to_string));
-    if request.method() != Method::POST {
-        if redirect.is_some() {
-            return crate::routes::method_not_allowed().await;
-        }
-        // Through the main router with the client's method: the inference credential is checked before the
-        // method, as on the main front end (the model in the path does not matter for a 405).
-        let model = default_model(&v).unwrap_or_else(|_| "default".into());
-        let (parts, body) = request.into_parts();
-        let method = parts.method.clone();
-        return forward(
-            v.main,
-            parts,
-            body,
-            method,
-            &format!("/v2/models/{}/infer", segment(&model)),
-            VERTEX_BINARY,
-        )
-        .await;
-    }
-    let (parts, body) = request.into_parts();
-    match redirect {
-        Some(Ok(target)) => vertex_redirect(v, parts, body, &target).await,
-        Some(Err(_)) => error_response(&Error::invalid_arg(
-            "the X-Vertex-Ai-Triton-Redirect header is not valid text",
-        )),
-        None => match default_model(&v) {
-            Ok(model) => {
-                let path = format!("/v2/models/{}/infer", segment(&model));
-                forward(v.main, parts, body, Method::POST, &path, VERTEX_BINARY).await
-            }
-            Err(e) => error_response(&e),
-        },
-    }
-}
-
-/// What a redirect may reach: reads, inference, shm status and the repository index. Registration and
-/// model load/unload are refused whatever the credentials (CVE-2026-24206/24207).
-#[cfg(feature = "vertex")]
-async fn vertex_redirect(v: Vertex, parts: Parts, body: Body, target: &str) -> Response {
-    let path = format!("/{}", target.trim_start_matches('/'));
-    let path_only = path.split('?').next().unwrap_or_default().to_string();
-    if path_only == "/metrics" {
-        return match v.metrics {
-            // As in Triton, the redirected metrics page is not restricted (it has no credentials anywhere).
-            Some(m) => forward(m, parts, body, Method::GET, "/metrics", VERTEX_BINARY).await,
-            None => not_found_response(),
-        };
-    }
-    let segs: Vec<&str> = path_only.split('/').collect();
-    let refused = match segs.as_slice() {
-        ["", "v2", "systemsharedmemory" | "cudasharedmemory", .., "register" | "unregister"] => {
-            Some("shared-memory registration")
-        }
-        ["", "v2", "repository", .., "load" | "unload"] => Some("model load and unload"),
-        ["", "v2", "trace", ..]
-        | ["", "v2", "logging"]
-        | ["", "v2", "models", .., "trace", "setting"] => Some("trace and log settings"),
-        ["", "v2", "models", .., "generate" | "generate_stream"] => Some("generate"),
-        _ => None,
-    };
-    if let Some(what) = refused {
-        return error_response(&Error::new(
-            rampart_types::Code::PermissionDenied,
-            format!(
-                "{what} is not available through the Vertex AI redirect ('{}')",
-                path_only.escape_debug()
-            ),
-        ));
-    }
-    let method = match crate::restrict::category(&path_only) {
-        None => return not_found_response(),
-        Some(Category::ModelRepository) => Method::POST,
-        Some(Category::Inference) => Method::POST,
-        Some(_) => Method::GET,
-    };
-    forward(v.main, parts, body, method, &path, VERTEX_BINARY).await
-}
+pub use vertex::{VertexOptions, valid_vertex_route, vertex_router};
 
 #[cfg(test)]
 mod tests {

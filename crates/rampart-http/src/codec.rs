@@ -4,19 +4,15 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use rampart_core::stats::{DurationSnapshot, VersionStats};
-use rampart_core::{
-    InferRequest, InferResponse, InputTensor, ParamValue, Parameters, RequestedOutput, ShmRef,
-};
+use axum::http::HeaderMap;
+use rampart_core::{InferRequest, InputTensor, ParamValue, Parameters, RequestedOutput, ShmRef};
 use rampart_types::half;
-use rampart_types::tensor::{
-    element_count, encode_bytes_elements, fixed_byte_size, split_bytes_elements,
-};
+use rampart_types::tensor::{element_count, encode_bytes_elements, fixed_byte_size};
 use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result, with_element_type};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+
+pub(crate) use crate::encode::encode_response;
 
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Tensor `data` nesting limit (Triton's).
@@ -53,7 +49,7 @@ pub(crate) enum BinaryOutputs {
 }
 
 impl BinaryOutputs {
-    fn is_binary(&self, name: &str) -> bool {
+    pub(crate) fn is_binary(&self, name: &str) -> bool {
         match self {
             BinaryOutputs::All => true,
             BinaryOutputs::Some { default, per_output } => *per_output.get(name).unwrap_or(default),
@@ -81,7 +77,7 @@ pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Opti
     Ok(Some(n as usize))
 }
 
-fn bad(msg: impl Into<String>) -> Error {
+pub(crate) fn bad(msg: impl Into<String>) -> Error {
     Error::invalid_arg(msg)
 }
 
@@ -172,6 +168,7 @@ pub fn check_json_size(text: &[u8], limits: &JsonLimits) -> Result<()> {
     Ok(())
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 /// Parses the JSON header and attaches binary tensor data that follows it.
 pub(crate) fn decode_request(
     model: &str,
@@ -460,194 +457,11 @@ fn json_to_bytes(
     Ok(Bytes::from(bytes))
 }
 
-/// An output's elements as a JSON array, written straight from the wire bytes (no intermediate values).
-/// FP32 is written as the double it widens to, like Triton (0.1f32 → 0.10000000149011612); NaN and infinities
-/// become `null` (JSON has no such numbers).
-struct JsonData<'a>(&'a rampart_types::Tensor);
-
-impl serde::Serialize for JsonData<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::{Error as _, SerializeSeq};
-        let t = self.0;
-        let d = &t.data[..];
-        macro_rules! numbers {
-            ($T:ty, $x:ident => $write:expr) => {{
-                let mut seq = ser.serialize_seq(Some(d.len() / <$T as WireElement>::SIZE))?;
-                for chunk in d.chunks_exact(<$T as WireElement>::SIZE) {
-                    let $x = <$T as WireElement>::read(chunk)
-                        .map_err(|e| S::Error::custom(e.message()))?;
-                    seq.serialize_element(&$write)?;
-                }
-                seq.end()
-            }};
-        }
-        match t.datatype {
-            DataType::Bool => numbers!(bool, x => x),
-            DataType::Uint8 => numbers!(u8, x => x),
-            DataType::Uint16 => numbers!(u16, x => x),
-            DataType::Uint32 => numbers!(u32, x => x),
-            DataType::Uint64 => numbers!(u64, x => x),
-            DataType::Int8 => numbers!(i8, x => x),
-            DataType::Int16 => numbers!(i16, x => x),
-            DataType::Int32 => numbers!(i32, x => x),
-            DataType::Int64 => numbers!(i64, x => x),
-            DataType::Fp32 => numbers!(f32, x => x as f64),
-            DataType::Fp64 => numbers!(f64, x => x),
-            DataType::Fp16 | DataType::Bf16 => Err(S::Error::custom("checked before serializing")),
-            DataType::Bytes => {
-                let els =
-                    split_bytes_elements(d, t.element_count(), &format!("output '{}'", t.name))
-                        .map_err(|e| S::Error::custom(e.message()))?;
-                let mut seq = ser.serialize_seq(Some(els.len()))?;
-                for e in els {
-                    seq.serialize_element(&*String::from_utf8_lossy(e))?;
-                }
-                seq.end()
-            }
-        }
-    }
-}
-
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum OutputParameters<'a> {
-    Binary {
-        binary_data_size: usize,
-    },
-    SharedMemory {
-        shared_memory_region: &'a str,
-        shared_memory_byte_size: u64,
-        #[serde(skip_serializing_if = "is_zero")]
-        shared_memory_offset: u64,
-    },
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-#[derive(serde::Serialize)]
-struct OutputHeader<'a> {
-    name: &'a str,
-    datatype: &'a str,
-    shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<OutputParameters<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<JsonData<'a>>,
-}
-
-#[derive(serde::Serialize)]
-struct ResponseHeader<'a> {
-    model_name: &'a str,
-    model_version: String,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    id: &'a str,
-    outputs: Vec<OutputHeader<'a>>,
-}
-
-pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Result<Response> {
-    let mut outputs = Vec::with_capacity(r.outputs.len());
-    let mut tail: Vec<&Bytes> = Vec::new();
-    for t in &r.outputs {
-        if let Some(place) = r.shm_outputs.get(&t.name) {
-            outputs.push(OutputHeader {
-                name: &t.name,
-                datatype: t.datatype.as_str(),
-                shape: &t.shape,
-                parameters: Some(OutputParameters::SharedMemory {
-                    shared_memory_region: &place.region,
-                    shared_memory_byte_size: place.byte_size,
-                    shared_memory_offset: place.offset,
-                }),
-                data: None,
-            });
-            continue;
-        }
-        let as_binary = binary.is_binary(&t.name);
-        if !as_binary && matches!(t.datatype, DataType::Fp16 | DataType::Bf16) {
-            return Err(bad(format!(
-                "output '{}' has datatype {}, which cannot be returned in JSON; request it with binary_data: true",
-                t.name, t.datatype
-            )));
-        }
-        if as_binary {
-            tail.push(&t.data);
-        }
-        outputs.push(OutputHeader {
-            name: &t.name,
-            datatype: t.datatype.as_str(),
-            shape: &t.shape,
-            parameters: as_binary
-                .then(|| OutputParameters::Binary { binary_data_size: t.data.len() }),
-            data: (!as_binary).then_some(JsonData(t)),
-        });
-    }
-    let root = ResponseHeader {
-        model_name: &r.model_name,
-        model_version: r.model_version.to_string(),
-        id: &r.id,
-        outputs,
-    };
-    let tail_len: usize = tail.iter().map(|t| t.len()).sum();
-    let mut body = Vec::with_capacity(256 + tail_len);
-    serde_json::to_writer(&mut body, &root)
-        .map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
-    if tail.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
-    }
-    let header_len = body.len();
-    for t in tail {
-        body.extend_from_slice(t);
-    }
-    let mut resp = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
-    resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(header_len));
-    Ok(resp)
-}
-
-fn dur(d: &DurationSnapshot) -> Value {
-    json!({ "count": d.count, "ns": d.ns })
-}
-
-pub(crate) fn stats_json(stats: &[VersionStats]) -> Value {
-    let models: Vec<Value> = stats
-        .iter()
-        .map(|v| {
-            let s = &v.stats;
-            let batch: Vec<Value> = s
-                .batch
-                .iter()
-                .map(|(size, d)| json!({
-                    "batch_size": size, "compute_input": dur(&d[0]), "compute_infer": dur(&d[1]), "compute_output": dur(&d[2]),
-                }))
-                .collect();
-            json!({
-                "name": v.name, "version": v.version,
-                "last_inference": s.last_inference_ms,
-                "inference_count": s.inference_count,
-                "execution_count": s.execution_count,
-                "inference_stats": {
-                    "success": dur(&s.success), "fail": dur(&s.fail), "queue": dur(&s.queue),
-                    "compute_input": dur(&s.compute_input), "compute_infer": dur(&s.compute_infer),
-                    "compute_output": dur(&s.compute_output),
-                    "cache_hit": dur(&s.cache_hit), "cache_miss": dur(&s.cache_miss),
-                },
-                "response_stats": s.responses.iter().map(|(index, r)| (index.to_string(), json!({
-                    "compute_infer": dur(&r.compute_infer), "compute_output": dur(&r.compute_output),
-                    "success": dur(&r.success), "fail": dur(&r.fail),
-                    "empty_response": dur(&r.empty_response), "cancel": dur(&r.cancel),
-                }))).collect::<serde_json::Map<String, Value>>(),
-                "batch_stats": batch,
-                "memory_usage": [],
-            })
-        })
-        .collect();
-    json!({ "model_stats": models })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+    use serde_json::json;
 
     fn hm(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

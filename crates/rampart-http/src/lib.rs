@@ -2,17 +2,21 @@
 //! [`rampart_core::Server`], and encodes the answer; errors are rendered through the one error-code table.
 #![forbid(unsafe_code)]
 
+mod admin;
 #[cfg(any(feature = "sagemaker", feature = "vertex"))]
 mod cloud;
 mod codec;
+mod encode;
 /// The wire decoders exposed to `fuzz/` (cargo feature `fuzzing`; not in the binary).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod infer_route;
 mod metrics;
 pub mod restrict;
 mod routes;
 mod serve;
+mod stats;
 
 #[cfg(feature = "sagemaker")]
 pub use cloud::{SageMakerOptions, sagemaker_router};

@@ -1,0 +1,229 @@
+//! The inference route: the body read within its limits, decompressed and decoded, the model-access
+//! check, the call into the core and the encoded answer.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use rampart_types::Error;
+
+use crate::codec;
+use crate::routes::{AppState, HResult, HttpOptions, err, version_segment};
+
+pub(crate) async fn infer(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    request: axum::extract::Request,
+) -> HResult {
+    run_infer(s, model, None, request).await
+}
+
+pub(crate) async fn infer_v(
+    State(s): State<AppState>,
+    Path((model, v)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> HResult {
+    let version = version_segment(&v)?;
+    run_infer(s, model, version, request).await
+}
+
+/// `--model-access`: refuses an inference request for a model that a rule names without that rule's
+/// credential (the category check has already run in `restrict::enforce`).
+pub(crate) fn check_model_access(
+    s: &AppState,
+    model: &str,
+    parts: &axum::http::request::Parts,
+) -> Result<(), Response> {
+    if s.options.model_access.is_empty() {
+        return Ok(());
+    }
+    let peer = crate::restrict::peer_of(&parts.extensions);
+    let creds = rampart_core::access::HeaderCredentials {
+        headers: &parts.headers,
+        identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
+    };
+    s.options.model_access.check(rampart_core::access::Protocol::Http, model, &creds).map_err(|denied| {
+        tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
+        if let Some(log) = &s.options.audit {
+            let client = peer.as_ref().map(|p| p.addr.to_string());
+            log.denied(&crate::restrict::call(peer.as_ref(), &client, parts.uri.path()), &denied);
+        }
+        refuse_body(denied.to_error())
+    })
+}
+
+/// A refused body is left unread: close the connection rather than let the server drain it.
+pub(crate) fn refuse_body(e: Error) -> Response {
+    let mut r = err(e);
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` (Content-Length is checked before reading).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    options: &HttpOptions,
+) -> Result<Bytes, Error> {
+    let limit = options.max_input_size;
+    match tokio::time::timeout(options.body_read_timeout, read_limited(headers, body, limit)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err(Error::invalid_arg(format!(
+            "the request body did not arrive within {} s (--http-body-read-timeout-secs)",
+            options.body_read_timeout.as_secs()
+        ))),
+    }
+}
+
+pub(crate) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Error> {
+    let too_big = |n: String| {
+        Error::invalid_arg(format!(
+            "request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > limit as u64 {
+            return Err(too_big(len.to_string()));
+        }
+    }
+    let declared = declared.map(|l| l as usize);
+    // Every frame (an HTTP/1.1 chunk, an HTTP/2 DATA frame) is copied into one buffer as it arrives, so the
+    // memory a body takes is its size, however many pieces it comes in (Triton's CVE-2025-23310 class).
+    use http_body_util::BodyExt;
+    // A body that arrives in one frame is kept as is (no copy).
+    let mut body = body;
+    let mut first: Option<Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Error::invalid_arg(format!("failed to read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return Err(too_big(format!("more than {limit}")));
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            prev => {
+                if let Some(prev) = prev {
+                    buf.reserve(declared.unwrap_or(0).max(total).min(limit));
+                    buf.extend_from_slice(&prev);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+/// `Content-Encoding` of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else { return Ok(Encoding::Identity) };
+    let enc = v.to_str().unwrap_or("").trim();
+    if enc.eq_ignore_ascii_case("identity") || enc.is_empty() {
+        Ok(Encoding::Identity)
+    } else if enc.eq_ignore_ascii_case("gzip") {
+        Ok(Encoding::Gzip)
+    } else if enc.eq_ignore_ascii_case("deflate") {
+        Ok(Encoding::Deflate)
+    } else {
+        let mut r = err(Error::unsupported(format!(
+            "Unsupported compression type '{}'",
+            enc.escape_debug()
+        )));
+        r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
+        Err(r)
+    }
+}
+
+/// Inflates a gzip or deflate (zlib) body, refusing it as soon as the output passes `limit`.
+pub(crate) fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Error> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+        Encoding::Identity => return Ok(Bytes::copy_from_slice(body)),
+    };
+    let mut out = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| {
+        let name = if encoding == Encoding::Gzip { "gzip" } else { "deflate" };
+        Error::invalid_arg(format!("failed to decompress the {name} request body: {e}"))
+    })?;
+    if out.len() > limit {
+        return Err(Error::invalid_arg(format!(
+            "decompressed request body exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+pub(crate) async fn run_infer(
+    s: AppState,
+    model: String,
+    version: Option<i64>,
+    request: axum::extract::Request,
+) -> HResult {
+    let received = std::time::Instant::now();
+    let (parts, body) = request.into_parts();
+    check_model_access(&s, &model, &parts)?;
+    let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = s.server.start_trace(&model, traceparent);
+    let headers = parts.headers;
+    let encoding = content_encoding(&headers)?;
+    let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
+    if encoding != Encoding::Identity {
+        let limit = s.options.max_input_size;
+        body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit))
+            .await
+            .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))?
+            .map_err(err)?;
+    }
+    let header_len = codec::header_length(&headers, body.len()).map_err(err)?;
+    let decoded = match header_len {
+        Some(0) => {
+            let req = s.server.raw_request(&model, version, body).map_err(err)?;
+            codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
+        }
+        len => codec::decode_request_with(
+            &model,
+            version,
+            body,
+            len.unwrap_or(usize::MAX),
+            &s.options.json_limits,
+        )
+        .map_err(err)?,
+    };
+    let mut request = decoded.request;
+    if let Some(t) = &trace {
+        t.stamp_at("HTTP_RECV_START", received);
+        t.stamp("HTTP_RECV_END");
+        request.trace = Some(t.clone());
+    }
+    let response = s.server.infer_unary(request, "HTTP end point").await.map_err(err)?;
+    // The response is encoded into one buffer here; the send stamps bracket that (hyper writes it after).
+    if let Some(t) = &trace {
+        t.stamp("HTTP_SEND_START");
+    }
+    let encoded = codec::encode_response(&response, &decoded.binary_outputs).map_err(err);
+    if let Some(t) = &trace {
+        t.stamp("HTTP_SEND_END");
+    }
+    encoded
+}
