@@ -55,7 +55,10 @@ fn parse_args() -> Result<Args, String> {
     if a.model.as_os_str().is_empty() {
         return Err("--model FILE is required".into());
     }
-    if a.batch == 0 || !(a.seconds > 0.0) || !matches!(a.mode.as_str(), "raw" | "rampart" | "both")
+    if a.batch == 0
+        || a.seconds.is_nan()
+        || a.seconds <= 0.0
+        || !matches!(a.mode.as_str(), "raw" | "rampart" | "both")
     {
         return Err("--batch must be ≥ 1, --seconds > 0, --mode raw|rampart|both".into());
     }

@@ -56,14 +56,14 @@ fn expect(
             spec.name
         )));
     }
-    if let Some(dims) = dims {
-        if spec.dims != dims {
-            return Err(Error::invalid_arg(format!(
-                "expected {name} shape to be {}, got {}",
-                shape(dims),
-                shape(&spec.dims)
-            )));
-        }
+    if let Some(dims) = dims
+        && spec.dims != dims
+    {
+        return Err(Error::invalid_arg(format!(
+            "expected {name} shape to be {}, got {}",
+            shape(dims),
+            shape(&spec.dims)
+        )));
     }
     if spec.datatype != Ok(datatype) {
         return Err(Error::invalid_arg(format!(

@@ -66,7 +66,7 @@ fn identity_echoes_every_type_and_checks_its_pairs() {
     };
     let mut m = Identity.load(&sig("OUTPUT0", DataType::Bytes)).unwrap();
     let strings = Tensor::from_bytes_elements("INPUT0", vec![2], &["a", ""]);
-    let out = m.execute(&[strings.clone()], &["OUTPUT0".into()]).unwrap();
+    let out = m.execute(std::slice::from_ref(&strings), &["OUTPUT0".into()]).unwrap();
     assert_eq!(out, vec![Tensor { name: "OUTPUT0".into(), ..strings }]);
     assert_eq!(
         load_error(&Identity, &sig("OUT", DataType::Bytes)),

@@ -76,7 +76,7 @@ pub(crate) fn classify(
     }
     let values = values(t)?;
     let batch = if batching { t.shape.first().copied().unwrap_or(1).max(0) as usize } else { 1 };
-    let per = if batch == 0 { 0 } else { values.len() / batch };
+    let per = values.len().checked_div(batch).unwrap_or(0);
     let k = (count.min(per as u64)) as usize;
     let mut out = Vec::with_capacity(batch * k);
     for item in 0..batch {
@@ -87,11 +87,11 @@ pub(crate) fn classify(
         });
         for &idx in &order[..k] {
             let mut s = format!("{}:{idx}", row[idx].1);
-            if let Some(label) = labels.and_then(|l| l.get(idx)) {
-                if !label.is_empty() {
-                    s.push(':');
-                    s.push_str(label);
-                }
+            if let Some(label) = labels.and_then(|l| l.get(idx))
+                && !label.is_empty()
+            {
+                s.push(':');
+                s.push_str(label);
             }
             out.push(s);
         }

@@ -157,10 +157,9 @@ fn validate_static(c: &ModelConfig, path: &Path) -> Result<()> {
     }
     if let Some(PolicyChoice::Latest(l)) =
         c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref())
+        && l.num_versions == 0
     {
-        if l.num_versions == 0 {
-            return Err(bad("version_policy.latest.num_versions".into(), "must be >= 1".into()));
-        }
+        return Err(bad("version_policy.latest.num_versions".into(), "must be >= 1".into()));
     }
     for (kind, list) in [
         ("input", io_names(&c.input)),

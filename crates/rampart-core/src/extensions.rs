@@ -25,15 +25,15 @@ impl Server {
             let Some(r) = &input.shm else { continue };
             let lease = self.inner.shm.lease(r)?;
             let count = rampart_types::tensor::element_count(&input.shape)?;
-            if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)? {
-                if r.byte_size != expected {
-                    return Err(crate::infer::byte_size_mismatch(
-                        &input.name,
-                        &req.model_name,
-                        expected,
-                        r.byte_size,
-                    ));
-                }
+            if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)?
+                && r.byte_size != expected
+            {
+                return Err(crate::infer::byte_size_mismatch(
+                    &input.name,
+                    &req.model_name,
+                    expected,
+                    r.byte_size,
+                ));
             }
             total = total.saturating_add(r.byte_size);
             if total > crate::shm::MAX_REQUEST_INPUT_BYTES {
@@ -104,7 +104,10 @@ impl Server {
                 let known: u64 = shape.iter().filter(|&&d| d > 0).map(|&d| d as u64).product();
                 let elements = data.len() as u64 / size as u64;
                 if variable == 1 {
-                    if data.len() % size != 0 || known == 0 || elements % known != 0 {
+                    if !data.len().is_multiple_of(size)
+                        || known == 0
+                        || !elements.is_multiple_of(known)
+                    {
                         return Err(Error::invalid_arg(format!(
                             "unexpected raw input size {} for input '{}' of model '{name}': not a whole number of {datatype} elements of shape {:?}",
                             data.len(),

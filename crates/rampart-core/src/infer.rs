@@ -333,13 +333,11 @@ pub(crate) fn prepare(
         )));
     }
     let batch = if batching { batch_size.unwrap_or(1) } else { 1 };
-    if batching {
-        if batch < 1 || batch > config.max_batch_size as i64 {
-            return Err(Error::invalid_arg(format!(
-                "inference request batch-size must be <= {} for '{model}'",
-                config.max_batch_size
-            )));
-        }
+    if batching && (batch < 1 || batch > config.max_batch_size as i64) {
+        return Err(Error::invalid_arg(format!(
+            "inference request batch-size must be <= {} for '{model}'",
+            config.max_batch_size
+        )));
     }
     let mut outputs = Vec::new();
     if req.outputs.is_empty() {
@@ -377,16 +375,16 @@ pub(crate) fn finish_outputs(
     batch: u64,
 ) -> Vec<Tensor> {
     for t in &mut outputs {
-        if let Some(cfg) = config.output.iter().find(|o| o.name == t.name) {
-            if cfg.reshape.is_some() {
-                let count = t.element_count();
-                let per = if config.max_batch_size > 0 { count / batch.max(1) } else { count };
-                let mut s = resolve_reshape(&cfg.dims, per);
-                if config.max_batch_size > 0 {
-                    s.insert(0, batch as i64);
-                }
-                t.shape = s;
+        if let Some(cfg) = config.output.iter().find(|o| o.name == t.name)
+            && cfg.reshape.is_some()
+        {
+            let count = t.element_count();
+            let per = if config.max_batch_size > 0 { count / batch.max(1) } else { count };
+            let mut s = resolve_reshape(&cfg.dims, per);
+            if config.max_batch_size > 0 {
+                s.insert(0, batch as i64);
             }
+            t.shape = s;
         }
     }
     outputs

@@ -289,7 +289,7 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<rampart_scheduler::BatchPoli
         }
     }
     use rampart_model_config::pb::model_queue_policy::TimeoutAction;
-    let default = d.default_queue_policy.clone().unwrap_or_default();
+    let default = d.default_queue_policy.unwrap_or_default();
     if d.preserve_ordering {
         if levels > 1 {
             return Err(Error::invalid_arg(format!(

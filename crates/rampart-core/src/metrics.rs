@@ -13,6 +13,9 @@ use crate::model::ModelVersion;
 use crate::server::Server;
 use crate::stats::{DurationSnapshot, FailureReason, StatsSnapshot};
 
+/// A metric family read from a snapshot: name, help text, and the value it reports.
+type Family<T> = (&'static str, &'static str, fn(&StatsSnapshot) -> T);
+
 /// What `/metrics` reports (`--metrics-config`, `--allow-cpu-metrics`).
 #[derive(Debug, Clone)]
 pub struct MetricsOptions {
@@ -215,7 +218,7 @@ impl Server {
             |r| r.model.pending().to_string(),
         );
         if options.counter_latencies {
-            let durations: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot); 5] = [
+            let durations: [Family<DurationSnapshot>; 5] = [
                 (
                     "nv_inference_request_duration_us",
                     "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)",
@@ -268,8 +271,7 @@ impl Server {
             }
         }
         if options.summaries.is_some() {
-            let kinds: [(&str, &str, fn(&StatsSnapshot) -> DurationSnapshot);
-                crate::stats::SUMMARY_KINDS] = [
+            let kinds: [Family<DurationSnapshot>; crate::stats::SUMMARY_KINDS] = [
                 (
                     "nv_inference_request_summary_us",
                     "Summary of end-to-end durations of successful requests in microseconds",
@@ -327,7 +329,7 @@ impl Server {
         // Cache families only for versions that use the cache, as in Triton.
         let cached = || rows.iter().filter(|r| r.model.uses_cache());
         if cached().next().is_some() {
-            let counts: [(&str, &str, fn(&StatsSnapshot) -> u64); 4] = [
+            let counts: [Family<u64>; 4] = [
                 ("nv_cache_num_hits_per_model", "Response cache hits per model", |s| {
                     s.cache_hit.count
                 }),

@@ -186,10 +186,10 @@ impl Server {
                 [dir] => server.build_entry(&name, dir, None, None, None),
                 _ => ModelEntry::failed(repository::duplicate_message(&name, &dirs)),
             };
-            if server.inner.options.exit_on_error {
-                if let Some(reason) = entry.failure() {
-                    return Err(StartupError(format!("failed to load '{name}': {reason}")));
-                }
+            if server.inner.options.exit_on_error
+                && let Some(reason) = entry.failure()
+            {
+                return Err(StartupError(format!("failed to load '{name}': {reason}")));
             }
             log_outcome(&name, &entry);
             models.insert(name, Arc::new(entry));
@@ -462,7 +462,7 @@ impl Server {
         // The tracer's own check comes first: with tracing off, a request pays one atomic load.
         if !crate::trace::BUILT
             || !self.inner.tracer.is_active()
-            || !self.inner.models.load().get(model).is_some_and(|m| m.served().next().is_some())
+            || self.inner.models.load().get(model).is_none_or(|m| m.served().next().is_none())
         {
             return None;
         }

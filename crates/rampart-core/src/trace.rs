@@ -360,7 +360,7 @@ impl Tracer {
         let seen = state.seen.entry(scope).or_insert(0);
         let n = *seen;
         *seen += 1;
-        if n % u64::from(e.rate.unwrap_or(1).max(1)) != 0 {
+        if !n.is_multiple_of(u64::from(e.rate.unwrap_or(1).max(1))) {
             return None;
         }
         let count_slot = match state.models.get_mut(model) {

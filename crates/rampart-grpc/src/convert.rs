@@ -70,12 +70,12 @@ fn shm_ref(
     what: &str,
 ) -> Result<Option<rampart_core::ShmRef>> {
     for key in ["shared_memory_byte_size", "shared_memory_offset"] {
-        if let Some(p) = map.get(key) {
-            if !matches!(p.parameter_choice, Some(ParameterChoice::Int64Param(_))) {
-                return Err(Error::invalid_arg(format!(
-                    "Unable to parse '{key}' of {what}: expected int64_param."
-                )));
-            }
+        if let Some(p) = map.get(key)
+            && !matches!(p.parameter_choice, Some(ParameterChoice::Int64Param(_)))
+        {
+            return Err(Error::invalid_arg(format!(
+                "Unable to parse '{key}' of {what}: expected int64_param."
+            )));
         }
     }
     let mut params = Parameters::new();
@@ -332,30 +332,6 @@ pub(crate) fn statistics(stats: Vec<VersionStats>) -> pb::ModelStatisticsRespons
     pb::ModelStatisticsResponse { model_stats }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn typed_contents_checked() {
-        let c = pb::InferTensorContents { int_contents: vec![1, 300], ..Default::default() };
-        assert!(typed_contents(&c, DataType::Uint8, "x").is_err(), "wrong field");
-        assert!(
-            typed_contents(&c, DataType::Int8, "x").unwrap_err().message().contains("out of range")
-        );
-        assert_eq!(typed_contents(&c, DataType::Int32, "x").unwrap().len(), 8);
-        let c = pb::InferTensorContents {
-            bytes_contents: vec![Bytes::from_static(b"ab")],
-            ..Default::default()
-        };
-        assert_eq!(
-            &typed_contents(&c, DataType::Bytes, "x").unwrap()[..],
-            &[2, 0, 0, 0, b'a', b'b']
-        );
-        assert!(typed_contents(&pb::InferTensorContents::default(), DataType::Fp16, "x").is_err());
-    }
-}
-
 type RepositoryParameters = std::collections::HashMap<String, pb::ModelRepositoryParameter>;
 
 /// `config` (string) and `file:<path>` (bytes) load parameters.
@@ -491,4 +467,28 @@ pub(crate) fn trace_settings(t: &rampart_core::trace::TraceSettings) -> pb::Trac
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     pb::TraceSettingResponse { settings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_contents_checked() {
+        let c = pb::InferTensorContents { int_contents: vec![1, 300], ..Default::default() };
+        assert!(typed_contents(&c, DataType::Uint8, "x").is_err(), "wrong field");
+        assert!(
+            typed_contents(&c, DataType::Int8, "x").unwrap_err().message().contains("out of range")
+        );
+        assert_eq!(typed_contents(&c, DataType::Int32, "x").unwrap().len(), 8);
+        let c = pb::InferTensorContents {
+            bytes_contents: vec![Bytes::from_static(b"ab")],
+            ..Default::default()
+        };
+        assert_eq!(
+            &typed_contents(&c, DataType::Bytes, "x").unwrap()[..],
+            &[2, 0, 0, 0, b'a', b'b']
+        );
+        assert!(typed_contents(&pb::InferTensorContents::default(), DataType::Fp16, "x").is_err());
+    }
 }

@@ -90,10 +90,10 @@ pub(crate) async fn read_limited(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared {
-        if len > limit as u64 {
-            return Err(too_big(len.to_string()));
-        }
+    if let Some(len) = declared
+        && len > limit as u64
+    {
+        return Err(too_big(len.to_string()));
     }
     let declared = declared.map(|l| l as usize);
     // Every frame (an HTTP/1.1 chunk, an HTTP/2 DATA frame) is copied into one buffer as it arrives, so the

@@ -1,6 +1,9 @@
 //! KServe v2 / Triton HTTP/REST front end. It only decodes the wire format into core types, calls
 //! [`rampart_core::Server`], and encodes the answer; errors are rendered through the one error-code table.
 #![forbid(unsafe_code)]
+// Handlers answer early with a ready `Response` as their error (it is already rendered through the error
+// table); it is the cold path, so its size does not matter.
+#![allow(clippy::result_large_err)]
 
 mod admin;
 #[cfg(any(feature = "sagemaker", feature = "vertex"))]

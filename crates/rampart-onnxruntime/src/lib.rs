@@ -48,14 +48,14 @@ fn refuse_writable_by_others(lib: &Path) -> std::result::Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let dir = lib.parent().unwrap_or(Path::new("."));
     for p in [lib, dir] {
-        if let Ok(m) = std::fs::metadata(p) {
-            if m.permissions().mode() & 0o002 != 0 {
-                return Err(format!(
-                    "refusing to load ONNX Runtime from '{}': '{}' is writable by other users (chmod o-w it)",
-                    lib.display(),
-                    p.display()
-                ));
-            }
+        if let Ok(m) = std::fs::metadata(p)
+            && m.permissions().mode() & 0o002 != 0
+        {
+            return Err(format!(
+                "refusing to load ONNX Runtime from '{}': '{}' is writable by other users (chmod o-w it)",
+                lib.display(),
+                p.display()
+            ));
         }
     }
     Ok(())

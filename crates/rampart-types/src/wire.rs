@@ -62,7 +62,7 @@ impl WireElement for bool {
 
 /// Decodes a wire buffer into typed elements. The buffer length must be a multiple of the element size.
 pub fn decode<T: WireElement>(buf: &[u8]) -> Result<Vec<T>> {
-    if buf.len() % T::SIZE != 0 {
+    if !buf.len().is_multiple_of(T::SIZE) {
         return Err(Error::invalid_arg(format!(
             "{} buffer of {} bytes is not a multiple of {}",
             T::DATATYPE,
