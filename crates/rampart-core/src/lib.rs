@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod authorize;
 mod batch;
 pub mod cache;
 pub mod classify;

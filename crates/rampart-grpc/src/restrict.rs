@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rampart_core::access::{Category, HeaderCredentials, Protocol, Restrictions};
-use rampart_core::audit::{AuditLog, Call};
+use rampart_core::access::{Category, Protocol, Restrictions};
+use rampart_core::audit::AuditLog;
+use rampart_core::authorize::{Caller, Gate};
 use rampart_tls::Peer;
 
 /// The category of a gRPC method path (`/package.Service/Method`).
@@ -43,40 +44,39 @@ pub fn category(path: &str) -> Option<Category> {
 /// `tower::Layer` applying `--grpc-restricted-protocol` and recording admin calls and refusals.
 #[derive(Clone)]
 pub struct RestrictLayer {
-    rules: Arc<Restrictions>,
-    audit: Option<Arc<AuditLog>>,
+    gate: Gate,
 }
 
 impl RestrictLayer {
     pub fn new(rules: Arc<Restrictions>, audit: Option<Arc<AuditLog>>) -> Self {
-        RestrictLayer { rules, audit }
+        RestrictLayer { gate: Gate::new(rules, Default::default(), audit) }
     }
 }
 
 impl<S> tower::Layer<S> for RestrictLayer {
     type Service = Restrict<S>;
     fn layer(&self, inner: S) -> Restrict<S> {
-        Restrict { inner, rules: self.rules.clone(), audit: self.audit.clone() }
+        Restrict { inner, gate: self.gate.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct Restrict<S> {
     inner: S,
-    rules: Arc<Restrictions>,
-    audit: Option<Arc<AuditLog>>,
+    gate: Gate,
 }
 
-/// An audit record's view of a gRPC call.
-pub(crate) fn call<'a>(
+/// The core's view of the caller of a gRPC call to `method`.
+pub(crate) fn caller<'a>(
+    headers: &'a http::HeaderMap,
     peer: Option<&'a Peer>,
-    client: &'a Option<String>,
     method: &'a str,
-) -> Call<'a> {
-    Call {
+) -> Caller<'a> {
+    Caller {
         protocol: Protocol::Grpc,
-        client: client.as_deref(),
+        headers,
         identity: peer.and_then(|p| p.identity.as_deref()),
+        client: peer.map(|p| p.addr.to_string()),
         target: method,
     }
 }
@@ -100,23 +100,13 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(cat) = category(req.uri().path()) {
             let peer = req.extensions().get::<Peer>();
-            let creds = HeaderCredentials {
-                headers: req.headers(),
-                identity: peer.and_then(|p| p.identity.as_deref()),
-            };
-            let verdict = self.rules.check(cat, &creds);
-            if let Some(log) = &self.audit {
-                let client = peer.map(|p| p.addr.to_string());
-                let call = call(peer, &client, req.uri().path());
-                match &verdict {
-                    Err(denied) => log.denied(&call, denied),
-                    Ok(()) => log.admin(&call, cat, "allowed".into()),
+            let caller = caller(req.headers(), peer, req.uri().path());
+            match self.gate.authorize(cat, &caller) {
+                Ok(()) => self.gate.audit_admin(cat, &caller, "allowed".into()),
+                Err(e) => {
+                    let status = crate::service::status(e);
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
                 }
-            }
-            if let Err(denied) = verdict {
-                tracing::warn!(category = cat.name(), method = %req.uri().path().escape_debug(), "restricted protocol refused: missing or wrong credential");
-                let status = crate::service::status(denied.to_error());
-                return Box::pin(std::future::ready(Ok(status.into_http())));
             }
         }
         Box::pin(self.inner.call(req))

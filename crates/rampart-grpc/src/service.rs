@@ -3,8 +3,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rampart_core::access::{ModelAccess, Protocol};
+use rampart_core::access::{ModelAccess, Protocol, Restrictions};
 use rampart_core::audit::AuditLog;
+use rampart_core::authorize::Gate;
 use rampart_core::{Server, features, parse_version};
 use rampart_tls::Peer;
 use rampart_types::Error;
@@ -51,7 +52,7 @@ impl Default for GrpcOptions {
 /// clients expect) answer RESOURCE_EXHAUSTED.
 pub(crate) fn oversize(s: Status) -> Status {
     if s.code() == tonic::Code::OutOfRange && too_large(s.message()) {
-        Status::resource_exhausted(s.message().to_string())
+        status(Error::new(rampart_types::Code::ResourceExhausted, s.message()))
     } else {
         s
     }
@@ -68,9 +69,13 @@ pub fn fix_status_headers<B>(mut resp: http::Response<B>) -> http::Response<B> {
     let h = resp.headers();
     let code = h.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let message = h.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if code == "11" && too_large(&message.replace("%20", " ")) {
-        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
-    } else if code == "12" && message.is_empty() {
+    if code == (tonic::Code::OutOfRange as i32).to_string()
+        && too_large(&message.replace("%20", " "))
+    {
+        let code = rampart_types::Code::ResourceExhausted.grpc_code();
+        resp.headers_mut().insert("grpc-status", http::HeaderValue::from(code));
+    } else if code == rampart_types::Code::Unsupported.grpc_code().to_string() && message.is_empty()
+    {
         resp.headers_mut().insert(
             "grpc-message",
             http::HeaderValue::from_static("unknown%20gRPC%20service%20or%20method"),
@@ -84,16 +89,16 @@ fn traceparent<T>(r: &Request<T>) -> Option<String> {
     r.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// Renders a core error through the one error-code table.
+/// Renders a core error through the one error-code table (`From<Error> for Status`).
 pub(crate) fn status(e: Error) -> Status {
-    Status::new(tonic::Code::from(e.code().grpc_code()), e.message().to_string())
+    e.into()
 }
 
 #[derive(Clone)]
 pub(crate) struct Inference {
     server: Server,
-    model_access: Arc<ModelAccess>,
-    audit: Option<Arc<AuditLog>>,
+    /// `--model-access` (the category check runs in the restrict layer).
+    gate: Gate,
     max_pending_responses: usize,
 }
 
@@ -107,7 +112,7 @@ pub(crate) struct Caller {
 impl Inference {
     /// The caller of an inference call, when `--model-access` rules exist (nothing is copied otherwise).
     fn caller<T>(&self, r: &Request<T>, method: &'static str) -> Option<Arc<Caller>> {
-        (!self.model_access.is_empty()).then(|| {
+        self.gate.checks_models().then(|| {
             Arc::new(Caller {
                 headers: r.metadata().clone().into_headers(),
                 peer: r.extensions().get::<Peer>().cloned(),
@@ -116,19 +121,11 @@ impl Inference {
         })
     }
 
-    /// `--model-access` for one request (the category check ran in the restrict layer).
+    /// `--model-access` for one request.
     pub(crate) fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
-        let Some(caller) = caller else { return Ok(()) };
-        let identity = caller.peer.as_ref().and_then(|p| p.identity.as_deref());
-        let creds = rampart_core::access::HeaderCredentials { headers: &caller.headers, identity };
-        self.model_access.check(Protocol::Grpc, model, &creds).map_err(|denied| {
-            tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
-            if let Some(log) = &self.audit {
-                let client = caller.peer.as_ref().map(|p| p.addr.to_string());
-                log.denied(&crate::restrict::call(caller.peer.as_ref(), &client, caller.method), &denied);
-            }
-            denied.to_error()
-        })
+        let Some(c) = caller else { return Ok(()) };
+        let caller = crate::restrict::caller(&c.headers, c.peer.as_ref(), c.method);
+        self.gate.authorize_model(model, &caller)
     }
 
     /// The core request of a call, traced when sampled. `traceparent`: the W3C trace context from the
@@ -185,7 +182,7 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         _: Request<pb::ServerLiveRequest>,
     ) -> Result<Response<pb::ServerLiveResponse>, Status> {
-        let live = self.server.is_live().map_err(status)?;
+        let live = self.server.is_live()?;
         Ok(Response::new(pb::ServerLiveResponse { live }))
     }
 
@@ -193,7 +190,7 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        let ready = self.server.is_ready().map_err(status)?;
+        let ready = self.server.is_ready()?;
         Ok(Response::new(pb::ServerReadyResponse { ready }))
     }
 
@@ -202,8 +199,8 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = r.into_inner();
-        let version = parse_version(&r.version).map_err(status)?;
-        let ready = self.server.model_ready(&r.name, version).map_err(status)?;
+        let version = parse_version(&r.version)?;
+        let ready = self.server.model_ready(&r.name, version)?;
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -224,8 +221,8 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = r.into_inner();
-        let version = parse_version(&r.version).map_err(status)?;
-        let m = self.server.model_metadata(&r.name, version).map_err(status)?;
+        let version = parse_version(&r.version)?;
+        let m = self.server.model_metadata(&r.name, version)?;
         let t = |v: Vec<rampart_core::TensorMetadata>| {
             v.into_iter()
                 .map(|t| pb::model_metadata_response::TensorMetadata {
@@ -251,8 +248,8 @@ impl gis::GrpcInferenceService for Inference {
         let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelInfer");
         let traceparent = traceparent(&r);
         let req = r.into_inner();
-        self.check_model(caller.as_deref(), &req.model_name).map_err(status)?;
-        let resp = self.infer(req, traceparent.as_deref()).await.map_err(status)?;
+        self.check_model(caller.as_deref(), &req.model_name)?;
+        let resp = self.infer(req, traceparent.as_deref()).await?;
         Ok(Response::new(resp))
     }
 
@@ -284,8 +281,8 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = r.into_inner();
-        let version = parse_version(&r.version).map_err(status)?;
-        let config = self.server.model_config(&r.name, version).map_err(status)?;
+        let version = parse_version(&r.version)?;
+        let config = self.server.model_config(&r.name, version)?;
         Ok(Response::new(pb::ModelConfigResponse { config: Some((*config).clone()) }))
     }
 
@@ -294,9 +291,9 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
-        let version = parse_version(&r.version).map_err(status)?;
+        let version = parse_version(&r.version)?;
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
-        let stats = self.server.statistics(name, version).map_err(status)?;
+        let stats = self.server.statistics(name, version)?;
         Ok(Response::new(convert::statistics(stats)))
     }
 
@@ -324,8 +321,8 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let r = r.into_inner();
-        self.server.check_model_control(&r.repository_name).map_err(status)?;
-        let request = convert::load_request(r.parameters).map_err(status)?;
+        self.server.check_model_control(&r.repository_name)?;
+        let request = convert::load_request(r.parameters)?;
         let server = self.server.clone();
         blocking(move || server.load_model(&r.repository_name, &r.model_name, request)).await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
@@ -336,8 +333,8 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let r = r.into_inner();
-        self.server.check_model_control(&r.repository_name).map_err(status)?;
-        let dependents = convert::unload_dependents(&r.parameters).map_err(status)?;
+        self.server.check_model_control(&r.repository_name)?;
+        let dependents = convert::unload_dependents(&r.parameters)?;
         let server = self.server.clone();
         blocking(move || server.unload_model(&r.repository_name, &r.model_name, dependents))
             .await?;
@@ -349,11 +346,8 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
         let name = &r.get_ref().name;
-        let regions = self
-            .server
-            .shared_memory()
-            .status((!name.is_empty()).then_some(name.as_str()))
-            .map_err(status)?;
+        let regions =
+            self.server.shared_memory().status((!name.is_empty()).then_some(name.as_str()))?;
         let regions = regions
             .into_iter()
             .map(|s| {
@@ -374,10 +368,7 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
         let r = r.into_inner();
-        self.server
-            .shared_memory()
-            .register(&r.name, &r.key, r.offset, r.byte_size)
-            .map_err(status)?;
+        self.server.shared_memory().register(&r.name, &r.key, r.offset, r.byte_size)?;
         Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }
 
@@ -386,10 +377,7 @@ impl gis::GrpcInferenceService for Inference {
         r: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
         let name = &r.get_ref().name;
-        self.server
-            .shared_memory()
-            .unregister((!name.is_empty()).then_some(name.as_str()))
-            .map_err(status)?;
+        self.server.shared_memory().unregister((!name.is_empty()).then_some(name.as_str()))?;
         Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
@@ -397,7 +385,7 @@ impl gis::GrpcInferenceService for Inference {
         &self,
         r: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
-        self.server.cuda_shared_memory_status(Some(&r.get_ref().name)).map_err(status)?;
+        self.server.cuda_shared_memory_status(Some(&r.get_ref().name))?;
         Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
     }
 
@@ -426,8 +414,7 @@ impl gis::GrpcInferenceService for Inference {
         } else {
             convert::trace_update(&r.settings)
                 .and_then(|u| self.server.update_trace_settings(model, &u))
-        }
-        .map_err(status)?;
+        }?;
         Ok(Response::new(convert::trace_settings(&settings)))
     }
 
@@ -440,8 +427,7 @@ impl gis::GrpcInferenceService for Inference {
             self.server.log_settings()
         } else {
             convert::log_update(r.settings).and_then(|u| self.server.update_log_settings(&u))
-        }
-        .map_err(status)?;
+        }?;
         Ok(Response::new(convert::log_settings(&settings)))
     }
 }
@@ -500,8 +486,11 @@ pub fn services(
 ) {
     let mut inference = gis::GrpcInferenceServiceServer::new(Inference {
         server: server.clone(),
-        model_access: options.model_access.clone(),
-        audit: options.audit.clone(),
+        gate: Gate::new(
+            Arc::new(Restrictions::none(Protocol::Grpc)),
+            options.model_access.clone(),
+            options.audit.clone(),
+        ),
         max_pending_responses: options.max_pending_responses,
     })
     .max_decoding_message_size(options.max_message_size)

@@ -21,7 +21,7 @@ pub(crate) async fn repository_index(
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        codec::check_json_size(&body, &s.options.json_limits).map_err(err)?;
+        codec::check_json_size(&body, &s.options.json_limits)?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| {
             err(Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))
         })?;
@@ -121,14 +121,14 @@ pub(crate) fn trace_update(
 }
 
 pub(crate) async fn trace_settings(State(s): State<AppState>) -> HResult {
-    Ok(trace_settings_json(&s.server.trace_settings(None).map_err(err)?))
+    Ok(trace_settings_json(&s.server.trace_settings(None)?))
 }
 
 pub(crate) async fn model_trace_settings(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> HResult {
-    Ok(trace_settings_json(&s.server.trace_settings(Some(&model)).map_err(err)?))
+    Ok(trace_settings_json(&s.server.trace_settings(Some(&model))?))
 }
 
 pub(crate) async fn update_trace_in(
@@ -138,10 +138,8 @@ pub(crate) async fn update_trace_in(
     body: Body,
 ) -> HResult {
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    let update = trace_update(&body, &s.options.json_limits).map_err(err)?;
-    Ok(trace_settings_json(
-        &s.server.update_trace_settings(model.as_deref(), &update).map_err(err)?,
-    ))
+    let update = trace_update(&body, &s.options.json_limits)?;
+    Ok(trace_settings_json(&s.server.update_trace_settings(model.as_deref(), &update)?))
 }
 
 pub(crate) async fn update_trace_settings(
@@ -173,7 +171,7 @@ pub(crate) fn log_settings_json(l: &rampart_core::logging::LogSettings) -> Respo
 }
 
 pub(crate) async fn log_settings(State(s): State<AppState>) -> HResult {
-    Ok(log_settings_json(&s.server.log_settings().map_err(err)?))
+    Ok(log_settings_json(&s.server.log_settings()?))
 }
 
 /// `{"log_info": bool, "log_warning": bool, "log_error": bool, "log_verbose_level": uint, "log_format": str}`;
@@ -219,8 +217,8 @@ pub(crate) async fn update_log_settings(
     body: Body,
 ) -> HResult {
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    let update = log_update(&body, &s.options.json_limits).map_err(err)?;
-    Ok(log_settings_json(&s.server.update_log_settings(&update).map_err(err)?))
+    let update = log_update(&body, &s.options.json_limits)?;
+    Ok(log_settings_json(&s.server.update_log_settings(&update)?))
 }
 
 /// The `parameters` object of a load or unload body (an empty body has none).
@@ -313,7 +311,7 @@ pub(crate) async fn load_in(
 ) -> HResult {
     s.server.check_model_control(&repo).map_err(refuse_body)?;
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    let request = repository_parameters(&s, &body).and_then(load_request).map_err(err)?;
+    let request = repository_parameters(&s, &body).and_then(load_request)?;
     blocking(move || s.server.load_model(&repo, &model, request)).await
 }
 
@@ -326,8 +324,7 @@ pub(crate) async fn unload_in(
 ) -> HResult {
     s.server.check_model_control(&repo).map_err(refuse_body)?;
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    let dependents =
-        repository_parameters(&s, &body).and_then(|p| unload_dependents(&p)).map_err(err)?;
+    let dependents = repository_parameters(&s, &body).and_then(|p| unload_dependents(&p))?;
     blocking(move || s.server.unload_model(&repo, &model, dependents)).await
 }
 
@@ -368,7 +365,7 @@ pub(crate) async fn unload_named(
 }
 
 pub(crate) fn shm_status_answer(s: &AppState, region: Option<&str>) -> HResult {
-    let regions = s.server.shared_memory().status(region).map_err(err)?;
+    let regions = s.server.shared_memory().status(region)?;
     let list: Vec<Value> = regions
         .iter()
         .map(
@@ -390,7 +387,7 @@ pub(crate) async fn shm_region_status(
 }
 
 pub(crate) fn cuda_status_answer(s: &AppState, region: Option<&str>) -> HResult {
-    let regions = s.server.cuda_shared_memory_status(region).map_err(err)?;
+    let regions = s.server.cuda_shared_memory_status(region)?;
     Ok(json_response(&json!(regions)))
 }
 
@@ -417,7 +414,7 @@ pub(crate) async fn shm_register(
         return Err(refuse_body(features::client_shm_disabled()));
     }
     let body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    let o = json_object(&body, &s.options.json_limits).map_err(err)?;
+    let o = json_object(&body, &s.options.json_limits)?;
     if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "key" | "offset" | "byte_size")) {
         return Err(err(Error::invalid_arg(format!(
             "unexpected field '{k}' in the register request: expected 'key', 'offset' and 'byte_size'"
@@ -444,7 +441,7 @@ pub(crate) async fn shm_register(
     let byte_size = number("byte_size")?.ok_or_else(|| {
         err(Error::invalid_arg("Shared memory register request has no 'byte_size' field"))
     })?;
-    shm.register(&region, key, offset, byte_size).map_err(err)?;
+    shm.register(&region, key, offset, byte_size)?;
     Ok(StatusCode::OK.into_response())
 }
 

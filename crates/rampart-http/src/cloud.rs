@@ -232,14 +232,8 @@ async fn mme_invoke(
 #[cfg(feature = "sagemaker")]
 fn authorize(s: &SageMaker, parts: &Parts, category: Category) -> Result<(), Response> {
     let peer = crate::restrict::peer_of(&parts.extensions);
-    crate::restrict::authorize(
-        &s.http.restrictions,
-        s.http.audit.as_ref(),
-        category,
-        parts.uri.path(),
-        &parts.headers,
-        peer.as_ref(),
-    )
+    let caller = crate::restrict::caller(&parts.headers, peer.as_ref(), parts.uri.path());
+    crate::restrict::authorize(&s.http.gate(), category, &caller)
 }
 
 #[cfg(feature = "sagemaker")]
@@ -321,9 +315,7 @@ async fn mme_load(State(s): State<SageMaker>, request: Request) -> Response {
     };
     if let Some(message) = conflict {
         // SageMaker's contract: loading a loaded model is 409 Conflict.
-        let mut r = error_response(&Error::new(rampart_types::Code::AlreadyExists, message));
-        *r.status_mut() = StatusCode::CONFLICT;
-        return r;
+        return error_response(&Error::new(rampart_types::Code::Conflict, message));
     }
     // Served under the SageMaker name; its config.pbtxt may name it after its directory.
     let server = s.server.clone();

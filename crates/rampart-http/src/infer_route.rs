@@ -27,29 +27,18 @@ pub(crate) async fn infer_v(
     run_infer(s, model, version, request).await
 }
 
-/// `--model-access`: refuses an inference request for a model that a rule names without that rule's
-/// credential (the category check has already run in `restrict::enforce`).
+/// `--model-access` for an inference request (the category check ran in the restrict layer).
 pub(crate) fn check_model_access(
     s: &AppState,
     model: &str,
     parts: &axum::http::request::Parts,
 ) -> Result<(), Response> {
-    if s.options.model_access.is_empty() {
+    if !s.gate.checks_models() {
         return Ok(());
     }
     let peer = crate::restrict::peer_of(&parts.extensions);
-    let creds = rampart_core::access::HeaderCredentials {
-        headers: &parts.headers,
-        identity: peer.as_ref().and_then(|p| p.identity.as_deref()),
-    };
-    s.options.model_access.check(rampart_core::access::Protocol::Http, model, &creds).map_err(|denied| {
-        tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
-        if let Some(log) = &s.options.audit {
-            let client = peer.as_ref().map(|p| p.addr.to_string());
-            log.denied(&crate::restrict::call(peer.as_ref(), &client, parts.uri.path()), &denied);
-        }
-        refuse_body(denied.to_error())
-    })
+    let caller = crate::restrict::caller(&parts.headers, peer.as_ref(), parts.uri.path());
+    s.gate.authorize_model(model, &caller).map_err(refuse_body)
 }
 
 /// A refused body is left unread: close the connection rather than let the server drain it.
@@ -192,13 +181,12 @@ pub(crate) async fn run_infer(
         let limit = s.options.max_input_size;
         body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit))
             .await
-            .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))?
-            .map_err(err)?;
+            .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))??;
     }
-    let header_len = codec::header_length(&headers, body.len()).map_err(err)?;
+    let header_len = codec::header_length(&headers, body.len())?;
     let decoded = match header_len {
         Some(0) => {
-            let req = s.server.raw_request(&model, version, body).map_err(err)?;
+            let req = s.server.raw_request(&model, version, body)?;
             codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
         }
         len => codec::decode_request_with(
@@ -207,8 +195,7 @@ pub(crate) async fn run_infer(
             body,
             len.unwrap_or(usize::MAX),
             &s.options.json_limits,
-        )
-        .map_err(err)?,
+        )?,
     };
     let mut request = decoded.request;
     if let Some(t) = &trace {
@@ -216,7 +203,7 @@ pub(crate) async fn run_infer(
         t.stamp("HTTP_RECV_END");
         request.trace = Some(t.clone());
     }
-    let response = s.server.infer_unary(request, "HTTP end point").await.map_err(err)?;
+    let response = s.server.infer_unary(request, "HTTP end point").await?;
     // The response is encoded into one buffer here; the send stamps bracket that (hyper writes it after).
     if let Some(t) = &trace {
         t.stamp("HTTP_SEND_START");

@@ -2,20 +2,12 @@
 //! (docs/protocol.md, "HTTP endpoints", following Triton's dispatch order) and asks the core's
 //! check, before routing, so a wrong method on a restricted endpoint is 403, not 405, as in Triton.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use rampart_core::access::{Category, HeaderCredentials, Protocol, Restrictions};
-use rampart_core::audit::{AuditLog, Call};
+use rampart_core::access::{Category, Protocol};
+use rampart_core::authorize::{Caller, Gate};
 use rampart_tls::Peer;
-
-#[derive(Clone)]
-pub(crate) struct Guard {
-    pub rules: Arc<Restrictions>,
-    pub audit: Option<Arc<AuditLog>>,
-}
 
 /// The connection's client (address and certificate identity) of a request, put there by the connection
 /// loop; absent in in-process tests.
@@ -23,17 +15,18 @@ pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<Peer> {
     extensions.get::<Peer>().cloned()
 }
 
-/// An audit record's view of an HTTP request.
-pub(crate) fn call<'a>(
+/// The core's view of the caller of an HTTP request to `path`.
+pub(crate) fn caller<'a>(
+    headers: &'a axum::http::HeaderMap,
     peer: Option<&'a Peer>,
-    client: &'a Option<String>,
-    target: &'a str,
-) -> Call<'a> {
-    Call {
+    path: &'a str,
+) -> Caller<'a> {
+    Caller {
         protocol: Protocol::Http,
-        client: client.as_deref(),
+        headers,
         identity: peer.and_then(|p| p.identity.as_deref()),
-        target,
+        client: peer.map(|p| p.addr.to_string()),
+        target: path,
     }
 }
 
@@ -104,31 +97,15 @@ fn raw_version_ok(path: &str) -> bool {
 }
 
 /// Checks category `cat` for a request to `path`; a refusal is logged, audited and answered.
-pub(crate) fn authorize(
-    rules: &Restrictions,
-    audit: Option<&Arc<AuditLog>>,
-    cat: Category,
-    path: &str,
-    headers: &axum::http::HeaderMap,
-    peer: Option<&Peer>,
-) -> Result<(), Response> {
-    let creds = HeaderCredentials { headers, identity: peer.and_then(|p| p.identity.as_deref()) };
-    rules.check(cat, &creds).map_err(|denied| {
-        tracing::warn!(category = cat.name(), path = %path.escape_debug(), "restricted API refused: missing or wrong credential");
-        if let Some(log) = audit {
-            let client = peer.map(|p| p.addr.to_string());
-            log.denied(&call(peer, &client, path), &denied);
-        }
-        error_response(&denied.to_error())
-    })
+pub(crate) fn authorize(gate: &Gate, cat: Category, caller: &Caller<'_>) -> Result<(), Response> {
+    gate.authorize(cat, caller).map_err(|e| error_response(&e))
 }
 
-pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    let rules = &guard.rules;
+pub(crate) async fn enforce(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     let path = path.as_str();
     let peer = peer_of(request.extensions());
-    let client = peer.as_ref().map(|p| p.addr.to_string());
+
     if !raw_version_ok(path) {
         return crate::routes::not_found_response();
     }
@@ -142,21 +119,17 @@ pub(crate) async fn enforce(State(guard): State<Guard>, request: Request, next: 
             .is_some_and(|v| v.trim() != "0");
     let cat = category(path);
     let response = match cat {
-        Some(cat) => match authorize(
-            rules,
-            guard.audit.as_ref(),
-            cat,
-            path,
-            request.headers(),
-            peer.as_ref(),
-        ) {
+        Some(cat) => match authorize(&gate, cat, &caller(request.headers(), peer.as_ref(), path)) {
             Ok(()) => json_rejection(next.run(request).await).await,
             Err(r) => return finish(r, has_body),
         },
         None => next.run(request).await,
     };
-    if let (Some(log), Some(cat)) = (&guard.audit, cat) {
-        log.admin(&call(peer.as_ref(), &client, path), cat, response.status().as_u16().to_string());
+    if let Some(cat) = cat {
+        // The audit record needs no credentials, and the request has gone to its handler.
+        let none = axum::http::HeaderMap::new();
+        let status = response.status().as_u16().to_string();
+        gate.audit_admin(cat, &caller(&none, peer.as_ref(), path), status);
     }
     finish(response, has_body)
 }

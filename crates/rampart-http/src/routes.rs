@@ -29,6 +29,14 @@ pub struct HttpOptions {
     pub json_limits: crate::codec::JsonLimits,
 }
 
+impl HttpOptions {
+    /// The access checks of this front end.
+    pub(crate) fn gate(&self) -> rampart_core::authorize::Gate {
+        let (rules, models) = (self.restrictions.clone(), self.model_access.clone());
+        rampart_core::authorize::Gate::new(rules, models, self.audit.clone())
+    }
+}
+
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
@@ -47,19 +55,14 @@ impl Default for HttpOptions {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) server: Server,
+    /// The access checks (restricted categories, `--model-access`) and their audit.
+    pub(crate) gate: rampart_core::authorize::Gate,
     pub(crate) options: HttpOptions,
 }
 
-/// Renders a core error as Triton does: status from the code table, body `{"error": "..."}`.
+/// Renders a core error through the error table (`IntoResponse` for `rampart_types::Error`).
 pub(crate) fn error_response(e: &Error) -> Response {
-    let status =
-        StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({ "error": e.message() }).to_string(),
-    )
-        .into_response()
+    e.clone().into_response()
 }
 
 pub(crate) fn json_response(v: &Value) -> Response {
@@ -74,11 +77,8 @@ pub(crate) fn err(e: Error) -> Response {
 
 /// The KServe v2 router over a core server.
 pub fn router(server: Server, options: HttpOptions) -> Router {
-    let guard = crate::restrict::Guard {
-        rules: options.restrictions.clone(),
-        audit: options.audit.clone(),
-    };
-    let state = AppState { server, options };
+    let guard = options.gate();
+    let state = AppState { gate: guard.clone(), server, options };
     Router::new()
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -161,10 +161,17 @@ pub(crate) fn version_segment(v: &str) -> Result<Option<i64>, Response> {
     parse_version(v).map_err(err)
 }
 
+/// A health check that answers "no" (the table's not-ready status, no body).
+fn not_ready() -> Response {
+    StatusCode::from_u16(rampart_types::Code::NOT_READY_HTTP_STATUS)
+        .unwrap_or(StatusCode::BAD_REQUEST)
+        .into_response()
+}
+
 async fn live(State(s): State<AppState>) -> Response {
     match s.server.is_live() {
         Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
+        Ok(false) => not_ready(),
         Err(e) => err(e),
     }
 }
@@ -172,7 +179,7 @@ async fn live(State(s): State<AppState>) -> Response {
 async fn ready(State(s): State<AppState>) -> Response {
     match s.server.is_ready() {
         Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
+        Ok(false) => not_ready(),
         Err(e) => err(e),
     }
 }
@@ -183,7 +190,7 @@ async fn server_metadata(State(s): State<AppState>) -> Response {
 }
 
 fn metadata(s: &AppState, model: &str, version: Option<i64>) -> HResult {
-    let m = s.server.model_metadata(model, version).map_err(err)?;
+    let m = s.server.model_metadata(model, version)?;
     let t = |v: &[rampart_core::TensorMetadata]| {
         v.iter()
             .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape }))
@@ -207,7 +214,7 @@ async fn model_metadata_v(
 }
 
 fn ready_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {
-    match s.server.model_ready(model, version).map_err(err)? {
+    match s.server.model_ready(model, version)? {
         true => Ok(StatusCode::OK.into_response()),
         false => Err(err(Error::invalid_arg("Model version not ready"))),
     }
@@ -225,7 +232,7 @@ async fn model_ready_v(
 }
 
 fn config_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {
-    let c = s.server.model_config(model, version).map_err(err)?;
+    let c = s.server.model_config(model, version)?;
     Ok(json_response(&rampart_core::config_to_json(&c)))
 }
 
@@ -241,7 +248,7 @@ async fn model_config_v(
 }
 
 fn stats_answer(s: &AppState, model: Option<&str>, version: Option<i64>) -> HResult {
-    let stats = s.server.statistics(model, version).map_err(err)?;
+    let stats = s.server.statistics(model, version)?;
     Ok(json_response(&crate::stats::stats_json(&stats)))
 }
 

@@ -19,6 +19,11 @@ pub enum Code {
     Cancelled,
     Unauthenticated,
     PermissionDenied,
+    /// Rampart's: the request conflicts with the server's state (SageMaker's "model already loaded": 409).
+    Conflict,
+    /// Rampart's: a message over a size limit of the transport (gRPC RESOURCE_EXHAUSTED, as gRPC's own
+    /// servers answer).
+    ResourceExhausted,
 }
 
 impl Code {
@@ -31,9 +36,18 @@ impl Code {
             Code::Unsupported => 501,
             Code::Unauthenticated => 401,
             Code::PermissionDenied => 403,
-            Code::Unknown | Code::InvalidArg | Code::AlreadyExists | Code::Cancelled => 400,
+            Code::Conflict => 409,
+            Code::Unknown
+            | Code::InvalidArg
+            | Code::AlreadyExists
+            | Code::Cancelled
+            | Code::ResourceExhausted => 400,
         }
     }
+
+    /// HTTP status of a health check that answers "no" (`/v2/health/live`, `/v2/health/ready`): Triton
+    /// answers 400 with no body; it is not an error of the request.
+    pub const NOT_READY_HTTP_STATUS: u16 = 400;
 
     /// gRPC status code number (`google.rpc.Code`) as Triton's gRPC front end answers it
     /// (docs/protocol.md, "Status codes").
@@ -43,7 +57,8 @@ impl Code {
             Code::Unknown => 2,
             Code::InvalidArg => 3,
             Code::NotFound => 5,
-            Code::AlreadyExists => 6,
+            Code::AlreadyExists | Code::Conflict => 6,
+            Code::ResourceExhausted => 8,
             Code::PermissionDenied => 7,
             Code::Unsupported => 12,
             Code::Internal => 13,
@@ -101,6 +116,34 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// An error as Triton's HTTP front end answers it: the status from the table, body `{"error": "…"}`.
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for Error {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{StatusCode, header};
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+/// So an HTTP handler whose error is a ready response can use `?` on a core result.
+#[cfg(feature = "axum")]
+impl From<Error> for axum::response::Response {
+    fn from(e: Error) -> Self {
+        axum::response::IntoResponse::into_response(e)
+    }
+}
+
+/// An error as Triton's gRPC front end answers it: the code from the table, the message as is.
+#[cfg(feature = "tonic")]
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(tonic::Code::from(e.code.grpc_code()), e.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +161,8 @@ mod tests {
             (Code::Cancelled, 400, 1),
             (Code::Unauthenticated, 401, 16),
             (Code::PermissionDenied, 403, 7),
+            (Code::Conflict, 409, 6),
+            (Code::ResourceExhausted, 400, 8),
         ];
         for (code, http, grpc) in cases {
             assert_eq!(code.http_status(), http, "{code:?}");

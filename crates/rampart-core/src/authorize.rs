@@ -1,0 +1,101 @@
+//! The one authorization entry point of both front ends: the restricted-API category check
+//! (`--http-restricted-api`, `--grpc-restricted-protocol`), the per-model check (`--model-access`), the
+//! warning a refusal logs and the audit records. A front end only maps its endpoints to categories
+//! (`rampart-http/src/restrict.rs`, `rampart-grpc/src/restrict.rs`) and describes its caller.
+
+use std::sync::Arc;
+
+use rampart_types::{ClientIdentity, Error};
+
+use crate::access::{Category, HeaderCredentials, ModelAccess, Protocol, Restrictions};
+use crate::audit::{AuditLog, Call};
+
+/// Who is calling, as the front end sees one request or call.
+pub struct Caller<'a> {
+    pub protocol: Protocol,
+    /// HTTP headers, or gRPC metadata (tonic keeps it in the same map).
+    pub headers: &'a http::HeaderMap,
+    /// The verified client certificate of the connection, if any.
+    pub identity: Option<&'a ClientIdentity>,
+    /// The client's address, for the audit log.
+    pub client: Option<String>,
+    /// The HTTP path or the gRPC method.
+    pub target: &'a str,
+}
+
+impl Caller<'_> {
+    fn call(&self) -> Call<'_> {
+        Call {
+            protocol: self.protocol,
+            client: self.client.as_deref(),
+            identity: self.identity,
+            target: self.target,
+        }
+    }
+
+    fn credentials(&self) -> HeaderCredentials<'_> {
+        HeaderCredentials { headers: self.headers, identity: self.identity }
+    }
+}
+
+/// The access rules of one listener and where its decisions are recorded.
+#[derive(Clone)]
+pub struct Gate {
+    restrictions: Arc<Restrictions>,
+    model_access: Arc<ModelAccess>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl Gate {
+    pub fn new(
+        restrictions: Arc<Restrictions>,
+        model_access: Arc<ModelAccess>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Self {
+        Gate { restrictions, model_access, audit }
+    }
+
+    /// Whether `--model-access` has rules (front ends skip describing the caller otherwise).
+    pub fn checks_models(&self) -> bool {
+        !self.model_access.is_empty()
+    }
+
+    /// The category check of a request in `category`. A refusal (401/403, UNAUTHENTICATED/
+    /// PERMISSION_DENIED) is logged as a warning and audited.
+    pub fn authorize(&self, category: Category, caller: &Caller<'_>) -> Result<(), Error> {
+        self.restrictions.check(category, &caller.credentials()).map_err(|denied| {
+            let target = caller.target.escape_debug();
+            match caller.protocol {
+                Protocol::Http => tracing::warn!(category = category.name(), path = %target, "restricted API refused: missing or wrong credential"),
+                Protocol::Grpc => tracing::warn!(category = category.name(), method = %target, "restricted protocol refused: missing or wrong credential"),
+            }
+            if let Some(log) = &self.audit {
+                log.denied(&caller.call(), &denied);
+            }
+            denied.to_error()
+        })
+    }
+
+    /// Records an allowed call in an admin category with its outcome (the audit log keeps admin calls
+    /// only).
+    pub fn audit_admin(&self, category: Category, caller: &Caller<'_>, outcome: String) {
+        if let Some(log) = &self.audit {
+            log.admin(&caller.call(), category, outcome);
+        }
+    }
+
+    /// `--model-access` for an inference request of `model` (the category check ran before).
+    pub fn authorize_model(&self, model: &str, caller: &Caller<'_>) -> Result<(), Error> {
+        if self.model_access.is_empty() {
+            return Ok(());
+        }
+        let creds = caller.credentials();
+        self.model_access.check(caller.protocol, model, &creds).map_err(|denied| {
+            tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
+            if let Some(log) = &self.audit {
+                log.denied(&caller.call(), &denied);
+            }
+            denied.to_error()
+        })
+    }
+}
