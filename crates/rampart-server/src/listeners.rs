@@ -1,6 +1,6 @@
 //! Starting the network front ends, each behind its cargo feature (`http`, `grpc`, `metrics`, `sagemaker`,
 //! `vertex`). A front end that is not built is absent: its flags are refused or reported at startup
-//! (`cli.rs`), and nothing listens.
+//! (`cli/`), and nothing listens.
 
 use std::time::Duration;
 
@@ -25,9 +25,9 @@ pub type Task<T> = tokio::task::JoinHandle<T>;
 #[cfg(feature = "http")]
 fn connection_limits(cli: &cli::Cli) -> rampart_http::ConnectionLimits {
     rampart_http::ConnectionLimits {
-        header_read_timeout: Duration::from_secs(cli.http_header_read_timeout_secs),
-        max_header_bytes: cli.http_max_header_size,
-        http2_max_streams: cli.http2_max_concurrent_streams,
+        header_read_timeout: Duration::from_secs(cli.http.http_header_read_timeout_secs),
+        max_header_bytes: cli.http.http_max_header_size,
+        http2_max_streams: cli.http.http2_max_concurrent_streams,
     }
 }
 
@@ -37,22 +37,27 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
     let (cli, validated, server) = (ctx.cli, ctx.validated, ctx.server);
     // The main router's settings: the SageMaker and Vertex AI front ends run their requests through it too.
     let http_options = rampart_http::HttpOptions {
-        max_input_size: cli.http_max_input_size as usize,
-        body_read_timeout: Duration::from_secs(cli.http_body_read_timeout_secs),
+        max_input_size: cli.http.http_max_input_size as usize,
+        body_read_timeout: Duration::from_secs(cli.http.http_body_read_timeout_secs),
         restrictions: std::sync::Arc::new(validated.http_restrictions.clone()),
         audit: Some(ctx.audit.clone()),
         model_access: ctx.model_access.clone(),
         json_limits: rampart_http::JsonLimits {
-            max_depth: cli.http_max_json_depth,
-            max_values: cli.http_max_json_values,
+            max_depth: cli.http.http_max_json_depth,
+            max_values: cli.http.http_max_json_values,
             ..Default::default()
         },
     };
     let main_router = rampart_http::router(server.clone(), http_options.clone());
     let limits = connection_limits(cli);
     let mut listeners: Vec<(&str, u16, bool, axum::Router)> = Vec::new();
-    if cli.allow_http {
-        listeners.push(("HTTPService", cli.http_port, cli.reuse_http_port, main_router.clone()));
+    if cli.http.allow_http {
+        listeners.push((
+            "HTTPService",
+            cli.http.http_port,
+            cli.http.reuse_http_port,
+            main_router.clone(),
+        ));
     }
     #[cfg(feature = "sagemaker")]
     if let Some(options) = validated.sagemaker.clone() {
@@ -62,11 +67,11 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
             http_options.clone(),
             options,
         );
-        listeners.push(("Sagemaker HTTPService", cli.sagemaker_port, false, app));
+        listeners.push(("Sagemaker HTTPService", cli.sagemaker.sagemaker_port, false, app));
     }
     #[cfg(feature = "vertex")]
     if let Some((options, port)) = validated.vertex.clone() {
-        let metrics = (cfg!(feature = "metrics") && cli.allow_metrics)
+        let metrics = (cfg!(feature = "metrics") && cli.metrics.allow_metrics)
             .then(|| rampart_http::metrics_router(server.clone(), validated.metrics.clone(), None));
         let app =
             rampart_http::vertex_router(main_router.clone(), metrics, server.clone(), options);
@@ -74,7 +79,7 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
     }
     let mut tasks = Vec::new();
     for (service, port, reuse, app) in listeners {
-        let addr = listen_addr("http-address", &cli.http_address, port)?;
+        let addr = listen_addr("http-address", &cli.http.http_address, port)?;
         let listener = bind(service, addr, reuse)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let stop = stopped(ctx.stop.clone());
@@ -90,13 +95,15 @@ pub fn start_http(ctx: &Context<'_>, http_tls: TlsConfig) -> Result<Vec<Task<()>
         exposure(service, local, &validated.http_restrictions);
     }
     #[cfg(feature = "metrics")]
-    if cli.allow_metrics {
-        let address = cli.metrics_address.as_deref().unwrap_or(&cli.http_address);
-        let addr = listen_addr("metrics-address", address, cli.metrics_port)?;
+    if cli.metrics.allow_metrics {
+        let address = cli.metrics.metrics_address.as_deref().unwrap_or(&cli.http.http_address);
+        let addr = listen_addr("metrics-address", address, cli.metrics.metrics_port)?;
         let listener = bind("metrics service", addr, false)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let cpu = cli.allow_cpu_metrics.unwrap_or(true).then(|| {
-            rampart_core::metrics::CpuMetrics::start(Duration::from_millis(cli.metrics_interval_ms))
+        let cpu = cli.metrics.allow_cpu_metrics.unwrap_or(true).then(|| {
+            rampart_core::metrics::CpuMetrics::start(Duration::from_millis(
+                cli.metrics.metrics_interval_ms,
+            ))
         });
         let app = rampart_http::metrics_router(server.clone(), validated.metrics.clone(), cpu);
         tasks.push(tokio::spawn(rampart_http::serve(
@@ -127,16 +134,16 @@ pub fn start_grpc(
     grpc_tls: TlsConfig,
 ) -> Result<Option<Task<Result<(), String>>>, String> {
     let (cli, validated) = (ctx.cli, ctx.validated);
-    if !cli.allow_grpc {
+    if !cli.grpc.allow_grpc {
         return Ok(None);
     }
-    let addr = listen_addr("grpc-address", &cli.grpc_address, cli.grpc_port)?;
-    let listener = bind("GRPC service", addr, cli.reuse_grpc_port)?;
+    let addr = listen_addr("grpc-address", &cli.grpc.grpc_address, cli.grpc.grpc_port)?;
+    let listener = bind("GRPC service", addr, cli.grpc.reuse_grpc_port)?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let options = rampart_grpc::GrpcOptions {
-        max_message_size: cli.grpc_max_message_size as usize,
-        compress_responses: cli.grpc_infer_response_compression_level != "none",
-        max_pending_responses: match cli.grpc_max_response_pool_size {
+        max_message_size: cli.grpc.grpc_max_message_size as usize,
+        compress_responses: cli.grpc.grpc_infer_response_compression_level != "none",
+        max_pending_responses: match cli.grpc.grpc_max_response_pool_size {
             n if n == i32::MAX as u32 => rampart_grpc::DEFAULT_PENDING_RESPONSES,
             n => (n as usize).min(rampart_grpc::MAX_PENDING_RESPONSES),
         },
@@ -150,13 +157,15 @@ pub fn start_grpc(
             std::sync::Arc::new(validated.grpc_restrictions.clone()),
             Some(ctx.audit.clone()),
         ))
-        .max_concurrent_streams(Some(cli.grpc_max_concurrent_streams))
-        .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc_keepalive_time)))
-        .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc_keepalive_timeout)));
-    if cli.grpc_max_connection_age > 0 {
+        .max_concurrent_streams(Some(cli.grpc.grpc_max_concurrent_streams))
+        .http2_keepalive_interval(Some(Duration::from_millis(cli.grpc.grpc_keepalive_time)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(cli.grpc.grpc_keepalive_timeout)));
+    if cli.grpc.grpc_max_connection_age > 0 {
         builder = builder
-            .max_connection_age(Duration::from_millis(cli.grpc_max_connection_age))
-            .max_connection_age_grace(Duration::from_millis(cli.grpc_max_connection_age_grace));
+            .max_connection_age(Duration::from_millis(cli.grpc.grpc_max_connection_age))
+            .max_connection_age_grace(Duration::from_millis(
+                cli.grpc.grpc_max_connection_age_grace,
+            ));
     }
     let router = builder.add_service(inference).add_service(health);
     let stop = stopped(ctx.stop.clone());

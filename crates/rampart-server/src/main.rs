@@ -21,7 +21,7 @@ fn init_logging(
     cli: &cli::Cli,
     format: rampart_core::logging::LogFormat,
 ) -> Result<std::sync::Arc<rampart_core::logging::LogControl>, String> {
-    let file = match &cli.log_file {
+    let file = match &cli.logging.log_file {
         None => None,
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
@@ -36,11 +36,11 @@ fn init_logging(
     };
     let control = std::sync::Arc::new(rampart_core::logging::LogControl::new(
         rampart_core::logging::LogSettings {
-            file: cli.log_file.clone().unwrap_or_default(),
-            info: cli.log_info,
-            warning: cli.log_warning,
-            error: cli.log_error,
-            verbose_level: cli.log_verbose,
+            file: cli.logging.log_file.clone().unwrap_or_default(),
+            info: cli.logging.log_info,
+            warning: cli.logging.log_warning,
+            error: cli.logging.log_error,
+            verbose_level: cli.logging.log_verbose,
             format,
         },
     ));
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         listeners::built().join(", ")
     );
-    let audit = std::sync::Arc::new(match &cli.audit_log_file {
+    let audit = std::sync::Arc::new(match &cli.logging.audit_log_file {
         Some(path) => match rampart_core::audit::AuditLog::file(path) {
             Ok(log) => log,
             Err(e) => {
@@ -158,23 +158,23 @@ fn main() -> ExitCode {
     };
     let options = ServerOptions {
         id: cli.id.clone(),
-        model_repositories: cli.model_repository.clone(),
+        model_repositories: cli.repository.model_repository.clone(),
         autocomplete: validated.autocomplete,
-        strict_readiness: cli.strict_readiness,
-        exit_on_error: cli.exit_on_error,
+        strict_readiness: cli.repository.strict_readiness,
+        exit_on_error: cli.repository.exit_on_error,
         backends: std::sync::Arc::new(backends::registry(backends::OrtSetup {
-            backend_directory: cli.backend_directory.clone(),
+            backend_directory: cli.backend.backend_directory.clone(),
             library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
             options: validated.onnxruntime.clone(),
         })),
         default_onnx_backend: validated.engine.backend().to_string(),
-        max_queued_requests: cli.max_queued_requests,
+        max_queued_requests: cli.repository.max_queued_requests,
         request_limits: validated.request_limits,
         response_cache_bytes: validated.response_cache_bytes,
         model_control_mode: validated.model_control_mode,
-        startup_models: cli.load_model.clone(),
-        allow_model_file_override: cli.allow_model_file_override,
-        allow_client_shm: cli.allow_client_shm,
+        startup_models: cli.repository.load_model.clone(),
+        allow_model_file_override: cli.repository.allow_model_file_override,
+        allow_client_shm: cli.resources.allow_client_shm,
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         log_control: Some(log_control),
         metrics: validated.metrics.clone(),
@@ -196,9 +196,9 @@ fn main() -> ExitCode {
     };
     eprint!("{}", server.model_status_table());
     if validated.model_control_mode == rampart_core::ModelControlMode::Poll
-        && cli.repository_poll_secs > 0
+        && cli.repository.repository_poll_secs > 0
     {
-        server.start_polling(Duration::from_secs(cli.repository_poll_secs));
+        server.start_polling(Duration::from_secs(cli.repository.repository_poll_secs));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -272,18 +272,19 @@ fn least_privilege_warnings(cli: &cli::Cli) {
         );
     }
     let dirs = cli
+        .repository
         .model_repository
         .iter()
         .map(|p| ("model repository", p))
-        .chain(std::iter::once(("--backend-directory", &cli.backend_directory)));
+        .chain(std::iter::once(("--backend-directory", &cli.backend.backend_directory)));
     for (what, dir) in dirs {
-        if let Ok(m) = std::fs::metadata(dir) {
-            if m.permissions().mode() & 0o002 != 0 {
-                tracing::warn!(
-                    "{what} '{}' is writable by other users: anyone on this host could change what is served",
-                    dir.display()
-                );
-            }
+        if let Ok(m) = std::fs::metadata(dir)
+            && m.permissions().mode() & 0o002 != 0
+        {
+            tracing::warn!(
+                "{what} '{}' is writable by other users: anyone on this host could change what is served",
+                dir.display()
+            );
         }
     }
 }
@@ -325,7 +326,7 @@ async fn serve(
     let signalled = shutdown_signal()?;
     let (http_tls, grpc_tls) = tls;
     for config in http_tls.iter().chain(grpc_tls.iter()) {
-        config.watch(Duration::from_secs(cli.tls_reload_interval_secs));
+        config.watch(Duration::from_secs(cli.http.tls_reload_interval_secs));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let model_access = std::sync::Arc::new(std::mem::take(&mut validated.model_access));
