@@ -9,6 +9,8 @@ use std::fmt;
 /// Display is written out by hand (rampart-server does not depend on `thiserror`); each arm is the
 /// `#[error(...)]` string it would carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// A few variants are only built by front ends that are cargo features (HTTP limits, SageMaker, Vertex AI).
+#[cfg_attr(not(all(feature = "http", feature = "sagemaker", feature = "vertex")), allow(dead_code))]
 pub enum CliError {
     /// Neither `--model-repository` nor (Vertex AI) `AIP_STORAGE_URI`.
     NoModelRepository,
