@@ -1,4 +1,4 @@
-//! Generates the gRPC service (server side) from our own `.proto` files with protox (no `protoc`). The
+//! Generates the gRPC service (server side, and the client the in-process tests use) from our own `.proto` files with protox (no `protoc`). The
 //! ModelConfig types come from `rampart-model-config`, not generated twice.
 fn main() {
     println!("cargo:rerun-if-changed=proto/grpc_service.proto");
@@ -10,7 +10,7 @@ fn main() {
     )
     .expect("compile gRPC protos");
     let mut builder =
-        tonic_prost_build::configure().build_client(false).build_server(true).bytes(".inference");
+        tonic_prost_build::configure().build_client(true).build_server(true).bytes(".inference");
     // Every type of model_config.proto is the one rampart-model-config already generated.
     for file in fds.file.iter().filter(|f| f.name() == "model_config.proto") {
         let names = file
