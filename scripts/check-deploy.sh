@@ -13,7 +13,7 @@
 #  7. KServe: the Pod KServe would create from servingruntime.yaml + inferenceservice-example.yaml, validated
 #     the same way (neither tool knows KServe's CRDs), and the manifests' own fields (pytest, step 8)
 #  8. pytest tests/deploy: hardening, probes, metrics annotations, secrets as files, NetworkPolicy, HPA, flags
-#     that exist in cli.rs, ... each check is also run against a deliberately broken copy of the chart
+#     that exist in cli/, ... each check is also run against a deliberately broken copy of the chart
 #
 # checkov exceptions, each with its reason: CKV_K8S_40 (uid 1000 is required; annotated in the manifests),
 # CKV_K8S_35 (annotated by the chart only when modelRepository.secretEnv is used), CKV_K8S_43 (below).

@@ -3,7 +3,7 @@
 Renders the Helm chart with helm-python-sdk (Helm's Go SDK through ctypes: no helm binary, no cluster),
 turns the KServe ServingRuntime into the Pod that KServe would create from it (so the core-schema validator
 and checkov, which know nothing of KServe's CRDs, can check its container), and reads the server's flag
-names from crates/rampart-server/src/cli.rs.
+names from crates/rampart-server/src/cli/*.rs.
 
     python scripts/lib/deploy_checks.py lint                 # helm lint --strict, every scenario
     python scripts/lib/deploy_checks.py render OUTDIR        # OUTDIR/<scenario>/<template>.yaml
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "rampart"
 KSERVE = ROOT / "deploy" / "kserve"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
-CLI_RS = ROOT / "crates" / "rampart-server" / "src" / "cli.rs"
+CLI_DIR = ROOT / "crates" / "rampart-server" / "src" / "cli"
 
 RELEASE = "rampart"
 NAMESPACE = "inference"  # anything but `default`: the chart must put it on every object itself
@@ -109,8 +109,8 @@ def kserve_pod() -> dict[str, Any]:
 
 
 def cli_flags() -> set[str]:
-    """Long flag names (without --) that crates/rampart-server/src/cli.rs declares, aliases included."""
-    text = CLI_RS.read_text()
+    """Long flag names (without --) that crates/rampart-server/src/cli/*.rs declare, aliases included."""
+    text = "\n".join(path.read_text() for path in sorted(CLI_DIR.glob("*.rs")))
     flags: set[str] = set()
     # `#[arg(...)]` (possibly after doc comments) followed by `pub field: Type`.
     for attr, field in re.findall(r"#\[arg\(([^\]]*)\)\]\s*(?:///[^\n]*\n\s*)*pub\s+(\w+)\s*:", text):

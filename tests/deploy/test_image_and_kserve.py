@@ -143,7 +143,7 @@ def test_serving_runtime(kserve) -> None:
         assert expected in args, expected
     known = dc.cli_flags()
     for arg in args:
-        assert dc.flag_name(arg) in known, f"{arg}: no such flag in cli.rs"
+        assert dc.flag_name(arg) in known, f"{arg}: no such flag in crates/rampart-server/src/cli/"
     metrics_port = [a.split("=", 1)[1] for a in args if a.startswith("--metrics-port=")]
     assert spec["annotations"]["prometheus.kserve.io/port"] == (metrics_port[0] if metrics_port else "8002")
     assert spec["annotations"]["prometheus.kserve.io/path"] == "/metrics"
