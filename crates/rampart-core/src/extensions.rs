@@ -4,7 +4,7 @@
 
 use rampart_types::{DataType, Error, Result};
 
-use crate::infer::{InferRequest, InferResponse};
+use crate::infer::{InferRequest, InferResponse, InputTensor};
 use crate::model::ModelVersion;
 use crate::server::Server;
 
@@ -65,15 +65,10 @@ impl Server {
         Ok(out)
     }
 
-    /// Builds the request for a raw binary body (`Inference-Header-Content-Length: 0`): the body is the model's
-    /// single input, batch 1, its shape deduced from the config.
-    pub fn raw_request(
-        &self,
-        name: &str,
-        version: Option<i64>,
-        data: bytes::Bytes,
-    ) -> Result<InferRequest> {
-        let m = self.model(name, version)?;
+    /// The input of a raw binary body (`Inference-Header-Content-Length: 0`, [`InferRequest::raw_input`]): the
+    /// model's single input, batch 1, its shape deduced from the config.
+    pub(crate) fn raw_input(m: &ModelVersion, data: bytes::Bytes) -> Result<InputTensor> {
+        let name = &m.name;
         let c = &m.config;
         if c.input.len() != 1 {
             return Err(Error::invalid_arg(format!(
@@ -123,12 +118,7 @@ impl Server {
         if c.max_batch_size > 0 {
             shape.insert(0, 1);
         }
-        Ok(InferRequest {
-            model_name: name.to_string(),
-            model_version: version,
-            inputs: vec![crate::infer::InputTensor::new(input.name.clone(), datatype, shape, data)],
-            ..Default::default()
-        })
+        Ok(InputTensor::new(input.name.clone(), datatype, shape, data))
     }
 
     /// Registered CUDA shared-memory regions: none can be registered in this build, so a named region is

@@ -65,6 +65,9 @@ pub struct InferRequest {
     pub inputs: Vec<InputTensor>,
     /// Empty: every output of the model, in config order.
     pub outputs: Vec<RequestedOutput>,
+    /// A raw binary body (HTTP `Inference-Header-Content-Length: 0`): the data of the model's single input,
+    /// whose shape the server deduces from the config; `inputs` is then empty.
+    pub raw_input: Option<Bytes>,
     /// Set when this request is traced ([`crate::Server::start_trace`]).
     pub trace: Option<std::sync::Arc<crate::trace::Trace>>,
 }

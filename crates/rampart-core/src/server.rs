@@ -352,10 +352,17 @@ impl Server {
     /// [`Server::infer`] for a front end whose endpoint answers one response per request: a decoupled
     /// model is refused as UNSUPPORTED "`endpoint` doesn't support models with decoupled transaction
     /// policy" (Triton's words, with "HTTP end point" or "ModelInfer RPC").
-    pub async fn infer_unary(&self, req: InferRequest, endpoint: &str) -> Result<InferResponse> {
+    pub async fn infer_unary(
+        &self,
+        mut req: InferRequest,
+        endpoint: &str,
+    ) -> Result<InferResponse> {
         let _guard = InFlight::new(&self.inner)?;
         self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
+        if let Some(data) = req.raw_input.take() {
+            req.inputs = vec![Self::raw_input(&model, data)?];
+        }
         if model.decoupled {
             return Err(Error::unsupported(format!(
                 "{endpoint} doesn't support models with decoupled transaction policy"
@@ -371,6 +378,9 @@ impl Server {
         let guard = InFlight::new(&self.inner)?;
         self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
+        if let Some(data) = req.raw_input.take() {
+            req.inputs = vec![Self::raw_input(&model, data)?];
+        }
         if !model.decoupled {
             return Ok(ResponseStream::one(self.infer_on(model, req).await?));
         }

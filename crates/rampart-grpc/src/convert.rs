@@ -155,6 +155,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         inputs,
         outputs,
         trace: None,
+        raw_input: None,
     })
 }
 

@@ -326,6 +326,7 @@ pub(crate) fn decode_request_with(
             inputs,
             outputs,
             trace: None,
+            raw_input: None,
         },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })

@@ -186,7 +186,12 @@ pub(crate) async fn run_infer(
     let header_len = codec::header_length(&headers, body.len())?;
     let decoded = match header_len {
         Some(0) => {
-            let req = s.server.raw_request(&model, version, body)?;
+            let req = rampart_core::InferRequest {
+                model_name: model.clone(),
+                model_version: version,
+                raw_input: Some(body),
+                ..Default::default()
+            };
             codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
         }
         len => codec::decode_request_with(
