@@ -31,7 +31,8 @@ bash scripts/setup.sh
 bash scripts/install-perf-analyzer.sh
 bash scripts/install-azurite.sh
 
-banner "static checks: rustfmt, clippy -D warnings"
+banner "static checks: rustfmt, clippy -D warnings, file sizes"
+python3 scripts/lib/line_budget.py
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
