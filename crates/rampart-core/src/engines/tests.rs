@@ -3,11 +3,8 @@
 use super::*;
 
 fn config(platform: &str, backend: &str, engine: Option<&str>) -> ModelConfig {
-    let mut c = ModelConfig {
-        platform: platform.into(),
-        backend: backend.into(),
-        ..Default::default()
-    };
+    let mut c =
+        ModelConfig { platform: platform.into(), backend: backend.into(), ..Default::default() };
     if let Some(e) = engine {
         let value = rampart_model_config::pb::ModelParameter { string_value: e.into() };
         c.parameters.insert("engine".into(), value);
@@ -30,8 +27,5 @@ fn other_backends_are_named_and_unknown_platforms_refused() {
     assert_eq!(backend_name(&config("", "tract", Some("onnxruntime")), "x").unwrap(), "tract");
     let e = backend_name(&config("tensorflow_savedmodel", "", None), "x").unwrap_err();
     assert_eq!(e.code(), rampart_types::Code::Unsupported);
-    assert!(
-        e.message().starts_with("platform 'tensorflow_savedmodel' is not supported"),
-        "{e}"
-    );
+    assert!(e.message().starts_with("platform 'tensorflow_savedmodel' is not supported"), "{e}");
 }
