@@ -113,6 +113,9 @@ fn repeat_request(id: &str, values: &[i32], empty_final: bool) -> pb::ModelInfer
     }
 }
 
+/// What a stream response carried: its OUT value and its `triton_final_response`.
+type Seen = (Option<i32>, Option<bool>);
+
 fn final_flag(r: &pb::ModelInferResponse) -> Option<bool> {
     match r.parameters.get("triton_final_response")?.parameter_choice {
         Some(pb::infer_parameter::ParameterChoice::BoolParam(b)) => Some(b),
@@ -156,7 +159,7 @@ async fn a_decoupled_stream_answers_each_element_then_the_final_flag() {
         repeat_request("c", &[4], false),
     ]);
     let mut stream = r.client.model_stream_infer(requests).await.unwrap().into_inner();
-    let mut by_id: HashMap<String, Vec<(Option<i32>, Option<bool>)>> = HashMap::new();
+    let mut by_id: HashMap<String, Vec<Seen>> = HashMap::new();
     while let Some(item) = stream.next().await {
         let item = item.unwrap();
         assert_eq!(item.error_message, "");

@@ -127,13 +127,9 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .layer(axum::middleware::from_fn_with_state(guard, crate::restrict::enforce))
 }
 
+/// An unknown URL (Triton's body).
 pub(crate) fn not_found_response() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"error":"Not Found"}"#,
-    )
-        .into_response()
+    Error::not_found("Not Found").into_response()
 }
 
 async fn not_found() -> Response {
@@ -141,12 +137,7 @@ async fn not_found() -> Response {
 }
 
 pub(crate) async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"error":"Method Not Allowed"}"#,
-    )
-        .into_response()
+    Error::new(rampart_types::Code::MethodNotAllowed, "Method Not Allowed").into_response()
 }
 
 async fn not_yet() -> Response {

@@ -228,7 +228,7 @@ fn dynamic_batches_stay_within_limits_and_answer_every_task_with_its_rows() {
         assert_eq!(executions.iter().map(Vec::len).sum::<usize>(), {
             (0..4u32)
                 .flat_map(|t| (0..50u32).map(move |n| 1 + ((t * 7 + n * 13) % 8) as usize))
-                .sum()
+                .sum::<usize>()
         });
         assert!(executions.len() < 200, "nothing was batched: {} executions", executions.len());
     }

@@ -21,6 +21,8 @@ pub enum Code {
     PermissionDenied,
     /// Rampart's: the request conflicts with the server's state (SageMaker's "model already loaded": 409).
     Conflict,
+    /// Rampart's: an HTTP method the route does not take (405; on gRPC an unknown method is UNIMPLEMENTED).
+    MethodNotAllowed,
     /// Rampart's: a message over a size limit of the transport (gRPC RESOURCE_EXHAUSTED, as gRPC's own
     /// servers answer).
     ResourceExhausted,
@@ -37,6 +39,7 @@ impl Code {
             Code::Unauthenticated => 401,
             Code::PermissionDenied => 403,
             Code::Conflict => 409,
+            Code::MethodNotAllowed => 405,
             Code::Unknown
             | Code::InvalidArg
             | Code::AlreadyExists
@@ -60,7 +63,7 @@ impl Code {
             Code::AlreadyExists | Code::Conflict => 6,
             Code::ResourceExhausted => 8,
             Code::PermissionDenied => 7,
-            Code::Unsupported => 12,
+            Code::Unsupported | Code::MethodNotAllowed => 12,
             Code::Internal => 13,
             Code::Unavailable => 14,
             Code::Unauthenticated => 16,
@@ -162,6 +165,7 @@ mod tests {
             (Code::Unauthenticated, 401, 16),
             (Code::PermissionDenied, 403, 7),
             (Code::Conflict, 409, 6),
+            (Code::MethodNotAllowed, 405, 12),
             (Code::ResourceExhausted, 400, 8),
         ];
         for (code, http, grpc) in cases {
