@@ -125,8 +125,16 @@ impl Responder for First {
 }
 
 impl First {
-    fn answer(self, model: &str) -> Result<Vec<Tensor>> {
-        self.0.into_inner().ok_or_else(|| {
+    /// Runs a decoupled instance's request and answers with its first response.
+    fn answer_of(
+        instance: &mut dyn rampart_types::EngineInstance,
+        inputs: &[Tensor],
+        outputs: &[String],
+        model: &str,
+    ) -> Result<Vec<Tensor>> {
+        let first = First::default();
+        instance.execute_decoupled(inputs, outputs, &first)?;
+        first.0.into_inner().ok_or_else(|| {
             Error::invalid_arg(format!(
                 "model '{model}' sent no response; a model that answers zero or several responses per request \
                  needs model_transaction_policy {{ decoupled: true }}"

@@ -80,9 +80,8 @@ impl EngineInstance for RepeatInstance {
 
     /// Not decoupled: the first response is the answer (Triton's front ends write only that one).
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
-        let first = First::default();
-        self.execute_decoupled(inputs, outputs, &first)?;
-        first.answer(&self.model)
+        let model = self.model.clone();
+        First::answer_of(self, inputs, outputs, &model)
     }
 
     fn execute_decoupled(

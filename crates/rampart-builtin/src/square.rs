@@ -58,9 +58,8 @@ impl EngineInstance for SquareInstance {
 
     /// Not decoupled: the first response is the answer.
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
-        let first = First::default();
-        self.execute_decoupled(inputs, outputs, &first)?;
-        first.answer(&self.model)
+        let model = self.model.clone();
+        First::answer_of(self, inputs, outputs, &model)
     }
 
     fn execute_decoupled(

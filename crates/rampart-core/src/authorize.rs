@@ -23,7 +23,19 @@ pub struct Caller<'a> {
     pub target: &'a str,
 }
 
-impl Caller<'_> {
+impl<'a> Caller<'a> {
+    /// A caller seen by `protocol`: its headers (or metadata), its connection's verified certificate and
+    /// address, and the path or method it asked for.
+    pub fn new(
+        protocol: Protocol,
+        headers: &'a http::HeaderMap,
+        identity: Option<&'a ClientIdentity>,
+        addr: Option<std::net::SocketAddr>,
+        target: &'a str,
+    ) -> Self {
+        Caller { protocol, headers, identity, client: addr.map(|a| a.to_string()), target }
+    }
+
     fn call(&self) -> Call<'_> {
         Call {
             protocol: self.protocol,

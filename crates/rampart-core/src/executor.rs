@@ -100,6 +100,17 @@ impl rampart_scheduler::Executor<Job> for Instance {
 }
 
 impl Instance {
+    /// The statistics of a request executed alone, which started at `start` after waiting `queue`.
+    fn record_alone(&self, batch_size: u64, queue: Duration, start: Instant) {
+        self.stats.record_execution(&ExecutionTimes {
+            batch_size,
+            queue,
+            compute_input: Duration::ZERO,
+            compute_infer: start.elapsed(),
+            compute_output: Duration::ZERO,
+        });
+    }
+
     fn run_unary(&mut self, mut job: Job) {
         job.pending.take();
         let Reply::Unary(reply) = job.reply else { unreachable!("a unary job") };
@@ -110,13 +121,7 @@ impl Instance {
             stamp_compute([t], start, start, Instant::now());
         }
         if result.is_ok() {
-            self.stats.record_execution(&ExecutionTimes {
-                batch_size: job.batch_size,
-                queue,
-                compute_input: Duration::ZERO,
-                compute_infer: start.elapsed(),
-                compute_output: Duration::ZERO,
-            });
+            self.record_alone(job.batch_size, queue, start);
         }
         let _ = reply.send(result);
     }
@@ -182,13 +187,7 @@ impl Instance {
         }
         let end = match result {
             Ok(()) => {
-                self.stats.record_execution(&ExecutionTimes {
-                    batch_size: job.batch_size,
-                    queue,
-                    compute_input: Duration::ZERO,
-                    compute_infer: start.elapsed(),
-                    compute_output: Duration::ZERO,
-                });
+                self.record_alone(job.batch_size, queue, start);
                 Streamed::Final
             }
             Err(e) => {

@@ -72,13 +72,8 @@ pub(crate) fn caller<'a>(
     peer: Option<&'a Peer>,
     method: &'a str,
 ) -> Caller<'a> {
-    Caller {
-        protocol: Protocol::Grpc,
-        headers,
-        identity: peer.and_then(|p| p.identity.as_deref()),
-        client: peer.map(|p| p.addr.to_string()),
-        target: method,
-    }
+    let identity = peer.and_then(|p| p.identity.as_deref());
+    Caller::new(Protocol::Grpc, headers, identity, peer.map(|p| p.addr), method)
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;

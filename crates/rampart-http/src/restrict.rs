@@ -21,13 +21,8 @@ pub(crate) fn caller<'a>(
     peer: Option<&'a Peer>,
     path: &'a str,
 ) -> Caller<'a> {
-    Caller {
-        protocol: Protocol::Http,
-        headers,
-        identity: peer.and_then(|p| p.identity.as_deref()),
-        client: peer.map(|p| p.addr.to_string()),
-        target: path,
-    }
+    let identity = peer.and_then(|p| p.identity.as_deref());
+    Caller::new(Protocol::Http, headers, identity, peer.map(|p| p.addr), path)
 }
 
 use crate::routes::error_response;
