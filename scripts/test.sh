@@ -31,8 +31,9 @@ bash scripts/setup.sh
 bash scripts/install-perf-analyzer.sh
 bash scripts/install-azurite.sh
 
-banner "static checks: rustfmt, clippy -D warnings, file sizes"
+banner "static checks: file sizes, module cycles, rustfmt, clippy -D warnings"
 python3 scripts/lib/line_budget.py
+python3 scripts/lib/module_cycles.py
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

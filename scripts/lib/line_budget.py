@@ -10,7 +10,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 problems = []
 for path in sorted(ROOT.glob("**/*.rs")):
     rel = path.relative_to(ROOT)
-    if rel.parts[0] in ("target", "third_party", ".venv") or "tests" in rel.parts or rel.name == "tests.rs":
+    skip = {"target", "third_party", ".venv", "tests"}
+    if skip & set(rel.parts) or rel.name == "tests.rs":
         continue
     lines = path.read_text().splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == "#[cfg(test)]"), len(lines))

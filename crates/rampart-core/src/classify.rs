@@ -28,7 +28,7 @@ pub(crate) fn load_labels(config: &ModelConfig, model_dir: &Path) -> Result<Labe
         let file = &output.label_filename;
         let what =
             || format!("label_filename '{}' of output '{}'", file.escape_debug(), output.name);
-        crate::control::check_relative_path(file)
+        crate::repository::check_relative_path(file)
             .map_err(|e| Error::invalid_arg(format!("{}: {e}", what())))?;
         let root = model_dir.canonicalize().map_err(|e| {
             Error::invalid_arg(format!("{}: cannot resolve the model directory: {e}", what()))

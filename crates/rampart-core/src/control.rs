@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,71 +58,9 @@ pub const MAX_OVERRIDE_FILES: usize = 256;
 /// Most bytes one `file:` override may write in total.
 pub const MAX_OVERRIDE_BYTES: u64 = 2 << 30;
 /// Longest `file:` path, and longest component in it (bytes).
-pub const MAX_OVERRIDE_PATH: usize = 1024;
-pub const MAX_PATH_COMPONENT: usize = 255;
-/// Longest model name (bytes): a model name is a directory name.
-pub const MAX_MODEL_NAME: usize = 255;
-
-/// Model names are directory names: checked on every API that takes one.
-pub fn validate_model_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(Error::invalid_arg(
-            "Model name cannot be empty. Please enter a valid name to deploy.",
-        ));
-    }
-    // Control characters first: the traversal message repeats the name.
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid_arg(format!(
-            "invalid model name {name:?}: control characters are not allowed"
-        )));
-    }
-    if name == ".." || name == "." || name.contains('/') || name.contains('\\') {
-        return Err(Error::invalid_arg(format!(
-            "invalid model name '{name}', model name must not contain path traversal characters"
-        )));
-    }
-    if name.len() > MAX_MODEL_NAME {
-        return Err(Error::invalid_arg(format!(
-            "invalid model name: {} bytes long, at most {MAX_MODEL_NAME} are allowed",
-            name.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a path that comes from a client or a remote store: relative, plain components only, bounded
-/// lengths.
-/// The error says why, without naming the path (callers say what the path was for).
-pub(crate) fn check_relative_path(rel: &str) -> std::result::Result<&Path, String> {
-    let bad = |why: &str| why.to_string();
-    if rel.is_empty() {
-        return Err(bad("the path is empty"));
-    }
-    if rel.len() > MAX_OVERRIDE_PATH {
-        return Err(bad(&format!("the path is longer than {MAX_OVERRIDE_PATH} bytes")));
-    }
-    if rel.chars().any(char::is_control) || rel.contains('\\') {
-        return Err(bad("control characters and backslashes are not allowed"));
-    }
-    let path = Path::new(rel);
-    for c in path.components() {
-        match c {
-            Component::Normal(part) if part.len() <= MAX_PATH_COMPONENT => {}
-            Component::Normal(_) => {
-                return Err(bad(&format!(
-                    "a path component is longer than {MAX_PATH_COMPONENT} bytes"
-                )));
-            }
-            Component::CurDir => {}
-            _ => {
-                return Err(bad(
-                    "the path must stay within the model directory (no '..', no absolute path)",
-                ));
-            }
-        }
-    }
-    Ok(path)
-}
+pub use crate::repository::MAX_OVERRIDE_PATH;
+pub use crate::repository::MAX_PATH_COMPONENT;
+pub use crate::repository::{MAX_MODEL_NAME, validate_model_name};
 
 /// Writes the files of a `file:` override into a fresh private directory (mode 0700), refusing any path that
 /// could leave it. The directory is removed when the returned handle drops.
@@ -142,7 +80,7 @@ pub(crate) fn write_override(files: &[(String, Vec<u8>)]) -> Result<tempfile::Te
     let checked: Vec<(&Path, &[u8])> = files
         .iter()
         .map(|(rel, data)| {
-            let path = check_relative_path(rel).map_err(|why| {
+            let path = crate::repository::check_relative_path(rel).map_err(|why| {
                 Error::invalid_arg(format!("Invalid file parameter 'file:{rel}': {why}"))
             })?;
             Ok((path, data.as_slice()))

@@ -6,131 +6,107 @@ use rampart_types::{DataType, Error, Result};
 
 use crate::infer::{InferRequest, InferResponse, InputTensor};
 use crate::model::ModelVersion;
-use crate::server::Server;
+use crate::shm::SharedMemory;
 
-impl Server {
-    /// The registered system shared-memory regions (the shared-memory APIs of every front end).
-    pub fn shared_memory(&self) -> &crate::shm::SharedMemory {
-        &self.inner.shm
-    }
-
-    /// Reads inputs held in shared memory into the request, and checks the outputs' extensions before the
-    /// model runs: regions are leased (bounds checked, held open) now, so an unregister during the
-    /// inference cannot take them away.
-    pub(crate) fn take_extensions(&self, req: &mut InferRequest) -> Result<Vec<OutputExtension>> {
-        // Inputs are copied out of their regions, so what one request may read is bounded, and a fixed-size
-        // tensor's byte size is checked against its shape (after the region's own checks) before anything is read.
-        let mut total: u64 = 0;
-        for input in req.inputs.iter_mut() {
-            let Some(r) = &input.shm else { continue };
-            let lease = self.inner.shm.lease(r)?;
-            let count = rampart_types::tensor::element_count(&input.shape)?;
-            if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)?
-                && r.byte_size != expected
-            {
-                return Err(crate::infer::byte_size_mismatch(
-                    &input.name,
-                    &req.model_name,
-                    expected,
-                    r.byte_size,
-                ));
-            }
-            total = total.saturating_add(r.byte_size);
-            if total > crate::shm::MAX_REQUEST_INPUT_BYTES {
-                return Err(Error::invalid_arg(format!(
-                    "the shared-memory inputs of one request exceed {} bytes",
-                    crate::shm::MAX_REQUEST_INPUT_BYTES
-                )));
-            }
-            input.data = lease.read()?;
+/// Reads inputs held in shared memory into the request, and checks the outputs' extensions before the
+/// model runs: regions are leased (bounds checked, held open) now, so an unregister during the
+/// inference cannot take them away.
+pub(crate) fn take(shm: &SharedMemory, req: &mut InferRequest) -> Result<Vec<OutputExtension>> {
+    // Inputs are copied out of their regions, so what one request may read is bounded, and a fixed-size
+    // tensor's byte size is checked against its shape (after the region's own checks) before anything is read.
+    let mut total: u64 = 0;
+    for input in req.inputs.iter_mut() {
+        let Some(r) = &input.shm else { continue };
+        let lease = shm.lease(r)?;
+        let count = rampart_types::tensor::element_count(&input.shape)?;
+        if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)?
+            && r.byte_size != expected
+        {
+            return Err(crate::infer::byte_size_mismatch(
+                &input.name,
+                &req.model_name,
+                expected,
+                r.byte_size,
+            ));
         }
-        let mut out = Vec::new();
-        for o in req.outputs.iter().filter(|o| o.classification.is_some() || o.shm.is_some()) {
-            if o.classification.is_some() && o.shm.is_some() {
-                return Err(Error::invalid_arg(format!(
-                    "output '{}' cannot combine 'shared_memory_region' with 'classification'",
-                    o.name
-                )));
-            }
-            let shm = match &o.shm {
-                Some(r) => Some((r.clone(), self.inner.shm.lease(r)?)),
-                None => None,
-            };
-            out.push(OutputExtension {
-                name: o.name.clone(),
-                classification: o.classification,
-                shm,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The input of a raw binary body (`Inference-Header-Content-Length: 0`, [`InferRequest::raw_input`]): the
-    /// model's single input, batch 1, its shape deduced from the config.
-    pub(crate) fn raw_input(m: &ModelVersion, data: bytes::Bytes) -> Result<InputTensor> {
-        let name = &m.name;
-        let c = &m.config;
-        if c.input.len() != 1 {
+        total = total.saturating_add(r.byte_size);
+        if total > crate::shm::MAX_REQUEST_INPUT_BYTES {
             return Err(Error::invalid_arg(format!(
-                "Raw request must only have 1 input (found 1) to be deduced but got {} inputs in '{name}' model configuration",
-                c.input.len()
+                "the shared-memory inputs of one request exceed {} bytes",
+                crate::shm::MAX_REQUEST_INPUT_BYTES
             )));
         }
-        let input = &c.input[0];
-        let datatype = DataType::from_config_enum(input.data_type).expect("validated at load");
-        let mut shape = input.dims.clone();
-        match datatype.element_size() {
-            None => {
-                if shape != [1] {
-                    return Err(Error::invalid_arg(format!(
-                        "For BYTE datatype raw input '{}', the model must have input shape [1]",
-                        input.name
-                    )));
-                }
-            }
-            Some(size) => {
-                let variable = shape.iter().filter(|&&d| d == -1).count();
-                if variable > 1 {
-                    return Err(Error::invalid_arg(format!(
-                        "The shape of the raw input '{}' can not be deduced because there are more than one variable-sized dimension",
-                        input.name
-                    )));
-                }
-                let known: u64 = shape.iter().filter(|&&d| d > 0).map(|&d| d as u64).product();
-                let elements = data.len() as u64 / size as u64;
-                if variable == 1 {
-                    if !data.len().is_multiple_of(size)
-                        || known == 0
-                        || !elements.is_multiple_of(known)
-                    {
-                        return Err(Error::invalid_arg(format!(
-                            "unexpected raw input size {} for input '{}' of model '{name}': not a whole number of {datatype} elements of shape {:?}",
-                            data.len(),
-                            input.name,
-                            input.dims
-                        )));
-                    }
-                    let fill = (elements / known) as i64;
-                    shape.iter_mut().filter(|d| **d == -1).for_each(|d| *d = fill);
-                }
-            }
-        }
-        if c.max_batch_size > 0 {
-            shape.insert(0, 1);
-        }
-        Ok(InputTensor::new(input.name.clone(), datatype, shape, data))
+        input.data = lease.read()?;
     }
+    let mut out = Vec::new();
+    for o in req.outputs.iter().filter(|o| o.classification.is_some() || o.shm.is_some()) {
+        if o.classification.is_some() && o.shm.is_some() {
+            return Err(Error::invalid_arg(format!(
+                "output '{}' cannot combine 'shared_memory_region' with 'classification'",
+                o.name
+            )));
+        }
+        let shm = match &o.shm {
+            Some(r) => Some((r.clone(), shm.lease(r)?)),
+            None => None,
+        };
+        out.push(OutputExtension { name: o.name.clone(), classification: o.classification, shm });
+    }
+    Ok(out)
+}
 
-    /// Registered CUDA shared-memory regions: none can be registered in this build, so a named region is
-    /// always unknown (a system region of that name is not a CUDA one).
-    pub fn cuda_shared_memory_status(&self, region: Option<&str>) -> Result<Vec<String>> {
-        match region {
-            Some(r) if !r.is_empty() => {
-                Err(Error::not_found(format!("Unable to find cuda shared memory region: '{r}'")))
+/// The input of a raw binary body (`Inference-Header-Content-Length: 0`, [`InferRequest::raw_input`]): the
+/// model's single input, batch 1, its shape deduced from the config.
+pub(crate) fn raw_input(m: &ModelVersion, data: bytes::Bytes) -> Result<InputTensor> {
+    let name = &m.name;
+    let c = &m.config;
+    if c.input.len() != 1 {
+        return Err(Error::invalid_arg(format!(
+            "Raw request must only have 1 input (found 1) to be deduced but got {} inputs in '{name}' model configuration",
+            c.input.len()
+        )));
+    }
+    let input = &c.input[0];
+    let datatype = DataType::from_config_enum(input.data_type).expect("validated at load");
+    let mut shape = input.dims.clone();
+    match datatype.element_size() {
+        None => {
+            if shape != [1] {
+                return Err(Error::invalid_arg(format!(
+                    "For BYTE datatype raw input '{}', the model must have input shape [1]",
+                    input.name
+                )));
             }
-            _ => Ok(vec![]),
+        }
+        Some(size) => {
+            let variable = shape.iter().filter(|&&d| d == -1).count();
+            if variable > 1 {
+                return Err(Error::invalid_arg(format!(
+                    "The shape of the raw input '{}' can not be deduced because there are more than one variable-sized dimension",
+                    input.name
+                )));
+            }
+            let known: u64 = shape.iter().filter(|&&d| d > 0).map(|&d| d as u64).product();
+            let elements = data.len() as u64 / size as u64;
+            if variable == 1 {
+                if !data.len().is_multiple_of(size) || known == 0 || !elements.is_multiple_of(known)
+                {
+                    return Err(Error::invalid_arg(format!(
+                        "unexpected raw input size {} for input '{}' of model '{name}': not a whole number of {datatype} elements of shape {:?}",
+                        data.len(),
+                        input.name,
+                        input.dims
+                    )));
+                }
+                let fill = (elements / known) as i64;
+                shape.iter_mut().filter(|d| **d == -1).for_each(|d| *d = fill);
+            }
         }
     }
+    if c.max_batch_size > 0 {
+        shape.insert(0, 1);
+    }
+    Ok(InputTensor::new(input.name.clone(), datatype, shape, data))
 }
 
 /// An output with a protocol extension, checked before the inference and applied to its result.
@@ -140,7 +116,7 @@ pub(crate) struct OutputExtension {
     shm: Option<(crate::shm::ShmRef, crate::shm::Lease)>,
 }
 
-pub(crate) fn finish_extensions(
+pub(crate) fn finish(
     model: &ModelVersion,
     mut response: InferResponse,
     extensions: Vec<OutputExtension>,

@@ -8,7 +8,57 @@ use rampart_model_config::ModelConfig;
 use rampart_types::tensor::{element_count, fixed_byte_size, split_bytes_elements};
 use rampart_types::{DataType, Error, Result, Tensor};
 
-pub use crate::shm::ShmRef;
+/// A tensor's place in a region, from its `shared_memory_*` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmRef {
+    pub region: String,
+    /// Relative to the registered region (the registration offset is applied once, inside the manager).
+    pub offset: u64,
+    pub byte_size: u64,
+}
+
+impl ShmRef {
+    /// The reference described by tensor parameters, `None` when they name no region. `what` names the
+    /// tensor in errors ("input 'X'").
+    pub fn from_parameters(params: &Parameters, what: &str) -> Result<Option<ShmRef>> {
+        let number = |key: &str| -> Result<Option<u64>> {
+            match params.get(key) {
+                None => Ok(None),
+                Some(ParamValue::Uint(n)) => Ok(Some(*n)),
+                // gRPC carries sizes as int64_param; a negative value becomes a huge size, refused by the
+                // bounds checks like in Triton.
+                Some(ParamValue::Int(n)) => Ok(Some(*n as u64)),
+                Some(_) => Err(Error::invalid_arg(format!(
+                    "Unable to parse '{key}' of {what}: expected an unsigned integer"
+                ))),
+            }
+        };
+        let offset = number("shared_memory_offset")?;
+        let byte_size = number("shared_memory_byte_size")?;
+        let region = match params.get("shared_memory_region") {
+            None => {
+                if offset.is_some() || byte_size.is_some() {
+                    return Err(Error::invalid_arg(format!(
+                        "{what}: 'shared_memory_offset' and 'shared_memory_byte_size' need 'shared_memory_region'"
+                    )));
+                }
+                return Ok(None);
+            }
+            Some(ParamValue::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(Error::invalid_arg(format!(
+                    "Unable to parse 'shared_memory_region' of {what}: expected a string"
+                )));
+            }
+        };
+        let byte_size = byte_size.ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "{what}: 'shared_memory_byte_size' is required with 'shared_memory_region'"
+            ))
+        })?;
+        Ok(Some(ShmRef { region, offset: offset.unwrap_or(0), byte_size }))
+    }
+}
 
 /// A request or tensor parameter value.
 #[derive(Debug, Clone, PartialEq)]

@@ -50,6 +50,7 @@ mod repository;
 mod server;
 pub mod shm;
 pub mod stats;
+mod table;
 pub mod trace;
 mod warmup;
 

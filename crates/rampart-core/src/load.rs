@@ -11,11 +11,11 @@ use rampart_types::{DataType, Error, InstanceSpec, Result};
 use crate::config;
 use crate::control;
 use crate::executor::Instance;
-use crate::lifecycle::{ModelEntry, VersionEntry};
 use crate::model::{ModelState, ModelVersion};
 use crate::repository;
 use crate::server::Server;
 use crate::stats::ModelStats;
+use crate::table::{ModelEntry, VersionEntry};
 
 impl Server {
     /// Loads one model directory: config (or the `config` override), versions per policy, instances per

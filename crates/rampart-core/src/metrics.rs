@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::model::ModelVersion;
-use crate::server::Server;
 use crate::stats::{DurationSnapshot, FailureReason, StatsSnapshot};
 
 /// A metric family read from a snapshot: name, help text, and the value it reports.
@@ -155,226 +154,217 @@ fn family<'a>(
     }
 }
 
-impl Server {
-    /// The `/metrics` page.
-    pub fn metrics(&self, options: &MetricsOptions, cpu: Option<CpuSample>) -> String {
-        let versions = self.served_versions();
-        let rows: Vec<Row> = versions
-            .iter()
-            .map(|m| Row {
-                labels: format!("model=\"{}\",version=\"{}\"", label(&m.name), m.version),
-                stats: m.stats.snapshot(),
-                model: m,
-            })
-            .collect();
-        let mut out = String::with_capacity(4096 + rows.len() * 2048);
-        let o = &mut out;
-        family(
-            o,
-            "nv_inference_request_success",
-            "counter",
-            "Successful inference requests, all batch sizes",
-            rows.iter(),
-            |r| r.stats.success.count.to_string(),
-        );
-        let _ = writeln!(
-            o,
-            "# HELP nv_inference_request_failure Failed inference requests, all batch sizes, by reason"
-        );
-        let _ = writeln!(o, "# TYPE nv_inference_request_failure counter");
-        for r in &rows {
-            for reason in FailureReason::ALL {
-                let _ = writeln!(
-                    o,
-                    "nv_inference_request_failure{{{},reason=\"{}\"}} {}",
-                    r.labels,
-                    reason.label(),
-                    r.stats.failures[reason as usize]
-                );
-            }
-        }
-        family(
-            o,
-            "nv_inference_count",
-            "counter",
-            "Inferences performed, a batch of n counting n (cache hits excluded)",
-            rows.iter(),
-            |r| r.stats.inference_count.to_string(),
-        );
-        family(
-            o,
-            "nv_inference_exec_count",
-            "counter",
-            "Model executions performed (cache hits excluded)",
-            rows.iter(),
-            |r| r.stats.execution_count.to_string(),
-        );
-        family(
-            o,
-            "nv_inference_pending_request_count",
-            "gauge",
-            "Requests accepted and waiting for an execution (queued or held by the batcher)",
-            rows.iter(),
-            |r| r.model.pending().to_string(),
-        );
-        if options.counter_latencies {
-            let durations: [Family<DurationSnapshot>; 5] = [
-                (
-                    "nv_inference_request_duration_us",
-                    "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)",
-                    |s| s.success,
-                ),
-                (
-                    "nv_inference_queue_duration_us",
-                    "Cumulative queue duration in microseconds (cache hits included)",
-                    |s| s.queue,
-                ),
-                (
-                    "nv_inference_compute_input_duration_us",
-                    "Cumulative compute input duration in microseconds (cache hits excluded)",
-                    |s| s.compute_input,
-                ),
-                (
-                    "nv_inference_compute_infer_duration_us",
-                    "Cumulative compute infer duration in microseconds (cache hits excluded)",
-                    |s| s.compute_infer,
-                ),
-                (
-                    "nv_inference_compute_output_duration_us",
-                    "Cumulative compute output duration in microseconds (cache hits excluded)",
-                    |s| s.compute_output,
-                ),
-            ];
-            for (name, help, stat) in durations {
-                family(o, name, "counter", help, rows.iter(), |r| {
-                    micros(stat(&r.stats)).to_string()
-                });
-            }
-        }
-        if options.histograms {
-            let name = "nv_inference_first_response_histogram_ms";
+/// The `/metrics` page for the served `versions`.
+pub(crate) fn render(
+    versions: &[std::sync::Arc<ModelVersion>],
+    options: &MetricsOptions,
+    cpu: Option<CpuSample>,
+) -> String {
+    let rows: Vec<Row> = versions
+        .iter()
+        .map(|m| Row {
+            labels: format!("model=\"{}\",version=\"{}\"", label(&m.name), m.version),
+            stats: m.stats.snapshot(),
+            model: m,
+        })
+        .collect();
+    let mut out = String::with_capacity(4096 + rows.len() * 2048);
+    let o = &mut out;
+    family(
+        o,
+        "nv_inference_request_success",
+        "counter",
+        "Successful inference requests, all batch sizes",
+        rows.iter(),
+        |r| r.stats.success.count.to_string(),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP nv_inference_request_failure Failed inference requests, all batch sizes, by reason"
+    );
+    let _ = writeln!(o, "# TYPE nv_inference_request_failure counter");
+    for r in &rows {
+        for reason in FailureReason::ALL {
             let _ = writeln!(
                 o,
-                "# HELP {name} Duration from request to first response in milliseconds\n# TYPE {name} histogram"
+                "nv_inference_request_failure{{{},reason=\"{}\"}} {}",
+                r.labels,
+                reason.label(),
+                r.stats.failures[reason as usize]
             );
+        }
+    }
+    family(
+        o,
+        "nv_inference_count",
+        "counter",
+        "Inferences performed, a batch of n counting n (cache hits excluded)",
+        rows.iter(),
+        |r| r.stats.inference_count.to_string(),
+    );
+    family(
+        o,
+        "nv_inference_exec_count",
+        "counter",
+        "Model executions performed (cache hits excluded)",
+        rows.iter(),
+        |r| r.stats.execution_count.to_string(),
+    );
+    family(
+        o,
+        "nv_inference_pending_request_count",
+        "gauge",
+        "Requests accepted and waiting for an execution (queued or held by the batcher)",
+        rows.iter(),
+        |r| r.model.pending().to_string(),
+    );
+    if options.counter_latencies {
+        let durations: [Family<DurationSnapshot>; 5] = [
+            (
+                "nv_inference_request_duration_us",
+                "Cumulative end-to-end duration of successful requests in microseconds (cache hits included)",
+                |s| s.success,
+            ),
+            (
+                "nv_inference_queue_duration_us",
+                "Cumulative queue duration in microseconds (cache hits included)",
+                |s| s.queue,
+            ),
+            (
+                "nv_inference_compute_input_duration_us",
+                "Cumulative compute input duration in microseconds (cache hits excluded)",
+                |s| s.compute_input,
+            ),
+            (
+                "nv_inference_compute_infer_duration_us",
+                "Cumulative compute infer duration in microseconds (cache hits excluded)",
+                |s| s.compute_infer,
+            ),
+            (
+                "nv_inference_compute_output_duration_us",
+                "Cumulative compute output duration in microseconds (cache hits excluded)",
+                |s| s.compute_output,
+            ),
+        ];
+        for (name, help, stat) in durations {
+            family(o, name, "counter", help, rows.iter(), |r| micros(stat(&r.stats)).to_string());
+        }
+    }
+    if options.histograms {
+        let name = "nv_inference_first_response_histogram_ms";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Duration from request to first response in milliseconds\n# TYPE {name} histogram"
+        );
+        for r in &rows {
+            let Some(h) = &r.model.stats.first_response else { continue };
+            let (buckets, sum, count) = h.snapshot();
+            for (bound, n) in crate::stats::FIRST_RESPONSE_BUCKETS_MS.iter().zip(&buckets) {
+                let _ = writeln!(o, "{name}_bucket{{{},le=\"{bound}\"}} {n}", r.labels);
+            }
+            let _ = writeln!(
+                o,
+                "{name}_bucket{{{},le=\"+Inf\"}} {count}\n{name}_sum{{{}}} {sum}\n{name}_count{{{}}} {count}",
+                r.labels, r.labels, r.labels
+            );
+        }
+    }
+    if options.summaries.is_some() {
+        let kinds: [Family<DurationSnapshot>; crate::stats::SUMMARY_KINDS] = [
+            (
+                "nv_inference_request_summary_us",
+                "Summary of end-to-end durations of successful requests in microseconds",
+                |s| s.success,
+            ),
+            ("nv_inference_queue_summary_us", "Summary of queue durations in microseconds", |s| {
+                s.queue
+            }),
+            (
+                "nv_inference_compute_input_summary_us",
+                "Summary of compute input durations in microseconds",
+                |s| s.compute_input,
+            ),
+            (
+                "nv_inference_compute_infer_summary_us",
+                "Summary of compute infer durations in microseconds",
+                |s| s.compute_infer,
+            ),
+            (
+                "nv_inference_compute_output_summary_us",
+                "Summary of compute output durations in microseconds",
+                |s| s.compute_output,
+            ),
+        ];
+        for (kind, (name, help, total)) in kinds.into_iter().enumerate() {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
             for r in &rows {
-                let Some(h) = &r.model.stats.first_response else { continue };
-                let (buckets, sum, count) = h.snapshot();
-                for (bound, n) in crate::stats::FIRST_RESPONSE_BUCKETS_MS.iter().zip(&buckets) {
-                    let _ = writeln!(o, "{name}_bucket{{{},le=\"{bound}\"}} {n}", r.labels);
+                let Some(w) = &r.model.stats.summaries else { continue };
+                for (q, v) in w.quantiles(kind) {
+                    let value = v.map_or("NaN".to_string(), |v| v.to_string());
+                    let _ = writeln!(o, "{name}{{{},quantile=\"{q}\"}} {value}", r.labels);
                 }
+                let t = total(&r.stats);
                 let _ = writeln!(
                     o,
-                    "{name}_bucket{{{},le=\"+Inf\"}} {count}\n{name}_sum{{{}}} {sum}\n{name}_count{{{}}} {count}",
-                    r.labels, r.labels, r.labels
+                    "{name}_sum{{{}}} {}\n{name}_count{{{}}} {}",
+                    r.labels,
+                    micros(t),
+                    r.labels,
+                    t.count
                 );
             }
         }
-        if options.summaries.is_some() {
-            let kinds: [Family<DurationSnapshot>; crate::stats::SUMMARY_KINDS] = [
-                (
-                    "nv_inference_request_summary_us",
-                    "Summary of end-to-end durations of successful requests in microseconds",
-                    |s| s.success,
-                ),
-                (
-                    "nv_inference_queue_summary_us",
-                    "Summary of queue durations in microseconds",
-                    |s| s.queue,
-                ),
-                (
-                    "nv_inference_compute_input_summary_us",
-                    "Summary of compute input durations in microseconds",
-                    |s| s.compute_input,
-                ),
-                (
-                    "nv_inference_compute_infer_summary_us",
-                    "Summary of compute infer durations in microseconds",
-                    |s| s.compute_infer,
-                ),
-                (
-                    "nv_inference_compute_output_summary_us",
-                    "Summary of compute output durations in microseconds",
-                    |s| s.compute_output,
-                ),
-            ];
-            for (kind, (name, help, total)) in kinds.into_iter().enumerate() {
-                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
-                for r in &rows {
-                    let Some(w) = &r.model.stats.summaries else { continue };
-                    for (q, v) in w.quantiles(kind) {
-                        let value = v.map_or("NaN".to_string(), |v| v.to_string());
-                        let _ = writeln!(o, "{name}{{{},quantile=\"{q}\"}} {value}", r.labels);
-                    }
-                    let t = total(&r.stats);
-                    let _ = writeln!(
-                        o,
-                        "{name}_sum{{{}}} {}\n{name}_count{{{}}} {}",
-                        r.labels,
-                        micros(t),
-                        r.labels,
-                        t.count
-                    );
-                }
-            }
-        }
-        family(
-            o,
-            "nv_model_load_duration_secs",
-            "gauge",
-            "Time the model version took to load, in seconds",
-            rows.iter(),
-            |r| r.model.load_duration.as_secs_f64().to_string(),
-        );
-        // Cache families only for versions that use the cache, as in Triton.
-        let cached = || rows.iter().filter(|r| r.model.uses_cache());
-        if cached().next().is_some() {
-            let counts: [Family<u64>; 4] = [
-                ("nv_cache_num_hits_per_model", "Response cache hits per model", |s| {
-                    s.cache_hit.count
-                }),
-                ("nv_cache_num_misses_per_model", "Response cache misses per model", |s| {
-                    s.cache_miss.count
-                }),
-                (
-                    "nv_cache_hit_duration_per_model",
-                    "Cumulative response cache hit (lookup) duration per model in microseconds",
-                    |s| micros(s.cache_hit),
-                ),
-                (
-                    "nv_cache_miss_duration_per_model",
-                    "Cumulative response cache miss (lookup and insert) duration per model in microseconds",
-                    |s| micros(s.cache_miss),
-                ),
-            ];
-            for (name, help, value) in counts {
-                family(o, name, "counter", help, cached(), |r| value(&r.stats).to_string());
-            }
-        }
-        if let Some(cpu) = cpu {
-            let gauges = [
-                (
-                    "nv_cpu_utilization",
-                    "CPU utilization rate [0.0 - 1.0]",
-                    cpu.utilization.to_string(),
-                ),
-                (
-                    "nv_cpu_memory_total_bytes",
-                    "CPU total memory (RAM) in bytes",
-                    cpu.memory_total_bytes.to_string(),
-                ),
-                (
-                    "nv_cpu_memory_used_bytes",
-                    "CPU used memory (RAM) in bytes",
-                    cpu.memory_used_bytes.to_string(),
-                ),
-            ];
-            for (name, help, value) in gauges {
-                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-            }
-        }
-        out
     }
+    family(
+        o,
+        "nv_model_load_duration_secs",
+        "gauge",
+        "Time the model version took to load, in seconds",
+        rows.iter(),
+        |r| r.model.load_duration.as_secs_f64().to_string(),
+    );
+    // Cache families only for versions that use the cache, as in Triton.
+    let cached = || rows.iter().filter(|r| r.model.uses_cache());
+    if cached().next().is_some() {
+        let counts: [Family<u64>; 4] = [
+            ("nv_cache_num_hits_per_model", "Response cache hits per model", |s| s.cache_hit.count),
+            ("nv_cache_num_misses_per_model", "Response cache misses per model", |s| {
+                s.cache_miss.count
+            }),
+            (
+                "nv_cache_hit_duration_per_model",
+                "Cumulative response cache hit (lookup) duration per model in microseconds",
+                |s| micros(s.cache_hit),
+            ),
+            (
+                "nv_cache_miss_duration_per_model",
+                "Cumulative response cache miss (lookup and insert) duration per model in microseconds",
+                |s| micros(s.cache_miss),
+            ),
+        ];
+        for (name, help, value) in counts {
+            family(o, name, "counter", help, cached(), |r| value(&r.stats).to_string());
+        }
+    }
+    if let Some(cpu) = cpu {
+        let gauges = [
+            ("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", cpu.utilization.to_string()),
+            (
+                "nv_cpu_memory_total_bytes",
+                "CPU total memory (RAM) in bytes",
+                cpu.memory_total_bytes.to_string(),
+            ),
+            (
+                "nv_cpu_memory_used_bytes",
+                "CPU used memory (RAM) in bytes",
+                cpu.memory_used_bytes.to_string(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl RemoteRepository {
             if rel.is_empty() || rel.ends_with('/') {
                 continue; // the prefix itself, or a "folder" marker
             }
-            if let Err(why) = crate::control::check_relative_path(&rel) {
+            if let Err(why) = crate::repository::check_relative_path(&rel) {
                 tracing::warn!(
                     "model repository '{}': skipping object {:?}: {why}",
                     self.location,

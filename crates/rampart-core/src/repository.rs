@@ -2,11 +2,80 @@
 //! numeric version folders inside.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rampart_model_config::ModelConfig;
 use rampart_model_config::pb::model_version_policy::PolicyChoice;
 use rampart_types::{Error, Result};
+
+/// Longest relative path a client or a remote store may name inside a model directory.
+pub const MAX_OVERRIDE_PATH: usize = 1024;
+/// Longest component of such a path.
+pub const MAX_PATH_COMPONENT: usize = 255;
+
+/// Checks a path that comes from a client or a remote store: relative, plain components only, bounded
+/// lengths.
+/// The error says why, without naming the path (callers say what the path was for).
+pub(crate) fn check_relative_path(rel: &str) -> std::result::Result<&Path, String> {
+    let bad = |why: &str| why.to_string();
+    if rel.is_empty() {
+        return Err(bad("the path is empty"));
+    }
+    if rel.len() > MAX_OVERRIDE_PATH {
+        return Err(bad(&format!("the path is longer than {MAX_OVERRIDE_PATH} bytes")));
+    }
+    if rel.chars().any(char::is_control) || rel.contains('\\') {
+        return Err(bad("control characters and backslashes are not allowed"));
+    }
+    let path = Path::new(rel);
+    for c in path.components() {
+        match c {
+            Component::Normal(part) if part.len() <= MAX_PATH_COMPONENT => {}
+            Component::Normal(_) => {
+                return Err(bad(&format!(
+                    "a path component is longer than {MAX_PATH_COMPONENT} bytes"
+                )));
+            }
+            Component::CurDir => {}
+            _ => {
+                return Err(bad(
+                    "the path must stay within the model directory (no '..', no absolute path)",
+                ));
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// Longest model name (bytes): a model name is a directory name.
+pub const MAX_MODEL_NAME: usize = 255;
+
+/// Model names are directory names: checked on every API that takes one.
+pub fn validate_model_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid_arg(
+            "Model name cannot be empty. Please enter a valid name to deploy.",
+        ));
+    }
+    // Control characters first: the traversal message repeats the name.
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid_arg(format!(
+            "invalid model name {name:?}: control characters are not allowed"
+        )));
+    }
+    if name == ".." || name == "." || name.contains('/') || name.contains('\\') {
+        return Err(Error::invalid_arg(format!(
+            "invalid model name '{name}', model name must not contain path traversal characters"
+        )));
+    }
+    if name.len() > MAX_MODEL_NAME {
+        return Err(Error::invalid_arg(format!(
+            "invalid model name: {} bytes long, at most {MAX_MODEL_NAME} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
 
 /// Every model directory found, by name. A name found in two repositories maps to all its directories.
 pub(crate) fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<PathBuf>>> {
@@ -23,7 +92,7 @@ pub(crate) fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Vec<Path
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            if let Err(e) = crate::control::validate_model_name(&name) {
+            if let Err(e) = validate_model_name(&name) {
                 tracing::warn!(
                     "ignoring directory {:?} in model repository '{}': {}",
                     name,

@@ -12,12 +12,12 @@ use rampart_types::{DataType, Error, Result};
 use tokio::sync::Notify;
 
 use crate::control::{self, ModelControlMode};
-use crate::extensions::finish_extensions;
+use crate::extensions;
 use crate::infer::{InferRequest, InferResponse};
-use crate::lifecycle::{ModelEntry, Models, UNLOADED, log_outcome};
 use crate::model::{ModelState, ModelVersion, ResponseStream};
 use crate::repository;
 use crate::stats::VersionStats;
+use crate::table::{ModelEntry, Models, UNLOADED, log_outcome};
 
 pub use crate::options::{ServerOptions, StartupError};
 
@@ -361,7 +361,7 @@ impl Server {
         self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
         if let Some(data) = req.raw_input.take() {
-            req.inputs = vec![Self::raw_input(&model, data)?];
+            req.inputs = vec![extensions::raw_input(&model, data)?];
         }
         if model.decoupled {
             return Err(Error::unsupported(format!(
@@ -379,7 +379,7 @@ impl Server {
         self.inner.options.request_limits.check(&req)?;
         let model = self.model(&req.model_name, req.model_version)?;
         if let Some(data) = req.raw_input.take() {
-            req.inputs = vec![Self::raw_input(&model, data)?];
+            req.inputs = vec![extensions::raw_input(&model, data)?];
         }
         if !model.decoupled {
             return Ok(ResponseStream::one(self.infer_on(model, req).await?));
@@ -390,7 +390,7 @@ impl Server {
                 req.model_name
             )));
         }
-        self.take_extensions(&mut req)?;
+        extensions::take(&self.inner.shm, &mut req)?;
         Ok(ResponseStream::many(model.infer_decoupled(req)?, Box::new(guard)))
     }
 
@@ -399,12 +399,12 @@ impl Server {
         model: Arc<ModelVersion>,
         mut req: InferRequest,
     ) -> Result<InferResponse> {
-        let extensions = self.take_extensions(&mut req)?;
+        let extensions = extensions::take(&self.inner.shm, &mut req)?;
         let response = model.infer(req).await?;
         if extensions.is_empty() {
             return Ok(response);
         }
-        finish_extensions(&model, response, extensions)
+        extensions::finish(&model, response, extensions)
     }
 
     fn log_control(&self) -> Result<&crate::logging::LogControl> {
@@ -426,6 +426,31 @@ impl Server {
         let settings = self.log_control()?.update(update)?;
         tracing::info!("log settings changed: {settings:?}");
         Ok(settings)
+    }
+
+    /// The `/metrics` page (Prometheus text format, Triton's metric names).
+    pub fn metrics(
+        &self,
+        options: &crate::metrics::MetricsOptions,
+        cpu: Option<crate::metrics::CpuSample>,
+    ) -> String {
+        crate::metrics::render(&self.served_versions(), options, cpu)
+    }
+
+    /// The registered system shared-memory regions (the shared-memory APIs of every front end).
+    pub fn shared_memory(&self) -> &crate::shm::SharedMemory {
+        &self.inner.shm
+    }
+
+    /// Registered CUDA shared-memory regions: none can be registered in this build, so a named region is
+    /// always unknown (a system region of that name is not a CUDA one).
+    pub fn cuda_shared_memory_status(&self, region: Option<&str>) -> Result<Vec<String>> {
+        match region {
+            Some(r) if !r.is_empty() => {
+                Err(Error::not_found(format!("Unable to find cuda shared memory region: '{r}'")))
+            }
+            _ => Ok(vec![]),
+        }
     }
 
     /// Every served version, by model name then version.

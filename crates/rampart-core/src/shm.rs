@@ -26,8 +26,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use rampart_types::{Code, Error, Result};
 
-use crate::infer::{ParamValue, Parameters};
-
 /// Keys starting with this prefix (after leading `/`) belong to Triton's Python backend; never mappable.
 pub const RESERVED_KEY_PREFIX: &str = "triton_python_backend_shm_region_";
 /// Regions registered at once.
@@ -37,57 +35,7 @@ pub const MAX_REQUEST_INPUT_BYTES: u64 = 1 << 30;
 /// Longest region name and key, in bytes (NAME_MAX).
 pub const MAX_NAME_LEN: usize = 255;
 
-/// A tensor's place in a region, from its `shared_memory_*` parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShmRef {
-    pub region: String,
-    /// Relative to the registered region (the registration offset is applied once, inside the manager).
-    pub offset: u64,
-    pub byte_size: u64,
-}
-
-impl ShmRef {
-    /// The reference described by tensor parameters, `None` when they name no region. `what` names the
-    /// tensor in errors ("input 'X'").
-    pub fn from_parameters(params: &Parameters, what: &str) -> Result<Option<ShmRef>> {
-        let number = |key: &str| -> Result<Option<u64>> {
-            match params.get(key) {
-                None => Ok(None),
-                Some(ParamValue::Uint(n)) => Ok(Some(*n)),
-                // gRPC carries sizes as int64_param; a negative value becomes a huge size, refused by the
-                // bounds checks like in Triton.
-                Some(ParamValue::Int(n)) => Ok(Some(*n as u64)),
-                Some(_) => Err(Error::invalid_arg(format!(
-                    "Unable to parse '{key}' of {what}: expected an unsigned integer"
-                ))),
-            }
-        };
-        let offset = number("shared_memory_offset")?;
-        let byte_size = number("shared_memory_byte_size")?;
-        let region = match params.get("shared_memory_region") {
-            None => {
-                if offset.is_some() || byte_size.is_some() {
-                    return Err(Error::invalid_arg(format!(
-                        "{what}: 'shared_memory_offset' and 'shared_memory_byte_size' need 'shared_memory_region'"
-                    )));
-                }
-                return Ok(None);
-            }
-            Some(ParamValue::String(s)) => s.clone(),
-            Some(_) => {
-                return Err(Error::invalid_arg(format!(
-                    "Unable to parse 'shared_memory_region' of {what}: expected a string"
-                )));
-            }
-        };
-        let byte_size = byte_size.ok_or_else(|| {
-            Error::invalid_arg(format!(
-                "{what}: 'shared_memory_byte_size' is required with 'shared_memory_region'"
-            ))
-        })?;
-        Ok(Some(ShmRef { region, offset: offset.unwrap_or(0), byte_size }))
-    }
-}
+pub use crate::infer::ShmRef;
 
 /// What status reports for a region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +298,7 @@ fn check_key(key: &str) -> Result<&str> {
 #[cfg(all(test, feature = "shm"))]
 mod tests {
     use super::*;
+    use crate::infer::{ParamValue, Parameters};
 
     struct Object(String);
     impl Object {

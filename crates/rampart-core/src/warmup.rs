@@ -71,7 +71,7 @@ fn requests(config: &ModelConfig, dir: &Path) -> Result<Vec<(String, u32, InferR
                     Bytes::from(buf)
                 }
                 Some(InputDataType::InputDataFile(file)) => {
-                    let rel = crate::control::check_relative_path(file).map_err(|why| {
+                    let rel = crate::repository::check_relative_path(file).map_err(|why| {
                         what(format!("input '{name}': input_data_file '{file}': {why}"))
                     })?;
                     let warmup_dir = dir.join("warmup");

@@ -5,6 +5,7 @@
 
 pub mod conn;
 mod convert;
+mod inference;
 pub mod restrict;
 mod service;
 mod stream;

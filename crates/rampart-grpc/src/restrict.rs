@@ -99,7 +99,7 @@ where
             match self.gate.authorize(cat, &caller) {
                 Ok(()) => self.gate.audit_admin(cat, &caller, "allowed".into()),
                 Err(e) => {
-                    let status = crate::service::status(e);
+                    let status = tonic::Status::from(e);
                     return Box::pin(std::future::ready(Ok(status.into_http())));
                 }
             }

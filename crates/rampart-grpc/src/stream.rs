@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
+use crate::inference::{Caller, Inference, Trace, oversize, status};
 use crate::pb::{self, infer_parameter::ParameterChoice};
-use crate::service::{Caller, Inference, Trace, oversize, status};
 
 /// Requests of one stream that may run at once.
 pub const STREAM_CONCURRENCY: usize = 64;

@@ -9,8 +9,8 @@ use rampart_types::Error;
 use serde_json::{Value, json};
 
 use crate::codec;
+use crate::common::{AppState, HResult, err, json_response};
 use crate::infer_route::{read_body, refuse_body};
-use crate::routes::{AppState, HResult, err, json_response};
 
 pub(crate) async fn repository_index(
     State(s): State<AppState>,

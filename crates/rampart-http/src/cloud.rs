@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::codec::HEADER_LENGTH;
-use crate::routes::{HttpOptions, error_response, not_found_response};
+use crate::common::{HttpOptions, error_response, not_found_response};
 
 #[cfg(feature = "sagemaker")]
 const SAGEMAKER_BINARY: &str = "application/vnd.sagemaker-triton.binary+json";

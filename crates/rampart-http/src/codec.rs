@@ -12,8 +12,6 @@ use rampart_types::wire::WireElement;
 use rampart_types::{DataType, Error, Result, with_element_type};
 use serde_json::{Map, Value};
 
-pub(crate) use crate::encode::encode_response;
-
 pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Tensor `data` nesting limit (Triton's).
 /// Triton's nesting limit for `data` arrays; `--http-max-json-depth` may lower it.

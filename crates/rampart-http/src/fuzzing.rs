@@ -77,13 +77,13 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     };
 
     // As the route answers (the request's binary_data_output / binary_data choices): must not panic.
-    if let Ok(r) = codec::encode_response(&echo, &decoded.binary_outputs) {
+    if let Ok(r) = crate::encode::encode_response(&echo, &decoded.binary_outputs) {
         let _ = body_bytes(r);
     }
 
     // All outputs binary: always encodes, and decodes back to identical tensors.
-    let r =
-        codec::encode_response(&echo, &BinaryOutputs::All).expect("binary responses always encode");
+    let r = crate::encode::encode_response(&echo, &BinaryOutputs::All)
+        .expect("binary responses always encode");
     // (no binary tail at all when there is no output: then the whole body is JSON)
     let hl: Option<usize> =
         r.headers().get(HEADER_LENGTH).map(|v| v.to_str().unwrap().parse().unwrap());
@@ -104,7 +104,7 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     // All outputs JSON: encodes when every tensor came from JSON, and decodes back to the very same bytes (the
     // one exception: an FP32 value that overflowed to ±inf renders as null and cannot come back).
     let json_only = BinaryOutputs::Some { default: false, per_output: HashMap::new() };
-    let r = codec::encode_response(&echo, &json_only);
+    let r = crate::encode::encode_response(&echo, &json_only);
     if from_json.iter().all(|&j| j) {
         let resp =
             body_bytes(r.unwrap_or_else(|e| {

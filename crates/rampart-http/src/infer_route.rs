@@ -8,7 +8,7 @@ use axum::response::Response;
 use rampart_types::Error;
 
 use crate::codec;
-use crate::routes::{AppState, HResult, HttpOptions, err, version_segment};
+use crate::common::{AppState, HResult, HttpOptions, err, version_segment};
 
 pub(crate) async fn infer(
     State(s): State<AppState>,
@@ -213,7 +213,7 @@ pub(crate) async fn run_infer(
     if let Some(t) = &trace {
         t.stamp("HTTP_SEND_START");
     }
-    let encoded = codec::encode_response(&response, &decoded.binary_outputs).map_err(err);
+    let encoded = crate::encode::encode_response(&response, &decoded.binary_outputs).map_err(err);
     if let Some(t) = &trace {
         t.stamp("HTTP_SEND_END");
     }

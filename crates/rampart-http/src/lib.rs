@@ -9,6 +9,7 @@ mod admin;
 #[cfg(any(feature = "sagemaker", feature = "vertex"))]
 mod cloud;
 mod codec;
+mod common;
 mod encode;
 /// The wire decoders exposed to `fuzz/` (cargo feature `fuzzing`; not in the binary).
 #[cfg(feature = "fuzzing")]
@@ -26,6 +27,7 @@ pub use cloud::{SageMakerOptions, sagemaker_router};
 #[cfg(feature = "vertex")]
 pub use cloud::{VertexOptions, valid_vertex_route, vertex_router};
 pub use codec::{JsonLimits, MAX_DATA_DEPTH};
+pub use common::HttpOptions;
 pub use metrics::metrics_router;
-pub use routes::{HttpOptions, router};
+pub use routes::router;
 pub use serve::{ConnectionLimits, serve};

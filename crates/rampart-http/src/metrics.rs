@@ -21,8 +21,8 @@ pub fn metrics_router(server: Server, options: MetricsOptions, cpu: Option<CpuMe
     Router::new()
         .route("/metrics", get(metrics))
         .route("/metrics/", get(metrics))
-        .fallback(|| async { crate::routes::not_found_response() })
-        .method_not_allowed_fallback(crate::routes::method_not_allowed)
+        .fallback(|| async { crate::common::not_found_response() })
+        .method_not_allowed_fallback(crate::common::method_not_allowed)
         .with_state(MetricsState { server, options, cpu })
 }
 

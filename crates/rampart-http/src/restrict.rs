@@ -25,7 +25,7 @@ pub(crate) fn caller<'a>(
     Caller::new(Protocol::Http, headers, identity, peer.map(|p| p.addr), path)
 }
 
-use crate::routes::error_response;
+use crate::common::error_response;
 
 /// The category of an HTTP path, or `None` for paths Triton does not serve (they answer 404 unrestricted).
 pub fn category(path: &str) -> Option<Category> {
@@ -102,7 +102,7 @@ pub(crate) async fn enforce(State(gate): State<Gate>, request: Request, next: Ne
     let peer = peer_of(request.extensions());
 
     if !raw_version_ok(path) {
-        return crate::routes::not_found_response();
+        return crate::common::not_found_response();
     }
     // A request with a body answered with an error may leave that body unread: close the connection so the
     // client does not reuse it (the answer carries `Connection: close`).

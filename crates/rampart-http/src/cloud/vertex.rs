@@ -44,7 +44,7 @@ pub fn vertex_router(
         .route(&health, get(vertex_health))
         .route(&predict, any(predict_route))
         .fallback(|| async { not_found_response() })
-        .method_not_allowed_fallback(crate::routes::method_not_allowed)
+        .method_not_allowed_fallback(crate::common::method_not_allowed)
         .with_state(state)
 }
 
@@ -73,7 +73,7 @@ async fn predict_route(State(v): State<Vertex>, request: Request) -> Response {
     let redirect = request.headers().get(VERTEX_REDIRECT).map(|h| h.to_str().map(str::to_string));
     if request.method() != Method::POST {
         if redirect.is_some() {
-            return crate::routes::method_not_allowed().await;
+            return crate::common::method_not_allowed().await;
         }
         // Through the main router with the client's method: the inference credential is checked before the
         // method, as on the main front end (the model in the path does not matter for a 405).

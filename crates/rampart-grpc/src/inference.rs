@@ -1,0 +1,118 @@
+//! The inference calls' shared part: the service state, converting and tracing a request, the
+//! `--model-access` check of a caller, and the core call for unary and streamed requests.
+
+use std::sync::Arc;
+
+use rampart_core::Server;
+use rampart_core::authorize::Gate;
+use rampart_tls::Peer;
+use rampart_types::Error;
+use tonic::{Request, Status};
+
+use crate::convert;
+use crate::pb;
+
+/// A sampled request's trace.
+pub(crate) type Trace = Arc<rampart_core::trace::Trace>;
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's own servers (and Triton, and what
+/// clients expect) answer RESOURCE_EXHAUSTED.
+pub(crate) fn oversize(s: Status) -> Status {
+    if s.code() == tonic::Code::OutOfRange && too_large(s.message()) {
+        status(Error::new(rampart_types::Code::ResourceExhausted, s.message()))
+    } else {
+        s
+    }
+}
+
+/// tonic's wording for a message over the decode limit.
+pub(crate) fn too_large(message: &str) -> bool {
+    message.contains("message length too large")
+}
+
+/// Renders a core error through the one error-code table (`From<Error> for Status`).
+pub(crate) fn status(e: Error) -> Status {
+    e.into()
+}
+
+#[derive(Clone)]
+pub(crate) struct Inference {
+    pub(crate) server: Server,
+    /// `--model-access` (the category check runs in the restrict layer).
+    pub(crate) gate: Gate,
+    pub(crate) max_pending_responses: usize,
+}
+
+/// What the model-access check needs from a call, kept for the life of a stream.
+pub(crate) struct Caller {
+    headers: http::HeaderMap,
+    peer: Option<Peer>,
+    method: &'static str,
+}
+
+impl Inference {
+    /// The caller of an inference call, when `--model-access` rules exist (nothing is copied otherwise).
+    pub(crate) fn caller<T>(&self, r: &Request<T>, method: &'static str) -> Option<Arc<Caller>> {
+        self.gate.checks_models().then(|| {
+            Arc::new(Caller {
+                headers: r.metadata().clone().into_headers(),
+                peer: r.extensions().get::<Peer>().cloned(),
+                method,
+            })
+        })
+    }
+
+    /// `--model-access` for one request.
+    pub(crate) fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
+        let Some(c) = caller else { return Ok(()) };
+        let caller = crate::restrict::caller(&c.headers, c.peer.as_ref(), c.method);
+        self.gate.authorize_model(model, &caller)
+    }
+
+    /// The core request of a call, traced when sampled. `traceparent`: the W3C trace context from the
+    /// call's metadata, if any.
+    fn request(
+        &self,
+        req: pb::ModelInferRequest,
+        traceparent: Option<&str>,
+    ) -> Result<rampart_core::InferRequest, Error> {
+        let trace = self.server.start_trace(&req.model_name, traceparent);
+        if let Some(t) = &trace {
+            t.stamp("GRPC_WAITREAD_START");
+        }
+        let mut req = convert::infer_request(req)?;
+        if let Some(t) = trace {
+            t.stamp("GRPC_WAITREAD_END");
+            req.trace = Some(t);
+        }
+        Ok(req)
+    }
+
+    pub(crate) async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+        traceparent: Option<&str>,
+    ) -> Result<pb::ModelInferResponse, Error> {
+        let req = self.request(req, traceparent)?;
+        let trace = req.trace.clone();
+        let resp = self.server.infer_unary(req, "ModelInfer RPC").await?;
+        if let Some(t) = &trace {
+            t.stamp("GRPC_SEND_START");
+        }
+        let resp = convert::infer_response(resp);
+        if let Some(t) = &trace {
+            t.stamp("GRPC_SEND_END");
+        }
+        Ok(resp)
+    }
+
+    pub(crate) async fn infer_stream(
+        &self,
+        req: pb::ModelInferRequest,
+        traceparent: Option<&str>,
+    ) -> Result<(rampart_core::ResponseStream, Option<Trace>), Error> {
+        let req = self.request(req, traceparent)?;
+        let trace = req.trace.clone();
+        Ok((self.server.infer_stream(req).await?, trace))
+    }
+}
