@@ -157,7 +157,16 @@ impl Default for RequestLimits {
 }
 
 impl RequestLimits {
+    /// Also refuses a negative dimension, whatever protocol carried it (HTTP's JSON syntax cannot).
     pub fn check(&self, req: &InferRequest) -> Result<()> {
+        for input in &req.inputs {
+            if let Some(d) = input.shape.iter().find(|&&d| d < 0) {
+                return Err(Error::invalid_arg(format!(
+                    "invalid shape for input '{}': dimension {d} is negative",
+                    input.name
+                )));
+            }
+        }
         let over = |what: &str, n: usize, max: usize, flag: &str| {
             Error::invalid_arg(format!(
                 "request has {n} {what}, more than the maximum of {max} ({flag})"

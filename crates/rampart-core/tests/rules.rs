@@ -80,6 +80,10 @@ async fn requests_are_validated_against_the_config_with_tritons_words() {
             "inference request batch-size must be <= 8 for 'identity'",
         ),
         (request("nope", vec![1, 2], &[1, 2]), "Request for unknown model: 'nope' is not found"),
+        (
+            request("identity", vec![-1, 2], &[]),
+            "invalid shape for input 'INPUT0': dimension -1 is negative",
+        ),
     ];
     for (req, message) in cases {
         let e = server.infer(req).await.unwrap_err();

@@ -118,14 +118,8 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
                 ))
             })?,
         };
-        let shape = input.shape;
-        if let Some(d) = shape.iter().find(|&&d| d < 0) {
-            return Err(Error::invalid_arg(format!(
-                "invalid shape for input '{}': dimension {d} is negative",
-                input.name
-            )));
-        }
-        inputs.push(InputTensor { name: input.name, datatype, shape, data, shm });
+        // Negative dimensions are the core's to refuse (`RequestLimits::check`).
+        inputs.push(InputTensor { name: input.name, datatype, shape: input.shape, data, shm });
     }
     if raw.next().is_some() {
         return Err(Error::invalid_arg(format!(
