@@ -7,6 +7,8 @@ empty version folders: no model file is read.
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import queue
 import time
 
@@ -82,18 +84,26 @@ output [
 """
 
 
-def identity(name: str, dtype: str, batch: int, extra: str = "") -> str:
+def identity(name: str, dtype: str, batch: int, extra: str = "", dims: str = "-1") -> str:
     return f"""name: "{name}"
 backend: "identity"
 max_batch_size: {batch}
-input [ {{ name: "INPUT0" data_type: {dtype} dims: [ -1 ] }} ]
-output [ {{ name: "OUTPUT0" data_type: {dtype} dims: [ -1 ] }} ]
+input [ {{ name: "INPUT0" data_type: {dtype} dims: [ {dims} ] }} ]
+output [ {{ name: "OUTPUT0" data_type: {dtype} dims: [ {dims} ] }} ]
 {extra}"""
 
 
 MODELS = {
     "identity_fp32": identity("identity_fp32", "TYPE_FP32", 8),
     "identity_bytes": identity("identity_bytes", "TYPE_STRING", 0),
+    "identity_one_string": identity("identity_one_string", "TYPE_STRING", 4, dims="1"),
+    "identity_queue1": identity(
+        "identity_queue1",
+        "TYPE_FP32",
+        8,
+        "dynamic_batching { max_queue_delay_microseconds: 1000000 preferred_batch_size: [ 8 ] "
+        "default_queue_policy { max_queue_size: 1 } }",
+    ),
     "identity_delay": identity(
         "identity_delay", "TYPE_FP32", 0, 'parameters { key: "execute_delay_ms" value: { string_value: "400" } }'
     ),
@@ -177,6 +187,43 @@ def test_identity_echoes_fp32_and_bytes_over_http_and_grpc(srv, gclient):
     gb = grpcclient.InferInput("INPUT0", [3], "BYTES")
     gb.set_data_from_numpy(words)
     assert list(gclient.infer("identity_bytes", [gb]).as_numpy("OUTPUT0")) == list(words)
+
+
+def test_a_raw_body_is_the_one_bytes_element_without_a_length_prefix(srv):
+    """Triton: a raw binary body (`Inference-Header-Content-Length: 0`) to a model whose single input is one
+    BYTES element is that element's bytes."""
+    raw = {"Inference-Header-Content-Length": "0"}
+    for body in (b"427", b"", b"\x00nul\xffbytes"):
+        r = srv.post("/v2/models/identity_one_string/infer", data=body, headers=raw)
+        assert r.status_code == 200, r.text
+        n = int(r.headers["Inference-Header-Content-Length"])
+        header = json.loads(r.content[:n])
+        assert header["outputs"][0]["shape"] == [1, 1], header
+        assert r.content[n:] == len(body).to_bytes(4, "little") + body, "one element, length-prefixed on the wire"
+    r = srv.post("/v2/models/identity_bytes/infer", data=b"427", headers=raw)
+    assert (r.status_code, r.json()) == (
+        400,
+        {"error": "For BYTE datatype raw input 'INPUT0', the model must have input shape [1]"},
+    ), "an element count that is not 1 stays a 400"
+
+
+def test_max_queue_size_counts_the_request_a_forming_batch_holds(srv, gclient):
+    """Triton counts every request not yet scheduled, including one the batcher holds while it waits up to
+    max_queue_delay_microseconds for a fuller batch: with max_queue_size 1 a second request is refused."""
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(srv.post, "/v2/models/identity_queue1/infer", json=body)
+        time.sleep(0.3)
+        r = srv.post("/v2/models/identity_queue1/infer", json=body)
+        assert (r.status_code, r.json()) == (503, {"error": "Exceeds maximum queue size"})
+        t = grpcclient.InferInput("INPUT0", [1, 1], "FP32")
+        t.set_data_from_numpy(np.ones([1, 1], dtype=np.float32))
+        with pytest.raises(InferenceServerException) as e:
+            gclient.infer("identity_queue1", [t])
+        assert (e.value.status(), e.value.message()) == ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size")
+        assert first.result(timeout=10).status_code == 200, "the held request runs after its delay"
+    r = srv.post("/v2/models/identity_queue1/infer", json=body)
+    assert r.status_code == 200, r.text
 
 
 def test_identity_honours_execute_delay_ms(srv):

@@ -603,7 +603,7 @@ def test_good_model_serves_next_to_broken_ones(mixed_server):
 def test_strict_readiness_with_broken_models(mixed_server):
     r = mixed_server.get("/v2/health/ready")
     assert r.status_code == 400, "strict readiness (default) must fail while a model is UNAVAILABLE"
-    assert r.content == b""
+    assert r.json() == {"ready": False}
 
 
 # --------------------------------------------------------------------------------------- optional inputs

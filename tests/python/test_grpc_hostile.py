@@ -608,8 +608,29 @@ def test_undecodable_request(grpc_server, payload):
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer", request_serializer=lambda b: b, response_deserializer=lambda b: b
         )
-        # What gRPC's own servers (Triton's C++ stack) and tonic answer for a message that does not decode.
-        rejected(grpc_server, lambda: call(payload, timeout=10), SC.INTERNAL, "failed to decode Protobuf message")
+        # A message that does not decode is the client's mistake: INVALID_ARGUMENT naming the RPC (tonic and
+        # gRPC's C++ servers say INTERNAL).
+        rejected(
+            grpc_server,
+            lambda: call(payload, timeout=10),
+            SC.INVALID_ARGUMENT,
+            "ModelInfer: the request is not a valid protobuf message: failed to decode Protobuf message",
+        )
+
+
+def test_undecodable_stream_message_ends_the_stream_naming_the_rpc(grpc_server):
+    with grpc_server.grpc_channel() as channel:
+        call = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            list(call(iter([b"\x0a\xff"]), timeout=10))
+        assert exc.value.code() == SC.INVALID_ARGUMENT, exc.value
+        assert exc.value.details().startswith(
+            "ModelStreamInfer: the request is not a valid protobuf message: failed to decode Protobuf message"
+        ), exc.value.details()
 
 
 def test_burst_of_bad_requests_then_good_one(grpc_server, gstub):

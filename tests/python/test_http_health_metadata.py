@@ -26,16 +26,15 @@ UNKNOWN = "Request for unknown model: 'no_such_model' is not found"
 # --------------------------------------------------------------------------------------- health
 
 
-def test_live_is_200_with_empty_body(server):
+def test_live_is_200_with_a_json_body(server):
+    """The Open Inference Protocol SDKs (KServe's) read `{"live": true}`; tritonclient checks the status."""
     r = server.get("/v2/health/live")
-    assert r.status_code == 200
-    assert r.content == b""
+    assert (r.status_code, r.headers["content-type"], r.json()) == (200, "application/json", {"live": True})
 
 
-def test_ready_is_200_with_empty_body(server):
+def test_ready_is_200_with_a_json_body(server):
     r = server.get("/v2/health/ready")
-    assert r.status_code == 200
-    assert r.content == b""
+    assert (r.status_code, r.headers["content-type"], r.json()) == (200, "application/json", {"ready": True})
 
 
 def test_tritonclient_server_live_and_ready(client):

@@ -408,6 +408,14 @@ def test_cuda_shared_memory_not_supported(request, which):
     assert_error(r, 400, "not supported")
     r = srv.get("/v2/cudasharedmemory/status")
     assert r.status_code == 200 and r.json() == [], r.text
+    # Nothing can be registered, so unregistering (all, or one region) succeeds, as in Triton's CPU-only
+    # build: Triton's shared-memory example clients start with exactly these calls.
+    for path in ("/v2/cudasharedmemory/unregister", "/v2/cudasharedmemory/region/c/unregister"):
+        r = srv.post(path)
+        assert (r.status_code, r.content) == (200, b""), (path, r.text)
+    stub = srv.grpc_stub()
+    for name in ("", "c"):
+        stub.CudaSharedMemoryUnregister(service_pb2.CudaSharedMemoryUnregisterRequest(name=name))
     grpc_error(
         lambda: srv.grpc_stub().CudaSharedMemoryRegister(
             service_pb2.CudaSharedMemoryRegisterRequest(name="c", raw_handle=bytes(64), device_id=0, byte_size=64)

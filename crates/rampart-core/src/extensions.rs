@@ -57,7 +57,7 @@ pub(crate) fn take(shm: &SharedMemory, req: &mut InferRequest) -> Result<Vec<Out
 
 /// The input of a raw binary body (`Inference-Header-Content-Length: 0`, [`InferRequest::raw_input`]): the
 /// model's single input, batch 1, its shape deduced from the config.
-pub(crate) fn raw_input(m: &ModelVersion, data: bytes::Bytes) -> Result<InputTensor> {
+pub(crate) fn raw_input(m: &ModelVersion, mut data: bytes::Bytes) -> Result<InputTensor> {
     let name = &m.name;
     let c = &m.config;
     if c.input.len() != 1 {
@@ -77,6 +77,17 @@ pub(crate) fn raw_input(m: &ModelVersion, data: bytes::Bytes) -> Result<InputTen
                     input.name
                 )));
             }
+            // The body is the one element's bytes, as in Triton: give it its wire length prefix.
+            let len = u32::try_from(data.len()).map_err(|_| {
+                Error::invalid_arg(format!(
+                    "raw input '{}' is longer than a BYTES element",
+                    input.name
+                ))
+            })?;
+            let mut element = bytes::BytesMut::with_capacity(4 + data.len());
+            element.extend_from_slice(&len.to_le_bytes());
+            element.extend_from_slice(&data);
+            data = element.freeze();
         }
         Some(size) => {
             let variable = shape.iter().filter(|&&d| d == -1).count();

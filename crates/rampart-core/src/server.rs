@@ -442,6 +442,14 @@ impl Server {
         &self.inner.shm
     }
 
+    /// Unregisters CUDA shared-memory regions (one, or all with `None`): none can be registered in this
+    /// build, so there is nothing to remove and the call succeeds, as in Triton's CPU-only build (its
+    /// example clients start by unregistering both kinds).
+    pub fn cuda_shared_memory_unregister(&self, region: Option<&str>) -> Result<()> {
+        let _ = region;
+        Ok(())
+    }
+
     /// Registered CUDA shared-memory regions: none can be registered in this build, so a named region is
     /// always unknown (a system region of that name is not a CUDA one).
     pub fn cuda_shared_memory_status(&self, region: Option<&str>) -> Result<Vec<String>> {

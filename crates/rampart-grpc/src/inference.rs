@@ -15,21 +15,6 @@ use crate::pb;
 /// A sampled request's trace.
 pub(crate) type Trace = Arc<rampart_core::trace::Trace>;
 
-/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's own servers (and Triton, and what
-/// clients expect) answer RESOURCE_EXHAUSTED.
-pub(crate) fn oversize(s: Status) -> Status {
-    if s.code() == tonic::Code::OutOfRange && too_large(s.message()) {
-        status(Error::new(rampart_types::Code::ResourceExhausted, s.message()))
-    } else {
-        s
-    }
-}
-
-/// tonic's wording for a message over the decode limit.
-pub(crate) fn too_large(message: &str) -> bool {
-    message.contains("message length too large")
-}
-
 /// Renders a core error through the one error-code table (`From<Error> for Status`).
 pub(crate) fn status(e: Error) -> Status {
     e.into()

@@ -8,6 +8,7 @@ mod convert;
 mod inference;
 pub mod restrict;
 mod service;
+mod status;
 mod stream;
 
 /// Generated message and service types (`package inference`).
@@ -24,5 +25,6 @@ pub mod health_pb {
 
 pub use conn::GrpcConn;
 pub use restrict::RestrictLayer;
-pub use service::{GrpcOptions, fix_status_headers, services};
+pub use service::{GrpcOptions, services};
+pub use status::StatusLayer;
 pub use stream::{DEFAULT_PENDING_RESPONSES, MAX_PENDING_RESPONSES, STREAM_CONCURRENCY};

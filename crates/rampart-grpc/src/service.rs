@@ -11,7 +11,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
-use crate::inference::{Inference, status, too_large};
+use crate::inference::{Inference, status};
 
 use crate::health_pb::{self, health_check_response::ServingStatus, health_server};
 use crate::pb::{self, grpc_inference_service_server as gis};
@@ -43,27 +43,6 @@ impl Default for GrpcOptions {
             max_pending_responses: crate::stream::DEFAULT_PENDING_RESPONSES,
         }
     }
-}
-
-/// Statuses tonic produces before a handler runs travel in the response headers: an oversized unary request
-/// (rewritten as above) and an unknown method (UNIMPLEMENTED without a message, given one here).
-pub fn fix_status_headers<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let h = resp.headers();
-    let code = h.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let message = h.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if code == (tonic::Code::OutOfRange as i32).to_string()
-        && too_large(&message.replace("%20", " "))
-    {
-        let code = rampart_types::Code::ResourceExhausted.grpc_code();
-        resp.headers_mut().insert("grpc-status", http::HeaderValue::from(code));
-    } else if code == rampart_types::Code::Unsupported.grpc_code().to_string() && message.is_empty()
-    {
-        resp.headers_mut().insert(
-            "grpc-message",
-            http::HeaderValue::from_static("unknown%20gRPC%20service%20or%20method"),
-        );
-    }
-    resp
 }
 
 /// The W3C `traceparent` of a call, from its metadata.
@@ -293,9 +272,11 @@ impl gis::GrpcInferenceService for Inference {
 
     async fn cuda_shared_memory_unregister(
         &self,
-        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+        r: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(status(features::cuda_shm_unsupported()))
+        let name = &r.get_ref().name;
+        self.server.cuda_shared_memory_unregister((!name.is_empty()).then_some(name.as_str()))?;
+        Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
-use crate::inference::{Caller, Inference, Trace, oversize, status};
+use crate::inference::{Caller, Inference, Trace, status};
 use crate::pb::{self, infer_parameter::ParameterChoice};
 
 /// Requests of one stream that may run at once.
@@ -73,7 +73,7 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
                 None => break,
                 // A message that cannot be decoded (e.g. over the size limit) breaks the stream itself.
                 Some(Err(s)) => {
-                    let _ = out.send(Err(oversize(s))).await;
+                    let _ = out.send(Err(crate::status::request_error(s, "ModelStreamInfer"))).await;
                     return;
                 }
                 Some(Ok(req)) => {

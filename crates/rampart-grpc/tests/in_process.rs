@@ -66,6 +66,7 @@ async fn start(restrictions: Restrictions) -> Running {
     let addr = listener.local_addr().unwrap();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = tonic::transport::Server::builder()
+        .layer(rampart_grpc::StatusLayer)
         .layer(RestrictLayer::new(Arc::new(restrictions), None))
         .add_service(inference)
         .add_service(health);

@@ -458,6 +458,19 @@ pub(crate) async fn shm_unregister(
     Ok(StatusCode::OK.into_response())
 }
 
+pub(crate) async fn cuda_unregister_all(State(s): State<AppState>) -> HResult {
+    s.server.cuda_shared_memory_unregister(None)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub(crate) async fn cuda_unregister(
+    State(s): State<AppState>,
+    Path(region): Path<String>,
+) -> HResult {
+    s.server.cuda_shared_memory_unregister(Some(&region))?;
+    Ok(StatusCode::OK.into_response())
+}
+
 pub(crate) async fn cuda_shm() -> Response {
     err(features::cuda_shm_unsupported())
 }

@@ -72,6 +72,20 @@ fn binary_header(headers: &mut HeaderMap, binary_type: &str) -> Result<(), Error
     Ok(())
 }
 
+/// A health answer of the main router (`{"ready": …}`) without its body: the SageMaker and Vertex AI
+/// health routes answer with the status alone, as Triton's do. Errors keep theirs.
+fn bare_health(response: Response) -> Response {
+    let status = response.status();
+    let not_ready = rampart_types::Code::NOT_READY_HTTP_STATUS;
+    if status != StatusCode::OK && status.as_u16() != not_ready {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::empty())
+}
+
 /// Runs the request through `main` as `method path`; a binary answer is labelled with the vendor content type.
 async fn forward(
     main: Router,
@@ -186,7 +200,7 @@ async fn ping(State(s): State<SageMaker>, request: Request) -> Response {
     let path = if s.options.ping_live { "/v2/health/live" } else { "/v2/health/ready" };
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
-    forward(s.main, parts, body, method, path, SAGEMAKER_BINARY).await
+    bare_health(forward(s.main, parts, body, method, path, SAGEMAKER_BINARY).await)
 }
 
 #[cfg(feature = "sagemaker")]

@@ -56,8 +56,8 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/cudasharedmemory/status", get(cuda_status))
         .route("/v2/cudasharedmemory/region/{region}/status", get(cuda_region_status))
         .route("/v2/cudasharedmemory/region/{region}/register", post(cuda_shm))
-        .route("/v2/cudasharedmemory/unregister", post(cuda_shm))
-        .route("/v2/cudasharedmemory/region/{region}/unregister", post(cuda_shm))
+        .route("/v2/cudasharedmemory/unregister", post(cuda_unregister_all))
+        .route("/v2/cudasharedmemory/region/{region}/unregister", post(cuda_unregister))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -73,27 +73,28 @@ async fn not_yet() -> Response {
     err(features::not_yet("this endpoint"))
 }
 
-/// A health check that answers "no" (the table's not-ready status, no body).
-fn not_ready() -> Response {
-    StatusCode::from_u16(rampart_types::Code::NOT_READY_HTTP_STATUS)
-        .unwrap_or(StatusCode::BAD_REQUEST)
-        .into_response()
+/// A health answer: `{"live": …}` or `{"ready": …}` (the Open Inference Protocol SDKs read the body); "no" has
+/// the table's not-ready status, as tritonclient expects.
+fn health(key: &str, result: rampart_types::Result<bool>) -> Response {
+    let ok = match result {
+        Ok(ok) => ok,
+        Err(e) => return err(e),
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::from_u16(rampart_types::Code::NOT_READY_HTTP_STATUS)
+            .unwrap_or(StatusCode::BAD_REQUEST)
+    };
+    (status, json_response(&json!({ key: ok }))).into_response()
 }
 
 async fn live(State(s): State<AppState>) -> Response {
-    match s.server.is_live() {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => not_ready(),
-        Err(e) => err(e),
-    }
+    health("live", s.server.is_live())
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    match s.server.is_ready() {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => not_ready(),
-        Err(e) => err(e),
-    }
+    health("ready", s.server.is_ready())
 }
 
 async fn server_metadata(State(s): State<AppState>) -> Response {

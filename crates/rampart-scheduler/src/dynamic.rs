@@ -2,7 +2,8 @@
 //! compatible tasks behind it ([`crate::Executor::compatible`]) until the batch reaches `max_batch_size` or a
 //! `preferred_batch_size`, or the first task has waited `max_queue_delay_microseconds`, then hands the batch
 //! to its executor. Tasks stay in FIFO order within their priority level; one that does not fit waits at
-//! the head of the next batch.
+//! the head of the next batch. While a batch forms, its tasks still count against their level's
+//! `max_queue_size`, as in Triton.
 
 use crate::priority_queue::{Pop, PriorityQueue};
 use crate::{BatchPolicy, Executor, Task, guarded};
@@ -14,15 +15,18 @@ pub(crate) fn run<T: Task, E: Executor<T>>(
     policy: &BatchPolicy,
 ) {
     loop {
-        let first = match queue.pop(None, |_| true) {
-            Pop::Task(task) => task,
+        let (first, level) = match queue.pop(None, |_| true) {
+            Pop::Task(task, level) => (task, level),
             Pop::Closed => return,
             Pop::Blocked | Pop::TimedOut => continue,
         };
         if first.batch_size() == 0 || first.batch_size() >= policy.max_batch_size {
+            queue.release(&[level]);
             guarded(|| executor.execute_one(first));
             continue;
         }
+        // Held tasks count against their level's max_queue_size until the batch runs.
+        let mut held = vec![level];
         let deadline = first.enqueued() + policy.max_delay;
         let mut size = first.batch_size();
         let mut batch = vec![first];
@@ -33,13 +37,15 @@ pub(crate) fn run<T: Task, E: Executor<T>>(
                     && executor.compatible(&batch[0], next)
             };
             match queue.pop(Some(deadline), fits) {
-                Pop::Task(next) => {
+                Pop::Task(next, level) => {
                     size += next.batch_size();
+                    held.push(level);
                     batch.push(next);
                 }
                 Pop::Blocked | Pop::TimedOut | Pop::Closed => break,
             }
         }
+        queue.release(&held);
         if batch.len() == 1 {
             let task = batch.pop().expect("one task");
             guarded(|| executor.execute_one(task));

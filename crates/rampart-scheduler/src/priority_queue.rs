@@ -35,6 +35,9 @@ struct State<T> {
     /// Tasks of each level whose `DELAY` timeout passed while they waited.
     delayed: Vec<VecDeque<Entry<T>>>,
     waiting: usize,
+    /// Tasks of each level the batcher holds while it forms a batch: they still count against the
+    /// level's `max_queue_size` (Triton counts every request not yet scheduled).
+    forming: Vec<usize>,
     closed: bool,
 }
 
@@ -48,7 +51,8 @@ pub(crate) enum PushError {
 }
 
 pub(crate) enum Pop<T> {
-    Task(T),
+    /// A task and its level; the level counts it as held until [`PriorityQueue::release`].
+    Task(T, usize),
     /// The next task does not fit (`accept` said no); it stays queued.
     Blocked,
     /// The deadline passed with nothing queued.
@@ -65,6 +69,7 @@ impl<T: Task> PriorityQueue<T> {
                 levels: (0..n).map(|_| VecDeque::new()).collect(),
                 delayed: (0..n).map(|_| VecDeque::new()).collect(),
                 waiting: 0,
+                forming: vec![0; n],
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -87,7 +92,8 @@ impl<T: Task> PriorityQueue<T> {
         }
         let level = ticket.level.min(st.levels.len() - 1);
         let limit = self.level_limits.get(level).copied().unwrap_or(0);
-        if limit > 0 && st.levels[level].len() + st.delayed[level].len() >= limit {
+        let queued = st.levels[level].len() + st.delayed[level].len() + st.forming[level];
+        if limit > 0 && queued >= limit {
             return Err(PushError::LevelFull);
         }
         if st.waiting >= self.capacity {
@@ -128,7 +134,8 @@ impl<T: Task> PriorityQueue<T> {
                 }
                 let entry = q.pop_front().expect("not empty");
                 st.waiting -= 1;
-                return Pop::Task(entry.task);
+                st.forming[l] += 1;
+                return Pop::Task(entry.task, l);
             }
             if st.closed {
                 return Pop::Closed;
@@ -143,6 +150,14 @@ impl<T: Task> PriorityQueue<T> {
                     self.ready.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0
                 }
             };
+        }
+    }
+
+    /// The popped tasks of `levels` are scheduled (their batch runs now): they stop counting as held.
+    pub fn release(&self, levels: &[usize]) {
+        let mut st = self.lock();
+        for &l in levels {
+            st.forming[l] = st.forming[l].saturating_sub(1);
         }
     }
 

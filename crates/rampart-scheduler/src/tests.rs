@@ -292,6 +292,32 @@ fn expired_tasks_are_rejected_and_a_full_level_uses_tritons_words() {
 }
 
 #[test]
+fn tasks_held_while_a_batch_forms_count_against_max_queue_size() {
+    // Triton's example: a 300 ms queue delay, a preferred batch of 8, max_queue_size 1. One task is held by
+    // the forming batch; a second one arriving meanwhile exceeds the queue size.
+    let p = BatchPolicy {
+        preferred: vec![8],
+        max_delay: Duration::from_millis(300),
+        levels: vec![QueuePolicy { max_queue_size: 1, ..Default::default() }],
+        ..policy(8, 1)
+    };
+    let h = harness(1, 4096, Some(p));
+    h.release.send(()).unwrap(); // nothing is held by the executor
+    let (a, ra) = probe(1, 1, 1);
+    h.scheduler.submit(a, Ticket::default()).unwrap();
+    while h.scheduler.waiting() > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (b, _rb) = probe(2, 1, 1);
+    let e = h.scheduler.submit(b, Ticket::default()).unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unavailable, "Exceeds maximum queue size"));
+    assert_eq!(ra.recv().unwrap().unwrap(), vec![1], "the held task runs when its delay is over");
+    let (c, rc) = probe(3, 1, 1);
+    h.scheduler.submit(c, Ticket::default()).expect("room again once the batch ran");
+    assert_eq!(rc.recv().unwrap().unwrap(), vec![3]);
+}
+
+#[test]
 fn higher_priority_levels_run_first_and_each_level_is_fifo() {
     let h = harness(1, 4096, Some(BatchPolicy { default_level: 2, ..policy(1, 3) }));
     let mut replies = vec![h.block(2)];

@@ -50,7 +50,7 @@ pub fn vertex_router(
 
 async fn vertex_health(State(v): State<Vertex>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    forward(v.main, parts, body, Method::GET, "/v2/health/ready", VERTEX_BINARY).await
+    bare_health(forward(v.main, parts, body, Method::GET, "/v2/health/ready", VERTEX_BINARY).await)
 }
 
 fn default_model(v: &Vertex) -> Result<String, Error> {
