@@ -694,3 +694,23 @@ def test_broken_model_infer_refused(grpc_mixed_server, model):
     assert exc.value.details() == f"Request for unknown model: '{model}' has no available versions", exc.value.details()
     res = grpc_result(stub.ModelInfer(simple_grpc_request()))
     np.testing.assert_array_equal(res.as_numpy("OUTPUT0"), A + B)
+
+
+# --------------------------------------------------------------------------------------- compressed messages
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests(gclient, gstub, algorithm):
+    """tritonclient's `compression_algorithm` compresses the request (grpc-encoding); both of gRPC's algorithms
+    are accepted, and the answer is the same as uncompressed."""
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.full((1, 16), 3, dtype=np.int32)
+    inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    result = gclient.infer("simple", inputs, compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}[algorithm]
+    resp = gstub.ModelInfer(simple_grpc_request(), compression=compression)
+    np.testing.assert_array_equal(grpc_result(resp).as_numpy("OUTPUT0"), a + b)

@@ -3,6 +3,7 @@
 //! come from `rampart-core`, status codes from the one error-code table.
 #![forbid(unsafe_code)]
 
+mod compression;
 pub mod conn;
 mod convert;
 mod inference;
@@ -23,6 +24,7 @@ pub mod health_pb {
     tonic::include_proto!("grpc.health.v1");
 }
 
+pub use compression::CompressionLayer;
 pub use conn::GrpcConn;
 pub use restrict::RestrictLayer;
 pub use service::{GrpcOptions, services};

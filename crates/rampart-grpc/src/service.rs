@@ -22,7 +22,8 @@ use crate::stream::InferStream;
 pub struct GrpcOptions {
     /// Largest message accepted or sent (Rampart's `--grpc-max-message-size`, default 64 MiB).
     pub max_message_size: usize,
-    /// Compress infer responses with gzip when the client accepts it (`--grpc-infer-response-compression-level`).
+    /// Compress every response the client accepts compressed (`--grpc-infer-response-compression-level`);
+    /// otherwise only responses to compressed requests (see [`crate::CompressionLayer`]).
     pub compress_responses: bool,
     /// `--model-access`: per-model inference rules.
     pub model_access: Arc<ModelAccess>,
@@ -360,7 +361,7 @@ pub fn services(
     gis::GrpcInferenceServiceServer<impl gis::GrpcInferenceService>,
     health_server::HealthServer<impl health_server::Health>,
 ) {
-    let mut inference = gis::GrpcInferenceServiceServer::new(Inference {
+    let inference = gis::GrpcInferenceServiceServer::new(Inference {
         server: server.clone(),
         gate: Gate::new(
             Arc::new(Restrictions::none(Protocol::Grpc)),
@@ -371,10 +372,10 @@ pub fn services(
     })
     .max_decoding_message_size(options.max_message_size)
     .max_encoding_message_size(options.max_message_size)
-    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    if options.compress_responses {
-        inference = inference.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    }
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+    .accept_compressed(tonic::codec::CompressionEncoding::Deflate)
+    .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    .send_compressed(tonic::codec::CompressionEncoding::Deflate);
     (inference, health_server::HealthServer::new(Health { server }))
 }
 

@@ -153,6 +153,7 @@ pub fn start_grpc(
     let (inference, health) = rampart_grpc::services(ctx.server.clone(), &options);
     let mut builder = tonic::transport::Server::builder()
         .layer(rampart_grpc::StatusLayer)
+        .layer(rampart_grpc::CompressionLayer::new(options.compress_responses))
         .layer(rampart_grpc::RestrictLayer::new(
             std::sync::Arc::new(validated.grpc_restrictions.clone()),
             Some(ctx.audit.clone()),
