@@ -17,8 +17,8 @@ pub struct Caller<'a> {
     pub headers: &'a http::HeaderMap,
     /// The verified client certificate of the connection, if any.
     pub identity: Option<&'a ClientIdentity>,
-    /// The client's address, for the audit log.
-    pub client: Option<String>,
+    /// The client's address, for the audit log (formatted only when a record is written).
+    pub addr: Option<std::net::SocketAddr>,
     /// The HTTP path or the gRPC method.
     pub target: &'a str,
 }
@@ -33,16 +33,18 @@ impl<'a> Caller<'a> {
         addr: Option<std::net::SocketAddr>,
         target: &'a str,
     ) -> Self {
-        Caller { protocol, headers, identity, client: addr.map(|a| a.to_string()), target }
+        Caller { protocol, headers, identity, addr, target }
     }
 
-    fn call(&self) -> Call<'_> {
-        Call {
+    /// Writes an audit record of this caller: `write` gets the call, its client address formatted.
+    fn audit(&self, write: impl FnOnce(&Call<'_>)) {
+        let client = self.addr.map(|a| a.to_string());
+        write(&Call {
             protocol: self.protocol,
-            client: self.client.as_deref(),
+            client: client.as_deref(),
             identity: self.identity,
             target: self.target,
-        }
+        });
     }
 
     fn credentials(&self) -> HeaderCredentials<'_> {
@@ -82,7 +84,7 @@ impl Gate {
                 Protocol::Grpc => tracing::warn!(category = category.name(), method = %target, "restricted protocol refused: missing or wrong credential"),
             }
             if let Some(log) = &self.audit {
-                log.denied(&caller.call(), &denied);
+                caller.audit(|call| log.denied(call, &denied));
             }
             denied.to_error()
         })
@@ -92,7 +94,7 @@ impl Gate {
     /// only).
     pub fn audit_admin(&self, category: Category, caller: &Caller<'_>, outcome: String) {
         if let Some(log) = &self.audit {
-            log.admin(&caller.call(), category, outcome);
+            caller.audit(|call| log.admin(call, category, outcome));
         }
     }
 
@@ -105,7 +107,7 @@ impl Gate {
         self.model_access.check(caller.protocol, model, &creds).map_err(|denied| {
             tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
             if let Some(log) = &self.audit {
-                log.denied(&caller.call(), &denied);
+                caller.audit(|call| log.denied(call, &denied));
             }
             denied.to_error()
         })
