@@ -18,8 +18,10 @@ pub(crate) fn take(shm: &SharedMemory, req: &mut InferRequest) -> Result<Vec<Out
     for input in req.inputs.iter_mut() {
         let Some(r) = &input.shm else { continue };
         let lease = shm.lease(r)?;
-        let count = rampart_types::tensor::element_count(&input.shape)?;
-        if let Some(expected) = rampart_types::tensor::fixed_byte_size(input.datatype, count)?
+        let model = Some(req.model_name.as_str());
+        let count = rampart_types::tensor::element_count(&input.shape, &input.name, model)?;
+        if let Some(expected) =
+            rampart_types::tensor::fixed_byte_size(input.datatype, count, &input.name, model)?
             && r.byte_size != expected
         {
             return Err(crate::infer::byte_size_mismatch(

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use rampart_model_config::ModelConfig;
-use rampart_types::tensor::{element_count, fixed_byte_size, split_bytes_elements};
+use rampart_types::tensor::{element_count, fixed_byte_size, shape_str, split_bytes_elements};
 use rampart_types::{DataType, Error, Result, Tensor};
 
 /// A tensor's place in a region, from its `shared_memory_*` parameters.
@@ -213,10 +213,6 @@ pub(crate) struct Prepared {
     pub batch_size: u64,
 }
 
-fn shape_str(s: &[i64]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
-}
-
 /// Request-level parameters the core understands; everything else is passed on as a custom parameter.
 fn check_parameters(params: &Parameters) -> Result<()> {
     for (k, v) in params {
@@ -303,8 +299,7 @@ pub(crate) fn prepare(
                 input.name, input.datatype, want
             )));
         }
-        let count = element_count(&input.shape)
-            .map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))?;
+        let count = element_count(&input.shape, &input.name, Some(model))?;
         let dims: &[i64] = if batching {
             let Some((&b, rest)) = input.shape.split_first() else {
                 return Err(Error::invalid_arg(format!(
@@ -341,9 +336,7 @@ pub(crate) fn prepare(
                 shape_str(&input.shape)
             )));
         }
-        match fixed_byte_size(input.datatype, count)
-            .map_err(|e| e.context(format!("input '{}' for model '{model}'", input.name)))?
-        {
+        match fixed_byte_size(input.datatype, count, &input.name, Some(model))? {
             Some(expected) => {
                 if input.data.len() as u64 != expected {
                     return Err(byte_size_mismatch(

@@ -96,10 +96,14 @@ pub fn parse_version(v: &str) -> Result<Option<i64>> {
     if v.is_empty() {
         return Ok(None);
     }
+    // Triton's two texts (GetModelVersionFromString, without its C++ "(details: stol)"), then Rampart's rule.
     match v.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(Some(n)),
-        _ => Err(Error::invalid_arg(format!(
-            "failed to parse model version '{v}': expected a non-negative integer"
+        Ok(_) => Err(Error::invalid_arg(format!(
+            "invalid model version specified '{v}' , version should be an integral value > 0 (expected a non-negative 64-bit integer)"
+        ))),
+        Err(_) => Err(Error::invalid_arg(format!(
+            "failed to get model version from specified version string '{v}', version should be an integral value > 0 (expected a non-negative 64-bit integer)"
         ))),
     }
 }

@@ -143,7 +143,7 @@ impl SharedMemory {
     pub fn register(&self, name: &str, key: &str, offset: u64, byte_size: u64) -> Result<()> {
         self.check_enabled()?;
         check_name(name)?;
-        let plain = check_key(key)?;
+        let plain = check_key(name, key)?;
         if self.lock().contains_key(name) {
             return Err(already(name));
         }
@@ -221,8 +221,11 @@ impl SharedMemory {
         }
         let end = r.offset.checked_add(r.byte_size).ok_or_else(|| {
             Error::invalid_arg(format!(
-                "Integer overflow detected: byte size {} plus offset {} for shared memory region '{}'",
-                r.byte_size, r.offset, r.region
+                "Integer overflow detected: byte_size ({}) + offset ({}) exceeds maximum value ({}) for region '{}'",
+                r.byte_size,
+                r.offset,
+                u64::MAX,
+                r.region
             ))
         })?;
         if end > size {
@@ -270,15 +273,18 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The key without its leading `/`s, when it names one plain object in the shared-memory file system.
-fn check_key(key: &str) -> Result<&str> {
+/// The key without its leading `/`s, when it names one plain object in the shared-memory file system
+/// (Triton's texts; the last one is Rampart's stricter check, worded like them).
+fn check_key<'k>(name: &str, key: &'k str) -> Result<&'k str> {
     let plain = key.trim_start_matches('/');
     if plain.is_empty() {
-        return Err(Error::invalid_arg("invalid shm key"));
+        return Err(Error::invalid_arg(format!(
+            "cannot register shared memory region '{name}' - invalid shm key '{key}'"
+        )));
     }
     if plain.starts_with(RESERVED_KEY_PREFIX) {
         return Err(Error::invalid_arg(format!(
-            "cannot register shared memory region with key '{key}': the prefix '{RESERVED_KEY_PREFIX}' is reserved"
+            "cannot register shared memory region '{name}' with key '{key}' as the key contains the reserved prefix '{RESERVED_KEY_PREFIX}'"
         )));
     }
     if plain.len() > MAX_NAME_LEN
@@ -288,7 +294,7 @@ fn check_key(key: &str) -> Result<&str> {
         || plain.chars().any(|c| c.is_control())
     {
         return Err(Error::invalid_arg(format!(
-            "invalid shm key '{}': a key is one name (at most {MAX_NAME_LEN} bytes, no '/' after the leading ones, no control characters)",
+            "cannot register shared memory region '{name}' - invalid shm key '{}': a key is one name (at most {MAX_NAME_LEN} bytes, no '/' after the leading ones, no control characters)",
             key.escape_debug()
         )));
     }
@@ -336,9 +342,19 @@ mod tests {
     #[test]
     fn keys_checked_before_opening() {
         let m = SharedMemory::new(true);
-        assert_eq!(m.register("a", "///", 0, 4).unwrap_err().message(), "invalid shm key");
+        assert_eq!(
+            m.register("a", "///", 0, 4).unwrap_err().message(),
+            "cannot register shared memory region 'a' - invalid shm key '///'"
+        );
         let e = m.register("a", "//triton_python_backend_shm_region_1", 0, 4).unwrap_err();
-        assert!(e.message().contains("reserved"), "{e}");
+        assert_eq!(
+            e.message(),
+            "cannot register shared memory region 'a' with key '//triton_python_backend_shm_region_1' as the key contains the reserved prefix 'triton_python_backend_shm_region_'"
+        );
+        assert_eq!(
+            m.register("a", "/x\n", 0, 4).unwrap_err().message(),
+            "cannot register shared memory region 'a' - invalid shm key '/x\\n': a key is one name (at most 255 bytes, no '/' after the leading ones, no control characters)"
+        );
         for bad in ["/a/b", "/..", "/x\n", "/dev/../etc"] {
             assert_eq!(m.register("a", bad, 0, 4).unwrap_err().code(), Code::InvalidArg, "{bad}");
         }
@@ -367,11 +383,9 @@ mod tests {
                 .message()
                 .starts_with("Invalid offset for")
         );
-        assert!(
-            m.lease(&r("a", 8, u64::MAX - 4))
-                .unwrap_err()
-                .message()
-                .starts_with("Integer overflow")
+        assert_eq!(
+            m.lease(&r("a", 8, u64::MAX - 4)).unwrap_err().message(),
+            "Integer overflow detected: byte_size (18446744073709551611) + offset (8) exceeds maximum value (18446744073709551615) for region 'a'"
         );
         assert!(
             m.lease(&r("a", 8, 25))

@@ -92,10 +92,13 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
     let mut parameters = params(&req.parameters)?;
     parameters.remove(EMPTY_FINAL_RESPONSE);
     let model = req.model_name.clone();
-    let any_typed = req.inputs.iter().any(|i| i.contents.is_some());
-    if any_typed && !req.raw_input_contents.is_empty() {
+    let first_typed = req.inputs.iter().find(|i| i.contents.is_some());
+    if let Some(typed) = first_typed
+        && !req.raw_input_contents.is_empty()
+    {
         return Err(Error::invalid_arg(format!(
-            "contents field must not be specified when using raw_input_contents for model '{model}'"
+            "contents field must not be specified when using raw_input_contents for '{}' for model '{model}'",
+            typed.name
         )));
     }
     let mut raw = std::mem::take(&mut req.raw_input_contents).into_iter();
@@ -113,7 +116,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
             Some(c) => typed_contents(c, datatype, &input.name)?,
             None => raw.next().ok_or_else(|| {
                 Error::invalid_arg(format!(
-                    "unable to find data for input tensor '{}' for model '{model}': give it typed contents or a raw_input_contents entry",
+                    "unable to find data for input tensor '{}' for model '{model}' in request. Give it typed contents or a raw_input_contents entry.",
                     input.name
                 ))
             })?,
@@ -485,5 +488,43 @@ mod tests {
             &[2, 0, 0, 0, b'a', b'b']
         );
         assert!(typed_contents(&pb::InferTensorContents::default(), DataType::Fp16, "x").is_err());
+    }
+
+    #[test]
+    fn missing_or_mixed_data_and_bad_versions_use_tritons_text() {
+        let input = |name: &str, typed: bool| pb::model_infer_request::InferInputTensor {
+            name: name.into(),
+            datatype: "INT32".into(),
+            shape: vec![1],
+            contents: typed
+                .then(|| pb::InferTensorContents { int_contents: vec![1], ..Default::default() }),
+            ..Default::default()
+        };
+        let req = |inputs, raw: usize, version: &str| pb::ModelInferRequest {
+            model_name: "m".into(),
+            model_version: version.into(),
+            inputs,
+            raw_input_contents: vec![Bytes::from_static(&[0; 4]); raw],
+            ..Default::default()
+        };
+        let msg = |r| infer_request(r).unwrap_err().message().to_string();
+        assert_eq!(
+            msg(req(vec![input("A", false), input("B", true), input("C", true)], 1, "")),
+            "contents field must not be specified when using raw_input_contents for 'B' for model 'm'"
+        );
+        assert_eq!(
+            msg(req(vec![input("A", false), input("B", false)], 1, "")),
+            "unable to find data for input tensor 'B' for model 'm' in request. Give it typed contents or a raw_input_contents entry."
+        );
+        let rule =
+            "version should be an integral value > 0 (expected a non-negative 64-bit integer)";
+        assert_eq!(
+            msg(req(vec![], 0, "abc")),
+            format!("failed to get model version from specified version string 'abc', {rule}")
+        );
+        assert_eq!(
+            msg(req(vec![], 0, "-1")),
+            format!("invalid model version specified '-1' , {rule}")
+        );
     }
 }

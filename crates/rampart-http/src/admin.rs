@@ -29,7 +29,9 @@ pub(crate) async fn repository_index(
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                return Err(err(Error::invalid_arg("Unable to parse 'ready': expected a boolean")));
+                return Err(err(Error::invalid_arg(
+                    "Invalid value for 'ready': expected a boolean",
+                )));
             }
         }
     };

@@ -64,8 +64,17 @@ pub(crate) struct Decoded {
 pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
     let Some(v) = headers.get(HEADER_LENGTH) else { return Ok(None) };
     let s = v.to_str().unwrap_or("");
-    let n: i64 = s.trim().parse::<i32>().map(i64::from).map_err(|_| {
-        Error::invalid_arg(format!("Unable to parse Inference-Header-Content-Length, got: {s}"))
+    let t = s.trim();
+    let n: i64 = t.parse::<i32>().map(i64::from).map_err(|_| {
+        let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+        let range = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            format!("value is out of range [ {}, {} ], ", i32::MIN, i32::MAX)
+        } else {
+            String::new()
+        };
+        Error::invalid_arg(format!(
+            "Unable to parse Inference-Header-Content-Length, {range}got: {s}"
+        ))
     })?;
     if n < 0 || n as u64 > body_len as u64 {
         return Err(Error::invalid_arg(format!(
@@ -435,8 +444,8 @@ fn json_to_bytes(
             "receiving {dt} data via JSON is not supported. Please use the binary data format for input {name}"
         )));
     }
-    let expected = element_count(shape).map_err(|e| e.context(format!("input '{name}'")))?;
-    fixed_byte_size(dt, expected).map_err(|e| e.context(format!("input '{name}'")))?;
+    let expected = element_count(shape, name, None)?;
+    fixed_byte_size(dt, expected, name, None)?;
     let mut flat = Vec::new();
     flatten(data, 0, max_depth, &mut flat, name)?;
     if flat.len() as u64 != expected {
@@ -472,15 +481,14 @@ mod tests {
     fn header_length_errors() {
         assert_eq!(header_length(&HeaderMap::new(), 10).unwrap(), None);
         assert_eq!(header_length(&hm("5"), 10).unwrap(), Some(5));
-        assert!(header_length(&hm("abc"), 10).unwrap_err().message().contains("Unable to parse"));
-        assert!(header_length(&hm("-1"), 10).unwrap_err().message().contains("range (0, 10)"));
-        assert!(header_length(&hm("11"), 10).unwrap_err().message().contains("got: 11"));
-        assert!(
-            header_length(&hm("99999999999"), 10)
-                .unwrap_err()
-                .message()
-                .contains("Unable to parse")
-        );
+        let msg = |v: &str| header_length(&hm(v), 10).unwrap_err().message().to_string();
+        assert_eq!(msg("abc"), "Unable to parse Inference-Header-Content-Length, got: abc");
+        assert_eq!(msg("+-1"), "Unable to parse Inference-Header-Content-Length, got: +-1");
+        assert!(msg("-1").contains("range (0, 10)"));
+        assert!(msg("11").contains("got: 11"));
+        let range = "Unable to parse Inference-Header-Content-Length, value is out of range [ -2147483648, 2147483647 ], got:";
+        assert_eq!(msg("99999999999"), format!("{range} 99999999999"));
+        assert_eq!(msg("-2147483649"), format!("{range} -2147483649"));
     }
 
     #[test]

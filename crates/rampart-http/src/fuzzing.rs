@@ -136,8 +136,8 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
 
 /// Data length agrees with datatype and shape.
 fn consistent(t: &InputTensor) -> bool {
-    let Ok(n) = element_count(&t.shape) else { return false };
-    match fixed_byte_size(t.datatype, n) {
+    let Ok(n) = element_count(&t.shape, &t.name, None) else { return false };
+    match fixed_byte_size(t.datatype, n, &t.name, None) {
         Ok(Some(bytes)) => t.data.len() as u64 == bytes,
         Ok(None) => split_bytes_elements(&t.data, n, "fuzz").is_ok(),
         Err(_) => false,

@@ -65,16 +65,29 @@ pub(crate) async fn read_body(
     }
 }
 
+/// What Triton calls a body in its size error: `request JSON size`, or `request size` for a body of the
+/// binary extension (Triton has no whole-body check there).
+pub(crate) fn body_kind(headers: &HeaderMap) -> &'static str {
+    if headers.contains_key(crate::codec::HEADER_LENGTH) {
+        "request size"
+    } else {
+        "request JSON size"
+    }
+}
+
+/// Triton's text for a body over `--http-max-input-size`; `n` is `more than {limit}` when the size is unknown.
+fn too_large(kind: &str, n: &str, limit: usize) -> Error {
+    Error::invalid_arg(format!(
+        "{kind} of {n} bytes exceeds the maximum allowed input size of {limit} bytes. Use --http-max-input-size to increase the limit."
+    ))
+}
+
 pub(crate) async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> Result<Bytes, Error> {
-    let too_big = |n: String| {
-        Error::invalid_arg(format!(
-            "request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
-        ))
-    };
+    let too_big = |n: String| too_large(body_kind(headers), &n, limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -142,8 +155,14 @@ pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Response
     }
 }
 
-/// Inflates a gzip or deflate (zlib) body, refusing it as soon as the output passes `limit`.
-pub(crate) fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Result<Bytes, Error> {
+/// Inflates a gzip or deflate (zlib) body, refusing it as soon as the output passes `limit` (`kind`: see
+/// [`body_kind`]).
+pub(crate) fn decompress(
+    encoding: Encoding,
+    body: &[u8],
+    limit: usize,
+    kind: &str,
+) -> Result<Bytes, Error> {
     use std::io::Read;
     let reader: Box<dyn Read + '_> = match encoding {
         Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
@@ -156,9 +175,11 @@ pub(crate) fn decompress(encoding: Encoding, body: &[u8], limit: usize) -> Resul
         Error::invalid_arg(format!("failed to decompress the {name} request body: {e}"))
     })?;
     if out.len() > limit {
-        return Err(Error::invalid_arg(format!(
-            "decompressed request body exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
-        )));
+        return Err(too_large(
+            &format!("decompressed {kind}"),
+            &format!("more than {limit}"),
+            limit,
+        ));
     }
     Ok(Bytes::from(out))
 }
@@ -179,7 +200,8 @@ pub(crate) async fn run_infer(
     let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
     if encoding != Encoding::Identity {
         let limit = s.options.max_input_size;
-        body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit))
+        let kind = body_kind(&headers);
+        body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit, kind))
             .await
             .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))??;
     }

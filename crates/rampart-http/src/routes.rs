@@ -195,13 +195,20 @@ mod tests {
     fn decompression_is_capped() {
         let plain = vec![b'a'; 10_000];
         let z = gzip(&plain);
-        assert_eq!(decompress(Encoding::Gzip, &z, 10_000).unwrap().len(), 10_000);
-        let e = decompress(Encoding::Gzip, &z, 9_999).unwrap_err();
-        assert!(e.message().contains("--http-max-input-size"), "{e}");
-        let e = decompress(Encoding::Deflate, b"not zlib", 100).unwrap_err();
+        let json = "request JSON size";
+        assert_eq!(decompress(Encoding::Gzip, &z, 10_000, json).unwrap().len(), 10_000);
+        let e = decompress(Encoding::Gzip, &z, 9_999, json).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "decompressed request JSON size of more than 9999 bytes exceeds the maximum allowed input size of 9999 bytes. Use --http-max-input-size to increase the limit."
+        );
+        let e = decompress(Encoding::Deflate, b"not zlib", 100, json).unwrap_err();
         assert!(e.message().contains("failed to decompress the deflate"), "{e}");
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(b"{}").unwrap();
-        assert_eq!(&decompress(Encoding::Deflate, &z.finish().unwrap(), 10).unwrap()[..], b"{}");
+        assert_eq!(
+            &decompress(Encoding::Deflate, &z.finish().unwrap(), 10, json).unwrap()[..],
+            b"{}"
+        );
     }
 }

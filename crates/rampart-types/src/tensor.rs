@@ -33,8 +33,24 @@ impl Tensor {
     }
 }
 
-/// The number of elements of `shape`, or an error when a dimension is negative or the product overflows.
-pub fn element_count(shape: &[i64]) -> Result<u64> {
+/// A shape as Triton prints it: `[a,b]`, no spaces.
+pub fn shape_str(shape: &[i64]) -> String {
+    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+}
+
+/// Rampart's detail after Triton's text: ` (model 'm')` / ` (FP32, model 'm')`, nothing when empty.
+fn detail(parts: &[&str]) -> String {
+    let parts: Vec<&str> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+}
+
+fn model_part(model: Option<&str>) -> String {
+    model.map(|m| format!("model '{m}'")).unwrap_or_default()
+}
+
+/// The number of elements of input `input`'s `shape`, or an error when a dimension is negative or the product
+/// overflows (Triton's text; `model`, when known, is named after it).
+pub fn element_count(shape: &[i64], input: &str, model: Option<&str>) -> Result<u64> {
     let mut count: u64 = 1;
     for &d in shape {
         if d < 0 {
@@ -44,16 +60,24 @@ pub fn element_count(shape: &[i64]) -> Result<u64> {
         }
         count = count.checked_mul(d as u64).filter(|&c| c <= i64::MAX as u64).ok_or_else(|| {
             Error::invalid_arg(format!(
-                "shape {shape:?} causes total element count to exceed maximum size of {}",
-                i64::MAX
+                "invalid shape for input '{input}': shape {} causes total element count to exceed maximum size of {}{}",
+                shape_str(shape),
+                i64::MAX,
+                detail(&[&model_part(model)])
             ))
         })?;
     }
     Ok(count)
 }
 
-/// Byte size of `count` fixed-size elements, overflow-checked. `None` for BYTES.
-pub fn fixed_byte_size(datatype: DataType, count: u64) -> Result<Option<u64>> {
+/// Byte size of `count` fixed-size elements of input `input`, overflow-checked (Triton's text, then the
+/// datatype and `model` when known). `None` for BYTES.
+pub fn fixed_byte_size(
+    datatype: DataType,
+    count: u64,
+    input: &str,
+    model: Option<&str>,
+) -> Result<Option<u64>> {
     match datatype.element_size() {
         None => Ok(None),
         Some(sz) => count
@@ -61,7 +85,11 @@ pub fn fixed_byte_size(datatype: DataType, count: u64) -> Result<Option<u64>> {
             .filter(|&b| b <= i64::MAX as u64)
             .map(Some)
             .ok_or_else(|| {
-                Error::invalid_arg(format!("byte size overflow for {count} elements of {datatype}"))
+                Error::invalid_arg(format!(
+                    "byte size overflow for input '{input}': element count ({count}) * data type size ({sz}) exceeds maximum allowed size ({}){}",
+                    i64::MAX,
+                    detail(&[&datatype.to_string(), &model_part(model)])
+                ))
             }),
     }
 }
@@ -121,14 +149,26 @@ mod tests {
 
     #[test]
     fn element_count_overflow() {
-        assert_eq!(element_count(&[2, 3]).unwrap(), 6);
-        assert_eq!(element_count(&[]).unwrap(), 1);
-        assert!(element_count(&[-1]).is_err());
-        let e = element_count(&[i64::MAX, 2]).unwrap_err();
-        assert!(e.message().contains("exceed maximum size"), "{e}");
-        assert!(fixed_byte_size(DataType::Fp64, (i64::MAX as u64) / 4).is_err());
-        assert_eq!(fixed_byte_size(DataType::Fp32, 4).unwrap(), Some(16));
-        assert_eq!(fixed_byte_size(DataType::Bytes, 4).unwrap(), None);
+        assert_eq!(element_count(&[2, 3], "x", None).unwrap(), 6);
+        assert_eq!(element_count(&[], "x", None).unwrap(), 1);
+        assert!(element_count(&[-1], "x", None).is_err());
+        let e = element_count(&[i64::MAX, 2], "IN", None).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "invalid shape for input 'IN': shape [9223372036854775807,2] causes total element count to exceed maximum size of 9223372036854775807"
+        );
+        let e = element_count(&[i64::MAX, 2], "IN", Some("m")).unwrap_err();
+        assert!(e.message().ends_with("maximum size of 9223372036854775807 (model 'm')"), "{e}");
+        let e =
+            fixed_byte_size(DataType::Fp64, (i64::MAX as u64) / 4, "IN", Some("m")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "byte size overflow for input 'IN': element count (2305843009213693951) * data type size (8) exceeds maximum allowed size (9223372036854775807) (FP64, model 'm')"
+        );
+        let e = fixed_byte_size(DataType::Fp32, 1 << 62, "IN", None).unwrap_err();
+        assert!(e.message().ends_with("(9223372036854775807) (FP32)"), "{e}");
+        assert_eq!(fixed_byte_size(DataType::Fp32, 4, "x", None).unwrap(), Some(16));
+        assert_eq!(fixed_byte_size(DataType::Bytes, 4, "x", None).unwrap(), None);
     }
 
     #[test]
