@@ -45,7 +45,7 @@ DTYPES = {
     "fp16": ("FP16", np.float16, [0.5, -2.0, 65504.0, 0.0], TensorProto.FLOAT16, ["fp16", "float16", "f16", "half"]),
     "fp32": ("FP32", np.float32, [0.5, -1.25, 3.0e38, 0.0], TensorProto.FLOAT, ["fp32", "float32", "f32", "float"]),
     "fp64": ("FP64", np.float64, [0.1, -1e300, 2.5, 0.0], TensorProto.DOUBLE, ["fp64", "float64", "f64", "double"]),
-    # Both engines hold strings as UTF-8 text (see test_identity_bytes_not_utf8_refused below).
+    # Valid UTF-8 for both engines (ONNX Runtime holds any bytes, tract UTF-8: test_identity_bytes_not_utf8 below).
     "bytes": ("BYTES", np.object_, [b"a", b"", "\u00e9".encode(), b"xyz"], TensorProto.STRING, ["bytes", "string", "str"]),
     "bf16": ("BF16", ml_dtypes.bfloat16, [0.5, -2.0, 1.0e38, 0.0], TensorProto.BFLOAT16, ["bf16", "bfloat16"]),
 }
@@ -287,21 +287,25 @@ def test_identity_datatype(test_repo_server, test_repo, engine, dtype):
         assert o["data"] == flat, (o["data"], flat)
 
 
-def test_identity_bytes_not_utf8_refused(test_repo_server, engine):
-    """ONNX Runtime and tract string tensors hold UTF-8 text, and ONNX Runtime's cannot hold NUL bytes; anything
-    else is a clear 400 naming the input and the reason (Triton's onnxruntime backend truncates at NUL instead)."""
+def test_identity_bytes_not_utf8(test_repo_server, engine):
+    """ONNX Runtime string elements hold any bytes (NUL and invalid UTF-8 included: Rampart fills them through the
+    length-aware C API); tract's are Rust `String`s, so tract refuses bytes that are not UTF-8 with a clear 400
+    naming the input and the reason, and holds NUL. (Triton's onnxruntime backend truncates at NUL instead.)
+    More cases, over HTTP and gRPC: test_bytes_elements.py."""
     srv = test_repo_server
-    cases = [[b"ok", b"\xff\xfe"]] + ([[b"a\x00b", b"x"]] if engine == "onnxruntime" else [])
-    for bad in cases:
-        data = np.array(bad, dtype=np.object_).reshape(1, 2)
+    for elems in ([b"ok", b"\xff\xfe"], [b"a\x00b", b"\x00"]):
+        data = np.array(elems, dtype=np.object_).reshape(1, 2)
         inp = httpclient.InferInput("INPUT0", [1, 2], "BYTES")
         inp.set_data_from_numpy(data, binary_data=True)
         with srv.client() as c:
-            with pytest.raises(InferenceServerException) as exc:
-                c.infer("identity_bytes", [inp])
-        msg = str(exc.value)
-        assert "400" in msg and "INPUT0" in msg, msg
-        assert "UTF-8" in msg or "NUL" in msg, msg
+            if engine == "tract" and elems[1] == b"\xff\xfe":
+                with pytest.raises(InferenceServerException) as exc:
+                    c.infer("identity_bytes", [inp])
+                msg = str(exc.value)
+                assert "400" in msg and "INPUT0" in msg and "UTF-8" in msg, msg
+                continue
+            res = c.infer("identity_bytes", [inp], outputs=[httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)])
+        assert [bytes(v) for v in res.as_numpy("OUTPUT0").reshape(-1)] == elems
     assert srv.get("/v2/health/live").status_code == 200
 
 

@@ -1,7 +1,12 @@
 //! ONNX Runtime engine, through `ort` with `load-dynamic`: the shared library is found at run time (from
 //! `--backend-directory` or `ORT_DYLIB_PATH`), so the binary builds and starts without it and reports a clear
 //! error when it is missing or too old.
-#![forbid(unsafe_code)]
+//!
+//! `unsafe` is denied everywhere but in [`strings`], the one module that calls ONNX Runtime's C API directly
+//! (BYTES elements byte for byte, which `ort`'s safe string conversions cannot do).
+#![deny(unsafe_code)]
+
+mod strings;
 
 use std::path::{Path, PathBuf};
 
@@ -356,23 +361,10 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>> {
         DataType::Fp32 => view_or_copy!(f32),
         DataType::Fp64 => view_or_copy!(f64),
         DataType::Bytes => {
+            // Any bytes, NUL and invalid UTF-8 included: an ONNX Runtime string element is a `std::string`.
             let what = what();
             let els = split_bytes_elements(&t.data, t.element_count(), &what)?;
-            let mut strings = Vec::with_capacity(els.len());
-            for (i, e) in els.into_iter().enumerate() {
-                let s = std::str::from_utf8(e).map_err(|_| {
-                    Error::invalid_arg(format!("{what}: BYTES element {i} is not valid UTF-8, which ONNX Runtime string tensors require"))
-                })?;
-                if s.contains('\0') {
-                    return Err(Error::invalid_arg(format!(
-                        "{what}: BYTES element {i} contains a NUL byte, which ONNX Runtime string tensors cannot hold"
-                    )));
-                }
-                strings.push(s.to_string());
-            }
-            OrtTensor::from_string_array((t.shape.clone(), &strings[..]))
-                .map(SessionInputValue::from)
-                .map_err(err)
+            strings::string_tensor(&t.shape, &els, &what).map(SessionInputValue::from)
         }
     }
 }
@@ -402,10 +394,7 @@ fn from_ort(name: &str, v: &DynValue) -> Result<Tensor> {
         }
     };
     let (shape, data) = with_element_type!(ty, T => extract::<T>(v)?, bytes => {
-        let (shape, strings) = v
-            .try_extract_strings()
-            .map_err(|e| Error::internal(format!("cannot read onnxruntime string output '{name}': {e}")))?;
-        (shape.iter().copied().collect(), rampart_types::tensor::encode_bytes_elements(&strings))
+        strings::string_elements(v, &format!("onnxruntime output '{name}'"))?
     });
     Ok(Tensor::new(name, ty, shape, data.into()))
 }
