@@ -118,7 +118,7 @@ def test_identity_fp32(client, binary, shape):
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_identity_bytes(client, binary):
     if binary:
-        # ONNX string tensors hold UTF-8 text without NUL (non-UTF-8 is refused: test_engines.py).
+        # Any bytes on ONNX Runtime (NUL and non-UTF-8: test_bytes_elements.py); tract needs UTF-8.
         elems = [b"hello", b"", "\u2603 binary \x01\x7f".encode(), "ünïcödé".encode()]
     else:
         elems = [b"hello", b"", b"with space", "ünïcödé".encode()]

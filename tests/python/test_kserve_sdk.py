@@ -48,7 +48,7 @@ DIFF = [[-3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
 # identity_fp32: values exact in float32 (JSON carries them as the shortest decimal of the float32's double).
 FP32 = np.array([[0.0, -1.5, 0.1, 3.4028235e38, 1e-07, 123456.79, -0.0, 2.0**-126]], dtype=np.float32)
 # identity_bytes: JSON carries strings; binary / gRPC carry length-prefixed bytes (control bytes, multi-byte characters,
-# an empty element). Valid UTF-8 without NUL: ONNX Runtime string tensors refuse anything else (400 / INVALID_ARGUMENT).
+# an empty element). Valid UTF-8, which both engines take (tract refuses anything else; test_bytes_elements.py).
 TEXT = ["hello", "", "ñandú"]
 BLOBS = [b"\x01 raw\x7f\n", b"", "ñandú".encode(), "\u20ac".encode()]
 
