@@ -44,7 +44,8 @@ UNKNOWN_MODEL = "Request for unknown model: 'no_such_model' is not found"
 RESERVED = "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified."
 NO_LOAD = "explicit model load / unload is not allowed if polling is enabled"
 SHM_DISABLED = "Client shared memory is disabled"
-CONTENTS_AND_RAW = "contents field must not be specified when using raw_input_contents"
+CONTENTS_AND_RAW = "contents field must not be specified when using raw_input_contents for 'INPUT0' for model '{}'"
+NO_DATA = "unable to find data for input tensor '{}' for model '{}' in request. Give it typed contents or a raw_input_contents entry."
 # What gRPC C++ (Triton's stack, and what clients expect) answers for a message over the limit. NB: tonic's own
 # decode limit answers OUT_OF_RANGE ("Error, decoded message length too large: ..."), so the server must map it.
 OVERSIZE = SC.RESOURCE_EXHAUSTED
@@ -109,7 +110,13 @@ def test_unknown_numeric_version_is_not_found(grpc_server, gstub, rpc):
 @pytest.mark.parametrize("version", ["abc", "-1"])
 @pytest.mark.parametrize("rpc", ["ModelInfer", "ModelMetadata", "ModelConfig", "ModelStatistics", "ModelReady"])
 def test_bad_version_string_is_invalid_argument(grpc_server, gstub, rpc, version):
-    rejected(grpc_server, lambda: call_model_rpc(gstub, rpc, "identity_fp32", version), SC.INVALID_ARGUMENT, version)
+    rule = "version should be an integral value > 0 (expected a non-negative 64-bit integer)"
+    exact = (
+        f"invalid model version specified '{version}' , {rule}"
+        if version.startswith("-")
+        else f"failed to get model version from specified version string '{version}', {rule}"
+    )
+    rejected(grpc_server, lambda: call_model_rpc(gstub, rpc, "identity_fp32", version), SC.INVALID_ARGUMENT, exact=exact)
 
 
 def test_empty_model_name(grpc_server, gstub):
@@ -267,27 +274,23 @@ def test_contents_and_raw_together(grpc_server, gstub):
     request = grpc_request(
         "simple", [typed_input("INPUT0", "INT32", A), grpc_input("INPUT1", "INT32", [1, 16])], [i32(16)]
     )
-    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, CONTENTS_AND_RAW)
+    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, exact=CONTENTS_AND_RAW.format("simple"))
 
 
 def test_contents_and_raw_for_the_same_input(grpc_server, gstub):
     request = grpc_request("identity_fp32", [typed_input("INPUT0", "FP32", np.ones((1, 2), np.float32))], [b"\x00" * 8])
-    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, CONTENTS_AND_RAW)
+    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, exact=CONTENTS_AND_RAW.format("identity_fp32"))
 
 
 def test_no_data_for_second_input(grpc_server, gstub):
     inputs = [grpc_input("INPUT0", "INT32", [1, 16]), grpc_input("INPUT1", "INT32", [1, 16])]
     request = grpc_request("simple", inputs, [i32(16)])
-    rejected(
-        grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, "unable to find data for input tensor 'INPUT1'"
-    )
+    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, exact=NO_DATA.format("INPUT1", "simple"))
 
 
 def test_no_data_at_all(grpc_server, gstub):
     request = grpc_request("identity_fp32", [grpc_input("INPUT0", "FP32", [1, 2])])
-    rejected(
-        grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, "unable to find data for input tensor 'INPUT0'"
-    )
+    rejected(grpc_server, lambda: gstub.ModelInfer(request), SC.INVALID_ARGUMENT, exact=NO_DATA.format("INPUT0", "identity_fp32"))
 
 
 @pytest.mark.parametrize("model,extra", [("simple", 1), ("identity_fp32", 2)])
@@ -645,7 +648,7 @@ def test_burst_of_bad_requests_then_good_one(grpc_server, gstub):
         (
             grpc_request("simple", [grpc_input("INPUT0", "INT32", [1, 16])]),
             SC.INVALID_ARGUMENT,
-            "unable to find data for input tensor 'INPUT0' for model 'simple'",
+            NO_DATA.format("INPUT0", "simple"),
         ),
     ]
     for i in range(60):

@@ -41,11 +41,12 @@ ONLY_ONE = (
 )
 
 
-def too_big(limit: int, size: int | None = None) -> str:
-    """The --http-max-input-size refusal: `size` is the declared Content-Length, None for a body that grew past the
-    cap while it was read."""
+def too_big(limit: int, size: int | None = None, binary: bool = False) -> str:
+    """The --http-max-input-size refusal (Triton's text): `size` is the declared Content-Length, None for a body that
+    grew past the cap while it was read; `binary` for a body of the binary extension (Inference-Header-Content-Length)."""
     n = str(size) if size is not None else f"more than {limit}"
-    return f"request body of {n} bytes exceeds the maximum allowed size of {limit} bytes (--http-max-input-size)"
+    kind = "request size" if binary else "request JSON size"
+    return f"{kind} of {n} bytes exceeds the maximum allowed input size of {limit} bytes. Use --http-max-input-size to increase the limit."
 
 
 DEFAULT_CAP = 64 << 20
@@ -270,7 +271,11 @@ def test_byte_size_overflow_json_is_400(server):
     [
         ([8, 2**40], "shape does not match true shape of 'data' field"),
         ([1, 2**33], "shape does not match true shape of 'data' field"),
-        ([2**63 - 1, 1], "input 'INPUT0': byte size overflow for 9223372036854775807 elements of FP32"),
+        (
+            [2**63 - 1, 1],
+            "byte size overflow for input 'INPUT0': element count (9223372036854775807) * data type size (4)"
+            " exceeds maximum allowed size (9223372036854775807) (FP32)",
+        ),
     ],
 )
 def test_huge_shape_with_tiny_data_is_rejected_without_allocating(server, shape, message):
@@ -287,7 +292,8 @@ def test_huge_shape_binary_is_rejected(server):
     assert_error(
         server.infer("identity_fp32", body, headers=headers),
         400,
-        "shape [4294967296, 4294967296] causes total element count to exceed maximum size of 9223372036854775807",
+        exact="invalid shape for input 'INPUT0': shape [4294967296,4294967296] causes total element count to exceed maximum size"
+        " of 9223372036854775807 (model 'identity_fp32')",
     )
 
 
@@ -470,7 +476,9 @@ def test_header_length_larger_than_body(server):
 def test_header_length_out_of_int_range(server, value):
     body, _ = binary_body(fp32_binary_header(16), [b"\x00" * 16])
     r = server.infer("identity_fp32", body, headers={"Inference-Header-Content-Length": value})
-    assert_error(r, 400)
+    assert_error(
+        r, 400, exact=f"Unable to parse Inference-Header-Content-Length, value is out of range [ -2147483648, 2147483647 ], got: {value}"
+    )
 
 
 def test_header_length_cuts_json(server):
@@ -528,6 +536,10 @@ def test_good_bytes_prefixes_still_work(server):
 
 
 HUGE_VERSION = "99999999999999999999999999"
+HUGE_VERSION_MESSAGE = (
+    f"failed to get model version from specified version string '{HUGE_VERSION}', version should be an integral value > 0"
+    " (expected a non-negative 64-bit integer)"
+)
 
 
 @pytest.mark.parametrize(
@@ -543,8 +555,8 @@ HUGE_VERSION = "99999999999999999999999999"
         # urllib3 removes the dot segments before sending (GET /etc/passwd); raw `..` paths are in test_hostile_cves.
         ("/v2/models/../../etc/passwd", 404, "Not Found"),
         ("/v2/models/simple%00/config", 400, 'invalid model name "simple\\0": control characters are not allowed'),
-        (f"/v2/models/simple/versions/{HUGE_VERSION}", 400, f"failed to parse model version '{HUGE_VERSION}': expected a non-negative integer"),
-        (f"/v2/models/simple/versions/{HUGE_VERSION}/infer", 400, f"failed to parse model version '{HUGE_VERSION}': expected a non-negative integer"),
+        (f"/v2/models/simple/versions/{HUGE_VERSION}", 400, HUGE_VERSION_MESSAGE),
+        (f"/v2/models/simple/versions/{HUGE_VERSION}/infer", 400, HUGE_VERSION_MESSAGE),
     ],
     ids=["long_name", "encoded_traversal", "dot_segments", "nul_in_name", "huge_version", "huge_version_infer"],
 )
@@ -709,12 +721,12 @@ def test_cap_body_just_over_limit(cap_server):
 def test_cap_binary_tail_counts(cap_server):
     body, headers = binary_body(fp32_binary_header(8000, shape=(1, 2000)), [b"\x00" * 8000])
     r = cap_server.infer("identity_fp32", body, headers=headers)
-    assert_error(r, 400, exact=too_big(CAP, len(body)))
+    assert_error(r, 400, exact=too_big(CAP, len(body), binary=True))
 
 
 def test_cap_raw_request(cap_server):
     r = cap_server.infer("identity_fp32", b"\x00" * 8192, headers={"Inference-Header-Content-Length": "0"})
-    assert_error(r, 400, exact=too_big(CAP, 8192))
+    assert_error(r, 400, exact=too_big(CAP, 8192, binary=True))
 
 
 def test_cap_declared_huge_content_length(cap_server):
@@ -752,7 +764,7 @@ def test_cap_streamed_content_length_body(cap_server):
 def test_cap_server_still_serves_after_rejections(cap_server):
     for _ in range(3):
         r = cap_server.infer("identity_fp32", b"\x00" * 10000, headers={"Inference-Header-Content-Length": "0"})
-        assert_error(r, 400, exact=too_big(CAP, 10000))
+        assert_error(r, 400, exact=too_big(CAP, 10000, binary=True))
     r = cap_server.infer("identity_fp32", {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [3.0]}]})
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["data"] == [3.0]
@@ -802,7 +814,7 @@ def test_decompression_bomb_is_capped(cap_server):
     bomb = _gzip(b" " * (1 << 20))
     assert len(bomb) < 4096
     r = cap_server.post("/v2/models/identity_fp32/infer", data=bomb, headers={"Content-Encoding": "gzip"}, timeout=10)
-    assert_error(r, 400, "decompressed request body exceeds the maximum allowed size of 4096 bytes")
+    assert_error(r, 400, exact="decompressed " + too_big(CAP))
 
 
 def test_compressed_body_just_under_cap(cap_server):
