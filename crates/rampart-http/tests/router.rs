@@ -83,5 +83,12 @@ async fn errors_use_the_code_table() {
     assert!(String::from_utf8_lossy(&b).contains("failed to parse the request JSON buffer"));
     let (s, b) = call("POST", "/v2/models/simple/infer", Body::from(vec![b' '; 2048]), 1024).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&b).contains("--http-max-input-size"));
+    let r: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        r["error"],
+        "request JSON size of more than 1024 bytes exceeds the maximum allowed input size of 1024 bytes. Use --http-max-input-size to increase the limit."
+    );
+    let (s, r) = json_call("POST", "/v2/repository/index", json!({"ready": 1})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(r["error"], "Invalid value for 'ready': expected a boolean");
 }
