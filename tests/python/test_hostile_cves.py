@@ -80,7 +80,10 @@ CUDA_SHM = "CUDA shared memory is not supported: this server was built without G
 LOG_FILE_REFUSED = "log file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
 TRACE_FILE_REFUSED = "trace file location can not be updated through network protocol"  # HTTP 501 / gRPC UNIMPLEMENTED
 CLASS_BYTES = "class result not available for output due to unsupported type 'BYTES'"
-HTTP_BOMB = f"decompressed request body exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)"
+HTTP_BOMB = (
+    f"decompressed request JSON size of more than {MAX_INPUT} bytes exceeds the maximum allowed input size of {MAX_INPUT}"
+    " bytes. Use --http-max-input-size to increase the limit."
+)
 GRPC_BOMB = f"Error decompressing: size limit, of {MAX_INPUT} bytes, exceeded while decompressing message"
 JSON_PARSE = "failed to parse the request JSON buffer: "
 DATA_DEPTH = "Unable to parse 'data' of input 'INPUT0': JSON nesting depth exceeds maximum allowed limit (100)"
@@ -1012,7 +1015,8 @@ def test_cve_2025_33201_http_oversized_json_header_refused_before_reading(srv):
     json_error(
         (status, body),
         400,
-        f"request body of {len(head)} bytes exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)",
+        f"request size of {len(head)} bytes exceeds the maximum allowed input size of {MAX_INPUT} bytes. Use --http-max-input-size"
+        " to increase the limit.",
     )
     assert sent < len(head) and secs < 5 and headers.get("connection") == "close", (sent, secs, headers)
     assert_serving(srv)
@@ -1197,7 +1201,10 @@ def test_cve_2025_23319_http_reserved_shm_keys_refused(srv):
         # Step 1 of the chain: a too-large request must not leak an internal key in its error.
         r = http(srv, "POST", "/v2/models/simple/infer", data=b" " * (MAX_INPUT + 1))
         assert_http_error(
-            r, 400, f"request body of {MAX_INPUT + 1} bytes exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)"
+            r,
+            400,
+            f"request JSON size of {MAX_INPUT + 1} bytes exceeds the maximum allowed input size of {MAX_INPUT} bytes. Use"
+            " --http-max-input-size to increase the limit.",
         )
 
 
@@ -1347,15 +1354,30 @@ def test_cve_2025_23322_http_clients_vanishing_before_the_answer(srv):
 # ===============================================================================================================
 
 OVERFLOW = "causes total element count to exceed maximum size of 9223372036854775807"
+
+
+def shape_overflow(shape) -> tuple:
+    """(HTTP JSON message, HTTP binary / gRPC message): Triton's text; the core paths name the model after it."""
+    text = f"invalid shape for input 'INPUT0': shape [{','.join(map(str, shape))}] {OVERFLOW}"
+    return text, f"{text} (model 'simple')"
+
+
+def byte_size_overflow(count: int, size: int, detail: str) -> str:
+    return (
+        f"byte size overflow for input 'INPUT0': element count ({count}) * data type size ({size}) exceeds maximum allowed"
+        f" size (9223372036854775807) ({detail})"
+    )
+
+
 # shape -> (HTTP JSON message, HTTP binary / gRPC message) on `simple` (INT32, dims [-1, 16], max batch 8)
 SHAPE_CASES = {
-    "16x2^60+2": ([16, 2**60 + 2], f"input 'INPUT0': shape [16, {2**60 + 2}] {OVERFLOW}", f"input 'INPUT0' for model 'simple': shape [16, {2**60 + 2}] {OVERFLOW}"),
-    "2^62x4": ([2**62, 4], f"input 'INPUT0': shape [{2**62}, 4] {OVERFLOW}", f"input 'INPUT0' for model 'simple': shape [{2**62}, 4] {OVERFLOW}"),
-    "2^63-1x16": ([2**63 - 1, 16], f"input 'INPUT0': shape [{2**63 - 1}, 16] {OVERFLOW}", f"input 'INPUT0' for model 'simple': shape [{2**63 - 1}, 16] {OVERFLOW}"),
-    "2^32x2^32": ([2**32, 2**32], f"input 'INPUT0': shape [{2**32}, {2**32}] {OVERFLOW}", f"input 'INPUT0' for model 'simple': shape [{2**32}, {2**32}] {OVERFLOW}"),
+    "16x2^60+2": ([16, 2**60 + 2], *shape_overflow([16, 2**60 + 2])),
+    "2^62x4": ([2**62, 4], *shape_overflow([2**62, 4])),
+    "2^63-1x16": ([2**63 - 1, 16], *shape_overflow([2**63 - 1, 16])),
+    "2^32x2^32": ([2**32, 2**32], *shape_overflow([2**32, 2**32])),
     "1x2^62": (
         [1, 2**62],
-        f"input 'INPUT0': byte size overflow for {2**62} elements of INT32",
+        byte_size_overflow(2**62, 4, "INT32"),
         f"unexpected shape for input 'INPUT0' for model 'simple'. Expected [-1,16], got [1,{2**62}]",
     ),
     "2^31x16": (
@@ -1401,20 +1423,20 @@ def test_cve_2025_23323_grpc_integer_overflow_shapes(srv, case):
 
 
 def test_cve_2025_23323_grpc_byte_size_overflow_names_the_input(srv):
-    """2^62 FP32 elements fit in int64 but their byte size does not. The HTTP JSON path names the input
-    ("input 'INPUT0': byte size overflow ..."); gRPC and the HTTP binary extension name the input and the model, as
-    their other per-input errors do."""
+    """2^62 FP32 elements fit in int64 but their byte size does not. Every path names the input in Triton's text
+    ("byte size overflow for input 'INPUT0': ..."), then the datatype; gRPC and the HTTP binary extension also name
+    the model, as their other per-input errors do."""
     stub = srv.grpc_stub()
-    overflow = f"byte size overflow for {2**62} elements of FP32"
+    core = byte_size_overflow(2**62, 4, "FP32, model 'identity_fp32'")
     with guarded(srv, what="gRPC byte size overflow"):
         req = grpc_request("identity_fp32", [grpc_input("INPUT0", "FP32", [1, 2**62])], [bytes(4)])
-        grpc_error(lambda: stub.ModelInfer(req), SC.INVALID_ARGUMENT, exact=f"input 'INPUT0' for model 'identity_fp32': {overflow}")
+        grpc_error(lambda: stub.ModelInfer(req), SC.INVALID_ARGUMENT, exact=core)
         head = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2**62], "parameters": {"binary_data_size": 4}}]}
         body, headers = binary_body(head, [bytes(4)])
         r = http(srv, "POST", "/v2/models/identity_fp32/infer", data=body, headers=headers)
-        assert_http_error(r, 400, f"input 'INPUT0' for model 'identity_fp32': {overflow}")
+        assert_http_error(r, 400, core)
         r = http(srv, "POST", "/v2/models/identity_fp32/infer", json={"inputs": [dict(head["inputs"][0], parameters={}, data=[1.0])]})
-        assert_http_error(r, 400, f"input 'INPUT0': {overflow}")
+        assert_http_error(r, 400, byte_size_overflow(2**62, 4, "FP32"))
 
 
 # ===============================================================================================================
@@ -1648,7 +1670,15 @@ def test_cve_2026_47480_http_malformed_content_length(srv, value):
 def test_cve_2026_47480_http_content_length_over_the_cap(srv):
     for value in (MAX_INPUT + 1, 2**32, 2**63 - 1):
         status, headers, body, _, _ = raw_http(srv, request_head("POST", "/v2/models/simple/infer", length=value), b"{}")
-        json_error((status, body), 400, f"request body of {value} bytes exceeds the maximum allowed size of {MAX_INPUT} bytes (--http-max-input-size)")
+        json_error(
+            (status, body),
+            400,
+            f"request JSON size of {value} bytes exceeds the maximum allowed input size of {MAX_INPUT} bytes. Use"
+            " --http-max-input-size to increase the limit.",
+        )
+
+
+HEADER_LENGTH_RANGE = "Unable to parse Inference-Header-Content-Length, value is out of range [ -2147483648, 2147483647 ], got: "
 
 
 @pytest.mark.parametrize(
@@ -1660,10 +1690,10 @@ def test_cve_2026_47480_http_content_length_over_the_cap(srv):
         ("nan", "Unable to parse Inference-Header-Content-Length, got: nan"),
         ("1.5", "Unable to parse Inference-Header-Content-Length, got: 1.5"),
         ("", "Unable to parse Inference-Header-Content-Length, got: "),
-        ("99999999999999999999", "Unable to parse Inference-Header-Content-Length, got: 99999999999999999999"),
-        ("18446744073709551615", "Unable to parse Inference-Header-Content-Length, got: 18446744073709551615"),
-        ("9223372036854775807", "Unable to parse Inference-Header-Content-Length, got: 9223372036854775807"),
-        ("2147483648", "Unable to parse Inference-Header-Content-Length, got: 2147483648"),
+        ("99999999999999999999", f"{HEADER_LENGTH_RANGE}99999999999999999999"),
+        ("18446744073709551615", f"{HEADER_LENGTH_RANGE}18446744073709551615"),
+        ("9223372036854775807", f"{HEADER_LENGTH_RANGE}9223372036854775807"),
+        ("2147483648", f"{HEADER_LENGTH_RANGE}2147483648"),
         ("2147483647", "inference header size should be in range (0, {n}), got: 2147483647"),
     ],
 )
