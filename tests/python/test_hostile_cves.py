@@ -1624,8 +1624,8 @@ def test_cve_2026_24264_http_failed_compressed_requests_do_not_accumulate(srv, b
 
 
 def test_cve_2026_24158_grpc_decompression_bomb(srv):
-    """A gzip-compressed gRPC message (grpc-encoding: gzip) that inflates to 72 MiB: refused while inflating, three
-    times over; gRPC deflate is not offered (UNIMPLEMENTED)."""
+    """A gzip- or deflate-compressed gRPC message (grpc-encoding) that inflates to 72 MiB: refused while inflating,
+    three times over each; small compressed messages are served."""
     n = 72 * MiB // 4
     bomb = grpc_request("identity_fp32", [grpc_input("INPUT0", "FP32", [1, n])], [bytes(4 * n)])
     stub = srv.grpc_stub()
@@ -1635,11 +1635,14 @@ def test_cve_2026_24158_grpc_decompression_bomb(srv):
         small = simple_grpc_request()
         resp = stub.ModelInfer(small, compression=grpc.Compression.Gzip)
         np.testing.assert_array_equal(grpc_result(resp).as_numpy("OUTPUT0"), A + B)
-        grpc_error(
-            lambda: stub.ModelInfer(small, compression=grpc.Compression.Deflate),
-            SC.UNIMPLEMENTED,
-            exact="Content is compressed with `deflate` which isn't supported",
-        )
+        resp = stub.ModelInfer(small, compression=grpc.Compression.Deflate)
+        np.testing.assert_array_equal(grpc_result(resp).as_numpy("OUTPUT0"), A + B)
+        for _ in range(3):
+            grpc_error(
+                lambda: stub.ModelInfer(bomb, compression=grpc.Compression.Deflate),
+                SC.RESOURCE_EXHAUSTED,
+                exact=GRPC_BOMB,
+            )
     del bomb
 
 
