@@ -327,9 +327,35 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<rampart_scheduler::BatchPoli
         preferred,
         max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),
         levels,
-        default_level: (d.default_priority_level.max(1) - 1) as usize,
+        // Triton reads `default_priority_level` only with `priority_levels`; without, the one queue is level 0.
+        default_level: if d.priority_levels == 0 {
+            0
+        } else {
+            (d.default_priority_level - 1) as usize
+        },
     }))
 }
 
 /// More priority levels than this are refused at load (each level is a queue).
 const MAX_PRIORITY_LEVELS: u64 = 1 << 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Triton checks `default_priority_level` only when `priority_levels` is set; without levels there is one
+    /// queue, and every request must find it.
+    #[test]
+    fn default_priority_level_without_priority_levels_is_ignored() {
+        let cfg = rampart_model_config::parse_json(
+            r#"{"name": "m", "max_batch_size": 8,
+                "dynamic_batching": {"priority_levels": 0, "default_priority_level": 3}}"#,
+        )
+        .unwrap();
+        let policy = batch_policy(&cfg).unwrap().expect("a batch policy");
+        assert_eq!(policy.levels.len(), 1);
+        let ticket = policy.ticket(Instant::now(), None, None);
+        assert_eq!(ticket.level, 0);
+        assert_eq!(policy.ticket(Instant::now(), Some(7), None).level, 0);
+    }
+}
