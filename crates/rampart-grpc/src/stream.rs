@@ -63,7 +63,7 @@ pub(crate) fn serve(
 async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferRequest>, out: Out) {
     let mut tasks = JoinSet::new();
     let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
-    let mut previous: Option<oneshot::Receiver<()>> = None;
+    let mut previous: Option<oneshot::Receiver<Option<Link>>> = None;
     loop {
         tokio::select! {
             // The client went away: returning drops `tasks`, which aborts them.
@@ -82,7 +82,7 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
                         _ = out.closed() => return,
                     };
                     let (done, next) = oneshot::channel();
-                    let turn = Turn { previous: previous.replace(next), _done: done };
+                    let turn = Turn::new(previous.replace(next), done);
                     tasks.spawn(answer(cx.clone(), req, out.clone(), turn, permit));
                 }
             }
@@ -98,23 +98,43 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
 }
 
 /// A request's place in the order of answers: it may write once the request before it is done (its
-/// `Turn` dropped).
+/// `Turn` dropped without passing).
 struct Turn {
-    previous: Option<oneshot::Receiver<()>>,
-    _done: oneshot::Sender<()>,
+    previous: Option<Link>,
+    done: oneshot::Sender<Option<Link>>,
 }
 
+/// Where a request waits for the one before it: the channel closes when that request is done, or carries the
+/// link before it when that request passed its turn (a decoupled request does not hold the order).
+struct Link(oneshot::Receiver<Option<Link>>);
+
 impl Turn {
+    fn new(
+        previous: Option<oneshot::Receiver<Option<Link>>>,
+        done: oneshot::Sender<Option<Link>>,
+    ) -> Self {
+        Turn { previous: previous.map(Link), done }
+    }
+
+    /// Waits until every request before this one is done.
     async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            let _ = previous.await;
+        while let Some(Link(rx)) = &mut self.previous {
+            self.previous = rx.await.ok().flatten();
         }
     }
 
-    /// Lets the requests behind go first, once the requests before are done (a decoupled request does
-    /// not hold the order).
+    /// Lets the requests behind go first, once the requests before are done: the request behind waits on
+    /// the link before this one. Links already passed are skipped here, so however many decoupled requests
+    /// follow a running one, the chain stays as long as the requests still holding the order.
     fn pass(mut self) {
-        tokio::spawn(async move { self.wait().await });
+        while let Some(Link(rx)) = &mut self.previous {
+            match rx.try_recv() {
+                Ok(link) => self.previous = link,
+                Err(oneshot::error::TryRecvError::Closed) => self.previous = None,
+                Err(oneshot::error::TryRecvError::Empty) => break,
+            }
+        }
+        let _ = self.done.send(self.previous.take());
     }
 }
 
@@ -253,4 +273,44 @@ fn failure(
         ..Default::default()
     });
     Ok(pb::ModelStreamInferResponse { error_message: e.message().to_string(), infer_response })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain of turns as `dispatch` builds it.
+    fn chain(n: usize) -> Vec<Turn> {
+        let mut previous = None;
+        (0..n)
+            .map(|_| {
+                let (done, next) = oneshot::channel();
+                Turn::new(previous.replace(next), done)
+            })
+            .collect()
+    }
+
+    /// Decoupled requests that finish behind a coupled one still running leave nothing behind, and the
+    /// request after them still waits for the coupled one.
+    #[tokio::test]
+    async fn passed_turns_hold_no_task_and_keep_the_order() {
+        let n = 10_000;
+        let mut turns = chain(n + 2);
+        let mut last = turns.pop().expect("the last turn");
+        let mut turns = turns.into_iter();
+        let coupled = turns.next().expect("the first turn");
+        let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        for decoupled in turns {
+            decoupled.pass();
+        }
+        tokio::task::yield_now().await;
+        let now = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        assert!(now <= alive + 1, "{n} passed turns left {} tasks", now - alive);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), last.wait()).await;
+        assert!(waited.is_err(), "the last request must wait for the coupled one");
+        drop(coupled);
+        tokio::time::timeout(std::time::Duration::from_secs(5), last.wait())
+            .await
+            .expect("the coupled request is done: the last one's turn comes");
+    }
 }
