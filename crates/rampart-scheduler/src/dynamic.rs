@@ -20,13 +20,19 @@ pub(crate) fn run<T: Task, E: Executor<T>>(
             Pop::Closed => return,
             Pop::Blocked | Pop::TimedOut => continue,
         };
-        if first.batch_size() == 0 || first.batch_size() >= policy.max_batch_size {
+        // A task nothing can join (no batch dimension, already a full batch, or one that batches with
+        // nothing: a decoupled request) runs at once.
+        let alone = first.batch_size() == 0
+            || first.batch_size() >= policy.max_batch_size
+            || !executor.compatible(&first, &first);
+        if alone {
             queue.release(&[level]);
             guarded(|| executor.execute_one(first));
             continue;
         }
-        // Held tasks count against their level's max_queue_size until the batch runs.
-        let mut held = vec![level];
+        // Held tasks count against their level's max_queue_size until the batch runs (or the loop
+        // unwinds: the guard releases them then).
+        let mut held = Held { queue, levels: vec![level] };
         let deadline = first.enqueued() + policy.max_delay;
         let mut size = first.batch_size();
         let mut batch = vec![first];
@@ -39,18 +45,30 @@ pub(crate) fn run<T: Task, E: Executor<T>>(
             match queue.pop(Some(deadline), fits) {
                 Pop::Task(next, level) => {
                     size += next.batch_size();
-                    held.push(level);
+                    held.levels.push(level);
                     batch.push(next);
                 }
                 Pop::Blocked | Pop::TimedOut | Pop::Closed => break,
             }
         }
-        queue.release(&held);
+        drop(held);
         if batch.len() == 1 {
             let task = batch.pop().expect("one task");
             guarded(|| executor.execute_one(task));
         } else {
             guarded(|| executor.execute_batch(batch));
         }
+    }
+}
+
+/// The levels of the tasks a forming batch holds; released when dropped.
+struct Held<'a, T: Task> {
+    queue: &'a PriorityQueue<T>,
+    levels: Vec<usize>,
+}
+
+impl<T: Task> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        self.queue.release(&self.levels);
     }
 }

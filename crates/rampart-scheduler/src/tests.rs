@@ -65,8 +65,9 @@ impl Executor<Probe> for Recorder {
         assert!(tasks.len() > 1);
         self.run(tasks);
     }
+    /// Width 0 stands for a task that batches with nothing (a decoupled request).
     fn compatible(&self, first: &Probe, next: &Probe) -> bool {
-        first.width == next.width
+        first.width == next.width && first.width != 0
     }
 }
 
@@ -315,6 +316,18 @@ fn tasks_held_while_a_batch_forms_count_against_max_queue_size() {
     let (c, rc) = probe(3, 1, 1);
     h.scheduler.submit(c, Ticket::default()).expect("room again once the batch ran");
     assert_eq!(rc.recv().unwrap().unwrap(), vec![3]);
+}
+
+#[test]
+fn a_task_that_batches_with_nothing_runs_without_waiting_for_the_queue_delay() {
+    let p = BatchPolicy { preferred: vec![8], max_delay: Duration::from_secs(5), ..policy(8, 1) };
+    let h = harness(1, 4096, Some(p));
+    h.release.send(()).unwrap();
+    let start = Instant::now();
+    let (alone, rx) = probe(1, 1, 0);
+    h.scheduler.submit(alone, Ticket::default()).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), vec![1]);
+    assert!(start.elapsed() < Duration::from_secs(2), "waited {:?}", start.elapsed());
 }
 
 #[test]
