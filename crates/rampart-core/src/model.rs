@@ -52,6 +52,22 @@ pub struct ModelVersion {
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// A request whose caller went away before its answer (the future was dropped) still counts: as a
+/// failure for reason CANCELED, as Triton counts it.
+struct Unanswered<'a> {
+    stats: &'a ModelStats,
+    start: Instant,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.stats.record_request(Err(FailureReason::Canceled), self.start.elapsed());
+        }
+    }
+}
+
 /// Counts one request in `ModelVersion::in_flight` until dropped.
 struct Busy(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -113,7 +129,9 @@ impl ModelVersion {
             t.stamp_at("REQUEST_START", start);
         }
         let mut reason = FailureReason::Other;
+        let mut unanswered = Unanswered { stats: &self.stats, start, armed: true };
         let result = self.infer_inner(req, &mut reason).await;
+        unanswered.armed = false;
         if let Some(t) = &trace {
             t.stamp("REQUEST_END");
         }

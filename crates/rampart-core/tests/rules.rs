@@ -61,6 +61,8 @@ fn repo() -> tempfile::TempDir {
         "dynamic_batching { max_queue_delay_microseconds: 200000 preferred_batch_size: [ 4 ] }";
     write(dir.path(), "batched", &identity("batched", batching));
     write(dir.path(), "square_int32", SQUARE);
+    let slow = "parameters { key: \"execute_delay_ms\" value: { string_value: \"300\" } }";
+    write(dir.path(), "slow", &identity("slow", slow));
     dir
 }
 
@@ -181,4 +183,18 @@ async fn explicit_model_control_loads_unloads_and_keeps_serving_on_a_bad_reload(
     let e = server.infer(request("identity", vec![1, 2], &[5, 6])).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert!(server.is_ready().unwrap(), "an unloaded model does not make the server unready");
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_goes_away_counts_as_cancelled() {
+    let dir = repo();
+    let server = start(dir.path(), ModelControlMode::None, &[]);
+    let s = server.clone();
+    let call = tokio::spawn(async move { s.infer(request("slow", vec![1, 2], &[1, 2])).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    call.abort(); // the client went away while the instance works
+    let _ = call.await;
+    let stats = &server.statistics(Some("slow"), None).unwrap()[0].stats;
+    assert_eq!((stats.success.count, stats.fail.count), (0, 1));
+    assert_eq!(stats.failures, [0, 1, 0, 0], "REJECTED, CANCELED, BACKEND, OTHER");
 }
