@@ -232,6 +232,11 @@ fn check_reshape(
     Ok(())
 }
 
+/// `model_transaction_policy { decoupled: true }`: zero or more responses per request.
+pub(crate) fn is_decoupled(c: &ModelConfig) -> bool {
+    c.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled)
+}
+
 /// The inputs and outputs a config declares, as an engine sees them: the batch dimension (-1) first when
 /// the model batches, `reshape` not applied (engines without a model file answer this as their signature).
 pub(crate) fn declared_signature(c: &ModelConfig) -> ModelSignature {

@@ -171,7 +171,7 @@ impl Server {
                     spec.instance_index = i;
                     instances.push(engine.load(&spec)?);
                 }
-                let decoupled = cfg.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
+                let decoupled = config::is_decoupled(&cfg);
                 let mut stats = ModelStats::with_latency_metrics(
                     options.metrics.summaries.clone().map(crate::stats::LatencyWindows::new),
                     options.metrics.histograms.then(Default::default),

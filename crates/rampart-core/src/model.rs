@@ -94,7 +94,7 @@ impl ModelVersion {
         engine_inputs: EngineInputs,
         cache: Option<crate::cache::ResponseCache>,
     ) -> Self {
-        let decoupled = config.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled);
+        let decoupled = crate::config::is_decoupled(&config);
         ModelVersion {
             decoupled,
             name: config.name.clone(),

@@ -361,12 +361,7 @@ impl Server {
         mut req: InferRequest,
         endpoint: &str,
     ) -> Result<InferResponse> {
-        let _guard = InFlight::new(&self.inner)?;
-        self.inner.options.request_limits.check(&req)?;
-        let model = self.model(&req.model_name, req.model_version)?;
-        if let Some(data) = req.raw_input.take() {
-            req.inputs = vec![extensions::raw_input(&model, data)?];
-        }
+        let (_guard, model) = self.admit(&mut req)?;
         if model.decoupled {
             return Err(Error::unsupported(format!(
                 "{endpoint} doesn't support models with decoupled transaction policy"
@@ -379,12 +374,7 @@ impl Server {
     /// (`model_transaction_policy { decoupled: true }`), the last flagged. Errors before the request
     /// reaches the model are returned at once.
     pub async fn infer_stream(&self, mut req: InferRequest) -> Result<ResponseStream> {
-        let guard = InFlight::new(&self.inner)?;
-        self.inner.options.request_limits.check(&req)?;
-        let model = self.model(&req.model_name, req.model_version)?;
-        if let Some(data) = req.raw_input.take() {
-            req.inputs = vec![extensions::raw_input(&model, data)?];
-        }
+        let (guard, model) = self.admit(&mut req)?;
         if !model.decoupled {
             return Ok(ResponseStream::one(self.infer_on(model, req).await?));
         }
@@ -396,6 +386,18 @@ impl Server {
         }
         extensions::take(&self.inner.shm, &mut req)?;
         Ok(ResponseStream::many(model.infer_decoupled(req)?, Box::new(guard)))
+    }
+
+    /// What every inference goes through first: counted in flight (refused while exiting), its counts
+    /// bounded, its model version found once, a raw body turned into the model's single input.
+    fn admit(&self, req: &mut InferRequest) -> Result<(InFlight, Arc<ModelVersion>)> {
+        let guard = InFlight::new(&self.inner)?;
+        self.inner.options.request_limits.check(req)?;
+        let model = self.model(&req.model_name, req.model_version)?;
+        if let Some(data) = req.raw_input.take() {
+            req.inputs = vec![extensions::raw_input(&model, data)?];
+        }
+        Ok((guard, model))
     }
 
     async fn infer_on(

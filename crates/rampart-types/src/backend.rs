@@ -113,9 +113,10 @@ pub trait Engine: Send + Sync {
 pub type EngineFactory =
     Box<dyn Fn() -> std::result::Result<Arc<dyn Engine>, String> + Send + Sync>;
 
-struct Registered {
-    factory: EngineFactory,
-    engine: OnceLock<std::result::Result<Arc<dyn Engine>, String>>,
+/// An engine, or the factory that builds it on first use.
+enum Registered {
+    Ready(Arc<dyn Engine>),
+    Lazy { factory: EngineFactory, engine: OnceLock<std::result::Result<Arc<dyn Engine>, String>> },
 }
 
 /// The engines a server can run, by backend name. The binary fills it with what it was built with.
@@ -137,18 +138,15 @@ impl Backends {
 
     /// Registers an engine that exists already.
     pub fn register(&mut self, name: &str, engine: Arc<dyn Engine>) -> &mut Self {
-        let cell = OnceLock::new();
-        let _ = cell.set(Ok(engine));
-        let registered =
-            Registered { factory: Box::new(|| Err("unreachable".into())), engine: cell };
-        self.engines.insert(name.to_string(), registered);
+        self.engines.insert(name.to_string(), Registered::Ready(engine));
         self
     }
 
     /// Registers an engine built on first use; a factory error is the load error of every model that
     /// asks for it.
     pub fn register_lazy(&mut self, name: &str, factory: EngineFactory) -> &mut Self {
-        self.engines.insert(name.to_string(), Registered { factory, engine: OnceLock::new() });
+        let lazy = Registered::Lazy { factory, engine: OnceLock::new() };
+        self.engines.insert(name.to_string(), lazy);
         self
     }
 
@@ -171,6 +169,11 @@ impl Backends {
                 self.names().join(", ")
             )));
         };
-        r.engine.get_or_init(|| (r.factory)()).clone().map_err(Error::unavailable)
+        match r {
+            Registered::Ready(engine) => Ok(engine.clone()),
+            Registered::Lazy { factory, engine } => {
+                engine.get_or_init(factory).clone().map_err(Error::unavailable)
+            }
+        }
     }
 }
