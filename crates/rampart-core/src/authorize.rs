@@ -98,18 +98,28 @@ impl Gate {
         }
     }
 
-    /// `--model-access` for an inference request of `model` (the category check ran before).
-    pub fn authorize_model(&self, model: &str, caller: &Caller<'_>) -> Result<(), Error> {
+    /// `--model-access` for an inference request of `model` (the category check ran before). For an
+    /// ensemble the caller must also be allowed every model its steps reach: an ensemble never lets a
+    /// client run a model it could not call directly.
+    pub fn authorize_model(
+        &self,
+        server: &crate::Server,
+        model: &str,
+        caller: &Caller<'_>,
+    ) -> Result<(), Error> {
         if self.model_access.is_empty() {
             return Ok(());
         }
         let creds = caller.credentials();
-        self.model_access.check(caller.protocol, model, &creds).map_err(|denied| {
-            tracing::warn!(model = %model.escape_debug(), "model access refused: missing or wrong credential");
-            if let Some(log) = &self.audit {
-                caller.audit(|call| log.denied(call, &denied));
-            }
-            denied.to_error()
-        })
+        for reached in std::iter::once(model.to_string()).chain(server.composing_models(model)) {
+            self.model_access.check(caller.protocol, &reached, &creds).map_err(|denied| {
+                tracing::warn!(model = %model.escape_debug(), step = %reached.escape_debug(), "model access refused: missing or wrong credential");
+                if let Some(log) = &self.audit {
+                    caller.audit(|call| log.denied(call, &denied));
+                }
+                denied.to_error()
+            })?;
+        }
+        Ok(())
     }
 }

@@ -86,6 +86,7 @@ fn finish_raw(mut raw: RawConfig, name: &str, dir_name: &str, path: &Path) -> Re
             c.max_batch_size
         )));
     }
+    crate::ensemble::check_static(c)?;
     fill_defaults(c);
     validate_static(c, path)?;
     Ok(raw)
@@ -98,6 +99,17 @@ fn fill_defaults(c: &mut ModelConfig) {
     }
     if c.backend.is_empty() && c.platform == "onnxruntime_onnx" {
         c.backend = "onnxruntime".into();
+    }
+    if c.platform == crate::ensemble::PLATFORM {
+        // An ensemble gets only its version policy (and, once linked, its transaction policy).
+        if c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()).is_none() {
+            c.version_policy = Some(pb::ModelVersionPolicy {
+                policy_choice: Some(PolicyChoice::Latest(pb::model_version_policy::Latest {
+                    num_versions: 1,
+                })),
+            });
+        }
+        return;
     }
     if c.default_model_filename.is_empty() {
         c.default_model_filename = DEFAULT_MODEL_FILENAME.into();

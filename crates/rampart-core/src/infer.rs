@@ -249,6 +249,7 @@ fn check_parameters(params: &Parameters) -> Result<()> {
 }
 
 /// What the loaded engine instance accepts, beyond the config.
+#[derive(Clone)]
 pub(crate) struct EngineInputs {
     pub engine: &'static str,
     /// Input names the model file takes as inputs (optional inputs folded into constants are missing).

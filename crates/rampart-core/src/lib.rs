@@ -31,6 +31,7 @@ pub mod classify;
 mod config;
 pub mod control;
 mod engines;
+mod ensemble;
 mod executor;
 mod extensions;
 pub mod features;

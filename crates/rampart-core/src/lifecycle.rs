@@ -118,9 +118,8 @@ impl Server {
         &self,
         repository: &str,
         name: &str,
-        _unload_dependents: bool,
+        unload_dependents: bool,
     ) -> Result<()> {
-        // `unload_dependents` concerns models loaded because of this one (ensembles); Rampart has none.
         self.check_model_control(repository)?;
         control::validate_model_name(name)?;
         let _control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,6 +132,10 @@ impl Server {
             };
         };
         self.unload_locked(name, &previous, self.inner.options.unload_timeout);
+        if unload_dependents {
+            // The composing models loaded only for this ensemble go with it.
+            self.unload_steps_of(name, &previous);
+        }
         Ok(())
     }
 
@@ -149,6 +152,7 @@ impl Server {
         }
         self.set_entry(name, ModelEntry::retired(previous, ModelState::Unavailable, UNLOADED));
         tracing::info!("successfully unloaded '{name}'");
+        self.refresh_dependents(name);
     }
 
     /// Brings the served models in line with the repository (poll mode): new models load, removed ones
@@ -229,6 +233,7 @@ impl Server {
         }
         let entry = Arc::new(entry);
         self.set_entry(name, entry.clone());
+        self.refresh_dependents(name);
         if let Some(previous) = previous {
             // Versions the new entry did not take over finish their requests, then go.
             for old in previous.served() {

@@ -63,6 +63,9 @@ impl Server {
             Ok(v) => v,
             Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
         };
+        if raw.config.platform == crate::ensemble::PLATFORM {
+            return origin(self.build_ensemble(raw.config, selected));
+        }
         let chosen = crate::engines::backend_name(&raw.config, &options.default_onnx_backend)
             .and_then(|backend| options.backends.get(backend));
         let engine = match chosen {
@@ -204,8 +207,9 @@ impl Server {
                         labels.insert(Arc::new(crate::classify::load_labels(&cfg, dir)?)).clone()
                     }
                 };
+                let run = crate::model::Run::Engine { pool, cache };
                 let mut version =
-                    ModelVersion::new(cfg, v, pool, stats, started.elapsed(), engine_inputs, cache);
+                    ModelVersion::new(cfg, v, run, stats, started.elapsed(), engine_inputs);
                 version.labels = labels;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();

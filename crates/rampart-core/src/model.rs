@@ -41,15 +41,22 @@ pub struct ModelVersion {
     pub stats: Arc<ModelStats>,
     pub load_duration: Duration,
     engine_inputs: EngineInputs,
-    pool: Scheduler,
+    run: Run,
     /// `model_transaction_policy { decoupled: true }`: zero or more responses per request.
     pub decoupled: bool,
-    /// The server's response cache, when this model enables it.
-    cache: Option<crate::cache::ResponseCache>,
     /// Each output's `label_filename` lines (the classification extension).
     pub labels: Arc<crate::classify::Labels>,
     /// Requests being answered (decoupled ones until their last response), so an unload can wait for them.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What answers a version's requests.
+pub(crate) enum Run {
+    /// Instances of a backend behind the version's scheduler, and the server's response cache when the
+    /// model enables it.
+    Engine { pool: Scheduler, cache: Option<crate::cache::ResponseCache> },
+    /// An ensemble's steps.
+    Ensemble(Arc<crate::ensemble::Plan>),
 }
 
 /// A request whose caller went away before its answer (the future was dropped) still counts: as a
@@ -88,11 +95,10 @@ impl ModelVersion {
     pub(crate) fn new(
         config: Arc<ModelConfig>,
         version: i64,
-        pool: Scheduler,
+        run: Run,
         stats: Arc<ModelStats>,
         load_duration: Duration,
         engine_inputs: EngineInputs,
-        cache: Option<crate::cache::ResponseCache>,
     ) -> Self {
         let decoupled = crate::config::is_decoupled(&config);
         ModelVersion {
@@ -103,8 +109,7 @@ impl ModelVersion {
             stats,
             load_duration,
             engine_inputs,
-            pool,
-            cache,
+            run,
             labels: Default::default(),
             in_flight: Default::default(),
         }
@@ -146,7 +151,15 @@ impl ModelVersion {
 
     /// Whether this version answers from the response cache.
     pub fn uses_cache(&self) -> bool {
-        self.cache.is_some()
+        matches!(self.run, Run::Engine { cache: Some(_), .. })
+    }
+
+    /// The ensemble plan, when this version is an ensemble.
+    pub(crate) fn ensemble(&self) -> Option<&Arc<crate::ensemble::Plan>> {
+        match &self.run {
+            Run::Ensemble(plan) => Some(plan),
+            Run::Engine { .. } => None,
+        }
     }
 
     /// `reason` says why a failure failed: set as the request moves past each stage.
@@ -156,9 +169,26 @@ impl ModelVersion {
         reason: &mut FailureReason,
     ) -> Result<InferResponse> {
         let prepared = infer::prepare(&self.config, &self.engine_inputs, &req)?;
+        let (pool, cache) = match &self.run {
+            Run::Engine { pool, cache } => (pool, cache),
+            Run::Ensemble(plan) => {
+                let batch_size = prepared.batch_size;
+                let sequence = crate::ensemble::sequence_parameters(&req.parameters);
+                let call = crate::ensemble::Call::new(req.id.clone(), &req, prepared);
+                let mut sink = crate::ensemble::Sink::One(None);
+                let took = plan.run(call, &mut sink).await?;
+                crate::ensemble::record_success(&self.stats, batch_size, took);
+                let crate::ensemble::Sink::One(Some(outputs)) = sink else {
+                    unreachable!("an ensemble without decoupled steps answers once")
+                };
+                let mut response = self.response(req.id, outputs, batch_size);
+                response.parameters = sequence;
+                return Ok(response);
+            }
+        };
         // Response cache: a hit answers without the engine (and, as in Triton, counts in neither the
         // inference nor the execution count); a miss runs the request and stores its outputs.
-        let cached = self.cache.as_ref().map(|cache| {
+        let cached = cache.as_ref().map(|cache| {
             let looked_up = Instant::now();
             let key =
                 crate::cache::key(&self.name, self.version, &prepared.inputs, &prepared.outputs);
@@ -175,7 +205,7 @@ impl ModelVersion {
         let (tx, rx) = oneshot::channel();
         *reason = FailureReason::Rejected;
         let batch_size = prepared.batch_size;
-        self.submit(&req, prepared, Reply::Unary(tx))?;
+        self.submit(pool, &req, prepared, Reply::Unary(tx))?;
         let outputs = rx
             .await
             .map_err(|_| {
@@ -200,13 +230,19 @@ impl ModelVersion {
     }
 
     /// Queues a validated request with the queue ticket its `priority` and `timeout` parameters ask for.
-    fn submit(&self, req: &InferRequest, prepared: infer::Prepared, reply: Reply) -> Result<()> {
+    fn submit(
+        &self,
+        pool: &Scheduler,
+        req: &InferRequest,
+        prepared: infer::Prepared,
+        reply: Reply,
+    ) -> Result<()> {
         let unsigned = |key: &str| match req.parameters.get(key) {
             Some(infer::ParamValue::Uint(v)) => Some(*v),
             Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
             _ => None,
         };
-        let ticket = self.pool.ticket(unsigned("priority"), unsigned("timeout"));
+        let ticket = pool.ticket(unsigned("priority"), unsigned("timeout"));
         let enqueued = Instant::now();
         if let Some(t) = &req.trace {
             t.stamp_at("QUEUE_START", enqueued);
@@ -220,7 +256,7 @@ impl ModelVersion {
             enqueued,
             reply,
         };
-        self.pool.submit(job, ticket)
+        pool.submit(job, ticket)
     }
 
     /// One request of a decoupled model: its responses arrive through the returned stream as the instance
@@ -242,8 +278,14 @@ impl ModelVersion {
         // One response waits here at most: the instance blocks until the front end takes it, so what a slow
         // reader holds is bounded by the front end's own buffer.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        self.submit(&req, prepared, Reply::Stream(tx))
-            .map_err(|e| fail(e, FailureReason::Rejected))?;
+        match &self.run {
+            Run::Engine { pool, .. } => self
+                .submit(pool, &req, prepared, Reply::Stream(tx))
+                .map_err(|e| fail(e, FailureReason::Rejected))?,
+            Run::Ensemble(plan) => {
+                crate::ensemble::spawn_stream(plan, &self.stats, &req, prepared, tx)
+            }
+        }
         Ok(DecoupledStream {
             model: self.clone(),
             rx,
@@ -334,7 +376,7 @@ pub struct StreamedResponse {
 }
 
 impl DecoupledStream {
-    async fn next(&mut self) -> Option<Result<StreamedResponse>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<StreamedResponse>> {
         if self.done {
             return None;
         }

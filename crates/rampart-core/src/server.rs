@@ -17,7 +17,7 @@ use crate::infer::{InferRequest, InferResponse};
 use crate::model::{ModelState, ModelVersion, ResponseStream};
 use crate::repository;
 use crate::stats::VersionStats;
-use crate::table::{ModelEntry, Models, UNLOADED, log_outcome};
+use crate::table::{ModelEntry, Models, log_outcome};
 
 pub use crate::options::{ServerOptions, StartupError};
 
@@ -181,8 +181,12 @@ impl Server {
                 idle: Notify::new(),
             }),
         };
-        let mut models = Models::new();
+        // Entries go in the table one by one: an ensemble loads its composing models first (those not in
+        // the table yet) and links to them there.
         for (name, dirs) in wanted {
+            if server.inner.models.load().contains_key(&name) {
+                continue;
+            }
             let entry = match dirs.as_slice() {
                 [] => ModelEntry::failed(format!(
                     "failed to load '{name}': there is no model directory '{name}' in the model repository"
@@ -196,9 +200,8 @@ impl Server {
                 return Err(StartupError(format!("failed to load '{name}': {reason}")));
             }
             log_outcome(&name, &entry);
-            models.insert(name, Arc::new(entry));
+            server.set_entry(&name, entry);
         }
-        server.inner.models.store(Arc::new(models));
         Ok(server)
     }
 
@@ -244,10 +247,7 @@ impl Server {
             m.error.is_none()
                 && !m.loading
                 && !m.versions.is_empty()
-                && m.versions.values().all(|v| {
-                    v.state == ModelState::Ready
-                        || (v.state == ModelState::Unavailable && v.reason == UNLOADED)
-                })
+                && m.versions.values().all(|v| v.state == ModelState::Ready || v.is_unloaded())
         }))
     }
 

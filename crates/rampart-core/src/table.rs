@@ -31,6 +31,11 @@ pub(crate) struct ModelEntry {
     pub(crate) overridden: bool,
     /// The directory of a `file:` override, removed once no table refers to this entry.
     pub(crate) _files: Option<Arc<tempfile::TempDir>>,
+    /// An ensemble's composing models: when one of them loads, reloads or unloads, this entry is built
+    /// again (an explicit unload of the ensemble clears it).
+    pub(crate) depends_on: Vec<String>,
+    /// Loaded only because an ensemble needed it (explicit mode): `unload_dependents` takes it along.
+    pub(crate) implicit: bool,
 }
 
 impl ModelEntry {
@@ -47,6 +52,8 @@ impl ModelEntry {
             failed_fingerprint: None,
             overridden: false,
             _files: None,
+            depends_on: Vec::new(),
+            implicit: false,
         }
     }
 
@@ -74,6 +81,14 @@ impl ModelEntry {
 
 /// The reason an unloaded version reports (Triton's wording; strict readiness accepts it).
 pub(crate) const UNLOADED: &str = "unloaded";
+
+impl VersionEntry {
+    /// Unloaded: on request, or (reason "unloaded: …") because an ensemble's composing model went away.
+    pub(crate) fn is_unloaded(&self) -> bool {
+        self.state == ModelState::Unavailable
+            && (self.reason == UNLOADED || self.reason.starts_with("unloaded: "))
+    }
+}
 
 pub(crate) type Models = BTreeMap<String, Arc<ModelEntry>>;
 

@@ -60,6 +60,8 @@ pub struct TraceRecord<'a> {
     pub stamps: &'a [(&'static str, u64)],
     /// The W3C `traceparent` the client sent, if any.
     pub traceparent: Option<&'a str>,
+    /// The trace this one belongs to: an ensemble step's trace names the ensemble request's.
+    pub parent_id: Option<u64>,
 }
 
 /// Where traces go instead of the trace file (`--trace-config mode=opentelemetry`): the binary installs an
@@ -350,7 +352,7 @@ impl Tracer {
         if let Some(parent) = traceparent {
             let id = state.next_id;
             state.next_id += 1;
-            return Some(self.new_trace(id, model, Some(parent.to_string())));
+            return Some(self.new_trace(id, model, Some(parent.to_string()), None));
         }
         if e.count == Some(0) {
             return None;
@@ -373,7 +375,7 @@ impl Tracer {
         let id = state.next_id;
         state.next_id += 1;
         self.refresh_active(&state);
-        Some(self.new_trace(id, model, None))
+        Some(self.new_trace(id, model, None, None))
     }
 
     fn new_trace(
@@ -381,10 +383,12 @@ impl Tracer {
         id: u64,
         model: &str,
         traceparent: Option<String>,
+        parent_id: Option<u64>,
     ) -> Arc<Trace> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         Arc::new(Trace {
             id,
+            parent_id,
             model: model.to_string(),
             version: AtomicI64::new(0),
             stamps: Mutex::new(Vec::with_capacity(12)),
@@ -402,6 +406,7 @@ impl Tracer {
                 version: trace.version.load(Ordering::Relaxed),
                 stamps: &stamps,
                 traceparent: trace.traceparent.as_deref(),
+                parent_id: trace.parent_id,
             });
             return;
         }
@@ -413,7 +418,11 @@ impl Tracer {
             .map(|(name, ns)| json!({"name": name, "ns": ns}))
             .collect();
         let mut state = self.lock();
-        state.buffer.push(json!({"id": trace.id, "model_name": trace.model, "model_version": trace.version.load(Ordering::Relaxed)}));
+        let mut head = json!({"id": trace.id, "model_name": trace.model, "model_version": trace.version.load(Ordering::Relaxed)});
+        if let Some(parent) = trace.parent_id {
+            head["parent_id"] = json!(parent);
+        }
+        state.buffer.push(head);
         state.buffer.push(json!({"id": trace.id, "timestamps": stamps}));
         state.buffered_traces += 1;
         let freq = Self::effective(&state, Some(&trace.model)).log_frequency.unwrap_or(0) as usize;
@@ -480,6 +489,7 @@ impl Tracer {
 /// One sampled request: named timestamps, written to the trace file when the last holder drops it.
 pub struct Trace {
     id: u64,
+    parent_id: Option<u64>,
     model: String,
     version: AtomicI64,
     stamps: Mutex<Vec<(&'static str, u64)>>,
@@ -502,6 +512,19 @@ impl Trace {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The trace of a request this one makes on its behalf (an ensemble step): always taken when the parent
+    /// is, with the parent's id and W3C context.
+    pub fn child(&self, model: &str) -> Option<Arc<Trace>> {
+        let tracer = self.tracer.upgrade()?;
+        let id = {
+            let mut state = tracer.lock();
+            let id = state.next_id;
+            state.next_id += 1;
+            id
+        };
+        Some(tracer.new_trace(id, model, self.traceparent.clone(), Some(self.id)))
     }
 }
 

@@ -51,7 +51,7 @@ impl Inference {
     pub(crate) fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
         let Some(c) = caller else { return Ok(()) };
         let caller = crate::restrict::caller(&c.headers, c.peer.as_ref(), c.method);
-        self.gate.authorize_model(model, &caller)
+        self.gate.authorize_model(&self.server, model, &caller)
     }
 
     /// The core request of a call, traced when sampled. `traceparent`: the W3C trace context from the

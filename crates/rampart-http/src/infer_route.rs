@@ -38,7 +38,7 @@ pub(crate) fn check_model_access(
     }
     let peer = crate::restrict::peer_of(&parts.extensions);
     let caller = crate::restrict::caller(&parts.headers, peer.as_ref(), parts.uri.path());
-    s.gate.authorize_model(model, &caller).map_err(refuse_body)
+    s.gate.authorize_model(&s.server, model, &caller).map_err(refuse_body)
 }
 
 /// A refused body is left unread: close the connection rather than let the server drain it.

@@ -1,0 +1,176 @@
+//! Ensembles (`platform: "ensemble"`): a pipeline of steps, each an ordinary request to a composing model
+//! (its own scheduler, batcher, cache and statistics). `graph.rs` checks a config on its own, `link.rs`
+//! against its composing models and builds the [`Plan`], `run.rs` runs a request, `load.rs` loads an
+//! ensemble after its composing models and keeps it in step with them.
+
+mod graph;
+mod link;
+mod load;
+mod run;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rampart_types::{Error, Result};
+use tokio::sync::{Semaphore, mpsc};
+
+pub(crate) use graph::{PLATFORM, check_static};
+pub(crate) use run::{Call, Sink};
+
+use crate::executor::Streamed;
+use crate::infer::{InferRequest, ParamValue, Parameters, Prepared};
+use crate::stats::{ExecutionTimes, ModelStats};
+
+/// One step of a plan.
+pub(crate) struct Step {
+    pub model: String,
+    /// `None`: the latest ready version (`model_version: -1`).
+    pub version: Option<i64>,
+    /// (the composing model's input, the ensemble tensor it reads), sorted by input name.
+    pub inputs: Vec<(String, usize)>,
+    /// (the composing model's output, the ensemble tensor it writes).
+    pub outputs: Vec<(String, usize)>,
+    /// The composing model answers with zero or more responses per request.
+    pub decoupled: bool,
+    /// The flow its inputs follow: 0 = the request's own inputs, n = the responses of a decoupled step.
+    pub label: usize,
+}
+
+/// An ensemble linked to its composing models: tensors numbered, steps with their tensors.
+pub(crate) struct Plan {
+    pub name: String,
+    tensors: Vec<String>,
+    inputs: Vec<(String, usize)>,
+    outputs: Vec<(String, usize)>,
+    steps: Vec<Step>,
+    /// Per tensor: the steps reading it, and the step writing it.
+    consumers: Vec<Vec<usize>>,
+    producer: Vec<Option<usize>>,
+    /// Per step, `max_inflight_requests` slots shared by every request of this ensemble.
+    limiters: Vec<Option<Arc<Semaphore>>>,
+    /// Whether a step is decoupled, which makes the ensemble decoupled.
+    pub decoupled: bool,
+    server: Weak<crate::server::Inner>,
+}
+
+impl Plan {
+    fn new(
+        name: String,
+        tensors: Vec<String>,
+        inputs: Vec<(String, usize)>,
+        outputs: Vec<(String, usize)>,
+        steps: Vec<Step>,
+        decoupled: bool,
+        max_inflight: u32,
+    ) -> Plan {
+        let mut consumers = vec![Vec::new(); tensors.len()];
+        let mut producer = vec![None; tensors.len()];
+        for (i, s) in steps.iter().enumerate() {
+            for (_, t) in &s.inputs {
+                consumers[*t].push(i);
+            }
+            for (_, t) in &s.outputs {
+                producer[*t] = Some(i);
+            }
+        }
+        let limiters = steps
+            .iter()
+            .map(|_| (max_inflight > 0).then(|| Arc::new(Semaphore::new(max_inflight as usize))))
+            .collect();
+        Plan {
+            name,
+            tensors,
+            inputs,
+            outputs,
+            steps,
+            consumers,
+            producer,
+            limiters,
+            decoupled,
+            server: Weak::new(),
+        }
+    }
+
+    /// The composing model names, each once.
+    pub(crate) fn step_models(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.steps {
+            if !out.contains(&s.model) {
+                out.push(s.model.clone());
+            }
+        }
+        out
+    }
+
+    fn server(&self) -> Result<crate::server::Server> {
+        self.server
+            .upgrade()
+            .map(|inner| crate::server::Server { inner })
+            .ok_or_else(|| Error::unavailable("Server exiting"))
+    }
+}
+
+impl Call {
+    pub(crate) fn new(id: String, req: &InferRequest, prepared: Prepared) -> Call {
+        Call {
+            id,
+            parameters: req.parameters.clone(),
+            trace: req.trace.clone(),
+            inputs: prepared.inputs,
+            wanted: prepared.outputs,
+        }
+    }
+}
+
+/// The sequence parameters of a request, which Triton echoes in an ensemble's responses.
+pub(crate) fn sequence_parameters(parameters: &Parameters) -> Parameters {
+    let mut out = Parameters::new();
+    if let Some(id) = parameters.get("sequence_id") {
+        out.insert("sequence_id".into(), id.clone());
+        for flag in ["sequence_start", "sequence_end"] {
+            let set = matches!(parameters.get(flag), Some(ParamValue::Bool(true)));
+            out.insert(flag.into(), ParamValue::Bool(set));
+        }
+    }
+    out
+}
+
+/// An ensemble request that succeeded counts as one execution whose compute time is its steps' summed
+/// request time (Triton sums its steps' compute times); it waits in no queue of its own.
+pub(crate) fn record_success(stats: &ModelStats, batch_size: u64, steps: Duration) {
+    stats.record_execution(&ExecutionTimes {
+        batch_size,
+        queue: Duration::ZERO,
+        compute_input: Duration::ZERO,
+        compute_infer: steps,
+        compute_output: Duration::ZERO,
+    });
+}
+
+/// Runs a decoupled ensemble request on a task of its own; its responses, then the final flag or an
+/// error, go to `tx`. Dropping the receiver ends the task and cancels the steps.
+pub(crate) fn spawn_stream(
+    plan: &Arc<Plan>,
+    stats: &Arc<ModelStats>,
+    req: &InferRequest,
+    prepared: Prepared,
+    tx: mpsc::Sender<Streamed>,
+) {
+    let plan = plan.clone();
+    let stats = stats.clone();
+    let batch_size = prepared.batch_size;
+    let call = Call::new(req.id.clone(), req, prepared);
+    tokio::spawn(async move {
+        let mut sink = Sink::Stream(tx);
+        let outcome = plan.run(call, &mut sink).await;
+        let Sink::Stream(tx) = sink else { return };
+        let last = match outcome {
+            Ok(took) => {
+                record_success(&stats, batch_size, took);
+                Streamed::Final
+            }
+            Err(e) => Streamed::Error(e),
+        };
+        let _ = tx.send(last).await;
+    });
+}

@@ -1,0 +1,353 @@
+//! Running one ensemble request: a data-flow walk where each step is an ordinary request to its composing
+//! model, started as soon as its inputs exist. Values are keyed by iteration: a decoupled step's every
+//! response starts a new iteration of its flow, which runs the steps downstream and becomes one response of
+//! the ensemble.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rampart_types::{Error, Result, Tensor};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::Plan;
+use crate::executor::Streamed;
+use crate::infer::{InferRequest, InputTensor, Parameters, RequestedOutput};
+use crate::server::Server;
+
+/// Where the ensemble's responses go.
+pub(crate) enum Sink {
+    /// The one response of an ensemble without decoupled steps.
+    One(Option<Vec<Tensor>>),
+    /// A decoupled ensemble's responses, as they are formed.
+    Stream(mpsc::Sender<Streamed>),
+}
+
+/// What an ensemble request brings to each step.
+pub(crate) struct Call {
+    pub id: String,
+    pub parameters: Parameters,
+    pub trace: Option<Arc<crate::trace::Trace>>,
+    /// The ensemble's inputs, validated, by ensemble input name.
+    pub inputs: Vec<Tensor>,
+    /// The ensemble outputs asked for.
+    pub wanted: Vec<String>,
+}
+
+/// Returned to a decoupled step once every step its response started has a slot, so it fetches its next
+/// response only then: a full step (`max_inflight_requests`) holds back the decoupled steps feeding it.
+struct Credit(Option<oneshot::Sender<()>>);
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+enum Event {
+    /// One response of a step run for `iteration`.
+    Response {
+        step: usize,
+        iteration: u64,
+        outputs: Vec<Tensor>,
+        credit: Option<Arc<Credit>>,
+    },
+    /// The step run finished (its last response was sent) after `took`.
+    Done {
+        took: Duration,
+    },
+    Failed(Error),
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Plan {
+    /// Runs one request; the summed time of its step requests on success. Boxed: an ensemble step may be
+    /// an ensemble.
+    pub(crate) fn run<'a>(&'a self, call: Call, sink: &'a mut Sink) -> Boxed<'a, Result<Duration>> {
+        Box::pin(async move {
+            self.walk(call, sink).await.map_err(|e| {
+                Error::new(e.code(), format!("in ensemble '{}', {}", self.name, e.message()))
+            })
+        })
+    }
+
+    async fn walk(&self, call: Call, sink: &mut Sink) -> Result<Duration> {
+        let server = self.server()?;
+        let needed = self.needed(&call.wanted);
+        let wanted: Vec<usize> = call
+            .wanted
+            .iter()
+            .filter_map(|w| self.outputs.iter().find(|(n, _)| n == w).map(|(_, t)| *t))
+            .collect();
+        // How many times each tensor's value is still to be read: by the needed steps, and by the sink.
+        let reads: Vec<usize> = (0..self.tensors.len())
+            .map(|t| {
+                self.consumers[t].iter().filter(|&&s| needed[s]).count()
+                    + usize::from(wanted.contains(&t))
+            })
+            .collect();
+        let mut walk = Walk {
+            plan: self,
+            server,
+            call: &call,
+            needed,
+            wanted,
+            reads,
+            values: HashMap::new(),
+            launched: HashSet::new(),
+            emitted: HashSet::new(),
+            iterations: vec![0; self.steps.len()],
+            tasks: JoinSet::new(),
+            running: 0,
+            took: Duration::ZERO,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut arrived = Vec::with_capacity(self.inputs.len());
+        for (name, t) in &self.inputs {
+            let value = call.inputs.iter().find(|i| &i.name == name).cloned();
+            arrived.push(walk.store(*t, 0, value));
+        }
+        walk.advance(&arrived, 0, None, &tx, sink).await?;
+        while walk.running > 0 {
+            let Some(event) = rx.recv().await else { break };
+            match event {
+                Event::Response { step, iteration, outputs, credit } => {
+                    let s = &self.steps[step];
+                    let iteration = if s.decoupled {
+                        walk.iterations[step] += 1;
+                        walk.iterations[step] - 1
+                    } else {
+                        iteration
+                    };
+                    let mut arrived = Vec::with_capacity(s.outputs.len());
+                    for (name, t) in &s.outputs {
+                        let value = outputs.iter().find(|o| &o.name == name).cloned();
+                        arrived.push(walk.store(*t, iteration, value));
+                    }
+                    walk.advance(&arrived, iteration, credit, &tx, sink).await?;
+                }
+                Event::Done { took } => {
+                    walk.running -= 1;
+                    walk.took += took;
+                }
+                Event::Failed(e) => return Err(e),
+            }
+        }
+        if let Sink::One(None) = sink {
+            return Err(Error::internal(format!(
+                "[request id: {}] unexpected deadlock, at least one output is not set while no more ensemble steps can be made",
+                if call.id.is_empty() { "<id_unknown>" } else { &call.id }
+            )));
+        }
+        Ok(walk.took)
+    }
+
+    /// Which steps feed an output asked for (the others do not run).
+    fn needed(&self, wanted: &[String]) -> Vec<bool> {
+        let mut needed = vec![false; self.steps.len()];
+        let mut stack: Vec<usize> = self
+            .outputs
+            .iter()
+            .filter(|(n, _)| wanted.contains(n))
+            .filter_map(|(_, t)| self.producer[*t])
+            .collect();
+        while let Some(s) = stack.pop() {
+            if std::mem::replace(&mut needed[s], true) {
+                continue;
+            }
+            stack.extend(self.steps[s].inputs.iter().filter_map(|(_, t)| self.producer[*t]));
+        }
+        needed
+    }
+}
+
+/// The state of one ensemble request.
+struct Walk<'a> {
+    plan: &'a Plan,
+    server: Server,
+    call: &'a Call,
+    needed: Vec<bool>,
+    wanted: Vec<usize>,
+    reads: Vec<usize>,
+    /// (tensor, iteration) → value and the reads left; `None`: the producer did not send it.
+    values: HashMap<(usize, u64), (Option<Tensor>, usize)>,
+    launched: HashSet<(usize, u64)>,
+    emitted: HashSet<u64>,
+    /// The next iteration of each decoupled step's flow.
+    iterations: Vec<u64>,
+    tasks: JoinSet<()>,
+    running: usize,
+    took: Duration,
+}
+
+impl Walk<'_> {
+    /// Keeps a new value while something will read it; returns the tensor.
+    fn store(&mut self, tensor: usize, iteration: u64, value: Option<Tensor>) -> usize {
+        if self.reads[tensor] > 0 {
+            self.values.insert((tensor, iteration), (value, self.reads[tensor]));
+        }
+        tensor
+    }
+
+    /// One read of a value; the last one frees it.
+    fn read(&mut self, tensor: usize, iteration: u64) -> Option<Tensor> {
+        let key = (tensor, iteration);
+        let (value, left) = self.values.get_mut(&key)?;
+        *left -= 1;
+        if *left == 0 { self.values.remove(&key).and_then(|(v, _)| v) } else { value.clone() }
+    }
+
+    fn has(&self, tensor: usize, iteration: u64) -> bool {
+        self.values.contains_key(&(tensor, iteration))
+    }
+
+    /// Starts the steps and forms the response that the values of `arrived` at `iteration` complete.
+    async fn advance(
+        &mut self,
+        arrived: &[usize],
+        iteration: u64,
+        credit: Option<Arc<Credit>>,
+        tx: &mpsc::UnboundedSender<Event>,
+        sink: &mut Sink,
+    ) -> Result<()> {
+        let plan = self.plan;
+        let mut ready: Vec<usize> = arrived
+            .iter()
+            .flat_map(|&t| plan.consumers[t].iter().copied())
+            .filter(|&s| self.needed[s] && !self.launched.contains(&(s, iteration)))
+            .filter(|&s| plan.steps[s].inputs.iter().all(|(_, t)| self.has(*t, iteration)))
+            .collect();
+        ready.sort_unstable();
+        ready.dedup();
+        for s in ready {
+            self.launched.insert((s, iteration));
+            let inputs: Vec<InputTensor> = plan.steps[s]
+                .inputs
+                .iter()
+                .filter_map(|(name, t)| {
+                    let v = self.read(*t, iteration)?;
+                    Some(InputTensor::new(name.clone(), v.datatype, v.shape, v.data))
+                })
+                .collect();
+            self.launch(s, iteration, inputs, credit.clone(), tx.clone());
+        }
+        let complete = !self.wanted.is_empty()
+            && arrived.iter().any(|t| self.wanted.contains(t))
+            && !self.emitted.contains(&iteration)
+            && self.wanted.iter().all(|&t| self.has(t, iteration));
+        if complete {
+            self.emitted.insert(iteration);
+            let wanted = self.wanted.clone();
+            let mut outputs = Vec::with_capacity(wanted.len());
+            for t in wanted {
+                if let Some(mut v) = self.read(t, iteration) {
+                    v.name = plan
+                        .outputs
+                        .iter()
+                        .find(|(_, x)| *x == t)
+                        .map(|(n, _)| n.clone())
+                        .unwrap_or_default();
+                    outputs.push(v);
+                }
+            }
+            match sink {
+                Sink::One(slot) => *slot = Some(outputs),
+                Sink::Stream(out) => {
+                    if out.send(Streamed::Response(outputs)).await.is_err() {
+                        return Err(Error::new(
+                            rampart_types::Code::Cancelled,
+                            "the request was cancelled",
+                        ));
+                    }
+                }
+            }
+        }
+        drop(credit);
+        Ok(())
+    }
+
+    /// Starts step `s` for `iteration` as a task of this request (aborted with it).
+    fn launch(
+        &mut self,
+        s: usize,
+        iteration: u64,
+        inputs: Vec<InputTensor>,
+        credit: Option<Arc<Credit>>,
+        tx: mpsc::UnboundedSender<Event>,
+    ) {
+        let step = &self.plan.steps[s];
+        let limiter = self.plan.limiters[s].clone();
+        let request = InferRequest {
+            model_name: step.model.clone(),
+            model_version: step.version,
+            id: self.call.id.clone(),
+            parameters: self.call.parameters.clone(),
+            inputs,
+            outputs: step.outputs.iter().map(|(n, _)| RequestedOutput::new(n.clone())).collect(),
+            raw_input: None,
+            trace: self.call.trace.as_ref().and_then(|t| t.child(&step.model)),
+        };
+        let server = self.server.clone();
+        let decoupled = step.decoupled;
+        self.running += 1;
+        let task: Boxed<'static, ()> = Box::pin(async move {
+            let _permit = match limiter {
+                Some(l) => l.acquire_owned().await.ok(),
+                None => None,
+            };
+            drop(credit);
+            let start = Instant::now();
+            let outcome = run_step(&server, request, decoupled, s, iteration, &tx).await;
+            let _ = tx.send(match outcome {
+                Ok(()) => Event::Done { took: start.elapsed() },
+                Err(e) => Event::Failed(e),
+            });
+        });
+        self.tasks.spawn(task);
+    }
+}
+
+/// One step request: its responses go to the ensemble as events.
+async fn run_step(
+    server: &Server,
+    request: InferRequest,
+    decoupled: bool,
+    step: usize,
+    iteration: u64,
+    tx: &mpsc::UnboundedSender<Event>,
+) -> Result<()> {
+    let model = server.model(&request.model_name, request.model_version)?;
+    if !decoupled || !model.decoupled {
+        if model.decoupled {
+            return Err(Error::unavailable(format!(
+                "model '{}' became decoupled after the ensemble was loaded",
+                model.name
+            )));
+        }
+        let response = model.infer(request).await?;
+        let _ =
+            tx.send(Event::Response { step, iteration, outputs: response.outputs, credit: None });
+        return Ok(());
+    }
+    let mut stream = model.infer_decoupled(request)?;
+    while let Some(item) = stream.next().await {
+        let Some(response) = item?.response else { break };
+        let (back, wait) = oneshot::channel();
+        let credit = Some(Arc::new(Credit(Some(back))));
+        let event = Event::Response { step, iteration, outputs: response.outputs, credit };
+        if tx.send(event).is_err() {
+            return Err(Error::new(
+                rampart_types::Code::Cancelled,
+                "the ensemble request was cancelled",
+            ));
+        }
+        let _ = wait.await;
+    }
+    Ok(())
+}
