@@ -7,6 +7,8 @@ mod graph;
 mod link;
 mod load;
 mod run;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

@@ -71,6 +71,9 @@ impl Server {
             let tmp = control::write_override(&request.files)?;
             (tmp.path().to_path_buf(), Some(Arc::new(tmp)))
         };
+        if files.is_none() {
+            self.reload_unloaded_steps(name, &dir, request.config.as_deref());
+        }
         self.load_locked(name, &dir, request.config.as_deref(), files)
     }
 
@@ -167,11 +170,8 @@ impl Server {
         let found = repository::scan(&options.model_repositories)?;
         let current = self.inner.models.load_full();
         for (name, entry) in current.iter() {
-            let unloaded = entry
-                .versions
-                .values()
-                .all(|v| v.state == ModelState::Unavailable && v.reason == UNLOADED)
-                && entry.error.is_none();
+            let unloaded =
+                entry.versions.values().all(|v| v.is_unloaded()) && entry.error.is_none();
             if !found.contains_key(name) && !unloaded {
                 self.unload_locked(name, entry, Duration::ZERO);
             }

@@ -245,6 +245,39 @@ impl Server {
         Ok(())
     }
 
+    /// Before an explicit load of ensemble `name`: its composing models that were unloaded load again, as
+    /// Triton's load of an ensemble loads its steps. The caller holds the control lock.
+    pub(crate) fn reload_unloaded_steps(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        config: Option<&str>,
+    ) {
+        let options = &self.inner.options;
+        let raw = match config {
+            Some(json) => crate::config::from_json(json, dir, name),
+            None => crate::config::read(dir, name, options.autocomplete),
+        };
+        let Ok(raw) = raw else { return };
+        for step in graph::step_models(&raw.config) {
+            let unloaded = self.inner.models.load().get(&step).is_some_and(|e| {
+                e.error.is_none()
+                    && !e.versions.is_empty()
+                    && e.versions.values().all(|v| v.is_unloaded())
+            });
+            if !unloaded || step == name {
+                continue;
+            }
+            let Ok(step_dir) = repository::locate(&options.model_repositories, &step) else {
+                continue;
+            };
+            tracing::info!("loading '{step}', a composing model of ensemble '{name}'");
+            if let Err(e) = self.load_locked(&step, &step_dir, None, None) {
+                tracing::error!("{}", e.message());
+            }
+        }
+    }
+
     /// Builds again every ensemble that depends on `changed` (after it loaded, reloaded or unloaded). An
     /// ensemble whose composing model is gone is unloaded with the reason; it loads again when the model
     /// returns. The caller holds the control lock.

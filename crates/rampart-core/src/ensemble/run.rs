@@ -149,7 +149,7 @@ impl Plan {
     }
 
     /// Which steps feed an output asked for (the others do not run).
-    fn needed(&self, wanted: &[String]) -> Vec<bool> {
+    pub(super) fn needed(&self, wanted: &[String]) -> Vec<bool> {
         let mut needed = vec![false; self.steps.len()];
         let mut stack: Vec<usize> = self
             .outputs
