@@ -314,6 +314,11 @@ impl Restrictions {
         self.rules[category.index()].as_deref().map(|r| r.header.as_str())
     }
 
+    /// The header a category requires, lower-case (as looked up).
+    pub fn lookup_for(&self, category: Category) -> Option<&str> {
+        self.rules[category.index()].as_deref().map(|r| r.lookup.as_str())
+    }
+
     /// The certificate names that may stand in for a category's key.
     pub fn identities_for(&self, category: Category) -> &[String] {
         &self.identities[category.index()]
@@ -427,6 +432,25 @@ impl ModelAccess {
     }
 
     /// The globs of every rule, for the startup report.
+    /// Whether a rule asks for a key (rather than a client certificate).
+    pub fn has_keys(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r.credential, ModelCredential::Key { .. }))
+    }
+
+    /// The headers (lower-case) of the key rules naming `model`.
+    pub fn key_headers(&self, protocol: Protocol, model: &str) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|r| r.globs.iter().any(|g| glob_match(g, model)))
+            .filter_map(|r| match &r.credential {
+                ModelCredential::Key { http, grpc } => {
+                    Some(if protocol == Protocol::Http { http } else { grpc }.lookup.as_str())
+                }
+                ModelCredential::ClientCert(_) => None,
+            })
+            .collect()
+    }
+
     pub fn globs(&self) -> Vec<&str> {
         self.rules.iter().flat_map(|r| r.globs.iter().map(String::as_str)).collect()
     }

@@ -74,6 +74,33 @@ impl Gate {
         !self.model_access.is_empty()
     }
 
+    /// Whether an inference caller can present a key this gate knows (a restricted inference category or
+    /// `--model-access` keys): front ends describe the caller then, to learn its principal.
+    pub fn knows_keys(&self) -> bool {
+        self.restrictions.header_for(Category::Inference).is_some() || self.model_access.has_keys()
+    }
+
+    /// Who is calling, as far as this listener verified: the client certificate's subject, else the key it
+    /// presented for inference (`--http-restricted-api`/`--grpc-restricted-protocol` on inference, or a
+    /// `--model-access` key naming `model`), as a SHA-256 digest of the header and value. `None`:
+    /// anonymous. A sequence started by one principal refuses requests of another.
+    pub fn principal(&self, model: &str, caller: &Caller<'_>) -> Option<String> {
+        if let Some(id) = caller.identity {
+            return Some(format!("cert:{}", id.subject()));
+        }
+        let mut headers: Vec<&str> = self.model_access.key_headers(caller.protocol, model);
+        headers.extend(self.restrictions.lookup_for(Category::Inference));
+        headers.into_iter().find_map(|h| {
+            let value = caller.headers.get(h)?;
+            let mut input = h.as_bytes().to_vec();
+            input.push(0);
+            input.extend_from_slice(value.as_bytes());
+            let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+            let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+            Some(format!("key:{hex}"))
+        })
+    }
+
     /// The category check of a request in `category`. A refusal (401/403, UNAUTHENTICATED/
     /// PERMISSION_DENIED) is logged as a warning and audited.
     pub fn authorize(&self, category: Category, caller: &Caller<'_>) -> Result<(), Error> {

@@ -120,6 +120,7 @@ impl Call {
             trace: req.trace.clone(),
             inputs: prepared.inputs,
             wanted: prepared.outputs,
+            principal: req.principal.clone(),
         }
     }
 }

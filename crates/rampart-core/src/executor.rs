@@ -240,7 +240,7 @@ pub(crate) fn cancelled() -> Error {
 }
 
 /// Runs an engine call, turning a panic into an INTERNAL error.
-fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()

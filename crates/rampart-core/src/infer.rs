@@ -120,6 +120,9 @@ pub struct InferRequest {
     pub raw_input: Option<Bytes>,
     /// Set when this request is traced ([`crate::Server::start_trace`]).
     pub trace: Option<std::sync::Arc<crate::trace::Trace>>,
+    /// Who sent it, as far as the server verified (`authorize::Gate::principal`): a sequence started by
+    /// one principal refuses requests from another.
+    pub principal: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -48,6 +48,7 @@ pub mod remote;
 #[path = "remote_disabled.rs"]
 pub mod remote;
 mod repository;
+mod sequence;
 mod server;
 pub mod shm;
 pub mod stats;
@@ -64,6 +65,6 @@ pub use infer::{
 pub use model::{ModelState, ModelVersion, ResponseStream, StreamedResponse};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
 pub use server::{
-    EXTENSIONS, IndexEntry, ModelMetadata, Server, ServerMetadata, ServerOptions, StartupError,
-    TensorMetadata, parse_version,
+    EXTENSIONS, IndexEntry, ModelMetadata, SequenceLimits, Server, ServerMetadata, ServerOptions,
+    StartupError, TensorMetadata, parse_version,
 };

@@ -145,9 +145,13 @@ impl Server {
                 let cfg = match &final_config {
                     Some(c) => c.clone(),
                     None => {
+                        let raw = raw.take().expect("raw config consumed once");
+                        // Control and state tensors are the server's, never declared as inputs/outputs.
+                        let internal = crate::sequence::SequenceSpec::internal_names(&raw.config);
+                        let signature = instances[0].signature().without(&internal);
                         let c = Arc::new(config::complete_and_validate(
-                            raw.take().expect("raw config consumed once"),
-                            instances[0].signature(),
+                            raw,
+                            &signature,
                             options.autocomplete,
                         )?);
                         final_config = Some(c.clone());
@@ -183,18 +187,43 @@ impl Server {
                     stats = stats.with_response_stats();
                 }
                 let stats = Arc::new(stats);
-                let batching = batch_policy(&cfg)?;
-                let executors: Vec<Instance> = instances
-                    .into_iter()
-                    .map(|engine| Instance { engine, stats: stats.clone() })
-                    .collect();
-                let pool = crate::model::Scheduler::start(
-                    format!("{name}-{v}"),
-                    executors,
-                    options.max_queued_requests,
-                    batching,
-                )?;
-                let wants_cache = cfg.response_cache.as_ref().is_some_and(|c| c.enable);
+                let sequence = crate::sequence::spec(&cfg, dir, &options.sequences)?;
+                if sequence.is_some() && decoupled {
+                    return Err(Error::unsupported(format!(
+                        "model '{name}': decoupled models with sequence_batching are not supported"
+                    )));
+                }
+                let (pool, sequences) = match sequence {
+                    Some((policy, spec)) => {
+                        let (pool, held) = crate::sequence::start(
+                            format!("{name}-{v}"),
+                            instances,
+                            &stats,
+                            options.max_queued_requests,
+                            policy,
+                            spec,
+                            options.audit.clone(),
+                        )?;
+                        (pool, Some(held))
+                    }
+                    None => {
+                        let batching = batch_policy(&cfg)?;
+                        let executors: Vec<Instance> = instances
+                            .into_iter()
+                            .map(|engine| Instance { engine, stats: stats.clone() })
+                            .collect();
+                        let pool = crate::model::Scheduler::start(
+                            format!("{name}-{v}"),
+                            executors,
+                            options.max_queued_requests,
+                            batching,
+                        )?;
+                        (pool, None)
+                    }
+                };
+                // A stateful model's answers depend on more than its inputs: never cached.
+                let wants_cache =
+                    cfg.response_cache.as_ref().is_some_and(|c| c.enable) && sequences.is_none();
                 if wants_cache && cache.is_none() {
                     tracing::warn!(
                         "model '{name}' enables response_cache but the server has no cache (--cache-config local,size=N)"
@@ -211,6 +240,7 @@ impl Server {
                 let mut version =
                     ModelVersion::new(cfg, v, run, stats, started.elapsed(), engine_inputs);
                 version.labels = labels;
+                version.sequences = sequences;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();
                 Ok(Arc::new(version))

@@ -323,6 +323,31 @@ pub(crate) fn render(
         rows.iter(),
         |r| r.model.load_duration.as_secs_f64().to_string(),
     );
+    // Sequence families (Rampart's) only for stateful versions.
+    let stateful = || rows.iter().filter(|r| r.model.sequences.is_some());
+    if stateful().next().is_some() {
+        let held = |r: &Row| r.model.sequences.as_ref().map(|h| h.states.clone());
+        family(
+            o,
+            "rampart_sequences_open",
+            "gauge",
+            "Open sequences (holding a batch slot or waiting for one)",
+            stateful(),
+            |r| r.model.open_sequences().to_string(),
+        );
+        family(
+            o,
+            "rampart_sequences_idle_released_total",
+            "counter",
+            "Sequences released because no request came for max_sequence_idle_microseconds",
+            stateful(),
+            |r| {
+                held(r)
+                    .map_or(0, |s| s.idle_released.load(std::sync::atomic::Ordering::Relaxed))
+                    .to_string()
+            },
+        );
+    }
     // Cache families only for versions that use the cache, as in Triton.
     let cached = || rows.iter().filter(|r| r.model.uses_cache());
     if cached().next().is_some() {

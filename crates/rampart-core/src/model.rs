@@ -48,6 +48,8 @@ pub struct ModelVersion {
     pub labels: Arc<crate::classify::Labels>,
     /// Requests being answered (decoupled ones until their last response), so an unload can wait for them.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// A stateful model's spec and the state of its open sequences (`sequence_batching`).
+    pub(crate) sequences: Option<crate::sequence::Held>,
 }
 
 /// What answers a version's requests.
@@ -112,6 +114,7 @@ impl ModelVersion {
             run,
             labels: Default::default(),
             in_flight: Default::default(),
+            sequences: None,
         }
     }
 
@@ -147,6 +150,14 @@ impl ModelVersion {
     /// Accepted requests that no execution has taken yet (queued, or held by the batcher).
     pub fn pending(&self) -> u64 {
         self.stats.pending()
+    }
+
+    /// Open sequences of a stateful version (0 otherwise).
+    pub fn open_sequences(&self) -> usize {
+        match &self.run {
+            Run::Engine { pool, .. } => pool.open_sequences(),
+            Run::Ensemble(_) => 0,
+        }
     }
 
     /// Whether this version answers from the response cache.
@@ -247,6 +258,12 @@ impl ModelVersion {
         if let Some(t) = &req.trace {
             t.stamp_at("QUEUE_START", enqueued);
         }
+        let membership = match &self.sequences {
+            Some(held) => {
+                Some((held, crate::sequence::admit(&self.name, &self.config, req, &prepared)?))
+            }
+            None => None,
+        };
         let job = Job {
             trace: req.trace.clone(),
             pending: Some(crate::stats::Pending::new(self.stats.clone())),
@@ -256,7 +273,14 @@ impl ModelVersion {
             enqueued,
             reply,
         };
-        pool.submit(job, ticket)
+        match membership {
+            Some((held, m)) => {
+                let id = m.id.clone();
+                pool.submit_in_sequence(job, m)
+                    .map_err(|r| crate::sequence::refused(&self.name, &id, r, held))
+            }
+            None => pool.submit(job, ticket),
+        }
     }
 
     /// One request of a decoupled model: its responses arrive through the returned stream as the instance

@@ -19,11 +19,12 @@ use crate::repository;
 use crate::stats::VersionStats;
 use crate::table::{ModelEntry, Models, log_outcome};
 
-pub use crate::options::{ServerOptions, StartupError};
+pub use crate::options::{SequenceLimits, ServerOptions, StartupError};
 
 /// Extensions reported by server metadata: only what this build implements.
 pub const EXTENSIONS: &[&str] = &[
     "classification",
+    "sequence",
     "model_repository",
     "model_repository(unload_dependents)",
     "schedule_policy",

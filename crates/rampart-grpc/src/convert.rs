@@ -145,6 +145,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
         outputs.push(RequestedOutput { name: o.name, classification, shm });
     }
     Ok(InferRequest {
+        principal: None,
         model_name: req.model_name,
         model_version: version,
         id: req.id,

@@ -36,9 +36,11 @@ pub(crate) struct Caller {
 }
 
 impl Inference {
-    /// The caller of an inference call, when `--model-access` rules exist (nothing is copied otherwise).
+    /// The caller of an inference call, when `--model-access` rules exist or the caller can be identified
+    /// (a key the gate knows, a verified certificate); nothing is copied otherwise.
     pub(crate) fn caller<T>(&self, r: &Request<T>, method: &'static str) -> Option<Arc<Caller>> {
-        self.gate.checks_models().then(|| {
+        let verified = r.extensions().get::<Peer>().is_some_and(|p| p.identity.is_some());
+        (self.gate.checks_models() || self.gate.knows_keys() || verified).then(|| {
             Arc::new(Caller {
                 headers: r.metadata().clone().into_headers(),
                 peer: r.extensions().get::<Peer>().cloned(),
@@ -47,11 +49,16 @@ impl Inference {
         })
     }
 
-    /// `--model-access` for one request.
-    pub(crate) fn check_model(&self, caller: Option<&Caller>, model: &str) -> Result<(), Error> {
-        let Some(c) = caller else { return Ok(()) };
+    /// `--model-access` for one request; the caller's principal on success.
+    pub(crate) fn check_model(
+        &self,
+        caller: Option<&Caller>,
+        model: &str,
+    ) -> Result<Option<String>, Error> {
+        let Some(c) = caller else { return Ok(None) };
         let caller = crate::restrict::caller(&c.headers, c.peer.as_ref(), c.method);
-        self.gate.authorize_model(&self.server, model, &caller)
+        self.gate.authorize_model(&self.server, model, &caller)?;
+        Ok(self.gate.principal(model, &caller))
     }
 
     /// The core request of a call, traced when sampled. `traceparent`: the W3C trace context from the
@@ -60,12 +67,14 @@ impl Inference {
         &self,
         req: pb::ModelInferRequest,
         traceparent: Option<&str>,
+        principal: Option<String>,
     ) -> Result<rampart_core::InferRequest, Error> {
         let trace = self.server.start_trace(&req.model_name, traceparent);
         if let Some(t) = &trace {
             t.stamp("GRPC_WAITREAD_START");
         }
         let mut req = convert::infer_request(req)?;
+        req.principal = principal;
         if let Some(t) = trace {
             t.stamp("GRPC_WAITREAD_END");
             req.trace = Some(t);
@@ -77,8 +86,9 @@ impl Inference {
         &self,
         req: pb::ModelInferRequest,
         traceparent: Option<&str>,
+        principal: Option<String>,
     ) -> Result<pb::ModelInferResponse, Error> {
-        let req = self.request(req, traceparent)?;
+        let req = self.request(req, traceparent, principal)?;
         let trace = req.trace.clone();
         let resp = self.server.infer_unary(req, "ModelInfer RPC").await?;
         if let Some(t) = &trace {
@@ -95,8 +105,9 @@ impl Inference {
         &self,
         req: pb::ModelInferRequest,
         traceparent: Option<&str>,
+        principal: Option<String>,
     ) -> Result<(rampart_core::ResponseStream, Option<Trace>), Error> {
-        let req = self.request(req, traceparent)?;
+        let req = self.request(req, traceparent, principal)?;
         let trace = req.trace.clone();
         Ok((self.server.infer_stream(req).await?, trace))
     }

@@ -123,8 +123,8 @@ impl gis::GrpcInferenceService for Inference {
         let caller = self.caller(&r, "/inference.GRPCInferenceService/ModelInfer");
         let traceparent = traceparent(&r);
         let req = r.into_inner();
-        self.check_model(caller.as_deref(), &req.model_name)?;
-        let resp = self.infer(req, traceparent.as_deref()).await?;
+        let principal = self.check_model(caller.as_deref(), &req.model_name)?;
+        let resp = self.infer(req, traceparent.as_deref(), principal).await?;
         Ok(Response::new(resp))
     }
 

@@ -64,6 +64,7 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
     let mut tasks = JoinSet::new();
     let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
     let mut previous: Option<oneshot::Receiver<Option<Link>>> = None;
+    let mut admitted_before: Option<oneshot::Receiver<()>> = None;
     loop {
         tokio::select! {
             // The client went away: returning drops `tasks`, which aborts them.
@@ -83,7 +84,9 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
                     };
                     let (done, next) = oneshot::channel();
                     let turn = Turn::new(previous.replace(next), done);
-                    tasks.spawn(answer(cx.clone(), req, out.clone(), turn, permit));
+                    let (admitted, after) = oneshot::channel();
+                    let order = Admission { before: admitted_before.replace(after), admitted };
+                    tasks.spawn(answer(cx.clone(), req, out.clone(), turn, order, permit));
                 }
             }
         }
@@ -138,12 +141,20 @@ impl Turn {
     }
 }
 
+/// A request's place in the order the core receives the stream's requests: it is handed over once the
+/// request before it was (or failed), so the requests of a sequence reach its batcher in the order sent.
+struct Admission {
+    before: Option<oneshot::Receiver<()>>,
+    admitted: oneshot::Sender<()>,
+}
+
 /// Runs one request of the stream and writes its responses.
 async fn answer(
     cx: StreamContext,
     req: pb::ModelInferRequest,
     out: Out,
     mut turn: Turn,
+    order: Admission,
     _slot: OwnedSemaphorePermit,
 ) {
     let echo = Echo {
@@ -151,7 +162,7 @@ async fn answer(
         model: req.model_name.clone(),
         version: req.model_version.clone(),
     };
-    let started = start(&cx, req).await;
+    let started = start(&cx, req, order).await;
     let (mut stream, trace, empty_final) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -195,7 +206,15 @@ async fn answer(
 async fn start(
     cx: &StreamContext,
     mut req: pb::ModelInferRequest,
+    order: Admission,
 ) -> Result<(ResponseStream, Option<Trace>, bool), Error> {
+    if let Some(before) = order.before {
+        let _ = before.await;
+    }
+    // Signalled after the first poll, by which the core has queued the request (or refused it): its
+    // admission runs before the first point where the request waits. An early error drops the sender,
+    // which lets the next request go as well.
+    let mut admitted = Some(order.admitted);
     let empty_final = match req.parameters.remove(EMPTY_FINAL).and_then(|p| p.parameter_choice) {
         None => false,
         Some(ParameterChoice::BoolParam(b)) => b,
@@ -205,8 +224,17 @@ async fn start(
             )));
         }
     };
-    cx.inference.check_model(cx.caller.as_deref(), &req.model_name)?;
-    let (stream, trace) = cx.inference.infer_stream(req, cx.traceparent.as_deref()).await?;
+    let principal = cx.inference.check_model(cx.caller.as_deref(), &req.model_name)?;
+    let call = cx.inference.infer_stream(req, cx.traceparent.as_deref(), principal);
+    let mut call = std::pin::pin!(call);
+    let (stream, trace) = std::future::poll_fn(|c| {
+        let polled = call.as_mut().poll(c);
+        if let Some(a) = admitted.take() {
+            let _ = a.send(());
+        }
+        polled
+    })
+    .await?;
     Ok((stream, trace, empty_final))
 }
 

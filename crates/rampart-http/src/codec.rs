@@ -334,6 +334,7 @@ pub(crate) fn decode_request_with(
             outputs,
             trace: None,
             raw_input: None,
+            principal: None,
         },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })

@@ -27,18 +27,21 @@ pub(crate) async fn infer_v(
     run_infer(s, model, version, request).await
 }
 
-/// `--model-access` for an inference request (the category check ran in the restrict layer).
+/// `--model-access` for an inference request (the category check ran in the restrict layer); the caller's
+/// principal on success.
 pub(crate) fn check_model_access(
     s: &AppState,
     model: &str,
     parts: &axum::http::request::Parts,
-) -> Result<(), Response> {
-    if !s.gate.checks_models() {
-        return Ok(());
-    }
+) -> Result<Option<String>, Response> {
     let peer = crate::restrict::peer_of(&parts.extensions);
+    let verified = peer.as_ref().is_some_and(|p| p.identity.is_some());
+    if !s.gate.checks_models() && !s.gate.knows_keys() && !verified {
+        return Ok(None);
+    }
     let caller = crate::restrict::caller(&parts.headers, peer.as_ref(), parts.uri.path());
-    s.gate.authorize_model(&s.server, model, &caller).map_err(refuse_body)
+    s.gate.authorize_model(&s.server, model, &caller).map_err(refuse_body)?;
+    Ok(s.gate.principal(model, &caller))
 }
 
 /// A refused body is left unread: close the connection rather than let the server drain it.
@@ -192,7 +195,7 @@ pub(crate) async fn run_infer(
 ) -> HResult {
     let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
-    check_model_access(&s, &model, &parts)?;
+    let principal = check_model_access(&s, &model, &parts)?;
     let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
     let trace = s.server.start_trace(&model, traceparent);
     let headers = parts.headers;
@@ -225,6 +228,7 @@ pub(crate) async fn run_infer(
         )?,
     };
     let mut request = decoded.request;
+    request.principal = principal;
     if let Some(t) = &trace {
         t.stamp_at("HTTP_RECV_START", received);
         t.stamp("HTTP_RECV_END");

@@ -10,13 +10,14 @@
 //! - with one, the dynamic batcher (`dynamic.rs`): one FIFO per priority level with its queue policy, and each
 //!   instance thread gathers compatible tasks into a batch.
 //!
-//! Other schedulers (the sequence batcher, the ensemble executor) are meant to sit beside the dynamic
-//! batcher as peers: a module of their own that drives [`Executor`]s from its own queue.
+//! - [`Scheduler::start_sequences`] starts the sequence batcher (`sequence.rs`): requests carry a
+//!   correlation ID and run in order within their sequence, a batch holding one request per sequence.
 #![forbid(unsafe_code)]
 
 mod dynamic;
 mod policy;
 mod priority_queue;
+mod sequence;
 
 use std::panic::AssertUnwindSafe;
 use std::thread::JoinHandle;
@@ -27,6 +28,10 @@ use rampart_types::{Error, Result};
 
 pub use policy::{BatchPolicy, QueuePolicy, Ticket};
 use priority_queue::{PriorityQueue, PushError};
+pub use sequence::{
+    Membership, OnRelease, Refusal, Released, Row, SequenceExecutor, SequenceId, SequencePolicy,
+    Strategy,
+};
 
 /// Default for requests waiting per model version before new ones are answered UNAVAILABLE
 /// (`--max-queued-requests`).
@@ -67,6 +72,7 @@ pub struct Scheduler<T: Task> {
 enum Queue<T> {
     Fifo(Option<Sender<T>>),
     Priority(std::sync::Arc<PriorityQueue<T>>),
+    Sequence(std::sync::Arc<sequence::Batcher<T>>),
 }
 
 impl<T: Task> Scheduler<T> {
@@ -110,6 +116,51 @@ impl<T: Task> Scheduler<T> {
         Ok(Scheduler { queue, threads, label, capacity, policy: batching })
     }
 
+    /// Starts the sequence batcher with one thread per executor; at most `capacity` requests wait.
+    /// `on_release` hears of every sequence that ends (its END ran, or it stayed idle).
+    pub fn start_sequences<E: SequenceExecutor<T>>(
+        label: String,
+        executors: Vec<E>,
+        capacity: usize,
+        policy: SequencePolicy,
+        on_release: OnRelease,
+    ) -> Result<Self> {
+        let capacity = capacity.max(1);
+        let batcher = std::sync::Arc::new(sequence::Batcher::new(
+            policy,
+            executors.len(),
+            capacity,
+            on_release,
+        ));
+        let mut threads = Vec::with_capacity(executors.len());
+        for (i, mut executor) in executors.into_iter().enumerate() {
+            let batcher = batcher.clone();
+            threads.push(spawn(&label, i, move || batcher.run(i, &mut executor))?);
+        }
+        Ok(Scheduler { queue: Queue::Sequence(batcher), threads, label, capacity, policy: None })
+    }
+
+    /// Queues a request of a sequence (a scheduler started with [`Scheduler::start_sequences`]).
+    pub fn submit_in_sequence(&self, task: T, membership: Membership) -> Result<(), Refusal> {
+        match &self.queue {
+            Queue::Sequence(b) => b.push(task, membership),
+            _ => Err(Refusal::Closed),
+        }
+    }
+
+    /// Whether this is a sequence batcher.
+    pub fn is_sequence(&self) -> bool {
+        matches!(self.queue, Queue::Sequence(_))
+    }
+
+    /// Open sequences of a sequence batcher (0 otherwise).
+    pub fn open_sequences(&self) -> usize {
+        match &self.queue {
+            Queue::Sequence(b) => b.open(),
+            _ => 0,
+        }
+    }
+
     /// The level, queue deadline and timeout action of a task arriving now with the request parameters
     /// `priority` and `timeout` (µs).
     pub fn ticket(&self, priority: Option<u64>, timeout_us: Option<u64>) -> Ticket {
@@ -141,6 +192,10 @@ impl<T: Task> Scheduler<T> {
                 PushError::Full => full(),
                 PushError::Closed => unloading(),
             }),
+            Queue::Sequence(_) => Err(Error::internal(format!(
+                "{}: a request without a sequence reached the sequence batcher",
+                self.label
+            ))),
         }
     }
 
@@ -148,6 +203,7 @@ impl<T: Task> Scheduler<T> {
     pub fn waiting(&self) -> usize {
         match &self.queue {
             Queue::Priority(q) => q.waiting(),
+            Queue::Sequence(b) => b.waiting(),
             Queue::Fifo(_) => 0,
         }
     }
@@ -173,6 +229,7 @@ impl<T: Task> Drop for Scheduler<T> {
         match &mut self.queue {
             Queue::Fifo(tx) => drop(tx.take()),
             Queue::Priority(q) => q.close(),
+            Queue::Sequence(b) => b.close(),
         }
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -175,6 +175,16 @@ fn main() -> ExitCode {
         startup_models: cli.repository.load_model.clone(),
         allow_model_file_override: cli.repository.allow_model_file_override,
         allow_client_shm: cli.resources.allow_client_shm,
+        sequences: rampart_core::SequenceLimits {
+            max_sequences: cli.repository.max_sequences,
+            max_per_client: cli.repository.max_sequences_per_client,
+            // Triton's test hook: its qa tests hold the sequence batcher until N requests wait.
+            hold_until: std::env::var("TRITONSERVER_DELAY_SCHEDULER")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+        },
+        audit: Some(audit.clone()),
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
         log_control: Some(log_control),
         metrics: validated.metrics.clone(),

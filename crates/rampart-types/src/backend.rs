@@ -32,6 +32,17 @@ pub struct ModelSignature {
     pub outputs: Vec<IoSpec>,
 }
 
+impl ModelSignature {
+    /// The signature without the tensors named in `names` (those the server itself supplies or keeps).
+    pub fn without(&self, names: &[String]) -> ModelSignature {
+        let keep = |s: &&IoSpec| !names.contains(&s.name);
+        ModelSignature {
+            inputs: self.inputs.iter().filter(keep).cloned().collect(),
+            outputs: self.outputs.iter().filter(keep).cloned().collect(),
+        }
+    }
+}
+
 /// What an engine needs to load one instance.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceSpec {

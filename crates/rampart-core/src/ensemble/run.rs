@@ -35,6 +35,8 @@ pub(crate) struct Call {
     pub inputs: Vec<Tensor>,
     /// The ensemble outputs asked for.
     pub wanted: Vec<String>,
+    /// The caller, for the steps' sequences.
+    pub principal: Option<String>,
 }
 
 /// Returned to a decoupled step once every step its response started has a slot, so it fetches its next
@@ -292,6 +294,7 @@ impl Walk<'_> {
             outputs: step.outputs.iter().map(|(n, _)| RequestedOutput::new(n.clone())).collect(),
             raw_input: None,
             trace: self.call.trace.as_ref().and_then(|t| t.child(&step.model)),
+            principal: self.call.principal.clone(),
         };
         let server = self.server.clone();
         let decoupled = step.decoupled;

@@ -63,6 +63,14 @@ pub struct RepositoryFlags {
     /// Most BYTES (string) elements over all inputs of one inference request (Rampart's own).
     #[arg(long, default_value_t = 1 << 20, help_heading = "Model Repository")]
     pub max_request_bytes_elements: u64,
+    /// Open sequences per stateful model version; more STARTs are answered 503 / UNAVAILABLE (Rampart's
+    /// own).
+    #[arg(long, default_value_t = rampart_core::SequenceLimits::default().max_sequences, help_heading = "Model Repository")]
+    pub max_sequences: usize,
+    /// Open sequences one client (certificate or access key; anonymous clients share one count) may hold
+    /// per stateful model version (Rampart's own).
+    #[arg(long, default_value_t = rampart_core::SequenceLimits::default().max_per_client, help_heading = "Model Repository")]
+    pub max_sequences_per_client: usize,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub model_namespacing: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -116,6 +124,8 @@ impl RepositoryFlags {
             ("--max-request-outputs", self.max_request_outputs),
             ("--max-request-parameters", self.max_request_parameters),
             ("--max-request-bytes-elements", self.max_request_bytes_elements as usize),
+            ("--max-sequences", self.max_sequences),
+            ("--max-sequences-per-client", self.max_sequences_per_client),
         ] {
             if v == 0 {
                 return Err(CliError::NotPositive(flag));

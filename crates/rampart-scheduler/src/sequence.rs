@@ -1,0 +1,434 @@
+//! The sequence batcher: requests that belong to a sequence (a correlation ID, START and END flags) run in
+//! order, one at a time per sequence, each batch holding at most one request per sequence.
+//!
+//! A sequence holds a *slot* from its START until its END or until it stays idle too long; sequences that
+//! find no free slot wait in a backlog. With the `direct` strategy each instance owns `max_batch` slots and a
+//! batch has one row per slot up to the highest ready one (rows of slots with nothing ready are null rows);
+//! with `oldest` the slots are `max_candidate_sequences` shared candidates and a batch takes the oldest ready
+//! requests, up to `max_batch` rows. The executor turns rows into control tensors and state; this module
+//! knows nothing about tensors.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::Task;
+
+/// A sequence's correlation ID: a number or a string (never 0 or empty).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SequenceId {
+    Number(u64),
+    Text(String),
+}
+
+impl fmt::Display for SequenceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SequenceId::Number(n) => write!(f, "{n}"),
+            SequenceId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// How sequences get slots and batches form.
+#[derive(Clone, Debug)]
+pub enum Strategy {
+    /// Each instance owns `max_batch` slots; a batch waits up to `max_delay` for `min_utilization` of
+    /// them to be ready.
+    Direct { max_delay: Duration, min_utilization: f32 },
+    /// `candidates` slots shared by every instance; a batch waits up to `max_delay` to reach a preferred
+    /// size (or `max_batch`).
+    Oldest { candidates: usize, preferred: Vec<usize>, max_delay: Duration },
+}
+
+#[derive(Clone, Debug)]
+pub struct SequencePolicy {
+    pub strategy: Strategy,
+    /// Rows per execution: the model's `max_batch_size`, 1 for a model without a batch dimension.
+    pub max_batch: usize,
+    /// A sequence without a request for this long is released (`max_sequence_idle_microseconds`).
+    pub idle: Duration,
+    /// Open sequences (holding a slot or waiting for one) of this model version.
+    pub max_sequences: usize,
+    /// Open sequences one owner may hold.
+    pub max_per_owner: usize,
+    /// No batch forms until this many requests wait (once): Triton's `TRITONSERVER_DELAY_SCHEDULER`.
+    pub hold_until: usize,
+}
+
+/// What a request says about its sequence.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    pub id: SequenceId,
+    pub start: bool,
+    pub end: bool,
+    /// Who may send the sequence's requests: the caller that started it (`None`: anyone, i.e. nobody
+    /// identified).
+    pub owner: Option<String>,
+}
+
+/// One row of a sequence batch: a request and its flags, or a null row (`task: None`, nothing ready in that
+/// slot; only the `direct` strategy makes them).
+pub struct Row<T> {
+    pub task: Option<T>,
+    pub id: Option<SequenceId>,
+    pub start: bool,
+    pub end: bool,
+}
+
+/// Runs the rows of one sequence batch on one instance.
+pub trait SequenceExecutor<T>: Send + 'static {
+    fn execute_rows(&mut self, rows: Vec<Row<T>>);
+}
+
+/// Why a sequence ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// Its END request ran.
+    End,
+    /// No request came for `idle`.
+    Idle,
+}
+
+/// Called once per sequence when it ends, with the batcher's lock held: keep it short.
+pub type OnRelease = Arc<dyn Fn(&SequenceId, Released) + Send + Sync>;
+
+/// Why a request could not join its sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a START request, and the sequence is not open (never started, ended, or idle too long).
+    NotStarted,
+    /// The sequence belongs to another caller.
+    Foreign,
+    /// `max_sequences` are open.
+    TooMany(usize),
+    /// The owner holds `max_per_owner` sequences.
+    TooManyForOwner(usize),
+    /// The queue is full (`capacity` requests wait).
+    Full(usize),
+    /// The version is unloading.
+    Closed,
+}
+
+struct Seq<T> {
+    queue: VecDeque<(T, bool, bool)>,
+    slot: Option<usize>,
+    busy: bool,
+    last: Instant,
+    owner: Option<String>,
+    /// Its END request is queued: only a new START may follow (as in Triton, the ID is closed when
+    /// the END request arrives, not when it runs).
+    ending: bool,
+}
+
+struct State<T> {
+    seqs: HashMap<SequenceId, Seq<T>>,
+    slots: Vec<Option<SequenceId>>,
+    backlog: VecDeque<SequenceId>,
+    owners: HashMap<String, usize>,
+    queued: usize,
+    held: bool,
+    closed: bool,
+}
+
+pub(crate) struct Batcher<T> {
+    state: Mutex<State<T>>,
+    wake: Condvar,
+    policy: SequencePolicy,
+    capacity: usize,
+    on_release: OnRelease,
+}
+
+impl<T: Task> Batcher<T> {
+    pub(crate) fn new(
+        policy: SequencePolicy,
+        instances: usize,
+        capacity: usize,
+        on_release: OnRelease,
+    ) -> Self {
+        let slots = match &policy.strategy {
+            Strategy::Direct { .. } => instances * policy.max_batch.max(1),
+            Strategy::Oldest { candidates, .. } => (*candidates).max(1),
+        };
+        Batcher {
+            state: Mutex::new(State {
+                seqs: HashMap::new(),
+                slots: vec![None; slots],
+                backlog: VecDeque::new(),
+                owners: HashMap::new(),
+                queued: 0,
+                held: policy.hold_until > 0,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            policy,
+            capacity,
+            on_release,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `task` behind the earlier requests of its sequence, opening the sequence on START.
+    pub(crate) fn push(&self, task: T, m: Membership) -> Result<(), Refusal> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(Refusal::Closed);
+        }
+        if s.queued >= self.capacity {
+            return Err(Refusal::Full(self.capacity));
+        }
+        let now = Instant::now();
+        match s.seqs.get_mut(&m.id) {
+            Some(seq) => {
+                if seq.owner != m.owner {
+                    return Err(Refusal::Foreign);
+                }
+                if seq.ending && !m.start {
+                    return Err(Refusal::NotStarted);
+                }
+                seq.queue.push_back((task, m.start, m.end));
+                seq.last = now;
+                seq.ending = m.end;
+            }
+            None => {
+                if !m.start {
+                    return Err(Refusal::NotStarted);
+                }
+                if s.seqs.len() >= self.policy.max_sequences {
+                    return Err(Refusal::TooMany(self.policy.max_sequences));
+                }
+                if let Some(o) = &m.owner {
+                    let held = s.owners.entry(o.clone()).or_default();
+                    if *held >= self.policy.max_per_owner {
+                        return Err(Refusal::TooManyForOwner(self.policy.max_per_owner));
+                    }
+                    *held += 1;
+                }
+                let slot = self.free_slot(&s);
+                match slot {
+                    Some(i) => s.slots[i] = Some(m.id.clone()),
+                    None => s.backlog.push_back(m.id.clone()),
+                }
+                let queue = VecDeque::from([(task, m.start, m.end)]);
+                let ending = m.end;
+                let owner = m.owner;
+                s.seqs.insert(m.id, Seq { queue, slot, busy: false, last: now, owner, ending });
+            }
+        }
+        s.queued += 1;
+        drop(s);
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// The free slot a new sequence takes: the lowest slot index of any instance (every instance's slot 0
+    /// before any slot 1, as in Triton).
+    fn free_slot(&self, s: &State<T>) -> Option<usize> {
+        let per = match self.policy.strategy {
+            Strategy::Direct { .. } => self.policy.max_batch.max(1),
+            Strategy::Oldest { .. } => s.slots.len().max(1),
+        };
+        let instances = s.slots.len() / per;
+        (0..per)
+            .flat_map(|j| (0..instances).map(move |i| i * per + j))
+            .find(|&k| s.slots[k].is_none())
+    }
+
+    /// Open sequences (holding a slot or in the backlog).
+    pub(crate) fn open(&self) -> usize {
+        self.lock().seqs.len()
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().queued
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// The loop of instance `instance`: form a batch, run it, release what ended.
+    pub(crate) fn run<E: SequenceExecutor<T>>(&self, instance: usize, executor: &mut E) {
+        loop {
+            let Some((rows, taken)) = self.next_batch(instance) else { return };
+            crate::guarded(|| executor.execute_rows(rows));
+            let mut s = self.lock();
+            let now = Instant::now();
+            for (id, end) in taken {
+                let Some(seq) = s.seqs.get_mut(&id) else { continue };
+                seq.busy = false;
+                seq.last = now;
+                if end {
+                    self.release(&mut s, &id, Released::End);
+                }
+            }
+            drop(s);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Frees the slot of sequence `id` for the backlog's oldest sequence.
+    fn release(&self, s: &mut State<T>, id: &SequenceId, why: Released) {
+        let Some(seq) = s.seqs.remove(id) else { return };
+        if let Some(o) = &seq.owner
+            && let Some(n) = s.owners.get_mut(o)
+        {
+            *n -= 1;
+            if *n == 0 {
+                s.owners.remove(o);
+            }
+        }
+        s.queued -= seq.queue.len();
+        match seq.slot {
+            Some(slot) => {
+                s.slots[slot] = None;
+                if let Some(next) = s.backlog.pop_front() {
+                    s.slots[slot] = Some(next.clone());
+                    if let Some(n) = s.seqs.get_mut(&next) {
+                        n.slot = Some(slot);
+                    }
+                }
+            }
+            None => s.backlog.retain(|b| b != id),
+        }
+        (self.on_release)(id, why);
+    }
+
+    /// Releases sequences idle for longer than the policy allows; returns when the next one could expire.
+    fn reap(&self, s: &mut State<T>, now: Instant) -> Option<Instant> {
+        let idle = self.policy.idle;
+        let expired: Vec<SequenceId> = s
+            .seqs
+            .iter()
+            .filter(|(_, q)| !q.busy && q.queue.is_empty() && now.duration_since(q.last) >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.release(s, &id, Released::Idle);
+        }
+        s.seqs.values().filter(|q| !q.busy && q.queue.is_empty()).map(|q| q.last + idle).min()
+    }
+
+    /// Slots this instance serves.
+    fn own_slots(&self, instance: usize, total: usize) -> std::ops::Range<usize> {
+        match self.policy.strategy {
+            Strategy::Direct { .. } => {
+                let b = self.policy.max_batch.max(1);
+                instance * b..((instance + 1) * b).min(total)
+            }
+            Strategy::Oldest { .. } => 0..total,
+        }
+    }
+
+    /// Waits for the next batch of `instance`; `None` once closed and drained.
+    #[allow(clippy::type_complexity)]
+    fn next_batch(&self, instance: usize) -> Option<(Vec<Row<T>>, Vec<(SequenceId, bool)>)> {
+        let mut s = self.lock();
+        loop {
+            let now = Instant::now();
+            let next_expiry = self.reap(&mut s, now);
+            if s.closed && s.queued == 0 {
+                return None;
+            }
+            if s.held && s.queued >= self.policy.hold_until {
+                s.held = false;
+            }
+            let range = self.own_slots(instance, s.slots.len());
+            // Ready slots: a sequence not running, whose oldest live request waits.
+            let mut ready: Vec<(usize, Instant)> = Vec::new();
+            for slot in range.clone() {
+                let Some(id) = s.slots[slot].clone() else { continue };
+                let State { seqs, queued, .. } = &mut *s;
+                let Some(seq) = seqs.get_mut(&id) else { continue };
+                while seq.queue.front().is_some_and(|(t, _, _)| t.is_cancelled()) {
+                    seq.queue.pop_front();
+                    *queued -= 1;
+                }
+                if !seq.busy
+                    && let Some((t, _, _)) = seq.queue.front()
+                {
+                    ready.push((slot, t.enqueued()));
+                }
+            }
+            let wait_until = match (s.held && !s.closed, ready.first()) {
+                (true, _) | (false, None) => next_expiry,
+                (false, Some(_)) => self.delay(&ready, range.len(), now),
+            };
+            let Some(until) = wait_until.filter(|_| !(ready.is_empty() && s.closed)) else {
+                if !ready.is_empty() && !(s.held && !s.closed) {
+                    return Some(self.take(&mut s, ready));
+                }
+                s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            if until <= now && !ready.is_empty() && !(s.held && !s.closed) {
+                return Some(self.take(&mut s, ready));
+            }
+            let timeout = until.saturating_duration_since(now).max(Duration::from_micros(50));
+            s = self.wake.wait_timeout(s, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// When a batch of `ready` slots (out of `own` slots) should stop waiting for more; `None`: run now.
+    fn delay(&self, ready: &[(usize, Instant)], own: usize, now: Instant) -> Option<Instant> {
+        let oldest = ready.iter().map(|r| r.1).min().unwrap_or(now);
+        match &self.policy.strategy {
+            Strategy::Direct { max_delay, min_utilization } => {
+                let full = ready.len() as f32 >= min_utilization * own as f32;
+                (!full && !max_delay.is_zero()).then_some(oldest + *max_delay).filter(|&d| d > now)
+            }
+            Strategy::Oldest { preferred, max_delay, .. } => {
+                let n = ready.len().min(self.policy.max_batch.max(1));
+                let enough = n >= self.policy.max_batch.max(1) || preferred.contains(&n);
+                (!enough && !max_delay.is_zero())
+                    .then_some(oldest + *max_delay)
+                    .filter(|&d| d > now)
+            }
+        }
+    }
+
+    /// Takes the heads of the `ready` slots into rows (marking their sequences busy).
+    fn take(
+        &self,
+        s: &mut State<T>,
+        mut ready: Vec<(usize, Instant)>,
+    ) -> (Vec<Row<T>>, Vec<(SequenceId, bool)>) {
+        let mut rows = Vec::new();
+        let mut taken = Vec::new();
+        let mut pop = |s: &mut State<T>, slot: usize| -> Row<T> {
+            let id = s.slots[slot].clone().expect("a ready slot holds a sequence");
+            let seq = s.seqs.get_mut(&id).expect("a slot's sequence is open");
+            let (task, start, end) = seq.queue.pop_front().expect("a ready sequence has a request");
+            seq.busy = true;
+            s.queued -= 1;
+            taken.push((id.clone(), end));
+            Row { task: Some(task), id: Some(id), start, end }
+        };
+        match self.policy.strategy {
+            Strategy::Direct { .. } => {
+                let first = ready.iter().map(|r| r.0).min().unwrap_or(0);
+                let base = first - first % self.policy.max_batch.max(1);
+                let last = ready.iter().map(|r| r.0).max().unwrap_or(base);
+                for slot in base..=last {
+                    if ready.iter().any(|r| r.0 == slot) {
+                        rows.push(pop(s, slot));
+                    } else {
+                        rows.push(Row { task: None, id: None, start: false, end: false });
+                    }
+                }
+            }
+            Strategy::Oldest { .. } => {
+                ready.sort_by_key(|r| r.1);
+                for (slot, _) in ready.into_iter().take(self.policy.max_batch.max(1)) {
+                    rows.push(pop(s, slot));
+                }
+            }
+        }
+        (rows, taken)
+    }
+}
