@@ -310,9 +310,14 @@ impl ModelVersion {
                 crate::ensemble::spawn_stream(plan, &self.stats, &req, prepared, tx)
             }
         }
+        let parameters = match &self.run {
+            Run::Ensemble(_) => crate::ensemble::sequence_parameters(&req.parameters),
+            Run::Engine { .. } => Default::default(),
+        };
         Ok(DecoupledStream {
             model: self.clone(),
             rx,
+            parameters,
             id: req.id,
             batch_size,
             start,
@@ -382,6 +387,8 @@ impl ResponseStream {
 pub(crate) struct DecoupledStream {
     model: Arc<ModelVersion>,
     rx: tokio::sync::mpsc::Receiver<Streamed>,
+    /// Response parameters every response carries (an ensemble's sequence parameters).
+    parameters: crate::infer::Parameters,
     id: String,
     batch_size: u64,
     start: Instant,
@@ -406,7 +413,8 @@ impl DecoupledStream {
         }
         let item = match self.rx.recv().await {
             Some(Streamed::Response(outputs)) => {
-                let response = self.model.response(self.id.clone(), outputs, self.batch_size);
+                let mut response = self.model.response(self.id.clone(), outputs, self.batch_size);
+                response.parameters.clone_from(&self.parameters);
                 return Some(Ok(StreamedResponse { response: Some(response), last: false }));
             }
             Some(Streamed::Final) => Ok(StreamedResponse { response: None, last: true }),

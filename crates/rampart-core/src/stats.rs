@@ -233,6 +233,8 @@ impl ModelStats {
             Err(reason) => {
                 self.fail.record(total);
                 self.failures[reason as usize].fetch_add(1, Relaxed);
+                // As in Triton, `last_inference` moves only when an inference succeeds.
+                return;
             }
         }
         let now = std::time::SystemTime::now()

@@ -232,7 +232,20 @@ fn typed_contents(c: &pb::InferTensorContents, dt: DataType, name: &str) -> Resu
     Ok(Bytes::from(bytes))
 }
 
+/// A core parameter value as gRPC carries it.
+fn parameter(v: ParamValue) -> pb::InferParameter {
+    let choice = match v {
+        ParamValue::Bool(b) => ParameterChoice::BoolParam(b),
+        ParamValue::Int(i) => ParameterChoice::Int64Param(i),
+        ParamValue::Uint(u) => ParameterChoice::Uint64Param(u),
+        ParamValue::Double(d) => ParameterChoice::DoubleParam(d),
+        ParamValue::String(s) => ParameterChoice::StringParam(s),
+    };
+    pb::InferParameter { parameter_choice: Some(choice) }
+}
+
 pub(crate) fn infer_response(r: InferResponse) -> pb::ModelInferResponse {
+    let parameters = r.parameters.into_iter().map(|(k, v)| (k, parameter(v))).collect();
     let mut outputs = Vec::with_capacity(r.outputs.len());
     let mut raw = Vec::with_capacity(r.outputs.len());
     for t in r.outputs {
@@ -268,7 +281,7 @@ pub(crate) fn infer_response(r: InferResponse) -> pb::ModelInferResponse {
         model_name: r.model_name,
         model_version: r.model_version.to_string(),
         id: r.id,
-        parameters: Default::default(),
+        parameters,
         outputs,
         raw_output_contents: raw,
     }

@@ -94,7 +94,21 @@ struct ResponseHeader<'a> {
     model_version: String,
     #[serde(skip_serializing_if = "str::is_empty")]
     id: &'a str,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    parameters: serde_json::Map<String, serde_json::Value>,
     outputs: Vec<OutputHeader<'a>>,
+}
+
+/// A core parameter value as JSON.
+fn parameter(v: &rampart_core::ParamValue) -> serde_json::Value {
+    use rampart_core::ParamValue;
+    match v {
+        ParamValue::Bool(b) => (*b).into(),
+        ParamValue::Int(i) => (*i).into(),
+        ParamValue::Uint(u) => (*u).into(),
+        ParamValue::Double(d) => (*d).into(),
+        ParamValue::String(s) => s.clone().into(),
+    }
 }
 
 pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Result<Response> {
@@ -138,6 +152,7 @@ pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Resu
         model_name: &r.model_name,
         model_version: r.model_version.to_string(),
         id: &r.id,
+        parameters: r.parameters.iter().map(|(k, v)| (k.clone(), parameter(v))).collect(),
         outputs,
     };
     let tail_len: usize = tail.iter().map(|t| t.len()).sum();
