@@ -432,3 +432,6 @@ impl<T: Task> Batcher<T> {
         (rows, taken)
     }
 }
+
+#[cfg(test)]
+mod tests;
