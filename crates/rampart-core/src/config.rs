@@ -1,6 +1,8 @@
 //! Reading a model's `config.pbtxt`, filling in what Triton fills in, auto-completing from the model file's
 //! signature, and checking the result against that signature.
 
+pub(crate) mod ensemble;
+
 use std::path::Path;
 
 use rampart_model_config::pb::{
@@ -86,7 +88,7 @@ fn finish_raw(mut raw: RawConfig, name: &str, dir_name: &str, path: &Path) -> Re
             c.max_batch_size
         )));
     }
-    crate::ensemble::check_static(c)?;
+    ensemble::check_static(c)?;
     fill_defaults(c);
     validate_static(c, path)?;
     Ok(raw)
@@ -100,7 +102,7 @@ fn fill_defaults(c: &mut ModelConfig) {
     if c.backend.is_empty() && c.platform == "onnxruntime_onnx" {
         c.backend = "onnxruntime".into();
     }
-    if c.platform == crate::ensemble::PLATFORM {
+    if c.platform == ensemble::PLATFORM {
         // An ensemble gets only its version policy (and, once linked, its transaction policy).
         if c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()).is_none() {
             c.version_policy = Some(pb::ModelVersionPolicy {

@@ -1,27 +1,47 @@
 //! Ensembles (`platform: "ensemble"`): a pipeline of steps, each an ordinary request to a composing model
-//! (its own scheduler, batcher, cache and statistics). `graph.rs` checks a config on its own, `link.rs`
-//! against its composing models and builds the [`Plan`], `run.rs` runs a request, `load.rs` loads an
-//! ensemble after its composing models and keeps it in step with them.
+//! (its own scheduler, batcher, cache and statistics). `config/ensemble.rs` checks a config on its own,
+//! `link.rs` checks it against its composing models and builds the [`Plan`], `run.rs` runs a request
+//! through a [`Composer`] (the server's models), and `load/ensemble.rs` loads an ensemble after its
+//! composing models and keeps it in step with them.
 
-mod graph;
 mod link;
-mod load;
 mod run;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rampart_types::{Error, Result};
+use rampart_types::Result;
 use tokio::sync::{Semaphore, mpsc};
 
-pub(crate) use graph::{PLATFORM, check_static};
+pub(crate) use link::link;
+pub(crate) use run::Boxed;
 pub(crate) use run::{Call, Sink};
 
 use crate::executor::Streamed;
 use crate::infer::{InferRequest, ParamValue, Parameters, Prepared};
 use crate::stats::{ExecutionTimes, ModelStats};
+
+/// What an ensemble's steps call: the server's models (`load/ensemble.rs` gives every plan one).
+pub(crate) trait Composer: Send + Sync {
+    /// Starts a request of the composing model `request` names.
+    fn call(&self, request: InferRequest) -> Boxed<'static, Result<Answer>>;
+}
+
+/// A composing model's answer to a step.
+pub(crate) enum Answer {
+    /// A model with one response per request.
+    One(Vec<rampart_types::Tensor>),
+    /// A decoupled model's responses, fetched one at a time.
+    Many(Box<dyn Responses>),
+}
+
+/// The responses of a decoupled step.
+pub(crate) trait Responses: Send {
+    /// The next response's outputs; `None` after the last.
+    fn next(&mut self) -> Boxed<'_, Option<Result<Vec<rampart_types::Tensor>>>>;
+}
 
 /// One step of a plan.
 pub(crate) struct Step {
@@ -52,7 +72,8 @@ pub(crate) struct Plan {
     limiters: Vec<Option<Arc<Semaphore>>>,
     /// Whether a step is decoupled, which makes the ensemble decoupled.
     pub decoupled: bool,
-    server: Weak<crate::server::Inner>,
+    /// What runs the steps; set when the plan is loaded.
+    pub composer: Option<Arc<dyn Composer>>,
 }
 
 impl Plan {
@@ -89,7 +110,7 @@ impl Plan {
             producer,
             limiters,
             decoupled,
-            server: Weak::new(),
+            composer: None,
         }
     }
 
@@ -102,13 +123,6 @@ impl Plan {
             }
         }
         out
-    }
-
-    fn server(&self) -> Result<crate::server::Server> {
-        self.server
-            .upgrade()
-            .map(|inner| crate::server::Server { inner })
-            .ok_or_else(|| Error::unavailable("Server exiting"))
     }
 }
 

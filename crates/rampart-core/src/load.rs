@@ -1,6 +1,8 @@
 //! Loading one model directory into a [`ModelEntry`]: config, versions, the backend's instances, the
 //! scheduler, the cache and warm-up; and the `dynamic_batching` policy of a config.
 
+mod ensemble;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +65,7 @@ impl Server {
             Ok(v) => v,
             Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
         };
-        if raw.config.platform == crate::ensemble::PLATFORM {
+        if raw.config.platform == config::ensemble::PLATFORM {
             return origin(self.build_ensemble(raw.config, selected));
         }
         let chosen = crate::engines::backend_name(&raw.config, &options.default_onnx_backend)

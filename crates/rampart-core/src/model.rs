@@ -52,7 +52,8 @@ pub struct ModelVersion {
     pub(crate) sequences: Option<crate::sequence::Held>,
 }
 
-/// What answers a version's requests.
+/// What answers a version's requests (one per version, so the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Run {
     /// Instances of a backend behind the version's scheduler, and the server's response cache when the
     /// model enables it.

@@ -46,32 +46,10 @@ pub struct ServerOptions {
     /// `--allow-client-shm`: clients may register system shared-memory regions and use them for tensors.
     pub allow_client_shm: bool,
     /// Bounds of the sequence batcher (stateful models).
-    pub sequences: SequenceLimits,
+    pub sequences: crate::sequence::SequenceLimits,
     /// Where the core records what it refuses for security reasons (a request into another client's
     /// sequence); the front ends' gates write to the same log.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
-}
-
-/// How many sequences may be open, and Triton's scheduling-delay test hook.
-#[derive(Debug, Clone)]
-pub struct SequenceLimits {
-    /// Open sequences per model version (`--max-sequences`); more STARTs are answered UNAVAILABLE.
-    pub max_sequences: usize,
-    /// Open sequences per caller and model version (`--max-sequences-per-client`).
-    pub max_per_client: usize,
-    /// `TRITONSERVER_DELAY_SCHEDULER`: a sequence batcher forms no batch until this many requests wait
-    /// (once; 0 = off).
-    pub hold_until: usize,
-}
-
-impl Default for SequenceLimits {
-    fn default() -> Self {
-        SequenceLimits {
-            max_sequences: crate::sequence::DEFAULT_MAX_SEQUENCES,
-            max_per_client: crate::sequence::DEFAULT_MAX_SEQUENCES_PER_CLIENT,
-            hold_until: 0,
-        }
-    }
 }
 
 impl Default for ServerOptions {

@@ -103,11 +103,33 @@ impl SequenceStates {
 pub const DEFAULT_MAX_SEQUENCES: usize = 4096;
 pub const DEFAULT_MAX_SEQUENCES_PER_CLIENT: usize = 1024;
 
+/// How many sequences may be open, and Triton's scheduling-delay test hook.
+#[derive(Debug, Clone)]
+pub struct SequenceLimits {
+    /// Open sequences per model version (`--max-sequences`); more STARTs are answered UNAVAILABLE.
+    pub max_sequences: usize,
+    /// Open sequences per caller and model version (`--max-sequences-per-client`).
+    pub max_per_client: usize,
+    /// `TRITONSERVER_DELAY_SCHEDULER`: a sequence batcher forms no batch until this many requests wait
+    /// (once; 0 = off).
+    pub hold_until: usize,
+}
+
+impl Default for SequenceLimits {
+    fn default() -> Self {
+        SequenceLimits {
+            max_sequences: DEFAULT_MAX_SEQUENCES,
+            max_per_client: DEFAULT_MAX_SEQUENCES_PER_CLIENT,
+            hold_until: 0,
+        }
+    }
+}
+
 /// The sequence batcher's policy and the model's controls and states, checked as Triton checks them.
 pub(crate) fn spec(
     c: &ModelConfig,
     dir: &Path,
-    limits: &crate::options::SequenceLimits,
+    limits: &SequenceLimits,
 ) -> Result<Option<(SequencePolicy, SequenceSpec)>> {
     let Some(SchedulingChoice::SequenceBatching(s)) = &c.scheduling_choice else {
         return Ok(None);
@@ -449,7 +471,7 @@ pub(crate) fn start(
     policy: SequencePolicy,
     spec: SequenceSpec,
     audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
-) -> Result<(crate::model::Scheduler, Held)> {
+) -> Result<(rampart_scheduler::Scheduler<crate::executor::Job>, Held)> {
     use std::sync::Arc;
     let spec = Arc::new(spec);
     let states = Arc::new(SequenceStates::default());
@@ -464,8 +486,9 @@ pub(crate) fn start(
         .collect();
     let kept = states.clone();
     let on_release: rampart_scheduler::OnRelease = Arc::new(move |id, why| kept.release(id, why));
-    let pool =
-        crate::model::Scheduler::start_sequences(label, executors, capacity, policy, on_release)?;
+    let pool = rampart_scheduler::Scheduler::start_sequences(
+        label, executors, capacity, policy, on_release,
+    )?;
     Ok((pool, Held { states, audit }))
 }
 

@@ -19,7 +19,8 @@ use crate::repository;
 use crate::stats::VersionStats;
 use crate::table::{ModelEntry, Models, log_outcome};
 
-pub use crate::options::{SequenceLimits, ServerOptions, StartupError};
+pub use crate::options::{ServerOptions, StartupError};
+pub use crate::sequence::SequenceLimits;
 
 /// Extensions reported by server metadata: only what this build implements.
 pub const EXTENSIONS: &[&str] = &[

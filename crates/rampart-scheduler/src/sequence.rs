@@ -355,20 +355,19 @@ impl<T: Task> Batcher<T> {
                     ready.push((slot, t.enqueued()));
                 }
             }
-            let wait_until = match (s.held && !s.closed, ready.first()) {
-                (true, _) | (false, None) => next_expiry,
-                (false, Some(_)) => self.delay(&ready, range.len(), now),
-            };
-            let Some(until) = wait_until.filter(|_| !(ready.is_empty() && s.closed)) else {
-                if !ready.is_empty() && !(s.held && !s.closed) {
-                    return Some(self.take(&mut s, ready));
+            let holding = s.held && !s.closed;
+            let until = if ready.is_empty() || holding {
+                next_expiry
+            } else {
+                match self.delay(&ready, range.len(), now) {
+                    None => return Some(self.take(&mut s, ready)),
+                    Some(delay) => Some(next_expiry.map_or(delay, |e| e.min(delay))),
                 }
+            };
+            let Some(until) = until else {
                 s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
-            if until <= now && !ready.is_empty() && !(s.held && !s.closed) {
-                return Some(self.take(&mut s, ready));
-            }
             let timeout = until.saturating_duration_since(now).max(Duration::from_micros(50));
             s = self.wake.wait_timeout(s, timeout).unwrap_or_else(|e| e.into_inner()).0;
         }

@@ -8,8 +8,8 @@ use rampart_model_config::ModelConfig;
 use rampart_model_config::pb;
 use rampart_types::{Error, Result};
 
-use super::graph;
 use super::{Plan, Step};
+use crate::config::ensemble as graph;
 
 /// What the link needs of a composing model: its completed config.
 pub(crate) type Composing = Arc<ModelConfig>;

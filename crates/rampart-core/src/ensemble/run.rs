@@ -13,10 +13,9 @@ use rampart_types::{Error, Result, Tensor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::Plan;
+use super::{Answer, Composer, Plan};
 use crate::executor::Streamed;
 use crate::infer::{InferRequest, InputTensor, Parameters, RequestedOutput};
-use crate::server::Server;
 
 /// Where the ensemble's responses go.
 pub(crate) enum Sink {
@@ -66,7 +65,7 @@ enum Event {
     Failed(Error),
 }
 
-type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Plan {
     /// Runs one request; the summed time of its step requests on success. Boxed: an ensemble step may be
@@ -80,7 +79,10 @@ impl Plan {
     }
 
     async fn walk(&self, call: Call, sink: &mut Sink) -> Result<Duration> {
-        let server = self.server()?;
+        let composer = self
+            .composer
+            .clone()
+            .ok_or_else(|| Error::internal(format!("ensemble '{}' is not linked", self.name)))?;
         let needed = self.needed(&call.wanted);
         let wanted: Vec<usize> = call
             .wanted
@@ -96,7 +98,7 @@ impl Plan {
             .collect();
         let mut walk = Walk {
             plan: self,
-            server,
+            composer,
             call: &call,
             needed,
             wanted,
@@ -172,7 +174,7 @@ impl Plan {
 /// The state of one ensemble request.
 struct Walk<'a> {
     plan: &'a Plan,
-    server: Server,
+    composer: Arc<dyn Composer>,
     call: &'a Call,
     needed: Vec<bool>,
     wanted: Vec<usize>,
@@ -296,7 +298,7 @@ impl Walk<'_> {
             trace: self.call.trace.as_ref().and_then(|t| t.child(&step.model)),
             principal: self.call.principal.clone(),
         };
-        let server = self.server.clone();
+        let composer = self.composer.clone();
         let decoupled = step.decoupled;
         self.running += 1;
         let task: Boxed<'static, ()> = Box::pin(async move {
@@ -306,7 +308,7 @@ impl Walk<'_> {
             };
             drop(credit);
             let start = Instant::now();
-            let outcome = run_step(&server, request, decoupled, s, iteration, &tx).await;
+            let outcome = run_step(&*composer, request, decoupled, s, iteration, &tx).await;
             let _ = tx.send(match outcome {
                 Ok(()) => Event::Done { took: start.elapsed() },
                 Err(e) => Event::Failed(e),
@@ -318,39 +320,43 @@ impl Walk<'_> {
 
 /// One step request: its responses go to the ensemble as events.
 async fn run_step(
-    server: &Server,
+    composer: &dyn Composer,
     request: InferRequest,
     decoupled: bool,
     step: usize,
     iteration: u64,
     tx: &mpsc::UnboundedSender<Event>,
 ) -> Result<()> {
-    let model = server.model(&request.model_name, request.model_version)?;
-    if !decoupled || !model.decoupled {
-        if model.decoupled {
-            return Err(Error::unavailable(format!(
-                "model '{}' became decoupled after the ensemble was loaded",
-                model.name
-            )));
+    let model = request.model_name.clone();
+    let changed = || {
+        Error::unavailable(format!(
+            "model '{model}' changed its transaction policy since the ensemble was loaded"
+        ))
+    };
+    match composer.call(request).await? {
+        Answer::One(outputs) => {
+            if decoupled {
+                return Err(changed());
+            }
+            let _ = tx.send(Event::Response { step, iteration, outputs, credit: None });
         }
-        let response = model.infer(request).await?;
-        let _ =
-            tx.send(Event::Response { step, iteration, outputs: response.outputs, credit: None });
-        return Ok(());
-    }
-    let mut stream = model.infer_decoupled(request)?;
-    while let Some(item) = stream.next().await {
-        let Some(response) = item?.response else { break };
-        let (back, wait) = oneshot::channel();
-        let credit = Some(Arc::new(Credit(Some(back))));
-        let event = Event::Response { step, iteration, outputs: response.outputs, credit };
-        if tx.send(event).is_err() {
-            return Err(Error::new(
-                rampart_types::Code::Cancelled,
-                "the ensemble request was cancelled",
-            ));
+        Answer::Many(mut responses) => {
+            if !decoupled {
+                return Err(changed());
+            }
+            while let Some(outputs) = responses.next().await {
+                let (back, wait) = oneshot::channel();
+                let credit = Some(Arc::new(Credit(Some(back))));
+                let event = Event::Response { step, iteration, outputs: outputs?, credit };
+                if tx.send(event).is_err() {
+                    return Err(Error::new(
+                        rampart_types::Code::Cancelled,
+                        "the ensemble request was cancelled",
+                    ));
+                }
+                let _ = wait.await;
+            }
         }
-        let _ = wait.await;
     }
     Ok(())
 }

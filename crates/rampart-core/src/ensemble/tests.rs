@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use rampart_model_config::{ModelConfig, parse_text};
 
-use super::{graph, link};
+use super::link;
+use crate::config::ensemble as graph;
 
 fn config(text: &str) -> ModelConfig {
     parse_text(text).expect("a valid config.pbtxt").config

@@ -11,7 +11,8 @@ use rampart_model_config::ModelConfig;
 use rampart_model_config::pb;
 use rampart_types::{Error, Result};
 
-use super::{graph, link};
+use crate::config::ensemble as graph;
+use crate::ensemble::{Answer, Boxed, Composer, Responses, link};
 use crate::model::{ModelState, ModelVersion, Run};
 use crate::repository;
 use crate::server::Server;
@@ -96,8 +97,8 @@ impl Server {
             composing.push(served.config.clone());
         }
         drop(models);
-        let mut plan = link::link(&config, &composing)?;
-        plan.server = Arc::downgrade(&self.inner);
+        let mut plan = link(&config, &composing)?;
+        plan.composer = Some(Arc::new(ServerModels(Arc::downgrade(&self.inner))));
         config.model_transaction_policy =
             Some(pb::ModelTransactionPolicy { decoupled: plan.decoupled });
         if e.max_inflight_requests > 0 {
@@ -328,5 +329,36 @@ impl Server {
                 self.unload_steps_of(step, entry);
             }
         }
+    }
+}
+
+/// The steps of a loaded ensemble call the server's models (held weakly: the server owns the plan).
+struct ServerModels(std::sync::Weak<crate::server::Inner>);
+
+impl Composer for ServerModels {
+    fn call(&self, request: crate::infer::InferRequest) -> Boxed<'static, Result<Answer>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let server =
+                Server { inner: inner.ok_or_else(|| Error::unavailable("Server exiting"))? };
+            let model = server.model(&request.model_name, request.model_version)?;
+            if model.decoupled {
+                Ok(Answer::Many(Box::new(model.infer_decoupled(request)?)))
+            } else {
+                Ok(Answer::One(model.infer(request).await?.outputs))
+            }
+        })
+    }
+}
+
+impl Responses for crate::model::DecoupledStream {
+    fn next(&mut self) -> Boxed<'_, Option<Result<Vec<rampart_types::Tensor>>>> {
+        Box::pin(async move {
+            match crate::model::DecoupledStream::next(self).await? {
+                Ok(crate::model::StreamedResponse { response: Some(r), .. }) => Some(Ok(r.outputs)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
     }
 }
