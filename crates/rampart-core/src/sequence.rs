@@ -113,6 +113,9 @@ pub struct SequenceLimits {
     /// `TRITONSERVER_DELAY_SCHEDULER`: a sequence batcher forms no batch until this many requests wait
     /// (once; 0 = off).
     pub hold_until: usize,
+    /// `TRITONSERVER_BACKLOG_DELAY_SCHEDULER`: with `hold_until`, also until this many requests wait in
+    /// the backlog.
+    pub hold_backlog: usize,
 }
 
 impl Default for SequenceLimits {
@@ -121,6 +124,7 @@ impl Default for SequenceLimits {
             max_sequences: DEFAULT_MAX_SEQUENCES,
             max_per_client: DEFAULT_MAX_SEQUENCES_PER_CLIENT,
             hold_until: 0,
+            hold_backlog: 0,
         }
     }
 }
@@ -192,6 +196,7 @@ pub(crate) fn spec(
         max_sequences: limits.max_sequences,
         max_per_owner: limits.max_per_client,
         hold_until: limits.hold_until,
+        hold_backlog: limits.hold_backlog,
     };
     if c.response_cache.as_ref().is_some_and(|r| r.enable) {
         return invalid(format!(

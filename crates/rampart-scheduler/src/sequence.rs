@@ -55,6 +55,9 @@ pub struct SequencePolicy {
     pub max_per_owner: usize,
     /// No batch forms until this many requests wait (once): Triton's `TRITONSERVER_DELAY_SCHEDULER`.
     pub hold_until: usize,
+    /// With `hold_until`, also until this many requests wait in the backlog (sequences without a slot):
+    /// Triton's `TRITONSERVER_BACKLOG_DELAY_SCHEDULER`.
+    pub hold_backlog: usize,
 }
 
 /// What a request says about its sequence.
@@ -336,7 +339,9 @@ impl<T: Task> Batcher<T> {
                 return None;
             }
             if s.held && s.queued >= self.policy.hold_until {
-                s.held = false;
+                let backlog: usize =
+                    s.seqs.values().filter(|q| q.slot.is_none()).map(|q| q.queue.len()).sum();
+                s.held = backlog < self.policy.hold_backlog;
             }
             let range = self.own_slots(instance, s.slots.len());
             // Ready slots: a sequence not running, whose oldest live request waits.

@@ -179,10 +179,8 @@ fn main() -> ExitCode {
             max_sequences: cli.repository.max_sequences,
             max_per_client: cli.repository.max_sequences_per_client,
             // Triton's test hook: its qa tests hold the sequence batcher until N requests wait.
-            hold_until: std::env::var("TRITONSERVER_DELAY_SCHEDULER")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
+            hold_until: env_count("TRITONSERVER_DELAY_SCHEDULER"),
+            hold_backlog: env_count("TRITONSERVER_BACKLOG_DELAY_SCHEDULER"),
         },
         audit: Some(audit.clone()),
         unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
@@ -386,4 +384,9 @@ async fn serve(
     }
     tracing::info!("exiting");
     Ok(())
+}
+
+/// A count from a test-hook environment variable (Triton's scheduler delays); 0 when unset or not a number.
+fn env_count(name: &str) -> usize {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }

@@ -57,6 +57,7 @@ fn policy(strategy: Strategy, max_batch: usize) -> SequencePolicy {
         max_sequences: 16,
         max_per_owner: 16,
         hold_until: 0,
+        hold_backlog: 0,
     }
 }
 
@@ -213,4 +214,19 @@ fn oldest_batches_across_sequences_without_null_rows() {
         batches,
         vec![vec![(Some(1), true, true), (Some(2), true, true), (Some(3), true, true)]]
     );
+}
+
+#[test]
+fn the_delay_hooks_hold_until_enough_requests_and_backlog_wait() {
+    let mut p = policy(direct(), 1);
+    p.hold_until = 2;
+    p.hold_backlog = 1;
+    let b = bench(p, 1);
+    b.send(1, 1, true, false, None).unwrap();
+    b.send(2, 1, false, false, None).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(b.done.try_recv().is_err(), "held until a request waits in the backlog");
+    b.send(3, 2, true, true, None).unwrap();
+    b.send(4, 1, false, true, None).unwrap();
+    assert_eq!(b.wait(4), vec![1, 2, 4, 3]);
 }
