@@ -178,8 +178,13 @@ pub(crate) fn spawn_stream(
     let batch_size = prepared.batch_size;
     let call = Call::new(req.id.clone(), req, prepared);
     tokio::spawn(async move {
+        // A caller that goes away cancels the steps at once, not at the next response.
+        let gone = tx.clone();
         let mut sink = Sink::Stream(tx);
-        let outcome = plan.run(call, &mut sink).await;
+        let outcome = tokio::select! {
+            outcome = plan.run(call, &mut sink) => outcome,
+            () = gone.closed() => return,
+        };
         let Sink::Stream(tx) = sink else { return };
         let last = match outcome {
             Ok(took) => {
