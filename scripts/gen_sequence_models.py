@@ -81,7 +81,8 @@ def accumulator_model(batched: bool, corrid: int | None, gated_start: bool = Tru
         last = "acc_end"
     nodes += [helper.make_node("Mul", ["READY", last], ["OUTPUT"]),
               helper.make_node("Identity", ["OUTPUT"], ["STATE_OUT"])]
-    names = ["INPUT", "STATE_IN", "READY"] + (["START"] if gated_start else []) + (["END"] if corrid is not None else [])
+    # END: used with a CORRID; otherwise an input the graph takes and ignores (the config names it).
+    names = ["INPUT", "STATE_IN", "READY"] + (["START", "END"] if gated_start else [])
     ins = [vi(n, INT32, batched) for n in names]
     if corrid is not None:
         ins.append(vi("CORRID", corrid, batched))

@@ -197,6 +197,7 @@ impl Server {
                 }
                 let (pool, sequences) = match sequence {
                     Some((policy, spec)) => {
+                        spec.check_signature(name, instances[0].signature())?;
                         let (pool, held) = crate::sequence::start(
                             format!("{name}-{v}"),
                             instances,

@@ -67,30 +67,73 @@ impl SequenceSpec {
     }
 }
 
+impl SequenceSpec {
+    /// Every control and state the config names must be an input (and a state an output) of the model,
+    /// with the config's data type (Triton's load errors).
+    pub(crate) fn check_signature(
+        &self,
+        model: &str,
+        sig: &rampart_types::ModelSignature,
+    ) -> Result<()> {
+        let find = |list: &[rampart_types::IoSpec], name: &str| {
+            list.iter().find(|s| s.name == name).map(|s| s.datatype.clone().ok())
+        };
+        let named =
+            self.controls.iter().map(|c| ("sequence control", &c.input, c.data_type, true)).chain(
+                self.states.iter().flat_map(|st| {
+                    [
+                        ("state input", &st.input, st.data_type, true),
+                        ("state output", &st.output, st.data_type, false),
+                    ]
+                }),
+            );
+        for (what, name, want, input) in named {
+            let list = if input { &sig.inputs } else { &sig.outputs };
+            let Some(got) = find(list, name) else {
+                return Err(Error::invalid_arg(format!(
+                    "configuration specified {what} '{name}', but model does not provide that {}",
+                    if input { "input" } else { "output" }
+                )));
+            };
+            if let Some(got) = got
+                && got != want
+            {
+                return Err(Error::invalid_arg(format!(
+                    "unable to load model '{model}', {what} '{name}', the model expects data-type {} but the model configuration specifies data-type {}",
+                    got.config_name(),
+                    want.config_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The implicit state of every open sequence of one model version, and how many sequences ended idle.
 #[derive(Default)]
 pub(crate) struct SequenceStates {
-    values: Mutex<HashMap<SequenceId, Vec<Tensor>>>,
+    /// By the batcher's sequence key (a reused correlation ID is a new sequence).
+    values: Mutex<HashMap<u64, Vec<Tensor>>>,
     pub idle_released: AtomicU64,
     pub ended: AtomicU64,
 }
 
 impl SequenceStates {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SequenceId, Vec<Tensor>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Tensor>>> {
         self.values.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn take(&self, id: &SequenceId) -> Option<Vec<Tensor>> {
-        self.lock().remove(id)
+    pub(crate) fn take(&self, key: u64) -> Option<Vec<Tensor>> {
+        self.lock().remove(&key)
     }
 
-    pub(crate) fn put(&self, id: SequenceId, values: Vec<Tensor>) {
-        self.lock().insert(id, values);
+    pub(crate) fn put(&self, key: u64, values: Vec<Tensor>) {
+        self.lock().insert(key, values);
     }
 
     /// A sequence ended: its state goes.
-    pub(crate) fn release(&self, id: &SequenceId, why: rampart_scheduler::Released) {
-        self.lock().remove(id);
+    pub(crate) fn release(&self, key: u64, why: rampart_scheduler::Released) {
+        self.lock().remove(&key);
         let counter = match why {
             rampart_scheduler::Released::Idle => &self.idle_released,
             rampart_scheduler::Released::End => &self.ended,
@@ -490,7 +533,8 @@ pub(crate) fn start(
         })
         .collect();
     let kept = states.clone();
-    let on_release: rampart_scheduler::OnRelease = Arc::new(move |id, why| kept.release(id, why));
+    let on_release: rampart_scheduler::OnRelease =
+        Arc::new(move |key, _, why| kept.release(key, why));
     let pool = rampart_scheduler::Scheduler::start_sequences(
         label, executors, capacity, policy, on_release,
     )?;

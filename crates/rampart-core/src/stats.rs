@@ -196,6 +196,13 @@ impl ModelStats {
     /// One execution that served several requests (dynamic batching): as in Triton, each request counts
     /// its own queue time and the whole execution's compute times; the batch counts once, by its total size.
     pub fn record_batch(&self, t: &ExecutionTimes, queues: &[Duration]) {
+        self.record_padded_batch(t, queues, t.batch_size);
+    }
+
+    /// [`ModelStats::record_batch`] of an execution with `rows` rows of which `t.batch_size` were requests
+    /// (a sequence batch's null rows): the batch statistics count the rows, the inference count the
+    /// requests, as in Triton.
+    pub fn record_padded_batch(&self, t: &ExecutionTimes, queues: &[Duration], rows: u64) {
         for &q in queues {
             self.queue.record(q);
             self.compute_input.record(t.compute_input);
@@ -212,7 +219,7 @@ impl ModelStats {
         self.inference_count.fetch_add(t.batch_size, Relaxed);
         self.execution_count.fetch_add(1, Relaxed);
         let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
-        let e = b.entry(t.batch_size).or_default();
+        let e = b.entry(rows).or_default();
         for (slot, d) in e.iter_mut().zip([t.compute_input, t.compute_infer, t.compute_output]) {
             slot.count += 1;
             slot.ns = slot.ns.saturating_add(d.as_nanos() as u64);

@@ -75,6 +75,8 @@ pub struct Membership {
 /// slot; only the `direct` strategy makes them).
 pub struct Row<T> {
     pub task: Option<T>,
+    /// The sequence (unique per START: a reused correlation ID is a new sequence); 0 for a null row.
+    pub key: u64,
     pub id: Option<SequenceId>,
     pub start: bool,
     pub end: bool,
@@ -94,8 +96,9 @@ pub enum Released {
     Idle,
 }
 
-/// Called once per sequence when it ends, with the batcher's lock held: keep it short.
-pub type OnRelease = Arc<dyn Fn(&SequenceId, Released) + Send + Sync>;
+/// Called once per sequence (its key, its correlation ID) when it ends, with the batcher's lock held: keep
+/// it short.
+pub type OnRelease = Arc<dyn Fn(u64, &SequenceId, Released) + Send + Sync>;
 
 /// Why a request could not join its sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,20 +118,24 @@ pub enum Refusal {
 }
 
 struct Seq<T> {
+    id: SequenceId,
     queue: VecDeque<(T, bool, bool)>,
     slot: Option<usize>,
     busy: bool,
     last: Instant,
     owner: Option<String>,
-    /// Its END request is queued: only a new START may follow (as in Triton, the ID is closed when
-    /// the END request arrives, not when it runs).
-    ending: bool,
 }
 
 struct State<T> {
-    seqs: HashMap<SequenceId, Seq<T>>,
-    slots: Vec<Option<SequenceId>>,
-    backlog: VecDeque<SequenceId>,
+    /// Open sequences by key (a sequence whose END is queued stays here until it runs).
+    seqs: HashMap<u64, Seq<T>>,
+    /// The correlation IDs that take requests, and their sequence. As in Triton, an ID closes when its END
+    /// request arrives (not when it runs): a START after it opens a new sequence.
+    ids: HashMap<SequenceId, u64>,
+    next_key: u64,
+    slots: Vec<Option<u64>>,
+    backlog: VecDeque<u64>,
+    /// Open sequences per owner; anonymous callers share the owner "".
     owners: HashMap<String, usize>,
     queued: usize,
     held: bool,
@@ -157,6 +164,8 @@ impl<T: Task> Batcher<T> {
         Batcher {
             state: Mutex::new(State {
                 seqs: HashMap::new(),
+                ids: HashMap::new(),
+                next_key: 1,
                 slots: vec![None; slots],
                 backlog: VecDeque::new(),
                 owners: HashMap::new(),
@@ -185,42 +194,42 @@ impl<T: Task> Batcher<T> {
             return Err(Refusal::Full(self.capacity));
         }
         let now = Instant::now();
-        match s.seqs.get_mut(&m.id) {
-            Some(seq) => {
-                if seq.owner != m.owner {
-                    return Err(Refusal::Foreign);
-                }
-                if seq.ending && !m.start {
-                    return Err(Refusal::NotStarted);
-                }
-                seq.queue.push_back((task, m.start, m.end));
-                seq.last = now;
-                seq.ending = m.end;
+        if let Some(&key) = s.ids.get(&m.id) {
+            let seq = s.seqs.get_mut(&key).expect("an open ID has its sequence");
+            if seq.owner != m.owner {
+                return Err(Refusal::Foreign);
             }
-            None => {
-                if !m.start {
-                    return Err(Refusal::NotStarted);
-                }
-                if s.seqs.len() >= self.policy.max_sequences {
-                    return Err(Refusal::TooMany(self.policy.max_sequences));
-                }
-                if let Some(o) = &m.owner {
-                    let held = s.owners.entry(o.clone()).or_default();
-                    if *held >= self.policy.max_per_owner {
-                        return Err(Refusal::TooManyForOwner(self.policy.max_per_owner));
-                    }
-                    *held += 1;
-                }
-                let slot = self.free_slot(&s);
-                match slot {
-                    Some(i) => s.slots[i] = Some(m.id.clone()),
-                    None => s.backlog.push_back(m.id.clone()),
-                }
-                let queue = VecDeque::from([(task, m.start, m.end)]);
-                let ending = m.end;
-                let owner = m.owner;
-                s.seqs.insert(m.id, Seq { queue, slot, busy: false, last: now, owner, ending });
+            seq.queue.push_back((task, m.start, m.end));
+            seq.last = now;
+            if m.end {
+                s.ids.remove(&m.id);
             }
+        } else {
+            if !m.start {
+                return Err(Refusal::NotStarted);
+            }
+            if s.seqs.len() >= self.policy.max_sequences {
+                return Err(Refusal::TooMany(self.policy.max_sequences));
+            }
+            let owner = m.owner.clone().unwrap_or_default();
+            let held = s.owners.get(&owner).copied().unwrap_or(0);
+            if held >= self.policy.max_per_owner {
+                return Err(Refusal::TooManyForOwner(self.policy.max_per_owner));
+            }
+            s.owners.insert(owner, held + 1);
+            let key = s.next_key;
+            s.next_key += 1;
+            let slot = self.free_slot(&s);
+            match slot {
+                Some(i) => s.slots[i] = Some(key),
+                None => s.backlog.push_back(key),
+            }
+            if !m.end {
+                s.ids.insert(m.id.clone(), key);
+            }
+            let queue = VecDeque::from([(task, m.start, m.end)]);
+            let seq = Seq { id: m.id, queue, slot, busy: false, last: now, owner: m.owner };
+            s.seqs.insert(key, seq);
         }
         s.queued += 1;
         drop(s);
@@ -262,12 +271,12 @@ impl<T: Task> Batcher<T> {
             crate::guarded(|| executor.execute_rows(rows));
             let mut s = self.lock();
             let now = Instant::now();
-            for (id, end) in taken {
-                let Some(seq) = s.seqs.get_mut(&id) else { continue };
+            for (key, end) in taken {
+                let Some(seq) = s.seqs.get_mut(&key) else { continue };
                 seq.busy = false;
                 seq.last = now;
                 if end {
-                    self.release(&mut s, &id, Released::End);
+                    self.release(&mut s, key, Released::End);
                 }
             }
             drop(s);
@@ -275,15 +284,17 @@ impl<T: Task> Batcher<T> {
         }
     }
 
-    /// Frees the slot of sequence `id` for the backlog's oldest sequence.
-    fn release(&self, s: &mut State<T>, id: &SequenceId, why: Released) {
-        let Some(seq) = s.seqs.remove(id) else { return };
-        if let Some(o) = &seq.owner
-            && let Some(n) = s.owners.get_mut(o)
-        {
+    /// Frees the slot of sequence `key` for the backlog's oldest sequence.
+    fn release(&self, s: &mut State<T>, key: u64, why: Released) {
+        let Some(seq) = s.seqs.remove(&key) else { return };
+        if s.ids.get(&seq.id) == Some(&key) {
+            s.ids.remove(&seq.id);
+        }
+        let owner = seq.owner.clone().unwrap_or_default();
+        if let Some(n) = s.owners.get_mut(&owner) {
             *n -= 1;
             if *n == 0 {
-                s.owners.remove(o);
+                s.owners.remove(&owner);
             }
         }
         s.queued -= seq.queue.len();
@@ -291,28 +302,28 @@ impl<T: Task> Batcher<T> {
             Some(slot) => {
                 s.slots[slot] = None;
                 if let Some(next) = s.backlog.pop_front() {
-                    s.slots[slot] = Some(next.clone());
+                    s.slots[slot] = Some(next);
                     if let Some(n) = s.seqs.get_mut(&next) {
                         n.slot = Some(slot);
                     }
                 }
             }
-            None => s.backlog.retain(|b| b != id),
+            None => s.backlog.retain(|&b| b != key),
         }
-        (self.on_release)(id, why);
+        (self.on_release)(key, &seq.id, why);
     }
 
     /// Releases sequences idle for longer than the policy allows; returns when the next one could expire.
     fn reap(&self, s: &mut State<T>, now: Instant) -> Option<Instant> {
         let idle = self.policy.idle;
-        let expired: Vec<SequenceId> = s
+        let expired: Vec<u64> = s
             .seqs
             .iter()
             .filter(|(_, q)| !q.busy && q.queue.is_empty() && now.duration_since(q.last) >= idle)
-            .map(|(id, _)| id.clone())
+            .map(|(&key, _)| key)
             .collect();
-        for id in expired {
-            self.release(s, &id, Released::Idle);
+        for key in expired {
+            self.release(s, key, Released::Idle);
         }
         s.seqs.values().filter(|q| !q.busy && q.queue.is_empty()).map(|q| q.last + idle).min()
     }
@@ -330,7 +341,7 @@ impl<T: Task> Batcher<T> {
 
     /// Waits for the next batch of `instance`; `None` once closed and drained.
     #[allow(clippy::type_complexity)]
-    fn next_batch(&self, instance: usize) -> Option<(Vec<Row<T>>, Vec<(SequenceId, bool)>)> {
+    fn next_batch(&self, instance: usize) -> Option<(Vec<Row<T>>, Vec<(u64, bool)>)> {
         let mut s = self.lock();
         loop {
             let now = Instant::now();
@@ -347,9 +358,9 @@ impl<T: Task> Batcher<T> {
             // Ready slots: a sequence not running, whose oldest live request waits.
             let mut ready: Vec<(usize, Instant)> = Vec::new();
             for slot in range.clone() {
-                let Some(id) = s.slots[slot].clone() else { continue };
+                let Some(key) = s.slots[slot] else { continue };
                 let State { seqs, queued, .. } = &mut *s;
-                let Some(seq) = seqs.get_mut(&id) else { continue };
+                let Some(seq) = seqs.get_mut(&key) else { continue };
                 while seq.queue.front().is_some_and(|(t, _, _)| t.is_cancelled()) {
                     seq.queue.pop_front();
                     *queued -= 1;
@@ -401,17 +412,18 @@ impl<T: Task> Batcher<T> {
         &self,
         s: &mut State<T>,
         mut ready: Vec<(usize, Instant)>,
-    ) -> (Vec<Row<T>>, Vec<(SequenceId, bool)>) {
+    ) -> (Vec<Row<T>>, Vec<(u64, bool)>) {
         let mut rows = Vec::new();
         let mut taken = Vec::new();
         let mut pop = |s: &mut State<T>, slot: usize| -> Row<T> {
-            let id = s.slots[slot].clone().expect("a ready slot holds a sequence");
-            let seq = s.seqs.get_mut(&id).expect("a slot's sequence is open");
+            let key = s.slots[slot].expect("a ready slot holds a sequence");
+            let seq = s.seqs.get_mut(&key).expect("a slot's sequence is open");
             let (task, start, end) = seq.queue.pop_front().expect("a ready sequence has a request");
             seq.busy = true;
+            let id = seq.id.clone();
             s.queued -= 1;
-            taken.push((id.clone(), end));
-            Row { task: Some(task), id: Some(id), start, end }
+            taken.push((key, end));
+            Row { task: Some(task), key, id: Some(id), start, end }
         };
         match self.policy.strategy {
             Strategy::Direct { .. } => {
@@ -422,7 +434,7 @@ impl<T: Task> Batcher<T> {
                     if ready.iter().any(|r| r.0 == slot) {
                         rows.push(pop(s, slot));
                     } else {
-                        rows.push(Row { task: None, id: None, start: false, end: false });
+                        rows.push(Row { task: None, key: 0, id: None, start: false, end: false });
                     }
                 }
             }

@@ -38,8 +38,8 @@ impl SequenceExecutor<Job> for SequenceInstance {
         // The state each real row starts from (taken out; put back after the execution).
         let states: Vec<Option<Vec<Tensor>>> = rows
             .iter()
-            .map(|r| match (&r.id, r.start) {
-                (Some(id), false) => self.states.take(id),
+            .map(|r| match (&r.task, r.start) {
+                (Some(_), false) => self.states.take(r.key),
                 _ => None,
             })
             .collect();
@@ -55,7 +55,7 @@ impl SequenceExecutor<Job> for SequenceInstance {
                     compute_infer: computed,
                     compute_output: Duration::ZERO,
                 };
-                self.stats.record_batch(&times, &queues);
+                self.stats.record_padded_batch(&times, &queues, rows.len() as u64);
                 for (i, row) in rows.into_iter().enumerate() {
                     let Some(job) = row.task else { continue };
                     let outputs = std::mem::take(&mut per_row[i]);
@@ -64,9 +64,9 @@ impl SequenceExecutor<Job> for SequenceInstance {
                             self.spec.states.iter().any(|s| s.output == t.name)
                                 && !job.outputs.contains(&t.name)
                         });
-                    if let Some(id) = row.id.filter(|_| !row.end) {
+                    if !row.end {
                         let next = self.next_state(state, answer.as_slice());
-                        self.states.put(id, next);
+                        self.states.put(row.key, next);
                     }
                     answer_job(job, Ok(answer));
                 }
@@ -74,8 +74,8 @@ impl SequenceExecutor<Job> for SequenceInstance {
             Err(e) => {
                 for (row, state) in rows.into_iter().zip(states) {
                     // A failed execution leaves each sequence's state as it was.
-                    if let (Some(id), Some(state)) = (&row.id, state) {
-                        self.states.put(id.clone(), state);
+                    if let Some(state) = state {
+                        self.states.put(row.key, state);
                     }
                     if let Some(job) = row.task {
                         answer_job(job, Err(e.clone()));

@@ -78,7 +78,7 @@ fn bench(policy: SequencePolicy, instances: usize) -> Bench {
     let released = Arc::new(Mutex::new(Vec::new()));
     let log = released.clone();
     let on_release: crate::OnRelease =
-        Arc::new(move |id, why| log.lock().unwrap().push((id.clone(), why)));
+        Arc::new(move |_, id, why| log.lock().unwrap().push((id.clone(), why)));
     let executors = (0..instances).map(|_| batches.clone()).collect();
     let scheduler =
         Scheduler::start_sequences("t".into(), executors, 64, policy, on_release).unwrap();
@@ -229,4 +229,18 @@ fn the_delay_hooks_hold_until_enough_requests_and_backlog_wait() {
     b.send(3, 2, true, true, None).unwrap();
     b.send(4, 1, false, true, None).unwrap();
     assert_eq!(b.wait(4), vec![1, 2, 4, 3]);
+}
+
+#[test]
+fn a_start_after_a_queued_end_opens_a_new_sequence() {
+    let b = bench(policy(direct(), 2), 1);
+    b.send(1, 5, true, false, None).unwrap();
+    b.send(2, 5, false, true, None).unwrap();
+    b.send(3, 5, true, false, None).unwrap();
+    b.send(4, 5, false, true, None).unwrap();
+    let mut done = b.wait(4);
+    done.sort_unstable();
+    assert_eq!(done, vec![1, 2, 3, 4], "no request of either sequence is lost");
+    let released = b.released.lock().unwrap().clone();
+    assert_eq!(released, vec![(SequenceId::Number(5), Released::End); 2]);
 }
