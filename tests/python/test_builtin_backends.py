@@ -19,69 +19,11 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import GrpcClient, grpc_base_args, running, start_server, finish_server
+from decoupled_configs import REPEAT_INT32, SQUARE_INT32
 
 DECOUPLED_HTTP = "HTTP end point doesn't support models with decoupled transaction policy"
 DECOUPLED_GRPC = "ModelInfer RPC doesn't support models with decoupled transaction policy"
 QUIET = 1.5  # seconds to wait when asserting that nothing more arrives
-
-REPEAT_INT32 = """name: "repeat_int32"
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy {
-  decoupled: True
-}
-input [
-  {
-    name: "IN"
-    data_type: TYPE_INT32
-    dims: [ -1 ]
-  },
-  {
-    name: "DELAY"
-    data_type: TYPE_UINT32
-    dims: [ -1 ]
-  },
-  {
-    name: "WAIT"
-    data_type: TYPE_UINT32
-    dims: [ 1 ]
-  }
-]
-output [
-  {
-    name: "OUT"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  },
-  {
-    name: "IDX"
-    data_type: TYPE_UINT32
-    dims: [ 1 ]
-  }
-]
-"""
-
-SQUARE_INT32 = """name: "square_int32"
-backend: "square"
-max_batch_size: 0
-model_transaction_policy {
-  decoupled: True
-}
-input [
-  {
-    name: "IN"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  }
-]
-output [
-  {
-    name: "OUT"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  }
-]
-"""
 
 
 def identity(name: str, dtype: str, batch: int, extra: str = "", dims: str = "-1") -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import assert_error, base_args, finish_server, start_server, wait_models_settled
+from decoupled_configs import REPEAT_INT32
 
 FP32, INT32, UINT32 = "TYPE_FP32", "TYPE_INT32", "TYPE_UINT32"
 
@@ -32,43 +33,6 @@ NOBATCH = "fp32_dim2_nobatch"
 INT_NOBATCH2 = "int32_dim1_nobatch_output2"
 REPEAT = "repeat_int32"
 SIMPLE = "simple"
-
-REPEAT_INT32 = """name: "repeat_int32"
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy {
-  decoupled: True
-}
-input [
-  {
-    name: "IN"
-    data_type: TYPE_INT32
-    dims: [ -1 ]
-  },
-  {
-    name: "DELAY"
-    data_type: TYPE_UINT32
-    dims: [ -1 ]
-  },
-  {
-    name: "WAIT"
-    data_type: TYPE_UINT32
-    dims: [ 1 ]
-  }
-]
-output [
-  {
-    name: "OUT"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  },
-  {
-    name: "IDX"
-    data_type: TYPE_UINT32
-    dims: [ 1 ]
-  }
-]
-"""
 
 
 # ---------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from conftest import (
     grpc_error,
     start_server,
 )
+from decoupled_configs import REPEAT_INT32, SQUARE_INT32
 
 ADD_SUB = "ensemble_add_sub_int32_int32_int32"
 DECOUPLED_HTTP = "HTTP end point doesn't support models with decoupled transaction policy"
@@ -53,66 +54,6 @@ SLOW_MS = 50  # each execution of the identity step under max_inflight_requests
 # ---------------------------------------------------------------------------------------------------------------
 # Model configs
 # ---------------------------------------------------------------------------------------------------------------
-
-# Triton's qa/L0_decoupled configs (as in test_builtin_backends.py).
-REPEAT_INT32 = """name: "repeat_int32"
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy {
-  decoupled: True
-}
-input [
-  {
-    name: "IN"
-    data_type: TYPE_INT32
-    dims: [ -1 ]
-  },
-  {
-    name: "DELAY"
-    data_type: TYPE_UINT32
-    dims: [ -1 ]
-  },
-  {
-    name: "WAIT"
-    data_type: TYPE_UINT32
-    dims: [ 1 ]
-  }
-]
-output [
-  {
-    name: "OUT"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  },
-  {
-    name: "IDX"
-    data_type: TYPE_UINT32
-    dims: [ 1 ]
-  }
-]
-"""
-
-SQUARE_INT32 = """name: "square_int32"
-backend: "square"
-max_batch_size: 0
-model_transaction_policy {
-  decoupled: True
-}
-input [
-  {
-    name: "IN"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  }
-]
-output [
-  {
-    name: "OUT"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  }
-]
-"""
 
 
 def identity(name: str, dtype: str, extra: str = "") -> str:

@@ -18,10 +18,11 @@ import pytest
 
 from conftest import finish_server, grpc_base_args, start_server
 from test_model_access import Audit, find
-from test_sequences import (
+from test_sequences import (  # noqa: F401 - `proto` is a fixture
     ACC,
     DEFAULT_ENGINE,
     connect,
+    proto,
     make_repo,
     next_id,
     no_start,
@@ -59,11 +60,6 @@ def guarded(tmp_path_factory, audit_path):
     srv = start_server(grpc_base_args(repo, DEFAULT_ENGINE, extra), "rampart[sequences, access]")
     yield srv
     finish_server(srv)
-
-
-@pytest.fixture(params=("http", "grpc"))
-def proto(request):
-    return request.param
 
 
 @pytest.fixture
