@@ -1135,3 +1135,12 @@ def grpc_result(response):
     from tritonclient.grpc import InferResult
 
     return InferResult(response)
+
+
+def write_repo(root: Path, models: dict[str, str]) -> Path:
+    """A repository of config-only models (the built-in backends and ensembles need no model file): each
+    `<root>/<name>/config.pbtxt` with an empty version folder `1/`."""
+    for name, config in models.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(config)
+    return root

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import GrpcClient, grpc_base_args, running, start_server, finish_server
+from conftest import GrpcClient, grpc_base_args, running, start_server, finish_server, write_repo
 from decoupled_configs import REPEAT_INT32, SQUARE_INT32
 
 DECOUPLED_HTTP = "HTTP end point doesn't support models with decoupled transaction policy"
@@ -52,13 +52,6 @@ MODELS = {
     "repeat_int32": REPEAT_INT32,
     "square_int32": SQUARE_INT32,
 }
-
-
-def write_repo(root, models: dict[str, str]):
-    for name, config in models.items():
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "config.pbtxt").write_text(config)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_error, base_args, finish_server, start_server, wait_models_settled
+from conftest import assert_error, base_args, finish_server, start_server, wait_models_settled, write_repo
 from decoupled_configs import REPEAT_INT32
 
 FP32, INT32, UINT32 = "TYPE_FP32", "TYPE_INT32", "TYPE_UINT32"
@@ -457,13 +457,6 @@ ECHOING = {
     "nobatch_to_batch": [4, 16],
     "unmapped_output": [2, 16],
 }
-
-
-def write_repo(root, models: dict[str, str]):
-    for name, config in models.items():
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "config.pbtxt").write_text(config)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import grpc_base_args, running
-from test_ensembles import ADD_SUB, MODELS, add_sub_operands, infer_add_sub, write_repo
+from test_ensembles import ADD_SUB, MODELS, add_sub_operands, infer_add_sub, write_simple_repo
 
 EXPLICIT = ["--model-control-mode=explicit"]
 NOT_AVAILABLE = f"ensemble {ADD_SUB} contains models that are not available or ambiguous: simple"
@@ -26,7 +26,7 @@ NOT_AVAILABLE = f"ensemble {ADD_SUB} contains models that are not available or a
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    return write_repo(tmp_path_factory.mktemp("ensemble_lifecycle"), MODELS)
+    return write_simple_repo(tmp_path_factory.mktemp("ensemble_lifecycle"), MODELS)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from conftest import (
     grpc_base_args,
     grpc_error,
     start_server,
+    write_repo,
 )
 from decoupled_configs import REPEAT_INT32, SQUARE_INT32
 
@@ -181,18 +182,15 @@ MODELS = {
 }
 
 
-def write_repo(root: Path, models: dict[str, str]) -> Path:
-    """`simple` (versions 1 and 2, version_policy all) plus a config.pbtxt and an empty version folder per model."""
+def write_simple_repo(root: Path, models: dict[str, str]) -> Path:
+    """`simple` (versions 1 and 2, version_policy all) plus the config-only `models`."""
     simple = root / "simple"
     shutil.copytree(example_repo() / "simple", simple)
     config = (simple / "config.pbtxt").read_text()
     config = config.replace("max_batch_size: 8", "max_batch_size: 8\nversion_policy: { all {} }")
     (simple / "config.pbtxt").write_text(config)
     shutil.copytree(simple / "1", simple / "2")
-    for name, config in models.items():
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "config.pbtxt").write_text(config)
-    return root
+    return write_repo(root, models)
 
 
 def metrics_on(args: list[str]) -> list[str]:
@@ -201,7 +199,7 @@ def metrics_on(args: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    repo = write_repo(tmp_path_factory.mktemp("ensembles"), MODELS)
+    repo = write_simple_repo(tmp_path_factory.mktemp("ensembles"), MODELS)
     server = start_server(metrics_on(grpc_base_args(repo, extra=["--allow-client-shm=true"])), "rampart[ensembles]")
     yield server
     finish_server(server)
