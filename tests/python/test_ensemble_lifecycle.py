@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import grpc_base_args, running
-from test_ensembles import ADD_SUB, MODELS, add_sub_operands, infer_add_sub, write_simple_repo
+from test_ensembles import ADD_SUB, MODELS, add_sub_operands, ensemble, infer_add_sub, step, write_simple_repo
 
 EXPLICIT = ["--model-control-mode=explicit"]
 NOT_AVAILABLE = f"ensemble {ADD_SUB} contains models that are not available or ambiguous: simple"
@@ -165,3 +165,38 @@ def test_a_traced_ensemble_request_has_one_child_trace_per_step(repo, tmp_path):
     for h in children:
         names = [s["name"] for s in stamps[h["id"]]]
         assert "COMPUTE_START" in names and "COMPUTE_END" in names, (h, names)
+
+
+def loop_repo(root):
+    """Ensembles that call themselves, directly or through another (refused at load), over `simple`."""
+    io = [("INPUT0", "TYPE_INT32", "16"), ("INPUT1", "TYPE_INT32", "16")], [("OUTPUT0", "TYPE_INT32", "16")]
+    through = {"INPUT0": "INPUT0", "INPUT1": "INPUT1"}
+
+    def calling(name: str, other: str) -> str:
+        return ensemble(name, 8, *io, [step(other, through, {"OUTPUT0": "OUTPUT0"})])
+
+    return write_simple_repo(root, {
+        "loop_self": calling("loop_self", "loop_self"),
+        "loop_a": calling("loop_a", "loop_b"),
+        "loop_b": calling("loop_b", "loop_a"),
+        "calls_simple": ensemble("calls_simple", 8, *io, [step("simple", through, {"OUTPUT0": "OUTPUT0"})]),
+    })
+
+
+def test_loading_circular_ensembles_fails_cleanly_and_the_server_keeps_serving(tmp_path):
+    """Each load names the cycle (Triton's message); loading and unloading `simple` afterwards rebuilds the
+    ensembles that depend on it without looping, and the server keeps answering."""
+    with running(grpc_base_args(loop_repo(tmp_path), extra=EXPLICIT), "rampart[ensemble loops]") as srv:
+        client = srv.client()
+        for name, cycle in [("loop_self", "loop_self -> ... -> loop_self -> loop_self"),
+                            ("loop_a", "circular dependency between ensembles: loop_")]:
+            with pytest.raises(InferenceServerException) as e:
+                client.load_model(name)
+            assert cycle in str(e.value), e.value
+        client.load_model("calls_simple")
+        client.unload_model("simple")
+        client.load_model("simple")
+        eventually(lambda: ready(srv, "calls_simple"), "calls_simple READY again")
+        assert srv.alive()
+        assert client.is_server_live()
+        client.close()

@@ -437,18 +437,22 @@ impl ModelAccess {
         self.rules.iter().any(|r| matches!(r.credential, ModelCredential::Key { .. }))
     }
 
-    /// The headers (lower-case) of the key rules naming `model`.
-    pub fn key_headers(&self, protocol: Protocol, model: &str) -> Vec<&str> {
-        self.rules
-            .iter()
-            .filter(|r| r.globs.iter().any(|g| glob_match(g, model)))
-            .filter_map(|r| match &r.credential {
+    /// The header (lower-case) of the first key rule naming `model` whose key the request presents.
+    pub fn presented_key(
+        &self,
+        protocol: Protocol,
+        model: &str,
+        creds: &dyn Credentials,
+    ) -> Option<&str> {
+        self.rules.iter().filter(|r| r.globs.iter().any(|g| glob_match(g, model))).find_map(|r| {
+            match &r.credential {
                 ModelCredential::Key { http, grpc } => {
-                    Some(if protocol == Protocol::Http { http } else { grpc }.lookup.as_str())
+                    let rule = if protocol == Protocol::Http { http } else { grpc };
+                    rule.satisfied(creds).then_some(rule.lookup.as_str())
                 }
                 ModelCredential::ClientCert(_) => None,
-            })
-            .collect()
+            }
+        })
     }
 
     pub fn globs(&self) -> Vec<&str> {
@@ -648,6 +652,16 @@ mod tests {
         for bad in ["logging", "logging:ops", ":cn:ops", "bogus:cn:ops", "logging:cn:"] {
             assert!(r.add_client_certs(&[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    /// A sequence's owner is the key that let the request in, not any key header it carries.
+    #[test]
+    fn the_presented_key_is_the_one_that_matches() {
+        let specs = ["m:x-a=alpha".to_string(), "m:x-b=beta".to_string()];
+        let m = ModelAccess::parse(&specs, &plain).unwrap();
+        assert_eq!(m.presented_key(Protocol::Http, "m", &key("x-b", b"beta")), Some("x-b"));
+        assert_eq!(m.presented_key(Protocol::Http, "m", &key("x-a", b"forged")), None);
+        assert_eq!(m.presented_key(Protocol::Http, "other", &key("x-a", b"alpha")), None);
     }
 
     #[test]

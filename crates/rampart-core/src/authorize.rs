@@ -88,9 +88,14 @@ impl Gate {
         if let Some(id) = caller.identity {
             return Some(format!("cert:{}", id.subject()));
         }
-        let mut headers: Vec<&str> = self.model_access.key_headers(caller.protocol, model);
-        headers.extend(self.restrictions.lookup_for(Category::Inference));
-        headers.into_iter().find_map(|h| {
+        // The key that let the request in: a `--model-access` key it presents with the right value, else
+        // the restricted inference category's (checked before the request got here).
+        let creds = caller.credentials();
+        let header = self
+            .model_access
+            .presented_key(caller.protocol, model, &creds)
+            .or_else(|| self.restrictions.lookup_for(Category::Inference));
+        header.and_then(|h| {
             let value = caller.headers.get(h)?;
             let mut input = h.as_bytes().to_vec();
             input.push(0);

@@ -149,7 +149,10 @@ impl Server {
                     None => {
                         let raw = raw.take().expect("raw config consumed once");
                         // Control and state tensors are the server's, never declared as inputs/outputs.
-                        let internal = crate::sequence::SequenceSpec::internal_names(&raw.config);
+                        // A state output the config also declares as an output is returned to the client.
+                        let mut internal =
+                            crate::sequence::SequenceSpec::internal_names(&raw.config);
+                        internal.retain(|n| !raw.config.output.iter().any(|o| &o.name == n));
                         let signature = instances[0].signature().without(&internal);
                         let c = Arc::new(config::complete_and_validate(
                             raw,

@@ -186,7 +186,13 @@ impl Server {
         // Entries go in the table one by one: an ensemble loads its composing models first (those not in
         // the table yet) and links to them there.
         for (name, dirs) in wanted {
-            if server.inner.models.load().contains_key(&name) {
+            if let Some(loaded) = server.inner.models.load().get(&name) {
+                // Loaded already as an ensemble's composing model; asked for by name too, so an
+                // `unload_dependents` of that ensemble leaves it.
+                if loaded.implicit {
+                    let entry = ModelEntry { implicit: false, ..ModelEntry::clone(loaded) };
+                    server.set_entry(&name, entry);
+                }
                 continue;
             }
             let entry = match dirs.as_slice() {

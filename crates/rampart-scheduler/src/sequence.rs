@@ -120,6 +120,8 @@ pub enum Refusal {
 struct Seq<T> {
     id: SequenceId,
     queue: VecDeque<(T, bool, bool)>,
+    /// A START request was cancelled before it ran: the next request starts the sequence instead.
+    restart: bool,
     slot: Option<usize>,
     busy: bool,
     last: Instant,
@@ -228,7 +230,15 @@ impl<T: Task> Batcher<T> {
                 s.ids.insert(m.id.clone(), key);
             }
             let queue = VecDeque::from([(task, m.start, m.end)]);
-            let seq = Seq { id: m.id, queue, slot, busy: false, last: now, owner: m.owner };
+            let seq = Seq {
+                id: m.id,
+                queue,
+                restart: false,
+                slot,
+                busy: false,
+                last: now,
+                owner: m.owner,
+            };
             s.seqs.insert(key, seq);
         }
         s.queued += 1;
@@ -349,10 +359,13 @@ impl<T: Task> Batcher<T> {
             if s.closed && s.queued == 0 {
                 return None;
             }
-            if s.held && s.queued >= self.policy.hold_until {
-                let backlog: usize =
-                    s.seqs.values().filter(|q| q.slot.is_none()).map(|q| q.queue.len()).sum();
-                s.held = backlog < self.policy.hold_backlog;
+            if s.held {
+                // As in Triton: N counts the requests waiting in slots, M those in the backlog.
+                let (mut in_slots, mut backlog) = (0, 0);
+                for q in s.seqs.values() {
+                    *if q.slot.is_some() { &mut in_slots } else { &mut backlog } += q.queue.len();
+                }
+                s.held = in_slots < self.policy.hold_until || backlog < self.policy.hold_backlog;
             }
             let range = self.own_slots(instance, s.slots.len());
             // Ready slots: a sequence not running, whose oldest live request waits.
@@ -362,7 +375,9 @@ impl<T: Task> Batcher<T> {
                 let State { seqs, queued, .. } = &mut *s;
                 let Some(seq) = seqs.get_mut(&key) else { continue };
                 while seq.queue.front().is_some_and(|(t, _, _)| t.is_cancelled()) {
-                    seq.queue.pop_front();
+                    if let Some((_, start, _)) = seq.queue.pop_front() {
+                        seq.restart |= start;
+                    }
                     *queued -= 1;
                 }
                 if !seq.busy
@@ -419,6 +434,7 @@ impl<T: Task> Batcher<T> {
             let key = s.slots[slot].expect("a ready slot holds a sequence");
             let seq = s.seqs.get_mut(&key).expect("a slot's sequence is open");
             let (task, start, end) = seq.queue.pop_front().expect("a ready sequence has a request");
+            let start = start || std::mem::take(&mut seq.restart);
             seq.busy = true;
             let id = seq.id.clone();
             s.queued -= 1;

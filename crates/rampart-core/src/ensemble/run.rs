@@ -3,7 +3,7 @@
 //! response starts a new iteration of its flow, which runs the steps downstream and becomes one response of
 //! the ensemble.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,8 +104,6 @@ impl Plan {
             wanted,
             reads,
             values: HashMap::new(),
-            launched: HashSet::new(),
-            emitted: HashSet::new(),
             iterations: vec![0; self.steps.len()],
             tasks: JoinSet::new(),
             running: 0,
@@ -119,7 +117,17 @@ impl Plan {
         }
         walk.advance(&arrived, 0, None, &tx, sink).await?;
         while walk.running > 0 {
-            let Some(event) = rx.recv().await else { break };
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                // Finished tasks are reaped here; one that panicked sent nothing and fails the request.
+                Some(joined) = walk.tasks.join_next() => match joined {
+                    Err(e) if e.is_panic() => Some(Event::Failed(Error::internal(
+                        "an ensemble step stopped unexpectedly",
+                    ))),
+                    _ => continue,
+                },
+            };
+            let Some(event) = event else { break };
             match event {
                 Event::Response { step, iteration, outputs, credit } => {
                     let s = &self.steps[step];
@@ -179,10 +187,10 @@ struct Walk<'a> {
     needed: Vec<bool>,
     wanted: Vec<usize>,
     reads: Vec<usize>,
-    /// (tensor, iteration) → value and the reads left; `None`: the producer did not send it.
+    /// (tensor, iteration) → value and the reads left; `None`: the producer did not send it. Each value
+    /// arrives once, so a step starts (and a response forms) exactly when its last input arrives: nothing
+    /// else needs remembering per iteration.
     values: HashMap<(usize, u64), (Option<Tensor>, usize)>,
-    launched: HashSet<(usize, u64)>,
-    emitted: HashSet<u64>,
     /// The next iteration of each decoupled step's flow.
     iterations: Vec<u64>,
     tasks: JoinSet<()>,
@@ -224,13 +232,12 @@ impl Walk<'_> {
         let mut ready: Vec<usize> = arrived
             .iter()
             .flat_map(|&t| plan.consumers[t].iter().copied())
-            .filter(|&s| self.needed[s] && !self.launched.contains(&(s, iteration)))
+            .filter(|&s| self.needed[s])
             .filter(|&s| plan.steps[s].inputs.iter().all(|(_, t)| self.has(*t, iteration)))
             .collect();
         ready.sort_unstable();
         ready.dedup();
         for s in ready {
-            self.launched.insert((s, iteration));
             let inputs: Vec<InputTensor> = plan.steps[s]
                 .inputs
                 .iter()
@@ -243,10 +250,8 @@ impl Walk<'_> {
         }
         let complete = !self.wanted.is_empty()
             && arrived.iter().any(|t| self.wanted.contains(t))
-            && !self.emitted.contains(&iteration)
             && self.wanted.iter().all(|&t| self.has(t, iteration));
         if complete {
-            self.emitted.insert(iteration);
             let wanted = self.wanted.clone();
             let mut outputs = Vec::with_capacity(wanted.len());
             for t in wanted {
@@ -287,6 +292,7 @@ impl Walk<'_> {
     ) {
         let step = &self.plan.steps[s];
         let limiter = self.plan.limiters[s].clone();
+        let model = step.model.clone();
         let request = InferRequest {
             model_name: step.model.clone(),
             model_version: step.version,
@@ -298,17 +304,47 @@ impl Walk<'_> {
             trace: self.call.trace.as_ref().and_then(|t| t.child(&step.model)),
             principal: self.call.principal.clone(),
         };
-        let composer = self.composer.clone();
         let decoupled = step.decoupled;
         self.running += 1;
+        // A step whose slot is free goes to its model now: the first poll queues it, so the steps of
+        // requests sent in order reach a model in that order (a sequence model as a step).
+        let free = match &limiter {
+            None => Some(None),
+            Some(l) => l.clone().try_acquire_owned().ok().map(Some),
+        };
+        let (started, waiting) = match free {
+            Some(permit) => {
+                let start = Instant::now();
+                let mut call = self.composer.call(request);
+                let polled = poll_once(&mut call);
+                (Some((permit, start, call, polled)), None)
+            }
+            None => (None, Some(request)),
+        };
+        let composer = self.composer.clone();
         let task: Boxed<'static, ()> = Box::pin(async move {
-            let _permit = match limiter {
-                Some(l) => l.acquire_owned().await.ok(),
-                None => None,
+            let (_permit, start, answer) = match started {
+                Some((permit, start, call, polled)) => {
+                    drop(credit);
+                    let answer = match polled {
+                        Some(answer) => answer,
+                        None => call.await,
+                    };
+                    (permit, start, answer)
+                }
+                None => {
+                    let permit = match limiter {
+                        Some(l) => l.acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    drop(credit);
+                    let start = Instant::now();
+                    let request =
+                        waiting.expect("a step that waits for its slot keeps its request");
+                    (permit, start, composer.call(request).await)
+                }
             };
-            drop(credit);
-            let start = Instant::now();
-            let outcome = run_step(&*composer, request, decoupled, s, iteration, &tx).await;
+            let outcome = deliver(answer, &model, decoupled, s, iteration, &tx).await;
             let _ = tx.send(match outcome {
                 Ok(()) => Event::Done { took: start.elapsed() },
                 Err(e) => Event::Failed(e),
@@ -318,22 +354,31 @@ impl Walk<'_> {
     }
 }
 
-/// One step request: its responses go to the ensemble as events.
-async fn run_step(
-    composer: &dyn Composer,
-    request: InferRequest,
+/// Polls a step's call once, with no waker: the call is queued by its model on the first poll (its
+/// waker is registered again when the task awaits it).
+fn poll_once<T>(call: &mut Boxed<'static, T>) -> Option<T> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match call.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A step's answer, its responses sent to the ensemble as events.
+async fn deliver(
+    answer: Result<Answer>,
+    model: &str,
     decoupled: bool,
     step: usize,
     iteration: u64,
     tx: &mpsc::UnboundedSender<Event>,
 ) -> Result<()> {
-    let model = request.model_name.clone();
     let changed = || {
         Error::unavailable(format!(
             "model '{model}' changed its transaction policy since the ensemble was loaded"
         ))
     };
-    match composer.call(request).await? {
+    match answer? {
         Answer::One(outputs) => {
             if decoupled {
                 return Err(changed());

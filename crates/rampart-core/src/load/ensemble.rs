@@ -163,11 +163,13 @@ impl Server {
         let mut depth = 0;
         let mut level: Vec<String> = vec![name.to_string()];
         while !level.is_empty() && depth <= MAX_DEPTH {
-            let next: Vec<String> = level
+            let mut next: Vec<String> = level
                 .iter()
                 .filter_map(|m| models.get(m)?.served().last()?.ensemble().map(|p| p.step_models()))
                 .flatten()
                 .collect();
+            next.sort_unstable();
+            next.dedup();
             if next.is_empty() {
                 break;
             }
@@ -211,8 +213,13 @@ impl Server {
         path: &mut Vec<String>,
         done: &mut std::collections::HashSet<String>,
     ) -> Result<()> {
-        if done.contains(node) || path.len() > 4 * MAX_DEPTH {
+        if done.contains(node) {
             return Ok(());
+        }
+        if path.len() > MAX_DEPTH {
+            return Err(Error::invalid_arg(format!(
+                "ensemble '{loading}' nests ensembles more than {MAX_DEPTH} deep"
+            )));
         }
         path.push(node.to_string());
         for step in self.steps_of(node, loading, config) {
@@ -279,39 +286,53 @@ impl Server {
         }
     }
 
-    /// Builds again every ensemble that depends on `changed` (after it loaded, reloaded or unloaded). An
-    /// ensemble whose composing model is gone is unloaded with the reason; it loads again when the model
-    /// returns. The caller holds the control lock.
+    /// Builds again every ensemble that depends on `changed` (after it loaded, reloaded or unloaded), and
+    /// the ensembles that depend on those, each once. An ensemble whose composing model is gone is unloaded
+    /// with the reason; it loads again when the model returns. An ensemble loaded with a `config` override
+    /// keeps what it was loaded with (its steps answer clear errors while a composing model is away). The
+    /// caller holds the control lock.
     pub(crate) fn refresh_dependents(&self, changed: &str) {
-        let models = self.inner.models.load_full();
-        for (name, entry) in models.iter() {
-            if !entry.depends_on.iter().any(|d| d == changed) {
-                continue;
-            }
-            let Ok(dir) = repository::locate(&self.inner.options.model_repositories, name) else {
-                continue;
-            };
-            let rebuilt = self.build_entry(name, &dir, None, None, None);
-            let next = match rebuilt.failure() {
-                None => rebuilt,
-                Some(reason) => {
-                    tracing::error!("ensemble '{name}' unloaded: {reason}");
-                    if entry.served().next().is_none() {
-                        rebuilt
-                    } else {
-                        let why = format!("{UNLOADED}: {reason}");
-                        let mut retired = ModelEntry::retired(entry, ModelState::Unavailable, &why);
-                        retired.depends_on = rebuilt.depends_on;
-                        retired
-                    }
+        let mut done: std::collections::HashSet<String> = [changed.to_string()].into();
+        let mut queue: std::collections::VecDeque<String> = [changed.to_string()].into();
+        while let Some(changed) = queue.pop_front() {
+            let models = self.inner.models.load_full();
+            for (name, entry) in models.iter() {
+                if done.contains(name)
+                    || entry.overridden
+                    || !entry.depends_on.iter().any(|d| *d == changed)
+                {
+                    continue;
                 }
-            };
-            crate::table::log_outcome(name, &next);
-            for old in entry.served() {
-                self.inner.reaper.retire(old.clone());
+                done.insert(name.clone());
+                let Ok(dir) = repository::locate(&self.inner.options.model_repositories, name)
+                else {
+                    continue;
+                };
+                let mut rebuilt = self.build_entry(name, &dir, None, None, None);
+                rebuilt.implicit = entry.implicit;
+                let next = match rebuilt.failure() {
+                    None => rebuilt,
+                    Some(reason) => {
+                        tracing::error!("ensemble '{name}' unloaded: {reason}");
+                        if entry.served().next().is_none() {
+                            rebuilt
+                        } else {
+                            let why = format!("{UNLOADED}: {reason}");
+                            let mut retired =
+                                ModelEntry::retired(entry, ModelState::Unavailable, &why);
+                            retired.depends_on = rebuilt.depends_on;
+                            retired.implicit = entry.implicit;
+                            retired
+                        }
+                    }
+                };
+                crate::table::log_outcome(name, &next);
+                for old in entry.served() {
+                    self.inner.reaper.retire(old.clone());
+                }
+                self.set_entry(name, next);
+                queue.push_back(name.clone());
             }
-            self.set_entry(name, next);
-            self.refresh_dependents(name);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Running the rows of a sequence batch on one instance: the requests' inputs (zeros for a null row), the
 //! control tensors and state inputs of every row, one execution, then each request's outputs and each
-//! sequence's next state.
+//! sequence's next state. Rows whose inputs or states cannot share an execution (other names, types or
+//! shapes) run in executions of their own, the other rows null there, as Triton runs such a row later.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,48 +23,94 @@ pub(crate) struct SequenceInstance {
     pub states: Arc<SequenceStates>,
 }
 
+/// What must agree for rows to share an execution: each input's and state's name, type and row shape.
+type Shape = Vec<(String, DataType, Vec<i64>)>;
+
 impl SequenceExecutor<Job> for SequenceInstance {
     fn execute_rows(&mut self, mut rows: Vec<Row<Job>>) {
-        let start = Instant::now();
         for r in rows.iter_mut() {
             if let Some(job) = r.task.as_mut() {
                 job.pending.take();
             }
         }
-        let queues: Vec<Duration> = rows
-            .iter()
-            .filter_map(|r| r.task.as_ref())
-            .map(|j| start.duration_since(j.enqueued))
-            .collect();
         // The state each real row starts from (taken out; put back after the execution).
-        let states: Vec<Option<Vec<Tensor>>> = rows
+        let mut states: Vec<Option<Vec<Tensor>>> = rows
             .iter()
             .map(|r| match (&r.task, r.start) {
                 (Some(_), false) => self.states.take(r.key),
                 _ => None,
             })
             .collect();
-        let result = self.execute(&rows, &states);
+        let shapes: Vec<Option<Shape>> = rows
+            .iter()
+            .zip(&states)
+            .map(|(r, s)| r.task.as_ref().map(|j| self.shape(j, s)))
+            .collect();
+        let mut groups: Vec<&Shape> = Vec::new();
+        for s in shapes.iter().flatten() {
+            if !groups.contains(&s) {
+                groups.push(s);
+            }
+        }
+        let groups: Vec<Shape> = groups.into_iter().cloned().collect();
+        let mut jobs: Vec<Option<Job>> = rows.iter_mut().map(|r| r.task.take()).collect();
+        for group in groups {
+            let members: Vec<bool> = shapes.iter().map(|s| s.as_ref() == Some(&group)).collect();
+            self.run_group(&rows, &mut jobs, &mut states, &members);
+        }
+    }
+}
+
+impl SequenceInstance {
+    fn shape(&self, job: &Job, state: &Option<Vec<Tensor>>) -> Shape {
+        let batched = |t: &Tensor| {
+            let dims =
+                if self.spec.batching { t.shape.get(1..).unwrap_or_default() } else { &t.shape };
+            (t.name.clone(), t.datatype, dims.to_vec())
+        };
+        let mut shape: Shape = job.inputs.iter().map(batched).collect();
+        shape.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for s in &self.spec.states {
+            let value = state.as_ref().and_then(|v| v.iter().find(|t| t.name == s.input));
+            let t = value.unwrap_or(&s.initial);
+            shape.push((s.input.clone(), t.datatype, t.shape.clone()));
+        }
+        shape
+    }
+
+    /// One execution of the rows in `members` (the others are null rows in it); answers their jobs.
+    fn run_group(
+        &mut self,
+        rows: &[Row<Job>],
+        jobs: &mut [Option<Job>],
+        states: &mut [Option<Vec<Tensor>>],
+        members: &[bool],
+    ) {
+        let start = Instant::now();
+        let view: Vec<Option<&Job>> =
+            jobs.iter().zip(members).map(|(j, &m)| j.as_ref().filter(|_| m)).collect();
+        let queues: Vec<Duration> =
+            view.iter().flatten().map(|j| start.duration_since(j.enqueued)).collect();
+        let result = self.execute(rows, &view, states);
         let computed = start.elapsed();
-        let real = rows.iter().filter(|r| r.task.is_some()).count() as u64;
         match result {
             Ok(mut per_row) => {
                 let times = ExecutionTimes {
-                    batch_size: real,
+                    batch_size: queues.len() as u64,
                     queue: Duration::ZERO,
                     compute_input: Duration::ZERO,
                     compute_infer: computed,
                     compute_output: Duration::ZERO,
                 };
                 self.stats.record_padded_batch(&times, &queues, rows.len() as u64);
-                for (i, row) in rows.into_iter().enumerate() {
-                    let Some(job) = row.task else { continue };
+                for (i, row) in rows.iter().enumerate() {
+                    let Some(job) = jobs[i].take_if(|_| members[i]) else { continue };
                     let outputs = std::mem::take(&mut per_row[i]);
-                    let (state, answer): (Vec<Tensor>, Vec<Tensor>) =
-                        outputs.into_iter().partition(|t| {
-                            self.spec.states.iter().any(|s| s.output == t.name)
-                                && !job.outputs.contains(&t.name)
-                        });
+                    let is_state = |t: &Tensor| self.spec.states.iter().any(|s| s.output == t.name);
+                    let (state, answer): (Vec<Tensor>, Vec<Tensor>) = outputs
+                        .into_iter()
+                        .partition(|t| is_state(t) && !job.outputs.contains(&t.name));
+                    states[i] = None;
                     if !row.end {
                         let next = self.next_state(state, answer.as_slice());
                         self.states.put(row.key, next);
@@ -72,30 +119,18 @@ impl SequenceExecutor<Job> for SequenceInstance {
                 }
             }
             Err(e) => {
-                for (row, state) in rows.into_iter().zip(states) {
-                    // A failed execution leaves each sequence's state as it was.
-                    if let Some(state) = state {
+                for (i, row) in rows.iter().enumerate() {
+                    let Some(job) = jobs[i].take_if(|_| members[i]) else { continue };
+                    // A failed execution leaves the sequence's state as it was.
+                    if let Some(state) = states[i].take() {
                         self.states.put(row.key, state);
                     }
-                    if let Some(job) = row.task {
-                        answer_job(job, Err(e.clone()));
-                    }
+                    answer_job(job, Err(e.clone()));
                 }
             }
         }
     }
-}
 
-fn answer_job(job: Job, result: Result<Vec<Tensor>>) {
-    match job.reply {
-        Reply::Unary(tx) => {
-            let _ = tx.send(result);
-        }
-        Reply::Stream(_) => {}
-    }
-}
-
-impl SequenceInstance {
     /// The state values a sequence keeps: each state output, renamed to its input.
     fn next_state(&self, mut state: Vec<Tensor>, answered: &[Tensor]) -> Vec<Tensor> {
         // A state output the client asked for too was answered; keep a copy of it.
@@ -119,39 +154,42 @@ impl SequenceInstance {
             .collect()
     }
 
+    /// One execution: `view[i]` is row `i`'s request in it (`None`: a null row).
     fn execute(
         &mut self,
         rows: &[Row<Job>],
+        view: &[Option<&Job>],
         states: &[Option<Vec<Tensor>>],
     ) -> Result<Vec<Vec<Tensor>>> {
-        let first = rows
+        let first = view
             .iter()
-            .find_map(|r| r.task.as_ref())
+            .flatten()
+            .next()
             .ok_or_else(|| Error::internal("a sequence batch without a request"))?;
-        let n = rows.len();
         let batching = self.spec.batching;
         let mut inputs: Vec<Tensor> = Vec::new();
-        // The requests' own inputs; a null row repeats zeros shaped like the first request's.
-        for (k, head) in first.inputs.iter().enumerate() {
-            let parts: Vec<Tensor> = rows
+        // The requests' own inputs, by name; a null row repeats zeros shaped like the first request's.
+        for head in &first.inputs {
+            let parts: Vec<Tensor> = view
                 .iter()
-                .map(|r| match &r.task {
-                    Some(j) => j.inputs.get(k).cloned().unwrap_or_else(|| zeros_like(head)),
-                    None => zeros_like(head),
+                .map(|j| {
+                    j.and_then(|j| j.inputs.iter().find(|t| t.name == head.name).cloned())
+                        .unwrap_or_else(|| zeros_like(head))
                 })
                 .collect();
             inputs.push(stack(&head.name, head.datatype, &parts, batching, true)?);
         }
         for c in &self.spec.controls {
-            let parts: Vec<Tensor> = rows.iter().map(|r| control_value(c, r)).collect();
+            let parts: Vec<Tensor> =
+                rows.iter().zip(view).map(|(r, j)| control_value(c, r, j.is_some())).collect();
             inputs.push(stack(&c.input, c.data_type, &parts, batching, false)?);
         }
         for s in &self.spec.states {
-            let parts: Vec<Tensor> = rows
+            let parts: Vec<Tensor> = view
                 .iter()
                 .zip(states)
-                .map(|(_, kept)| {
-                    kept.as_ref()
+                .map(|(j, kept)| {
+                    j.and(kept.as_ref())
                         .and_then(|v| v.iter().find(|t| t.name == s.input).cloned())
                         .unwrap_or_else(|| s.initial.clone())
                 })
@@ -159,8 +197,8 @@ impl SequenceInstance {
             inputs.push(stack(&s.input, s.data_type, &parts, batching, false)?);
         }
         let mut outputs: Vec<String> = first.outputs.clone();
-        for r in rows.iter().filter_map(|r| r.task.as_ref()) {
-            for o in &r.outputs {
+        for j in view.iter().flatten() {
+            for o in &j.outputs {
                 if !outputs.contains(o) {
                     outputs.push(o.clone());
                 }
@@ -172,19 +210,20 @@ impl SequenceInstance {
             }
         }
         let produced = crate::executor::guarded(|| self.engine.execute(&inputs, &outputs))?;
-        let per_row: Vec<Vec<Tensor>> =
-            if batching { crate::batch::scatter(produced, &vec![1; n])? } else { vec![produced] };
+        let per_row: Vec<Vec<Tensor>> = if batching {
+            crate::batch::scatter(produced, &vec![1; rows.len()])?
+        } else {
+            vec![produced]
+        };
         // Each request gets the outputs it asked for (and the states, which the caller separates).
+        let is_state = |t: &Tensor| self.spec.states.iter().any(|s| s.output == t.name);
         Ok(per_row
             .into_iter()
-            .zip(rows)
-            .map(|(outs, r)| match &r.task {
+            .zip(view)
+            .map(|(outs, j)| match j {
                 Some(j) => outs
                     .into_iter()
-                    .filter(|t| {
-                        j.outputs.contains(&t.name)
-                            || self.spec.states.iter().any(|s| s.output == t.name)
-                    })
+                    .filter(|t| j.outputs.contains(&t.name) || is_state(t))
                     .collect(),
                 None => vec![],
             })
@@ -192,19 +231,30 @@ impl SequenceInstance {
     }
 }
 
-/// A row's value of control `c`, shaped `[1]`.
-fn control_value(c: &super::Control, r: &Row<Job>) -> Tensor {
+fn answer_job(job: Job, result: Result<Vec<Tensor>>) {
+    match job.reply {
+        Reply::Unary(tx) => {
+            let _ = tx.send(result);
+        }
+        // Decoupled models are refused at load with sequence batching.
+        Reply::Stream(_) => {}
+    }
+}
+
+/// A row's value of control `c`, shaped `[1]` (`real`: the row holds a request in this execution).
+fn control_value(c: &super::Control, r: &Row<Job>, real: bool) -> Tensor {
     let data = match &c.kind {
         ControlKind::Flag { which, values } => {
-            let on = match which {
-                Kind::ControlSequenceStart => r.start,
-                Kind::ControlSequenceEnd => r.end,
-                Kind::ControlSequenceReady => r.task.is_some(),
-                Kind::ControlSequenceCorrid => false,
-            };
+            let on = real
+                && match which {
+                    Kind::ControlSequenceStart => r.start,
+                    Kind::ControlSequenceEnd => r.end,
+                    Kind::ControlSequenceReady => true,
+                    Kind::ControlSequenceCorrid => false,
+                };
             values[usize::from(on)].clone()
         }
-        ControlKind::CorrId => corrid_bytes(c.data_type, r.id.as_ref()),
+        ControlKind::CorrId => corrid_bytes(c.data_type, r.id.as_ref().filter(|_| real)),
     };
     Tensor::new(c.input.clone(), c.data_type, vec![1], data)
 }
@@ -262,10 +312,10 @@ fn stack(
         if has_batch { parts[0].shape[1..].to_vec() } else { parts[0].shape.clone() };
     if parts.iter().any(|p| {
         let r: &[i64] = if has_batch { &p.shape[1..] } else { &p.shape };
-        r != row.as_slice()
+        r != row.as_slice() || p.datatype != dt
     }) {
-        return Err(Error::invalid_arg(format!(
-            "the requests of one sequence batch give '{name}' different shapes"
+        return Err(Error::internal(format!(
+            "the rows of one sequence batch give '{name}' different shapes or types"
         )));
     }
     let mut data = BytesMut::with_capacity(parts.iter().map(|p| p.data.len()).sum());

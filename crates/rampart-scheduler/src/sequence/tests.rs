@@ -16,6 +16,7 @@ struct Probe {
     tag: u32,
     enqueued: Instant,
     done: Sender<u32>,
+    cancelled: bool,
 }
 
 impl Task for Probe {
@@ -26,7 +27,7 @@ impl Task for Probe {
         self.enqueued
     }
     fn is_cancelled(&self) -> bool {
-        false
+        self.cancelled
     }
     fn reject(self, _: Error) {}
 }
@@ -95,7 +96,19 @@ impl Bench {
         end: bool,
         owner: Option<&str>,
     ) -> Result<(), Refusal> {
-        let probe = Probe { tag, enqueued: Instant::now(), done: self.tx.clone() };
+        self.send_probe(tag, id, start, end, owner, false)
+    }
+
+    fn send_probe(
+        &self,
+        tag: u32,
+        id: u64,
+        start: bool,
+        end: bool,
+        owner: Option<&str>,
+        cancelled: bool,
+    ) -> Result<(), Refusal> {
+        let probe = Probe { tag, enqueued: Instant::now(), done: self.tx.clone(), cancelled };
         let m =
             Membership { id: SequenceId::Number(id), start, end, owner: owner.map(str::to_string) };
         self.scheduler.submit_in_sequence(probe, m)
@@ -243,4 +256,15 @@ fn a_start_after_a_queued_end_opens_a_new_sequence() {
     assert_eq!(done, vec![1, 2, 3, 4], "no request of either sequence is lost");
     let released = b.released.lock().unwrap().clone();
     assert_eq!(released, vec![(SequenceId::Number(5), Released::End); 2]);
+}
+
+#[test]
+fn a_cancelled_start_passes_its_flag_to_the_next_request() {
+    let mut p = policy(direct(), 1);
+    p.hold_until = 2;
+    let b = bench(p, 1);
+    b.send_probe(1, 3, true, false, None, true).unwrap();
+    b.send(2, 3, false, true, None).unwrap();
+    assert_eq!(b.wait(1), vec![2]);
+    assert_eq!(b.batches.0.lock().unwrap().clone(), vec![vec![(Some(2), true, true)]]);
 }
