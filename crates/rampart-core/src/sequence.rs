@@ -1,7 +1,8 @@
 //! Stateful models (`sequence_batching`): what a config asks of the sequence batcher (the policy), the
 //! control tensors the server makes for every batch row (START, END, READY, CORRID), the implicit state
 //! carried from one request of a sequence to the next, and a request's sequence parameters. The batcher
-//! itself is `rampart_scheduler::sequence`; `sequence/exec.rs` runs its rows on an instance.
+//! itself is `rampart_scheduler::sequence`; `sequence/spec.rs` reads a config's `sequence_batching`,
+//! `sequence/exec.rs` runs the batcher's rows on an instance.
 
 mod exec;
 mod spec;

@@ -297,10 +297,7 @@ impl Server {
         while let Some(changed) = queue.pop_front() {
             let models = self.inner.models.load_full();
             for (name, entry) in models.iter() {
-                if done.contains(name)
-                    || entry.overridden
-                    || !entry.depends_on.iter().any(|d| *d == changed)
-                {
+                if done.contains(name) || entry.overridden || !entry.depends_on.contains(&changed) {
                     continue;
                 }
                 done.insert(name.clone());
