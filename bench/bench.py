@@ -7,6 +7,9 @@ Measures, on this machine:
 * Rampart's start-to-ready time and idle / peak RSS;
 * a perf_analyzer matrix (HTTP and gRPC x concurrency 1/4/16) over ``simple``, ``identity_fp32``
   (response-cache hits), ``mlp_db`` (dynamic batching), ``mlp`` batch 1 and ``mlp`` batch 32;
+* at concurrency 1/16: the ensembles ``ens_mlp`` (identity ``pre`` -> ``mlp`` -> identity ``post``) and
+  ``ens1_mlp`` (``mlp`` alone), reported as the overhead they add over calling ``mlp`` directly; at
+  1/8/16 the sequence model ``seq`` (sequence batching, direct strategy) in perf_analyzer's sequence mode;
 * with ``--vs-triton``, the same for the real Triton 2.51 (``bench/triton_ref.py``), one server at a time;
 
 and writes a markdown report (stdout + ``--out``) and the raw numbers as JSON next to it.
@@ -71,6 +74,8 @@ class Case:
     batch: int
     shapes: tuple = ()  # (("INPUT0", 16),)
     title: str = ""
+    concs: tuple = ()  # its concurrencies when --concurrency is not given (empty: CONCURRENCY)
+    sequence: bool = False  # a sequence model: perf_analyzer's sequence mode (triton_ref.sequence_args)
 
 
 CASES = [
@@ -79,12 +84,21 @@ CASES = [
          "`identity_fp32` [16], batch 1, response-cache hits (`--input-data zero`)"),
     Case("mlp_db", "mlp_db", 1, (), "`mlp_db` (MLP 784→256→10, dynamic batching), batch 1"),
     Case("mlp_b1", "mlp", 1, (), "`mlp` (no dynamic batching), batch 1"),
+    Case("ens1_mlp", "ens1_mlp", 1, (), "`ens1_mlp` one-step ensemble (`mlp` alone), batch 1",
+         concs=(1, 16)),
+    Case("ens_mlp", "ens_mlp", 1, (),
+         "`ens_mlp` ensemble (identity `pre` → `mlp` → identity `post`), batch 1", concs=(1, 16)),
     Case("mlp_b32", "mlp", 32, (), "`mlp` (no dynamic batching), batch 32"),
+    Case("seq", "seq", 1, (),
+         "`seq` sequence model (OUTPUT = READY·(INPUT+START), INT32 [1], max_batch_size 8, direct), "
+         f"sequences of {triton_ref.SEQUENCE_LENGTH} ± {triton_ref.SEQUENCE_LENGTH_VARIATION} % requests",
+         concs=(1, 8, 16), sequence=True),
 ]
 CASE_IDS = [c.id for c in CASES]
-MODEL_ALIASES = {"mlp": ["mlp_b1", "mlp_b32"]}
+MODEL_ALIASES = {"mlp": ["mlp_b1", "mlp_b32"], "ensemble": ["mlp_b1", "ens1_mlp", "ens_mlp"]}
 PROTOCOLS = ["http", "grpc"]
 CONCURRENCY = [1, 4, 16]
+ENSEMBLE_CASES = [("ens1_mlp", "mlp_b1"), ("ens_mlp", "mlp_b1")]  # (ensemble case, direct case)
 
 
 @dataclasses.dataclass
@@ -387,7 +401,8 @@ class ServerKind:
 
 
 def make_rampart_repo(out: Path, instances: int) -> Path:
-    """simple, identity_fp32 (+ response cache), mlp, mlp_db (+ dynamic batching) from examples/."""
+    """simple, identity_fp32 (+ response cache), mlp, mlp_db (+ dynamic batching) from examples/; the
+    identity steps pre/post, the ensembles ens_mlp/ens1_mlp and the sequence model seq."""
     group = f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
     models = {
         "simple": ("simple", ""),
@@ -409,7 +424,36 @@ def make_rampart_repo(out: Path, instances: int) -> Path:
         (mdir / "1").mkdir(parents=True, exist_ok=True)
         (mdir / "config.pbtxt").write_text(config.rstrip("\n") + "\n" + group + extra)
         shutil.copyfile(sdir / "1" / "model.onnx", mdir / "1" / "model.onnx")
+    # The ensembles and the sequence model: the same configs as Triton's (bench/triton_ref.py), with
+    # Rampart's built-in `identity` backend for the steps and ONNX Runtime for `seq`.
+    for name in triton_ref.ENSEMBLE_IDENTITIES:
+        _write_model(out / name, triton_ref.identity_step_config(name, instances, 'backend: "identity"'))
+    for name in triton_ref.ENSEMBLES:
+        _write_model(out / name, triton_ref.ensemble_config(name))
+    seq = _write_model(out / "seq", triton_ref.sequence_config("seq", instances,
+                                                             'platform: "onnxruntime_onnx"'))
+    try:
+        (seq / "1" / "model.onnx").write_bytes(sequence_onnx())
+    except Exception as e:  # noqa: BLE001  (onnx missing: seq fails to load, the rest is measured)
+        log(f"could not generate the seq model: {e}")
     return out
+
+
+def _write_model(mdir: Path, config: str) -> Path:
+    (mdir / "1").mkdir(parents=True, exist_ok=True)
+    (mdir / "config.pbtxt").write_text(config)
+    return mdir
+
+
+def sequence_onnx() -> bytes:
+    """Triton's simple_sequence as ONNX (OUTPUT = READY * (INPUT + START)), from
+    scripts/gen_sequence_models.py (needs the `onnx` package of .venv)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gen_sequence_models
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return gen_sequence_models.simple_sequence_model().SerializeToString()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -424,8 +468,11 @@ def _pa_reason(res: dict) -> str:
     if "Failed to obtain stable measurement" in out:
         return "no stable measurement"
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    # the first "Error: ..." line (an argument error is followed by the whole usage text), else the
+    # last line that looks like an error
+    first = [ln for ln in lines if ln.lower().startswith("error")][:1]
     errs = [ln for ln in lines if re.search(r"error|fail|unable|refused|couldn", ln, re.I)]
-    msg = (errs or lines or ["no output"])[-1]
+    msg = (first or errs or lines or ["no output"])[-1]
     return f"rc={res['rc']}: {msg[:160]}"
 
 
@@ -453,14 +500,26 @@ def _pa_parse_csv(path: Path) -> dict | None:
     return res if res["infer_per_sec"] is not None else None
 
 
+_SEQ_IDS = [1]  # next first sequence ID: every perf_analyzer run of a sequence model gets fresh IDs
+SEQ_ID_STRIDE = 1_000_000  # IDs per run (a run at c16 uses ~16 per second)
+
+
 def pa_attempt(server: Server, case: Case, protocol: str, conc: int, interval_ms: int, trials: int,
                stability: int, tmp: Path) -> dict:
     port = server.http_port if protocol == "http" else server.grpc_port
     csv_path = tmp / f"pa-{server.kind}-{case.id}-{protocol}-c{conc}-{time.monotonic_ns()}.csv"
+    extra = ["-f", str(csv_path)]
+    if case.sequence:
+        extra += triton_ref.sequence_args(_SEQ_IDS[0], SEQ_ID_STRIDE)
+        _SEQ_IDS[0] += SEQ_ID_STRIDE
     cmd = triton_ref.perf_analyzer_cmd(PERF_ANALYZER, case.model, port, protocol, concurrency=conc,
                                        batch=case.batch, measurement_ms=interval_ms, max_trials=trials,
-                                       stability=stability, shapes=dict(case.shapes),
-                                       extra=["-f", str(csv_path)])
+                                       stability=stability, shapes=dict(case.shapes), extra=extra)
+    if case.sequence:
+        # Stabilise on the average latency (perf_analyzer's default), not p95: above the slot count
+        # every sequence's START (1 request in ~20) waits in the backlog for a whole sequence, so p95
+        # sits on the edge between the fast and the slow requests and flips between windows.
+        cmd.remove("--percentile=95")
     # perf_analyzer needs at most trials windows (+ start-up and draining): 1.5x + 30 s is generous,
     # and bounds a hung run (seen once with Triton over HTTP at concurrency 16)
     timeout = trials * interval_ms / 1000.0 * 1.5 + 30
@@ -530,24 +589,45 @@ def measure_cell(server: Server, case: Case, protocol: str, conc: int, pa: PASet
     return cell
 
 
-def run_matrix(server: Server, cases: list, protocols: list, concs: list, pa: PASettings,
-               tmp: Path, cells: list) -> list:
-    """Measures every cell, appending to cells as it goes (kept if the run is interrupted)."""
-    total = len(cases) * len(protocols) * len(concs)
+def schedule(cases: list, protocols: list, concs: dict) -> list:
+    """(case, protocol, concurrency) in measuring order: case by case, except that `mlp_b1` and the
+    ensembles are interleaved (protocol, concurrency, then direct / one-step / three-step back to back,
+    where `mlp_b1` is in the list), so that each ensemble-overhead difference is taken between cells
+    measured minutes apart at most, not across the whole matrix."""
+    group = {d for e, d in ENSEMBLE_CASES} | {e for e, d in ENSEMBLE_CASES}
+    ids = [c.id for c in cases]
+    interleave = any(e in ids for e, d in ENSEMBLE_CASES) and any(d in ids for e, d in ENSEMBLE_CASES)
+    out, done = [], False
     for case in cases:
-        for protocol in protocols:
-            for conc in concs:
-                cell = measure_cell(server, case, protocol, conc, pa, tmp)
-                cells.append(cell)
-                if cell["ok"]:
-                    log(f"[{len(cells)}/{total}] {server.kind} {case.id} {protocol} c{conc}: "
-                        f"{cell['infer_per_sec']:,.0f} infer/s, p50/p95/p99 "
-                        f"{cell['p50_us']:.0f}/{cell['p95_us']:.0f}/{cell['p99_us']:.0f} us"
-                        f"{'' if cell['stability_pct'] == pa.stability else ' (-s %d)' % cell['stability_pct']}"
-                        f" [{cell['seconds']:.0f} s]")
-                else:
-                    log(f"[{len(cells)}/{total}] {server.kind} {case.id} {protocol} c{conc}: "
-                        f"FAILED: {cell['reason']}")
+        if interleave and case.id in group:
+            if not done:
+                members = [c for c in cases if c.id in group]
+                for protocol in protocols:
+                    for conc in sorted({n for c in members for n in concs[c.id]}):
+                        out += [(c, protocol, conc) for c in members if conc in concs[c.id]]
+                done = True
+            continue
+        out += [(case, protocol, conc) for protocol in protocols for conc in concs[case.id]]
+    return out
+
+
+def run_matrix(server: Server, cases: list, protocols: list, concs: dict, pa: PASettings,
+               tmp: Path, cells: list) -> list:
+    """Measures every cell, appending to cells as it goes (kept if the run is interrupted).
+    concs: case id -> its concurrencies."""
+    total = sum(len(concs[c.id]) for c in cases) * len(protocols)
+    for case, protocol, conc in schedule(cases, protocols, concs):
+        cell = measure_cell(server, case, protocol, conc, pa, tmp)
+        cells.append(cell)
+        if cell["ok"]:
+            log(f"[{len(cells)}/{total}] {server.kind} {case.id} {protocol} c{conc}: "
+                f"{cell['infer_per_sec']:,.0f} infer/s, p50/p95/p99 "
+                f"{cell['p50_us']:.0f}/{cell['p95_us']:.0f}/{cell['p99_us']:.0f} us"
+                f"{'' if cell['stability_pct'] == pa.stability else ' (-s %d)' % cell['stability_pct']}"
+                f" [{cell['seconds']:.0f} s]")
+        else:
+            log(f"[{len(cells)}/{total}] {server.kind} {case.id} {protocol} c{conc}: "
+                f"FAILED: {cell['reason']}")
     return cells
 
 
@@ -586,9 +666,22 @@ def ceiling_rate(ceiling: dict, batch: int, mode: str = "raw"):
     return None
 
 
-def measure_server(sk: ServerKind, starts: int, cases: list, protocols: list, concs: list,
+def check_models(srv: Server, cases: list) -> list:
+    """Correctness of the ensembles (= mlp) and of seq on the matrix server, when they are measured."""
+    ids = {c.id for c in cases}
+    ens = tuple(e for e in triton_ref.ENSEMBLES if e in ids)
+    if not ens and "seq" not in ids:
+        return []
+    fails = triton_ref.check_ensembles_and_sequences(srv.http_port, ensembles=ens, sequence="seq" in ids)
+    for f in fails:
+        log(f"{srv.kind}: model check failed: {f}")
+    return fails
+
+
+def measure_server(sk: ServerKind, starts: int, cases: list, protocols: list, concs: dict,
                    pa: PASettings, tmp: Path) -> dict:
-    """Start-to-ready x starts (+ idle RSS 1 s after ready), then the matrix on a fresh server."""
+    """Start-to-ready x starts (+ idle RSS 1 s after ready), then the matrix on a fresh server.
+    concs: case id -> its concurrencies."""
     res = {"ready_ms": [], "idle": [], "errors": []}
     for i in range(starts):
         try:
@@ -615,12 +708,14 @@ def measure_server(sk: ServerKind, starts: int, cases: list, protocols: list, co
         log(f"{sk.kind}: could not start the matrix server: {e}")
         res["cells"] = [{"server": sk.kind, "case": c.id, "protocol": p, "concurrency": n, "ok": False,
                          "reason": "server did not start", "batch": c.batch}
-                        for c in cases for p in protocols for n in concs]
+                        for c in cases for p in protocols for n in concs[c.id]]
         return res
     try:
         time.sleep(1.0)
         res["matrix_server_idle"] = memory_snapshot(srv.proc.pid)
         res["matrix_server_ready_ms"] = round(srv.ready_ms, 2)
+        res["model_check_failures"] = check_models(srv, cases)
+        res["errors"] += [f"model check: {f}" for f in res["model_check_failures"]]
         t = time.monotonic()
         watch = CpuWatch(srv.proc.pid)
         res["cells"] = []
@@ -721,6 +816,101 @@ def _failed(cell) -> str:
     return f"failed: {_esc(cell.get('reason', 'unknown'))}"
 
 
+def _case_concs(sel: dict, case_id: str) -> list:
+    """The concurrencies a case was measured at (results of older runs: the global list)."""
+    return (sel.get("case_concurrency") or {}).get(case_id, sel["concurrency"])
+
+
+OVERHEAD_METRICS = [("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
+                    ("server_cpu_us_per_request", "CPU µs/req")]
+
+
+def ensemble_overhead(data: dict) -> list:
+    """Per protocol, concurrency, ensemble and metric: the ensemble's value, the direct `mlp`'s and the
+    difference (what the ensemble adds), on both servers, and the Rampart/Triton ratios."""
+    sel = data["settings"]
+    rc = _cell_index((data.get("rampart") or {}).get("cells"))
+    tc = _cell_index((data.get("triton") or {}).get("cells"))
+
+    def val(idx, case, proto, conc, key):
+        c = idx.get((case, proto, conc))
+        return c.get(key) if c and c.get("ok") else None
+
+    def sub(a, b):
+        return None if a is None or b is None else a - b
+
+    def ratio(a, b, positive=False):
+        if a is None or b is None or b <= 0 or (positive and a <= 0):
+            return None
+        return a / b
+
+    rows = []
+    for ens, direct in ENSEMBLE_CASES:
+        if ens not in sel["models"] or direct not in sel["models"]:
+            continue
+        concs = [n for n in _case_concs(sel, ens) if n in _case_concs(sel, direct)]
+        for proto in sel["protocols"]:
+            for conc in concs:
+                for key, label in OVERHEAD_METRICS:
+                    rd, re_ = val(rc, direct, proto, conc, key), val(rc, ens, proto, conc, key)
+                    td, te = val(tc, direct, proto, conc, key), val(tc, ens, proto, conc, key)
+                    ra, ta = sub(re_, rd), sub(te, td)
+                    rows.append({"ensemble": ens, "direct": direct, "protocol": proto,
+                                 "concurrency": conc, "metric": key, "label": label,
+                                 "rampart_direct": rd, "rampart_ensemble": re_, "rampart_added": ra,
+                                 "triton_direct": td, "triton_ensemble": te, "triton_added": ta,
+                                 "ratio_added": ratio(ra, ta, positive=True),
+                                 "ratio_ensemble": ratio(re_, te)})
+    return rows
+
+
+def render_ensemble_overhead(data: dict, L: list) -> None:
+    rows = data.get("ensemble_overhead") or []
+    sel = data["settings"]
+    wanted = [e for e, d in ENSEMBLE_CASES if e in sel["models"]]
+    if not wanted:
+        return
+    L.append("## Ensemble overhead (ensemble − calling `mlp` directly)")
+    L.append("")
+    if not rows:
+        L.append("Not computed: needs `mlp_b1` in `--models` next to the ensembles (`--models ensemble`).")
+        L.append("")
+        return
+    L.append("*added* = the ensemble's value − the direct `mlp` batch-1 value at the same protocol and "
+             "concurrency (the tables above). `ens1_mlp` (one step, `mlp`) is the ensemble scheduler's "
+             "own cost; `ens_mlp` adds the identity steps `pre` and `post`, which run in Rampart's "
+             "built-in `identity` backend but, on Triton, in Python-backend `model.py` files (the wheel "
+             "has no other backend): Triton's `ens_mlp` overhead includes two Python-stub round trips. "
+             "*added R/T* = Rampart's added ÷ Triton's added (< 1: Rampart's ensemble costs less); "
+             "*ensemble R/T* = the ensemble's absolute value, Rampart ÷ Triton. —: a side not measured, "
+             "or an added value ≤ 0 (within the run-to-run noise).")
+    L.append("")
+
+    def us(v, signed=False):
+        return "—" if v is None else (f"{v:+,.0f}" if signed else f"{v:,.0f}")
+
+    def x(v):
+        return "—" if v is None else f"{v:.2f}×"
+
+    for proto in sel["protocols"]:
+        prow = [r for r in rows if r["protocol"] == proto]
+        if not prow:
+            continue
+        L.append(f"### {'HTTP' if proto == 'http' else 'gRPC'}")
+        L.append("")
+        hdr = ["c", "ensemble", "metric", "Rampart direct", "Rampart ensemble", "Rampart added",
+               "Triton direct", "Triton ensemble", "Triton added", "added R/T", "ensemble R/T"]
+        L.append("| " + " | ".join(hdr) + " |")
+        L.append("|---:|---|---|" + "---:|" * (len(hdr) - 3))
+        for r in sorted(prow, key=lambda r: (r["concurrency"], r["ensemble"] != "ens1_mlp")):
+            L.append(f"| {r['concurrency']} | `{r['ensemble']}` | {r['label']} | "
+                     f"{us(r['rampart_direct'])} | {us(r['rampart_ensemble'])} | "
+                     f"{us(r['rampart_added'], True)} | {us(r['triton_direct'])} | "
+                     f"{us(r['triton_ensemble'])} | {us(r['triton_added'], True)} | "
+                     f"{x(r['ratio_added'])} | {x(r['ratio_ensemble'])} |")
+        L.append("")
+
+
 def _mark(cell, pa: PASettings) -> str:
     return "" if cell.get("stability_pct") in (None, pa.stability) else f" †{cell['stability_pct']}"
 
@@ -813,7 +1003,7 @@ def render(data: dict) -> str:
                   (["Triton req/s"] if b32 else []) + ["Triton p99 µs", "Triton CPU µs/req", "Rampart/Triton"]
             L.append("| " + " | ".join(hdr) + " |")
             L.append("|" + "---:|" * len(hdr))
-            for conc in sel["concurrency"]:
+            for conc in _case_concs(sel, case.id):
                 r = rc.get((case.id, protocol, conc))
                 t = tc.get((case.id, protocol, conc)) if tri else None
                 row = [str(conc)]
@@ -839,6 +1029,18 @@ def render(data: dict) -> str:
                     row += [_failed(t)] + ([""] if b32 else []) + ["", "", "—"]
                 L.append("| " + " | ".join(row) + " |")
             L.append("")
+
+    render_ensemble_overhead(data, L)
+    if "seq" in sel["models"]:
+        L.append(f"`seq`: perf_analyzer's sequence mode (`{' '.join(triton_ref.sequence_args(1)[:-2])}`, "
+                 "fresh `--sequence-id-range` per run, stabilised on the average latency instead of p95): "
+                 "each concurrent context runs one sequence at a "
+                 "time (START on its first request, END on its last), so concurrency = open sequences. "
+                 f"With max_batch_size {triton_ref.SEQUENCE_MAX_BATCH} and {sel['instances']} instance(s) the "
+                 f"direct strategy has {triton_ref.SEQUENCE_MAX_BATCH * sel['instances']} slots: above that "
+                 "concurrency the extra sequences wait "
+                 "in the backlog for a slot (the p99 includes that wait).")
+        L.append("")
 
     # ---- ceiling
     ceil = data.get("ceiling", {})
@@ -1043,9 +1245,12 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="short windows (1000 ms) and fewer trials: for checking the script")
     ap.add_argument("--models", default=",".join(CASE_IDS),
-                    help=f"comma list of {CASE_IDS} ('mlp' = mlp_b1,mlp_b32); default: all")
+                    help=f"comma list of {CASE_IDS} ('mlp' = mlp_b1,mlp_b32; 'ensemble' = "
+                         "mlp_b1,ens1_mlp,ens_mlp); default: all")
     ap.add_argument("--protocols", default="http,grpc", help="comma list of http,grpc")
-    ap.add_argument("--concurrency", default="1,4,16", help="comma list of concurrencies")
+    ap.add_argument("--concurrency", default=None,
+                    help="comma list of concurrencies for every case (default: 1,4,16; 1,16 for "
+                         "ens_mlp and ens1_mlp; 1,8,16 for seq)")
     ap.add_argument("--instances", type=int, default=1, help="model instances (both servers), default 1")
     ap.add_argument("--out", type=Path, default=None,
                     help="report file (default bench/results/<UTC date-time>.md); JSON written next to it")
@@ -1059,11 +1264,16 @@ def parse_args(argv):
     try:
         a.models = _csv_list(a.models, CASE_IDS, aliases=MODEL_ALIASES)
         a.protocols = _csv_list(a.protocols, PROTOCOLS, conv=str.lower)
-        a.concurrency = _csv_list(a.concurrency, None, conv=int)
+        explicit = a.concurrency is not None
+        a.concurrency = _csv_list(a.concurrency, None, conv=int) if explicit else None
     except (argparse.ArgumentTypeError, ValueError) as e:
         ap.error(str(e))
-    if any(c < 1 for c in a.concurrency):
+    if explicit and any(c < 1 for c in a.concurrency):
         ap.error("concurrency must be >= 1")
+    # per case: --concurrency if given, else the case's own list, else CONCURRENCY
+    a.case_concurrency = {c.id: list(a.concurrency if explicit else (c.concs or CONCURRENCY))
+                          for c in CASES if c.id in a.models}
+    a.concurrency = sorted({n for v in a.case_concurrency.values() for n in v})
     if a.instances < 1 or a.starts < 1:
         ap.error("--instances and --starts must be >= 1")
     if a.triton_starts is None:
@@ -1088,7 +1298,8 @@ def main(argv=None) -> int:
     data = {
         "date_utc": now.strftime("%Y-%m-%d %H:%M UTC"),
         "settings": {"quick": a.quick, "vs_triton": a.vs_triton, "models": a.models,
-                     "protocols": a.protocols, "concurrency": a.concurrency, "instances": a.instances,
+                     "protocols": a.protocols, "concurrency": a.concurrency,
+                     "case_concurrency": a.case_concurrency, "instances": a.instances,
                      "starts": a.starts, "triton_starts": a.triton_starts,
                      "perf_analyzer": dataclasses.asdict(pa), "cache_bytes": CACHE_BYTES},
         "machine": {}, "ceiling": {}, "rampart": {}, "triton": None, "phases": {},
@@ -1108,7 +1319,7 @@ def main(argv=None) -> int:
         t = time.monotonic()
         repo = make_rampart_repo(tmp / "rampart-models", a.instances)
         sk = ServerKind("rampart", repo, tmp, cwd=ROOT, make_cmd=rampart_cmd, ready_timeout=60)
-        data["rampart"] = measure_server(sk, a.starts, cases, a.protocols, a.concurrency, pa, tmp)
+        data["rampart"] = measure_server(sk, a.starts, cases, a.protocols, a.case_concurrency, pa, tmp)
         data["phases"]["rampart_s"] = round(time.monotonic() - t, 1)
 
         # Triton -------------------------------------------------------------------------------
@@ -1123,7 +1334,8 @@ def main(argv=None) -> int:
                 data["triton"]["cells"] = [{"server": "triton", "case": c.id, "protocol": p,
                                             "concurrency": n, "ok": False, "batch": c.batch,
                                             "reason": "Triton install failed"}
-                                           for c in cases for p in a.protocols for n in a.concurrency]
+                                           for c in cases for p in a.protocols
+                                           for n in a.case_concurrency[c.id]]
             else:
                 trepo = triton_ref.make_repo(tmp / "triton-models", MLP_ONNX, a.instances)
 
@@ -1133,7 +1345,7 @@ def main(argv=None) -> int:
                 tsk = ServerKind("triton", trepo, tmp, env=inst.env, cwd=inst.root, make_cmd=tcmd,
                                  ready_timeout=240)
                 data["triton"] = measure_server(tsk, a.triton_starts, cases, a.protocols,
-                                                a.concurrency, pa, tmp)
+                                                a.case_concurrency, pa, tmp)
             data["phases"]["triton_s"] = round(time.monotonic() - t, 1)
     except BaseException as e:  # noqa: BLE001  (KeyboardInterrupt / SystemExit too: still report)
         data["aborted"] = f"{type(e).__name__}: {e}"
@@ -1151,6 +1363,7 @@ def main(argv=None) -> int:
         data["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     data["wall_seconds"] = round(time.monotonic() - T0, 1)
     data["targets"] = evaluate_targets(data)
+    data["ensemble_overhead"] = ensemble_overhead(data)
     report = render(data)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(report + "\n")

@@ -14,9 +14,14 @@ version is copied into ``backends/python/``.
 API (used by the bench driver):
 
 * ``install(root) -> Install``: idempotent install, logs timings to stderr.
-* ``make_repo(out, mlp_onnx, instances=1)``: Triton model repository matching Rampart's examples.
+* ``make_repo(out, mlp_onnx, instances=1)``: Triton model repository matching Rampart's examples,
+  plus the ensembles ``ens_mlp`` / ``ens1_mlp`` and the sequence model ``seq``
+  (``ENSEMBLES``, ``ensemble_config``, ``identity_step_config``, ``sequence_config``: the same
+  definitions write Rampart's repository in bench.py).
+* ``check_ensembles_and_sequences(port)``: correctness check of those models over HTTP (either server).
 * ``start(inst, repo, http_port, grpc_port, log_path, cache_bytes) -> Popen`` / ``stop(proc)``.
-* ``perf_analyzer_cmd(...)`` / ``run_perf_analyzer(...)``: helpers around Triton's perf_analyzer.
+* ``perf_analyzer_cmd(...)`` / ``run_perf_analyzer(...)`` / ``sequence_args(id_start)``: helpers
+  around Triton's perf_analyzer.
 
 CLI: ``.venv/bin/python bench/triton_ref.py smoke`` (end-to-end check) or ``... install``.
 
@@ -288,6 +293,47 @@ class TritonPythonModel:
         ]
 '''
 
+_STEP_IDENTITY_PY = '''\
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """{name}: ensemble step, OUTPUT0 = INPUT0 (FP32 [-1, {dim}])."""
+
+    def execute(self, requests):
+        get = pb_utils.get_input_tensor_by_name
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("OUTPUT0", get(r, "INPUT0").as_numpy())])
+            for r in requests
+        ]
+'''
+
+_SEQUENCE_PY = '''\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """seq: OUTPUT = READY * (INPUT + START), INT32 [-1, 1] (Triton's simple_sequence).
+
+    START and READY are the sequence batcher's control inputs; a direct-strategy batch holds one
+    request per slot, empty slots below the highest ready one as null requests (READY 0).
+    """
+
+    def execute(self, requests):
+        get = pb_utils.get_input_tensor_by_name
+        responses = []
+        for request in requests:
+            x = get(request, "INPUT").as_numpy()
+            start = get(request, "START").as_numpy()
+            ready = get(request, "READY").as_numpy()
+            out = (ready * (x + start)).astype(np.int32)
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("OUTPUT", out)]))
+        return responses
+'''
+
 _MLP_PY = '''\
 import os
 
@@ -341,26 +387,92 @@ _MLP_DB_BODY = '''\
                 for y in ys]'''
 
 
-def _config(name: str, max_batch_size: int, inputs: list, outputs: list, instances: int,
-            extra: str = "") -> str:
-    def tensors(ts):
-        return ",\n".join(
-            f'  {{\n    name: "{n}"\n    data_type: {t}\n    dims: [ {", ".join(map(str, d))} ]\n  }}'
-            for n, t, d in ts)
+def _tensors(ts) -> str:
+    return ",\n".join(
+        f'  {{\n    name: "{n}"\n    data_type: {t}\n    dims: [ {", ".join(map(str, d))} ]\n  }}'
+        for n, t, d in ts)
 
+
+def _config(name: str, max_batch_size: int, inputs: list, outputs: list, instances: int,
+            extra: str = "", runtime: str = 'backend: "python"') -> str:
+    """A model's config.pbtxt; `runtime` is its backend/platform line (bench.py writes Rampart's
+    `backend: "identity"` and `platform: "onnxruntime_onnx"` models with it too)."""
     return (
         f'name: "{name}"\n'
-        f'backend: "python"\n'
+        f"{runtime}\n"
         f"max_batch_size: {max_batch_size}\n"
-        f"input [\n{tensors(inputs)}\n]\n"
-        f"output [\n{tensors(outputs)}\n]\n"
+        f"input [\n{_tensors(inputs)}\n]\n"
+        f"output [\n{_tensors(outputs)}\n]\n"
         f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
         f"{extra}"
     )
 
 
+# ---- ensembles and the sequence model: one definition, written into both servers' repositories ----
+
+# Identity steps of the ensemble pipeline: name -> FP32 dims (INPUT0 -> OUTPUT0, max_batch_size 32).
+# Rampart runs them in its built-in `identity` backend, Triton (Python backend only) in a model.py.
+ENSEMBLE_IDENTITIES = {"pre": 784, "post": 10}
+
+# ensemble name -> steps (model, input_map {model input: ensemble tensor}, output_map {model output:
+# ensemble tensor}). Same inputs/outputs as `mlp` (input FP32 [784] -> output FP32 [10],
+# max_batch_size 32), so perf_analyzer drives them exactly like `mlp`.
+ENSEMBLES = {
+    # pre-processing identity -> MLP -> post-processing identity
+    "ens_mlp": [("pre", {"INPUT0": "input"}, {"OUTPUT0": "pre_out"}),
+                ("mlp", {"input": "pre_out"}, {"output": "mlp_out"}),
+                ("post", {"INPUT0": "mlp_out"}, {"OUTPUT0": "output"})],
+    # the MLP alone: the ensemble scheduler's own cost, without extra steps
+    "ens1_mlp": [("mlp", {"input": "input"}, {"output": "output"})],
+}
+
+
+def identity_step_config(name: str, instances: int, runtime: str = 'backend: "python"') -> str:
+    dim = ENSEMBLE_IDENTITIES[name]
+    return _config(name, 32, [("INPUT0", "TYPE_FP32", [dim])], [("OUTPUT0", "TYPE_FP32", [dim])],
+                   instances, runtime=runtime)
+
+
+def ensemble_config(name: str) -> str:
+    """config.pbtxt of ENSEMBLES[name] (no instance_group: ensembles have none)."""
+    steps = []
+    for model, inputs, outputs in ENSEMBLES[name]:
+        maps = [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
+        maps += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
+        steps.append(f'    {{\n      model_name: "{model}"\n      model_version: -1\n'
+                     + "\n".join(maps) + "\n    }")
+    return (
+        f'name: "{name}"\n'
+        'platform: "ensemble"\n'
+        "max_batch_size: 32\n"
+        f'input [\n{_tensors([("input", "TYPE_FP32", [784])])}\n]\n'
+        f'output [\n{_tensors([("output", "TYPE_FP32", [10])])}\n]\n'
+        "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+    )
+
+
+# The sequence model `seq`: Triton's simple_sequence, OUTPUT = READY * (INPUT + START), INT32 [1],
+# max_batch_size 8, direct strategy (the default), controls START and READY.
+SEQUENCE_BATCHING = (
+    "sequence_batching {\n"
+    "  control_input [\n"
+    '    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },\n'
+    '    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] }\n'
+    "  ]\n"
+    "}\n"
+)
+SEQUENCE_MAX_BATCH = 8
+
+
+def sequence_config(name: str, instances: int, runtime: str = 'backend: "python"') -> str:
+    return _config(name, SEQUENCE_MAX_BATCH, [("INPUT", "TYPE_INT32", [1])],
+                   [("OUTPUT", "TYPE_INT32", [1])], instances, SEQUENCE_BATCHING, runtime=runtime)
+
+
 def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
-    """Writes a Triton model repository (Python backend) mirroring Rampart's example models."""
+    """Writes a Triton model repository (Python backend) mirroring Rampart's example models, plus
+    the ensembles (ENSEMBLES over the Python identities `pre`/`post` and `mlp`) and the sequence
+    model `seq` that bench.py writes into Rampart's repository from the same definitions."""
     out = Path(out)
     mlp_onnx = Path(mlp_onnx)
     if not mlp_onnx.is_file():
@@ -393,12 +505,19 @@ def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
                            body=_MLP_DB_BODY),
             True),
     }
+    for name, dim in ENSEMBLE_IDENTITIES.items():
+        models[name] = (identity_step_config(name, instances),
+                        _STEP_IDENTITY_PY.format(name=name, dim=dim), False)
+    for name in ENSEMBLES:
+        models[name] = (ensemble_config(name), None, False)  # an empty version folder
+    models["seq"] = (sequence_config("seq", instances), _SEQUENCE_PY, False)
     for name, (config, code, needs_onnx) in models.items():
         mdir = out / name
         vdir = mdir / "1"
         vdir.mkdir(parents=True, exist_ok=True)
         (mdir / "config.pbtxt").write_text(config)
-        (vdir / "model.py").write_text(code)
+        if code is not None:
+            (vdir / "model.py").write_text(code)
         if needs_onnx:
             shutil.copyfile(mlp_onnx, vdir / "model.onnx")
     return out
@@ -498,6 +617,22 @@ def perf_analyzer_cmd(perf_analyzer: Path, model: str, port: int, protocol: str 
     for name, shape in (shapes or {}).items():
         cmd += ["--shape", f"{name}:{shape}"]
     return cmd + list(extra or [])
+
+
+# Sequence models (`seq`): perf_analyzer detects sequence_batching in the config and sends sequences
+# (START on the first request, END on the last, one sequence per concurrent context, so a sequence
+# never has two requests in flight). --sync keeps the same client (one thread per context) as the
+# other rows; each run starts its IDs at a fresh `id_start` so that no ID of an earlier run is reused.
+SEQUENCE_LENGTH = 20
+SEQUENCE_LENGTH_VARIATION = 20  # %
+
+
+def sequence_args(id_start: int, ids: int = 1_000_000) -> list:
+    """perf_analyzer arguments for a sequence model, using the IDs id_start .. id_start + ids - 1
+    (perf_analyzer 2.41 needs the range's end: `--sequence-id-range N` alone is refused)."""
+    return ["--sync", "--sequence-length", str(SEQUENCE_LENGTH),
+            "--sequence-length-variation", str(SEQUENCE_LENGTH_VARIATION),
+            "--sequence-id-range", f"{id_start}:{id_start + ids}"]
 
 
 _PA_LINE = re.compile(r"Concurrency:\s*(\d+),\s*throughput:\s*([\d.]+)\s*infer/sec,\s*"
@@ -600,6 +735,50 @@ def _check_models(port: int, mlp_onnx: Path) -> None:
             log(f"check mlp/mlp_db: OK (agree; max |diff| vs local onnxruntime {d:.2e})")
 
 
+def check_ensembles_and_sequences(port: int, ensembles=tuple(ENSEMBLES), sequence: bool = True) -> list:
+    """Checks the ensembles against `mlp` (same output) and `seq` on one short sequence, over HTTP
+    (works on Rampart and Triton). Returns the list of failures (empty = all OK); never raises."""
+    import random
+
+    failures = []
+    rnd = random.Random(11)
+    xin = [rnd.uniform(-1, 1) for _ in range(784)]
+    with requests.Session() as s:
+        ref = None
+        if ensembles:
+            try:
+                ref = _infer(s, port, "mlp", [("input", "FP32", [2, 784], xin * 2)])["output"]["data"]
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"mlp (reference for the ensembles): {e}")
+        for name in ensembles if ref is not None else ():
+            try:
+                out = _infer(s, port, name, [("input", "FP32", [2, 784], xin * 2)])["output"]
+                assert out["shape"] == [2, 10] and out["datatype"] == "FP32", out
+                diff = max(abs(p - q) for p, q in zip(out["data"], ref))
+                assert diff <= 1e-5, f"output differs from mlp's by {diff}"
+                log(f"check {name}: OK (= mlp)")
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"{name}: {str(e)[:300]}")
+        if sequence:
+            # OUTPUT = READY * (INPUT + START): 5 + 1, 7 + 0, 3 + 0 (an ID no perf_analyzer run uses)
+            seq_id, got = 4_000_000_001, []
+            try:
+                for i, (x, want) in enumerate(((5, 6), (7, 7), (3, 3))):
+                    body = {"parameters": {"sequence_id": seq_id, "sequence_start": i == 0,
+                                           "sequence_end": i == 2},
+                            "inputs": [{"name": "INPUT", "datatype": "INT32", "shape": [1, 1],
+                                        "data": [x]}]}
+                    r = s.post(f"http://127.0.0.1:{port}/v2/models/seq/infer", json=body, timeout=30)
+                    assert r.status_code == 200, f"HTTP {r.status_code}: {r.text[:300]}"
+                    out = {o["name"]: o for o in r.json()["outputs"]}["OUTPUT"]
+                    got.append(out["data"][0])
+                    assert out["data"] == [want], f"request {i + 1}: OUTPUT {out['data']} != [{want}]"
+                log(f"check seq: OK (outputs {got})")
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"seq: {str(e)[:300]}")
+    return failures
+
+
 def smoke(root: Path = REPO_ROOT, keep: bool = False) -> int:
     t0 = time.monotonic()
     inst = install(root)
@@ -615,16 +794,23 @@ def smoke(root: Path = REPO_ROOT, keep: bool = False) -> int:
     results = []
     try:
         _check_models(http_port, mlp_onnx)
+        bad = check_ensembles_and_sequences(http_port)
+        if bad:
+            raise AssertionError("; ".join(bad))
         runs = [("simple", 1, None), ("identity_fp32", 1, {"INPUT0": 16}),
-                ("mlp", 32, None), ("mlp_db", 1, None)]
+                ("mlp", 32, None), ("mlp_db", 1, None), ("ens_mlp", 1, None), ("seq", 1, None)]
+        seq_ids = 1
         for model, batch, shapes in runs:
             for protocol, port in (("http", http_port), ("grpc", grpc_port)):
                 # Smoke only: 3 short windows on 2 shared cores rarely agree within 20 %, so the
                 # stability threshold is relaxed (this checks that perf_analyzer works, it does
                 # not measure precisely).
+                extra = None
+                if model == "seq":
+                    extra, seq_ids = sequence_args(seq_ids), seq_ids + 1_000_000
                 cmd = perf_analyzer_cmd(inst.perf_analyzer, model, port, protocol,
                                         concurrency=4, batch=batch, measurement_ms=1000,
-                                        max_trials=3, stability=100, shapes=shapes)
+                                        max_trials=3, stability=100, shapes=shapes, extra=extra)
                 r = run_perf_analyzer(cmd, timeout=120)
                 if r["throughput"] is None and "stable measurement" in r["output"]:
                     # More windows (perf_analyzer judges the last 3): once, still bounded.
