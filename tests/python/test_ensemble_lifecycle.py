@@ -1,4 +1,5 @@
-"""Ensembles and the models around them (docs/compatibility.md, "Ensembles"; Triton's qa/L0_lifecycle
+"""Ensembles and the models around them (docs/compatibility.md, "Ensembles"; docs/security.md for access;
+Triton's qa/L0_lifecycle
 test_model_control / test_model_control_ensemble and its trace format): explicit model control loads an ensemble's
 composing models with it, follows them when they go and come back, and `unload_dependents` takes along those loaded
 only for it; a traced ensemble request writes one trace per step, each naming the ensemble's trace as its parent.
@@ -14,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -200,3 +202,35 @@ def test_loading_circular_ensembles_fails_cleanly_and_the_server_keeps_serving(t
         assert srv.alive()
         assert client.is_server_live()
         client.close()
+
+
+def test_model_access_covers_the_models_an_ensemble_reaches(tmp_path):
+    """docs/security.md, "Ensembles and --model-access": a rule on a composing model applies when it runs as a
+    step, so an ensemble never lets a client run a model it could not call directly."""
+    extra = [*EXPLICIT, "--load-model=calls_simple", "--model-access=simple:tenant=s3cret"]
+    with running(grpc_base_args(loop_repo(tmp_path), extra=extra), "rampart[ensemble access]") as srv:
+        a, b = add_sub_operands(1)
+        body = {"inputs": [
+            {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": a.flatten().tolist()},
+            {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": b.flatten().tolist()},
+        ]}
+        refused = srv.infer("calls_simple", body)
+        assert refused.status_code == 403, refused.text
+        assert "access to model 'simple' is restricted" in refused.json()["error"], refused.text
+        allowed = srv.infer("calls_simple", body, headers={"tenant": "s3cret"})
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["outputs"][0]["data"] == (a + b).flatten().tolist()
+        # The same rule, the same answer over gRPC.
+        with srv.grpc_client() as g:
+            inputs = [tensor_of("INPUT0", a), tensor_of("INPUT1", b)]
+            with pytest.raises(InferenceServerException) as e:
+                g.infer("calls_simple", inputs)
+            assert "access to model 'simple' is restricted" in str(e.value)
+            ok = g.infer("calls_simple", inputs, headers={"triton-grpc-protocol-tenant": "s3cret"})
+            assert (ok.as_numpy("OUTPUT0") == a + b).all()
+
+
+def tensor_of(name: str, array):
+    t = grpcclient.InferInput(name, list(array.shape), "INT32")
+    t.set_data_from_numpy(array)
+    return t
