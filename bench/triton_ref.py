@@ -282,23 +282,7 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
-    """identity_fp32: OUTPUT0 = INPUT0 (FP32 [-1, -1])."""
-
-    def execute(self, requests):
-        get = pb_utils.get_input_tensor_by_name
-        return [
-            pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("OUTPUT0", get(r, "INPUT0").as_numpy())])
-            for r in requests
-        ]
-'''
-
-_STEP_IDENTITY_PY = '''\
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    """{name}: ensemble step, OUTPUT0 = INPUT0 (FP32 [-1, {dim}])."""
+    """{doc}"""
 
     def execute(self, requests):
         get = pb_utils.get_input_tensor_by_name
@@ -491,7 +475,7 @@ def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
             _config("identity_fp32", 8, [("INPUT0", "TYPE_FP32", [-1])],
                     [("OUTPUT0", "TYPE_FP32", [-1])], instances,
                     "response_cache {\n  enable: true\n}\n"),
-            _IDENTITY_PY, False),
+            _IDENTITY_PY.format(doc="identity_fp32: OUTPUT0 = INPUT0 (FP32 [-1, -1])."), False),
         "mlp": (
             _config("mlp", 32, *mlp_io, instances),
             _MLP_PY.format(name="mlp", doc="No dynamic batching: one request per execute().",
@@ -507,7 +491,7 @@ def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
     }
     for name, dim in ENSEMBLE_IDENTITIES.items():
         models[name] = (identity_step_config(name, instances),
-                        _STEP_IDENTITY_PY.format(name=name, dim=dim), False)
+                        _IDENTITY_PY.format(doc=f"{name}: ensemble step, OUTPUT0 = INPUT0 (FP32 [-1, {dim}])."), False)
     for name in ENSEMBLES:
         models[name] = (ensemble_config(name), None, False)  # an empty version folder
     models["seq"] = (sequence_config("seq", instances), _SEQUENCE_PY, False)
