@@ -213,7 +213,7 @@ impl Server {
                         (pool, Some(held))
                     }
                     None => {
-                        let batching = batch_policy(&cfg)?;
+                        let batching = batch_policy(&cfg, options.sequences.hold_until)?;
                         let executors: Vec<Instance> = instances
                             .into_iter()
                             .map(|engine| Instance { engine, stats: stats.clone() })
@@ -279,7 +279,10 @@ impl Server {
 
 /// The `dynamic_batching` settings of a config, checked as Triton checks them; `None` runs every request
 /// alone (no `dynamic_batching`, or a model without a batch dimension).
-fn batch_policy(cfg: &ModelConfig) -> Result<Option<rampart_scheduler::BatchPolicy>> {
+fn batch_policy(
+    cfg: &ModelConfig,
+    hold_until: usize,
+) -> Result<Option<rampart_scheduler::BatchPolicy>> {
     use rampart_model_config::pb::model_config::SchedulingChoice;
     let Some(SchedulingChoice::DynamicBatching(d)) = &cfg.scheduling_choice else {
         return Ok(None);
@@ -368,6 +371,7 @@ fn batch_policy(cfg: &ModelConfig) -> Result<Option<rampart_scheduler::BatchPoli
         max_delay: std::time::Duration::from_micros(d.max_queue_delay_microseconds),
         levels,
         // Triton reads `default_priority_level` only with `priority_levels`; without, the one queue is level 0.
+        hold_until,
         default_level: if d.priority_levels == 0 {
             0
         } else {
@@ -392,7 +396,7 @@ mod tests {
                 "dynamic_batching": {"priority_levels": 0, "default_priority_level": 3}}"#,
         )
         .unwrap();
-        let policy = batch_policy(&cfg).unwrap().expect("a batch policy");
+        let policy = batch_policy(&cfg, 0).unwrap().expect("a batch policy");
         assert_eq!(policy.levels.len(), 1);
         let ticket = policy.ticket(Instant::now(), None, None);
         assert_eq!(ticket.level, 0);

@@ -112,8 +112,8 @@ pub struct SequenceLimits {
     pub max_sequences: usize,
     /// Open sequences per caller and model version (`--max-sequences-per-client`).
     pub max_per_client: usize,
-    /// `TRITONSERVER_DELAY_SCHEDULER`: a sequence batcher forms no batch until this many requests wait
-    /// (once; 0 = off).
+    /// `TRITONSERVER_DELAY_SCHEDULER`: a sequence batcher (and a dynamic batcher) forms no batch until
+    /// this many requests wait (once; 0 = off).
     pub hold_until: usize,
     /// `TRITONSERVER_BACKLOG_DELAY_SCHEDULER`: with `hold_until`, also until this many requests wait in
     /// the backlog.

@@ -5,15 +5,28 @@
 //! the head of the next batch. While a batch forms, its tasks still count against their level's
 //! `max_queue_size`, as in Triton.
 
+use std::sync::atomic::AtomicBool;
+
 use crate::priority_queue::{Pop, PriorityQueue};
 use crate::{BatchPolicy, Executor, Task, guarded};
 
-/// The loop of one instance thread: runs until the queue is closed and drained.
+/// The loop of one instance thread: runs until the queue is closed and drained. `held` is shared by the
+/// version's instance threads: while set, they wait for `policy.hold_until` requests (once).
 pub(crate) fn run<T: Task, E: Executor<T>>(
     executor: &mut E,
     queue: &PriorityQueue<T>,
     policy: &BatchPolicy,
+    held: &AtomicBool,
 ) {
+    use std::sync::atomic::Ordering;
+    while held.load(Ordering::Acquire) {
+        if queue.waiting() >= policy.hold_until || queue.is_closed() {
+            held.store(false, Ordering::Release);
+        } else {
+            // Triton polls every 10 ms too.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     loop {
         let (first, level) = match queue.pop(None, |_| true) {
             Pop::Task(task, level) => (task, level),

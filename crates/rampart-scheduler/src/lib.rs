@@ -104,10 +104,12 @@ impl<T: Task> Scheduler<T> {
             Some(policy) => {
                 let limits = policy.levels.iter().map(|l| l.max_queue_size).collect();
                 let queue = std::sync::Arc::new(PriorityQueue::new(limits, capacity));
+                let held =
+                    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(policy.hold_until > 0));
                 for (i, mut executor) in executors.into_iter().enumerate() {
-                    let (queue, policy) = (queue.clone(), policy.clone());
+                    let (queue, policy, held) = (queue.clone(), policy.clone(), held.clone());
                     threads.push(spawn(&label, i, move || {
-                        dynamic::run(&mut executor, &queue, &policy)
+                        dynamic::run(&mut executor, &queue, &policy, &held)
                     })?);
                 }
                 Queue::Priority(queue)

@@ -43,6 +43,9 @@ pub struct BatchPolicy {
     pub levels: Vec<QueuePolicy>,
     /// The level (0-based) of requests without a `priority` or with one outside 1..=levels.
     pub default_level: usize,
+    /// No batch forms until this many requests wait (once; 0 = off): Triton's
+    /// `TRITONSERVER_DELAY_SCHEDULER` test hook.
+    pub hold_until: usize,
 }
 
 impl BatchPolicy {

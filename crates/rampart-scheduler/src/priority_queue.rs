@@ -170,6 +170,10 @@ impl<T: Task> PriorityQueue<T> {
     pub fn waiting(&self) -> usize {
         self.lock().waiting
     }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
 }
 
 impl<T: Task> State<T> {

@@ -130,6 +130,7 @@ fn policy(max_batch_size: u64, levels: usize) -> BatchPolicy {
         max_delay: Duration::ZERO,
         levels: vec![QueuePolicy { reject_on_timeout: true, ..Default::default() }; levels],
         default_level: 0,
+        hold_until: 0,
     }
 }
 
@@ -440,6 +441,7 @@ proptest::proptest! {
             max_delay: Duration::from_millis(1),
             levels: vec![QueuePolicy::default(); max_levels],
             default_level: 0,
+            hold_until: 0,
         };
         let h = harness(1, 4096, Some(p));
         let rb = h.block(max_levels - 1);
@@ -490,4 +492,27 @@ proptest::proptest! {
             prop_assert!(late.windows(2).all(|w| w[0] < w[1]), "level {} delayed not FIFO: {:?}", level, late);
         }
     }
+}
+
+/// `TRITONSERVER_DELAY_SCHEDULER`: nothing runs until three tasks wait, then they batch together.
+#[test]
+fn the_delay_hook_holds_the_batcher_until_enough_tasks_wait() {
+    let p = BatchPolicy { hold_until: 3, ..policy(8, 1) };
+    let h = harness(1, 4096, Some(p));
+    h.release.send(()).unwrap();
+    let mut replies = Vec::new();
+    for tag in 1..=2 {
+        let (p, rx) = probe(tag, 1, 1);
+        h.scheduler.submit(p, Ticket::default()).unwrap();
+        replies.push(rx);
+    }
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(h.executions.lock().unwrap().is_empty(), "held until three tasks wait");
+    let (p, rx) = probe(3, 1, 1);
+    h.scheduler.submit(p, Ticket::default()).unwrap();
+    replies.push(rx);
+    for r in &replies {
+        r.recv().unwrap().unwrap();
+    }
+    assert_eq!(*h.executions.lock().unwrap(), vec![vec![1, 2, 3]]);
 }
