@@ -95,7 +95,7 @@ impl SequenceStates {
         self.lock().remove(&key);
         let counter = match why {
             rampart_scheduler::Released::Idle => &self.idle_released,
-            rampart_scheduler::Released::End => &self.ended,
+            rampart_scheduler::Released::End | rampart_scheduler::Released::Expired => &self.ended,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -205,7 +205,16 @@ pub(crate) fn admit(
             "inference request to model '{model}' must specify batch-size 1 due to requirements of sequence batcher"
         )));
     }
-    Ok(rampart_scheduler::Membership { id, start, end, owner: req.principal.clone() })
+    // A `timeout` (µs) bounds how long the request's sequence may wait in the backlog for a slot.
+    let timeout = match req.parameters.get("timeout") {
+        Some(ParamValue::Uint(us)) => Some(*us),
+        Some(ParamValue::Int(us)) => u64::try_from(*us).ok(),
+        _ => None,
+    };
+    let deadline = timeout
+        .filter(|&us| us > 0)
+        .and_then(|us| std::time::Instant::now().checked_add(std::time::Duration::from_micros(us)));
+    Ok(rampart_scheduler::Membership { id, start, end, owner: req.principal.clone(), deadline })
 }
 
 /// The error of a request its sequence did not take; a request into another client's sequence is audited.

@@ -69,6 +69,9 @@ pub struct Membership {
     /// Who may send the sequence's requests: the caller that started it (`None`: anyone, i.e. nobody
     /// identified).
     pub owner: Option<String>,
+    /// The request's queue deadline (its `timeout`): a sequence still in the backlog when one of its
+    /// requests' deadlines passes is rejected whole, as in Triton.
+    pub deadline: Option<Instant>,
 }
 
 /// One row of a sequence batch: a request and its flags, or a null row (`task: None`, nothing ready in that
@@ -94,6 +97,8 @@ pub enum Released {
     End,
     /// No request came for `idle`.
     Idle,
+    /// It waited in the backlog past a request's deadline; its requests were rejected.
+    Expired,
 }
 
 /// Called once per sequence (its key, its correlation ID) when it ends, with the batcher's lock held: keep
@@ -122,6 +127,8 @@ struct Seq<T> {
     queue: VecDeque<(T, bool, bool)>,
     /// A START request was cancelled before it ran: the next request starts the sequence instead.
     restart: bool,
+    /// The earliest deadline of its requests (applies while it waits in the backlog).
+    deadline: Option<Instant>,
     slot: Option<usize>,
     busy: bool,
     last: Instant,
@@ -203,6 +210,7 @@ impl<T: Task> Batcher<T> {
             }
             seq.queue.push_back((task, m.start, m.end));
             seq.last = now;
+            seq.deadline = earliest(seq.deadline, m.deadline);
             if m.end {
                 s.ids.remove(&m.id);
             }
@@ -234,6 +242,7 @@ impl<T: Task> Batcher<T> {
                 id: m.id,
                 queue,
                 restart: false,
+                deadline: m.deadline,
                 slot,
                 busy: false,
                 last: now,
@@ -335,7 +344,29 @@ impl<T: Task> Batcher<T> {
         for key in expired {
             self.release(s, key, Released::Idle);
         }
-        s.seqs.values().filter(|q| !q.busy && q.queue.is_empty()).map(|q| q.last + idle).min()
+        let timed_out: Vec<u64> = s
+            .seqs
+            .iter()
+            .filter(|(_, q)| q.slot.is_none() && q.deadline.is_some_and(|d| d <= now))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in timed_out {
+            if let Some(seq) = s.seqs.get_mut(&key) {
+                let waiting: Vec<(T, bool, bool)> = seq.queue.drain(..).collect();
+                s.queued -= waiting.len();
+                for (task, _, _) in waiting {
+                    task.reject(rampart_types::Error::unavailable(
+                        "timeout of the corresponding sequence has been expired",
+                    ));
+                }
+            }
+            self.release(s, key, Released::Expired);
+        }
+        let idle_at =
+            s.seqs.values().filter(|q| !q.busy && q.queue.is_empty()).map(|q| q.last + idle).min();
+        let backlog_at =
+            s.seqs.values().filter(|q| q.slot.is_none()).filter_map(|q| q.deadline).min();
+        earliest(idle_at, backlog_at)
     }
 
     /// Slots this instance serves.
@@ -467,3 +498,11 @@ impl<T: Task> Batcher<T> {
 
 #[cfg(test)]
 mod tests;
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

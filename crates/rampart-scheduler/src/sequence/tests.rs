@@ -29,7 +29,10 @@ impl Task for Probe {
     fn is_cancelled(&self) -> bool {
         self.cancelled
     }
-    fn reject(self, _: Error) {}
+    fn reject(self, _: Error) {
+        // A rejected probe answers with its tag plus 1000, so a test can tell it from a run one.
+        let _ = self.done.send(self.tag + 1000);
+    }
 }
 
 /// A batch as the executor saw it: per row, the task's tag (None: a null row) and its START/END flags.
@@ -87,6 +90,17 @@ fn bench(policy: SequencePolicy, instances: usize) -> Bench {
     Bench { scheduler, batches, released, done, tx }
 }
 
+/// A request's membership: sequence `id`, its flags and owner, no deadline.
+fn member(id: u64, start: bool, end: bool, owner: Option<&str>) -> Membership {
+    Membership {
+        id: SequenceId::Number(id),
+        start,
+        end,
+        owner: owner.map(str::to_string),
+        deadline: None,
+    }
+}
+
 impl Bench {
     fn send(
         &self,
@@ -96,22 +110,21 @@ impl Bench {
         end: bool,
         owner: Option<&str>,
     ) -> Result<(), Refusal> {
-        self.send_probe(tag, id, start, end, owner, false)
+        self.send_probe(tag, member(id, start, end, owner), false)
     }
 
-    fn send_probe(
-        &self,
-        tag: u32,
-        id: u64,
-        start: bool,
-        end: bool,
-        owner: Option<&str>,
-        cancelled: bool,
-    ) -> Result<(), Refusal> {
+    fn send_probe(&self, tag: u32, m: Membership, cancelled: bool) -> Result<(), Refusal> {
         let probe = Probe { tag, enqueued: Instant::now(), done: self.tx.clone(), cancelled };
-        let m =
-            Membership { id: SequenceId::Number(id), start, end, owner: owner.map(str::to_string) };
         self.scheduler.submit_in_sequence(probe, m)
+    }
+
+    /// What was released, once `n` sequences were (the release follows the answers).
+    fn released(&self, n: usize) -> Vec<(SequenceId, Released)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.released.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.released.lock().unwrap().clone()
     }
 
     fn wait(&self, n: usize) -> Vec<u32> {
@@ -138,7 +151,7 @@ fn a_sequence_runs_in_order_and_closes_at_end() {
         ]
     );
     assert_eq!(b.send(5, 8, false, false, None), Err(Refusal::NotStarted));
-    assert_eq!(*b.released.lock().unwrap(), vec![(SequenceId::Number(7), Released::End)]);
+    assert_eq!(b.released(1), vec![(SequenceId::Number(7), Released::End)]);
     assert_eq!(b.scheduler.open_sequences(), 0);
 }
 
@@ -254,8 +267,7 @@ fn a_start_after_a_queued_end_opens_a_new_sequence() {
     let mut done = b.wait(4);
     done.sort_unstable();
     assert_eq!(done, vec![1, 2, 3, 4], "no request of either sequence is lost");
-    let released = b.released.lock().unwrap().clone();
-    assert_eq!(released, vec![(SequenceId::Number(5), Released::End); 2]);
+    assert_eq!(b.released(2), vec![(SequenceId::Number(5), Released::End); 2]);
 }
 
 #[test]
@@ -263,8 +275,24 @@ fn a_cancelled_start_passes_its_flag_to_the_next_request() {
     let mut p = policy(direct(), 1);
     p.hold_until = 2;
     let b = bench(p, 1);
-    b.send_probe(1, 3, true, false, None, true).unwrap();
+    b.send_probe(1, member(3, true, false, None), true).unwrap();
     b.send(2, 3, false, true, None).unwrap();
     assert_eq!(b.wait(1), vec![2]);
     assert_eq!(b.batches.0.lock().unwrap().clone(), vec![vec![(Some(2), true, true)]]);
+}
+
+#[test]
+fn a_backlogged_sequence_past_a_deadline_is_rejected_whole() {
+    let b = bench(policy(direct(), 1), 1);
+    b.send(1, 1, true, false, None).unwrap();
+    assert_eq!(b.wait(1), vec![1]);
+    // Sequence 2 waits for the only slot; its requests carry a 50 ms deadline.
+    let soon = Some(Instant::now() + Duration::from_millis(50));
+    b.send_probe(2, Membership { deadline: soon, ..member(2, true, false, None) }, false).unwrap();
+    b.send(3, 2, false, false, None).unwrap();
+    assert_eq!(b.wait(2), vec![1002, 1003], "both requests of the expired backlog are rejected");
+    assert!(b.released(1).contains(&(SequenceId::Number(2), Released::Expired)));
+    assert_eq!(b.send(4, 2, false, true, None), Err(Refusal::NotStarted));
+    b.send(5, 1, false, true, None).unwrap();
+    assert_eq!(b.wait(1), vec![5]);
 }
