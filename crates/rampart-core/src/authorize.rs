@@ -69,22 +69,22 @@ impl Gate {
         Gate { restrictions, model_access, audit }
     }
 
-    /// Whether `--model-access` has rules (front ends skip describing the caller otherwise).
-    pub fn checks_models(&self) -> bool {
-        !self.model_access.is_empty()
-    }
-
-    /// Whether an inference caller can present a key this gate knows (a restricted inference category or
-    /// `--model-access` keys): front ends describe the caller then, to learn its principal.
-    pub fn knows_keys(&self) -> bool {
-        self.restrictions.header_for(Category::Inference).is_some() || self.model_access.has_keys()
+    /// Whether an inference request's caller must be described: `--model-access` has rules to check, or
+    /// the caller can be identified for its sequences (a key this gate knows — a restricted inference
+    /// category or `--model-access` keys — or the connection's `verified` client certificate). Front ends
+    /// skip describing the caller otherwise.
+    pub fn describes_callers(&self, verified: bool) -> bool {
+        verified
+            || !self.model_access.is_empty()
+            || self.restrictions.header_for(Category::Inference).is_some()
+            || self.model_access.has_keys()
     }
 
     /// Who is calling, as far as this listener verified: the client certificate's subject, else the key it
     /// presented for inference (`--http-restricted-api`/`--grpc-restricted-protocol` on inference, or a
     /// `--model-access` key naming `model`), as a SHA-256 digest of the header and value. `None`:
     /// anonymous. A sequence started by one principal refuses requests of another.
-    pub fn principal(&self, model: &str, caller: &Caller<'_>) -> Option<String> {
+    fn principal(&self, model: &str, caller: &Caller<'_>) -> Option<String> {
         if let Some(id) = caller.identity {
             return Some(format!("cert:{}", id.subject()));
         }
@@ -132,15 +132,15 @@ impl Gate {
 
     /// `--model-access` for an inference request of `model` (the category check ran before). For an
     /// ensemble the caller must also be allowed every model its steps reach: an ensemble never lets a
-    /// client run a model it could not call directly.
+    /// client run a model it could not call directly. On success, the caller's principal.
     pub fn authorize_model(
         &self,
         server: &crate::Server,
         model: &str,
         caller: &Caller<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         if self.model_access.is_empty() {
-            return Ok(());
+            return Ok(self.principal(model, caller));
         }
         let creds = caller.credentials();
         for reached in std::iter::once(model.to_string()).chain(server.composing_models(model)) {
@@ -152,6 +152,6 @@ impl Gate {
                 denied.to_error()
             })?;
         }
-        Ok(())
+        Ok(self.principal(model, caller))
     }
 }

@@ -54,8 +54,6 @@ pub(crate) struct Step {
     pub outputs: Vec<(String, usize)>,
     /// The composing model answers with zero or more responses per request.
     pub decoupled: bool,
-    /// The flow its inputs follow: 0 = the request's own inputs, n = the responses of a decoupled step.
-    pub label: usize,
 }
 
 /// An ensemble linked to its composing models: tensors numbered, steps with their tensors.
@@ -83,7 +81,6 @@ impl Plan {
         inputs: Vec<(String, usize)>,
         outputs: Vec<(String, usize)>,
         steps: Vec<Step>,
-        decoupled: bool,
         max_inflight: u32,
     ) -> Plan {
         let mut consumers = vec![Vec::new(); tensors.len()];
@@ -100,6 +97,7 @@ impl Plan {
             .iter()
             .map(|_| (max_inflight > 0).then(|| Arc::new(Semaphore::new(max_inflight as usize))))
             .collect();
+        let decoupled = steps.iter().any(|s| s.decoupled);
         Plan {
             name,
             tensors,
@@ -113,23 +111,12 @@ impl Plan {
             composer: None,
         }
     }
-
-    /// The composing model names, each once.
-    pub(crate) fn step_models(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for s in &self.steps {
-            if !out.contains(&s.model) {
-                out.push(s.model.clone());
-            }
-        }
-        out
-    }
 }
 
 impl Call {
-    pub(crate) fn new(id: String, req: &InferRequest, prepared: Prepared) -> Call {
+    pub(crate) fn new(req: &InferRequest, prepared: Prepared) -> Call {
         Call {
-            id,
+            id: req.id.clone(),
             parameters: req.parameters.clone(),
             trace: req.trace.clone(),
             inputs: prepared.inputs,
@@ -176,7 +163,7 @@ pub(crate) fn spawn_stream(
     let plan = plan.clone();
     let stats = stats.clone();
     let batch_size = prepared.batch_size;
-    let call = Call::new(req.id.clone(), req, prepared);
+    let call = Call::new(req, prepared);
     tokio::spawn(async move {
         // A caller that goes away cancels the steps at once, not at the next response.
         let gone = tx.clone();

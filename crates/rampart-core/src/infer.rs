@@ -259,6 +259,11 @@ pub(crate) struct EngineInputs {
     pub names: Vec<String>,
 }
 
+/// Triton's prefix for messages about one request: `[request id: <id>] `, `<id_unknown>` without an id.
+pub(crate) fn request_label(id: &str) -> String {
+    format!("[request id: {}] ", if id.is_empty() { "<id_unknown>" } else { id })
+}
+
 /// An input whose bytes do not match its shape (Triton's text).
 pub(crate) fn byte_size_mismatch(input: &str, model: &str, expected: u64, got: u64) -> Error {
     Error::invalid_arg(format!(

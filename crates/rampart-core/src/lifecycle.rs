@@ -170,9 +170,7 @@ impl Server {
         let found = repository::scan(&options.model_repositories)?;
         let current = self.inner.models.load_full();
         for (name, entry) in current.iter() {
-            let unloaded =
-                entry.versions.values().all(|v| v.is_unloaded()) && entry.error.is_none();
-            if !found.contains_key(name) && !unloaded {
+            if !found.contains_key(name) && !entry.is_unloaded() {
                 self.unload_locked(name, entry, Duration::ZERO);
             }
         }

@@ -166,14 +166,6 @@ impl ModelVersion {
         matches!(self.run, Run::Engine { cache: Some(_), .. })
     }
 
-    /// The ensemble plan, when this version is an ensemble.
-    pub(crate) fn ensemble(&self) -> Option<&Arc<crate::ensemble::Plan>> {
-        match &self.run {
-            Run::Ensemble(plan) => Some(plan),
-            Run::Engine { .. } => None,
-        }
-    }
-
     /// `reason` says why a failure failed: set as the request moves past each stage.
     async fn infer_inner(
         &self,
@@ -186,7 +178,7 @@ impl ModelVersion {
             Run::Ensemble(plan) => {
                 let batch_size = prepared.batch_size;
                 let sequence = crate::ensemble::sequence_parameters(&req.parameters);
-                let call = crate::ensemble::Call::new(req.id.clone(), &req, prepared);
+                let call = crate::ensemble::Call::new(&req, prepared);
                 let mut sink = crate::ensemble::Sink::One(None);
                 let took = plan.run(call, &mut sink).await?;
                 crate::ensemble::record_success(&self.stats, batch_size, took);
@@ -254,14 +246,16 @@ impl ModelVersion {
             Some(infer::ParamValue::Int(v)) => u64::try_from(*v).ok(),
             _ => None,
         };
-        let ticket = pool.ticket(unsigned("priority"), unsigned("timeout"));
+        let timeout = unsigned("timeout");
+        let ticket = pool.ticket(unsigned("priority"), timeout);
         let enqueued = Instant::now();
         if let Some(t) = &req.trace {
             t.stamp_at("QUEUE_START", enqueued);
         }
         let membership = match &self.sequences {
             Some(held) => {
-                Some((held, crate::sequence::admit(&self.name, &self.config, req, &prepared)?))
+                let batch = prepared.batch_size;
+                Some((held, crate::sequence::admit(&self.name, &held.spec, req, batch, timeout)?))
             }
             None => None,
         };
@@ -303,17 +297,17 @@ impl ModelVersion {
         // One response waits here at most: the instance blocks until the front end takes it, so what a slow
         // reader holds is bounded by the front end's own buffer.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        match &self.run {
-            Run::Engine { pool, .. } => self
-                .submit(pool, &req, prepared, Reply::Stream(tx))
-                .map_err(|e| fail(e, FailureReason::Rejected))?,
-            Run::Ensemble(plan) => {
-                crate::ensemble::spawn_stream(plan, &self.stats, &req, prepared, tx)
-            }
-        }
+        // Every response of an ensemble echoes the request's sequence parameters.
         let parameters = match &self.run {
-            Run::Ensemble(_) => crate::ensemble::sequence_parameters(&req.parameters),
-            Run::Engine { .. } => Default::default(),
+            Run::Engine { pool, .. } => {
+                self.submit(pool, &req, prepared, Reply::Stream(tx))
+                    .map_err(|e| fail(e, FailureReason::Rejected))?;
+                Default::default()
+            }
+            Run::Ensemble(plan) => {
+                crate::ensemble::spawn_stream(plan, &self.stats, &req, prepared, tx);
+                crate::ensemble::sequence_parameters(&req.parameters)
+            }
         };
         Ok(DecoupledStream {
             model: self.clone(),

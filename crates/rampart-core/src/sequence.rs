@@ -148,6 +148,8 @@ pub(crate) fn membership(parameters: &Parameters) -> Option<(SequenceId, bool, b
 
 /// What a served stateful version keeps: its spec and the state of its open sequences.
 pub(crate) struct Held {
+    /// The controls a request is checked against (the CORRID type) and whether the model batches.
+    pub spec: std::sync::Arc<SequenceSpec>,
     pub states: std::sync::Arc<SequenceStates>,
     /// Where a refused foreign request is recorded.
     pub audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
@@ -181,37 +183,33 @@ pub(crate) fn start(
     let pool = rampart_scheduler::Scheduler::start_sequences(
         label, executors, capacity, policy, on_release,
     )?;
-    Ok((pool, Held { states, audit }))
+    Ok((pool, Held { spec, states, audit }))
 }
 
 /// The sequence a request of stateful model `model` joins, with Triton's errors for a missing correlation
-/// ID or a batch of more than one; `principal` becomes the sequence's owner.
+/// ID, a CORRID of the other kind or a batch of more than one; `principal` becomes the sequence's owner,
+/// and `timeout_us` (its `timeout` parameter) bounds how long the sequence may wait in the backlog.
 pub(crate) fn admit(
     model: &str,
-    config: &ModelConfig,
+    spec: &SequenceSpec,
     req: &crate::infer::InferRequest,
-    prepared: &crate::infer::Prepared,
+    batch_size: u64,
+    timeout_us: Option<u64>,
 ) -> Result<rampart_scheduler::Membership> {
     let Some((id, start, end)) = membership(&req.parameters) else {
         // Without an ID the request counts as ID 0, which a string CORRID refuses by type first.
-        check_corrid_type(model, config, req, &SequenceId::Number(0))?;
+        check_corrid_type(model, spec, req, &SequenceId::Number(0))?;
         return Err(Error::invalid_arg(format!(
             "inference request to model '{model}' must specify a non-zero or non-empty correlation ID"
         )));
     };
-    check_corrid_type(model, config, req, &id)?;
-    if config.max_batch_size > 0 && prepared.batch_size != 1 {
+    check_corrid_type(model, spec, req, &id)?;
+    if spec.batching && batch_size != 1 {
         return Err(Error::invalid_arg(format!(
             "inference request to model '{model}' must specify batch-size 1 due to requirements of sequence batcher"
         )));
     }
-    // A `timeout` (µs) bounds how long the request's sequence may wait in the backlog for a slot.
-    let timeout = match req.parameters.get("timeout") {
-        Some(ParamValue::Uint(us)) => Some(*us),
-        Some(ParamValue::Int(us)) => u64::try_from(*us).ok(),
-        _ => None,
-    };
-    let deadline = timeout
+    let deadline = timeout_us
         .filter(|&us| us > 0)
         .and_then(|us| std::time::Instant::now().checked_add(std::time::Duration::from_micros(us)));
     Ok(rampart_scheduler::Membership { id, start, end, owner: req.principal.clone(), deadline })
@@ -261,18 +259,14 @@ pub(crate) fn refused(
 /// A string ID needs a TYPE_STRING CORRID control, a number one of the integer types (Triton's check).
 fn check_corrid_type(
     model: &str,
-    config: &ModelConfig,
+    spec: &SequenceSpec,
     req: &crate::infer::InferRequest,
     id: &SequenceId,
 ) -> Result<()> {
-    let Some(SchedulingChoice::SequenceBatching(s)) = &config.scheduling_choice else {
+    let Some(corrid) = spec.controls.iter().find(|c| matches!(c.kind, ControlKind::CorrId)) else {
         return Ok(());
     };
-    let corrid = s.control_input.iter().find(|ci| {
-        ci.control.first().is_some_and(|c| c.kind == Kind::ControlSequenceCorrid as i32)
-    });
-    let Some(ci) = corrid else { return Ok(()) };
-    let want = DataType::from_config_enum(ci.control[0].data_type).unwrap_or(DataType::Uint64);
+    let want = corrid.data_type;
     let got = match id {
         SequenceId::Text(_) => DataType::Bytes,
         SequenceId::Number(_) => DataType::Uint64,
@@ -280,10 +274,10 @@ fn check_corrid_type(
     if (got == DataType::Bytes) == (want == DataType::Bytes) {
         return Ok(());
     }
-    let rid = if req.id.is_empty() { "<id_unknown>" } else { req.id.as_str() };
     Err(Error::invalid_arg(format!(
-        "[request id: {rid}] sequence batching control '{}' data-type is '{}', but model '{model}' expects '{}'",
-        ci.name,
+        "{}sequence batching control '{}' data-type is '{}', but model '{model}' expects '{}'",
+        crate::infer::request_label(&req.id),
+        corrid.input,
         got.as_str(),
         want.as_str()
     )))

@@ -61,6 +61,13 @@ impl ModelEntry {
         self.versions.values().filter_map(|v| v.served.as_ref())
     }
 
+    /// Every version was unloaded (on request, or with its ensemble's composing model).
+    pub(crate) fn is_unloaded(&self) -> bool {
+        self.error.is_none()
+            && !self.versions.is_empty()
+            && self.versions.values().all(VersionEntry::is_unloaded)
+    }
+
     /// The first failure of this entry, if any.
     pub(crate) fn failure(&self) -> Option<String> {
         self.error.clone().or_else(|| {

@@ -40,7 +40,7 @@ impl Inference {
     /// (a key the gate knows, a verified certificate); nothing is copied otherwise.
     pub(crate) fn caller<T>(&self, r: &Request<T>, method: &'static str) -> Option<Arc<Caller>> {
         let verified = r.extensions().get::<Peer>().is_some_and(|p| p.identity.is_some());
-        (self.gate.checks_models() || self.gate.knows_keys() || verified).then(|| {
+        self.gate.describes_callers(verified).then(|| {
             Arc::new(Caller {
                 headers: r.metadata().clone().into_headers(),
                 peer: r.extensions().get::<Peer>().cloned(),
@@ -57,8 +57,7 @@ impl Inference {
     ) -> Result<Option<String>, Error> {
         let Some(c) = caller else { return Ok(None) };
         let caller = crate::restrict::caller(&c.headers, c.peer.as_ref(), c.method);
-        self.gate.authorize_model(&self.server, model, &caller)?;
-        Ok(self.gate.principal(model, &caller))
+        self.gate.authorize_model(&self.server, model, &caller)
     }
 
     /// The core request of a call, traced when sampled. `traceparent`: the W3C trace context from the

@@ -36,12 +36,11 @@ pub(crate) fn check_model_access(
 ) -> Result<Option<String>, Response> {
     let peer = crate::restrict::peer_of(&parts.extensions);
     let verified = peer.as_ref().is_some_and(|p| p.identity.is_some());
-    if !s.gate.checks_models() && !s.gate.knows_keys() && !verified {
+    if !s.gate.describes_callers(verified) {
         return Ok(None);
     }
     let caller = crate::restrict::caller(&parts.headers, peer.as_ref(), parts.uri.path());
-    s.gate.authorize_model(&s.server, model, &caller).map_err(refuse_body)?;
-    Ok(s.gate.principal(model, &caller))
+    s.gate.authorize_model(&s.server, model, &caller).map_err(refuse_body)
 }
 
 /// A refused body is left unread: close the connection rather than let the server drain it.

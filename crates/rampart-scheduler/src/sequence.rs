@@ -161,13 +161,14 @@ pub(crate) struct Batcher<T> {
 
 impl<T: Task> Batcher<T> {
     pub(crate) fn new(
-        policy: SequencePolicy,
+        mut policy: SequencePolicy,
         instances: usize,
         capacity: usize,
         on_release: OnRelease,
     ) -> Self {
+        policy.max_batch = policy.max_batch.max(1);
         let slots = match &policy.strategy {
-            Strategy::Direct { .. } => instances * policy.max_batch.max(1),
+            Strategy::Direct { .. } => instances * policy.max_batch,
             Strategy::Oldest { candidates, .. } => (*candidates).max(1),
         };
         Batcher {
@@ -259,14 +260,19 @@ impl<T: Task> Batcher<T> {
     /// The free slot a new sequence takes: the lowest slot index of any instance (every instance's slot 0
     /// before any slot 1, as in Triton).
     fn free_slot(&self, s: &State<T>) -> Option<usize> {
-        let per = match self.policy.strategy {
-            Strategy::Direct { .. } => self.policy.max_batch.max(1),
-            Strategy::Oldest { .. } => s.slots.len().max(1),
-        };
+        let per = self.slots_per_instance(s.slots.len());
         let instances = s.slots.len() / per;
         (0..per)
             .flat_map(|j| (0..instances).map(move |i| i * per + j))
             .find(|&k| s.slots[k].is_none())
+    }
+
+    /// Slots each instance serves out of `total`: its batch rows (direct), or all of them (oldest).
+    fn slots_per_instance(&self, total: usize) -> usize {
+        match self.policy.strategy {
+            Strategy::Direct { .. } => self.policy.max_batch,
+            Strategy::Oldest { .. } => total.max(1),
+        }
     }
 
     /// Open sequences (holding a slot or in the backlog).
@@ -373,8 +379,8 @@ impl<T: Task> Batcher<T> {
     fn own_slots(&self, instance: usize, total: usize) -> std::ops::Range<usize> {
         match self.policy.strategy {
             Strategy::Direct { .. } => {
-                let b = self.policy.max_batch.max(1);
-                instance * b..((instance + 1) * b).min(total)
+                let per = self.slots_per_instance(total);
+                instance * per..((instance + 1) * per).min(total)
             }
             Strategy::Oldest { .. } => 0..total,
         }
@@ -444,8 +450,8 @@ impl<T: Task> Batcher<T> {
                 (!full && !max_delay.is_zero()).then_some(oldest + *max_delay).filter(|&d| d > now)
             }
             Strategy::Oldest { preferred, max_delay, .. } => {
-                let n = ready.len().min(self.policy.max_batch.max(1));
-                let enough = n >= self.policy.max_batch.max(1) || preferred.contains(&n);
+                let n = ready.len().min(self.policy.max_batch);
+                let enough = n >= self.policy.max_batch || preferred.contains(&n);
                 (!enough && !max_delay.is_zero())
                     .then_some(oldest + *max_delay)
                     .filter(|&d| d > now)
@@ -475,7 +481,7 @@ impl<T: Task> Batcher<T> {
         match self.policy.strategy {
             Strategy::Direct { .. } => {
                 let first = ready.iter().map(|r| r.0).min().unwrap_or(0);
-                let base = first - first % self.policy.max_batch.max(1);
+                let base = first - first % self.policy.max_batch;
                 let last = ready.iter().map(|r| r.0).max().unwrap_or(base);
                 for slot in base..=last {
                     if ready.iter().any(|r| r.0 == slot) {
@@ -487,7 +493,7 @@ impl<T: Task> Batcher<T> {
             }
             Strategy::Oldest { .. } => {
                 ready.sort_by_key(|r| r.1);
-                for (slot, _) in ready.into_iter().take(self.policy.max_batch.max(1)) {
+                for (slot, _) in ready.into_iter().take(self.policy.max_batch) {
                     rows.push(pop(s, slot));
                 }
             }

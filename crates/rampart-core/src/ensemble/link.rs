@@ -136,8 +136,9 @@ pub(crate) fn link(c: &ModelConfig, composing: &[Composing]) -> Result<Plan> {
     plan(c, e, composing)
 }
 
-/// The plan: tensors numbered, steps in an order where each runs after its producers, each tensor's flow
-/// label (which decoupled step's responses it follows; 0 = the request itself).
+/// The plan: tensors numbered, steps with their tensors; checked that no step (nor the ensemble's outputs)
+/// joins the flows of two decoupled steps (a tensor's flow: which decoupled step's responses it follows,
+/// 0 = the request itself).
 fn plan(c: &ModelConfig, e: &pb::ModelEnsembling, composing: &[Composing]) -> Result<Plan> {
     let name = &c.name;
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -168,60 +169,55 @@ fn plan(c: &ModelConfig, e: &pb::ModelEnsembling, composing: &[Composing]) -> Re
             inputs: map(&s.input_map, &mut id),
             outputs: map(&s.output_map, &mut id),
             decoupled: crate::config::is_decoupled(m),
-            label: 0,
         });
     }
-    // Labels, in data-flow order (the graph checks guarantee every step becomes ready).
+    // Each tensor's flow label, in data-flow order (the graph checks guarantee every step becomes ready): a
+    // step, and the ensemble's outputs, may only combine tensors of one flow.
+    let one_flow = |labels: Vec<usize>, model: &str| -> Result<usize> {
+        let mut labels = labels;
+        labels.sort_unstable();
+        labels.dedup();
+        match labels.as_slice() {
+            [] => Ok(0),
+            [one] => Ok(*one),
+            _ => Err(Error::invalid_arg(format!(
+                "in ensemble {name}, step of model '{model}' receives inputs originated from different decoupled models"
+            ))),
+        }
+    };
     let mut label: Vec<Option<usize>> = vec![None; names.len()];
     for (_, t) in &inputs {
         label[*t] = Some(0);
     }
     let mut next_label = 1;
     let mut done = vec![false; steps.len()];
-    let mut order = Vec::with_capacity(steps.len());
-    while order.len() < steps.len() {
-        let before = order.len();
-        for (i, s) in steps.iter_mut().enumerate() {
+    let mut left = steps.len();
+    while left > 0 {
+        let before = left;
+        for (i, s) in steps.iter().enumerate() {
             if done[i] || s.inputs.iter().any(|(_, t)| label[*t].is_none()) {
                 continue;
             }
-            let mut labels: Vec<usize> = s.inputs.iter().filter_map(|(_, t)| label[*t]).collect();
-            labels.sort_unstable();
-            labels.dedup();
-            if labels.len() > 1 {
-                return Err(Error::invalid_arg(format!(
-                    "in ensemble {name}, step of model '{}' receives inputs originated from different decoupled models",
-                    s.model
-                )));
-            }
-            s.label = labels[0];
+            let flow =
+                one_flow(s.inputs.iter().filter_map(|(_, t)| label[*t]).collect(), &s.model)?;
             let out = if s.decoupled {
                 next_label += 1;
                 next_label - 1
             } else {
-                s.label
+                flow
             };
             for (_, t) in &s.outputs {
                 label[*t] = Some(out);
             }
             done[i] = true;
-            order.push(i);
+            left -= 1;
         }
-        if order.len() == before {
+        if left == before {
             return Err(Error::internal(format!(
                 "ensemble '{name}': steps that never become ready"
             )));
         }
     }
-    let mut sink: Vec<usize> = outputs.iter().filter_map(|(_, t)| label[*t]).collect();
-    sink.sort_unstable();
-    sink.dedup();
-    if sink.len() > 1 {
-        return Err(Error::invalid_arg(format!(
-            "in ensemble {name}, step of model '{name}' receives inputs originated from different decoupled models"
-        )));
-    }
-    let decoupled = steps.iter().any(|s| s.decoupled);
-    let limit = e.max_inflight_requests;
-    Ok(Plan::new(name.clone(), names, inputs, outputs, steps, decoupled, limit))
+    one_flow(outputs.iter().filter_map(|(_, t)| label[*t]).collect(), name)?;
+    Ok(Plan::new(name.clone(), names, inputs, outputs, steps, e.max_inflight_requests))
 }

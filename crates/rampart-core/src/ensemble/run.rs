@@ -84,16 +84,16 @@ impl Plan {
             .clone()
             .ok_or_else(|| Error::internal(format!("ensemble '{}' is not linked", self.name)))?;
         let needed = self.needed(&call.wanted);
-        let wanted: Vec<usize> = call
+        let wanted: Vec<(String, usize)> = call
             .wanted
             .iter()
-            .filter_map(|w| self.outputs.iter().find(|(n, _)| n == w).map(|(_, t)| *t))
+            .filter_map(|w| self.outputs.iter().find(|(n, _)| n == w).cloned())
             .collect();
         // How many times each tensor's value is still to be read: by the needed steps, and by the sink.
         let reads: Vec<usize> = (0..self.tensors.len())
             .map(|t| {
                 self.consumers[t].iter().filter(|&&s| needed[s]).count()
-                    + usize::from(wanted.contains(&t))
+                    + usize::from(wanted.iter().any(|(_, w)| *w == t))
             })
             .collect();
         let mut walk = Walk {
@@ -153,8 +153,8 @@ impl Plan {
         }
         if let Sink::One(None) = sink {
             return Err(Error::internal(format!(
-                "[request id: {}] unexpected deadlock, at least one output is not set while no more ensemble steps can be made",
-                if call.id.is_empty() { "<id_unknown>" } else { &call.id }
+                "{}unexpected deadlock, at least one output is not set while no more ensemble steps can be made",
+                crate::infer::request_label(&call.id)
             )));
         }
         Ok(walk.took)
@@ -185,7 +185,8 @@ struct Walk<'a> {
     composer: Arc<dyn Composer>,
     call: &'a Call,
     needed: Vec<bool>,
-    wanted: Vec<usize>,
+    /// The ensemble outputs asked for, and their tensors.
+    wanted: Vec<(String, usize)>,
     reads: Vec<usize>,
     /// (tensor, iteration) → value and the reads left; `None`: the producer did not send it. Each value
     /// arrives once, so a step starts (and a response forms) exactly when its last input arrives: nothing
@@ -249,19 +250,14 @@ impl Walk<'_> {
             self.launch(s, iteration, inputs, credit.clone(), tx.clone());
         }
         let complete = !self.wanted.is_empty()
-            && arrived.iter().any(|t| self.wanted.contains(t))
-            && self.wanted.iter().all(|&t| self.has(t, iteration));
+            && arrived.iter().any(|t| self.wanted.iter().any(|(_, w)| w == t))
+            && self.wanted.iter().all(|(_, t)| self.has(*t, iteration));
         if complete {
             let wanted = self.wanted.clone();
             let mut outputs = Vec::with_capacity(wanted.len());
-            for t in wanted {
+            for (name, t) in wanted {
                 if let Some(mut v) = self.read(t, iteration) {
-                    v.name = plan
-                        .outputs
-                        .iter()
-                        .find(|(_, x)| *x == t)
-                        .map(|(n, _)| n.clone())
-                        .unwrap_or_default();
+                    v.name = name;
                     outputs.push(v);
                 }
             }

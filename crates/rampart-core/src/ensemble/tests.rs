@@ -85,7 +85,7 @@ fn a_chain_passes_and_plans_in_order() {
     let m = model("m", 4, "TYPE_FP32", "16", 1, false);
     let plan = link::link(&c, &[m.clone(), m]).unwrap();
     assert!(!plan.decoupled);
-    assert_eq!(plan.step_models(), vec!["b".to_string(), "a".to_string()]);
+    assert_eq!(graph::step_models(&c), vec!["b".to_string(), "a".to_string()]);
     // Asking for OUT needs both steps; asking for nothing needs none.
     assert_eq!(plan.needed(&["OUT".to_string()]), vec![true, true]);
     assert_eq!(plan.needed(&[]), vec![false, false]);

@@ -44,17 +44,14 @@ impl Server {
     ) -> Result<BTreeMap<i64, VersionEntry>> {
         let started = Instant::now();
         let name = config.name.clone();
+        // Refuses cycles and nesting deeper than MAX_DEPTH, before any composing model loads.
         self.check_cycles(&name, &config)?;
-        self.load_missing_steps(&config)?;
+        self.load_missing_steps(&config);
         let e = graph::scheduling(&config).expect("an ensemble config").clone();
         let models = self.inner.models.load();
         let mut missing: Vec<&str> = Vec::new();
         for s in &e.step {
-            let gone = models.get(&s.model_name).is_none_or(|m| {
-                m.error.is_none()
-                    && !m.versions.is_empty()
-                    && m.versions.values().all(|v| v.is_unloaded())
-            });
+            let gone = models.get(&s.model_name).is_none_or(|m| m.is_unloaded());
             if gone && !missing.contains(&s.model_name.as_str()) {
                 missing.push(&s.model_name);
             }
@@ -89,11 +86,6 @@ impl Server {
                     }
                 }));
             };
-            if served.ensemble().is_some() && self.depth(&s.model_name) >= MAX_DEPTH {
-                return Err(Error::invalid_arg(format!(
-                    "ensemble '{name}' nests ensembles more than {MAX_DEPTH} deep"
-                )));
-            }
             composing.push(served.config.clone());
         }
         drop(models);
@@ -145,8 +137,8 @@ impl Server {
         let mut stack = vec![name.to_string()];
         while let Some(m) = stack.pop() {
             let Some(entry) = models.get(&m) else { continue };
-            for plan in entry.served().filter_map(|v| v.ensemble()) {
-                for step in plan.step_models() {
+            for version in entry.served() {
+                for step in graph::step_models(&version.config) {
                     if step != name && !out.contains(&step) {
                         out.push(step.clone());
                         stack.push(step);
@@ -157,30 +149,8 @@ impl Server {
         out
     }
 
-    /// How deep the ensembles under `name` nest (0 for a model that is not an ensemble).
-    fn depth(&self, name: &str) -> usize {
-        let models = self.inner.models.load();
-        let mut depth = 0;
-        let mut level: Vec<String> = vec![name.to_string()];
-        while !level.is_empty() && depth <= MAX_DEPTH {
-            let mut next: Vec<String> = level
-                .iter()
-                .filter_map(|m| models.get(m)?.served().last()?.ensemble().map(|p| p.step_models()))
-                .flatten()
-                .collect();
-            next.sort_unstable();
-            next.dedup();
-            if next.is_empty() {
-                break;
-            }
-            depth += 1;
-            level = next;
-        }
-        depth
-    }
-
     /// The composing models of model `name` as the server would load it: `config` for the ensemble being
-    /// loaded, a loaded ensemble's plan, or the config in the repository.
+    /// loaded, a loaded version's config, or the config in the repository.
     fn steps_of(&self, name: &str, loading: &str, config: &ModelConfig) -> Vec<String> {
         if name == loading {
             return graph::step_models(config);
@@ -188,7 +158,7 @@ impl Server {
         if let Some(m) = self.inner.models.load().get(name)
             && let Some(v) = m.served().last()
         {
-            return v.ensemble().map(|p| p.step_models()).unwrap_or_default();
+            return graph::step_models(&v.config);
         }
         let options = &self.inner.options;
         repository::locate(&options.model_repositories, name)
@@ -237,7 +207,7 @@ impl Server {
 
     /// Loads the composing models the server does not know yet from the repository (Triton loads an
     /// ensemble's steps with it). A model it knows, failed or unloaded, is left as it is.
-    fn load_missing_steps(&self, config: &ModelConfig) -> Result<()> {
+    fn load_missing_steps(&self, config: &ModelConfig) {
         let options = &self.inner.options;
         for step in graph::step_models(config) {
             if self.inner.models.load().contains_key(&step) {
@@ -250,7 +220,6 @@ impl Server {
             crate::table::log_outcome(&step, &entry);
             self.set_entry(&step, entry);
         }
-        Ok(())
     }
 
     /// Before an explicit load of ensemble `name`: its composing models that were unloaded load again, as
@@ -268,11 +237,7 @@ impl Server {
         };
         let Ok(raw) = raw else { return };
         for step in graph::step_models(&raw.config) {
-            let unloaded = self.inner.models.load().get(&step).is_some_and(|e| {
-                e.error.is_none()
-                    && !e.versions.is_empty()
-                    && e.versions.values().all(|v| v.is_unloaded())
-            });
+            let unloaded = self.inner.models.load().get(&step).is_some_and(|e| e.is_unloaded());
             if !unloaded || step == name {
                 continue;
             }

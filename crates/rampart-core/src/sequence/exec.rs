@@ -106,15 +106,12 @@ impl SequenceInstance {
                 for (i, row) in rows.iter().enumerate() {
                     let Some(job) = jobs[i].take_if(|_| members[i]) else { continue };
                     let outputs = std::mem::take(&mut per_row[i]);
-                    let is_state = |t: &Tensor| self.spec.states.iter().any(|s| s.output == t.name);
-                    let (state, answer): (Vec<Tensor>, Vec<Tensor>) = outputs
-                        .into_iter()
-                        .partition(|t| is_state(t) && !job.outputs.contains(&t.name));
                     states[i] = None;
                     if !row.end {
-                        let next = self.next_state(state, answer.as_slice());
-                        self.states.put(row.key, next);
+                        self.states.put(row.key, self.next_state(&outputs));
                     }
+                    let answer: Vec<Tensor> =
+                        outputs.into_iter().filter(|t| job.outputs.contains(&t.name)).collect();
                     answer_job(job, Ok(answer));
                 }
             }
@@ -131,20 +128,13 @@ impl SequenceInstance {
         }
     }
 
-    /// The state values a sequence keeps: each state output, renamed to its input.
-    fn next_state(&self, mut state: Vec<Tensor>, answered: &[Tensor]) -> Vec<Tensor> {
-        // A state output the client asked for too was answered; keep a copy of it.
-        for s in &self.spec.states {
-            if !state.iter().any(|t| t.name == s.output)
-                && let Some(t) = answered.iter().find(|t| t.name == s.output)
-            {
-                state.push(t.clone());
-            }
-        }
-        state
-            .into_iter()
-            .filter_map(|mut t| {
-                let s = self.spec.states.iter().find(|s| s.output == t.name)?;
+    /// The state values a sequence keeps: each state output of its row, renamed to its input.
+    fn next_state(&self, outputs: &[Tensor]) -> Vec<Tensor> {
+        self.spec
+            .states
+            .iter()
+            .filter_map(|s| {
+                let mut t = outputs.iter().find(|t| t.name == s.output)?.clone();
                 t.name = s.input.clone();
                 if self.spec.batching {
                     t.shape.remove(0);
@@ -215,18 +205,12 @@ impl SequenceInstance {
         } else {
             vec![produced]
         };
-        // Each request gets the outputs it asked for (and the states, which the caller separates).
-        let is_state = |t: &Tensor| self.spec.states.iter().any(|s| s.output == t.name);
+        // A null row's outputs are dropped; a request's are sorted by the caller (states kept, the rest
+        // answered as asked).
         Ok(per_row
             .into_iter()
             .zip(view)
-            .map(|(outs, j)| match j {
-                Some(j) => outs
-                    .into_iter()
-                    .filter(|t| j.outputs.contains(&t.name) || is_state(t))
-                    .collect(),
-                None => vec![],
-            })
+            .map(|(outs, j)| if j.is_some() { outs } else { vec![] })
             .collect())
     }
 }
