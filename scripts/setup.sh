@@ -5,6 +5,9 @@
 #  2. pinned Python deps: tests/python/requirements.txt (+ tests/python/requirements-config.txt if present)
 #  3. ONNX Runtime shared library from the PyPI wheel into third_party/onnxruntime/
 #     (+ symlink libonnxruntime.so -> libonnxruntime.so.<version>)
+#  4. an interpreter for Python models (backend "python"): /usr/bin/python3 with numpy (Debian's
+#     python3-numpy, installed with apt-get when run as root). It must be readable by the unprivileged user
+#     the workers run as, which an interpreter under /root is not.
 #
 # Steps that are already done are skipped. Env overrides: PYTHON (interpreter for the venv).
 set -euo pipefail
@@ -82,6 +85,19 @@ fi
 if [[ "$(readlink "$ORT_DIR/libonnxruntime.so" 2>/dev/null || true)" != "$LIB" ]]; then
     ln -sfn "$LIB" "$ORT_DIR/libonnxruntime.so"
     log "onnxruntime: symlink libonnxruntime.so -> $LIB"
+fi
+
+# 4. interpreter for Python models ---------------------------------------------------------------
+if /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1; then
+    log "python models: /usr/bin/python3 has numpy"
+elif [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+    t0=$(now)
+    log "python models: apt-get install python3-numpy"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-numpy >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-numpy >/dev/null; }
+    log "python models: installed ($(( $(now) - t0 )) s)"
+else
+    log "WARNING: /usr/bin/python3 cannot import numpy and this is not root: the python backend tests will fail (apt-get install python3-numpy)"
 fi
 
 log "done ($(( $(now) - T_ALL )) s). ORT_DYLIB_PATH=$ORT_DIR/libonnxruntime.so"

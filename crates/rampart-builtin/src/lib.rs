@@ -133,7 +133,8 @@ impl First {
         model: &str,
     ) -> Result<Vec<Tensor>> {
         let first = First::default();
-        instance.execute_decoupled(inputs, outputs, &first)?;
+        let request = rampart_types::EngineRequest::new(inputs.to_vec(), outputs.to_vec());
+        instance.execute_decoupled(&request, &first)?;
         first.0.into_inner().ok_or_else(|| {
             Error::invalid_arg(format!(
                 "model '{model}' sent no response; a model that answers zero or several responses per request \

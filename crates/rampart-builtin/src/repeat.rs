@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rampart_types::{
-    DataType, Engine, EngineInstance, Error, InstanceSpec, ModelSignature, Responder, Result,
-    Tensor,
+    DataType, Engine, EngineInstance, EngineRequest, Error, InstanceSpec, ModelSignature,
+    Responder, Result, Tensor,
 };
 
 use crate::{First, MAX_DELAY_MS, expect, input, shape, sleep, words};
@@ -86,10 +86,10 @@ impl EngineInstance for RepeatInstance {
 
     fn execute_decoupled(
         &mut self,
-        inputs: &[Tensor],
-        outputs: &[String],
+        request: &EngineRequest,
         responder: &dyn Responder,
     ) -> Result<()> {
+        let (inputs, outputs) = (&request.inputs[..], &request.outputs[..]);
         let start = Instant::now();
         let wait = input(inputs, "WAIT")?;
         let [w] = words(wait).collect::<Vec<_>>()[..] else {

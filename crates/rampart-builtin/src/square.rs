@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use rampart_types::{
-    DataType, Engine, EngineInstance, Error, InstanceSpec, ModelSignature, Responder, Result,
-    Tensor,
+    DataType, Engine, EngineInstance, EngineRequest, Error, InstanceSpec, ModelSignature,
+    Responder, Result, Tensor,
 };
 
 use crate::{First, expect, input, words};
@@ -64,10 +64,10 @@ impl EngineInstance for SquareInstance {
 
     fn execute_decoupled(
         &mut self,
-        inputs: &[Tensor],
-        outputs: &[String],
+        request: &EngineRequest,
         responder: &dyn Responder,
     ) -> Result<()> {
+        let (inputs, outputs) = (&request.inputs[..], &request.outputs[..]);
         let t = input(inputs, "IN")?;
         let batched = t.shape.len() == 2;
         if batched && t.shape[0] != 1 {

@@ -108,7 +108,7 @@ fn repeat_sends_one_response_per_element_then_returns() {
     let mut m = Repeat.load(&repeat_int32()).unwrap();
     let inputs = [int32("IN", &[4, -2, 9]), uint32("DELAY", &[0, 1, 0]), uint32("WAIT", &[0])];
     let record = Record::default();
-    m.execute_decoupled(&inputs, &["OUT".into(), "IDX".into()], &record).unwrap();
+    m.execute_decoupled(&req(&inputs, &["OUT".into(), "IDX".into()]), &record).unwrap();
     let sent = record.0.into_inner();
     assert_eq!(sent.len(), 3);
     for (i, (response, value)) in sent.iter().zip([4, -2, 9]).enumerate() {
@@ -116,10 +116,11 @@ fn repeat_sends_one_response_per_element_then_returns() {
         assert_eq!(response[1], uint32("IDX", &[i as u32]));
     }
     let mismatched = [int32("IN", &[1]), uint32("DELAY", &[0, 0]), uint32("WAIT", &[0])];
-    let e = m.execute_decoupled(&mismatched, &["OUT".into()], &Record::default()).unwrap_err();
+    let e =
+        m.execute_decoupled(&req(&mismatched, &["OUT".into()]), &Record::default()).unwrap_err();
     assert_eq!(e.message(), "expected IN and DELAY shape to match, got [1] and [2]");
     let cancelled = Record(RefCell::default(), true);
-    let e = m.execute_decoupled(&inputs, &["OUT".into()], &cancelled).unwrap_err();
+    let e = m.execute_decoupled(&req(&inputs, &["OUT".into()]), &cancelled).unwrap_err();
     assert_eq!(e.code(), rampart_types::Code::Cancelled);
 }
 
@@ -148,11 +149,11 @@ fn square_sends_in_responses_and_refuses_negative_counts() {
     let mut m = Square.load(&s).unwrap();
     for n in [0, 3] {
         let record = Record::default();
-        m.execute_decoupled(&[int32("IN", &[n])], &["OUT".into()], &record).unwrap();
+        m.execute_decoupled(&req(&[int32("IN", &[n])], &["OUT".into()]), &record).unwrap();
         let sent = record.0.into_inner();
         assert_eq!(sent, vec![vec![int32("OUT", &[n])]; n as usize]);
     }
-    let e = m.execute_decoupled(&[int32("IN", &[-1])], &["OUT".into()], &Record::default());
+    let e = m.execute_decoupled(&req(&[int32("IN", &[-1])], &["OUT".into()]), &Record::default());
     assert!(e.unwrap_err().message().starts_with("IN must be between 0 and"));
     assert_eq!(m.execute(&[int32("IN", &[2])], &["OUT".into()]).unwrap(), vec![int32("OUT", &[2])]);
     assert!(
@@ -161,4 +162,8 @@ fn square_sends_in_responses_and_refuses_negative_counts() {
     );
     let bad = spec(vec![io("IN", DataType::Int32, &[2])], vec![io("OUT", DataType::Int32, &[1])]);
     assert_eq!(load_error(&Square, &bad), "expected IN shape to be [1], got [2]");
+}
+
+fn req(inputs: &[Tensor], outputs: &[String]) -> rampart_types::EngineRequest {
+    rampart_types::EngineRequest::new(inputs.to_vec(), outputs.to_vec())
 }

@@ -455,6 +455,11 @@ impl ModelAccess {
         })
     }
 
+    /// Whether a rule names `model` (only a caller with its credential may run it).
+    pub fn covers(&self, model: &str) -> bool {
+        self.rules.iter().any(|r| r.globs.iter().any(|g| glob_match(g, model)))
+    }
+
     pub fn globs(&self) -> Vec<&str> {
         self.rules.iter().flat_map(|r| r.globs.iter().map(String::as_str)).collect()
     }

@@ -114,7 +114,8 @@ fn fill_defaults(c: &mut ModelConfig) {
         return;
     }
     if c.default_model_filename.is_empty() {
-        c.default_model_filename = DEFAULT_MODEL_FILENAME.into();
+        c.default_model_filename =
+            if c.backend == "python" { "model.py" } else { DEFAULT_MODEL_FILENAME }.into();
     }
     if c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()).is_none() {
         c.version_policy = Some(pb::ModelVersionPolicy {

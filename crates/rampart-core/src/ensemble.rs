@@ -122,6 +122,7 @@ impl Call {
             inputs: prepared.inputs,
             wanted: prepared.outputs,
             principal: req.principal.clone(),
+            call_depth: req.call_depth,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rampart_types::{EngineInstance, Error, Responder, Result, Tensor};
+use rampart_types::{EngineInstance, EngineRequest, Error, RequestInfo, Responder, Result, Tensor};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::stats::{ExecutionTimes, ModelStats, Pending, ResponseOutcome};
@@ -17,6 +17,8 @@ use crate::trace::Trace;
 pub(crate) struct Job {
     pub inputs: Vec<Tensor>,
     pub outputs: Vec<String>,
+    /// The request's id, parameters and sequence, for an engine that sees requests (empty otherwise).
+    pub info: RequestInfo,
     pub batch_size: u64,
     pub enqueued: Instant,
     pub reply: Reply,
@@ -70,6 +72,9 @@ impl rampart_scheduler::Task for Job {
 pub(crate) struct Instance {
     pub engine: Box<dyn EngineInstance>,
     pub stats: Arc<ModelStats>,
+    /// The engine sees requests ([`rampart_types::Engine::takes_requests`]): a batch is handed over as a
+    /// list of requests, not as concatenated tensors.
+    pub takes_requests: bool,
 }
 
 impl rampart_scheduler::Executor<Job> for Instance {
@@ -81,13 +86,22 @@ impl rampart_scheduler::Executor<Job> for Instance {
     }
 
     fn execute_batch(&mut self, jobs: Vec<Job>) {
-        self.run_batch(jobs);
+        if self.takes_requests {
+            self.run_requests(jobs);
+        } else {
+            self.run_batch(jobs);
+        }
     }
 
     /// Requests that can execute together: one response each, the same inputs in the same order with the
     /// same datatypes and non-batch dims, and the same requested outputs.
+    /// An engine that sees requests takes any requests with one response each.
     fn compatible(&self, a: &Job, b: &Job) -> bool {
-        matches!((&a.reply, &b.reply), (Reply::Unary(_), Reply::Unary(_)))
+        let unary = matches!((&a.reply, &b.reply), (Reply::Unary(_), Reply::Unary(_)));
+        if self.takes_requests {
+            return unary;
+        }
+        unary
             && a.outputs == b.outputs
             && a.inputs.len() == b.inputs.len()
             && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
@@ -112,6 +126,9 @@ impl Instance {
     }
 
     fn run_unary(&mut self, mut job: Job) {
+        if self.takes_requests {
+            return self.run_requests(vec![job]);
+        }
         job.pending.take();
         let Reply::Unary(reply) = job.reply else { unreachable!("a unary job") };
         let start = Instant::now();
@@ -172,6 +189,59 @@ impl Instance {
         }
     }
 
+    /// Hands jobs that arrived together to an engine that sees requests, and answers each with its own
+    /// result.
+    fn run_requests(&mut self, mut jobs: Vec<Job>) {
+        let start = Instant::now();
+        let queues: Vec<Duration> = jobs.iter().map(|j| start.duration_since(j.enqueued)).collect();
+        let sizes: Vec<u64> = jobs.iter().map(|j| j.batch_size).collect();
+        let requests: Vec<EngineRequest> = jobs
+            .iter_mut()
+            .map(|j| {
+                j.pending.take();
+                EngineRequest {
+                    info: std::mem::take(&mut j.info),
+                    inputs: std::mem::take(&mut j.inputs),
+                    outputs: std::mem::take(&mut j.outputs),
+                }
+            })
+            .collect();
+        let results = guarded(|| Ok(self.engine.execute_requests(&requests)));
+        drop(requests);
+        stamp_compute(jobs.iter().filter_map(|j| j.trace.as_ref()), start, start, Instant::now());
+        let results = match results {
+            Ok(r) if r.len() == jobs.len() => r,
+            Ok(r) => {
+                let e = Error::internal(format!(
+                    "the engine answered {} of {} requests",
+                    r.len(),
+                    jobs.len()
+                ));
+                vec![Err(e); jobs.len()]
+            }
+            Err(e) => vec![Err(e); jobs.len()],
+        };
+        // Only the requests that succeeded count as inferences, as when a batch fails as a whole.
+        let ok = |(i, r): (usize, &Result<Vec<Tensor>>)| r.is_ok().then_some(i);
+        let done: Vec<usize> = results.iter().enumerate().filter_map(ok).collect();
+        if !done.is_empty() {
+            let queues: Vec<Duration> = done.iter().map(|&i| queues[i]).collect();
+            let times = ExecutionTimes {
+                batch_size: done.iter().map(|&i| sizes[i]).sum(),
+                queue: Duration::ZERO,
+                compute_input: Duration::ZERO,
+                compute_infer: start.elapsed(),
+                compute_output: Duration::ZERO,
+            };
+            self.stats.record_batch(&times, &queues);
+        }
+        for (job, result) in jobs.into_iter().zip(results) {
+            if let Reply::Unary(tx) = job.reply {
+                let _ = tx.send(result);
+            }
+        }
+    }
+
     /// One request of a decoupled model: its responses go out as the instance sends them, then the final
     /// flag (or the error that ended it).
     fn run_decoupled(&mut self, mut job: Job) {
@@ -181,7 +251,13 @@ impl Instance {
         let queue = start.duration_since(job.enqueued);
         let sink =
             Sink { tx: &tx, stats: &self.stats, index: Cell::new(0), since: Cell::new(start) };
-        let result = guarded(|| self.engine.execute_decoupled(&job.inputs, &job.outputs, &sink));
+        let request = EngineRequest {
+            info: std::mem::take(&mut job.info),
+            inputs: std::mem::take(&mut job.inputs),
+            outputs: std::mem::take(&mut job.outputs),
+        };
+        let result = guarded(|| self.engine.execute_decoupled(&request, &sink));
+        drop(request);
         if let Some(t) = &job.trace {
             stamp_compute([t], start, start, Instant::now());
         }

@@ -123,6 +123,8 @@ pub struct InferRequest {
     /// Who sent it, as far as the server verified (`authorize::Gate::principal`): a sequence started by
     /// one principal refuses requests from another.
     pub principal: Option<String>,
+    /// How many model-code calls (BLS) led to this request: 0 for a client's.
+    pub call_depth: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -260,6 +262,46 @@ pub(crate) struct EngineInputs {
 }
 
 /// Triton's prefix for messages about one request: `[request id: <id>] `, `<id_unknown>` without an id.
+/// Parameters the server itself consumes; model code does not see them among the request's parameters.
+const SERVER_PARAMETERS: [&str; 6] =
+    ["sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"];
+
+/// What an engine that sees requests is told about `req` besides its tensors: id, parameters (JSON),
+/// correlation ID and sequence flags.
+pub(crate) fn request_info(req: &InferRequest) -> rampart_types::RequestInfo {
+    use rampart_types::{CorrelationId, RequestInfo};
+    let p = &req.parameters;
+    let mut json = serde_json::Map::new();
+    for (k, v) in p.iter().filter(|(k, _)| !SERVER_PARAMETERS.contains(&k.as_str())) {
+        let v = match v {
+            ParamValue::Bool(b) => serde_json::Value::from(*b),
+            ParamValue::Int(i) => serde_json::Value::from(*i),
+            ParamValue::Uint(u) => serde_json::Value::from(*u),
+            ParamValue::Double(d) => serde_json::Value::from(*d),
+            ParamValue::String(s) => serde_json::Value::from(s.as_str()),
+        };
+        json.insert(k.clone(), v);
+    }
+    let correlation_id = match p.get("sequence_id") {
+        Some(ParamValue::Uint(u)) if *u != 0 => Some(CorrelationId::Uint(*u)),
+        Some(ParamValue::Int(i)) if *i > 0 => Some(CorrelationId::Uint(*i as u64)),
+        Some(ParamValue::String(s)) if !s.is_empty() => Some(CorrelationId::String(s.clone())),
+        _ => None,
+    };
+    let flag = |key, bit| match p.get(key) {
+        Some(ParamValue::Bool(true)) => bit,
+        _ => 0,
+    };
+    RequestInfo {
+        id: req.id.clone(),
+        parameters_json: serde_json::Value::Object(json).to_string(),
+        correlation_id,
+        flags: flag("sequence_start", RequestInfo::SEQUENCE_START)
+            | flag("sequence_end", RequestInfo::SEQUENCE_END),
+        depth: req.call_depth,
+    }
+}
+
 pub(crate) fn request_label(id: &str) -> String {
     format!("[request id: {}] ", if id.is_empty() { "<id_unknown>" } else { id })
 }

@@ -26,6 +26,7 @@ pub mod access;
 pub mod audit;
 pub mod authorize;
 mod batch;
+mod bls;
 pub mod cache;
 pub mod classify;
 mod config;

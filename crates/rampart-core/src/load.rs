@@ -76,21 +76,36 @@ impl Server {
                 return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
             }
         };
-        let instance_count: usize =
-            raw.config.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
-        let parameters: std::collections::HashMap<String, String> = raw
-            .config
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.string_value.clone()))
-            .collect();
-        let declared = config::declared_signature(&raw.config);
-        let graph_level =
-            raw.config.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
+        let takes_requests = engine.takes_requests();
         let mut final_config: Option<Arc<ModelConfig>> = None;
+        let mut raw = Some(raw);
+        if takes_requests {
+            // Model code completes its config before any instance loads, and each instance is handed
+            // the completed config.
+            let r = raw.take().expect("read above");
+            match self.complete_by_model_code(engine.as_ref(), r, dir, selected.iter().max()) {
+                Ok(c) => final_config = Some(Arc::new(c)),
+                Err(e) => return origin(ModelEntry::failed(model_message(name, &e))),
+            }
+        }
+        let base = match (&final_config, &raw) {
+            (Some(c), _) => c.as_ref(),
+            (None, Some(r)) => &r.config,
+            (None, None) => unreachable!("a config was read"),
+        };
+        let instance_count: usize =
+            base.instance_group.iter().map(|g| g.count.max(1) as usize).sum();
+        let parameters: std::collections::HashMap<String, String> =
+            base.parameters.iter().map(|(k, v)| (k.clone(), v.string_value.clone())).collect();
+        let declared = config::declared_signature(base);
+        let graph_level =
+            base.optimization.as_ref().and_then(|o| o.graph.as_ref()).map_or(0, |g| g.level);
+        let config_json = match &final_config {
+            Some(c) if takes_requests => rampart_model_config::to_json(c).to_string(),
+            _ => String::new(),
+        };
         let mut labels: Option<Arc<crate::classify::Labels>> = None;
         let mut versions = BTreeMap::new();
-        let mut raw = Some(raw);
         for v in selected {
             if let Some(kept) = reusable(v) {
                 versions.insert(
@@ -141,6 +156,9 @@ impl Server {
                     max_batch_size: max_batch_size.max(0) as u64,
                     graph_optimization_level: graph_level,
                     instance_index: 0,
+                    config_json: config_json.clone(),
+                    model_dir: dir.to_path_buf(),
+                    caller: takes_requests.then(|| self.caller(name)),
                 };
                 let mut instances = Vec::with_capacity(instance_count);
                 instances.push(engine.load(&spec)?);
@@ -216,7 +234,7 @@ impl Server {
                         let batching = batch_policy(&cfg, options.sequences.hold_until)?;
                         let executors: Vec<Instance> = instances
                             .into_iter()
-                            .map(|engine| Instance { engine, stats: stats.clone() })
+                            .map(|engine| Instance { engine, stats: stats.clone(), takes_requests })
                             .collect();
                         let pool = crate::model::Scheduler::start(
                             format!("{name}-{v}"),
@@ -247,6 +265,7 @@ impl Server {
                     ModelVersion::new(cfg, v, run, stats, started.elapsed(), engine_inputs);
                 version.labels = labels;
                 version.sequences = sequences;
+                version.takes_requests = takes_requests;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();
                 Ok(Arc::new(version))
@@ -275,6 +294,53 @@ impl Server {
         }
         origin(ModelEntry { versions, ..ModelEntry::empty() })
     }
+}
+
+impl Server {
+    /// The config of a model whose code sees requests: what its `auto_complete_config` made of the config
+    /// read (while auto-complete is on), completed and checked against its own declarations.
+    fn complete_by_model_code(
+        &self,
+        engine: &dyn rampart_types::Engine,
+        mut raw: config::RawConfig,
+        dir: &std::path::Path,
+        latest: Option<&i64>,
+    ) -> Result<ModelConfig> {
+        let autocomplete = self.inner.options.autocomplete;
+        if let (true, Some(v)) = (autocomplete, latest) {
+            let spec = InstanceSpec {
+                model_name: raw.config.name.clone(),
+                version: *v,
+                model_file: dir.join(v.to_string()).join(&raw.config.default_model_filename),
+                config_json: rampart_model_config::to_json(&raw.config).to_string(),
+                model_dir: dir.to_path_buf(),
+                ..Default::default()
+            };
+            if let Some(json) = engine.auto_complete(&spec)? {
+                raw = config::from_json(&json, dir, &raw.config.name)?;
+            }
+        }
+        // Batching is the model code's choice: the server does not turn it on from the shapes.
+        raw.explicit_max_batch = true;
+        let declared = config::declared_signature(&raw.config);
+        config::complete_and_validate(raw, &declared, autocomplete)
+    }
+}
+
+impl Server {
+    /// How the code of model `name` calls the server's models (BLS).
+    fn caller(&self, name: &str) -> Arc<dyn rampart_types::ModelCaller> {
+        Arc::new(crate::bls::ServerCaller {
+            inner: Arc::downgrade(&self.inner),
+            caller: name.to_string(),
+        })
+    }
+}
+
+/// A load error as the model's reason: prefixed with the model unless it names it already.
+fn model_message(name: &str, e: &Error) -> String {
+    let msg = e.message();
+    if msg.starts_with("model '") { msg.to_string() } else { format!("model '{name}': {msg}") }
 }
 
 /// The `dynamic_batching` settings of a config, checked as Triton checks them; `None` runs every request

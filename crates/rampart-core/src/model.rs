@@ -50,6 +50,8 @@ pub struct ModelVersion {
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// A stateful model's spec and the state of its open sequences (`sequence_batching`).
     pub(crate) sequences: Option<crate::sequence::Held>,
+    /// Its engine sees requests (`Engine::takes_requests`): each job carries the request's metadata.
+    pub(crate) takes_requests: bool,
 }
 
 /// What answers a version's requests (one per version, so the variants' sizes do not matter).
@@ -116,6 +118,7 @@ impl ModelVersion {
             labels: Default::default(),
             in_flight: Default::default(),
             sequences: None,
+            takes_requests: false,
         }
     }
 
@@ -259,7 +262,9 @@ impl ModelVersion {
             }
             None => None,
         };
+        let info = if self.takes_requests { infer::request_info(req) } else { Default::default() };
         let job = Job {
+            info,
             trace: req.trace.clone(),
             pending: Some(crate::stats::Pending::new(self.stats.clone())),
             inputs: prepared.inputs,

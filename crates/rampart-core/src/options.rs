@@ -50,6 +50,10 @@ pub struct ServerOptions {
     /// Where the core records what it refuses for security reasons (a request into another client's
     /// sequence); the front ends' gates write to the same log.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// `--model-access`: the front ends check it; model code (BLS) cannot call a model it names.
+    pub model_access: Arc<crate::access::ModelAccess>,
+    /// The runtime model code's calls (BLS) run on when they start outside one (the binary's).
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for ServerOptions {
@@ -76,6 +80,8 @@ impl Default for ServerOptions {
             allow_client_shm: false,
             sequences: Default::default(),
             audit: None,
+            model_access: Default::default(),
+            runtime: None,
         }
     }
 }

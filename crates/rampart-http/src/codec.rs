@@ -335,6 +335,7 @@ pub(crate) fn decode_request_with(
             trace: None,
             raw_input: None,
             principal: None,
+            call_depth: 0,
         },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })

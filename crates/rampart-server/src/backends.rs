@@ -1,6 +1,7 @@
 //! The engines this binary was built with, registered by backend name for the core
 //! (`rampart_types::Backends`): `onnxruntime` and `tract` behind their cargo features, and the built-in
-//! test backends `identity`, `repeat` and `square` always.
+//! test backends `identity`, `repeat` and `square` always, and `python` (Triton's Python backend) behind its
+//! feature.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,24 @@ impl OrtOptions {
 #[cfg(not(feature = "onnxruntime"))]
 const NO_ORT: &str = "this rampart build has no ONNX Runtime engine (cargo feature 'onnxruntime'); use the tract engine";
 
+#[cfg(feature = "python")]
+pub use rampart_python::PythonOptions;
+
+/// The python backend's settings in a build without it: every setting is refused.
+#[cfg(not(feature = "python"))]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PythonOptions;
+
+#[cfg(not(feature = "python"))]
+impl PythonOptions {
+    pub fn set(&mut self, key: &str, _value: &str) -> std::result::Result<bool, String> {
+        Err(format!("'{key}': {NO_PYTHON}"))
+    }
+}
+
+#[cfg(not(feature = "python"))]
+const NO_PYTHON: &str = "this rampart build has no python backend (cargo feature 'python')";
+
 #[cfg(not(feature = "tract"))]
 const NO_TRACT: &str = "this rampart build has no tract engine (cargo feature 'tract')";
 
@@ -63,6 +82,8 @@ pub struct OrtSetup {
     /// `ORT_DYLIB_PATH`, when set.
     pub library: Option<PathBuf>,
     pub options: OrtOptions,
+    /// The python backend's settings.
+    pub python: PythonOptions,
 }
 
 /// Every engine of this build. ONNX Runtime loads its library when the first model needs it; an engine
@@ -71,11 +92,13 @@ pub struct OrtSetup {
 pub fn registry(ort: OrtSetup) -> Backends {
     let mut backends = Backends::new();
     rampart_builtin::register(&mut backends);
+    let python = ort.python.clone();
     backends.register_lazy("onnxruntime", Box::new(move || onnxruntime(&ort)));
     #[cfg(feature = "tract")]
     backends.register("tract", Arc::new(rampart_tract::TractEngine));
     #[cfg(not(feature = "tract"))]
     backends.register_lazy("tract", Box::new(|| Err(NO_TRACT.to_string())));
+    backends.register_lazy("python", Box::new(move || python_engine(&python)));
     backends
 }
 
@@ -92,4 +115,14 @@ fn onnxruntime(ort: &OrtSetup) -> Result<Arc<dyn Engine>, String> {
 #[cfg(not(feature = "onnxruntime"))]
 fn onnxruntime(_: &OrtSetup) -> Result<Arc<dyn Engine>, String> {
     Err(NO_ORT.to_string())
+}
+
+#[cfg(feature = "python")]
+fn python_engine(options: &PythonOptions) -> Result<Arc<dyn Engine>, String> {
+    Ok(Arc::new(rampart_python::PythonEngine::init(options)?))
+}
+
+#[cfg(not(feature = "python"))]
+fn python_engine(_: &PythonOptions) -> Result<Arc<dyn Engine>, String> {
+    Err(NO_PYTHON.to_string())
 }

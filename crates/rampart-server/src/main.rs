@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     keep_onnxruntime_out_of_home();
     let mut cli = cli::Cli::parse();
     cli.apply_environment();
-    let validated = match cli.validate() {
+    let mut validated = match cli.validate() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -156,7 +156,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rampart-io")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let model_access = std::sync::Arc::new(std::mem::take(&mut validated.model_access));
     let options = ServerOptions {
+        runtime: Some(runtime.handle().clone()),
+        model_access: model_access.clone(),
         id: cli.id.clone(),
         model_repositories: cli.repository.model_repository.clone(),
         autocomplete: validated.autocomplete,
@@ -166,6 +180,7 @@ fn main() -> ExitCode {
             backend_directory: cli.backend.backend_directory.clone(),
             library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
             options: validated.onnxruntime.clone(),
+            python: validated.python.clone(),
         })),
         default_onnx_backend: validated.engine.backend().to_string(),
         max_queued_requests: cli.repository.max_queued_requests,
@@ -208,24 +223,13 @@ fn main() -> ExitCode {
     {
         server.start_polling(Duration::from_secs(cli.repository.repository_poll_secs));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("rampart-io")
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     audit.record(&rampart_core::audit::AuditEvent {
         event: "startup",
         target: Some(format!("rampart {} (id '{}')", env!("CARGO_PKG_VERSION"), cli.id)),
         outcome: Some("ready".into()),
         ..Default::default()
     });
-    let result = runtime.block_on(serve(cli, validated, tls, audit.clone(), server));
+    let result = runtime.block_on(serve(cli, validated, tls, audit.clone(), server, model_access));
     audit.record(&rampart_core::audit::AuditEvent {
         event: "shutdown",
         outcome: Some(if result.is_ok() { "clean" } else { "error" }.into()),
@@ -325,10 +329,11 @@ fn tls_note(files: Option<&rampart_tls::TlsFiles>) -> &'static str {
 
 async fn serve(
     cli: cli::Cli,
-    mut validated: cli::Validated,
+    validated: cli::Validated,
     tls: (TlsConfig, TlsConfig),
     audit: std::sync::Arc<rampart_core::audit::AuditLog>,
     server: Server,
+    model_access: std::sync::Arc<rampart_core::access::ModelAccess>,
 ) -> Result<(), String> {
     let exit_timeout = Duration::from_secs(cli.exit_timeout_secs);
     let signalled = shutdown_signal()?;
@@ -337,7 +342,6 @@ async fn serve(
         config.watch(Duration::from_secs(cli.http.tls_reload_interval_secs));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let model_access = std::sync::Arc::new(std::mem::take(&mut validated.model_access));
     if !model_access.is_empty() {
         tracing::info!(
             "model access rules: inference on models matching {} needs their credential",

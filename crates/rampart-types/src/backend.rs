@@ -44,7 +44,7 @@ impl ModelSignature {
 }
 
 /// What an engine needs to load one instance.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct InstanceSpec {
     pub model_name: String,
     pub version: i64,
@@ -63,6 +63,53 @@ pub struct InstanceSpec {
     pub graph_optimization_level: i32,
     /// Which instance of the version this is (0-based).
     pub instance_index: usize,
+    /// The completed model config as Triton's JSON, for an engine that hands it to model code
+    /// ([`Engine::takes_requests`]); empty for the others.
+    pub config_json: String,
+    /// The model's directory (Triton's `model_repository` argument of a Python model).
+    pub model_dir: PathBuf,
+    /// How model code calls other models (Triton's BLS), for an engine that runs model code.
+    pub caller: Option<Arc<dyn ModelCaller>>,
+}
+
+/// A request model code sends to another model (Triton's BLS, `InferenceRequest.exec()`).
+#[derive(Debug, Clone, Default)]
+pub struct ModelCall {
+    pub model_name: String,
+    /// `None`: the latest ready version.
+    pub model_version: Option<i64>,
+    /// Id, parameters (JSON object), correlation ID and flags, the inputs, and the outputs wanted (empty:
+    /// all of them).
+    pub request: EngineRequest,
+    /// Triton's request `timeout` in microseconds (0: none).
+    pub timeout_us: u64,
+    /// How many model-code calls led to this one (1 for a call made while serving a client's request).
+    pub depth: u32,
+}
+
+/// What a [`ModelCaller`] reports about one call, in order: responses, then `Final` or an error.
+#[derive(Debug)]
+pub enum CallEvent {
+    Response(Vec<Tensor>),
+    Final,
+    Error(Error),
+}
+
+/// Lets model code call the server's models. The core implements it; the answer arrives through `sink`
+/// from another thread (a model that expects one response gets `Response` then `Final`).
+pub trait ModelCaller: Send + Sync {
+    fn call(&self, call: ModelCall, sink: Box<dyn FnMut(CallEvent) + Send>);
+}
+
+impl std::fmt::Debug for InstanceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSpec")
+            .field("model_name", &self.model_name)
+            .field("version", &self.version)
+            .field("model_file", &self.model_file)
+            .field("instance_index", &self.instance_index)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InstanceSpec {
@@ -70,6 +117,49 @@ impl InstanceSpec {
     pub fn declared_types(&self) -> impl Iterator<Item = (&str, DataType)> {
         let all = self.declared.inputs.iter().chain(&self.declared.outputs);
         all.filter_map(|s| s.datatype.as_ref().ok().map(|&t| (s.name.as_str(), t)))
+    }
+}
+
+/// A sequence's correlation ID as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorrelationId {
+    Uint(u64),
+    String(String),
+}
+
+/// What an engine learns about one request besides its tensors. Filled only for engines that see
+/// requests ([`Engine::takes_requests`]); the others get the default.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub id: String,
+    /// The request's parameters as one JSON object (`{}` when it has none).
+    pub parameters_json: String,
+    /// The sequence the request belongs to.
+    pub correlation_id: Option<CorrelationId>,
+    /// [`RequestInfo::SEQUENCE_START`] and [`RequestInfo::SEQUENCE_END`] (Triton's request flags).
+    pub flags: u32,
+    /// How many model-code calls (BLS) led to this request (0: a client's).
+    pub depth: u32,
+}
+
+impl RequestInfo {
+    pub const SEQUENCE_START: u32 = 1;
+    pub const SEQUENCE_END: u32 = 2;
+}
+
+/// One request as an engine executes it: its tensors (wire layout, full shapes), the outputs asked for (in
+/// order) and what else the client said.
+#[derive(Debug, Clone, Default)]
+pub struct EngineRequest {
+    pub info: RequestInfo,
+    pub inputs: Vec<Tensor>,
+    pub outputs: Vec<String>,
+}
+
+impl EngineRequest {
+    /// A request with no metadata.
+    pub fn new(inputs: Vec<Tensor>, outputs: Vec<String>) -> Self {
+        EngineRequest { info: RequestInfo::default(), inputs, outputs }
     }
 }
 
@@ -90,16 +180,21 @@ pub trait EngineInstance: Send {
     /// Runs one batch. `inputs` carry full shapes (batch dimension included when the model batches) and wire
     /// layout data; the result holds the requested outputs in the order asked for.
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>>;
+    /// Runs requests that arrived together, for an engine that sees requests rather than batches
+    /// ([`Engine::takes_requests`]); answers one result per request, in order. The default executes each
+    /// alone.
+    fn execute_requests(&mut self, requests: &[EngineRequest]) -> Vec<Result<Vec<Tensor>>> {
+        requests.iter().map(|r| self.execute(&r.inputs, &r.outputs)).collect()
+    }
     /// Runs one request of a decoupled model (`model_transaction_policy { decoupled: true }`), sending zero
     /// or more responses through `responder`. An error ends the request with that error as its last
     /// response. The default sends what [`EngineInstance::execute`] returns as the one response.
     fn execute_decoupled(
         &mut self,
-        inputs: &[Tensor],
-        outputs: &[String],
+        request: &EngineRequest,
         responder: &dyn Responder,
     ) -> Result<()> {
-        let out = self.execute(inputs, outputs)?;
+        let out = self.execute(&request.inputs, &request.outputs)?;
         responder.send(out)
     }
 }
@@ -112,6 +207,20 @@ pub trait Engine: Send + Sync {
     /// need only a `config.pbtxt` answer `false`.
     fn needs_model_file(&self) -> bool {
         true
+    }
+    /// Whether the engine runs model code that sees each request (Triton's Python backend): the core then
+    /// fills [`RequestInfo`] and [`InstanceSpec::config_json`], completes the config before loading, and
+    /// hands a dynamic batch over as a list of requests ([`EngineInstance::execute_requests`]) instead of
+    /// concatenated tensors.
+    fn takes_requests(&self) -> bool {
+        false
+    }
+    /// Lets model code complete the config before it is checked (Triton's `auto_complete_config`).
+    /// `spec.config_json` holds the config as read; the answer is the config to use instead, or `None` to
+    /// keep it. Called once per load, before any instance, and only while auto-complete is on.
+    fn auto_complete(&self, spec: &InstanceSpec) -> Result<Option<String>> {
+        let _ = spec;
+        Ok(None)
     }
     /// Whether the engine can execute tensors of `datatype` (checked against the completed config).
     fn supports(&self, datatype: DataType) -> bool {

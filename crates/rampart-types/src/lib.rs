@@ -10,7 +10,8 @@ pub mod identity;
 pub mod tensor;
 
 pub use backend::{
-    Backends, Engine, EngineInstance, InstanceSpec, IoSpec, ModelSignature, Responder,
+    Backends, CallEvent, CorrelationId, Engine, EngineInstance, EngineRequest, InstanceSpec,
+    IoSpec, ModelCall, ModelCaller, ModelSignature, RequestInfo, Responder,
 };
 pub use datatype::DataType;
 pub use error::{Code, Error, Result};

@@ -36,6 +36,8 @@ pub(crate) struct Call {
     pub wanted: Vec<String>,
     /// The caller, for the steps' sequences.
     pub principal: Option<String>,
+    /// How many model-code calls led to the ensemble's request.
+    pub call_depth: u32,
 }
 
 /// Returned to a decoupled step once every step its response started has a slot, so it fetches its next
@@ -299,6 +301,7 @@ impl Walk<'_> {
             raw_input: None,
             trace: self.call.trace.as_ref().and_then(|t| t.child(&step.model)),
             principal: self.call.principal.clone(),
+            call_depth: self.call.call_depth,
         };
         let decoupled = step.decoupled;
         self.running += 1;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::backends::{EngineChoice, HAS_ONNXRUNTIME, OrtOptions};
+use crate::backends::{EngineChoice, HAS_ONNXRUNTIME, OrtOptions, PythonOptions};
 
 #[derive(Args, Debug)]
 pub struct BackendFlags {
@@ -15,7 +15,7 @@ pub struct BackendFlags {
     pub backend_directory: PathBuf,
     /// `<backend>,<key>=<value>` or `<key>=<value>`. Supported: `onnxruntime,engine=onnxruntime|tract`,
     /// `onnxruntime,intra_op_thread_count=<n>` (default 1), `onnxruntime,inter_op_thread_count=<n>` (default 1),
-    /// `onnxruntime,enable-global-threadpool=0|1`, `default-max-batch-size=<n>`.
+    /// `onnxruntime,enable-global-threadpool=0|1`, `python,interpreter=<path>`, `default-max-batch-size=<n>`.
     #[arg(long, help_heading = "Backend")]
     pub backend_config: Vec<String>,
 }
@@ -23,10 +23,11 @@ pub struct BackendFlags {
 impl BackendFlags {
     /// The engine for ONNX models (ONNX Runtime unless this build lacks it or `engine=tract` is given) and
     /// its settings.
-    pub(super) fn engine(&self) -> Result<(EngineChoice, OrtOptions), CliError> {
+    pub(super) fn engine(&self) -> Result<(EngineChoice, OrtOptions, PythonOptions), CliError> {
         let mut engine =
             if HAS_ONNXRUNTIME { EngineChoice::OnnxRuntime } else { EngineChoice::Tract };
         let mut onnxruntime = OrtOptions::default();
+        let mut python = PythonOptions::default();
         for bc in &self.backend_config {
             let (backend, kv) = match bc.split_once(',') {
                 Some((b, kv)) => (Some(b), kv),
@@ -44,6 +45,11 @@ impl BackendFlags {
                     if onnxruntime.set(k, v).map_err(|reason| {
                         CliError::BackendConfigValue { spec: bc.clone(), reason }
                     })? => {}
+                (Some("python"), k)
+                    if python.set(k, v).map_err(|reason| CliError::BackendConfigValue {
+                        spec: bc.clone(),
+                        reason,
+                    })? => {}
                 (None, "default-max-batch-size")
                     if v == rampart_core::AUTOCOMPLETE_DEFAULT_MAX_BATCH_SIZE.to_string() => {}
                 _ => {
@@ -51,11 +57,12 @@ impl BackendFlags {
                         "backend-config",
                         bc,
                         "supported: onnxruntime,engine=onnxruntime|tract, onnxruntime,intra_op_thread_count=N, \
-                         onnxruntime,inter_op_thread_count=N, onnxruntime,enable-global-threadpool=0|1",
+                         onnxruntime,inter_op_thread_count=N, onnxruntime,enable-global-threadpool=0|1, \
+                         python,interpreter=PATH",
                     ));
                 }
             }
         }
-        Ok((engine, onnxruntime))
+        Ok((engine, onnxruntime, python))
     }
 }

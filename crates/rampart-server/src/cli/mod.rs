@@ -129,6 +129,8 @@ pub struct Validated {
     pub engine: crate::backends::EngineChoice,
     /// `--backend-config=onnxruntime,<key>=<value>` engine settings.
     pub onnxruntime: crate::backends::OrtOptions,
+    /// `--backend-config=python,<key>=<value>` settings.
+    pub python: crate::backends::PythonOptions,
     pub autocomplete: bool,
     pub model_control_mode: rampart_core::ModelControlMode,
     pub metrics: rampart_core::metrics::MetricsOptions,
@@ -201,7 +203,7 @@ impl Cli {
         let (trace, otel) = trace::trace_config(&self.tracing, &self.deprecated)?;
         self.resources.validate()?;
         self.note_inert(&mut inert);
-        let (engine, onnxruntime) = self.backend.engine()?;
+        let (engine, onnxruntime, python) = self.backend.engine()?;
         let strict = self.repository.disable_auto_complete_config
             || self.deprecated.strict_model_config.unwrap_or(false);
         let http_tls = Option::<rampart_tls::TlsFiles>::try_from(&self.http.tls)?;
@@ -235,6 +237,7 @@ impl Cli {
             grpc_tls,
             engine,
             onnxruntime,
+            python,
             autocomplete: !strict,
             model_control_mode,
             metrics,

@@ -1,0 +1,154 @@
+//! Model code calling the server's models (Triton's BLS: `pb_utils.InferenceRequest(...).exec()`).
+//!
+//! A call is an ordinary request to the target model (the same validation, scheduler, statistics and
+//! traces), made on the server's runtime. What bounds it: the depth of a chain of calls
+//! ([`MAX_CALL_DEPTH`], so a model that calls itself cannot recurse without end), the engine's own bound on
+//! calls in flight per instance, and `--model-access`: model code presents no credential, so it cannot call
+//! a model that a rule names.
+
+use std::sync::Weak;
+
+use rampart_types::{CallEvent, CorrelationId, Error, ModelCall, ModelCaller, RequestInfo};
+
+use crate::infer::{InferRequest, InputTensor, ParamValue, Parameters, RequestedOutput};
+use crate::server::{Inner, Server};
+
+/// The longest chain of model-code calls: a request of a client, then up to this many calls in a row.
+pub const MAX_CALL_DEPTH: u32 = 8;
+
+/// The [`ModelCaller`] each instance of a model that runs code gets (the server is held weakly: it owns
+/// the instance).
+pub(crate) struct ServerCaller {
+    pub inner: Weak<Inner>,
+    /// The calling model, for messages.
+    pub caller: String,
+}
+
+impl ModelCaller for ServerCaller {
+    fn call(&self, call: ModelCall, mut sink: Box<dyn FnMut(CallEvent) + Send>) {
+        // The server's runtime, else the one the caller runs on.
+        let runtime = self.inner.upgrade().and_then(|i| i.options.runtime.clone());
+        let Some(runtime) = runtime.or_else(|| tokio::runtime::Handle::try_current().ok()) else {
+            sink(CallEvent::Error(Error::unavailable("model calls need the server's runtime")));
+            return;
+        };
+        let inner = self.inner.clone();
+        let caller = self.caller.clone();
+        runtime.spawn(async move {
+            match run(inner, &caller, call, &mut sink).await {
+                Ok(()) => sink(CallEvent::Final),
+                Err(e) => sink(CallEvent::Error(e)),
+            }
+        });
+    }
+}
+
+async fn run(
+    inner: Weak<Inner>,
+    caller: &str,
+    call: ModelCall,
+    sink: &mut Box<dyn FnMut(CallEvent) + Send>,
+) -> rampart_types::Result<()> {
+    if call.depth > MAX_CALL_DEPTH {
+        return Err(Error::new(
+            rampart_types::Code::ResourceExhausted,
+            format!(
+                "model '{caller}': a chain of model calls (BLS) may be at most {MAX_CALL_DEPTH} deep; \
+                 this call to '{}' would be {}",
+                call.model_name, call.depth
+            ),
+        ));
+    }
+    let server =
+        Server { inner: inner.upgrade().ok_or_else(|| Error::unavailable("Server exiting"))? };
+    if server.inner.options.model_access.covers(&call.model_name) {
+        return Err(Error::new(
+            rampart_types::Code::PermissionDenied,
+            format!(
+                "model '{caller}' cannot call model '{}': --model-access protects it, and model code \
+                 presents no credential",
+                call.model_name
+            ),
+        ));
+    }
+    let request = request(call)?;
+    let model = server.model(&request.model_name, request.model_version)?;
+    if model.decoupled {
+        let mut stream = model.infer_decoupled(request)?;
+        while let Some(next) = stream.next().await {
+            if let Some(r) = next?.response {
+                sink(CallEvent::Response(r.outputs));
+            }
+        }
+    } else {
+        sink(CallEvent::Response(model.infer(request).await?.outputs));
+    }
+    Ok(())
+}
+
+/// The request a call makes: its parameters from the JSON object model code gave, its sequence from the
+/// correlation ID and flags, its `timeout`.
+fn request(call: ModelCall) -> rampart_types::Result<InferRequest> {
+    let ModelCall { model_name, model_version, request, timeout_us, depth } = call;
+    let mut parameters = parameters(&request.info.parameters_json)?;
+    match &request.info.correlation_id {
+        Some(CorrelationId::Uint(u)) => {
+            parameters.insert("sequence_id".into(), ParamValue::Uint(*u));
+        }
+        Some(CorrelationId::String(s)) => {
+            parameters.insert("sequence_id".into(), ParamValue::String(s.clone()));
+        }
+        None => {}
+    }
+    for (flag, key) in [
+        (RequestInfo::SEQUENCE_START, "sequence_start"),
+        (RequestInfo::SEQUENCE_END, "sequence_end"),
+    ] {
+        if request.info.flags & flag != 0 {
+            parameters.insert(key.into(), ParamValue::Bool(true));
+        }
+    }
+    if timeout_us > 0 {
+        parameters.insert("timeout".into(), ParamValue::Uint(timeout_us));
+    }
+    Ok(InferRequest {
+        model_name,
+        model_version,
+        id: request.info.id,
+        parameters,
+        inputs: request
+            .inputs
+            .into_iter()
+            .map(|t| InputTensor::new(t.name, t.datatype, t.shape, t.data))
+            .collect(),
+        outputs: request.outputs.into_iter().map(RequestedOutput::new).collect(),
+        call_depth: depth,
+        ..Default::default()
+    })
+}
+
+fn parameters(json: &str) -> rampart_types::Result<Parameters> {
+    let bad = |what: &str| Error::invalid_arg(format!("model call parameters: {what}"));
+    if json.is_empty() {
+        return Ok(Parameters::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    let object = value.as_object().ok_or_else(|| bad("not a JSON object"))?;
+    object
+        .iter()
+        .map(|(k, v)| {
+            let p = match v {
+                serde_json::Value::Bool(b) => ParamValue::Bool(*b),
+                serde_json::Value::String(s) => ParamValue::String(s.clone()),
+                serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                    (Some(u), _, _) => ParamValue::Uint(u),
+                    (_, Some(i), _) => ParamValue::Int(i),
+                    (_, _, Some(f)) => ParamValue::Double(f),
+                    _ => return Err(bad(&format!("'{k}' is not a number Rampart can hold"))),
+                },
+                _ => return Err(bad(&format!("'{k}' must be a bool, number or string"))),
+            };
+            Ok((k.clone(), p))
+        })
+        .collect()
+}

@@ -1,0 +1,409 @@
+"""The worker side of Rampart's Python backend: one process per model instance.
+
+It talks to the server over the Unix socket it inherits as fd 3 (SOCK_SEQPACKET, one JSON message per
+datagram). Tensors travel in anonymous memory files (memfd) passed with the message: the sender writes them,
+seals the file against any further change and passes the descriptor; the receiver maps it. No file in
+/dev/shm and no name that anything else could open is involved.
+"""
+
+import asyncio
+import fcntl
+import importlib.util
+import inspect
+import json
+import mmap
+import os
+import queue
+import socket
+import sys
+import threading
+import traceback
+
+import numpy as np
+
+SOCKET_FD = 3
+MAX_DATAGRAM = 65536
+MAX_INLINE = 32768
+ALIGN = 64
+CODES = ["UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSUPPORTED", "ALREADY_EXISTS",
+         "CANCELLED"]
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+_sock = None
+_cancelled = set()
+_model_name = ""
+_calls = {}
+_calls_lock = threading.Lock()
+_next_call = [0]
+
+
+def _align(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _memfd(parts):
+    """A sealed memfd holding `parts` (bytes-like objects) at 64-byte aligned offsets; returns (fd, places)."""
+    places = []
+    total = 0
+    for p in parts:
+        places.append((total, len(p)))
+        total = _align(total + len(p))
+    fd = os.memfd_create("rampart-tensors", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, total)
+        for p, (at, n) in zip(parts, places):
+            view = memoryview(p)
+            done = 0
+            while done < n:
+                done += os.pwrite(fd, view[done:], at + done)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, places
+
+
+def send_message(header, parts=()):
+    """Sends `header`; `parts` go into one sealed memfd. A header too large for a datagram is put into the
+    memfd as well, after the parts, and the datagram says where."""
+    data = json.dumps(header, separators=(",", ":")).encode()
+    parts = list(parts)
+    spilled = len(data) > MAX_INLINE
+    if spilled:
+        parts.append(data)
+    if not spilled and all(len(p) == 0 for p in parts):
+        _sock.send(data)
+        return None
+    fd, places = _memfd(parts)
+    try:
+        if spilled:
+            at, n = places[-1]
+            data = json.dumps({"op": "spilled", "at": at, "len": n}).encode()
+        socket.send_fds(_sock, [data], [fd])
+    finally:
+        os.close(fd)
+    return places
+
+
+def receive():
+    """The next message: (header, mapping or None). None at end of stream."""
+    msg, fds, flags, _ = socket.recv_fds(_sock, MAX_DATAGRAM, 4)
+    if flags & socket.MSG_TRUNC or flags & socket.MSG_CTRUNC:
+        raise RuntimeError("truncated message from the server")
+    if not msg:
+        return None, None
+    mapping = None
+    for extra in fds[1:]:
+        os.close(extra)
+    if fds:
+        fd = fds[0]
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                # Private and copy-on-write: model code may change its inputs in place.
+                mapping = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
+    header = json.loads(msg)
+    if header.get("op") == "spilled":
+        at, n = header["at"], header["len"]
+        header = json.loads(mapping[at:at + n])
+    return header, mapping
+
+
+def error_json(message, code="INTERNAL"):
+    return {"message": message, "code": code}
+
+
+def _encode_outputs(tensors):
+    """Wire descriptions and payloads of output tensors."""
+    import triton_python_backend_utils as pb
+
+    described, parts = [], []
+    for t in tensors:
+        arr = t.as_numpy()
+        if t._datatype == "BYTES":
+            raw = pb.serialize_byte_tensor(arr)
+            payload = b"" if raw == () else raw
+        else:
+            payload = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        described.append({"name": t.name(), "datatype": t._datatype, "shape": list(arr.shape)})
+        parts.append(payload)
+    return described, parts
+
+
+def _send_responses(header, responses):
+    """Sends `header` with each response's outputs placed in one memfd."""
+    all_parts, slots = [], []
+    for r in responses:
+        if r is None or r.get("tensors") is None:
+            continue
+        described, parts = _encode_outputs(r.pop("tensors"))
+        r["outputs"] = described
+        for d, p in zip(described, parts):
+            slots.append(d)
+            all_parts.append(p)
+    if all_parts:
+        # The offsets go into the header before it is sent: the same layout as _memfd's.
+        at = 0
+        for d, p in zip(slots, all_parts):
+            d["at"], d["len"] = at, len(p)
+            at = _align(at + len(p))
+    send_message(header, all_parts)
+
+
+def _response_json(response):
+    if response.has_error():
+        e = response.error()
+        return {"error": error_json(e.message(), CODES[e.code()] if 0 <= e.code() < len(CODES) else "INTERNAL")}
+    return {"tensors": response.output_tensors(), "parameters": response.parameters()}
+
+
+def send_response(request, response, flags):
+    """A response sender's send: to the server at once for a decoupled model, kept as the answer otherwise."""
+    if not request._decoupled:
+        if response is not None and request._answer is not None:
+            import triton_python_backend_utils as pb
+            raise pb.TritonError(
+                "Unable to send response. Non-decoupled model cannot send more than one response.")
+        if response is not None:
+            request._answer = response
+        return
+    body = _response_json(response) if response is not None else None
+    header = {"op": "response", "exec": request._exec, "request": request._index, "flags": flags,
+              "response": body}
+    _send_responses(header, [body])
+
+
+def call(request, decoupled):
+    """Sends a BLS request to the server; answers the list of its responses (non-decoupled) or an iterator
+    over them (decoupled). The last response of a decoupled call is empty."""
+    import triton_python_backend_utils as pb
+
+    with _calls_lock:
+        _next_call[0] += 1
+        call_id = _next_call[0]
+        answers = queue.Queue()
+        _calls[call_id] = answers
+    descs, parts = _encode_outputs(request.inputs())
+    at = 0
+    for d, p in zip(descs, parts):
+        d["at"], d["len"] = at, len(p)
+        at = _align(at + len(p))
+    header = {
+        "op": "bls", "call": call_id, "model_name": request.model_name(), "model_version": request.model_version(),
+        "timeout": request.timeout(), "decoupled": decoupled,
+        "request": {"id": request.request_id(), "parameters": request.parameters(),
+                    "correlation_id": request.correlation_id(), "flags": request.flags(), "inputs": descs,
+                    "outputs": request.requested_output_names()},
+    }
+    try:
+        send_message(header, parts)
+    except BaseException:
+        with _calls_lock:
+            _calls.pop(call_id, None)
+        raise
+
+    def responses():
+        try:
+            while True:
+                h, mapping = answers.get()
+                if h.get("error"):
+                    e = h["error"]
+                    code = CODES.index(e["code"]) if e.get("code") in CODES else pb.TritonError.INTERNAL
+                    yield pb.InferenceResponse(error=pb.TritonError(e["message"], code))
+                    return
+                outputs = [_input_tensor(d, mapping) for d in h.get("outputs", [])]
+                if outputs or not h.get("final"):
+                    yield pb.InferenceResponse(outputs)
+                if h.get("final"):
+                    if decoupled:
+                        yield pb.InferenceResponse([])
+                    return
+        finally:
+            with _calls_lock:
+                _calls.pop(call_id, None)
+
+    return responses() if decoupled else list(responses())
+
+
+def is_cancelled(index):
+    return (_current_exec[0], index) in _cancelled
+
+
+def log(level, message):
+    send_message({"op": "log", "level": level, "message": message})
+
+
+_current_exec = [0]
+
+
+def _input_tensor(desc, mapping):
+    import triton_python_backend_utils as pb
+
+    shape = [int(d) for d in desc["shape"]]
+    at, n = desc["at"], desc["len"]
+    dt = desc["datatype"]
+    if dt == "BYTES":
+        view = memoryview(mapping)[at:at + n] if n else b""
+        arr = pb.deserialize_bytes_tensor(view).reshape(shape)
+    else:
+        np_type = pb._WIRE_TO_NUMPY[dt]
+        count = n // np.dtype(np_type).itemsize
+        arr = np.frombuffer(mapping, dtype=np_type, count=count, offset=at) if n else np.empty(0, np_type)
+        arr = arr.reshape(shape)
+    return pb.Tensor(desc["name"], arr, dt)
+
+
+def _request(exec_id, index, desc, mapping, decoupled):
+    import triton_python_backend_utils as pb
+
+    inputs = [_input_tensor(d, mapping) for d in desc["inputs"]]
+    r = pb.InferenceRequest(
+        model_name=_model_name,
+        requested_output_names=desc["outputs"],
+        inputs=inputs,
+        request_id=desc.get("id", ""),
+        correlation_id=desc.get("correlation_id", 0),
+        flags=desc.get("flags", 0),
+        parameters=desc.get("parameters", "{}"),
+    )
+    r._index = index
+    r._exec = exec_id
+    r._decoupled = decoupled
+    r._answer = None
+    return r
+
+
+def _failure(e):
+    import triton_python_backend_utils as pb
+
+    traceback.print_exception(e, file=sys.stderr)
+    code = CODES[e.code()] if isinstance(e, pb.TritonError) and 0 <= e.code() < len(CODES) else "INTERNAL"
+    what = e.message() if isinstance(e, pb.TritonError) else f"{type(e).__name__}: {e}"
+    return error_json(f"Failed to process the request(s) for model '{_model_name}', message: {what}", code)
+
+
+def _execute(model, header, mapping, loop):
+    exec_id = header["exec"]
+    decoupled = header["decoupled"]
+    _current_exec[0] = exec_id
+    try:
+        requests = [_request(exec_id, i, d, mapping, decoupled) for i, d in enumerate(header["requests"])]
+        result = model.execute(requests)
+        if inspect.isawaitable(result):
+            result = loop.run_until_complete(result)
+    except Exception as e:  # noqa: BLE001 - every model error is reported to the server
+        err = _failure(e)
+        if decoupled:
+            send_message({"op": "executed", "exec": exec_id, "error": err})
+        else:
+            n = len(header["requests"])
+            send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
+        return
+    if decoupled:
+        send_message({"op": "executed", "exec": exec_id, "error": None})
+        return
+    n = len(requests)
+    if result is None:
+        result = [None] * n
+    if not isinstance(result, (list, tuple)):
+        err = error_json(f"Failed to process the request(s) for model '{_model_name}', message: Expected a list "
+                         f"in the execute return, found type '{type(result)}'.")
+        send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
+        return
+    if len(result) != n:
+        err = error_json(f"Failed to process the request(s) for model '{_model_name}', message: Number of "
+                         "InferenceResponse objects do not match the number of InferenceRequest objects. "
+                         f"InferenceRequest(s) size is:{n}, and InferenceResponse(s) size is:{len(result)}")
+        send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
+        return
+    bodies = []
+    for req, resp in zip(requests, result):
+        resp = resp if resp is not None else req._answer
+        if resp is None:
+            bodies.append({"error": error_json(f"model '{_model_name}' returned no response for a request")})
+        else:
+            bodies.append(_response_json(resp))
+    _send_responses({"op": "responses", "exec": exec_id, "responses": bodies}, bodies)
+
+
+def _load_module(path, version_dir):
+    sys.path.insert(0, version_dir)
+    spec = importlib.util.spec_from_file_location("model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = module
+    spec.loader.exec_module(module)
+    if not hasattr(module, "TritonPythonModel"):
+        raise RuntimeError(f"{path} defines no class TritonPythonModel")
+    return module.TritonPythonModel
+
+
+def _reader(work):
+    """Takes every message off the socket: cancellations at once, everything else to the main thread."""
+    while True:
+        try:
+            header, mapping = receive()
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            header = None
+        if header is None:
+            work.put((None, None))
+            return
+        if header["op"] == "cancel":
+            _cancelled.add((header["exec"], header["request"]))
+        elif header["op"] == "bls_response":
+            with _calls_lock:
+                answers = _calls.get(header["call"])
+            if answers is not None:
+                answers.put((header, mapping))
+        else:
+            work.put((header, mapping))
+
+
+def main():
+    global _sock, _model_name
+    _sock = socket.socket(fileno=SOCKET_FD)
+    header, _ = receive()
+    if header is None:
+        return
+    _model_name = header.get("model_name", "")
+    try:
+        cls = _load_module(header["model_file"], header["version_dir"])
+        if header["mode"] == "auto_complete":
+            import triton_python_backend_utils as pb
+
+            completed = None
+            if hasattr(cls, "auto_complete_config"):
+                cfg = cls.auto_complete_config(pb.ModelConfig(header["config"]))
+                completed = json.dumps(cfg.as_dict()) if cfg is not None else None
+            send_message({"op": "config", "config": completed})
+            return
+        model = cls()
+        if hasattr(model, "initialize"):
+            result = model.initialize(header["args"])
+            if inspect.isawaitable(result):
+                asyncio.new_event_loop().run_until_complete(result)
+    except BaseException as e:  # noqa: BLE001 - the server shows the traceback as the load error
+        text = "".join(traceback.format_exception(e)).strip()
+        send_message({"op": "failed", "message": text[-8000:]})
+        return
+    send_message({"op": "ready"})
+    loop = asyncio.new_event_loop()
+    work = queue.Queue()
+    threading.Thread(target=_reader, args=(work,), daemon=True).start()
+    while True:
+        header, mapping = work.get()
+        if header is None or header["op"] == "finalize":
+            break
+        if header["op"] == "execute":
+            _execute(model, header, mapping, loop)
+    try:
+        if hasattr(model, "finalize"):
+            model.finalize()
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+    if header is not None:
+        send_message({"op": "finalized"})
+    sys.stdout.flush()
+    os._exit(0)

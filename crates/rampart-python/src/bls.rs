@@ -1,0 +1,142 @@
+//! Calls from model code to the server's models (BLS), handled on the worker's reader thread so that a
+//! call made from a model's own thread is served whether or not the instance is executing.
+//!
+//! A call's depth is one more than the deepest request the instance is executing (or last executed); at
+//! most [`MAX_IN_FLIGHT`] calls of one worker run at once. Responses go back to the worker as they come,
+//! on the same socket, their tensors in sealed memfds.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use rampart_types::{
+    CallEvent, CorrelationId, EngineRequest, Error, ModelCall, ModelCaller, RequestInfo, Result,
+};
+use serde_json::{Value, json};
+
+use crate::ipc::{self, Message};
+
+/// Calls one worker may have running at once.
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
+
+/// What the reader thread needs to serve a worker's calls.
+#[derive(Clone)]
+pub(crate) struct Calls {
+    pub caller: Option<Arc<dyn ModelCaller>>,
+    /// The depth of the requests the instance executes (set by the instance thread).
+    pub depth: Arc<AtomicU32>,
+    pub in_flight: Arc<AtomicUsize>,
+    pub label: String,
+}
+
+impl Calls {
+    /// Starts the call a `bls` message asks for; its responses are written to `sock`.
+    pub(crate) fn dispatch(&self, sock: &Arc<OwnedFd>, m: &Message) {
+        let id = m.header["call"].clone();
+        let send = {
+            let sock = sock.clone();
+            let id = id.clone();
+            move |event: CallEvent| {
+                let (header, tensors) = match event {
+                    CallEvent::Response(outputs) => {
+                        (json!({"op": "bls_response", "call": id, "final": false}), outputs)
+                    }
+                    CallEvent::Final => {
+                        (json!({"op": "bls_response", "call": id, "final": true}), vec![])
+                    }
+                    CallEvent::Error(e) => (
+                        json!({"op": "bls_response", "call": id, "final": true, "error": ipc::error_json(&e)}),
+                        vec![],
+                    ),
+                };
+                let mut header = header;
+                let parts: Vec<&[u8]> = tensors.iter().map(|t| t.data.as_ref()).collect();
+                let (places, _) = ipc::layout(&parts);
+                let described: Vec<Value> =
+                    tensors.iter().zip(places).map(|(t, (at, _))| ipc::describe(t, at)).collect();
+                header["outputs"] = Value::Array(described);
+                // The worker's reader always drains its socket; a worker that is gone drops the answer.
+                let _ = ipc::send(&sock, &header, &parts);
+            }
+        };
+        let call = match self.call(m) {
+            Ok(c) => c,
+            Err(e) => return send(CallEvent::Error(e)),
+        };
+        let Some(caller) = &self.caller else {
+            return send(CallEvent::Error(Error::unsupported(
+                "model calls are not available here",
+            )));
+        };
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return send(CallEvent::Error(Error::unavailable(format!(
+                "{}: at most {MAX_IN_FLIGHT} model calls (BLS) may run at once per instance",
+                self.label
+            ))));
+        }
+        let in_flight = self.in_flight.clone();
+        caller.call(
+            call,
+            Box::new(move |event| {
+                let last = !matches!(event, CallEvent::Response(_));
+                send(event);
+                if last {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }),
+        );
+    }
+
+    /// The call a `bls` message describes.
+    fn call(&self, m: &Message) -> Result<ModelCall> {
+        let h = &m.header;
+        let bad = |what: &str| Error::invalid_arg(format!("{}: model call: {what}", self.label));
+        let model_name = h["model_name"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("no model name"))?;
+        let model_version = match h["model_version"].as_i64() {
+            Some(v) if v > 0 => Some(v),
+            _ => None,
+        };
+        let r = &h["request"];
+        let inputs = r["inputs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| ipc::tensor(d, &m.data, &self.label))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = r["outputs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| {
+                o.as_str().map(str::to_string).ok_or_else(|| bad("output names must be strings"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let correlation_id = match &r["correlation_id"] {
+            Value::Number(n) if n.as_u64().is_some_and(|u| u > 0) => {
+                n.as_u64().map(CorrelationId::Uint)
+            }
+            Value::String(s) if !s.is_empty() => Some(CorrelationId::String(s.clone())),
+            _ => None,
+        };
+        let info = RequestInfo {
+            id: r["id"].as_str().unwrap_or_default().to_string(),
+            parameters_json: r["parameters"].as_str().unwrap_or("{}").to_string(),
+            correlation_id,
+            flags: r["flags"].as_u64().unwrap_or(0) as u32,
+            depth: 0,
+        };
+        Ok(ModelCall {
+            model_name: model_name.to_string(),
+            model_version,
+            request: EngineRequest { info, inputs, outputs },
+            timeout_us: h["timeout"].as_u64().unwrap_or(0),
+            depth: self.depth.load(Ordering::SeqCst) + 1,
+        })
+    }
+}

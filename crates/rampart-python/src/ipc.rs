@@ -1,0 +1,256 @@
+//! Messages between the server and a worker: one JSON header per datagram on a `SOCK_SEQPACKET` Unix socket
+//! pair, and the tensors in an anonymous memory file (memfd) passed with it.
+//!
+//! The sender writes every tensor into a fresh memfd at 64-byte aligned offsets, seals it against writing,
+//! growing and shrinking, and passes the descriptor (`SCM_RIGHTS`). The receiver checks the seals before it
+//! maps the file, so the bytes it validated cannot change under it. No file has a name anything else could
+//! open: there is nothing in `/dev/shm` for a client to register (the shared-memory chain of
+//! CVE-2025-23319/23320/23334 has no target). A header larger than [`MAX_INLINE`] travels in the memfd too,
+//! after the tensors.
+//!
+//! This module and `spawn.rs` are the crate's only `unsafe` code: taking ownership of a received descriptor
+//! and mapping a sealed file.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use rampart_types::{DataType, Error, Result, Tensor};
+use serde_json::{Value, json};
+
+/// The largest datagram either side reads.
+pub(crate) const MAX_DATAGRAM: usize = 65536;
+/// Headers above this size travel in the memfd.
+pub(crate) const MAX_INLINE: usize = 32768;
+const ALIGN: u64 = 64;
+
+fn align(n: u64) -> u64 {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+fn seals() -> SealFlag {
+    SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
+}
+
+fn io_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::unavailable(format!("python worker channel: {what}: {e}"))
+}
+
+/// Lays `parts` out at aligned offsets; returns each part's (offset, length) and the total size.
+pub(crate) fn layout(parts: &[&[u8]]) -> (Vec<(u64, u64)>, u64) {
+    let mut at = 0;
+    let places = parts
+        .iter()
+        .map(|p| {
+            let place = (at, p.len() as u64);
+            at = align(at + p.len() as u64);
+            place
+        })
+        .collect();
+    (places, at)
+}
+
+/// A sealed memfd holding `parts` as [`layout`] places them.
+fn sealed_file(parts: &[&[u8]]) -> Result<OwnedFd> {
+    let (places, total) = layout(parts);
+    let fd = memfd_create(c"rampart-tensors", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| io_error("memfd_create", e))?;
+    let file = File::from(fd);
+    file.set_len(total).map_err(|e| io_error("sizing the tensor file", e))?;
+    for (p, (at, _)) in parts.iter().zip(places) {
+        file.write_all_at(p, at).map_err(|e| io_error("writing tensors", e))?;
+    }
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals())).map_err(|e| io_error("sealing", e))?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Sends `header`, with `parts` (placed as [`layout`] says; the caller wrote the offsets into the header)
+/// in one sealed memfd.
+pub(crate) fn send(sock: &OwnedFd, header: &Value, parts: &[&[u8]]) -> Result<()> {
+    let mut text = header.to_string().into_bytes();
+    let mut parts = parts.to_vec();
+    let spilled = text.len() > MAX_INLINE;
+    let spill = std::mem::take(&mut text);
+    if spilled {
+        parts.push(&spill);
+    } else {
+        text = spill.clone();
+    }
+    let fd = if parts.iter().any(|p| !p.is_empty()) { Some(sealed_file(&parts)?) } else { None };
+    if spilled {
+        let (places, _) = layout(&parts);
+        let (at, len) = places[places.len() - 1];
+        text = json!({"op": "spilled", "at": at, "len": len}).to_string().into_bytes();
+    }
+    let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs: Vec<ControlMessage> =
+        if fds.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&fds)] };
+    sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&text)], &cmsgs, MsgFlags::empty(), None)
+        .map_err(|e| io_error("send", e))?;
+    Ok(())
+}
+
+/// One message from the worker: its header and the memfd it came with, mapped.
+pub(crate) struct Message {
+    pub header: Value,
+    pub data: Bytes,
+}
+
+/// Receives the next message; `Ok(None)` when the worker closed its end.
+pub(crate) fn receive(sock: &OwnedFd) -> Result<Option<Message>> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let (len, flags, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg =
+            recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(|e| io_error("receive", e))?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(|e| io_error("receive", e))? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                for fd in received {
+                    // SAFETY: the kernel has just installed `fd` in this process's table for this message;
+                    // nothing else refers to it, so it is ours to own and close.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        (msg.bytes, msg.flags, fds)
+    };
+    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+        return Err(Error::internal("python worker sent a message larger than the channel allows"));
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    let data = match fds.into_iter().next() {
+        Some(fd) => map_sealed(fd)?,
+        None => Bytes::new(),
+    };
+    let mut header: Value = serde_json::from_slice(&buf[..len])
+        .map_err(|e| Error::internal(format!("python worker sent an unreadable message: {e}")))?;
+    if header["op"] == "spilled" {
+        let at = header["at"].as_u64().unwrap_or(u64::MAX);
+        let n = header["len"].as_u64().unwrap_or(u64::MAX);
+        let part = slice(&data, at, n)?;
+        header = serde_json::from_slice(&part).map_err(|e| {
+            Error::internal(format!("python worker sent an unreadable message: {e}"))
+        })?;
+    }
+    Ok(Some(Message { header, data }))
+}
+
+/// Maps a memfd the worker sealed. A file that is not sealed against writing and resizing is refused:
+/// its bytes could change after they were checked.
+fn map_sealed(fd: OwnedFd) -> Result<Bytes> {
+    let file = File::from(fd);
+    let sealed = fcntl(&file, FcntlArg::F_GET_SEALS).map_err(|e| io_error("reading seals", e))?;
+    let want = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    if !SealFlag::from_bits_truncate(sealed).contains(want) {
+        return Err(Error::internal("python worker sent tensors in a file that is not sealed"));
+    }
+    let size = file.metadata().map_err(|e| io_error("tensor file size", e))?.len();
+    if size == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the file is an anonymous memfd sealed against writes, growing and shrinking (checked above),
+    // so no process can change or truncate the mapped bytes while the mapping lives.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error("mapping tensors", e))?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// `data[at..at + len]`, or an error naming the bad place.
+pub(crate) fn slice(data: &Bytes, at: u64, len: u64) -> Result<Bytes> {
+    let end = at.checked_add(len).filter(|&e| e <= data.len() as u64);
+    match end {
+        Some(end) => Ok(data.slice(at as usize..end as usize)),
+        None => Err(Error::internal(format!(
+            "python worker placed a tensor at {at}+{len}, outside its {} byte file",
+            data.len()
+        ))),
+    }
+}
+
+/// A tensor's description in a header, for `at` in the message's memfd.
+pub(crate) fn describe(t: &Tensor, at: u64) -> Value {
+    json!({
+        "name": t.name,
+        "datatype": t.datatype.as_str(),
+        "shape": t.shape,
+        "at": at,
+        "len": t.data.len(),
+    })
+}
+
+/// A tensor the worker described, its bytes taken from `data` and checked against its type and shape
+/// (`model` names the worker in errors).
+pub(crate) fn tensor(desc: &Value, data: &Bytes, model: &str) -> Result<Tensor> {
+    let bad = |what: &str| Error::internal(format!("{model} sent a tensor with {what}"));
+    let name = desc["name"].as_str().ok_or_else(|| bad("no name"))?;
+    let datatype = desc["datatype"]
+        .as_str()
+        .and_then(DataType::from_protocol)
+        .ok_or_else(|| bad("an unknown data type"))?;
+    let shape: Vec<i64> = desc["shape"]
+        .as_array()
+        .ok_or_else(|| bad("no shape"))?
+        .iter()
+        .map(|d| d.as_i64().filter(|&d| d >= 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("a bad shape"))?;
+    let (at, len) = (desc["at"].as_u64().unwrap_or(0), desc["len"].as_u64().unwrap_or(0));
+    let bytes = if len == 0 { Bytes::new() } else { slice(data, at, len)? };
+    let count = rampart_types::tensor::element_count(&shape, name, Some(model))?;
+    match datatype.element_size() {
+        Some(size) if (size as u64).checked_mul(count) != Some(len) => {
+            return Err(Error::internal(format!(
+                "{model} sent tensor '{name}' with {len} bytes for {count} {} elements",
+                datatype.as_str()
+            )));
+        }
+        Some(_) => {}
+        None => {
+            rampart_types::tensor::split_bytes_elements(&bytes, count, name)?;
+        }
+    }
+    Ok(Tensor::new(name, datatype, shape, bytes))
+}
+
+/// An error for the worker (`{"message", "code"}`, Triton's code names).
+pub(crate) fn error_json(e: &Error) -> Value {
+    use rampart_types::Code;
+    let code = match e.code() {
+        Code::Unknown => "UNKNOWN",
+        Code::NotFound => "NOT_FOUND",
+        Code::InvalidArg => "INVALID_ARG",
+        Code::Unavailable | Code::ResourceExhausted => "UNAVAILABLE",
+        Code::Unsupported => "UNSUPPORTED",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::Cancelled => "CANCELLED",
+        _ => "INTERNAL",
+    };
+    json!({"message": e.message(), "code": code})
+}
+
+/// The error a worker reported (`{"message", "code"}`) with Triton's code names.
+pub(crate) fn error(v: &Value) -> Error {
+    use rampart_types::Code;
+    let code = match v["code"].as_str().unwrap_or("INTERNAL") {
+        "UNKNOWN" => Code::Unknown,
+        "NOT_FOUND" => Code::NotFound,
+        "INVALID_ARG" => Code::InvalidArg,
+        "UNAVAILABLE" => Code::Unavailable,
+        "UNSUPPORTED" => Code::Unsupported,
+        "ALREADY_EXISTS" => Code::AlreadyExists,
+        "CANCELLED" => Code::Cancelled,
+        _ => Code::Internal,
+    };
+    Error::new(code, v["message"].as_str().unwrap_or("the python model failed"))
+}

@@ -1,0 +1,260 @@
+//! One worker process and the thread that reads its messages.
+//!
+//! The instance thread sends on the socket; a reader thread takes every message off it, writes the
+//! worker's log lines to the server's log at once (so a model that logs while idle never blocks) and
+//! hands everything else over a channel. The end of the socket is the end of the process.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use rampart_types::{Error, Result};
+use serde_json::Value;
+
+use crate::bls::Calls;
+use crate::ipc::{self, Message};
+use crate::sandbox::{self, Policy};
+use crate::spawn;
+
+/// What starts workers: the interpreter, the runtime directory, the user workers run as, and what every
+/// worker may read (the runtime and the interpreter's installation).
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub interpreter: PathBuf,
+    pub runtime: PathBuf,
+    pub user: Option<(u32, u32)>,
+    pub readable: Vec<PathBuf>,
+}
+
+/// What the instance thread waits for.
+pub(crate) enum Next {
+    Message(Message),
+    /// The worker is gone; why, as far as the server can tell.
+    Closed(String),
+    TimedOut,
+}
+
+enum Event {
+    Message(Message),
+    Closed(Option<String>),
+}
+
+pub(crate) struct Worker {
+    child: Child,
+    sock: OwnedFd,
+    events: Receiver<Event>,
+    /// The worker's home and temporary directory, removed with it.
+    _home: tempfile::TempDir,
+    /// "python model 'm' (instance i)".
+    pub label: String,
+}
+
+impl Worker {
+    /// Starts a worker and sends it `load`; answers the worker's first reply (`ready`, `config`, …) or the
+    /// reason it did not give one within `timeout`.
+    pub(crate) fn start(
+        setup: &Setup,
+        label: String,
+        load: &Value,
+        timeout: Duration,
+        policy: &Policy,
+        model_dir: &Path,
+        calls: Calls,
+    ) -> Result<(Worker, Value)> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Error::unavailable(format!("{label}: {what}: {e}"))
+        };
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(|e| fail("socketpair", &e))?;
+        let home = tempfile::Builder::new()
+            .prefix("rampart-python-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| fail("creating its temporary directory", &e))?;
+        if let Some((uid, gid)) = setup.user {
+            std::os::unix::fs::chown(home.path(), Some(uid), Some(gid))
+                .map_err(|e| fail("handing its temporary directory to the worker's user", &e))?;
+        }
+        let mut readable = setup.readable.clone();
+        readable.push(model_dir.to_path_buf());
+        let mut jail = sandbox::prepare(policy, setup.user, &readable, home.path())?;
+        let mut spawned =
+            spawn::worker(&setup.interpreter, &setup.runtime, home.path(), &theirs, &jail);
+        if spawned.is_err() && jail.new_netns {
+            // Kernels that refuse network namespaces to this process: the other layers remain.
+            sandbox::netns_unavailable();
+            jail = sandbox::prepare(policy, setup.user, &readable, home.path())?;
+            spawned =
+                spawn::worker(&setup.interpreter, &setup.runtime, home.path(), &theirs, &jail);
+        }
+        let child =
+            spawned.map_err(|e| fail(&format!("starting {}", setup.interpreter.display()), &e))?;
+        drop(jail);
+        drop(theirs);
+        let reader = Arc::new(ours.try_clone().map_err(|e| fail("socket", &e))?);
+        let (tx, events) = crossbeam_channel::bounded(16);
+        std::thread::Builder::new()
+            .name("rampart-python-reader".into())
+            .spawn(move || read_loop(&reader, &tx, &calls))
+            .map_err(|e| fail("starting its reader thread", &e))?;
+        let mut worker = Worker { child, sock: ours, events, _home: home, label };
+        worker.send(load, &[])?;
+        match worker.next(timeout) {
+            Next::Message(m) => Ok((worker, m.header)),
+            Next::Closed(why) => Err(Error::unavailable(format!(
+                "{}: the worker process ended before it was ready ({why})",
+                worker.label
+            ))),
+            Next::TimedOut => {
+                worker.kill();
+                Err(Error::unavailable(format!(
+                    "{}: the worker did not finish loading within {} s",
+                    worker.label,
+                    timeout.as_secs_f64()
+                )))
+            }
+        }
+    }
+
+    pub(crate) fn send(&self, header: &Value, parts: &[&[u8]]) -> Result<()> {
+        ipc::send(&self.sock, header, parts)
+    }
+
+    /// The next message, waiting at most `timeout`.
+    pub(crate) fn next(&mut self, timeout: Duration) -> Next {
+        match self.events.recv_timeout(timeout) {
+            Ok(Event::Message(m)) => Next::Message(m),
+            Ok(Event::Closed(reason)) => Next::Closed(self.ended(reason)),
+            Err(RecvTimeoutError::Timeout) => Next::TimedOut,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed(self.ended(None)),
+        }
+    }
+
+    /// How the process ended (it has closed its socket, so it is exiting or gone).
+    fn ended(&mut self, reason: Option<String>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => break None,
+            }
+        };
+        let status = match status {
+            Some(s) => describe(s),
+            None => {
+                self.kill();
+                "it closed its channel and was killed".into()
+            }
+        };
+        match reason {
+            Some(r) => format!("{status}; {r}"),
+            None => status,
+        }
+    }
+
+    /// Asks the worker to run `finalize()` and waits for it at most `timeout`; then the process ends.
+    pub(crate) fn finalize(mut self, timeout: Duration) {
+        if self.send(&serde_json::json!({"op": "finalize"}), &[]).is_ok() {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.next(left) {
+                    Next::Message(m) if m.header["op"] == "finalized" => break,
+                    Next::Message(_) => continue,
+                    Next::Closed(_) => break,
+                    Next::TimedOut => {
+                        tracing::warn!(
+                            "{}: finalize() did not return within {} s; the worker is killed",
+                            self.label,
+                            timeout.as_secs_f64()
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        self.kill();
+    }
+
+    /// Ends the process now (SIGKILL) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An exit status in words.
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("it exited with status {code}"),
+        (None, Some(sig)) => format!("it was killed by signal {sig} ({})", signal_name(sig)),
+        _ => format!("it ended: {status}"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => "signal",
+    }
+}
+
+fn read_loop(sock: &Arc<OwnedFd>, tx: &crossbeam_channel::Sender<Event>, calls: &Calls) {
+    loop {
+        match ipc::receive(sock) {
+            Ok(Some(m)) if m.header["op"] == "log" => log(&calls.label, &m.header),
+            Ok(Some(m)) if m.header["op"] == "bls" => calls.dispatch(sock, &m),
+            Ok(Some(m)) => {
+                if tx.send(Event::Message(m)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Event::Closed(None));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Event::Closed(Some(e.message().to_string())));
+                return;
+            }
+        }
+    }
+}
+
+/// A line the model wrote through `pb_utils.Logger`.
+fn log(label: &str, header: &Value) {
+    let message = header["message"].as_str().unwrap_or_default();
+    match header["level"].as_str() {
+        Some("error") => tracing::error!("{label}: {message}"),
+        Some("warn") => tracing::warn!("{label}: {message}"),
+        Some("info") => tracing::info!("{label}: {message}"),
+        _ => tracing::debug!("{label}: {message}"),
+    }
+}
+
+/// `dir` as a string for the worker (paths it cannot read are refused early).
+pub(crate) fn path_str(dir: &Path) -> Result<&str> {
+    dir.to_str().ok_or_else(|| {
+        Error::invalid_arg(format!("python models need UTF-8 paths, got '{}'", dir.display()))
+    })
+}

@@ -1,0 +1,6 @@
+"""execute() always raises."""
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        raise ValueError("bad thing")
