@@ -359,10 +359,24 @@ def test_default_model_name_other_model(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["generate", "generate_stream"])
-def test_inference_type_generate_refused(value):
-    out = startup_failure(sm_args(example_repo()), {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_TRITON_INFERENCE_TYPE": value})
-    assert "SAGEMAKER_TRITON_INFERENCE_TYPE" in out and value in out, out[-2000:]
-    assert "not supported" in out, out[-2000:]
+def test_inference_type_generate(value):
+    """SAGEMAKER_TRITON_INFERENCE_TYPE=generate|generate_stream: /invocations takes the generate extension's
+    body (top-level keys are inputs) and answers its JSON object or its Server-Sent Events."""
+    env = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_TRITON_INFERENCE_TYPE": value}
+    with sm_running(sm_args(example_repo()), f"rampart[sagemaker {value}]", env) as srv:
+        a, b = list(range(16)), [1] * 16
+        r = sm(srv, "POST", "/invocations", json={"INPUT0": a, "INPUT1": b})
+        assert r.status_code == 200, r.content[:500]
+        if value == "generate":
+            assert r.headers["content-type"] == "application/json", r.headers
+            body = r.json()
+        else:
+            assert r.headers["content-type"] == "text/event-stream; charset=utf-8", r.headers
+            events = [line for line in r.text.split("\n\n") if line]
+            assert len(events) == 1 and events[0].startswith("data: "), r.text
+            body = json.loads(events[0][len("data: "):])
+        assert body["model_name"] == "simple" and body["model_version"] == "1", body
+        assert body["OUTPUT0"] == [x + 1 for x in a] and body["OUTPUT1"] == [x - 1 for x in a], body
 
 
 def test_ping_mode_unknown_refused():

@@ -135,6 +135,9 @@ pub struct SageMakerOptions {
     pub default_model: String,
     /// `SAGEMAKER_TRITON_PING_MODE=live`: `/ping` reports liveness instead of readiness.
     pub ping_live: bool,
+    /// `SAGEMAKER_TRITON_INFERENCE_TYPE`: the route `/invocations` takes (`infer`, `generate`,
+    /// `generate_stream`).
+    pub inference_type: &'static str,
     /// `SAGEMAKER_MULTI_MODEL=true`: the `/models` routes.
     pub multi_model: bool,
     /// `--sagemaker-multi-model-root`: where multi-model loads may come from (`<root>/<name>/model[/<dir>]`).
@@ -205,7 +208,8 @@ async fn ping(State(s): State<SageMaker>, request: Request) -> Response {
 
 #[cfg(feature = "sagemaker")]
 async fn invocations(State(s): State<SageMaker>, request: Request) -> Response {
-    let path = format!("/v2/models/{}/infer", segment(&s.options.default_model));
+    let path =
+        format!("/v2/models/{}/{}", segment(&s.options.default_model), s.options.inference_type);
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     forward(s.main, parts, body, method, &path, SAGEMAKER_BINARY).await

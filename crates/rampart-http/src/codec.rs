@@ -434,7 +434,7 @@ fn encode_json<T: FromJson>(values: &[&Value], name: &str, dt: DataType) -> Resu
     Ok(out)
 }
 
-fn json_to_bytes(
+pub(crate) fn json_to_bytes(
     data: &Value,
     dt: DataType,
     shape: &[i64],

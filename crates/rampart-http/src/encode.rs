@@ -14,7 +14,7 @@ use crate::codec::{BinaryOutputs, HEADER_LENGTH, bad};
 /// An output's elements as a JSON array, written straight from the wire bytes (no intermediate values).
 /// FP32 is written as the double it widens to, like Triton (0.1f32 → 0.10000000149011612); NaN and infinities
 /// become `null` (JSON has no such numbers).
-struct JsonData<'a>(&'a rampart_types::Tensor);
+pub(crate) struct JsonData<'a>(pub(crate) &'a rampart_types::Tensor);
 
 impl serde::Serialize for JsonData<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
@@ -100,7 +100,7 @@ struct ResponseHeader<'a> {
 }
 
 /// A core parameter value as JSON.
-fn parameter(v: &rampart_core::ParamValue) -> serde_json::Value {
+pub(crate) fn parameter(v: &rampart_core::ParamValue) -> serde_json::Value {
     use rampart_core::ParamValue;
     match v {
         ParamValue::Bool(b) => (*b).into(),

@@ -186,6 +186,26 @@ pub(crate) fn decompress(
     Ok(Bytes::from(out))
 }
 
+/// The body of an inference request: read within `--http-max-input-size` and its read timeout, then
+/// inflated (gzip, deflate) within the same limit.
+pub(crate) async fn read_request_body(
+    headers: &HeaderMap,
+    body: Body,
+    options: &HttpOptions,
+) -> Result<Bytes, Response> {
+    let encoding = content_encoding(headers)?;
+    let body = read_body(headers, body, options).await.map_err(refuse_body)?;
+    if encoding == Encoding::Identity {
+        return Ok(body);
+    }
+    let limit = options.max_input_size;
+    let kind = body_kind(headers);
+    tokio::task::spawn_blocking(move || decompress(encoding, &body, limit, kind))
+        .await
+        .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))?
+        .map_err(err)
+}
+
 pub(crate) async fn run_infer(
     s: AppState,
     model: String,
@@ -198,15 +218,7 @@ pub(crate) async fn run_infer(
     let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok());
     let trace = s.server.start_trace(&model, traceparent);
     let headers = parts.headers;
-    let encoding = content_encoding(&headers)?;
-    let mut body = read_body(&headers, body, &s.options).await.map_err(refuse_body)?;
-    if encoding != Encoding::Identity {
-        let limit = s.options.max_input_size;
-        let kind = body_kind(&headers);
-        body = tokio::task::spawn_blocking(move || decompress(encoding, &body, limit, kind))
-            .await
-            .map_err(|e| err(Error::internal(format!("decompression task failed: {e}"))))??;
-    }
+    let body = read_request_body(&headers, body, &s.options).await?;
     let header_len = codec::header_length(&headers, body.len())?;
     let decoded = match header_len {
         Some(0) => {

@@ -15,6 +15,7 @@ mod encode;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod generate;
 mod infer_route;
 mod metrics;
 pub mod restrict;

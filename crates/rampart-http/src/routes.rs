@@ -5,12 +5,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rampart_core::{Server, features};
+use rampart_core::Server;
 use rampart_types::Error;
 use serde_json::json;
 
 use crate::admin::*;
 use crate::common::*;
+use crate::generate;
 use crate::infer_route::*;
 
 /// The KServe v2 router over a core server.
@@ -32,10 +33,13 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/versions/{version}/stats", get(model_stats_v))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
-        .route("/v2/models/{model}/generate", post(not_yet))
-        .route("/v2/models/{model}/generate_stream", post(not_yet))
-        .route("/v2/models/{model}/versions/{version}/generate", post(not_yet))
-        .route("/v2/models/{model}/versions/{version}/generate_stream", post(not_yet))
+        .route("/v2/models/{model}/generate", post(generate::generate))
+        .route("/v2/models/{model}/generate_stream", post(generate::generate_stream))
+        .route("/v2/models/{model}/versions/{version}/generate", post(generate::generate_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/generate_stream",
+            post(generate::generate_stream_v),
+        )
         .route(
             "/v2/models/{model}/trace/setting",
             get(model_trace_settings).post(update_model_trace_settings),
@@ -67,10 +71,6 @@ pub fn router(server: Server, options: HttpOptions) -> Router {
 
 async fn not_found() -> Response {
     not_found_response()
-}
-
-async fn not_yet() -> Response {
-    err(features::not_yet("this endpoint"))
 }
 
 /// A health answer: `{"live": …}` or `{"ready": …}` (the Open Inference Protocol SDKs read the body); "no" has

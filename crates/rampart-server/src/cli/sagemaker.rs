@@ -63,19 +63,16 @@ impl SageMakerFlags {
             return Ok(None);
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        match env("SAGEMAKER_TRITON_INFERENCE_TYPE").as_deref() {
-            None | Some("infer") => {}
-            Some(t @ ("generate" | "generate_stream")) => {
-                return Err(CliError::SageMaker(format!(
-                    "SAGEMAKER_TRITON_INFERENCE_TYPE={t} is not supported yet (the generate extension is not built); use 'infer'"
-                )));
-            }
+        let inference_type = match env("SAGEMAKER_TRITON_INFERENCE_TYPE").as_deref() {
+            None | Some("infer") => "infer",
+            Some("generate") => "generate",
+            Some("generate_stream") => "generate_stream",
             Some(t) => {
                 return Err(CliError::SageMaker(format!(
                     "unexpected SAGEMAKER_TRITON_INFERENCE_TYPE '{t}' (expected infer, generate or generate_stream)"
                 )));
             }
-        }
+        };
         let ping_live = match env("SAGEMAKER_TRITON_PING_MODE").as_deref() {
             None | Some("ready") => false,
             Some("live") => true,
@@ -98,6 +95,7 @@ impl SageMakerFlags {
             return Err(CliError::SageMaker("SAGEMAKER_MULTI_MODEL=true loads and unloads models: it needs --model-control-mode=explicit".into()));
         }
         Ok(Some(SageMakerOptions {
+            inference_type,
             default_model: env("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME")
                 .unwrap_or_else(|| "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME".into()),
             ping_live,
