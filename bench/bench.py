@@ -52,6 +52,9 @@ CEILING_BIN = ROOT / "target" / "release" / "engine-ceiling"
 ORT_DIR = ROOT / "third_party" / "onnxruntime"
 PERF_ANALYZER = ROOT / "third_party" / "perf_analyzer" / "perf_analyzer"
 CACHE_BYTES = 64 << 20  # --cache-config local,size=67108864 on both servers
+# The interpreter of Rampart's Python-backend workers: readable by uid 65534 (the workers' user when the bench runs as
+# root), with numpy (scripts/setup.sh installs python3-numpy).
+PY_WORKER = os.environ.get("RAMPART_PY_WORKER", "/usr/bin/python3")
 MIB = 1024.0  # /proc reports kB (KiB); RSS is reported in MiB
 
 T0 = time.monotonic()
@@ -93,6 +96,8 @@ CASES = [
          "`seq` sequence model (OUTPUT = READY·(INPUT+START), INT32 [1], max_batch_size 8, direct), "
          f"sequences of {triton_ref.SEQUENCE_LENGTH} ± {triton_ref.SEQUENCE_LENGTH_VARIATION} % requests",
          concs=(1, 8, 16), sequence=True),
+    Case("py_simple", "simple_py", 1, (),
+         "`simple_py`: the same `simple` model.py on both servers' Python backends, batch 1", concs=(1, 16)),
 ]
 CASE_IDS = [c.id for c in CASES]
 MODEL_ALIASES = {"mlp": ["mlp_b1", "mlp_b32"], "ensemble": ["mlp_b1", "ens1_mlp", "ens_mlp"]}
@@ -344,7 +349,7 @@ def rampart_cmd(repo: Path, http_port: int, grpc_port: int) -> list:
     return [str(RAMPART_BIN), f"--model-repository={repo}", f"--backend-directory={ORT_DIR}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
             f"--http-port={http_port}", f"--grpc-port={grpc_port}", "--allow-metrics=false",
-            f"--cache-config=local,size={CACHE_BYTES}"]
+            f"--cache-config=local,size={CACHE_BYTES}", f"--backend-config=python,interpreter={PY_WORKER}"]
 
 
 def start_server(kind: str, cmd: list, http_port: int, grpc_port: int, log_path: Path,
@@ -436,6 +441,14 @@ def make_rampart_repo(out: Path, instances: int) -> Path:
         (seq / "1" / "model.onnx").write_bytes(sequence_onnx())
     except Exception as e:  # noqa: BLE001  (onnx missing: seq fails to load, the rest is measured)
         log(f"could not generate the seq model: {e}")
+    # The Python backend's case: Triton's model.py unchanged. Rampart's workers run as uid 65534 when the
+    # bench runs as root, so the repository must be readable by others.
+    py = _write_model(out / "simple_py", triton_ref.simple_py_config(instances))
+    (py / "1" / "model.py").write_text(triton_ref.SIMPLE_PY)
+    for d in [out, *out.parents][:3]:
+        d.chmod(d.stat().st_mode | 0o055)
+    for f in out.rglob("*"):
+        f.chmod(f.stat().st_mode | (0o055 if f.is_dir() else 0o044))
     return out
 
 

@@ -453,6 +453,16 @@ def sequence_config(name: str, instances: int, runtime: str = 'backend: "python"
                    [("OUTPUT", "TYPE_INT32", [1])], instances, SEQUENCE_BATCHING, runtime=runtime)
 
 
+def simple_py_config(instances: int) -> str:
+    """`simple_py`: the `simple` model.py, served by both servers' Python backends (bench case `py_simple`)."""
+    return _config("simple_py", 8,
+                   [("INPUT0", "TYPE_INT32", [16]), ("INPUT1", "TYPE_INT32", [16])],
+                   [("OUTPUT0", "TYPE_INT32", [16]), ("OUTPUT1", "TYPE_INT32", [16])], instances)
+
+
+SIMPLE_PY = _SIMPLE_PY
+
+
 def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
     """Writes a Triton model repository (Python backend) mirroring Rampart's example models, plus
     the ensembles (ENSEMBLES over the Python identities `pre`/`post` and `mlp`) and the sequence
@@ -495,6 +505,7 @@ def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
     for name in ENSEMBLES:
         models[name] = (ensemble_config(name), None, False)  # an empty version folder
     models["seq"] = (sequence_config("seq", instances), _SEQUENCE_PY, False)
+    models["simple_py"] = (simple_py_config(instances), _SIMPLE_PY, False)
     for name, (config, code, needs_onnx) in models.items():
         mdir = out / name
         vdir = mdir / "1"

@@ -158,6 +158,18 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// Refuses what this backend does not build yet, by name, rather than run the model differently.
+fn check_supported(spec: &InstanceSpec) -> Result<()> {
+    if spec.parameters.contains_key("EXECUTION_ENV_PATH") {
+        return Err(Error::unsupported(format!(
+            "model '{}': parameter EXECUTION_ENV_PATH (a packed Python environment) is not supported yet; \
+             install the model's packages for the interpreter of --backend-config=python,interpreter=<path>",
+            spec.model_name
+        )));
+    }
+    Ok(())
+}
+
 /// A duration parameter of the model config in seconds, or its default.
 fn seconds(spec: &InstanceSpec, key: &str, default: u64) -> Result<Duration> {
     match spec.parameters.get(key) {
@@ -214,6 +226,7 @@ impl Engine for PythonEngine {
     }
 
     fn auto_complete(&self, spec: &InstanceSpec) -> Result<Option<String>> {
+        check_supported(spec)?;
         let label = format!("python model '{}' (auto-complete)", spec.model_name);
         let load = load_message(spec, "auto_complete")?;
         let policy = sandbox::Policy::of(spec)?;
@@ -243,6 +256,7 @@ impl Engine for PythonEngine {
     }
 
     fn load(&self, spec: &InstanceSpec) -> Result<Box<dyn EngineInstance>> {
+        check_supported(spec)?;
         let label =
             format!("python model '{}' (instance {})", spec.model_name, spec.instance_index);
         let mut instance = PythonInstance {

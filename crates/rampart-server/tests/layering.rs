@@ -36,7 +36,8 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         .collect()
 }
 
-const ENGINES: [&str; 4] = ["rampart-onnxruntime", "rampart-tract", "rampart-builtin", "rampart-python"];
+const ENGINES: [&str; 4] =
+    ["rampart-onnxruntime", "rampart-tract", "rampart-builtin", "rampart-python"];
 const FRONT_ENDS: [&str; 2] = ["rampart-http", "rampart-grpc"];
 
 fn deps<'a>(g: &'a BTreeMap<String, BTreeSet<String>>, name: &str) -> &'a BTreeSet<String> {
