@@ -280,3 +280,40 @@ def test_model_code_cannot_call_a_model_that_model_access_protects(access_srv):
     body = {"inputs": [dict(i, shape=[16]) for i in body["inputs"]]}
     r = access_srv.infer("bls_simple", body, headers={ACCESS_KEY: ACCESS_VALUE})
     assert_error(r, 500, "--model-access protects it")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model control from model code: pb_utils.load_model / unload_model / is_model_ready
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def control(srv, action: str) -> str:
+    r = srv.post("/v2/models/model_control/infer", json=json_infer("BYTES", [1], [action], name="ACTION"))
+    assert r.status_code == 200, r.text
+    return r.json()["outputs"][0]["data"][0]
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_model_code_loads_and_unloads_only_when_the_operator_allows_it(module_public_dir, worker_python, allowed):  # noqa: F811
+    python, extra = worker_python
+    repo = make_repo(module_public_dir / f"control-{allowed}", ["model_control"])
+    args = base_args(repo, extra=[f"--backend-config=python,interpreter={python}", *extra,
+                                  "--model-control-mode=explicit", "--load-model=model_control"])
+    if allowed:
+        args.append("--backend-config=python,allow-model-control=true")
+    srv = start_server(args, f"rampart[model control allowed={allowed}]")
+    try:
+        # Readiness is always answered; `simple` is not loaded yet.
+        assert control(srv, "ready") == "ok False"
+        if not allowed:
+            for action in ("load", "unload"):
+                result = control(srv, action)
+                assert result.startswith("error") and "allow-model-control=true" in result, result
+            assert srv.get("/v2/models/simple/ready").status_code != 200
+            return
+        assert control(srv, "load") == "ok True"
+        assert srv.get("/v2/models/simple/ready").status_code == 200
+        assert control(srv, "unload") == "ok False"
+        assert srv.get("/v2/models/simple/ready").status_code != 200
+    finally:
+        finish_server(srv)

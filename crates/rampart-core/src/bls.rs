@@ -8,7 +8,9 @@
 
 use std::sync::Weak;
 
-use rampart_types::{CallEvent, CorrelationId, Error, ModelCall, ModelCaller, RequestInfo};
+use rampart_types::{
+    CallEvent, CorrelationId, Error, ModelCall, ModelCaller, ModelControl, RequestInfo,
+};
 
 use crate::infer::{InferRequest, InputTensor, ParamValue, Parameters, RequestedOutput};
 use crate::server::{Inner, Server};
@@ -40,6 +42,28 @@ impl ModelCaller for ServerCaller {
                 Err(e) => sink(CallEvent::Error(e)),
             }
         });
+    }
+
+    /// Model control from model code: the server's own calls, so its model-control mode (explicit, for
+    /// loads and unloads) and `--allow-model-file-override` apply as for a client.
+    fn control(&self, request: ModelControl) -> rampart_types::Result<bool> {
+        let server = Server {
+            inner: self.inner.upgrade().ok_or_else(|| Error::unavailable("Server exiting"))?,
+        };
+        match request {
+            ModelControl::Load { name, config, files } => {
+                let load = crate::control::LoadRequest { config, files };
+                server.load_model("", &name, load).map(|()| true)
+            }
+            ModelControl::Unload { name, dependents } => {
+                server.unload_model("", &name, dependents).map(|()| true)
+            }
+            // A model the server does not know is not ready (Triton's `is_model_ready` answers False).
+            ModelControl::Ready { name, version } => match server.model_ready(&name, version) {
+                Err(e) if e.code() == rampart_types::Code::NotFound => Ok(false),
+                other => other,
+            },
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rampart_core::{InferRequest, InferResponse, InputTensor, ParamValue, ResponseStream};
 use rampart_types::{DataType, Error, Result};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::codec::{JsonLimits, bad, check_json_size};
 use crate::common::{AppState, HResult, err, version_segment};
@@ -217,53 +217,46 @@ fn decode(
     limits: &JsonLimits,
 ) -> Result<InferRequest> {
     check_json_size(body, limits)?;
-    let v: Value = serde_json::from_slice(body)
+    let root: Ordered = serde_json::from_slice(body)
         .map_err(|e| Error::internal(format!("failed to parse the request JSON buffer: {e}")))?;
-    let Value::Object(root) = v else {
-        return Err(Error::internal(
-            "failed to parse the request JSON buffer: attempt to get members for non-object",
-        ));
-    };
     let mut req =
         InferRequest { model_name: model.into(), model_version: version, ..Default::default() };
-    match root.get("id") {
+    match root.0.iter().find(|(k, _)| k == "id").map(|(_, v)| v) {
         None => {}
-        Some(Value::String(id)) => req.id = id.clone(),
+        Some(Node::Value(Value::String(id))) => req.id = id.clone(),
         Some(_) => {
             return Err(Error::internal(
                 "Unable to parse 'id': attempt to access JSON non-string as string",
             ));
         }
     }
-    for (key, value) in &root {
-        if key == "parameters" {
-            if inputs.iter().any(|i| i.name == "parameters") {
+    // Keys in document order: the first bad one is reported, and a key given twice reaches the core twice.
+    for (key, node) in &root.0 {
+        match (key.as_str(), node) {
+            ("parameters", _) if inputs.iter().any(|i| i.name == "parameters") => {
                 return Err(bad(
                     "Keyword 'parameters' for nested schema also given as input tensor name",
                 ));
             }
-            let Value::Object(members) = value else {
+            ("parameters", Node::Object(members)) => {
+                let map =
+                    |(k, v): &(String, Node)| map_key(k, &v.to_value(), inputs, limits, &mut req);
+                members.0.iter().try_for_each(map).map_err(|e| {
+                    Error::new(
+                        e.code(),
+                        format!("Converting keyword: 'parameters': {}", e.message()),
+                    )
+                })?;
+            }
+            ("parameters", _) => {
                 return Err(Error::internal(
                     "Expected JSON object for keyword: 'parameters': attempt to access JSON non-object as object",
                 ));
-            };
-            map_members(members, inputs, limits, &mut req).map_err(|e| {
-                Error::new(e.code(), format!("Converting keyword: 'parameters': {}", e.message()))
-            })?;
-        } else {
-            map_key(key, value, inputs, limits, &mut req)?;
+            }
+            (key, node) => map_key(key, &node.to_value(), inputs, limits, &mut req)?,
         }
     }
     Ok(req)
-}
-
-fn map_members(
-    members: &Map<String, Value>,
-    inputs: &[rampart_core::TensorMetadata],
-    limits: &JsonLimits,
-    req: &mut InferRequest,
-) -> Result<()> {
-    members.iter().try_for_each(|(k, v)| map_key(k, v, inputs, limits, req))
 }
 
 /// A key names an input (it becomes that tensor) or not (a parameter).
@@ -308,6 +301,106 @@ fn map_key(
     let bytes = crate::codec::json_to_bytes(&data, input.datatype, &shape, key, limits.max_depth)?;
     req.inputs.push(InputTensor::new(key, input.datatype, shape, bytes));
     Ok(())
+}
+
+/// A JSON object's members in document order, duplicates kept.
+struct Ordered(Vec<(String, Node)>);
+
+/// A member's value: an object keeps its order (for `parameters`), anything else is a plain value.
+enum Node {
+    Object(Ordered),
+    Value(Value),
+}
+
+impl Node {
+    fn to_value(&self) -> Value {
+        match self {
+            Node::Value(v) => v.clone(),
+            Node::Object(o) => {
+                Value::Object(o.0.iter().map(|(k, v)| (k.clone(), v.to_value())).collect())
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object (attempt to get members for non-object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Ordered, A::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let node = if key == "parameters" {
+                        map.next_value::<Node>()?
+                    } else {
+                        Node::Value(map.next_value()?)
+                    };
+                    members.push((key, node));
+                }
+                Ok(Ordered(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// `parameters`: an object keeps its members' order, anything else is read as a plain value.
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Node, A::Error> {
+                let mut members = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    members.push((k, Node::Value(v)));
+                }
+                Ok(Node::Object(Ordered(members)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    items.push(v);
+                }
+                Ok(Node::Value(Value::Array(items)))
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Node, E> {
+                Ok(Node::Value(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Node, E> {
+                Ok(Node::Value(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Node, E> {
+                Ok(Node::Value(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Node, E> {
+                Ok(Node::Value(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Node, E> {
+                Ok(Node::Value(v.into()))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Node, E> {
+                Ok(Node::Value(Value::Null))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// The shape `elements` values take for metadata dims `dims`: each fixed dimension must divide the count;

@@ -227,6 +227,39 @@ def call(request, decoupled):
     return responses() if decoupled else list(responses())
 
 
+def control(what, model_name, **fields):
+    """A model-control request (load, unload, ready) to the server; answers its result or raises its error."""
+    import triton_python_backend_utils as pb
+
+    with _calls_lock:
+        _next_call[0] += 1
+        call_id = _next_call[0]
+        answers = queue.Queue()
+        _calls[call_id] = answers
+    files = fields.pop("files", None) or {}
+    names, parts = [], []
+    for name, data in files.items():
+        names.append(name)
+        parts.append(bytes(data))
+    described, at = [], 0
+    for name, p in zip(names, parts):
+        described.append({"name": name, "at": at, "len": len(p)})
+        at = _align(at + len(p))
+    header = {"op": "control", "call": call_id, "what": what, "model_name": model_name, "files": described}
+    header.update(fields)
+    try:
+        send_message(header, parts)
+        h, _ = answers.get()
+    finally:
+        with _calls_lock:
+            _calls.pop(call_id, None)
+    if h.get("error"):
+        e = h["error"]
+        code = CODES.index(e["code"]) if e.get("code") in CODES else pb.TritonError.INTERNAL
+        raise pb.TritonError(e["message"], code)
+    return bool(h.get("result"))
+
+
 def is_cancelled(index):
     return (_current_exec[0], index) in _cancelled
 
@@ -352,7 +385,7 @@ def _reader(work):
             return
         if header["op"] == "cancel":
             _cancelled.add((header["exec"], header["request"]))
-        elif header["op"] == "bls_response":
+        elif header["op"] in ("bls_response", "control_response"):
             with _calls_lock:
                 answers = _calls.get(header["call"])
             if answers is not None:

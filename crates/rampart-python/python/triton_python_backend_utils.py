@@ -363,6 +363,24 @@ class InferenceRequest:
         return await asyncio.get_running_loop().run_in_executor(None, self.exec, decoupled)
 
 
+def load_model(model_name, config="", files=None):
+    """Loads (or reloads) a model of the repository, as the repository API does: explicit model-control mode
+    only, and only when the operator allows model code to (`--backend-config=python,allow-model-control=true`).
+    `config` is a model config as JSON; `files` maps `file:<path>` to bytes (needs
+    `--allow-model-file-override`)."""
+    _ipc.control("load", model_name, config=config or "", files=files or {})
+
+
+def unload_model(model_name, unload_dependents=False):
+    """Unloads a model (the same conditions as `load_model`)."""
+    _ipc.control("unload", model_name, dependents=bool(unload_dependents))
+
+
+def is_model_ready(model_name, model_version=""):
+    """Whether the model (or the given version) is ready."""
+    return _ipc.control("ready", model_name, model_version=str(model_version))
+
+
 def get_input_tensor_by_name(inference_request, name):
     for t in inference_request.inputs():
         if t.name() == name:

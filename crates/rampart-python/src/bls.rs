@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use rampart_types::{
-    CallEvent, CorrelationId, EngineRequest, Error, ModelCall, ModelCaller, RequestInfo, Result,
+    CallEvent, CorrelationId, EngineRequest, Error, ModelCall, ModelCaller, ModelControl,
+    RequestInfo, Result,
 };
 use serde_json::{Value, json};
 
@@ -27,6 +28,8 @@ pub(crate) struct Calls {
     pub depth: Arc<AtomicU32>,
     pub in_flight: Arc<AtomicUsize>,
     pub label: String,
+    /// Whether model code may load and unload models (`--backend-config=python,allow-model-control=true`).
+    pub control_allowed: bool,
 }
 
 impl Calls {
@@ -86,6 +89,85 @@ impl Calls {
                 }
             }),
         );
+    }
+
+    /// Runs the model-control request a `control` message asks for on a thread of its own (a load takes
+    /// time; the reader keeps reading) and answers `control_response`.
+    pub(crate) fn control(&self, sock: &Arc<OwnedFd>, m: &Message) {
+        let id = m.header["call"].clone();
+        let reply = {
+            let sock = sock.clone();
+            move |result: Result<bool>| {
+                let mut header = json!({"op": "control_response", "call": id});
+                match result {
+                    Ok(b) => header["result"] = Value::Bool(b),
+                    Err(e) => header["error"] = ipc::error_json(&e),
+                }
+                let _ = ipc::send(&sock, &header, &[]);
+            }
+        };
+        let request = match self.control_request(m) {
+            Ok(r) => r,
+            Err(e) => return reply(Err(e)),
+        };
+        let Some(caller) = self.caller.clone() else {
+            return reply(Err(Error::unsupported("model control is not available here")));
+        };
+        let spawned = std::thread::Builder::new()
+            .name("rampart-python-control".into())
+            .spawn(move || reply(caller.control(request)));
+        if let Err(e) = spawned {
+            tracing::warn!("{}: cannot start a model-control thread: {e}", self.label);
+        }
+    }
+
+    fn control_request(&self, m: &Message) -> Result<ModelControl> {
+        let h = &m.header;
+        let name = h["model_name"].as_str().unwrap_or_default().to_string();
+        let what = h["what"].as_str().unwrap_or_default();
+        if what != "ready" && !self.control_allowed {
+            return Err(Error::new(
+                rampart_types::Code::PermissionDenied,
+                format!(
+                    "{}: model code may not load or unload models; the operator allows it with \
+                     --backend-config=python,allow-model-control=true",
+                    self.label
+                ),
+            ));
+        }
+        Ok(match what {
+            "load" => {
+                let files = h["files"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| {
+                        let at = f["at"].as_u64().unwrap_or(0);
+                        let len = f["len"].as_u64().unwrap_or(0);
+                        let data = if len == 0 {
+                            Default::default()
+                        } else {
+                            ipc::slice(&m.data, at, len)?
+                        };
+                        Ok((f["name"].as_str().unwrap_or_default().to_string(), data.to_vec()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let config = h["config"].as_str().filter(|c| !c.is_empty()).map(str::to_string);
+                ModelControl::Load { name, config, files }
+            }
+            "unload" => ModelControl::Unload {
+                name,
+                dependents: h["dependents"].as_bool().unwrap_or(false),
+            },
+            _ => ModelControl::Ready {
+                name,
+                version: h["model_version"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&v: &i64| v > 0),
+            },
+        })
     }
 
     /// The call a `bls` message describes.

@@ -254,3 +254,61 @@ pub(crate) fn error(v: &Value) -> Error {
     };
     Error::new(code, v["message"].as_str().unwrap_or("the python model failed"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_aligns_every_part() {
+        let (places, total) = layout(&[b"abc", b"", &[0u8; 65]]);
+        assert_eq!(places, vec![(0, 3), (64, 0), (64, 65)]);
+        assert_eq!(total, 192);
+    }
+
+    #[test]
+    fn tensors_are_checked_against_type_shape_and_file() {
+        let data = Bytes::from(vec![1u8; 64]);
+        let ok = json!({"name": "y", "datatype": "INT32", "shape": [2, 2], "at": 0, "len": 16});
+        let t = tensor(&ok, &data, "m").unwrap();
+        assert_eq!((t.shape.clone(), t.data.len()), (vec![2, 2], 16));
+        let short = json!({"name": "y", "datatype": "INT32", "shape": [2, 2], "at": 0, "len": 12});
+        assert!(tensor(&short, &data, "m").unwrap_err().message().contains("12 bytes for 4 INT32"));
+        let outside = json!({"name": "y", "datatype": "INT32", "shape": [4], "at": 60, "len": 16});
+        assert!(
+            tensor(&outside, &data, "m")
+                .unwrap_err()
+                .message()
+                .contains("outside its 64 byte file")
+        );
+        let negative = json!({"name": "y", "datatype": "INT32", "shape": [-1], "at": 0, "len": 4});
+        assert!(tensor(&negative, &data, "m").unwrap_err().message().contains("a bad shape"));
+        let bytes = json!({"name": "s", "datatype": "BYTES", "shape": [1], "at": 0, "len": 8});
+        assert!(tensor(&bytes, &data, "m").is_err(), "a length prefix past the end is refused");
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in [
+            rampart_types::Code::InvalidArg,
+            rampart_types::Code::NotFound,
+            rampart_types::Code::Internal,
+        ] {
+            let e = Error::new(code, "x");
+            assert_eq!(error(&error_json(&e)).code(), code);
+        }
+    }
+
+    #[test]
+    fn a_sealed_file_round_trips_and_an_unsealed_one_is_refused() {
+        let fd = sealed_file(&[b"hello", b"world"]).unwrap();
+        let data = map_sealed(fd).unwrap();
+        assert_eq!(&data[..5], b"hello");
+        assert_eq!(&data[64..69], b"world");
+        let plain = memfd_create(c"plain", MFdFlags::MFD_CLOEXEC).unwrap();
+        let file = File::from(plain);
+        file.set_len(8).unwrap();
+        let e = map_sealed(OwnedFd::from(file)).unwrap_err();
+        assert!(e.message().contains("not sealed"), "{}", e.message());
+    }
+}

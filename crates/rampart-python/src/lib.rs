@@ -40,6 +40,8 @@ pub struct PythonOptions {
     /// The user workers run as (`user=<uid>[:<gid>]`); by default 65534:65534 when the server runs as root,
     /// else the server's own.
     pub user: Option<(u32, u32)>,
+    /// Whether model code may load and unload models (`allow-model-control=true`; off by default).
+    pub allow_model_control: bool,
 }
 
 impl PythonOptions {
@@ -63,6 +65,18 @@ impl PythonOptions {
                     }
                     _ => Err(format!("'user' must be <uid>[:<gid>] in numbers, got '{value}'")),
                 }
+            }
+            "allow-model-control" => {
+                self.allow_model_control = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(format!(
+                            "'allow-model-control' must be true or false, got '{value}'"
+                        ));
+                    }
+                };
+                Ok(true)
             }
             _ => Ok(false),
         }
@@ -143,7 +157,13 @@ impl PythonEngine {
         };
         write().map_err(|e| format!("the python backend cannot write its runtime: {e}"))?;
         readable.push(runtime.path().to_path_buf());
-        let setup = Setup { interpreter, runtime: runtime.path().to_path_buf(), user, readable };
+        let setup = Setup {
+            interpreter,
+            runtime: runtime.path().to_path_buf(),
+            user,
+            readable,
+            control_allowed: options.allow_model_control,
+        };
         Ok(PythonEngine { setup: Arc::new(setup), _runtime: runtime })
     }
 
@@ -242,6 +262,7 @@ impl Engine for PythonEngine {
                 depth: Default::default(),
                 in_flight: Default::default(),
                 label: label.clone(),
+                control_allowed: false,
             },
         )?;
         drop(worker);
@@ -266,6 +287,7 @@ impl Engine for PythonEngine {
                 depth: Default::default(),
                 in_flight: Default::default(),
                 label: label.clone(),
+                control_allowed: self.setup.control_allowed,
             },
             label,
             load: load_message(spec, "serve")?,

@@ -247,3 +247,54 @@ fn landlock_abi() -> i64 {
     const SYS_LANDLOCK_CREATE_RULESET: libc::c_long = 444;
     crate::spawn::landlock_version(SYS_LANDLOCK_CREATE_RULESET)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(params: &[(&str, &str)]) -> InstanceSpec {
+        InstanceSpec {
+            model_name: "m".into(),
+            parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_deny_the_network_and_bound_resources() {
+        let p = Policy::of(&spec(&[])).unwrap();
+        assert_eq!(p, Policy::default());
+        assert!(!p.network && p.memory_mb == 8192 && p.open_files == 1024);
+        assert!(p.relaxed().is_empty());
+    }
+
+    #[test]
+    fn parameters_relax_and_bad_values_are_named() {
+        let p = Policy::of(&spec(&[
+            ("rampart_sandbox_network", "allow"),
+            ("rampart_memory_limit_mb", "0"),
+        ]))
+        .unwrap();
+        assert!(p.network && p.memory_mb == 0);
+        assert_eq!(p.relaxed().len(), 2);
+        for (k, v) in [
+            ("rampart_sandbox_network", "maybe"),
+            ("rampart_memory_limit_mb", "lots"),
+            ("rampart_open_files_limit", "0"),
+        ] {
+            let e = Policy::of(&spec(&[(k, v)])).unwrap_err();
+            assert!(e.message().contains(k), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn a_network_policy_has_no_socket_filter() {
+        let home = tempfile::tempdir().unwrap();
+        let open = Policy { network: true, ..Policy::default() };
+        let prepared = prepare(&open, None, &[], home.path()).unwrap();
+        assert!(prepared.seccomp.is_none() && !prepared.new_netns);
+        let closed = prepare(&Policy::default(), None, &[], home.path()).unwrap();
+        assert!(closed.seccomp.as_ref().is_some_and(|p| !p.is_empty()));
+        assert!(closed.layers.contains(&"seccomp".to_string()));
+    }
+}

@@ -28,6 +28,8 @@ pub(crate) struct Setup {
     pub runtime: PathBuf,
     pub user: Option<(u32, u32)>,
     pub readable: Vec<PathBuf>,
+    /// `--backend-config=python,allow-model-control=true`.
+    pub control_allowed: bool,
 }
 
 /// What the instance thread waits for.
@@ -224,6 +226,7 @@ fn read_loop(sock: &Arc<OwnedFd>, tx: &crossbeam_channel::Sender<Event>, calls: 
         match ipc::receive(sock) {
             Ok(Some(m)) if m.header["op"] == "log" => log(&calls.label, &m.header),
             Ok(Some(m)) if m.header["op"] == "bls" => calls.dispatch(sock, &m),
+            Ok(Some(m)) if m.header["op"] == "control" => calls.control(sock, &m),
             Ok(Some(m)) => {
                 if tx.send(Event::Message(m)).is_err() {
                     return;

@@ -95,10 +95,33 @@ pub enum CallEvent {
     Error(Error),
 }
 
+/// A model-control request from model code (Triton's `pb_utils.load_model`, `unload_model`,
+/// `is_model_ready`).
+#[derive(Debug, Clone)]
+pub enum ModelControl {
+    /// Load (or reload) a model, with an optional config (JSON) and `file:` overrides.
+    Load {
+        name: String,
+        config: Option<String>,
+        files: Vec<(String, Vec<u8>)>,
+    },
+    Unload {
+        name: String,
+        dependents: bool,
+    },
+    Ready {
+        name: String,
+        version: Option<i64>,
+    },
+}
+
 /// Lets model code call the server's models. The core implements it; the answer arrives through `sink`
 /// from another thread (a model that expects one response gets `Response` then `Final`).
 pub trait ModelCaller: Send + Sync {
     fn call(&self, call: ModelCall, sink: Box<dyn FnMut(CallEvent) + Send>);
+    /// Runs a model-control request (blocking until it is done); `Ready` answers the readiness, the others
+    /// `true`.
+    fn control(&self, request: ModelControl) -> Result<bool>;
 }
 
 impl std::fmt::Debug for InstanceSpec {

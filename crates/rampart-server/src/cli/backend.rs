@@ -15,7 +15,8 @@ pub struct BackendFlags {
     pub backend_directory: PathBuf,
     /// `<backend>,<key>=<value>` or `<key>=<value>`. Supported: `onnxruntime,engine=onnxruntime|tract`,
     /// `onnxruntime,intra_op_thread_count=<n>` (default 1), `onnxruntime,inter_op_thread_count=<n>` (default 1),
-    /// `onnxruntime,enable-global-threadpool=0|1`, `python,interpreter=<path>`, `default-max-batch-size=<n>`.
+    /// `onnxruntime,enable-global-threadpool=0|1`, `python,interpreter=<path>`, `python,user=<uid>[:<gid>]`, `python,allow-model-control=true`,
+    /// `default-max-batch-size=<n>`.
     #[arg(long, help_heading = "Backend")]
     pub backend_config: Vec<String>,
 }
@@ -58,7 +59,7 @@ impl BackendFlags {
                         bc,
                         "supported: onnxruntime,engine=onnxruntime|tract, onnxruntime,intra_op_thread_count=N, \
                          onnxruntime,inter_op_thread_count=N, onnxruntime,enable-global-threadpool=0|1, \
-                         python,interpreter=PATH",
+                         python,interpreter=PATH, python,user=UID[:GID], python,allow-model-control=true|false",
                     ));
                 }
             }
