@@ -405,7 +405,7 @@ class ServerKind:
 # ---------------------------------------------------------------------------------------------------
 
 
-def make_rampart_repo(out: Path, instances: int) -> Path:
+def make_rampart_repo(out: Path, instances: int, python: bool = False) -> Path:
     """simple, identity_fp32 (+ response cache), mlp, mlp_db (+ dynamic batching) from examples/; the
     identity steps pre/post, the ensembles ens_mlp/ens1_mlp and the sequence model seq."""
     group = f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
@@ -441,8 +441,11 @@ def make_rampart_repo(out: Path, instances: int) -> Path:
         (seq / "1" / "model.onnx").write_bytes(sequence_onnx())
     except Exception as e:  # noqa: BLE001  (onnx missing: seq fails to load, the rest is measured)
         log(f"could not generate the seq model: {e}")
-    # The Python backend's case: Triton's model.py unchanged. Rampart's workers run as uid 65534 when the
-    # bench runs as root, so the repository must be readable by others.
+    if not python:
+        return out
+    # The Python backend's case (only when measured: a worker's start would count in start-to-ready): the
+    # same model.py as Triton's. Rampart's workers run as uid 65534 when the bench runs as root, so the
+    # repository must be readable by others.
     py = _write_model(out / "simple_py", triton_ref.simple_py_config(instances))
     (py / "1" / "model.py").write_text(triton_ref.SIMPLE_PY)
     for d in [out, *out.parents][:3]:
@@ -1330,7 +1333,7 @@ def main(argv=None) -> int:
 
         # Rampart ------------------------------------------------------------------------------
         t = time.monotonic()
-        repo = make_rampart_repo(tmp / "rampart-models", a.instances)
+        repo = make_rampart_repo(tmp / "rampart-models", a.instances, "py_simple" in [c.id for c in cases])
         sk = ServerKind("rampart", repo, tmp, cwd=ROOT, make_cmd=rampart_cmd, ready_timeout=60)
         data["rampart"] = measure_server(sk, a.starts, cases, a.protocols, a.case_concurrency, pa, tmp)
         data["phases"]["rampart_s"] = round(time.monotonic() - t, 1)
@@ -1350,7 +1353,8 @@ def main(argv=None) -> int:
                                            for c in cases for p in a.protocols
                                            for n in a.case_concurrency[c.id]]
             else:
-                trepo = triton_ref.make_repo(tmp / "triton-models", MLP_ONNX, a.instances)
+                trepo = triton_ref.make_repo(tmp / "triton-models", MLP_ONNX, a.instances,
+                                             python_case="py_simple" in [c.id for c in cases])
 
                 def tcmd(repo, h, g):
                     return triton_ref.server_cmd(inst, repo, h, g, CACHE_BYTES)

@@ -463,7 +463,7 @@ def simple_py_config(instances: int) -> str:
 SIMPLE_PY = _SIMPLE_PY
 
 
-def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
+def make_repo(out: Path, mlp_onnx: Path, instances: int = 1, python_case: bool = False) -> Path:
     """Writes a Triton model repository (Python backend) mirroring Rampart's example models, plus
     the ensembles (ENSEMBLES over the Python identities `pre`/`post` and `mlp`) and the sequence
     model `seq` that bench.py writes into Rampart's repository from the same definitions."""
@@ -505,7 +505,8 @@ def make_repo(out: Path, mlp_onnx: Path, instances: int = 1) -> Path:
     for name in ENSEMBLES:
         models[name] = (ensemble_config(name), None, False)  # an empty version folder
     models["seq"] = (sequence_config("seq", instances), _SEQUENCE_PY, False)
-    models["simple_py"] = (simple_py_config(instances), _SIMPLE_PY, False)
+    if python_case:
+        models["simple_py"] = (simple_py_config(instances), _SIMPLE_PY, False)
     for name, (config, code, needs_onnx) in models.items():
         mdir = out / name
         vdir = mdir / "1"

@@ -302,4 +302,4 @@ def test_unknown_backend_fails_the_load_naming_the_built_in_backends(tmp_path):
         index = srv.index()
         reason = next(m["reason"] for m in index if m["name"] == "mystery")
         assert "backend 'nonesuch' is not supported" in reason, reason
-        assert "identity, onnxruntime, repeat, square, tract" in reason, reason
+        assert "identity, onnxruntime, python, repeat, square, tract" in reason, reason

@@ -9,7 +9,7 @@
 use std::sync::Weak;
 
 use rampart_types::{
-    CallEvent, CorrelationId, Error, ModelCall, ModelCaller, ModelControl, RequestInfo,
+    CallEvent, CorrelationId, Error, MetricOp, ModelCall, ModelCaller, ModelControl, RequestInfo,
 };
 
 use crate::infer::{InferRequest, InputTensor, ParamValue, Parameters, RequestedOutput};
@@ -64,6 +64,12 @@ impl ModelCaller for ServerCaller {
                 other => other,
             },
         }
+    }
+
+    /// Metrics of model code (`pb_utils.MetricFamily`), shown on `/metrics`.
+    fn metric(&self, op: MetricOp) -> rampart_types::Result<f64> {
+        let inner = self.inner.upgrade().ok_or_else(|| Error::unavailable("Server exiting"))?;
+        inner.custom_metrics.apply(op)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod cache;
 pub mod classify;
 mod config;
 pub mod control;
+mod custom_metrics;
 mod engines;
 mod ensemble;
 mod executor;

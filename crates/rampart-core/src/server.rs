@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) exiting: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) idle: Notify,
+    /// Metrics model code defines (`pb_utils.MetricFamily`).
+    pub(crate) custom_metrics: crate::custom_metrics::Registry,
 }
 
 /// A running Rampart core. Cheap to clone.
@@ -181,6 +183,7 @@ impl Server {
                 exiting: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                custom_metrics: Default::default(),
             }),
         };
         // Entries go in the table one by one: an ensemble loads its composing models first (those not in
@@ -448,7 +451,9 @@ impl Server {
         options: &crate::metrics::MetricsOptions,
         cpu: Option<crate::metrics::CpuSample>,
     ) -> String {
-        crate::metrics::render(&self.served_versions(), options, cpu)
+        let mut page = crate::metrics::render(&self.served_versions(), options, cpu);
+        self.inner.custom_metrics.render(&mut page);
+        page
     }
 
     /// The registered system shared-memory regions (the shared-memory APIs of every front end).

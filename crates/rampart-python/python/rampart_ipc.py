@@ -257,7 +257,8 @@ def control(what, model_name, **fields):
         e = h["error"]
         code = CODES.index(e["code"]) if e.get("code") in CODES else pb.TritonError.INTERNAL
         raise pb.TritonError(e["message"], code)
-    return bool(h.get("result"))
+    result = h.get("result")
+    return result if what == "metric" else bool(result)
 
 
 def is_cancelled(index):
@@ -401,6 +402,9 @@ def main():
     if header is None:
         return
     _model_name = header.get("model_name", "")
+    # The reader runs from the start: model code may call the server (metrics, BLS) from initialize().
+    work = queue.Queue()
+    threading.Thread(target=_reader, args=(work,), daemon=True).start()
     try:
         cls = _load_module(header["model_file"], header["version_dir"])
         if header["mode"] == "auto_complete":
@@ -423,8 +427,6 @@ def main():
         return
     send_message({"op": "ready"})
     loop = asyncio.new_event_loop()
-    work = queue.Queue()
-    threading.Thread(target=_reader, args=(work,), daemon=True).start()
     while True:
         header, mapping = work.get()
         if header is None or header["op"] == "finalize":

@@ -413,6 +413,50 @@ def using_decoupled_model_transaction_policy(model_config):
     return bool(model_config.get("model_transaction_policy", {}).get("decoupled", False))
 
 
+class MetricFamily:
+    """A family of metrics model code defines; its metrics appear on the server's /metrics page."""
+
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+
+    def __init__(self, name, description, kind):
+        if kind not in (MetricFamily.COUNTER, MetricFamily.GAUGE, MetricFamily.HISTOGRAM):
+            raise TritonError("kind must be MetricFamily.COUNTER, GAUGE or HISTOGRAM", TritonError.INVALID_ARG)
+        self._name = name
+        self._kind = kind
+        _ipc.control("metric", "", metric_op="family", family=name, description=description, kind=kind)
+
+    def Metric(self, labels=None, buckets=None):
+        return Metric(self, labels, buckets)
+
+
+class Metric:
+    """One metric (one set of labels) of a MetricFamily."""
+
+    def __init__(self, family, labels=None, buckets=None):
+        if family._kind == MetricFamily.HISTOGRAM and not buckets:
+            raise TritonError("a histogram metric needs buckets", TritonError.INVALID_ARG)
+        self._family = family._name
+        self._labels = {str(k): str(v) for k, v in (labels or {}).items()}
+        self._op("metric", buckets=[float(b) for b in (buckets or [])])
+
+    def _op(self, op, **fields):
+        return _ipc.control("metric", "", metric_op=op, family=self._family, labels=self._labels, **fields)
+
+    def increment(self, value):
+        self._op("increment", value=float(value))
+
+    def set(self, value):
+        self._op("set", value=float(value))
+
+    def observe(self, value):
+        self._op("observe", value=float(value))
+
+    def value(self):
+        return self._op("value")
+
+
 class LogLevel:
     INFO = 0
     WARNING = 1

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use rampart_types::{
-    CallEvent, CorrelationId, EngineRequest, Error, ModelCall, ModelCaller, ModelControl,
-    RequestInfo, Result,
+    CallEvent, CorrelationId, EngineRequest, Error, MetricKind, MetricOp, ModelCall, ModelCaller,
+    ModelControl, RequestInfo, Result,
 };
 use serde_json::{Value, json};
 
@@ -106,6 +106,20 @@ impl Calls {
                 let _ = ipc::send(&sock, &header, &[]);
             }
         };
+        if m.header["what"] == "metric" {
+            // Quick (a mutex): answered here, in order with the worker's other messages.
+            let result = self.metric_op(m).and_then(|op| match &self.caller {
+                Some(c) => c.metric(op),
+                None => Err(Error::unsupported("metrics are not available here")),
+            });
+            let mut header = json!({"op": "control_response", "call": m.header["call"].clone()});
+            match result {
+                Ok(v) => header["result"] = json!(v),
+                Err(e) => header["error"] = ipc::error_json(&e),
+            }
+            let _ = ipc::send(sock, &header, &[]);
+            return;
+        }
         let request = match self.control_request(m) {
             Ok(r) => r,
             Err(e) => return reply(Err(e)),
@@ -119,6 +133,50 @@ impl Calls {
         if let Err(e) = spawned {
             tracing::warn!("{}: cannot start a model-control thread: {e}", self.label);
         }
+    }
+
+    /// The metric operation a `control` message with `what: metric` asks for.
+    fn metric_op(&self, m: &Message) -> Result<MetricOp> {
+        let h = &m.header;
+        let family = h["family"].as_str().unwrap_or_default().to_string();
+        let labels = h["labels"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let number = |k: &str| h[k].as_f64().unwrap_or(0.0);
+        Ok(match h["metric_op"].as_str().unwrap_or_default() {
+            "family" => MetricOp::Family {
+                name: family,
+                description: h["description"].as_str().unwrap_or_default().to_string(),
+                kind: match h["kind"].as_u64() {
+                    Some(0) => MetricKind::Counter,
+                    Some(1) => MetricKind::Gauge,
+                    Some(2) => MetricKind::Histogram,
+                    _ => {
+                        return Err(Error::invalid_arg(
+                            "metric kind must be COUNTER, GAUGE or HISTOGRAM",
+                        ));
+                    }
+                },
+            },
+            "metric" => MetricOp::Metric {
+                family,
+                labels,
+                buckets: h["buckets"]
+                    .as_array()
+                    .map(|b| b.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default(),
+            },
+            "increment" => MetricOp::Increment { family, labels, by: number("value") },
+            "set" => MetricOp::Set { family, labels, value: number("value") },
+            "observe" => MetricOp::Observe { family, labels, value: number("value") },
+            "value" => MetricOp::Value { family, labels },
+            other => return Err(Error::invalid_arg(format!("unknown metric operation '{other}'"))),
+        })
     }
 
     fn control_request(&self, m: &Message) -> Result<ModelControl> {

@@ -208,7 +208,7 @@ pub fn start_grpc(
 
 /// The front ends this binary was built with, for the startup log and `--version`-like reports.
 pub fn built() -> Vec<&'static str> {
-    let features: [(&str, bool); 10] = [
+    let features: [(&str, bool); 11] = [
         ("http", cfg!(feature = "http")),
         ("grpc", cfg!(feature = "grpc")),
         ("metrics", cfg!(feature = "metrics")),
@@ -219,6 +219,7 @@ pub fn built() -> Vec<&'static str> {
         ("cloud", cfg!(feature = "cloud")),
         ("onnxruntime", cfg!(feature = "onnxruntime")),
         ("tract", cfg!(feature = "tract")),
+        ("python", cfg!(feature = "python")),
     ];
     features.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect()
 }

@@ -115,6 +115,51 @@ pub enum ModelControl {
     },
 }
 
+/// The kind of a metric family that model code defines (Triton's `pb_utils.MetricFamily`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// What model code does with its metrics. Labels are (name, value) pairs.
+#[derive(Debug, Clone)]
+pub enum MetricOp {
+    /// Defines a family (again: the same kind answers the existing one).
+    Family {
+        name: String,
+        description: String,
+        kind: MetricKind,
+    },
+    /// Defines one metric of a family (a histogram with its bucket bounds).
+    Metric {
+        family: String,
+        labels: Vec<(String, String)>,
+        buckets: Vec<f64>,
+    },
+    Increment {
+        family: String,
+        labels: Vec<(String, String)>,
+        by: f64,
+    },
+    Set {
+        family: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    },
+    Observe {
+        family: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    },
+    /// Answers the value (a histogram's sum).
+    Value {
+        family: String,
+        labels: Vec<(String, String)>,
+    },
+}
+
 /// Lets model code call the server's models. The core implements it; the answer arrives through `sink`
 /// from another thread (a model that expects one response gets `Response` then `Final`).
 pub trait ModelCaller: Send + Sync {
@@ -122,6 +167,8 @@ pub trait ModelCaller: Send + Sync {
     /// Runs a model-control request (blocking until it is done); `Ready` answers the readiness, the others
     /// `true`.
     fn control(&self, request: ModelControl) -> Result<bool>;
+    /// Defines or updates a metric of model code; answers the metric's value (0 when there is none).
+    fn metric(&self, op: MetricOp) -> Result<f64>;
 }
 
 impl std::fmt::Debug for InstanceSpec {

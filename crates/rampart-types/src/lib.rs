@@ -11,7 +11,8 @@ pub mod tensor;
 
 pub use backend::{
     Backends, CallEvent, CorrelationId, Engine, EngineInstance, EngineRequest, InstanceSpec,
-    IoSpec, ModelCall, ModelCaller, ModelControl, ModelSignature, RequestInfo, Responder,
+    IoSpec, MetricKind, MetricOp, ModelCall, ModelCaller, ModelControl, ModelSignature,
+    RequestInfo, Responder,
 };
 pub use datatype::DataType;
 pub use error::{Code, Error, Result};
