@@ -1,7 +1,9 @@
 """The worker side of Rampart's Python backend: one process per model instance.
 
-It talks to the server over the Unix socket it inherits as fd 3 (SOCK_SEQPACKET, one JSON message per
-datagram). Tensors travel in anonymous memory files (memfd) passed with the message: the sender writes them,
+It talks to the server over two Unix sockets (SOCK_SEQPACKET, one JSON message per datagram): fd 3 carries the
+work (load, execute, finalize in; ready, responses, finalized out), read and answered by the main thread with no
+hand-off; fd 4 carries what may come at any time (cancellations and answers to the model's own calls in; log
+lines, model calls (BLS), model control and metrics out), read by a reader thread. Tensors travel in anonymous memory files (memfd) passed with the message: the sender writes them,
 seals the file against any further change and passes the descriptor; the receiver maps it. No file in
 /dev/shm and no name that anything else could open is involved.
 """
@@ -22,6 +24,7 @@ import traceback
 import numpy as np
 
 SOCKET_FD = 3
+EVENTS_FD = 4
 MAX_DATAGRAM = 65536
 MAX_INLINE = 32768
 ALIGN = 64
@@ -30,6 +33,7 @@ CODES = ["UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSU
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 _sock = None
+_events = None
 _cancelled = set()
 _model_name = ""
 _calls = {}
@@ -63,31 +67,32 @@ def _memfd(parts):
     return fd, places
 
 
-def send_message(header, parts=()):
-    """Sends `header`; `parts` go into one sealed memfd. A header too large for a datagram is put into the
-    memfd as well, after the parts, and the datagram says where."""
+def send_message(header, parts=(), events=False):
+    """Sends `header` (on the events socket when `events`); `parts` go into one sealed memfd. A header too large
+    for a datagram is put into the memfd as well, after the parts, and the datagram says where."""
+    sock = _events if events else _sock
     data = json.dumps(header, separators=(",", ":")).encode()
     parts = list(parts)
     spilled = len(data) > MAX_INLINE
     if spilled:
         parts.append(data)
     if not spilled and all(len(p) == 0 for p in parts):
-        _sock.send(data)
+        sock.send(data)
         return None
     fd, places = _memfd(parts)
     try:
         if spilled:
             at, n = places[-1]
             data = json.dumps({"op": "spilled", "at": at, "len": n}).encode()
-        socket.send_fds(_sock, [data], [fd])
+        socket.send_fds(sock, [data], [fd])
     finally:
         os.close(fd)
     return places
 
 
-def receive():
-    """The next message: (header, mapping or None). None at end of stream."""
-    msg, fds, flags, _ = socket.recv_fds(_sock, MAX_DATAGRAM, 4)
+def receive(sock):
+    """The next message on `sock`: (header, mapping or None). None at end of stream."""
+    msg, fds, flags, _ = socket.recv_fds(sock, MAX_DATAGRAM, 4)
     if flags & socket.MSG_TRUNC or flags & socket.MSG_CTRUNC:
         raise RuntimeError("truncated message from the server")
     if not msg:
@@ -198,7 +203,7 @@ def call(request, decoupled):
                     "outputs": request.requested_output_names()},
     }
     try:
-        send_message(header, parts)
+        send_message(header, parts, events=True)
     except BaseException:
         with _calls_lock:
             _calls.pop(call_id, None)
@@ -248,7 +253,7 @@ def control(what, model_name, **fields):
     header = {"op": "control", "call": call_id, "what": what, "model_name": model_name, "files": described}
     header.update(fields)
     try:
-        send_message(header, parts)
+        send_message(header, parts, events=True)
         h, _ = answers.get()
     finally:
         with _calls_lock:
@@ -266,7 +271,7 @@ def is_cancelled(index):
 
 
 def log(level, message):
-    send_message({"op": "log", "level": level, "message": message})
+    send_message({"op": "log", "level": level, "message": message}, events=True)
 
 
 _current_exec = [0]
@@ -373,16 +378,15 @@ def _load_module(path, version_dir):
     return module.TritonPythonModel
 
 
-def _reader(work):
-    """Takes every message off the socket: cancellations at once, everything else to the main thread."""
+def _reader():
+    """Takes every message off the events socket: cancellations, and answers to the model's calls."""
     while True:
         try:
-            header, mapping = receive()
+            header, mapping = receive(_events)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             header = None
         if header is None:
-            work.put((None, None))
             return
         if header["op"] == "cancel":
             _cancelled.add((header["exec"], header["request"]))
@@ -391,20 +395,18 @@ def _reader(work):
                 answers = _calls.get(header["call"])
             if answers is not None:
                 answers.put((header, mapping))
-        else:
-            work.put((header, mapping))
 
 
 def main():
-    global _sock, _model_name
+    global _sock, _events, _model_name
     _sock = socket.socket(fileno=SOCKET_FD)
-    header, _ = receive()
+    _events = socket.socket(fileno=EVENTS_FD)
+    header, _ = receive(_sock)
     if header is None:
         return
     _model_name = header.get("model_name", "")
     # The reader runs from the start: model code may call the server (metrics, BLS) from initialize().
-    work = queue.Queue()
-    threading.Thread(target=_reader, args=(work,), daemon=True).start()
+    threading.Thread(target=_reader, daemon=True).start()
     try:
         cls = _load_module(header["model_file"], header["version_dir"])
         if header["mode"] == "auto_complete":
@@ -428,7 +430,11 @@ def main():
     send_message({"op": "ready"})
     loop = asyncio.new_event_loop()
     while True:
-        header, mapping = work.get()
+        try:
+            header, mapping = receive(_sock)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            header, mapping = None, None
         if header is None or header["op"] == "finalize":
             break
         if header["op"] == "execute":

@@ -193,12 +193,15 @@ class _Capsule:
         return (1, 0)
 
 
+_DTYPE_TO_WIRE = {np.dtype(t): w for _, w, t in _TYPES if w not in ("BYTES", "BF16")}
+
+
 def _wire_type_of(dtype, name):
+    wire = _DTYPE_TO_WIRE.get(dtype)
+    if wire is not None:
+        return wire
     if dtype == np.object_ or dtype.type == np.bytes_:
         return "BYTES"
-    for _, wire, t in _TYPES:
-        if wire not in ("BYTES", "BF16") and dtype == t:
-            return wire
     raise TritonError(f"tensor '{name}': numpy type {dtype} has no Triton data type", TritonError.INVALID_ARG)
 
 

@@ -304,7 +304,7 @@ impl PythonInstance {
     /// Tells the model that the caller of the current request went away (`request.is_cancelled()`).
     fn cancel(&mut self) {
         if let Some(w) = &self.worker {
-            let _ = w.send(&json!({"op": "cancel", "exec": self.exec, "request": 0}), &[]);
+            let _ = w.send_event(&json!({"op": "cancel", "exec": self.exec, "request": 0}));
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Messages between the server and a worker: one JSON header per datagram on a `SOCK_SEQPACKET` Unix socket
-//! pair, and the tensors in an anonymous memory file (memfd) passed with it.
+//! Messages between the server and a worker: one JSON header per datagram on `SOCK_SEQPACKET` Unix socket
+//! pairs (`worker.rs`: the work socket and the events socket), and the tensors in an anonymous memory file (memfd) passed with it.
 //!
 //! The sender writes every tensor into a fresh memfd at 64-byte aligned offsets, seals it against writing,
 //! growing and shrinking, and passes the descriptor (`SCM_RIGHTS`). The receiver checks the seals before it

@@ -247,6 +247,11 @@ impl Engine for PythonEngine {
 
     fn auto_complete(&self, spec: &InstanceSpec) -> Result<Option<String>> {
         check_supported(spec)?;
+        // A model.py that never mentions auto_complete_config has none: no worker is started for it.
+        let source = std::fs::read(&spec.model_file).unwrap_or_default();
+        if !source.windows(b"auto_complete_config".len()).any(|w| w == b"auto_complete_config") {
+            return Ok(None);
+        }
         let label = format!("python model '{}' (auto-complete)", spec.model_name);
         let load = load_message(spec, "auto_complete")?;
         let policy = sandbox::Policy::of(spec)?;

@@ -23,18 +23,18 @@ pub(crate) struct Prepared {
     pub layers: Vec<String>,
 }
 
-/// The fd the worker finds its socket on.
-const SOCKET_FD: i32 = 3;
+/// The fds the worker finds its sockets on: the work socket and the events socket.
+const SOCKET_FDS: [i32; 2] = [3, 4];
 
 /// Runs `interpreter` on the runtime in `runtime` (the directory holding `rampart_ipc.py` and
-/// `triton_python_backend_utils.py`), with `socket` as fd 3 and `home` as its home, temporary directory
-/// and working directory, inside the sandbox `jail` describes. The environment is rebuilt from nothing: no
-/// variable of the server's reaches it.
+/// `triton_python_backend_utils.py`), with `sockets` (work, events) as fds 3 and 4 and `home` as its home,
+/// temporary directory and working directory, inside the sandbox `jail` describes. The environment is
+/// rebuilt from nothing: no variable of the server's reaches it.
 pub(crate) fn worker(
     interpreter: &Path,
     runtime: &Path,
     home: &Path,
-    socket: &OwnedFd,
+    sockets: [&OwnedFd; 2],
     jail: &Prepared,
 ) -> std::io::Result<Child> {
     let mut cmd = Command::new(interpreter);
@@ -52,7 +52,7 @@ pub(crate) fn worker(
         .env("RAMPART_SANDBOX", jail.layers.join(","))
         .current_dir(home)
         .stdin(Stdio::null());
-    let fd = socket.as_raw_fd();
+    let fds = [sockets[0].as_raw_fd(), sockets[1].as_raw_fd()];
     let limits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)> =
         jail.limits.iter().map(|&(r, v)| (r as _, v as _)).collect();
     let new_netns = jail.new_netns;
@@ -61,7 +61,7 @@ pub(crate) fn worker(
     // The program's address and length (a raw pointer could not move into the closure).
     let seccomp = jail.seccomp.as_ref().map(|p| (p.as_ptr() as usize, p.len() as libc::c_ushort));
     // SAFETY: the closure runs in the child between fork and exec. It calls only async-signal-safe system
-    // calls (dup2, fcntl, getrlimit, setrlimit, unshare, setgroups, setgid, setuid, prctl, syscall) on
+    // calls (fcntl, dup2, getrlimit, setrlimit, unshare, setgroups, setgid, setuid, prctl, syscall) on
     // values computed before the fork, and allocates nothing: `limits` is read, and the seccomp program
     // and the Landlock ruleset fd belong to `jail`, which outlives the spawn.
     unsafe {
@@ -69,11 +69,15 @@ pub(crate) fn worker(
             let check = |r: libc::c_int| {
                 if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
             };
-            if fd == SOCKET_FD {
-                // dup2 onto itself would leave close-on-exec set.
-                check(libc::fcntl(fd, libc::F_SETFD, 0))?;
-            } else {
-                check(libc::dup2(fd, SOCKET_FD))?;
+            // Move both out of the way first: one of them may sit on the other's target number.
+            let mut moved = [0; 2];
+            for (slot, &fd) in moved.iter_mut().zip(&fds) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD, 10);
+                check(*slot)?;
+            }
+            for (&fd, &target) in moved.iter().zip(&SOCKET_FDS) {
+                // dup2 clears close-on-exec on the new fd.
+                check(libc::dup2(fd, target))?;
             }
             for &(resource, value) in &limits {
                 let mut held = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -1,8 +1,11 @@
-//! One worker process and the thread that reads its messages.
+//! One worker process and the thread that reads its events.
 //!
-//! The instance thread sends on the socket; a reader thread takes every message off it, writes the
-//! worker's log lines to the server's log at once (so a model that logs while idle never blocks) and
-//! hands everything else over a channel. The end of the socket is the end of the process.
+//! Two socket pairs join the server and a worker. The *work* socket carries load, execute and finalize to
+//! the worker and its answers back; the instance thread writes and reads it itself, so a request crosses no
+//! extra thread. The *events* socket carries what may come at any time: the worker's log lines, its calls
+//! to other models (BLS), model control and metrics; a reader thread serves them (so a model that logs or
+//! calls while the instance is idle never blocks) and answers cancellations' counterparts on it. The end
+//! of the work socket is the end of the process.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -10,10 +13,11 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use rampart_types::{Error, Result};
 use serde_json::Value;
+use std::os::fd::AsFd;
 
 use crate::bls::Calls;
 use crate::ipc::{self, Message};
@@ -40,15 +44,12 @@ pub(crate) enum Next {
     TimedOut,
 }
 
-enum Event {
-    Message(Message),
-    Closed(Option<String>),
-}
-
 pub(crate) struct Worker {
     child: Child,
+    /// The work socket (see the module documentation).
     sock: OwnedFd,
-    events: Receiver<Event>,
+    /// The events socket, shared with the reader thread (which answers model calls on it).
+    events: Arc<OwnedFd>,
     /// The worker's home and temporary directory, removed with it.
     _home: tempfile::TempDir,
     /// "python model 'm' (instance i)".
@@ -70,9 +71,12 @@ impl Worker {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Error::unavailable(format!("{label}: {what}: {e}"))
         };
-        let (ours, theirs) =
+        let pair = || {
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(|e| fail("socketpair", &e))?;
+                .map_err(|e| fail("socketpair", &e))
+        };
+        let (ours, theirs) = pair()?;
+        let (events, their_events) = pair()?;
         let home = tempfile::Builder::new()
             .prefix("rampart-python-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -85,24 +89,25 @@ impl Worker {
         let mut readable = setup.readable.clone();
         readable.push(model_dir.to_path_buf());
         let mut jail = sandbox::prepare(policy, setup.user, &readable, home.path())?;
+        let sockets = [&theirs, &their_events];
         let mut spawned =
-            spawn::worker(&setup.interpreter, &setup.runtime, home.path(), &theirs, &jail);
+            spawn::worker(&setup.interpreter, &setup.runtime, home.path(), sockets, &jail);
         if spawned.is_err() && jail.new_netns {
             // Kernels that refuse network namespaces to this process: the other layers remain.
             sandbox::netns_unavailable();
             jail = sandbox::prepare(policy, setup.user, &readable, home.path())?;
             spawned =
-                spawn::worker(&setup.interpreter, &setup.runtime, home.path(), &theirs, &jail);
+                spawn::worker(&setup.interpreter, &setup.runtime, home.path(), sockets, &jail);
         }
         let child =
             spawned.map_err(|e| fail(&format!("starting {}", setup.interpreter.display()), &e))?;
         drop(jail);
-        drop(theirs);
-        let reader = Arc::new(ours.try_clone().map_err(|e| fail("socket", &e))?);
-        let (tx, events) = crossbeam_channel::bounded(16);
+        drop((theirs, their_events));
+        let events = Arc::new(events);
+        let reader = events.clone();
         std::thread::Builder::new()
-            .name("rampart-python-reader".into())
-            .spawn(move || read_loop(&reader, &tx, &calls))
+            .name("rampart-python-events".into())
+            .spawn(move || read_events(&reader, &calls))
             .map_err(|e| fail("starting its reader thread", &e))?;
         let mut worker = Worker { child, sock: ours, events, _home: home, label };
         worker.send(load, &[])?;
@@ -123,17 +128,30 @@ impl Worker {
         }
     }
 
+    /// Sends on the work socket.
     pub(crate) fn send(&self, header: &Value, parts: &[&[u8]]) -> Result<()> {
         ipc::send(&self.sock, header, parts)
     }
 
-    /// The next message, waiting at most `timeout`.
+    /// Sends on the events socket (a cancellation).
+    pub(crate) fn send_event(&self, header: &Value) -> Result<()> {
+        ipc::send(&self.events, header, &[])
+    }
+
+    /// The next message on the work socket, waiting at most `timeout`.
     pub(crate) fn next(&mut self, timeout: Duration) -> Next {
-        match self.events.recv_timeout(timeout) {
-            Ok(Event::Message(m)) => Next::Message(m),
-            Ok(Event::Closed(reason)) => Next::Closed(self.ended(reason)),
-            Err(RecvTimeoutError::Timeout) => Next::TimedOut,
-            Err(RecvTimeoutError::Disconnected) => Next::Closed(self.ended(None)),
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(0) => return Next::TimedOut,
+            Err(nix::errno::Errno::EINTR) => return Next::TimedOut,
+            Err(e) => return Next::Closed(self.ended(Some(format!("poll: {e}")))),
+            Ok(_) => {}
+        }
+        match ipc::receive(&self.sock) {
+            Ok(Some(m)) => Next::Message(m),
+            Ok(None) => Next::Closed(self.ended(None)),
+            Err(e) => Next::Closed(self.ended(Some(e.message().to_string()))),
         }
     }
 
@@ -221,23 +239,19 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-fn read_loop(sock: &Arc<OwnedFd>, tx: &crossbeam_channel::Sender<Event>, calls: &Calls) {
+/// Serves the events socket until the worker closes it.
+fn read_events(sock: &Arc<OwnedFd>, calls: &Calls) {
     loop {
         match ipc::receive(sock) {
-            Ok(Some(m)) if m.header["op"] == "log" => log(&calls.label, &m.header),
-            Ok(Some(m)) if m.header["op"] == "bls" => calls.dispatch(sock, &m),
-            Ok(Some(m)) if m.header["op"] == "control" => calls.control(sock, &m),
-            Ok(Some(m)) => {
-                if tx.send(Event::Message(m)).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(Event::Closed(None));
-                return;
-            }
+            Ok(Some(m)) => match m.header["op"].as_str() {
+                Some("log") => log(&calls.label, &m.header),
+                Some("bls") => calls.dispatch(sock, &m),
+                Some("control") => calls.control(sock, &m),
+                _ => tracing::debug!("{}: unexpected event {}", calls.label, m.header["op"]),
+            },
+            Ok(None) => return,
             Err(e) => {
-                let _ = tx.send(Event::Closed(Some(e.message().to_string())));
+                tracing::warn!("{}: events channel: {}", calls.label, e.message());
                 return;
             }
         }
