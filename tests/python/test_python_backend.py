@@ -249,6 +249,17 @@ def test_bytes_round_trip_nul_and_non_utf8(http, gclient):
         assert [bytes(x) for x in out] == list(words)
 
 
+def test_large_tensors_travel_in_sealed_memory_both_ways(http, gclient):
+    """Tensors above the inline size (32 KiB with the header) go through a sealed memfd in both directions."""
+    big = bytes(range(256)) * 1024  # 256 KiB
+    words = np.array([big, b"small", big[:40000]], dtype=np.object_)
+    for client, module in ((http, httpclient), (gclient, grpcclient)):
+        t = module.InferInput("IN", [len(words)], "BYTES")
+        t.set_data_from_numpy(words)
+        out = client.infer("identity_bytes", [t]).as_numpy("OUT")
+        assert [bytes(x) for x in out] == list(words)
+
+
 NUMERIC = {
     "BOOL": (np.bool_, [True, False, True]),
     "UINT8": (np.uint8, [0, 255, 7]),

@@ -73,6 +73,21 @@ def send_message(header, parts=(), events=False):
     sock = _events if events else _sock
     data = json.dumps(header, separators=(",", ":")).encode()
     parts = list(parts)
+    sizes = [len(memoryview(p).cast("B")) for p in parts]
+    total = 0
+    for n in sizes:
+        total = _align(total + n)
+    if total and len(data) + 1 + total <= MAX_INLINE:
+        # Small tensors travel in the datagram, after the header and a newline (compact JSON has none).
+        buf = bytearray(len(data) + 1 + total)
+        buf[:len(data)] = data
+        buf[len(data)] = 0x0A
+        at = len(data) + 1
+        for p, n in zip(parts, sizes):
+            buf[at:at + n] = memoryview(p).cast("B")
+            at = len(data) + 1 + _align(at - len(data) - 1 + n)
+        sock.send(buf)
+        return None
     spilled = len(data) > MAX_INLINE
     if spilled:
         parts.append(data)
@@ -109,6 +124,12 @@ def receive(sock):
                 mapping = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
         finally:
             os.close(fd)
+    if mapping is None:
+        nl = msg.find(b"\n")
+        if nl >= 0:
+            # Small tensors inline; a private, writable copy as for a mapped file.
+            mapping = bytearray(msg[nl + 1:])
+            msg = msg[:nl]
     header = json.loads(msg)
     if header.get("op") == "spilled":
         at, n = header["at"], header["len"]

@@ -1,7 +1,8 @@
 //! Messages between the server and a worker: one JSON header per datagram on `SOCK_SEQPACKET` Unix socket
 //! pairs (`worker.rs`: the work socket and the events socket), and the tensors in an anonymous memory file (memfd) passed with it.
 //!
-//! The sender writes every tensor into a fresh memfd at 64-byte aligned offsets, seals it against writing,
+//! Tensors that fit in the datagram with the header travel inline, after a newline (at most [`MAX_INLINE`]
+//! bytes in all). Larger ones: the sender writes every tensor into a fresh memfd at 64-byte aligned offsets, seals it against writing,
 //! growing and shrinking, and passes the descriptor (`SCM_RIGHTS`). The receiver checks the seals before it
 //! maps the file, so the bytes it validated cannot change under it. No file has a name anything else could
 //! open: there is nothing in `/dev/shm` for a client to register (the shared-memory chain of
@@ -75,6 +76,19 @@ fn sealed_file(parts: &[&[u8]]) -> Result<OwnedFd> {
 /// in one sealed memfd.
 pub(crate) fn send(sock: &OwnedFd, header: &Value, parts: &[&[u8]]) -> Result<()> {
     let mut text = header.to_string().into_bytes();
+    let (places, total) = layout(parts);
+    if total > 0 && text.len() as u64 + 1 + total <= MAX_INLINE as u64 {
+        // Small tensors travel in the datagram, after the header and a newline (compact JSON has none).
+        text.push(b'\n');
+        let base = text.len();
+        text.resize(base + total as usize, 0);
+        for (p, (at, _)) in parts.iter().zip(places) {
+            text[base + at as usize..][..p.len()].copy_from_slice(p);
+        }
+        sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&text)], &[], MsgFlags::empty(), None)
+            .map_err(|e| io_error("send", e))?;
+        return Ok(());
+    }
     let mut parts = parts.to_vec();
     let spilled = text.len() > MAX_INLINE;
     let spill = std::mem::take(&mut text);
@@ -130,11 +144,20 @@ pub(crate) fn receive(sock: &OwnedFd) -> Result<Option<Message>> {
     if len == 0 {
         return Ok(None);
     }
+    let mut text = &buf[..len];
     let data = match fds.into_iter().next() {
         Some(fd) => map_sealed(fd)?,
-        None => Bytes::new(),
+        // Small tensors come inline, after the header and a newline.
+        None => match text.iter().position(|&b| b == b'\n') {
+            Some(nl) => {
+                let data = Bytes::copy_from_slice(&text[nl + 1..]);
+                text = &text[..nl];
+                data
+            }
+            None => Bytes::new(),
+        },
     };
-    let mut header: Value = serde_json::from_slice(&buf[..len])
+    let mut header: Value = serde_json::from_slice(text)
         .map_err(|e| Error::internal(format!("python worker sent an unreadable message: {e}")))?;
     if header["op"] == "spilled" {
         let at = header["at"].as_u64().unwrap_or(u64::MAX);
@@ -285,6 +308,22 @@ mod tests {
         assert!(tensor(&negative, &data, "m").unwrap_err().message().contains("a bad shape"));
         let bytes = json!({"name": "s", "datatype": "BYTES", "shape": [1], "at": 0, "len": 8});
         assert!(tensor(&bytes, &data, "m").is_err(), "a length prefix past the end is refused");
+    }
+
+    #[test]
+    fn small_tensors_travel_inline_and_large_ones_in_a_sealed_file() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (a, b) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .unwrap();
+        for size in [16usize, 40_000] {
+            let payload = vec![7u8; size];
+            send(&a, &json!({"op": "x", "n": size}), &[b"ab", &payload]).unwrap();
+            let m = receive(&b).unwrap().unwrap();
+            assert_eq!(m.header["n"], size);
+            assert_eq!(&m.data[..2], b"ab");
+            assert_eq!(&m.data[64..64 + size], &payload[..]);
+        }
     }
 
     #[test]
