@@ -298,19 +298,25 @@ def log(level, message):
 _current_exec = [0]
 
 
+_NUMPY_TYPES = {}  # wire name -> (numpy dtype, item size), filled on first use
+
+
 def _input_tensor(desc, mapping):
     import triton_python_backend_utils as pb
 
-    shape = [int(d) for d in desc["shape"]]
+    shape = desc["shape"]
     at, n = desc["at"], desc["len"]
     dt = desc["datatype"]
     if dt == "BYTES":
         view = memoryview(mapping)[at:at + n] if n else b""
         arr = pb.deserialize_bytes_tensor(view).reshape(shape)
     else:
-        np_type = pb._WIRE_TO_NUMPY[dt]
-        count = n // np.dtype(np_type).itemsize
-        arr = np.frombuffer(mapping, dtype=np_type, count=count, offset=at) if n else np.empty(0, np_type)
+        known = _NUMPY_TYPES.get(dt)
+        if known is None:
+            np_type = np.dtype(pb._WIRE_TO_NUMPY[dt])
+            known = _NUMPY_TYPES[dt] = (np_type, np_type.itemsize)
+        np_type, size = known
+        arr = np.frombuffer(mapping, dtype=np_type, count=n // size, offset=at) if n else np.empty(0, np_type)
         arr = arr.reshape(shape)
     return pb.Tensor(desc["name"], arr, dt)
 
@@ -318,16 +324,19 @@ def _input_tensor(desc, mapping):
 def _request(exec_id, index, desc, mapping, decoupled):
     import triton_python_backend_utils as pb
 
-    inputs = [_input_tensor(d, mapping) for d in desc["inputs"]]
-    r = pb.InferenceRequest(
-        model_name=_model_name,
-        requested_output_names=desc["outputs"],
-        inputs=inputs,
-        request_id=desc.get("id", ""),
-        correlation_id=desc.get("correlation_id", 0),
-        flags=desc.get("flags", 0),
-        parameters=desc.get("parameters", "{}"),
-    )
+    # Built field by field: what the server sent is already checked (the constructor's checks are for model
+    # code that builds requests).
+    r = pb.InferenceRequest.__new__(pb.InferenceRequest)
+    r._model_name = _model_name
+    r._requested = desc["outputs"]
+    r._inputs = [_input_tensor(d, mapping) for d in desc["inputs"]]
+    r._id = desc.get("id", "")
+    r._correlation_id = desc.get("correlation_id", 0)
+    r._model_version = -1
+    r._flags = desc.get("flags", 0)
+    r._timeout = 0
+    r._parameters = desc.get("parameters", "{}")
+    r._sender = None
     r._index = index
     r._exec = exec_id
     r._decoupled = decoupled
