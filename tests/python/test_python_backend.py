@@ -550,3 +550,28 @@ def test_an_interpreter_without_numpy_is_refused_in_one_line(public_dir, worker_
         assert not worker_pids(server.proc.pid)
     finally:
         finish_server(server)
+
+
+def test_a_model_without_inputs_loads_and_its_argv_is_triton_s(srv):
+    r = requests.post(f"{srv.base}/v2/models/no_inputs/infer", json={"inputs": []}, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == ["['']"], r.text
+    assert "no_inputs initialized" in srv.stderr_text()
+
+
+def test_a_model_py_without_config_is_a_python_model(srv):
+    cfg = requests.get(f"{srv.base}/v2/models/autofill_no_config/config", timeout=HTTP_TIMEOUT).json()
+    assert cfg["backend"] == "python" and cfg["default_model_filename"] == "model.py", cfg
+    assert [i["name"] for i in cfg["input"]] == ["IN"], cfg
+    r = requests.post(f"{srv.base}/v2/models/autofill_no_config/infer", json=json_infer("INT32", [2], [3, 4]),
+                      timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [6, 8]
+
+
+def test_a_decoupled_execute_that_returns_responses_fails_the_request_at_once(srv):
+    t0 = time.monotonic()
+    r = requests.post(f"{srv.base}/v2/models/decoupled_returns/generate", json={"IN": 1}, timeout=HTTP_TIMEOUT)
+    assert time.monotonic() - t0 < 10, "the request waited for a final flag that never comes"
+    assert r.status_code == 500, r.text
+    assert "is using the decoupled mode and the execute function must return None" in r.json()["error"], r.text

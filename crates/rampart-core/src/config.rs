@@ -54,10 +54,25 @@ pub(crate) fn read(dir: &Path, name: &str, autocomplete: bool) -> Result<RawConf
             )));
         }
     };
+    let mut raw = raw;
+    let c = &raw.config;
+    if c.backend.is_empty() && c.platform.is_empty() && holds_only_model_py(dir) {
+        // As Triton's auto-fill: a model whose version folders hold model.py (and no model.onnx) is Python.
+        raw.config.backend = "python".into();
+    }
     // The directory's own name is accepted too: a model loaded from outside the repositories under another
     // name (the SageMaker multi-model load) keeps the config its directory has.
     let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or(name);
     finish_raw(raw, name, dir_name, &path)
+}
+
+/// Whether some version folder of `dir` holds `model.py` and none holds `model.onnx`.
+fn holds_only_model_py(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let versions: Vec<std::path::PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    versions.iter().any(|v| v.join("model.py").is_file())
+        && !versions.iter().any(|v| v.join("model.onnx").exists())
 }
 
 /// A `config` override of a load request: ModelConfig as JSON (docs/protocol.md, "Model control"),
@@ -332,7 +347,8 @@ pub(crate) fn complete_and_validate(
 
 fn validate_against(c: &ModelConfig, sig: &ModelSignature) -> Result<()> {
     let model = &c.name;
-    if c.input.is_empty() || c.output.is_empty() {
+    // Python models may have no inputs or outputs (Triton loads them; model code decides what it answers).
+    if (c.input.is_empty() || c.output.is_empty()) && c.backend != "python" {
         return Err(Error::invalid_arg(format!(
             "model '{model}': config.pbtxt must declare 'input' and 'output' when auto-complete is disabled"
         )));

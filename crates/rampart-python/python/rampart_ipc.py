@@ -371,7 +371,11 @@ def _execute(model, header, mapping, loop):
             send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
         return
     if decoupled:
-        send_message({"op": "executed", "exec": exec_id, "error": None})
+        err = None
+        if result is not None:
+            err = error_json(f"Failed to process the request(s) for model '{_model_name}', message: model "
+                             f"'{_model_name}' is using the decoupled mode and the execute function must return None.")
+        send_message({"op": "executed", "exec": exec_id, "error": err})
         return
     n = len(requests)
     if result is None:
@@ -429,6 +433,7 @@ def _reader():
 
 def main():
     global _sock, _events, _model_name
+    sys.argv = [""]  # as Triton's stub: model code may call unittest.main() or argparse
     _sock = socket.socket(fileno=SOCKET_FD)
     _events = socket.socket(fileno=EVENTS_FD)
     header, _ = receive(_sock)

@@ -470,6 +470,12 @@ class LogLevel:
 class Logger:
     """Writes to the server's log, tagged with the model."""
 
+    LogLevel = LogLevel
+    INFO = LogLevel.INFO
+    WARNING = LogLevel.WARNING
+    ERROR = LogLevel.ERROR
+    VERBOSE = LogLevel.VERBOSE
+
     @staticmethod
     def log(message, level=LogLevel.INFO):
         names = {LogLevel.INFO: "info", LogLevel.WARNING: "warn", LogLevel.ERROR: "error"}
