@@ -230,6 +230,8 @@ def test_network_is_refused_by_default_but_unix_sockets_work(srv, kernel):
 def test_network_allow_lets_the_model_reach_the_server_port(srv):
     assert ok(srv, "sandbox_probe_net", "socket_inet") == ""
     assert ok(srv, "sandbox_probe_net", f"http_get:{srv.port}").endswith(" 200 OK"), "/v2/health/live answered"
+    # Name resolution works too: the opt-in also lets the worker read /etc/hosts and friends.
+    assert ok(srv, "sandbox_probe_net", f"http_get_localhost:{srv.port}").endswith(" 200 OK")
     assert ok(srv, "sandbox_probe_net", "socket_unix") == "ping"
     pid = worker_pid(srv, "sandbox_probe_net")
     assert proc_status(pid)["Seccomp"] == "0", "no seccomp filter for a model that allows the network"

@@ -201,6 +201,16 @@ const SYSTEM_READ: [&str; 11] = [
     "/proc/meminfo",
 ];
 
+/// What a model that opts into the network also reads: name resolution and certificate stores.
+const NETWORK_READ: [&str; 6] = [
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+];
+
 /// A Landlock ruleset (best effort for the running kernel) and the layers it enforces.
 fn landlock_ruleset(
     policy: &Policy,
@@ -219,8 +229,10 @@ fn landlock_ruleset(
         ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(|e| fail(&e))?;
     }
     let system = SYSTEM_READ.iter().map(PathBuf::from);
+    // A model allowed the network also reads what name resolution and TLS need.
+    let network = NETWORK_READ.iter().filter(|_| policy.network).map(PathBuf::from);
     let read: Vec<PathBuf> =
-        system.chain(readable.iter().cloned()).filter(|p| p.exists()).collect();
+        system.chain(network).chain(readable.iter().cloned()).filter(|p| p.exists()).collect();
     let created = ruleset
         .create()
         .map_err(|e| fail(&e))?

@@ -24,8 +24,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def http_get(port):
-    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:
+def http_get(port, host="127.0.0.1"):
+    with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(b"GET /v2/health/live HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         return s.recv(4096).split(b"\r\n", 1)[0].decode()
 
@@ -83,6 +83,7 @@ class TritonPythonModel:
             "socket_inet": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close(),
             "socket_unix": socket_unix,
             "http_get": lambda: http_get(arg),
+            "http_get_localhost": lambda: http_get(arg, "localhost"),
             "read": lambda: len(read(arg)),
             "write": lambda: write(arg),
             "write_home": write_home,
