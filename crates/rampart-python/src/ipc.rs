@@ -85,28 +85,29 @@ pub(crate) fn send(sock: &OwnedFd, header: &Value, parts: &[&[u8]]) -> Result<()
         for (p, (at, _)) in parts.iter().zip(places) {
             text[base + at as usize..][..p.len()].copy_from_slice(p);
         }
-        sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&text)], &[], MsgFlags::empty(), None)
-            .map_err(|e| io_error("send", e))?;
-        return Ok(());
+        return datagram(sock, &text, None);
     }
-    let mut parts = parts.to_vec();
     let spilled = text.len() > MAX_INLINE;
-    let spill = std::mem::take(&mut text);
+    let mut all = parts.to_vec();
     if spilled {
-        parts.push(&spill);
-    } else {
-        text = spill.clone();
+        all.push(&text);
     }
-    let fd = if parts.iter().any(|p| !p.is_empty()) { Some(sealed_file(&parts)?) } else { None };
-    if spilled {
-        let (places, _) = layout(&parts);
-        let (at, len) = places[places.len() - 1];
-        text = json!({"op": "spilled", "at": at, "len": len}).to_string().into_bytes();
+    let fd = if all.iter().any(|p| !p.is_empty()) { Some(sealed_file(&all)?) } else { None };
+    if !spilled {
+        return datagram(sock, &text, fd.as_ref());
     }
+    let (places, _) = layout(&all);
+    let (at, len) = places[places.len() - 1];
+    let pointer = json!({"op": "spilled", "at": at, "len": len}).to_string().into_bytes();
+    datagram(sock, &pointer, fd.as_ref())
+}
+
+/// Sends one datagram, with `fd` attached when there is one.
+fn datagram(sock: &OwnedFd, bytes: &[u8], fd: Option<&OwnedFd>) -> Result<()> {
     let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
     let cmsgs: Vec<ControlMessage> =
         if fds.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&fds)] };
-    sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&text)], &cmsgs, MsgFlags::empty(), None)
+    sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(bytes)], &cmsgs, MsgFlags::empty(), None)
         .map_err(|e| io_error("send", e))?;
     Ok(())
 }

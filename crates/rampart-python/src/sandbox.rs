@@ -246,18 +246,11 @@ fn landlock_ruleset(
     let mut layers = Vec::new();
     if fd.is_some() {
         layers.push("landlock-fs".to_string());
-        if !policy.network && landlock_abi() >= 4 {
+        if !policy.network && crate::spawn::landlock_version() >= 4 {
             layers.push("landlock-net".to_string());
         }
     }
     Ok((fd, layers))
-}
-
-/// The Landlock ABI of the running kernel (0: none).
-fn landlock_abi() -> i64 {
-    // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) answers the ABI version.
-    const SYS_LANDLOCK_CREATE_RULESET: libc::c_long = 444;
-    crate::spawn::landlock_version(SYS_LANDLOCK_CREATE_RULESET)
 }
 
 #[cfg(test)]

@@ -118,10 +118,12 @@ const SYS_LANDLOCK_RESTRICT_SELF: libc::c_long = 446;
 
 /// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`: the kernel's Landlock ABI, 0 when
 /// it has none.
-pub(crate) fn landlock_version(sys_create_ruleset: libc::c_long) -> i64 {
+pub(crate) fn landlock_version() -> i64 {
+    const SYS_LANDLOCK_CREATE_RULESET: libc::c_long = 444;
     // SAFETY: with a null attribute pointer, size 0 and the VERSION flag, the call reads and writes no
     // memory; it only answers a number.
-    let v = unsafe { libc::syscall(sys_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    let v =
+        unsafe { libc::syscall(SYS_LANDLOCK_CREATE_RULESET, std::ptr::null::<u8>(), 0usize, 1u32) };
     v.max(0)
 }
 
