@@ -169,13 +169,40 @@ def _send_responses(header, responses):
         for d, p in zip(described, parts):
             slots.append(d)
             all_parts.append(p)
-    if all_parts:
-        # The offsets go into the header before it is sent: the same layout as _memfd's.
-        at = 0
-        for d, p in zip(slots, all_parts):
-            d["at"], d["len"] = at, len(p)
-            at = _align(at + len(p))
+    _place(slots, all_parts)
     send_message(header, all_parts)
+
+
+def _place(descriptions, parts):
+    """Writes each part's place ("at", "len") into its description, as _memfd and the inline datagram lay
+    them out (the header carries them, so they are known before it is sent)."""
+    at = 0
+    for d, p in zip(descriptions, parts):
+        d["at"], d["len"] = at, len(p)
+        at = _align(at + len(p))
+
+
+def _open_call():
+    """A new call id and the queue the reader thread puts its answers on."""
+    with _calls_lock:
+        _next_call[0] += 1
+        call_id = _next_call[0]
+        answers = queue.Queue()
+        _calls[call_id] = answers
+    return call_id, answers
+
+
+def _close_call(call_id):
+    with _calls_lock:
+        _calls.pop(call_id, None)
+
+
+def _triton_error(e):
+    """The TritonError a server error (`{"message", "code"}`) stands for."""
+    import triton_python_backend_utils as pb
+
+    code = CODES.index(e["code"]) if e.get("code") in CODES else pb.TritonError.INTERNAL
+    return pb.TritonError(e["message"], code)
 
 
 def _response_json(response):
@@ -206,16 +233,9 @@ def call(request, decoupled):
     over them (decoupled). The last response of a decoupled call is empty."""
     import triton_python_backend_utils as pb
 
-    with _calls_lock:
-        _next_call[0] += 1
-        call_id = _next_call[0]
-        answers = queue.Queue()
-        _calls[call_id] = answers
+    call_id, answers = _open_call()
     descs, parts = _encode_outputs(request.inputs())
-    at = 0
-    for d, p in zip(descs, parts):
-        d["at"], d["len"] = at, len(p)
-        at = _align(at + len(p))
+    _place(descs, parts)
     header = {
         "op": "bls", "call": call_id, "model_name": request.model_name(), "model_version": request.model_version(),
         "timeout": request.timeout(), "decoupled": decoupled,
@@ -226,8 +246,7 @@ def call(request, decoupled):
     try:
         send_message(header, parts, events=True)
     except BaseException:
-        with _calls_lock:
-            _calls.pop(call_id, None)
+        _close_call(call_id)
         raise
 
     def responses():
@@ -235,9 +254,7 @@ def call(request, decoupled):
             while True:
                 h, mapping = answers.get()
                 if h.get("error"):
-                    e = h["error"]
-                    code = CODES.index(e["code"]) if e.get("code") in CODES else pb.TritonError.INTERNAL
-                    yield pb.InferenceResponse(error=pb.TritonError(e["message"], code))
+                    yield pb.InferenceResponse(error=_triton_error(h["error"]))
                     return
                 outputs = [_input_tensor(d, mapping) for d in h.get("outputs", [])]
                 if outputs or not h.get("final"):
@@ -247,42 +264,28 @@ def call(request, decoupled):
                         yield pb.InferenceResponse([])
                     return
         finally:
-            with _calls_lock:
-                _calls.pop(call_id, None)
+            _close_call(call_id)
 
     return responses() if decoupled else list(responses())
 
 
 def control(what, model_name, **fields):
-    """A model-control request (load, unload, ready) to the server; answers its result or raises its error."""
-    import triton_python_backend_utils as pb
-
-    with _calls_lock:
-        _next_call[0] += 1
-        call_id = _next_call[0]
-        answers = queue.Queue()
-        _calls[call_id] = answers
+    """A model-control request (load, unload, ready, metric) to the server; answers its result or raises its
+    error."""
+    call_id, answers = _open_call()
     files = fields.pop("files", None) or {}
-    names, parts = [], []
-    for name, data in files.items():
-        names.append(name)
-        parts.append(bytes(data))
-    described, at = [], 0
-    for name, p in zip(names, parts):
-        described.append({"name": name, "at": at, "len": len(p)})
-        at = _align(at + len(p))
+    described = [{"name": name} for name in files]
+    parts = [bytes(data) for data in files.values()]
+    _place(described, parts)
     header = {"op": "control", "call": call_id, "what": what, "model_name": model_name, "files": described}
     header.update(fields)
     try:
         send_message(header, parts, events=True)
         h, _ = answers.get()
     finally:
-        with _calls_lock:
-            _calls.pop(call_id, None)
+        _close_call(call_id)
     if h.get("error"):
-        e = h["error"]
-        code = CODES.index(e["code"]) if e.get("code") in CODES else pb.TritonError.INTERNAL
-        raise pb.TritonError(e["message"], code)
+        raise _triton_error(h["error"])
     result = h.get("result")
     return result if what == "metric" else bool(result)
 
