@@ -2,15 +2,17 @@
 //! alone, as part of a dynamic batch, or as a decoupled request that answers with a stream of responses.
 //! Engine panics are caught here and become INTERNAL errors.
 
-use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rampart_types::{EngineInstance, EngineRequest, Error, RequestInfo, Responder, Result, Tensor};
+use rampart_types::{
+    Answers, EngineInstance, EngineRequest, Error, RequestInfo, Result, Submitted, Tensor,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::stats::{ExecutionTimes, ModelStats, Pending, ResponseOutcome};
+use crate::answers::{Common, Execution, Stream, Unary};
+use crate::stats::{ExecutionTimes, ModelStats, Pending};
 use crate::trace::Trace;
 
 /// One accepted request of a model version.
@@ -79,9 +81,10 @@ pub(crate) struct Instance {
 
 impl rampart_scheduler::Executor<Job> for Instance {
     fn execute_one(&mut self, job: Job) {
+        // A decoupled request goes through the engine's `submit`, whose default runs it at once.
         match job.reply {
-            Reply::Unary(_) => self.run_unary(job),
-            Reply::Stream(_) => self.run_decoupled(job),
+            Reply::Unary(_) if !self.takes_requests => self.run_unary(job),
+            _ => self.run_requests(vec![job]),
         }
     }
 
@@ -99,7 +102,8 @@ impl rampart_scheduler::Executor<Job> for Instance {
     fn compatible(&self, a: &Job, b: &Job) -> bool {
         let unary = matches!((&a.reply, &b.reply), (Reply::Unary(_), Reply::Unary(_)));
         if self.takes_requests {
-            return unary;
+            let streamed = matches!((&a.reply, &b.reply), (Reply::Stream(_), Reply::Stream(_)));
+            return unary || streamed;
         }
         unary
             && a.outputs == b.outputs
@@ -126,9 +130,6 @@ impl Instance {
     }
 
     fn run_unary(&mut self, mut job: Job) {
-        if self.takes_requests {
-            return self.run_requests(vec![job]);
-        }
         job.pending.take();
         let Reply::Unary(reply) = job.reply else { unreachable!("a unary job") };
         let start = Instant::now();
@@ -189,124 +190,38 @@ impl Instance {
         }
     }
 
-    /// Hands jobs that arrived together to an engine that sees requests, and answers each with its own
-    /// result.
-    fn run_requests(&mut self, mut jobs: Vec<Job>) {
-        let start = Instant::now();
-        let queues: Vec<Duration> = jobs.iter().map(|j| start.duration_since(j.enqueued)).collect();
-        let sizes: Vec<u64> = jobs.iter().map(|j| j.batch_size).collect();
-        let requests: Vec<EngineRequest> = jobs
-            .iter_mut()
-            .map(|j| {
+    /// Hands jobs that arrived together to an engine that sees requests, each with where its answers go;
+    /// they end on the engine's time (see [`crate::answers`]).
+    fn run_requests(&mut self, jobs: Vec<Job>) {
+        let execution = Execution::new(self.stats.clone(), jobs.len());
+        let submitted: Vec<Submitted> = jobs
+            .into_iter()
+            .map(|mut j| {
                 j.pending.take();
-                EngineRequest {
-                    info: std::mem::take(&mut j.info),
-                    inputs: std::mem::take(&mut j.inputs),
-                    outputs: std::mem::take(&mut j.outputs),
-                }
+                let common = Common {
+                    execution: execution.clone(),
+                    batch_size: j.batch_size,
+                    queue: execution.start().saturating_duration_since(j.enqueued),
+                    trace: j.trace.take(),
+                };
+                let answers: Arc<dyn Answers> = match j.reply {
+                    Reply::Unary(tx) => Arc::new(Unary { common, tx: Mutex::new(Some(tx)) }),
+                    Reply::Stream(tx) => Arc::new(Stream::new(common, tx, self.stats.clone())),
+                };
+                let request = EngineRequest { info: j.info, inputs: j.inputs, outputs: j.outputs };
+                Submitted { request, answers }
             })
             .collect();
-        let results = guarded(|| Ok(self.engine.execute_requests(&requests)));
-        drop(requests);
-        stamp_compute(jobs.iter().filter_map(|j| j.trace.as_ref()), start, start, Instant::now());
-        let results = match results {
-            Ok(r) if r.len() == jobs.len() => r,
-            Ok(r) => {
-                let e = Error::internal(format!(
-                    "the engine answered {} of {} requests",
-                    r.len(),
-                    jobs.len()
-                ));
-                vec![Err(e); jobs.len()]
-            }
-            Err(e) => vec![Err(e); jobs.len()],
-        };
-        // Only the requests that succeeded count as inferences, as when a batch fails as a whole.
-        let ok = |(i, r): (usize, &Result<Vec<Tensor>>)| r.is_ok().then_some(i);
-        let done: Vec<usize> = results.iter().enumerate().filter_map(ok).collect();
-        if !done.is_empty() {
-            let queues: Vec<Duration> = done.iter().map(|&i| queues[i]).collect();
-            let times = ExecutionTimes {
-                batch_size: done.iter().map(|&i| sizes[i]).sum(),
-                queue: Duration::ZERO,
-                compute_input: Duration::ZERO,
-                compute_infer: start.elapsed(),
-                compute_output: Duration::ZERO,
-            };
-            self.stats.record_batch(&times, &queues);
-        }
-        for (job, result) in jobs.into_iter().zip(results) {
-            if let Reply::Unary(tx) = job.reply {
-                let _ = tx.send(result);
+        let held: Vec<Arc<dyn Answers>> = submitted.iter().map(|s| s.answers.clone()).collect();
+        if let Err(e) = guarded(|| {
+            self.engine.submit(submitted);
+            Ok(())
+        }) {
+            // A panic ends the requests it had not ended (the others keep their answers).
+            for answers in held {
+                answers.finish(Err(e.clone()));
             }
         }
-    }
-
-    /// One request of a decoupled model: its responses go out as the instance sends them, then the final
-    /// flag (or the error that ended it).
-    fn run_decoupled(&mut self, mut job: Job) {
-        job.pending.take();
-        let Reply::Stream(tx) = job.reply else { unreachable!("a decoupled job") };
-        let start = Instant::now();
-        let queue = start.duration_since(job.enqueued);
-        let sink =
-            Sink { tx: &tx, stats: &self.stats, index: Cell::new(0), since: Cell::new(start) };
-        let request = EngineRequest {
-            info: std::mem::take(&mut job.info),
-            inputs: std::mem::take(&mut job.inputs),
-            outputs: std::mem::take(&mut job.outputs),
-        };
-        let result = guarded(|| self.engine.execute_decoupled(&request, &sink));
-        drop(request);
-        if let Some(t) = &job.trace {
-            stamp_compute([t], start, start, Instant::now());
-        }
-        let end = match result {
-            Ok(()) => {
-                self.record_alone(job.batch_size, queue, start);
-                Streamed::Final
-            }
-            Err(e) => {
-                let outcome = if e.code() == rampart_types::Code::Cancelled {
-                    ResponseOutcome::Cancel
-                } else {
-                    ResponseOutcome::Fail
-                };
-                let worked = sink.since.get().elapsed();
-                self.stats.record_response(sink.index.get(), outcome, worked, Duration::ZERO);
-                Streamed::Error(e)
-            }
-        };
-        let _ = tx.blocking_send(end);
-    }
-}
-
-/// The [`Responder`] of one decoupled request.
-struct Sink<'a> {
-    tx: &'a mpsc::Sender<Streamed>,
-    stats: &'a ModelStats,
-    /// The index of the next response within the request.
-    index: Cell<u64>,
-    /// When the instance started working on the next response.
-    since: Cell<Instant>,
-}
-
-impl Responder for Sink<'_> {
-    fn send(&self, outputs: Vec<Tensor>) -> Result<()> {
-        let worked = self.since.get().elapsed();
-        let handing = Instant::now();
-        if self.tx.blocking_send(Streamed::Response(outputs)).is_err() {
-            return Err(cancelled());
-        }
-        let index = self.index.get();
-        self.stats.record_response(index, ResponseOutcome::Success, worked, handing.elapsed());
-        self.index.set(index + 1);
-        self.since.set(Instant::now());
-        Ok(())
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.tx.is_closed()
     }
 }
 
@@ -328,7 +243,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Stamps Triton's four compute timestamps on every traced job of an execution.
-fn stamp_compute<'a>(
+pub(crate) fn stamp_compute<'a>(
     traces: impl IntoIterator<Item = &'a Arc<Trace>>,
     start: Instant,
     input_end: Instant,

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod answers;
 pub mod audit;
 pub mod authorize;
 mod batch;

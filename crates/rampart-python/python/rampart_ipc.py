@@ -158,7 +158,7 @@ def _encode_outputs(tensors):
     return described, parts
 
 
-def _send_responses(header, responses):
+def _send_responses(header, responses, events=False):
     """Sends `header` with each response's outputs placed in one memfd."""
     all_parts, slots = [], []
     for r in responses:
@@ -170,7 +170,7 @@ def _send_responses(header, responses):
             slots.append(d)
             all_parts.append(p)
     _place(slots, all_parts)
-    send_message(header, all_parts)
+    send_message(header, all_parts, events)
 
 
 def _place(descriptions, parts):
@@ -212,20 +212,64 @@ def _response_json(response):
     return {"tensors": response.output_tensors(), "parameters": response.parameters()}
 
 
+_seq_lock = threading.Lock()
+
+
+def _take_seq(request, final):
+    """The sequence number of the next message about `request` (see the server's pending.rs), or None when
+    the request has ended; `final` ends it."""
+    with _seq_lock:
+        if request._closed:
+            return None
+        seq = request._seq
+        request._seq += 1
+        if final:
+            request._closed = True
+            _cancelled.discard((request._exec, request._index))
+        return seq
+
+
+def _item(request, seq, body):
+    return {"request": request._index, "seq": seq, "flags": 1, "response": body}
+
+
 def send_response(request, response, flags):
-    """A response sender's send: to the server at once for a decoupled model, kept as the answer otherwise."""
+    """A response sender's send: to the server at once, on the events socket (any thread may send)."""
+    import triton_python_backend_utils as pb
+
+    final = bool(flags & pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
     if not request._decoupled:
-        if response is not None and request._answer is not None:
-            import triton_python_backend_utils as pb
-            raise pb.TritonError(
-                "Unable to send response. Non-decoupled model cannot send more than one response.")
-        if response is not None:
-            request._answer = response
-        return
+        # The first response is the answer and ends the request; a final flag after it changes nothing.
+        with _seq_lock:
+            if response is None:
+                if not request._closed:
+                    raise pb.TritonError("Unable to send response. Non-decoupled model cannot send complete "
+                                         "final before sending a response.")
+                if request._final_flag:
+                    raise pb.TritonError("Unable to send response. Response sender has been closed.")
+                request._final_flag = True
+                return
+            if request._closed:
+                raise pb.TritonError(
+                    "Unable to send response. Non-decoupled model cannot send more than one response.")
+        final = True
+    seq = _take_seq(request, final)
+    if seq is None:
+        raise pb.TritonError("Unable to send response. Response sender has been closed.")
     body = _response_json(response) if response is not None else None
-    header = {"op": "response", "exec": request._exec, "request": request._index, "flags": flags,
-              "response": body}
-    _send_responses(header, [body])
+    header = {"op": "response", "exec": request._exec, "request": request._index, "seq": seq,
+              "flags": 1 if final else 0, "response": body}
+    _send_responses(header, [body], events=True)
+
+
+def _end_with_error(requests, err):
+    """Error messages for the requests that have not ended."""
+    items = []
+    for r in requests:
+        seq = _take_seq(r, True)
+        if seq is not None:
+            items.append(_item(r, seq, {"error": err}))
+    return items
 
 
 def call(request, decoupled):
@@ -290,15 +334,12 @@ def control(what, model_name, **fields):
     return result if what == "metric" else bool(result)
 
 
-def is_cancelled(index):
-    return (_current_exec[0], index) in _cancelled
+def is_cancelled(request):
+    return (request._exec, request._index) in _cancelled
 
 
 def log(level, message):
     send_message({"op": "log", "level": level, "message": message}, events=True)
-
-
-_current_exec = [0]
 
 
 _NUMPY_TYPES = {}  # wire name -> (numpy dtype, item size), filled on first use
@@ -343,7 +384,9 @@ def _request(exec_id, index, desc, mapping, decoupled):
     r._index = index
     r._exec = exec_id
     r._decoupled = decoupled
-    r._answer = None
+    r._seq = 0
+    r._closed = False
+    r._final_flag = False
     return r
 
 
@@ -356,52 +399,109 @@ def _failure(e):
     return error_json(f"Failed to process the request(s) for model '{_model_name}', message: {what}", code)
 
 
-def _execute(model, header, mapping, loop):
+_loop = []
+
+
+def _event_loop():
+    """The event loop `async def execute` runs on: one per worker, on its own thread, started on first use,
+    so tasks a model starts outlive the execute that started them."""
+    if not _loop:
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True, name="rampart-asyncio").start()
+        _loop.append(loop)
+    return _loop[0]
+
+
+def _run(awaitable):
+    async def wrapped():
+        return await awaitable
+
+    return asyncio.run_coroutine_threadsafe(wrapped(), _event_loop())
+
+
+def _execute(model, header, mapping):
+    """Runs `execute` on one execution's requests and says `done` when it returned, with what it returned.
+    A decoupled model's `async def execute` runs on while the instance takes more requests."""
     exec_id = header["exec"]
     decoupled = header["decoupled"]
-    _current_exec[0] = exec_id
+    requests = []
     try:
         requests = [_request(exec_id, i, d, mapping, decoupled) for i, d in enumerate(header["requests"])]
         result = model.execute(requests)
         if inspect.isawaitable(result):
-            result = loop.run_until_complete(result)
+            future = _run(result)
+            if decoupled:
+                future.add_done_callback(lambda f: _async_done(f, requests))
+                result = None
+            else:
+                result = future.result()
+        items = _returned(requests, result, decoupled)
     except Exception as e:  # noqa: BLE001 - every model error is reported to the server
         err = _failure(e)
-        if decoupled:
-            send_message({"op": "executed", "exec": exec_id, "error": err})
-        else:
-            n = len(header["requests"])
-            send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
+        items = _end_with_error(requests, err)
+        if not requests:
+            items = [{"request": i, "seq": 0, "flags": 1, "response": {"error": err}}
+                     for i in range(len(header["requests"]))]
+        send_message({"op": "done", "exec": exec_id, "items": items, "failed": True})
         return
-    if decoupled:
-        err = None
-        if result is not None:
-            err = error_json(f"Failed to process the request(s) for model '{_model_name}', message: model "
-                             f"'{_model_name}' is using the decoupled mode and the execute function must return None.")
-        send_message({"op": "executed", "exec": exec_id, "error": err})
-        return
-    n = len(requests)
+    _send_responses({"op": "done", "exec": exec_id, "items": items}, [i["response"] for i in items])
+
+
+def _async_done(future, requests):
+    """A decoupled model's `async def execute` ended: an exception or a returned value ends the requests it
+    had not ended, with that error."""
+    try:
+        e = future.exception()
+        if e is None:
+            _returned(requests, future.result(), True)
+            return
+    except Exception as error:  # noqa: BLE001
+        e = error
+    items = _end_with_error(requests, _failure(e))
+    for item in items:
+        send_message({"op": "response", "exec": requests[0]._exec, **item}, events=True)
+
+
+def _returned(requests, result, decoupled):
+    """The messages for what `execute` returned (Triton's rules); raises what Triton reports as an error."""
     if result is None:
-        result = [None] * n
-    if not isinstance(result, (list, tuple)):
-        err = error_json(f"Failed to process the request(s) for model '{_model_name}', message: Expected a list "
-                         f"in the execute return, found type '{type(result)}'.")
-        send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
-        return
-    if len(result) != n:
-        err = error_json(f"Failed to process the request(s) for model '{_model_name}', message: Number of "
-                         "InferenceResponse objects do not match the number of InferenceRequest objects. "
-                         f"InferenceRequest(s) size is:{n}, and InferenceResponse(s) size is:{len(result)}")
-        send_message({"op": "responses", "exec": exec_id, "responses": [{"error": err}] * n})
-        return
-    bodies = []
+        if decoupled:
+            return []
+        # A request whose model never took its response sender can no longer be answered.
+        missing = [r for r in requests if r._sender is None]
+        return _end_with_error(missing, error_json(f"model '{_model_name}' returned no response for a request"))
+    if decoupled:
+        raise _ipc_error(f"Python model '{_model_name}' is using the decoupled mode and the execute function "
+                         "must return None.")
+    if not isinstance(result, list):
+        raise _ipc_error(f"Expected a list in the execute return, found type '{type(result)}'.")
+    if len(result) != len(requests):
+        raise _ipc_error("Number of InferenceResponse objects do not match the number of InferenceRequest "
+                         f"objects. InferenceRequest(s) size is:{len(requests)}, and InferenceResponse(s) size "
+                         f"is:{len(result)}")
+    import triton_python_backend_utils as pb
+
+    for resp in result:
+        if resp is not None and not isinstance(resp, pb.InferenceResponse):
+            raise _ipc_error("Expected an 'InferenceResponse' object in the execute function return list, "
+                             f"found type '{type(resp)}'.")
+    items = []
     for req, resp in zip(requests, result):
-        resp = resp if resp is not None else req._answer
         if resp is None:
-            bodies.append({"error": error_json(f"model '{_model_name}' returned no response for a request")})
-        else:
-            bodies.append(_response_json(resp))
-    _send_responses({"op": "responses", "exec": exec_id, "responses": bodies}, bodies)
+            if req._sender is None:
+                items += _end_with_error([req], error_json(
+                    f"model '{_model_name}' returned no response for a request"))
+            continue
+        seq = _take_seq(req, True)
+        if seq is not None:
+            items.append(_item(req, seq, _response_json(resp)))
+    return items
+
+
+def _ipc_error(message):
+    import triton_python_backend_utils as pb
+
+    return pb.TritonError(message)
 
 
 def _load_module(path, version_dir):
@@ -460,13 +560,12 @@ def main():
         if hasattr(model, "initialize"):
             result = model.initialize(header["args"])
             if inspect.isawaitable(result):
-                asyncio.new_event_loop().run_until_complete(result)
+                _run(result).result()
     except BaseException as e:  # noqa: BLE001 - the server shows the traceback as the load error
         text = "".join(traceback.format_exception(e)).strip()
         send_message({"op": "failed", "message": text[-8000:]})
         return
     send_message({"op": "ready"})
-    loop = asyncio.new_event_loop()
     while True:
         try:
             header, mapping = receive(_sock)
@@ -476,7 +575,7 @@ def main():
         if header is None or header["op"] == "finalize":
             break
         if header["op"] == "execute":
-            _execute(model, header, mapping, loop)
+            _execute(model, header, mapping)
     try:
         if hasattr(model, "finalize"):
             model.finalize()

@@ -255,20 +255,18 @@ class InferenceResponseSender:
 
     def __init__(self, request):
         self._request = request
-        self._closed = False
 
     def send(self, response=None, flags=0):
         if flags not in (0, TRITONSERVER_RESPONSE_COMPLETE_FINAL):
             raise TritonError("Unable to send response. Unsupported flag provided.")
-        if self._closed:
-            raise TritonError("Unable to send response. Response sender has been closed.")
         if response is None and flags != TRITONSERVER_RESPONSE_COMPLETE_FINAL:
             raise TritonError("Unable to send response. A response or the final flag is needed.")
         if response is not None and not isinstance(response, InferenceResponse):
             raise TritonError("response must be a pb_utils.InferenceResponse", TritonError.INVALID_ARG)
-        if flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL:
-            self._closed = True
         _ipc.send_response(self._request, response, flags)
+
+    def is_closed(self):
+        return self._request._closed
 
     def is_cancelled(self):
         return self._request.is_cancelled()
@@ -337,7 +335,7 @@ class InferenceRequest:
         return self._sender
 
     def is_cancelled(self):
-        return self._index is not None and _ipc.is_cancelled(self._index)
+        return self._index is not None and _ipc.is_cancelled(self)
 
     def set_release_flags(self, flags):
         if flags != TRITONSERVER_REQUEST_RELEASE_ALL:

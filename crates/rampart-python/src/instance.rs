@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rampart_types::{
-    Code, CorrelationId, EngineInstance, EngineRequest, Error, ModelSignature, Responder, Result,
-    Tensor,
+    CorrelationId, EngineInstance, EngineRequest, Error, ModelSignature, Result, Submitted, Tensor,
 };
 use serde_json::{Value, json};
 
@@ -28,8 +27,6 @@ pub(crate) struct Timeouts {
 
 /// The longest a restart waits after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often a decoupled request checks whether its caller went away.
-const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) struct PythonInstance {
     pub setup: Arc<Setup>,
@@ -50,6 +47,8 @@ pub(crate) struct PythonInstance {
     pub not_before: Instant,
     /// The number of the current execution; messages about an older one are stale.
     pub exec: u64,
+    /// `model_transaction_policy { decoupled: true }`.
+    pub decoupled: bool,
 }
 
 impl PythonInstance {
@@ -80,6 +79,10 @@ impl PythonInstance {
 
     /// The running worker, restarted if it was lost and its backoff has passed.
     fn ready(&mut self) -> Result<()> {
+        if let Some(status) = self.worker.as_mut().and_then(Worker::exited) {
+            // It died while idle (or after its last execute returned): restart it for this request.
+            self.lost(&format!("its worker process ended ({status})"));
+        }
         if self.worker.is_some() {
             return Ok(());
         }
@@ -119,36 +122,57 @@ impl PythonInstance {
     }
 
     /// The worker is gone or useless: kill it, schedule the restart, and say so to the requests it held.
-    fn lost(&mut self, why: &str) -> Error {
+    fn lost(&mut self, why: &str) {
+        let e = Error::unavailable(format!("{}: {why}; the worker is being restarted", self.label));
         if let Some(mut w) = self.worker.take() {
             w.kill();
+            w.pending.fail_all(&e);
         }
         self.back_off();
         tracing::warn!("{}: {why}; the worker will be restarted", self.label);
-        Error::unavailable(format!("{}: {why}; the worker is being restarted", self.label))
     }
 
-    /// Waits for the next message about the current execution; an error when the worker is lost.
-    fn next(&mut self, timeout: Duration) -> Result<Wait> {
+    /// Waits for the end of the current execution (`execute` returned) and hands what it returned to the
+    /// requests; a worker that ends or stays silent too long is lost, with the requests it held.
+    fn wait_done(&mut self) {
         let exec = self.exec;
         let worker = self.worker.as_mut().expect("a running worker");
-        match worker.next(timeout) {
-            Next::Message(m) if m.header["exec"].as_u64() == Some(exec) => Ok(Wait::Got(m)),
-            Next::Message(_) => Ok(Wait::Stale),
-            Next::Closed(why) => {
-                Err(self.lost(&format!("its worker process ended while executing ({why})")))
+        loop {
+            match worker.next(self.timeouts.execute) {
+                Next::Message(Message { header, data })
+                    if header["exec"].as_u64() == Some(exec) && header["op"] == "done" =>
+                {
+                    for item in header["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                        worker.pending.offer(exec, item, &data);
+                    }
+                    if header["failed"] != true {
+                        self.failures = 0;
+                    }
+                    return;
+                }
+                // A message about an earlier execution (one the worker answered after it was given up).
+                Next::Message(_) => continue,
+                Next::Closed(why) => {
+                    return self.lost(&format!("its worker process ended while executing ({why})"));
+                }
+                Next::TimedOut => {
+                    let secs = self.timeouts.execute.as_secs_f64();
+                    return self.lost(&format!(
+                        "its worker did not answer within {secs} s and was killed"
+                    ));
+                }
             }
-            Next::TimedOut => Ok(Wait::Quiet),
         }
     }
 
     /// Sends the requests of one execution, their tensors in one sealed memfd.
-    fn send(&mut self, requests: &[EngineRequest], decoupled: bool) -> Result<()> {
-        self.exec += 1;
+    fn send(&mut self, requests: &[Submitted]) -> Result<()> {
+        let decoupled = self.decoupled;
+        let requests: Vec<&EngineRequest> = requests.iter().map(|s| &s.request).collect();
         let depth = requests.iter().map(|r| r.info.depth).max().unwrap_or(0);
         self.calls.depth.store(depth, std::sync::atomic::Ordering::SeqCst);
         let mut parts: Vec<&[u8]> = Vec::new();
-        for r in requests {
+        for r in &requests {
             parts.extend(r.inputs.iter().map(|t| t.data.as_ref()));
         }
         let (places, _) = ipc::layout(&parts);
@@ -177,45 +201,8 @@ impl PythonInstance {
             })
             .collect();
         let header = json!({"op": "execute", "exec": self.exec, "decoupled": decoupled, "requests": described});
-        let sent = self.worker.as_ref().expect("a running worker").send(&header, &parts);
-        sent.map_err(|e| self.lost(&format!("sending the request failed ({})", e.message())))
+        self.worker.as_ref().expect("a running worker").send(&header, &parts)
     }
-
-    /// The requested outputs of one response body, in the order asked for.
-    fn outputs(&self, body: &Value, data: &bytes::Bytes, wanted: &[String]) -> Result<Vec<Tensor>> {
-        if let Some(e) = body.get("error").filter(|e| !e.is_null()) {
-            return Err(ipc::error(e));
-        }
-        let sent = body["outputs"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let model = self.label.as_str();
-        wanted
-            .iter()
-            .map(|name| {
-                let desc = sent.iter().find(|d| d["name"] == name.as_str()).ok_or_else(|| {
-                    let names: Vec<&str> = sent.iter().filter_map(|d| d["name"].as_str()).collect();
-                    Error::internal(format!(
-                        "{model}: the response has no output '{name}' (it has: {})",
-                        names.join(", ")
-                    ))
-                })?;
-                ipc::tensor(desc, data, model)
-            })
-            .collect()
-    }
-
-    fn hung(&mut self) -> Error {
-        let secs = self.timeouts.execute.as_secs_f64();
-        self.lost(&format!("its worker did not answer within {secs} s and was killed"))
-    }
-}
-
-/// What waiting for the worker gave.
-enum Wait {
-    Got(Message),
-    /// A message about an earlier execution (a decoupled model's thread that kept sending).
-    Stale,
-    /// Nothing within the time given.
-    Quiet,
 }
 
 impl EngineInstance for PythonInstance {
@@ -223,99 +210,46 @@ impl EngineInstance for PythonInstance {
         &self.signature
     }
 
+    /// A sequence batch: one request, waited for here.
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>> {
+        let wait = Arc::new(crate::pending::Wait::default());
         let request = EngineRequest::new(inputs.to_vec(), outputs.to_vec());
-        self.execute_requests(std::slice::from_ref(&request)).pop().expect("one result")
+        self.submit(vec![Submitted { request, answers: wait.clone() }]);
+        wait.get(self.timeouts.execute).unwrap_or_else(|| {
+            let secs = self.timeouts.execute.as_secs_f64();
+            Err(Error::unavailable(format!("{}: no response within {secs} s", self.label)))
+        })
     }
 
-    fn execute_requests(&mut self, requests: &[EngineRequest]) -> Vec<Result<Vec<Tensor>>> {
-        let all = |e: Error| vec![Err(e); requests.len()];
-        if let Err(e) = self.ready().and_then(|()| self.send(requests, false)) {
-            return all(e);
-        }
-        let Message { header, data } = loop {
-            match self.next(self.timeouts.execute) {
-                Ok(Wait::Got(m)) if m.header["op"] == "responses" => break m,
-                Ok(Wait::Got(_) | Wait::Stale) => continue,
-                Ok(Wait::Quiet) => return all(self.hung()),
-                Err(e) => return all(e),
+    /// Sends the requests to the worker and returns once `execute` returned there; the requests end
+    /// when the model answers them (see `pending.rs`).
+    fn submit(&mut self, requests: Vec<Submitted>) {
+        if let Err(e) = self.ready() {
+            for s in requests {
+                s.answers.finish(Err(e.clone()));
             }
-        };
-        let bodies = header["responses"].as_array().map(Vec::as_slice).unwrap_or_default();
-        if bodies.len() != requests.len() {
-            return all(Error::internal(format!("{}: wrong number of responses", self.label)));
+            return;
         }
-        let results: Vec<_> =
-            bodies.iter().zip(requests).map(|(b, r)| self.outputs(b, &data, &r.outputs)).collect();
-        if results.iter().any(Result::is_ok) {
-            self.failures = 0;
+        self.exec += 1;
+        let pending = self.worker.as_ref().expect("a running worker").pending.clone();
+        for (i, s) in requests.iter().enumerate() {
+            pending.register(self.exec, i as u64, s.answers.clone(), s.request.outputs.clone());
         }
-        results
-    }
-
-    fn execute_decoupled(
-        &mut self,
-        request: &EngineRequest,
-        responder: &dyn Responder,
-    ) -> Result<()> {
-        self.ready()?;
-        self.send(std::slice::from_ref(request), true)?;
-        let mut cancelled = false;
-        let mut quiet_since = Instant::now();
-        loop {
-            if !cancelled && responder.is_cancelled() {
-                cancelled = true;
-                self.cancel();
-            }
-            let Message { header, data } = match self.next(CANCEL_POLL)? {
-                Wait::Got(m) => m,
-                Wait::Stale => continue,
-                Wait::Quiet if quiet_since.elapsed() >= self.timeouts.execute => {
-                    return Err(self.hung());
-                }
-                Wait::Quiet => continue,
-            };
-            quiet_since = Instant::now();
-            match header["op"].as_str() {
-                Some("response") => {
-                    let body = &header["response"];
-                    if !body.is_null() {
-                        let outputs = self.outputs(body, &data, &request.outputs)?;
-                        if !cancelled && responder.send(outputs).is_err() {
-                            cancelled = true;
-                            self.cancel();
-                        }
-                    }
-                    if header["flags"].as_u64().unwrap_or(0) & 1 == 1 {
-                        self.failures = 0;
-                        return if cancelled { Err(cancelled_error()) } else { Ok(()) };
-                    }
-                }
-                Some("executed") if !header["error"].is_null() => {
-                    return Err(ipc::error(&header["error"]));
-                }
-                _ => {}
-            }
+        match self.send(&requests) {
+            Ok(()) => self.wait_done(),
+            Err(e) => self.lost(&format!("sending the request failed ({})", e.message())),
         }
     }
-}
-
-impl PythonInstance {
-    /// Tells the model that the caller of the current request went away (`request.is_cancelled()`).
-    fn cancel(&mut self) {
-        if let Some(w) = &self.worker {
-            let _ = w.send_event(&json!({"op": "cancel", "exec": self.exec, "request": 0}));
-        }
-    }
-}
-
-fn cancelled_error() -> Error {
-    Error::new(Code::Cancelled, "request cancelled: the client went away")
 }
 
 impl Drop for PythonInstance {
     fn drop(&mut self) {
         if let Some(w) = self.worker.take() {
+            // Requests the model still answers on its own time get the finalize timeout to end.
+            let left = w.pending.drain(self.timeouts.finalize);
+            if left > 0 {
+                tracing::warn!("{}: unloaded with {left} request(s) unanswered", self.label);
+            }
             w.finalize(self.timeouts.finalize);
         }
     }

@@ -12,6 +12,7 @@
 mod bls;
 mod instance;
 mod ipc;
+mod pending;
 mod sandbox;
 mod spawn;
 mod worker;
@@ -204,6 +205,12 @@ fn seconds(spec: &InstanceSpec, key: &str, default: u64) -> Result<Duration> {
     }
 }
 
+/// `model_transaction_policy { decoupled: true }` in the completed config.
+fn is_decoupled(spec: &InstanceSpec) -> bool {
+    let config: serde_json::Value = serde_json::from_str(&spec.config_json).unwrap_or_default();
+    config["model_transaction_policy"]["decoupled"].as_bool().unwrap_or(false)
+}
+
 fn timeouts(spec: &InstanceSpec) -> Result<Timeouts> {
     Ok(Timeouts {
         load: seconds(spec, "rampart_load_timeout_secs", 120)?,
@@ -304,6 +311,7 @@ impl Engine for PythonEngine {
             failures: 0,
             not_before: Instant::now(),
             exec: 0,
+            decoupled: is_decoupled(spec),
         };
         instance.worker = Some(instance.start()?);
         Ok(Box::new(instance))

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use rampart_types::{Error, Result};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::os::fd::AsFd;
 
 use crate::bls::Calls;
 use crate::ipc::{self, Message};
+use crate::pending::Pending;
 use crate::sandbox::{self, Policy};
 use crate::spawn;
 
@@ -48,8 +49,8 @@ pub(crate) struct Worker {
     child: Child,
     /// The work socket (see the module documentation).
     sock: OwnedFd,
-    /// The events socket, shared with the reader thread (which answers model calls on it).
-    events: Arc<OwnedFd>,
+    /// The requests the worker holds (answered from both sockets).
+    pub pending: Arc<Pending>,
     /// The worker's home and temporary directory, removed with it.
     _home: tempfile::TempDir,
     /// "python model 'm' (instance i)".
@@ -103,13 +104,16 @@ impl Worker {
             spawned.map_err(|e| fail(&format!("starting {}", setup.interpreter.display()), &e))?;
         drop(jail);
         drop((theirs, their_events));
-        let events = Arc::new(events);
-        let reader = events.clone();
+        // The reader thread owns the events socket.
+        let reader = Arc::new(events);
+        let pending = Pending::new(label.clone());
+        let held = pending.clone();
+        let pid = child.id();
         std::thread::Builder::new()
             .name("rampart-python-events".into())
-            .spawn(move || read_events(&reader, &calls))
+            .spawn(move || read_events(&reader, &calls, &held, pid))
             .map_err(|e| fail("starting its reader thread", &e))?;
-        let mut worker = Worker { child, sock: ours, events, _home: home, label };
+        let mut worker = Worker { child, sock: ours, pending, _home: home, label };
         worker.send(load, &[])?;
         match worker.next(timeout) {
             Next::Message(m) => Ok((worker, m.header)),
@@ -133,11 +137,6 @@ impl Worker {
         ipc::send(&self.sock, header, parts)
     }
 
-    /// Sends on the events socket (a cancellation).
-    pub(crate) fn send_event(&self, header: &Value) -> Result<()> {
-        ipc::send(&self.events, header, &[])
-    }
-
     /// The next message on the work socket, waiting at most `timeout`.
     pub(crate) fn next(&mut self, timeout: Duration) -> Next {
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
@@ -153,6 +152,11 @@ impl Worker {
             Ok(None) => Next::Closed(self.ended(None)),
             Err(e) => Next::Closed(self.ended(Some(e.message().to_string()))),
         }
+    }
+
+    /// How the process ended, if it has.
+    pub(crate) fn exited(&mut self) -> Option<String> {
+        self.child.try_wait().ok().flatten().map(describe)
     }
 
     /// How the process ended (it has closed its socket, so it is exiting or gone).
@@ -221,10 +225,35 @@ impl Drop for Worker {
 fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("it exited with status {code}"),
-        (None, Some(sig)) => format!("it was killed by signal {sig} ({})", signal_name(sig)),
+        (Some(code), _) => exited(code),
+        (None, Some(sig)) => killed(sig),
         _ => format!("it ended: {status}"),
     }
+}
+
+fn exited(code: i32) -> String {
+    format!("it exited with status {code}")
+}
+
+fn killed(sig: i32) -> String {
+    format!("it was killed by signal {sig} ({})", signal_name(sig))
+}
+
+/// How the worker `pid` ended, seen from the reader thread once the worker closed its channel: waits at
+/// most 2 s for it to exit, and leaves it to be reaped by its owner.
+fn exit_of(pid: u32) -> String {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid as i32)), flags) {
+            Ok(WaitStatus::Exited(_, code)) => return exited(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return killed(sig as i32),
+            Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => break,
+        }
+    }
+    "it closed its channel".into()
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -239,20 +268,49 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// Serves the events socket until the worker closes it.
-fn read_events(sock: &Arc<OwnedFd>, calls: &Calls) {
+/// How often the reader looks for requests whose callers went away.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// Serves the events socket until the worker closes it: responses sent by the model's response senders,
+/// log lines, model calls and control; tells the worker which requests were cancelled.
+fn read_events(sock: &Arc<OwnedFd>, calls: &Calls, pending: &Pending, pid: u32) {
+    let ended = |why: Option<String>| {
+        let why = match why {
+            Some(w) => format!("{}; {w}", exit_of(pid)),
+            None => exit_of(pid),
+        };
+        pending.fail_all(&Error::unavailable(format!(
+            "{}: its worker process ended ({why}); the worker is being restarted",
+            calls.label
+        )));
+    };
     loop {
+        for (exec, request) in pending.cancelled() {
+            let _ =
+                ipc::send(sock, &json!({"op": "cancel", "exec": exec, "request": request}), &[]);
+        }
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        let timeout =
+            PollTimeout::try_from(CANCEL_POLL.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return ended(Some(format!("poll: {e}"))),
+            Ok(_) => {}
+        }
         match ipc::receive(sock) {
             Ok(Some(m)) => match m.header["op"].as_str() {
+                Some("response") => {
+                    pending.offer(m.header["exec"].as_u64().unwrap_or(0), &m.header, &m.data)
+                }
                 Some("log") => log(&calls.label, &m.header),
                 Some("bls") => calls.dispatch(sock, &m),
                 Some("control") => calls.control(sock, &m),
                 _ => tracing::debug!("{}: unexpected event {}", calls.label, m.header["op"]),
             },
-            Ok(None) => return,
+            Ok(None) => return ended(None),
             Err(e) => {
                 tracing::warn!("{}: events channel: {}", calls.label, e.message());
-                return;
+                return ended(Some(e.message().to_string()));
             }
         }
     }

@@ -243,6 +243,22 @@ pub trait Responder {
     fn is_cancelled(&self) -> bool;
 }
 
+/// Where the responses of one request go when its instance may answer after [`EngineInstance::submit`]
+/// returned, from any thread (Triton's Python models: a response sender used from the model's own thread,
+/// or `async def execute` of a decoupled model). For a request of a model that is not decoupled, the first
+/// response is the answer and ends it.
+pub trait Answers: Responder + Send + Sync {
+    /// Ends the request: `Ok` is the final flag, an error its last response. Only the first call counts;
+    /// an `Answers` dropped unfinished ends its request with an INTERNAL error.
+    fn finish(&self, result: Result<()>);
+}
+
+/// One request handed to [`EngineInstance::submit`] with where its responses go.
+pub struct Submitted {
+    pub request: EngineRequest,
+    pub answers: Arc<dyn Answers>,
+}
+
 /// A loaded model instance. Owned by exactly one execution thread.
 pub trait EngineInstance: Send {
     /// The model file's own signature (an engine without a file answers the declared one).
@@ -250,11 +266,15 @@ pub trait EngineInstance: Send {
     /// Runs one batch. `inputs` carry full shapes (batch dimension included when the model batches) and wire
     /// layout data; the result holds the requested outputs in the order asked for.
     fn execute(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>>;
-    /// Runs requests that arrived together, for an engine that sees requests rather than batches
-    /// ([`Engine::takes_requests`]); answers one result per request, in order. The default executes each
-    /// alone.
-    fn execute_requests(&mut self, requests: &[EngineRequest]) -> Vec<Result<Vec<Tensor>>> {
-        requests.iter().map(|r| self.execute(&r.inputs, &r.outputs)).collect()
+    /// Hands over requests that arrived together, for an engine that sees requests
+    /// ([`Engine::takes_requests`]). Returns when the instance can take more; each request ends when its
+    /// [`Answers::finish`] is called, which may be later. The default runs each request at once through
+    /// [`EngineInstance::execute_decoupled`].
+    fn submit(&mut self, requests: Vec<Submitted>) {
+        for Submitted { request, answers } in requests {
+            let result = self.execute_decoupled(&request, &*answers);
+            answers.finish(result);
+        }
     }
     /// Runs one request of a decoupled model (`model_transaction_policy { decoupled: true }`), sending zero
     /// or more responses through `responder`. An error ends the request with that error as its last
@@ -280,8 +300,8 @@ pub trait Engine: Send + Sync {
     }
     /// Whether the engine runs model code that sees each request (Triton's Python backend): the core then
     /// fills [`RequestInfo`] and [`InstanceSpec::config_json`], completes the config before loading, and
-    /// hands a dynamic batch over as a list of requests ([`EngineInstance::execute_requests`]) instead of
-    /// concatenated tensors.
+    /// hands requests over, alone or as a dynamic batch, each with where its answers go
+    /// ([`EngineInstance::submit`]) instead of concatenated tensors; decoupled requests are batched too.
     fn takes_requests(&self) -> bool {
         false
     }
