@@ -11,9 +11,11 @@ use rampart_types::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::answers::{Common, Execution, Stream, Unary};
 use crate::stats::{ExecutionTimes, ModelStats, Pending};
 use crate::trace::Trace;
+use answers::{Common, Execution, Stream, Unary};
+
+mod answers;
 
 /// One accepted request of a model version.
 pub(crate) struct Job {
@@ -191,7 +193,7 @@ impl Instance {
     }
 
     /// Hands jobs that arrived together to an engine that sees requests, each with where its answers go;
-    /// they end on the engine's time (see [`crate::answers`]).
+    /// they end on the engine's time (see `executor/answers.rs`).
     fn run_requests(&mut self, jobs: Vec<Job>) {
         let execution = Execution::new(self.stats.clone(), jobs.len());
         let submitted: Vec<Submitted> = jobs

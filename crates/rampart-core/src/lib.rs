@@ -23,7 +23,6 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
-mod answers;
 pub mod audit;
 pub mod authorize;
 mod batch;

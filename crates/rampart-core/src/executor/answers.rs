@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rampart_types::{Answers, Code, Error, Responder, Result, Tensor};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executor::{Streamed, cancelled, stamp_compute};
+use super::{Streamed, cancelled, stamp_compute};
 use crate::stats::{ExecutionTimes, ModelStats, ResponseOutcome};
 use crate::trace::Trace;
 
