@@ -405,7 +405,7 @@ def test_decoupled_model_refused_over_http_infer(srv):
 
 def test_an_exception_in_execute_is_a_500_with_the_exception(srv, gclient):
     r = srv.infer("raises", json_infer("INT32", [1], [0]))
-    assert_error(r, 500, "Failed to process the request(s) for model 'raises'", "ValueError: bad thing")
+    assert_error(r, 500, "Failed to process the request(s) for model 'raises_0_0'", "ValueError: bad thing")
     grpc_error(
         lambda: gclient.infer("raises", int_input(grpcclient, 0)), grpc.StatusCode.INTERNAL,
         "ValueError: bad thing",

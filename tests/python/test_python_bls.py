@@ -9,6 +9,9 @@ tests/python/python_models:
 - bls_async: `async def execute` awaiting asyncio.gather of several `async_exec()` calls;
 - bls_errors: answers `has_error()` and the message of a call instead of failing (unknown model, wrong input name,
   a model that --model-access protects);
+- bls_iterate: what the iterator of `exec(decoupled=True)` yields (a model that is not decoupled answers one
+  response; a final flag sent alone is an empty last response; iterating again replays the responses;
+  `cancel()` ends the call with a CANCELLED error response);
 - bls_ping / bls_pong: a chain of calls back and forth, bounded by MAX_CALL_DEPTH = 8 (a request of a client, then
   at most 8 calls in a row). Every link holds an instance while it waits, so they have 5 and 4 instances, and
   `rampart_execute_timeout_secs` is low so that a bug cannot hang the suite.
@@ -45,7 +48,7 @@ from test_python_backend import (  # noqa: F401 - worker_python and module_publi
     worker_python,
 )
 
-BLS_MODELS = ["bls_simple", "bls_decoupled", "bls_async", "bls_errors", "bls_ping", "bls_pong"]
+BLS_MODELS = ["bls_simple", "bls_decoupled", "bls_async", "bls_errors", "bls_ping", "bls_pong", "bls_iterate"]
 MAX_CALL_DEPTH = 8  # crates/rampart-core/src/bls.rs
 ACCESS_KEY, ACCESS_VALUE = "x-key", "secret"
 
@@ -66,7 +69,7 @@ def server_args(worker_python, extra=()):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def srv(module_public_dir, worker_python):  # noqa: F811
-    repo = make_repo(module_public_dir / "repo", [*BLS_MODELS, "repeat_decoupled"])
+    repo = make_repo(module_public_dir / "repo", [*BLS_MODELS, "repeat_decoupled", "repeat_thread"])
     server = start_server(grpc_base_args(repo, extra=server_args(worker_python)), "rampart-python-bls", wait="live")
     index = wait_models_settled(server)
     assert all(e["state"] == "READY" for e in index), index
@@ -168,6 +171,29 @@ def test_plain_exec_on_a_decoupled_model_with_several_responses_is_an_error(srv)
     assert "model 'repeat_decoupled' sent 2 responses; use exec(decoupled=True)" in message, message
 
 
+def iterate(srv, mode: int) -> list[int]:
+    with GrpcClient(srv.grpc_url) as client:
+        t = grpcclient.InferInput("MODE", [1], "INT32")
+        t.set_data_from_numpy(np.array([mode], dtype=np.int32))
+        return client.infer("bls_iterate", [t]).as_numpy("RESULT").tolist()
+
+
+def test_decoupled_exec_of_a_model_that_is_not_decoupled_yields_its_one_response(srv):
+    # One response with both outputs, no empty response after it; a second iteration replays it.
+    assert iterate(srv, 0) == [1, 1, 2, 0]
+
+
+def test_decoupled_exec_yields_each_response_then_the_final_flag_as_an_empty_one_and_replays(srv):
+    assert iterate(srv, 1) == [4, 4, 0, 0]
+
+
+def test_cancelling_a_decoupled_call_ends_it_with_a_cancelled_error(srv):
+    received, cancelled, took_ms, _ = iterate(srv, 2)
+    assert cancelled == 1, (received, took_ms)
+    # Twenty responses 50 ms apart would take a second.
+    assert received < 20 and took_ms < 900, (received, took_ms)
+
+
 # ---------------------------------------------------------------------------------------
 # async def execute + async_exec
 # ---------------------------------------------------------------------------------------
@@ -196,9 +222,11 @@ def test_calling_a_model_that_does_not_exist_is_an_error_response_naming_it(srv)
     assert has_error is True, message
     assert "no_such_model" in message, message
     assert out == []
-    # The same request from a client gets the same message.
+    # The same request from a client gets the same message; model code sees it after Triton's prefix for a
+    # call refused before it was queued.
     direct = srv.infer("no_such_model", json_infer("INT32", [1, 16], [1] * 16, name="INPUT0"))
-    assert message == assert_error(direct, 404, "no_such_model")
+    prefix = "Model no_such_model - Error when running inference: "
+    assert message == prefix + assert_error(direct, 404, "no_such_model")
 
 
 def test_a_wrong_input_name_gives_the_targets_validation_error(srv):

@@ -13,6 +13,7 @@ use rampart_types::{
 };
 
 use crate::infer::{InferRequest, InputTensor, ParamValue, Parameters, RequestedOutput};
+use crate::model::StreamedResponse;
 use crate::server::{Inner, Server};
 
 /// The longest chain of model-code calls: a request of a client, then up to this many calls in a row.
@@ -37,9 +38,8 @@ impl ModelCaller for ServerCaller {
         let inner = self.inner.clone();
         let caller = self.caller.clone();
         runtime.spawn(async move {
-            match run(inner, &caller, call, &mut sink).await {
-                Ok(()) => sink(CallEvent::Final),
-                Err(e) => sink(CallEvent::Error(e)),
+            if let Err(e) = run(inner, &caller, call, &mut sink).await {
+                sink(CallEvent::Error(e));
             }
         });
     }
@@ -101,25 +101,58 @@ async fn run(
             ),
         ));
     }
-    let request = request(call)?;
-    let model = server.model(&request.model_name, request.model_version)?;
-    if model.decoupled {
-        let mut stream = model.infer_decoupled(request)?;
-        while let Some(next) = stream.next().await {
-            if let Some(r) = next?.response {
-                sink(CallEvent::Response(r.outputs));
-            }
-        }
-    } else {
-        sink(CallEvent::Response(model.infer(request).await?.outputs));
+    let cancelled = call.cancelled.clone();
+    // As in Triton, an error before the request is queued names the model this way.
+    let name = call.model_name.clone();
+    let refused = |e: Error| {
+        let message = format!("Model {name} - Error when running inference: {}", e.message());
+        Error::new(e.code(), message)
+    };
+    let request = request(call).map_err(refused)?;
+    let model = server.model(&request.model_name, request.model_version).map_err(refused)?;
+    if !model.decoupled {
+        let answer = tokio::select! {
+            answer = model.infer(request) => answer?,
+            () = until(&cancelled) => return Err(crate::executor::cancelled()),
+        };
+        sink(CallEvent::Last(answer.outputs));
+        return Ok(());
     }
-    Ok(())
+    let mut stream = model.infer_decoupled(request).map_err(refused)?;
+    loop {
+        // Dropping the stream on cancellation cancels the callee's request.
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = until(&cancelled) => return Err(crate::executor::cancelled()),
+        };
+        let event = match next {
+            None | Some(Ok(StreamedResponse { response: None, last: true })) => CallEvent::Final,
+            Some(Ok(StreamedResponse { response: Some(r), last: true })) => {
+                CallEvent::Last(r.outputs)
+            }
+            Some(Ok(StreamedResponse { response: Some(r), last: false })) => {
+                sink(CallEvent::Response(r.outputs));
+                continue;
+            }
+            Some(Ok(StreamedResponse { response: None, last: false })) => continue,
+            Some(Err(e)) => return Err(e),
+        };
+        sink(event);
+        return Ok(());
+    }
+}
+
+/// Returns once `flag` is set (checked every 20 ms).
+async fn until(flag: &std::sync::atomic::AtomicBool) {
+    while !flag.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The request a call makes: its parameters from the JSON object model code gave, its sequence from the
 /// correlation ID and flags, its `timeout`.
 fn request(call: ModelCall) -> rampart_types::Result<InferRequest> {
-    let ModelCall { model_name, model_version, request, timeout_us, depth } = call;
+    let ModelCall { model_name, model_version, request, timeout_us, depth, .. } = call;
     let mut parameters = parameters(&request.info.parameters_json)?;
     match &request.info.correlation_id {
         Some(CorrelationId::Uint(u)) => {

@@ -44,6 +44,8 @@ pub(crate) enum Reply {
 #[derive(Debug)]
 pub(crate) enum Streamed {
     Response(Vec<Tensor>),
+    /// The last response: the final flag came with it.
+    Last(Vec<Tensor>),
     /// The request is complete (Triton's final flag without a response).
     Final,
     /// The request failed; nothing follows.

@@ -417,6 +417,11 @@ impl DecoupledStream {
                 response.parameters.clone_from(&self.parameters);
                 return Some(Ok(StreamedResponse { response: Some(response), last: false }));
             }
+            Some(Streamed::Last(outputs)) => {
+                let mut response = self.model.response(self.id.clone(), outputs, self.batch_size);
+                response.parameters.clone_from(&self.parameters);
+                Ok(StreamedResponse { response: Some(response), last: true })
+            }
             Some(Streamed::Final) => Ok(StreamedResponse { response: None, last: true }),
             Some(Streamed::Error(e)) => Err(e),
             None => Err(Error::internal(format!(

@@ -36,6 +36,7 @@ _sock = None
 _events = None
 _cancelled = set()
 _model_name = ""
+_instance_name = ""  # Triton's stub names the instance in its messages ("add_sub_0_0")
 _calls = {}
 _calls_lock = threading.Lock()
 _next_call = [0]
@@ -273,8 +274,8 @@ def _end_with_error(requests, err):
 
 
 def call(request, decoupled):
-    """Sends a BLS request to the server; answers the list of its responses (non-decoupled) or an iterator
-    over them (decoupled). The last response of a decoupled call is empty."""
+    """Sends a BLS request to the server; answers its response (not decoupled) or a ResponseIterator over its
+    responses (decoupled)."""
     import triton_python_backend_utils as pb
 
     call_id, answers = _open_call()
@@ -292,25 +293,83 @@ def call(request, decoupled):
     except BaseException:
         _close_call(call_id)
         raise
+    iterator = ResponseIterator(call_id, answers)
+    if decoupled:
+        # As Triton's: the call returns with its first response (so `await async_exec(decoupled=True)` waits for
+        # it off the event loop).
+        iterator._prefetch()
+        return iterator
+    responses = list(iterator)
+    failed = [r for r in responses if r.has_error()]
+    if failed:
+        return failed[0]
+    # A decoupled model's final flag sent alone is not a response here.
+    sent = responses[:-1] if iterator.ended_alone and len(responses) > 1 else responses
+    if len(sent) == 1:
+        return sent[0]
+    return pb.InferenceResponse(error=pb.TritonError(
+        f"model '{request.model_name()}' sent {len(sent)} responses; use exec(decoupled=True) for a "
+        "decoupled model"))
 
-    def responses():
-        try:
-            while True:
-                h, mapping = answers.get()
-                if h.get("error"):
-                    yield pb.InferenceResponse(error=_triton_error(h["error"]))
-                    return
-                outputs = [_input_tensor(d, mapping) for d in h.get("outputs", [])]
-                if outputs or not h.get("final"):
-                    yield pb.InferenceResponse(outputs)
-                if h.get("final"):
-                    if decoupled:
-                        yield pb.InferenceResponse([])
-                    return
-        finally:
-            _close_call(call_id)
 
-    return responses() if decoupled else list(responses())
+class ResponseIterator:
+    """The responses of a call made with `exec(decoupled=True)`, as they come; the last one ends the iteration
+    (a final flag sent without a response is an empty last response). Iterating again after the end starts
+    from the first response, as Triton's does; `cancel()` cancels the call."""
+
+    def __init__(self, call_id, answers):
+        self._call = call_id
+        self._answers = answers
+        self._responses = []
+        self._index = 0
+        self._finished = False
+        # Whether the final flag came alone (as an empty last response).
+        self.ended_alone = False
+        self._first = []
+
+    def _prefetch(self):
+        self._first.append(self._receive())
+
+    def __iter__(self):
+        if self._finished and self._index >= len(self._responses):
+            self._index = 0
+        return self
+
+    def __next__(self):
+        if self._finished:
+            if self._index < len(self._responses):
+                self._index += 1
+                return self._responses[self._index - 1]
+            raise StopIteration
+        response, last = self._first.pop() if self._first else self._receive()
+        self._responses.append(response)
+        if last:
+            self._finished = True
+            self._index = len(self._responses)
+            _close_call(self._call)
+        return response
+
+    def _receive(self):
+        import triton_python_backend_utils as pb
+
+        h, mapping = self._answers.get()
+        if h.get("error"):
+            return pb.InferenceResponse(error=_triton_error(h["error"])), True
+        if not h.get("response"):
+            self.ended_alone = True
+            return pb.InferenceResponse([]), True
+        outputs = [_input_tensor(d, mapping) for d in h.get("outputs", [])]
+        return pb.InferenceResponse(outputs), bool(h.get("final"))
+
+    def cancel(self):
+        """Cancels the call: the model called sees its request cancelled, and the iteration ends with a
+        CANCELLED error response."""
+        if not self._finished:
+            send_message({"op": "bls_cancel", "call": self._call}, events=True)
+
+    def __del__(self):
+        if not self._finished:
+            _close_call(self._call)
 
 
 def control(what, model_name, **fields):
@@ -396,7 +455,7 @@ def _failure(e):
     traceback.print_exception(e, file=sys.stderr)
     code = CODES[e.code()] if isinstance(e, pb.TritonError) and 0 <= e.code() < len(CODES) else "INTERNAL"
     what = e.message() if isinstance(e, pb.TritonError) else f"{type(e).__name__}: {e}"
-    return error_json(f"Failed to process the request(s) for model '{_model_name}', message: {what}", code)
+    return error_json(f"Failed to process the request(s) for model '{_instance_name}', message: {what}", code)
 
 
 _loop = []
@@ -471,7 +530,7 @@ def _returned(requests, result, decoupled):
         missing = [r for r in requests if r._sender is None]
         return _end_with_error(missing, error_json(f"model '{_model_name}' returned no response for a request"))
     if decoupled:
-        raise _ipc_error(f"Python model '{_model_name}' is using the decoupled mode and the execute function "
+        raise _ipc_error(f"Python model '{_instance_name}' is using the decoupled mode and the execute function "
                          "must return None.")
     if not isinstance(result, list):
         raise _ipc_error(f"Expected a list in the execute return, found type '{type(result)}'.")
@@ -535,7 +594,7 @@ def _reader():
 
 
 def main():
-    global _sock, _events, _model_name
+    global _sock, _events, _model_name, _instance_name
     sys.argv = [""]  # as Triton's stub: model code may call unittest.main() or argparse
     _sock = socket.socket(fileno=SOCKET_FD)
     _events = socket.socket(fileno=EVENTS_FD)
@@ -543,6 +602,7 @@ def main():
     if header is None:
         return
     _model_name = header.get("model_name", "")
+    _instance_name = header.get("args", {}).get("model_instance_name", _model_name)
     # The reader runs from the start: model code may call the server (metrics, BLS) from initialize().
     threading.Thread(target=_reader, daemon=True).start()
     try:

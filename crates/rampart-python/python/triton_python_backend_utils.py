@@ -343,19 +343,9 @@ class InferenceRequest:
 
     def exec(self, decoupled=False):
         """Runs this request on another model of the server (BLS). Returns its response (an error is the
-        response's error); with `decoupled=True`, an iterator over its responses whose last one is empty."""
-        responses = _ipc.call(self, decoupled)
-        if decoupled:
-            return responses
-        answers = [r for r in responses if r.output_tensors() or r.has_error()]
-        if len(answers) != 1 and not any(r.has_error() for r in answers):
-            return InferenceResponse(
-                error=TritonError(
-                    f"model '{self._model_name}' sent {len(answers)} responses; use exec(decoupled=True) for a "
-                    "decoupled model"
-                )
-            )
-        return answers[0] if len(answers) == 1 else next(r for r in answers if r.has_error())
+        response's error); with `decoupled=True`, an iterator over its responses (the last one may be empty:
+        a final flag sent alone)."""
+        return _ipc.call(self, decoupled)
 
     async def async_exec(self, decoupled=False):
         """`exec` for `async def execute`: other coroutines run while the call is in flight."""

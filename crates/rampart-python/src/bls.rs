@@ -5,9 +5,10 @@
 //! most [`MAX_IN_FLIGHT`] calls of one worker run at once. Responses go back to the worker as they come,
 //! on the same socket, their tensors in sealed memfds.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rampart_types::{
     CallEvent, CorrelationId, EngineRequest, Error, MetricKind, MetricOp, ModelCall, ModelCaller,
@@ -30,9 +31,19 @@ pub(crate) struct Calls {
     pub label: String,
     /// Whether model code may load and unload models (`--backend-config=python,allow-model-control=true`).
     pub control_allowed: bool,
+    /// The cancellation flag of each call in flight, by call id (`ResponseIterator.cancel()`).
+    pub cancels: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>,
 }
 
 impl Calls {
+    /// Model code cancelled a call (`bls_cancel`).
+    pub(crate) fn cancel(&self, m: &Message) {
+        let key = m.header["call"].as_u64().unwrap_or(0);
+        if let Some(flag) = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
     /// Starts the call a `bls` message asks for; its responses are written to `sock`.
     pub(crate) fn dispatch(&self, sock: &Arc<OwnedFd>, m: &Message) {
         let id = m.header["call"].clone();
@@ -41,9 +52,14 @@ impl Calls {
             let id = id.clone();
             move |event: CallEvent| {
                 let (header, tensors) = match event {
-                    CallEvent::Response(outputs) => {
-                        (json!({"op": "bls_response", "call": id, "final": false}), outputs)
-                    }
+                    CallEvent::Response(outputs) => (
+                        json!({"op": "bls_response", "call": id, "final": false, "response": true}),
+                        outputs,
+                    ),
+                    CallEvent::Last(outputs) => (
+                        json!({"op": "bls_response", "call": id, "final": true, "response": true}),
+                        outputs,
+                    ),
                     CallEvent::Final => {
                         (json!({"op": "bls_response", "call": id, "final": true}), vec![])
                     }
@@ -79,12 +95,16 @@ impl Calls {
             ))));
         }
         let in_flight = self.in_flight.clone();
+        let key = id.as_u64().unwrap_or(0);
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(key, call.cancelled.clone());
+        let cancels = self.cancels.clone();
         caller.call(
             call,
             Box::new(move |event| {
                 let last = !matches!(event, CallEvent::Response(_));
                 send(event);
                 if last {
+                    cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                     in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
             }),
@@ -277,6 +297,7 @@ impl Calls {
             request: EngineRequest { info, inputs, outputs },
             timeout_us: h["timeout"].as_u64().unwrap_or(0),
             depth: self.depth.load(Ordering::SeqCst) + 1,
+            cancelled: Default::default(),
         })
     }
 }

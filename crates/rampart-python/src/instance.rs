@@ -125,8 +125,9 @@ impl PythonInstance {
     fn lost(&mut self, why: &str) {
         let e = Error::unavailable(format!("{}: {why}; the worker is being restarted", self.label));
         if let Some(mut w) = self.worker.take() {
-            w.kill();
+            // The requests learn why first (the reader thread would only see the channel close).
             w.pending.fail_all(&e);
+            w.kill();
         }
         self.back_off();
         tracing::warn!("{}: {why}; the worker will be restarted", self.label);

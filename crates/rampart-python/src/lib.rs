@@ -275,6 +275,7 @@ impl Engine for PythonEngine {
                 in_flight: Default::default(),
                 label: label.clone(),
                 control_allowed: false,
+                cancels: Default::default(),
             },
         )?;
         drop(worker);
@@ -300,6 +301,7 @@ impl Engine for PythonEngine {
                 in_flight: Default::default(),
                 label: label.clone(),
                 control_allowed: self.setup.control_allowed,
+                cancels: Default::default(),
             },
             label,
             load: load_message(spec, "serve")?,

@@ -101,14 +101,18 @@ impl Pending {
     fn deliver(&self, slot: &Slot, message: &Value, data: &Bytes) -> Option<Result<()>> {
         let last = message["flags"].as_u64().unwrap_or(0) & FINAL == FINAL;
         let body = &message["response"];
-        if !body.is_null() {
-            let sent = outputs(body, data, &slot.outputs, &self.label)
-                .and_then(|outputs| slot.answers.send(outputs));
-            if let Err(e) = sent {
-                return Some(Err(e));
-            }
+        if body.is_null() {
+            return last.then_some(Ok(()));
         }
-        last.then_some(Ok(()))
+        let outputs = match outputs(body, data, &slot.outputs, &self.label) {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e)),
+        };
+        if last {
+            // The final flag travels with the response (no empty response after it).
+            return Some(slot.answers.send_last(outputs));
+        }
+        slot.answers.send(outputs).err().map(Err)
     }
 
     fn end(&self, slot: &Slot, state: &mut State, key: (u64, u64), result: Result<()>) {

@@ -304,6 +304,7 @@ fn read_events(sock: &Arc<OwnedFd>, calls: &Calls, pending: &Pending, pid: u32) 
                 }
                 Some("log") => log(&calls.label, &m.header),
                 Some("bls") => calls.dispatch(sock, &m),
+                Some("bls_cancel") => calls.cancel(&m),
                 Some("control") => calls.control(sock, &m),
                 _ => tracing::debug!("{}: unexpected event {}", calls.label, m.header["op"]),
             },

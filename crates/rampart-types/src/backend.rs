@@ -85,12 +85,18 @@ pub struct ModelCall {
     pub timeout_us: u64,
     /// How many model-code calls led to this one (1 for a call made while serving a client's request).
     pub depth: u32,
+    /// Set by the caller to cancel the call (Triton's `ResponseIterator.cancel()`): the callee's request is
+    /// cancelled and the call ends with CANCELLED.
+    pub cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a [`ModelCaller`] reports about one call, in order: responses, then `Final` or an error.
 #[derive(Debug)]
 pub enum CallEvent {
     Response(Vec<Tensor>),
+    /// The last response (Triton's final flag sent with a response; a model that is not decoupled answers
+    /// only this).
+    Last(Vec<Tensor>),
     Final,
     Error(Error),
 }
@@ -251,6 +257,12 @@ pub trait Answers: Responder + Send + Sync {
     /// Ends the request: `Ok` is the final flag, an error its last response. Only the first call counts;
     /// an `Answers` dropped unfinished ends its request with an INTERNAL error.
     fn finish(&self, result: Result<()>);
+    /// Sends the last response and ends the request (Triton's final flag sent with a response).
+    fn send_last(&self, outputs: Vec<Tensor>) -> Result<()> {
+        let sent = self.send(outputs);
+        self.finish(sent.clone());
+        sent
+    }
 }
 
 /// One request handed to [`EngineInstance::submit`] with where its responses go.

@@ -150,20 +150,27 @@ impl Stream {
     }
 }
 
-impl Responder for Stream {
-    fn send(&self, outputs: Vec<Tensor>) -> Result<()> {
-        if self.finished.load(Ordering::Acquire) {
-            return Err(Error::invalid_arg("the request has already ended"));
-        }
+impl Stream {
+    /// Hands one response over (`Streamed::Response` or `Streamed::Last`) and records it.
+    fn hand_over(&self, item: Streamed) -> Result<()> {
         let worked = self.since.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
         let handing = Instant::now();
-        if self.tx.blocking_send(Streamed::Response(outputs)).is_err() {
+        if self.tx.blocking_send(item).is_err() {
             return Err(cancelled());
         }
         let index = self.index.fetch_add(1, Ordering::AcqRel);
         self.stats.record_response(index, ResponseOutcome::Success, worked, handing.elapsed());
         *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         Ok(())
+    }
+}
+
+impl Responder for Stream {
+    fn send(&self, outputs: Vec<Tensor>) -> Result<()> {
+        if self.finished.load(Ordering::Acquire) {
+            return Err(Error::invalid_arg("the request has already ended"));
+        }
+        self.hand_over(Streamed::Response(outputs))
     }
 
     fn is_cancelled(&self) -> bool {
@@ -172,8 +179,17 @@ impl Responder for Stream {
 }
 
 impl Answers for Stream {
+    fn send_last(&self, outputs: Vec<Tensor>) -> Result<()> {
+        if self.ended() {
+            return Err(Error::invalid_arg("the request has already ended"));
+        }
+        let sent = self.hand_over(Streamed::Last(outputs));
+        self.common.ended(sent.is_ok());
+        sent
+    }
+
     fn finish(&self, result: Result<()>) {
-        if self.finished.swap(true, Ordering::AcqRel) {
+        if self.ended() {
             return;
         }
         let end = match result {
@@ -196,6 +212,12 @@ impl Answers for Stream {
         };
         self.common.ended(matches!(end, Streamed::Final));
         let _ = self.tx.blocking_send(end);
+    }
+}
+
+impl Stream {
+    fn ended(&self) -> bool {
+        self.finished.swap(true, Ordering::AcqRel)
     }
 }
 

@@ -1,0 +1,52 @@
+"""How the iterator of `exec(decoupled=True)` behaves, as the MODE input asks; RESULT is four numbers:
+
+- MODE 0: calls the ONNX model `simple` (not decoupled): [responses, responses of a second iteration,
+  outputs of the last response, 0];
+- MODE 1: calls repeat_decoupled with three values (three responses, then the final flag alone): the same four
+  numbers;
+- MODE 2: calls repeat_thread with twenty values (one every 50 ms) and cancels the call after the first
+  response: [responses, 1 if the last one is a CANCELLED error, milliseconds the iteration took, 0].
+"""
+
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def call(model, inputs, outputs):
+    return pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs)
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            mode = int(pb_utils.get_input_tensor_by_name(request, "MODE").as_numpy()[0])
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("RESULT", self.run(mode))]))
+        return responses
+
+    def run(self, mode):
+        if mode in (0, 1):
+            if mode == 0:
+                values = np.arange(16, dtype=np.int32).reshape(1, 16)
+                inputs = [pb_utils.Tensor("INPUT0", values), pb_utils.Tensor("INPUT1", values)]
+                stream = call("simple", inputs, ["OUTPUT0", "OUTPUT1"]).exec(decoupled=True)
+            else:
+                inputs = [pb_utils.Tensor("IN", np.array([5, 6, 7], dtype=np.int32))]
+                stream = call("repeat_decoupled", inputs, ["OUT", "IDX"]).exec(decoupled=True)
+            first = list(stream)
+            second = list(stream)
+            return np.array([len(first), len(second), len(first[-1].output_tensors()), 0], dtype=np.int32)
+        inputs = [pb_utils.Tensor("IN", np.arange(20, dtype=np.int32))]
+        stream = call("repeat_thread", inputs, ["OUT", "IDX"]).exec(decoupled=True)
+        start = time.monotonic()
+        received = []
+        for response in stream:
+            received.append(response)
+            if len(received) == 1:
+                stream.cancel()
+        last = received[-1]
+        cancelled = last.has_error() and last.error().code() == pb_utils.TritonError.CANCELLED
+        took = int((time.monotonic() - start) * 1000)
+        return np.array([len(received), int(cancelled), took, 0], dtype=np.int32)
