@@ -306,7 +306,8 @@ def test_request_id_parameters_correlation_id_flags_and_requested_outputs(srv, g
     assert json.loads(out["PARAMETERS"][0]) == {"custom": "x", "n": 3, "flag": False}
     assert out["CORRELATION_ID"] == ["42"], "a numeric sequence id is an int"
     assert out["FLAGS"] == [1], "TRITONSERVER_REQUEST_FLAG_SEQUENCE_START"
-    assert out["REQUESTED"] == ["ID", "PARAMETERS", "CORRELATION_ID", "FLAGS", "REQUESTED"]
+    assert out["REQUESTED"] == ["ID", "PARAMETERS", "CORRELATION_ID", "FLAGS", "REQUESTED", "TIMEOUT"]
+    assert out["TIMEOUT"] == [0]
 
     body.update(parameters={}, outputs=[{"name": "FLAGS"}, {"name": "PARAMETERS"}])
     del body["id"]
@@ -316,8 +317,10 @@ def test_request_id_parameters_correlation_id_flags_and_requested_outputs(srv, g
     assert out == {"FLAGS": [0], "PARAMETERS": ["{}"]}
 
     result = gclient.infer(
-        "request_info", int_input(grpcclient, 0), request_id="g1", sequence_id="seq-a", sequence_end=True
+        "request_info", int_input(grpcclient, 0), request_id="g1", sequence_id="seq-a", sequence_end=True,
+        timeout=7_000_000,
     )
+    assert result.as_numpy("TIMEOUT").tolist() == [7_000_000], "request.timeout() in microseconds"
     assert result.as_numpy("ID").tolist() == [b"g1"]
     assert result.as_numpy("CORRELATION_ID").tolist() == [b"'seq-a'"], "a string sequence id is a str"
     assert result.as_numpy("FLAGS").tolist() == [2], "TRITONSERVER_REQUEST_FLAG_SEQUENCE_END"

@@ -194,6 +194,10 @@ def test_cancelling_a_decoupled_call_ends_it_with_a_cancelled_error(srv):
     assert received < 20 and took_ms < 900, (received, took_ms)
 
 
+def test_inference_request_checks_its_arguments_as_triton_s_binding(srv):
+    assert iterate(srv, 3) == [4, 2, 1, 1]
+
+
 # ---------------------------------------------------------------------------------------
 # async def execute + async_exec
 # ---------------------------------------------------------------------------------------

@@ -299,6 +299,11 @@ pub(crate) fn request_info(req: &InferRequest) -> rampart_types::RequestInfo {
         flags: flag("sequence_start", RequestInfo::SEQUENCE_START)
             | flag("sequence_end", RequestInfo::SEQUENCE_END),
         depth: req.call_depth,
+        timeout_us: match p.get("timeout") {
+            Some(ParamValue::Uint(u)) => *u,
+            Some(ParamValue::Int(i)) => u64::try_from(*i).unwrap_or(0),
+            _ => 0,
+        },
     }
 }
 

@@ -437,7 +437,8 @@ def _request(exec_id, index, desc, mapping, decoupled):
     r._correlation_id = desc.get("correlation_id", 0)
     r._model_version = -1
     r._flags = desc.get("flags", 0)
-    r._timeout = 0
+    r._timeout = desc.get("timeout", 0)
+    r._trace = pb._NO_TRACE
     r._parameters = desc.get("parameters", "{}")
     r._sender = None
     r._index = index

@@ -272,33 +272,84 @@ class InferenceResponseSender:
         return self._request.is_cancelled()
 
 
+_REQUIRED = object()
+
+TRITONSERVER_MEMORY_CPU = 0
+TRITONSERVER_MEMORY_CPU_PINNED = 1
+TRITONSERVER_MEMORY_GPU = 2
+
+
+class PreferredMemory:
+    """Where a BLS call's outputs should be placed; Rampart has CPU memory only, so every output is on the
+    CPU whatever is asked."""
+
+    def __init__(self, preferred_memory_type=TRITONSERVER_MEMORY_CPU, preferred_device_id=0):
+        self.preferred_memory_type = preferred_memory_type
+        self.preferred_device_id = preferred_device_id
+
+
+class InferenceTrace:
+    """The trace of a request as model code sees it (`request.trace()`); Rampart traces BLS calls as the
+    server's own requests, so this carries nothing."""
+
+    def get_context(self, mode="opentelemetry"):
+        return None
+
+
+_NO_TRACE = InferenceTrace()
+
+
 class InferenceRequest:
     """A request the model received (`execute(requests)`), or one it builds to call another model (BLS)."""
 
     def __init__(
         self,
-        model_name="",
-        requested_output_names=None,
-        inputs=None,
         request_id="",
         correlation_id=0,
+        inputs=_REQUIRED,
+        requested_output_names=_REQUIRED,
+        model_name=_REQUIRED,
         model_version=-1,
         flags=0,
         timeout=0,
         preferred_memory=None,
+        trace=None,
         parameters=None,
     ):
+        # As Triton's binding: the three are required and no argument but `parameters` may be None.
+        given = {"inputs": inputs, "requested_output_names": requested_output_names, "model_name": model_name,
+                 "request_id": request_id, "correlation_id": correlation_id, "model_version": model_version,
+                 "flags": flags, "timeout": timeout}
+        for name, value in given.items():
+            if value is _REQUIRED:
+                raise TypeError(f"InferenceRequest() missing required argument '{name}'")
+            if value is None:
+                raise TypeError(f"InferenceRequest() argument '{name}' must not be None")
+        if not isinstance(model_name, str):
+            raise TypeError("InferenceRequest() argument 'model_name' must be a str")
+        if not all(isinstance(t, Tensor) for t in inputs):
+            raise TypeError("InferenceRequest() argument 'inputs' must be a list of pb_utils.Tensor")
+        if not all(isinstance(n, str) for n in requested_output_names):
+            raise TypeError("InferenceRequest() argument 'requested_output_names' must be a list of str")
         self._model_name = model_name
-        self._requested = list(requested_output_names or [])
-        self._inputs = list(inputs or [])
+        self._requested = list(requested_output_names)
+        self._inputs = list(inputs)
         self._id = request_id
         self._correlation_id = correlation_id
         self._model_version = model_version
         self._flags = flags
         self._timeout = timeout
+        self._preferred_memory = preferred_memory or PreferredMemory()
+        self._trace = trace or InferenceTrace()
         self._parameters = _parameters_json(parameters)
         self._index = None
         self._sender = None
+
+    def set_flags(self, flags):
+        self._flags = flags
+
+    def trace(self):
+        return self._trace
 
     def inputs(self):
         return self._inputs

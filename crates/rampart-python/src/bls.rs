@@ -289,7 +289,7 @@ impl Calls {
             parameters_json: r["parameters"].as_str().unwrap_or("{}").to_string(),
             correlation_id,
             flags: r["flags"].as_u64().unwrap_or(0) as u32,
-            depth: 0,
+            ..Default::default()
         };
         Ok(ModelCall {
             model_name: model_name.to_string(),

@@ -196,6 +196,7 @@ impl PythonInstance {
                     "parameters": if r.info.parameters_json.is_empty() { "{}" } else { &r.info.parameters_json },
                     "correlation_id": correlation_id,
                     "flags": r.info.flags,
+                    "timeout": r.info.timeout_us,
                     "inputs": inputs,
                     "outputs": r.outputs,
                 })

@@ -216,6 +216,8 @@ pub struct RequestInfo {
     pub flags: u32,
     /// How many model-code calls (BLS) led to this request (0: a client's).
     pub depth: u32,
+    /// The request's `timeout` parameter in microseconds (0: none), as model code reads it.
+    pub timeout_us: u64,
 }
 
 impl RequestInfo {

@@ -5,7 +5,9 @@
 - MODE 1: calls repeat_decoupled with three values (three responses, then the final flag alone): the same four
   numbers;
 - MODE 2: calls repeat_thread with twenty values (one every 50 ms) and cancels the call after the first
-  response: [responses, 1 if the last one is a CANCELLED error, milliseconds the iteration took, 0].
+  response: [responses, 1 if the last one is a CANCELLED error, milliseconds the iteration took, 0];
+- MODE 3: builds requests as Triton's binding checks them: [how many of four bad constructions raised TypeError,
+  flags after set_flags(SEQUENCE_END), 1 if trace() answers an object, 1 if PreferredMemory is accepted].
 """
 
 import time
@@ -27,6 +29,8 @@ class TritonPythonModel:
         return responses
 
     def run(self, mode):
+        if mode == 3:
+            return self.construct()
         if mode in (0, 1):
             if mode == 0:
                 values = np.arange(16, dtype=np.int32).reshape(1, 16)
@@ -50,3 +54,23 @@ class TritonPythonModel:
         cancelled = last.has_error() and last.error().code() == pb_utils.TritonError.CANCELLED
         took = int((time.monotonic() - start) * 1000)
         return np.array([len(received), int(cancelled), took, 0], dtype=np.int32)
+
+    def construct(self):
+        bad = [
+            {"inputs": [], "requested_output_names": ["A"]},
+            {"model_name": "m", "requested_output_names": ["A"]},
+            {"model_name": "m", "inputs": []},
+            {"model_name": None, "inputs": [], "requested_output_names": []},
+        ]
+        raised = 0
+        for kwargs in bad:
+            try:
+                pb_utils.InferenceRequest(**kwargs)
+            except TypeError:
+                raised += 1
+        memory = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+        request = pb_utils.InferenceRequest(
+            model_name="m", inputs=[], requested_output_names=[], preferred_memory=memory
+        )
+        request.set_flags(pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END)
+        return np.array([raised, request.flags(), int(request.trace() is not None), 1], dtype=np.int32)

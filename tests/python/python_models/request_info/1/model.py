@@ -1,5 +1,5 @@
-"""Describes each request: id, parameters JSON, correlation id (repr, so its type shows), flags and the
-outputs the client asked for."""
+"""Describes each request: id, parameters JSON, correlation id (repr, so its type shows), flags, the
+outputs the client asked for and its timeout (microseconds)."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -22,6 +22,7 @@ class TritonPythonModel:
                     "REQUESTED",
                     np.array([n.encode() for n in request.requested_output_names()] or [b""], dtype=np.object_),
                 ),
+                pb_utils.Tensor("TIMEOUT", np.array([request.timeout()], dtype=np.uint64)),
             ]
             responses.append(pb_utils.InferenceResponse(outputs))
         return responses
