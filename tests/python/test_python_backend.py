@@ -336,7 +336,9 @@ def test_dlpack_round_trip(http):
     x = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
     t = httpclient.InferInput("IN", [2, 3], "FP32")
     t.set_data_from_numpy(x)
-    np.testing.assert_array_equal(http.infer("dlpack", [t]).as_numpy("OUT"), x)
+    result = http.infer("dlpack", [t])
+    np.testing.assert_array_equal(result.as_numpy("OUT"), x)
+    np.testing.assert_array_equal(result.as_numpy("OUT2"), x)
 
 
 def test_auto_complete_config_fills_in_the_config(srv, http):

@@ -10,7 +10,7 @@ seals the file against any further change and passes the descriptor; the receive
 
 import asyncio
 import fcntl
-import importlib.util
+import importlib
 import inspect
 import json
 import mmap
@@ -564,12 +564,19 @@ def _ipc_error(message):
     return pb.TritonError(message)
 
 
-def _load_module(path, version_dir):
-    sys.path.insert(0, version_dir)
-    spec = importlib.util.spec_from_file_location("model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["model"] = module
-    spec.loader.exec_module(module)
+def _load_module(path, version_dir, kind):
+    """Imports the model's file as Triton's stub does: `<version>.<stem>` with the version directory and the
+    model directory on the path (so `from . import helper` and `import helper` both work), or, for a
+    Python-based backend, its `model.py` by name with the backend's directory on the path."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if kind == "backend":
+        sys.path.append(os.path.dirname(path))
+        name = stem
+    else:
+        sys.path.append(version_dir)
+        sys.path.append(os.path.dirname(version_dir))
+        name = f"{os.path.basename(version_dir)}.{stem}"
+    module = importlib.import_module(name)
     if not hasattr(module, "TritonPythonModel"):
         raise RuntimeError(f"{path} defines no class TritonPythonModel")
     return module.TritonPythonModel
@@ -607,7 +614,7 @@ def main():
     # The reader runs from the start: model code may call the server (metrics, BLS) from initialize().
     threading.Thread(target=_reader, daemon=True).start()
     try:
-        cls = _load_module(header["model_file"], header["version_dir"])
+        cls = _load_module(header["model_file"], header["version_dir"], header.get("import", "default"))
         if header["mode"] == "auto_complete":
             import triton_python_backend_utils as pb
 

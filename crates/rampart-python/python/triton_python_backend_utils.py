@@ -164,12 +164,24 @@ class Tensor:
         return True
 
     def to_dlpack(self):
+        return self.__dlpack__()
+
+    def __dlpack__(self, **kwargs):
+        """The DLPack protocol, so that torch.from_dlpack(tensor) or np.from_dlpack(tensor) reads it."""
         if self._datatype == "BYTES":
             raise TritonError("BYTES tensors cannot be exported through DLPack", TritonError.UNSUPPORTED)
-        return np.ascontiguousarray(self._array).__dlpack__()
+        array = np.ascontiguousarray(self._array)
+        if not array.flags.writeable:
+            array = array.copy()  # DLPack cannot say read-only
+        return array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
 
     @staticmethod
     def from_dlpack(name, dlpack_object):
+        if isinstance(dlpack_object, np.ndarray):
+            return Tensor(name, dlpack_object)
         if hasattr(dlpack_object, "__dlpack__"):
             source = dlpack_object
         else:

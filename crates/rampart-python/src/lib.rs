@@ -95,7 +95,10 @@ for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}: p
 pub struct PythonEngine {
     setup: Arc<Setup>,
     /// Holds the runtime files for the engine's lifetime.
-    _runtime: tempfile::TempDir,
+    _runtime: Arc<tempfile::TempDir>,
+    /// A Python-based backend (Triton's `<backend-directory>/<name>/model.py`): the `model.py` every model
+    /// that names the backend runs; `None` for `backend: "python"`, whose models bring their own.
+    runtime_model: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PythonEngine {
@@ -165,7 +168,32 @@ impl PythonEngine {
             readable,
             control_allowed: options.allow_model_control,
         };
-        Ok(PythonEngine { setup: Arc::new(setup), _runtime: runtime })
+        Ok(PythonEngine {
+            setup: Arc::new(setup),
+            _runtime: Arc::new(runtime),
+            runtime_model: None,
+        })
+    }
+
+    /// The engine of a Python-based backend: the models that name it run `model_py` (which the workers may
+    /// read, with the files beside it) instead of a `model.py` of their own.
+    pub fn with_runtime_model(&self, model_py: PathBuf) -> PythonEngine {
+        let mut setup = Setup::clone(&self.setup);
+        setup.readable.extend(model_py.parent().map(Path::to_path_buf));
+        PythonEngine {
+            setup: Arc::new(setup),
+            _runtime: self._runtime.clone(),
+            runtime_model: Some(model_py),
+        }
+    }
+
+    /// The `model.py` a model runs, and how the worker imports it: `default` (as `<version>.<stem>`, so
+    /// relative imports work) or `backend` (a Python-based backend's, by its stem).
+    fn model_py(&self, spec: &InstanceSpec) -> (PathBuf, &'static str) {
+        match &self.runtime_model {
+            Some(p) => (p.clone(), "backend"),
+            None => (spec.model_file.clone(), "default"),
+        }
     }
 
     /// The interpreter workers run.
@@ -221,14 +249,24 @@ fn timeouts(spec: &InstanceSpec) -> Result<Timeouts> {
 
 /// The `load` message: what the worker imports and the arguments of `initialize(args)` (Triton's keys,
 /// every value a string).
-fn load_message(spec: &InstanceSpec, mode: &str) -> Result<serde_json::Value> {
-    let version_dir = spec.model_file.parent().unwrap_or(Path::new("."));
+fn load_message(
+    spec: &InstanceSpec,
+    mode: &str,
+    model_py: &(PathBuf, &str),
+) -> Result<serde_json::Value> {
+    let (file, kind) = model_py;
+    // A backend's models have no model file: their version directory is the spec's.
+    let version_dir = match *kind {
+        "backend" => spec.model_file.as_path(),
+        _ => spec.model_file.parent().unwrap_or(Path::new(".")),
+    };
     let instance_name = format!("{}_0_{}", spec.model_name, spec.instance_index);
     Ok(json!({
         "op": "load",
         "mode": mode,
         "model_name": spec.model_name,
-        "model_file": path_str(&spec.model_file)?,
+        "model_file": path_str(file)?,
+        "import": kind,
         "version_dir": path_str(version_dir)?,
         "config": spec.config_json,
         "args": {
@@ -252,15 +290,20 @@ impl Engine for PythonEngine {
         true
     }
 
+    fn needs_model_file(&self) -> bool {
+        self.runtime_model.is_none()
+    }
+
     fn auto_complete(&self, spec: &InstanceSpec) -> Result<Option<String>> {
         check_supported(spec)?;
+        let model_py = self.model_py(spec);
         // A model.py that never mentions auto_complete_config has none: no worker is started for it.
-        let source = std::fs::read(&spec.model_file).unwrap_or_default();
+        let source = std::fs::read(&model_py.0).unwrap_or_default();
         if !source.windows(b"auto_complete_config".len()).any(|w| w == b"auto_complete_config") {
             return Ok(None);
         }
         let label = format!("python model '{}' (auto-complete)", spec.model_name);
-        let load = load_message(spec, "auto_complete")?;
+        let load = load_message(spec, "auto_complete", &model_py)?;
         let policy = sandbox::Policy::of(spec)?;
         let (worker, reply) = Worker::start(
             &self.setup,
@@ -304,7 +347,7 @@ impl Engine for PythonEngine {
                 cancels: Default::default(),
             },
             label,
-            load: load_message(spec, "serve")?,
+            load: load_message(spec, "serve", &self.model_py(spec))?,
             timeouts: timeouts(spec)?,
             signature: spec.declared.clone(),
             policy: sandbox::Policy::of(spec)?,

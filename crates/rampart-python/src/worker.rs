@@ -27,7 +27,7 @@ use crate::spawn;
 
 /// What starts workers: the interpreter, the runtime directory, the user workers run as, and what every
 /// worker may read (the runtime and the interpreter's installation).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Setup {
     pub interpreter: PathBuf,
     pub runtime: PathBuf,

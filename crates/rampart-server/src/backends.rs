@@ -93,13 +93,52 @@ pub fn registry(ort: OrtSetup) -> Backends {
     let mut backends = Backends::new();
     rampart_builtin::register(&mut backends);
     let python = ort.python.clone();
+    let dir = ort.backend_directory.clone();
     backends.register_lazy("onnxruntime", Box::new(move || onnxruntime(&ort)));
     #[cfg(feature = "tract")]
     backends.register("tract", Arc::new(rampart_tract::TractEngine));
     #[cfg(not(feature = "tract"))]
     backends.register_lazy("tract", Box::new(|| Err(NO_TRACT.to_string())));
-    backends.register_lazy("python", Box::new(move || python_engine(&python)));
+    backends.register_lazy(
+        "python",
+        Box::new({
+            let python = python.clone();
+            move || python_engine(&python)
+        }),
+    );
+    python_based(&mut backends, &dir, &python);
     backends
+}
+
+/// Triton's Python-based backends: each `<backend-directory>/<name>/model.py` is a backend of that name,
+/// run by the python backend, for the models that name it (`backend: "<name>"`). A built-in backend keeps
+/// its name. The directory is the operator's: a model repository cannot add a backend.
+fn python_based(backends: &mut Backends, dir: &std::path::Path, python: &PythonOptions) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let model_py = entry.path().join("model.py");
+        if backends.contains(&name) || !model_py.is_file() {
+            continue;
+        }
+        let python = python.clone();
+        let factory = move || python_based_engine(&python, model_py.clone());
+        backends.register_lazy(&name, Box::new(factory));
+    }
+}
+
+#[cfg(feature = "python")]
+fn python_based_engine(
+    options: &PythonOptions,
+    model_py: PathBuf,
+) -> Result<Arc<dyn Engine>, String> {
+    let engine = rampart_python::PythonEngine::init(options)?;
+    Ok(Arc::new(engine.with_runtime_model(model_py)))
+}
+
+#[cfg(not(feature = "python"))]
+fn python_based_engine(_: &PythonOptions, _: PathBuf) -> Result<Arc<dyn Engine>, String> {
+    Err(NO_PYTHON.to_string())
 }
 
 #[cfg(feature = "onnxruntime")]

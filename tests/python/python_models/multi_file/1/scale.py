@@ -1,0 +1,5 @@
+"""Imported relatively by model.py."""
+
+
+def double(values):
+    return values * 2
