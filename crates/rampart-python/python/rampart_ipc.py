@@ -621,7 +621,10 @@ def main():
             completed = None
             if hasattr(cls, "auto_complete_config"):
                 cfg = cls.auto_complete_config(pb.ModelConfig(header["config"]))
-                completed = json.dumps(cfg.as_dict()) if cfg is not None else None
+                if not isinstance(cfg, pb.ModelConfig):
+                    raise TypeError(f"auto_complete_config function in model '{_model_name}' must return a "
+                                    "valid pb.ModelConfig object.")
+                completed = json.dumps(cfg.as_dict())
             send_message({"op": "config", "config": completed})
             return
         model = cls()

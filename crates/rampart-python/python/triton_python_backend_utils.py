@@ -549,6 +549,10 @@ class Logger:
         Logger.log(message, LogLevel.VERBOSE)
 
 
+def _dims(dims):
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
 class ModelConfig:
     """The config handed to `auto_complete_config`: read with `as_dict()`, changed with the setters."""
 
@@ -601,18 +605,19 @@ class ModelConfig:
         for existing in entries:
             if existing.get("name") != name:
                 continue
+            # Triton's words: the configuration file "expects", the model (its auto-complete) "provides".
             theirs_type = existing.get("data_type", "TYPE_INVALID")
             if theirs_type not in ("", "TYPE_INVALID") and theirs_type != tensor["data_type"]:
                 raise ValueError(
-                    f"model '{self._name()}', tensor '{name}': the model configuration specifies data_type "
-                    f"{theirs_type} but the auto-complete-config function specifies {tensor['data_type']}"
+                    f"unable to load model '{self._name()}', configuration expects datatype {theirs_type} for "
+                    f"{kind} '{name}', model provides {tensor['data_type']}"
                 )
             theirs_dims = [int(d) for d in existing.get("dims", [])]
             mine_dims = [int(d) for d in tensor["dims"]]
             if theirs_dims and theirs_dims != mine_dims:
                 raise ValueError(
-                    f"model '{self._name()}', tensor '{name}': the model configuration specifies dims "
-                    f"{theirs_dims} but the auto-complete-config function specifies {mine_dims}"
+                    f"model '{self._name()}', tensor '{name}': the model expects dims {_dims(mine_dims)} but "
+                    f"the model configuration specifies dims {_dims(theirs_dims)}"
                 )
             existing.update(tensor)
             return
