@@ -40,6 +40,7 @@ def test_model_code_metrics_appear_on_the_metrics_page(module_public_dir, worker
             'custom_values_bucket{model="custom_metrics",le="+Inf"} 3',
             f"custom_values_sum{label} 55.5",
             f"custom_values_count{label} 3",
+            'custom_edge_bucket{b="none",le="+Inf"} 0',
         ]
         lines = page.splitlines()
         for line in expected:

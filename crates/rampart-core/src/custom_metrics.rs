@@ -104,13 +104,13 @@ impl Registry {
                 let metric = match f.kind {
                     MetricKind::Histogram => {
                         let sorted = buckets.windows(2).all(|w| w[0] < w[1]);
-                        if buckets.is_empty()
-                            || buckets.len() > MAX_BUCKETS
+                        // No bucket is allowed, as in Triton: the histogram counts only `+Inf`.
+                        if buckets.len() > MAX_BUCKETS
                             || !sorted
                             || buckets.iter().any(|b| !b.is_finite())
                         {
                             return Err(bad(format!(
-                                "metric family '{family}': a histogram needs 1 to {MAX_BUCKETS} increasing finite buckets"
+                                "metric family '{family}': a histogram needs at most {MAX_BUCKETS} increasing finite buckets"
                             )));
                         }
                         let counts = vec![0; buckets.len()];

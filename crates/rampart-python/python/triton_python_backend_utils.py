@@ -468,7 +468,8 @@ def using_decoupled_model_transaction_policy(model_config):
 
 
 class MetricFamily:
-    """A family of metrics model code defines; its metrics appear on the server's /metrics page."""
+    """A family of metrics model code defines; its metrics appear on the server's /metrics page. A second
+    family of the same name and kind is the same family (the first description stays)."""
 
     COUNTER = 0
     GAUGE = 1
@@ -479,35 +480,55 @@ class MetricFamily:
             raise TritonError("kind must be MetricFamily.COUNTER, GAUGE or HISTOGRAM", TritonError.INVALID_ARG)
         self._name = name
         self._kind = kind
+        # Shared with this object's metrics, which must not outlive it (Triton's rule).
+        self._alive = [True]
         _ipc.control("metric", "", metric_op="family", family=name, description=description, kind=kind)
 
     def Metric(self, labels=None, buckets=None):
         return Metric(self, labels, buckets)
+
+    def __del__(self):
+        self._alive[0] = False
 
 
 class Metric:
     """One metric (one set of labels) of a MetricFamily."""
 
     def __init__(self, family, labels=None, buckets=None):
-        if family._kind == MetricFamily.HISTOGRAM and not buckets:
-            raise TritonError("a histogram metric needs buckets", TritonError.INVALID_ARG)
+        if family._kind == MetricFamily.HISTOGRAM:
+            if buckets is None:
+                raise TritonError("a histogram metric needs buckets", TritonError.INVALID_ARG)
+            buckets = [float(b) for b in buckets]
+            if any(b >= c for b, c in zip(buckets, buckets[1:])):
+                raise TritonError("histogram buckets must be in strictly increasing order", TritonError.INVALID_ARG)
         self._family = family._name
+        self._kind = family._kind
+        self._alive = family._alive
         self._labels = {str(k): str(v) for k, v in (labels or {}).items()}
         self._op("metric", buckets=[float(b) for b in (buckets or [])])
 
     def _op(self, op, **fields):
+        if not self._alive[0]:
+            raise TritonError("Invalid metric operation as the corresponding 'MetricFamily' has been deleted.")
         return _ipc.control("metric", "", metric_op=op, family=self._family, labels=self._labels, **fields)
 
+    def _not_histogram(self, what):
+        if self._kind == MetricFamily.HISTOGRAM:
+            raise TritonError(f"a histogram metric does not support {what}()", TritonError.UNSUPPORTED)
+
     def increment(self, value):
+        self._not_histogram("increment")
         self._op("increment", value=float(value))
 
     def set(self, value):
+        self._not_histogram("set")
         self._op("set", value=float(value))
 
     def observe(self, value):
         self._op("observe", value=float(value))
 
     def value(self):
+        self._not_histogram("value")
         return self._op("value")
 
 
