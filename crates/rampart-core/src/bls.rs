@@ -12,7 +12,7 @@ use rampart_types::{
     CallEvent, CorrelationId, Error, MetricOp, ModelCall, ModelCaller, ModelControl, RequestInfo,
 };
 
-use crate::infer::{InferRequest, InputTensor, ParamValue, Parameters, RequestedOutput};
+use crate::infer::{InferRequest, InputTensor, ParamValue, RequestedOutput};
 use crate::model::StreamedResponse;
 use crate::server::{Inner, Server};
 
@@ -115,7 +115,7 @@ async fn run(
             answer = model.infer(request) => answer?,
             () = until(&cancelled) => return Err(crate::executor::cancelled()),
         };
-        sink(CallEvent::Last(answer.outputs));
+        sink(CallEvent::Last(call_response(answer)));
         return Ok(());
     }
     let mut stream = model.infer_decoupled(request).map_err(refused)?;
@@ -128,10 +128,10 @@ async fn run(
         let event = match next {
             None | Some(Ok(StreamedResponse { response: None, last: true })) => CallEvent::Final,
             Some(Ok(StreamedResponse { response: Some(r), last: true })) => {
-                CallEvent::Last(r.outputs)
+                CallEvent::Last(call_response(r))
             }
             Some(Ok(StreamedResponse { response: Some(r), last: false })) => {
-                sink(CallEvent::Response(r.outputs));
+                sink(CallEvent::Response(call_response(r)));
                 continue;
             }
             Some(Ok(StreamedResponse { response: None, last: false })) => continue,
@@ -140,6 +140,12 @@ async fn run(
         sink(event);
         return Ok(());
     }
+}
+
+/// A response as model code receives it.
+fn call_response(r: crate::infer::InferResponse) -> rampart_types::CallResponse {
+    let parameters_json = crate::infer::parameters_to_json(r.parameters.iter());
+    rampart_types::CallResponse { outputs: r.outputs, parameters_json }
 }
 
 /// Returns once `flag` is set (checked every 20 ms).
@@ -153,7 +159,8 @@ async fn until(flag: &std::sync::atomic::AtomicBool) {
 /// correlation ID and flags, its `timeout`.
 fn request(call: ModelCall) -> rampart_types::Result<InferRequest> {
     let ModelCall { model_name, model_version, request, timeout_us, depth, .. } = call;
-    let mut parameters = parameters(&request.info.parameters_json)?;
+    let mut parameters =
+        crate::infer::parameters_from_json(&request.info.parameters_json, "model call parameters")?;
     match &request.info.correlation_id {
         Some(CorrelationId::Uint(u)) => {
             parameters.insert("sequence_id".into(), ParamValue::Uint(*u));
@@ -188,30 +195,4 @@ fn request(call: ModelCall) -> rampart_types::Result<InferRequest> {
         call_depth: depth,
         ..Default::default()
     })
-}
-
-fn parameters(json: &str) -> rampart_types::Result<Parameters> {
-    let bad = |what: &str| Error::invalid_arg(format!("model call parameters: {what}"));
-    if json.is_empty() {
-        return Ok(Parameters::new());
-    }
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
-    let object = value.as_object().ok_or_else(|| bad("not a JSON object"))?;
-    object
-        .iter()
-        .map(|(k, v)| {
-            let p = match v {
-                serde_json::Value::Bool(b) => ParamValue::Bool(*b),
-                serde_json::Value::String(s) => ParamValue::String(s.clone()),
-                serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                    (Some(u), _, _) => ParamValue::Uint(u),
-                    (_, Some(i), _) => ParamValue::Int(i),
-                    (_, _, Some(f)) => ParamValue::Double(f),
-                    _ => return Err(bad(&format!("'{k}' is not a number Rampart can hold"))),
-                },
-                _ => return Err(bad(&format!("'{k}' must be a bool, number or string"))),
-            };
-            Ok((k.clone(), p))
-        })
-        .collect()
 }

@@ -35,17 +35,31 @@ pub(crate) struct Job {
 /// Where a job's answer goes.
 pub(crate) enum Reply {
     /// One response (or error).
-    Unary(oneshot::Sender<Result<Vec<Tensor>>>),
+    Unary(oneshot::Sender<Result<Answer>>),
     /// A decoupled model's responses, then [`Streamed::Final`] or an error.
     Stream(mpsc::Sender<Streamed>),
+}
+
+/// One response of an engine: its outputs, and the parameters model code set on it (Triton's
+/// `InferenceResponse(parameters=…)`), which the response carries to the client.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub outputs: Vec<Tensor>,
+    pub parameters: crate::infer::Parameters,
+}
+
+impl From<Vec<Tensor>> for Answer {
+    fn from(outputs: Vec<Tensor>) -> Self {
+        Answer { outputs, parameters: Default::default() }
+    }
 }
 
 /// What a decoupled request's instance hands back, in order.
 #[derive(Debug)]
 pub(crate) enum Streamed {
-    Response(Vec<Tensor>),
+    Response(Answer),
     /// The last response: the final flag came with it.
-    Last(Vec<Tensor>),
+    Last(Answer),
     /// The request is complete (Triton's final flag without a response).
     Final,
     /// The request failed; nothing follows.
@@ -145,7 +159,7 @@ impl Instance {
         if result.is_ok() {
             self.record_alone(job.batch_size, queue, start);
         }
-        let _ = reply.send(result);
+        let _ = reply.send(result.map(Answer::from));
     }
 
     /// Executes compatible jobs as one batch and answers each with its rows.
@@ -183,7 +197,7 @@ impl Instance {
                 };
                 self.stats.record_batch(&times, &queues);
                 for (reply, outputs) in replies.zip(per_job) {
-                    let _ = reply.send(Ok(outputs));
+                    let _ = reply.send(Ok(outputs.into()));
                 }
             }
             Err(e) => {

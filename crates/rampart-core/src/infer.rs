@@ -271,17 +271,8 @@ const SERVER_PARAMETERS: [&str; 6] =
 pub(crate) fn request_info(req: &InferRequest) -> rampart_types::RequestInfo {
     use rampart_types::{CorrelationId, RequestInfo};
     let p = &req.parameters;
-    let mut json = serde_json::Map::new();
-    for (k, v) in p.iter().filter(|(k, _)| !SERVER_PARAMETERS.contains(&k.as_str())) {
-        let v = match v {
-            ParamValue::Bool(b) => serde_json::Value::from(*b),
-            ParamValue::Int(i) => serde_json::Value::from(*i),
-            ParamValue::Uint(u) => serde_json::Value::from(*u),
-            ParamValue::Double(d) => serde_json::Value::from(*d),
-            ParamValue::String(s) => serde_json::Value::from(s.as_str()),
-        };
-        json.insert(k.clone(), v);
-    }
+    let json =
+        parameters_to_json(p.iter().filter(|(k, _)| !SERVER_PARAMETERS.contains(&k.as_str())));
     let correlation_id = match p.get("sequence_id") {
         Some(ParamValue::Uint(u)) if *u != 0 => Some(CorrelationId::Uint(*u)),
         Some(ParamValue::Int(i)) if *i > 0 => Some(CorrelationId::Uint(*i as u64)),
@@ -294,7 +285,7 @@ pub(crate) fn request_info(req: &InferRequest) -> rampart_types::RequestInfo {
     };
     RequestInfo {
         id: req.id.clone(),
-        parameters_json: serde_json::Value::Object(json).to_string(),
+        parameters_json: json,
         correlation_id,
         flags: flag("sequence_start", RequestInfo::SEQUENCE_START)
             | flag("sequence_end", RequestInfo::SEQUENCE_END),
@@ -305,6 +296,53 @@ pub(crate) fn request_info(req: &InferRequest) -> rampart_types::RequestInfo {
             _ => 0,
         },
     }
+}
+
+/// Parameters as one JSON object, as model code reads them.
+pub(crate) fn parameters_to_json<'a>(
+    parameters: impl Iterator<Item = (&'a String, &'a ParamValue)>,
+) -> String {
+    let json: serde_json::Map<String, serde_json::Value> = parameters
+        .map(|(k, v)| {
+            let v = match v {
+                ParamValue::Bool(b) => serde_json::Value::from(*b),
+                ParamValue::Int(i) => serde_json::Value::from(*i),
+                ParamValue::Uint(u) => serde_json::Value::from(*u),
+                ParamValue::Double(d) => serde_json::Value::from(*d),
+                ParamValue::String(s) => serde_json::Value::from(s.as_str()),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    serde_json::Value::Object(json).to_string()
+}
+
+/// Parameters given as one JSON object by model code (a call's, a response's): bools, numbers and strings.
+pub(crate) fn parameters_from_json(json: &str, whose: &str) -> Result<Parameters> {
+    let bad = |what: &str| Error::invalid_arg(format!("{whose}: {what}"));
+    if json.is_empty() {
+        return Ok(Parameters::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    let object = value.as_object().ok_or_else(|| bad("not a JSON object"))?;
+    object
+        .iter()
+        .map(|(k, v)| {
+            let p = match v {
+                serde_json::Value::Bool(b) => ParamValue::Bool(*b),
+                serde_json::Value::String(s) => ParamValue::String(s.clone()),
+                // Integers are int64 (Triton's), unsigned only above its range.
+                serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => ParamValue::Int(i),
+                    (_, Some(u), _) => ParamValue::Uint(u),
+                    (_, _, Some(f)) => ParamValue::Double(f),
+                    _ => return Err(bad(&format!("'{k}' is not a number Rampart can hold"))),
+                },
+                _ => return Err(bad(&format!("'{k}' must be a bool, number or string"))),
+            };
+            Ok((k.clone(), p))
+        })
+        .collect()
 }
 
 pub(crate) fn request_label(id: &str) -> String {

@@ -213,7 +213,7 @@ impl ModelVersion {
         *reason = FailureReason::Rejected;
         let batch_size = prepared.batch_size;
         self.submit(pool, &req, prepared, Reply::Unary(tx))?;
-        let outputs = rx
+        let answer = rx
             .await
             .map_err(|_| {
                 Error::internal(format!(
@@ -230,10 +230,12 @@ impl ModelVersion {
         if let Some((cache, key, None, looked_up)) = cached {
             let lookup = looked_up.elapsed();
             let stored = Instant::now();
-            cache.insert(key, Arc::new(outputs.clone()));
+            cache.insert(key, Arc::new(answer.outputs.clone()));
             self.stats.cache_miss.record(lookup + stored.elapsed());
         }
-        Ok(self.response(req.id, outputs, batch_size))
+        let mut response = self.response(req.id, answer.outputs, batch_size);
+        response.parameters = answer.parameters;
+        Ok(response)
     }
 
     /// Queues a validated request with the queue ticket its `priority` and `timeout` parameters ask for.
@@ -412,15 +414,12 @@ impl DecoupledStream {
             return None;
         }
         let item = match self.rx.recv().await {
-            Some(Streamed::Response(outputs)) => {
-                let mut response = self.model.response(self.id.clone(), outputs, self.batch_size);
-                response.parameters.clone_from(&self.parameters);
+            Some(Streamed::Response(answer)) => {
+                let response = self.response(answer);
                 return Some(Ok(StreamedResponse { response: Some(response), last: false }));
             }
-            Some(Streamed::Last(outputs)) => {
-                let mut response = self.model.response(self.id.clone(), outputs, self.batch_size);
-                response.parameters.clone_from(&self.parameters);
-                Ok(StreamedResponse { response: Some(response), last: true })
+            Some(Streamed::Last(answer)) => {
+                Ok(StreamedResponse { response: Some(self.response(answer)), last: true })
             }
             Some(Streamed::Final) => Ok(StreamedResponse { response: None, last: true }),
             Some(Streamed::Error(e)) => Err(e),
@@ -435,6 +434,14 @@ impl DecoupledStream {
             _ => FailureReason::Backend,
         }));
         Some(item)
+    }
+
+    /// A response: the stream's parameters, then the ones model code set on it.
+    fn response(&self, answer: crate::executor::Answer) -> InferResponse {
+        let mut response = self.model.response(self.id.clone(), answer.outputs, self.batch_size);
+        response.parameters.clone_from(&self.parameters);
+        response.parameters.extend(answer.parameters);
+        response
     }
 
     fn finish(&mut self, outcome: std::result::Result<(), FailureReason>) {

@@ -359,7 +359,7 @@ class ResponseIterator:
             self.ended_alone = True
             return pb.InferenceResponse([]), True
         outputs = [_input_tensor(d, mapping) for d in h.get("outputs", [])]
-        return pb.InferenceResponse(outputs), bool(h.get("final"))
+        return pb.InferenceResponse(outputs, parameters=h.get("parameters") or None), bool(h.get("final"))
 
     def cancel(self):
         """Cancels the call: the model called sees its request cancelled, and the iteration ends with a

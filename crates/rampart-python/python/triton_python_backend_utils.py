@@ -252,13 +252,16 @@ def _parameters_json(parameters):
     if isinstance(parameters, str):
         json.loads(parameters)
         return parameters
+    # Triton's messages.
     if not isinstance(parameters, dict):
-        raise TritonError("parameters must be a dict or a JSON string", TritonError.INVALID_ARG)
+        raise TritonError(f"Expect dict, got {type(parameters)}", TritonError.INVALID_ARG)
     for k, v in parameters.items():
-        if not isinstance(k, str) or not isinstance(v, (bool, int, str)):
-            raise TritonError(
-                "parameters keys must be strings and values bool, int or str", TritonError.INVALID_ARG
-            )
+        if not isinstance(k, str):
+            raise TritonError(f"Expect parameters keys to have type str, found type {type(k)}",
+                              TritonError.INVALID_ARG)
+        if not isinstance(v, (bool, int, str)):
+            raise TritonError(f"Expect parameters values to have type bool/int/str, found type {type(v)}",
+                              TritonError.INVALID_ARG)
     return json.dumps(parameters)
 
 

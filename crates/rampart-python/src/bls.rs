@@ -51,15 +51,13 @@ impl Calls {
             let sock = sock.clone();
             let id = id.clone();
             move |event: CallEvent| {
+                let last = matches!(event, CallEvent::Last(_));
                 let (header, tensors) = match event {
-                    CallEvent::Response(outputs) => (
-                        json!({"op": "bls_response", "call": id, "final": false, "response": true}),
-                        outputs,
-                    ),
-                    CallEvent::Last(outputs) => (
-                        json!({"op": "bls_response", "call": id, "final": true, "response": true}),
-                        outputs,
-                    ),
+                    CallEvent::Response(r) | CallEvent::Last(r) => {
+                        let header = json!({"op": "bls_response", "call": id, "final": last,
+                            "response": true, "parameters": r.parameters_json});
+                        (header, r.outputs)
+                    }
                     CallEvent::Final => {
                         (json!({"op": "bls_response", "call": id, "final": true}), vec![])
                     }

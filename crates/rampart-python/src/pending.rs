@@ -108,11 +108,10 @@ impl Pending {
             Ok(o) => o,
             Err(e) => return Some(Err(e)),
         };
-        if last {
-            // The final flag travels with the response (no empty response after it).
-            return Some(slot.answers.send_last(outputs));
-        }
-        slot.answers.send(outputs).err().map(Err)
+        // The final flag travels with the response (no empty response after it).
+        let parameters = body["parameters"].as_str().unwrap_or_default();
+        let sent = slot.answers.send_with_parameters(outputs, parameters, last);
+        if last { Some(sent) } else { sent.err().map(Err) }
     }
 
     fn end(&self, slot: &Slot, state: &mut State, key: (u64, u64), result: Result<()>) {

@@ -90,13 +90,20 @@ pub struct ModelCall {
     pub cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// One response to a model call: its outputs and its parameters (one JSON object).
+#[derive(Debug)]
+pub struct CallResponse {
+    pub outputs: Vec<Tensor>,
+    pub parameters_json: String,
+}
+
 /// What a [`ModelCaller`] reports about one call, in order: responses, then `Final` or an error.
 #[derive(Debug)]
 pub enum CallEvent {
-    Response(Vec<Tensor>),
+    Response(CallResponse),
     /// The last response (Triton's final flag sent with a response; a model that is not decoupled answers
     /// only this).
-    Last(Vec<Tensor>),
+    Last(CallResponse),
     Final,
     Error(Error),
 }
@@ -264,6 +271,18 @@ pub trait Answers: Responder + Send + Sync {
         let sent = self.send(outputs);
         self.finish(sent.clone());
         sent
+    }
+    /// Sends a response with the parameters model code set on it (Triton's
+    /// `InferenceResponse(parameters=…)`: a JSON object of bools, numbers and strings; empty: none), the
+    /// last one when `last`. The default drops the parameters.
+    fn send_with_parameters(
+        &self,
+        outputs: Vec<Tensor>,
+        parameters: &str,
+        last: bool,
+    ) -> Result<()> {
+        let _ = parameters;
+        if last { self.send_last(outputs) } else { self.send(outputs) }
     }
 }
 

@@ -10,9 +10,9 @@ pub mod identity;
 pub mod tensor;
 
 pub use backend::{
-    Answers, Backends, CallEvent, CorrelationId, Engine, EngineInstance, EngineRequest,
-    InstanceSpec, IoSpec, MetricKind, MetricOp, ModelCall, ModelCaller, ModelControl,
-    ModelSignature, RequestInfo, Responder, Submitted,
+    Answers, Backends, CallEvent, CallResponse, CorrelationId, Engine, EngineInstance,
+    EngineRequest, InstanceSpec, IoSpec, MetricKind, MetricOp, ModelCall, ModelCaller,
+    ModelControl, ModelSignature, RequestInfo, Responder, Submitted,
 };
 pub use datatype::DataType;
 pub use error::{Code, Error, Result};

@@ -266,7 +266,7 @@ impl Walk<'_> {
             match sink {
                 Sink::One(slot) => *slot = Some(outputs),
                 Sink::Stream(out) => {
-                    if out.send(Streamed::Response(outputs)).await.is_err() {
+                    if out.send(Streamed::Response(outputs.into())).await.is_err() {
                         return Err(Error::new(
                             rampart_types::Code::Cancelled,
                             "the request was cancelled",

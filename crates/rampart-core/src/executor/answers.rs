@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rampart_types::{Answers, Code, Error, Responder, Result, Tensor};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Streamed, cancelled, stamp_compute};
+use super::{Answer, Streamed, cancelled, stamp_compute};
 use crate::stats::{ExecutionTimes, ModelStats, ResponseOutcome};
 use crate::trace::Trace;
 
@@ -82,11 +82,11 @@ impl Common {
 /// The answer of a request of a model that is not decoupled: the first response (or error) ends it.
 pub(crate) struct Unary {
     pub common: Common,
-    pub tx: Mutex<Option<oneshot::Sender<Result<Vec<Tensor>>>>>,
+    pub tx: Mutex<Option<oneshot::Sender<Result<Answer>>>>,
 }
 
 impl Unary {
-    fn answer(&self, result: Result<Vec<Tensor>>) -> bool {
+    fn answer(&self, result: Result<Answer>) -> bool {
         let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return false;
         };
@@ -98,11 +98,7 @@ impl Unary {
 
 impl Responder for Unary {
     fn send(&self, outputs: Vec<Tensor>) -> Result<()> {
-        if self.answer(Ok(outputs)) {
-            Ok(())
-        } else {
-            Err(Error::invalid_arg("a model that is not decoupled sends one response per request"))
-        }
+        self.send_answer(outputs.into())
     }
 
     fn is_cancelled(&self) -> bool {
@@ -110,7 +106,26 @@ impl Responder for Unary {
     }
 }
 
+impl Unary {
+    fn send_answer(&self, answer: Answer) -> Result<()> {
+        if self.answer(Ok(answer)) {
+            Ok(())
+        } else {
+            Err(Error::invalid_arg("a model that is not decoupled sends one response per request"))
+        }
+    }
+}
+
 impl Answers for Unary {
+    fn send_with_parameters(
+        &self,
+        outputs: Vec<Tensor>,
+        parameters: &str,
+        _last: bool,
+    ) -> Result<()> {
+        self.send_answer(answer(outputs, parameters)?)
+    }
+
     fn finish(&self, result: Result<()>) {
         let answer = result.and_then(|()| {
             Err(Error::internal("the model ended the request without sending a response"))
@@ -170,7 +185,7 @@ impl Responder for Stream {
         if self.finished.load(Ordering::Acquire) {
             return Err(Error::invalid_arg("the request has already ended"));
         }
-        self.hand_over(Streamed::Response(outputs))
+        self.hand_over(Streamed::Response(outputs.into()))
     }
 
     fn is_cancelled(&self) -> bool {
@@ -180,10 +195,26 @@ impl Responder for Stream {
 
 impl Answers for Stream {
     fn send_last(&self, outputs: Vec<Tensor>) -> Result<()> {
+        self.send_with_parameters(outputs, "", true)
+    }
+
+    fn send_with_parameters(
+        &self,
+        outputs: Vec<Tensor>,
+        parameters: &str,
+        last: bool,
+    ) -> Result<()> {
+        let answer = answer(outputs, parameters)?;
+        if !last {
+            if self.finished.load(Ordering::Acquire) {
+                return Err(Error::invalid_arg("the request has already ended"));
+            }
+            return self.hand_over(Streamed::Response(answer));
+        }
         if self.ended() {
             return Err(Error::invalid_arg("the request has already ended"));
         }
-        let sent = self.hand_over(Streamed::Last(outputs));
+        let sent = self.hand_over(Streamed::Last(answer));
         self.common.ended(sent.is_ok());
         sent
     }
@@ -227,6 +258,12 @@ impl Drop for Stream {
     }
 }
 
+/// A response with the parameters model code set on it (a JSON object; empty: none).
+fn answer(outputs: Vec<Tensor>, parameters: &str) -> Result<Answer> {
+    let parameters = crate::infer::parameters_from_json(parameters, "response parameters")?;
+    Ok(Answer { outputs, parameters })
+}
+
 fn unanswered() -> Error {
     Error::internal("the engine dropped the request without ending it")
 }
@@ -258,7 +295,7 @@ mod tests {
         answered.send(vec![tensor(7)]).unwrap();
         assert!(answered.send(vec![tensor(8)]).is_err(), "a second response");
         answered.finish(Err(Error::internal("ignored")));
-        assert_eq!(first.try_recv().unwrap().unwrap()[0].data.as_ref(), 7i32.to_le_bytes());
+        assert_eq!(first.try_recv().unwrap().unwrap().outputs[0].data.as_ref(), 7i32.to_le_bytes());
         let (tx, mut none) = oneshot::channel();
         Unary { common: common(&execution, 1), tx: Mutex::new(Some(tx)) }.finish(Ok(()));
         let e = none.try_recv().unwrap().unwrap_err();

@@ -218,7 +218,7 @@ impl SequenceInstance {
 fn answer_job(job: Job, result: Result<Vec<Tensor>>) {
     match job.reply {
         Reply::Unary(tx) => {
-            let _ = tx.send(result);
+            let _ = tx.send(result.map(Into::into));
         }
         // Decoupled models are refused at load with sequence batching.
         Reply::Stream(_) => {}
