@@ -580,3 +580,25 @@ def test_a_decoupled_execute_that_returns_responses_fails_the_request_at_once(sr
     assert time.monotonic() - t0 < 10, "the request waited for a final flag that never comes"
     assert r.status_code == 500, r.text
     assert "is using the decoupled mode and the execute function must return None" in r.json()["error"], r.text
+
+
+# ---------------------------------------------------------------------------------------
+# Sequence batching
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_sequence_batched_python_model_sees_each_request_with_its_sequence(srv, gclient):
+    """sequence_accumulate keeps a running sum per correlation ID; two sequences interleave. Each request reaches
+    `execute` as itself: `correlation_id()`, `flags()` (START 1, END 2) and the START/CORRID control tensors."""
+
+    def send(seq: int, value: int, start=False, end=False):
+        t = grpcclient.InferInput("IN", [1, 1], "INT32")
+        t.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+        r = gclient.infer("sequence_accumulate", [t], sequence_id=seq, sequence_start=start, sequence_end=end)
+        return int(r.as_numpy("SUM").reshape(-1)[0]), r.as_numpy("SEEN").reshape(-1).tolist()
+
+    assert send(11, 1, start=True) == (1, [11, 1, 1, 11])
+    assert send(22, 100, start=True) == (100, [22, 1, 1, 22])
+    assert send(11, 2) == (3, [11, 0, 0, 11])
+    assert send(22, 200, end=True) == (300, [22, 2, 0, 22])
+    assert send(11, 3, end=True) == (6, [11, 2, 0, 11])

@@ -211,34 +211,44 @@ impl Instance {
     /// Hands jobs that arrived together to an engine that sees requests, each with where its answers go;
     /// they end on the engine's time (see `executor/answers.rs`).
     fn run_requests(&mut self, jobs: Vec<Job>) {
-        let execution = Execution::new(self.stats.clone(), jobs.len());
-        let submitted: Vec<Submitted> = jobs
-            .into_iter()
-            .map(|mut j| {
-                j.pending.take();
-                let common = Common {
-                    execution: execution.clone(),
-                    batch_size: j.batch_size,
-                    queue: execution.start().saturating_duration_since(j.enqueued),
-                    trace: j.trace.take(),
-                };
-                let answers: Arc<dyn Answers> = match j.reply {
-                    Reply::Unary(tx) => Arc::new(Unary { common, tx: Mutex::new(Some(tx)) }),
-                    Reply::Stream(tx) => Arc::new(Stream::new(common, tx, self.stats.clone())),
-                };
-                let request = EngineRequest { info: j.info, inputs: j.inputs, outputs: j.outputs };
-                Submitted { request, answers }
-            })
-            .collect();
-        let held: Vec<Arc<dyn Answers>> = submitted.iter().map(|s| s.answers.clone()).collect();
-        if let Err(e) = guarded(|| {
-            self.engine.submit(submitted);
-            Ok(())
-        }) {
-            // A panic ends the requests it had not ended (the others keep their answers).
-            for answers in held {
-                answers.finish(Err(e.clone()));
-            }
+        submit_jobs(self.engine.as_mut(), &self.stats, jobs);
+    }
+}
+
+/// Hands jobs to an engine that sees requests, each with where its answers go (an [`Instance`]'s batch, or
+/// the requests of a sequence batch).
+pub(crate) fn submit_jobs(
+    engine: &mut dyn EngineInstance,
+    stats: &Arc<ModelStats>,
+    jobs: Vec<Job>,
+) {
+    let execution = Execution::new(stats.clone(), jobs.len());
+    let submitted: Vec<Submitted> = jobs
+        .into_iter()
+        .map(|mut j| {
+            j.pending.take();
+            let common = Common {
+                execution: execution.clone(),
+                batch_size: j.batch_size,
+                queue: execution.start().saturating_duration_since(j.enqueued),
+                trace: j.trace.take(),
+            };
+            let answers: Arc<dyn Answers> = match j.reply {
+                Reply::Unary(tx) => Arc::new(Unary { common, tx: Mutex::new(Some(tx)) }),
+                Reply::Stream(tx) => Arc::new(Stream::new(common, tx, stats.clone())),
+            };
+            let request = EngineRequest { info: j.info, inputs: j.inputs, outputs: j.outputs };
+            Submitted { request, answers }
+        })
+        .collect();
+    let held: Vec<Arc<dyn Answers>> = submitted.iter().map(|s| s.answers.clone()).collect();
+    if let Err(e) = guarded(|| {
+        engine.submit(submitted);
+        Ok(())
+    }) {
+        // A panic ends the requests it had not ended (the others keep their answers).
+        for answers in held {
+            answers.finish(Err(e.clone()));
         }
     }
 }

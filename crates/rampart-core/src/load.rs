@@ -217,8 +217,18 @@ impl Server {
                     )));
                 }
                 let (pool, sequences) = match sequence {
-                    Some((policy, spec)) => {
-                        spec.check_signature(name, instances[0].signature())?;
+                    Some((policy, mut spec)) => {
+                        // Model code has no file signature to check controls and states against.
+                        if !takes_requests {
+                            spec.check_signature(name, instances[0].signature())?;
+                        }
+                        if takes_requests && !spec.states.is_empty() {
+                            return Err(Error::unsupported(format!(
+                                "model '{name}': implicit state (sequence_batching.state) is not supported \
+                                 for a model whose code sees its requests (the python backend)"
+                            )));
+                        }
+                        spec.requests = takes_requests;
                         let (pool, held) = crate::sequence::start(
                             format!("{name}-{v}"),
                             instances,

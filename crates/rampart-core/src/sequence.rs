@@ -54,6 +54,9 @@ pub(crate) struct SequenceSpec {
     pub batching: bool,
     pub controls: Vec<Control>,
     pub states: Vec<StateSpec>,
+    /// The engine sees requests (a Python model): each request of a sequence batch goes to it as itself,
+    /// with its correlation ID, flags and control tensors, and no null rows.
+    pub requests: bool,
 }
 
 impl SequenceSpec {

@@ -33,6 +33,9 @@ impl SequenceExecutor<Job> for SequenceInstance {
                 job.pending.take();
             }
         }
+        if self.spec.requests {
+            return self.submit_rows(rows);
+        }
         // The state each real row starts from (taken out; put back after the execution).
         let mut states: Vec<Option<Vec<Tensor>>> = rows
             .iter()
@@ -62,6 +65,26 @@ impl SequenceExecutor<Job> for SequenceInstance {
 }
 
 impl SequenceInstance {
+    /// The requests of a sequence batch, each with its control tensors, handed to an engine that sees
+    /// requests (their correlation IDs and flags are in their `RequestInfo`).
+    fn submit_rows(&mut self, rows: Vec<Row<Job>>) {
+        let jobs: Vec<Job> = rows
+            .into_iter()
+            .filter_map(|mut r| {
+                let mut job = r.task.take()?;
+                for c in &self.spec.controls {
+                    let mut t = control_value(c, &r, true);
+                    if self.spec.batching {
+                        t.shape.insert(0, 1);
+                    }
+                    job.inputs.push(t);
+                }
+                Some(job)
+            })
+            .collect();
+        crate::executor::submit_jobs(self.engine.as_mut(), &self.stats, jobs);
+    }
+
     fn shape(&self, job: &Job, state: &Option<Vec<Tensor>>) -> Shape {
         let batched = |t: &Tensor| {
             let dims =

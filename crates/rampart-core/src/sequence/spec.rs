@@ -133,7 +133,7 @@ pub(crate) fn spec(
     let controls = controls(c, s)?;
     let states = states(c, s, dir)?;
     let batching = c.max_batch_size > 0;
-    Ok(Some((policy, SequenceSpec { batching, controls, states })))
+    Ok(Some((policy, SequenceSpec { batching, controls, states, requests: false })))
 }
 
 fn controls(
