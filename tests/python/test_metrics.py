@@ -376,6 +376,9 @@ def test_exposition_and_counters_after_known_traffic(examples_dir):
             assert exp.label_sets(name) == want, f"{name}: series {[dict(k) for k in exp.label_sets(name)]}"
 
         assert_counts(exp, "simple", success=7, inference=7, execution=7, OTHER=2)
+        # Triton's tests match the failure series as text: labels in name order.
+        page = requests.get(srv.metrics_url + "/metrics", timeout=HTTP_TIMEOUT).text
+        assert 'nv_inference_request_failure{model="simple",reason="OTHER",version="1"} 2' in page.splitlines()
         assert_counts(exp, "mlp", success=1, inference=4, execution=1)
         assert_counts(exp, "identity_fp32", 0, 0, 0)
         assert_counts(exp, "identity_bytes", 0, 0, 0)

@@ -187,9 +187,11 @@ pub(crate) fn render(
         for reason in FailureReason::ALL {
             let _ = writeln!(
                 o,
-                "nv_inference_request_failure{{{},reason=\"{}\"}} {}",
-                r.labels,
+                // Labels in name order, as Triton (prometheus-cpp) writes them.
+                "nv_inference_request_failure{{model=\"{}\",reason=\"{}\",version=\"{}\"}} {}",
+                label(&r.model.name),
                 reason.label(),
+                r.model.version,
                 r.stats.failures[reason as usize]
             );
         }
