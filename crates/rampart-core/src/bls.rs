@@ -59,10 +59,12 @@ impl ModelCaller for ServerCaller {
                 server.unload_model("", &name, dependents).map(|()| true)
             }
             // A model the server does not know is not ready (Triton's `is_model_ready` answers False).
-            ModelControl::Ready { name, version } => match server.model_ready(&name, version) {
-                Err(e) if e.code() == rampart_types::Code::NotFound => Ok(false),
-                other => other,
-            },
+            ModelControl::Ready { name, version } => {
+                match server.model_ready_blocking(&name, version) {
+                    Err(e) if e.code() == rampart_types::Code::NotFound => Ok(false),
+                    other => other,
+                }
+            }
         }
     }
 

@@ -201,6 +201,7 @@ impl Server {
                     spec.instance_index = i;
                     instances.push(engine.load(&spec)?);
                 }
+                let readiness: Vec<_> = instances.iter().filter_map(|i| i.readiness()).collect();
                 let decoupled = config::is_decoupled(&cfg);
                 let mut stats = ModelStats::with_latency_metrics(
                     options.metrics.summaries.clone().map(crate::stats::LatencyWindows::new),
@@ -276,6 +277,7 @@ impl Server {
                 version.labels = labels;
                 version.sequences = sequences;
                 version.takes_requests = takes_requests;
+                version.readiness = readiness;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();
                 Ok(Arc::new(version))

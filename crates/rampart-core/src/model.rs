@@ -52,6 +52,8 @@ pub struct ModelVersion {
     pub(crate) sequences: Option<crate::sequence::Held>,
     /// Its engine sees requests (`Engine::takes_requests`): each job carries the request's metadata.
     pub(crate) takes_requests: bool,
+    /// The model's own readiness checks (one per instance that has one), asked by readiness requests.
+    pub(crate) readiness: Vec<Arc<dyn rampart_types::ReadinessCheck>>,
 }
 
 /// What answers a version's requests (one per version, so the variants' sizes do not matter).
@@ -119,6 +121,7 @@ impl ModelVersion {
             in_flight: Default::default(),
             sequences: None,
             takes_requests: false,
+            readiness: Vec::new(),
         }
     }
 

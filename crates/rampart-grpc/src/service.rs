@@ -75,7 +75,7 @@ impl gis::GrpcInferenceService for Inference {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = r.into_inner();
         let version = parse_version(&r.version)?;
-        let ready = self.server.model_ready(&r.name, version)?;
+        let ready = self.server.model_ready(&r.name, version).await?;
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 

@@ -126,22 +126,22 @@ async fn model_metadata_v(
     metadata(&s, &model, version_segment(&v)?)
 }
 
-fn ready_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {
-    match s.server.model_ready(model, version)? {
+async fn ready_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {
+    match s.server.model_ready(model, version).await? {
         true => Ok(StatusCode::OK.into_response()),
         false => Err(err(Error::invalid_arg("Model version not ready"))),
     }
 }
 
 async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> HResult {
-    ready_answer(&s, &model, None)
+    ready_answer(&s, &model, None).await
 }
 
 async fn model_ready_v(
     State(s): State<AppState>,
     Path((model, v)): Path<(String, String)>,
 ) -> HResult {
-    ready_answer(&s, &model, version_segment(&v)?)
+    ready_answer(&s, &model, version_segment(&v)?).await
 }
 
 fn config_answer(s: &AppState, model: &str, version: Option<i64>) -> HResult {

@@ -582,6 +582,23 @@ def _load_module(path, version_dir, kind):
     return module.TritonPythonModel
 
 
+_model = []  # the model object, once initialize() returned
+
+
+def _check_ready():
+    """Runs the model's `is_ready()` (sync or `async def`) and answers whether it returned True; an exception
+    or any other value is "not ready", as in Triton."""
+    ready = False
+    try:
+        result = _model[0].is_ready()
+        if inspect.isawaitable(result):
+            result = _run(result).result()
+        ready = result is True
+    except Exception:  # noqa: BLE001 - a failing check is "not ready"
+        traceback.print_exc()
+    send_message({"op": "ready_answer", "ready": ready}, events=True)
+
+
 def _reader():
     """Takes every message off the events socket: cancellations, and answers to the model's calls."""
     while True:
@@ -594,6 +611,8 @@ def _reader():
             return
         if header["op"] == "cancel":
             _cancelled.add((header["exec"], header["request"]))
+        elif header["op"] == "is_ready":
+            threading.Thread(target=_check_ready, daemon=True, name="rampart-is-ready").start()
         elif header["op"] in ("bls_response", "control_response"):
             with _calls_lock:
                 answers = _calls.get(header["call"])
@@ -636,7 +655,8 @@ def main():
         text = "".join(traceback.format_exception(e)).strip()
         send_message({"op": "failed", "message": text[-8000:]})
         return
-    send_message({"op": "ready"})
+    _model.append(model)
+    send_message({"op": "ready", "is_ready": callable(getattr(model, "is_ready", None))})
     while True:
         try:
             header, mapping = receive(_sock)

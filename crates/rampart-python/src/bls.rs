@@ -33,6 +33,8 @@ pub(crate) struct Calls {
     pub control_allowed: bool,
     /// The cancellation flag of each call in flight, by call id (`ResponseIterator.cancel()`).
     pub cancels: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>,
+    /// The model's `is_ready()` checks.
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 impl Calls {

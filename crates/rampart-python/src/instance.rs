@@ -49,12 +49,14 @@ pub(crate) struct PythonInstance {
     pub exec: u64,
     /// `model_transaction_policy { decoupled: true }`.
     pub decoupled: bool,
+    /// The model defines `is_ready()` (its readiness checks go through `calls.readiness`).
+    pub has_is_ready: bool,
 }
 
 impl PythonInstance {
     /// Starts a worker and runs `initialize()`; the load error carries the worker's traceback.
     pub(crate) fn start(&self) -> Result<Worker> {
-        let (worker, reply) = Worker::start(
+        let (mut worker, reply) = Worker::start(
             &self.setup,
             self.label.clone(),
             &self.load,
@@ -64,7 +66,11 @@ impl PythonInstance {
             self.calls.clone(),
         )?;
         match reply["op"].as_str() {
-            Some("ready") => Ok(worker),
+            Some("ready") => {
+                self.calls.readiness.attach(worker.events.clone());
+                worker.has_is_ready = reply["is_ready"] == true;
+                Ok(worker)
+            }
             Some("failed") => Err(Error::invalid_arg(format!(
                 "{}: the model failed to load:\n{}",
                 self.label,
@@ -210,6 +216,11 @@ impl PythonInstance {
 impl EngineInstance for PythonInstance {
     fn signature(&self) -> &ModelSignature {
         &self.signature
+    }
+
+    fn readiness(&self) -> Option<Arc<dyn rampart_types::ReadinessCheck>> {
+        self.has_is_ready
+            .then(|| self.calls.readiness.clone() as Arc<dyn rampart_types::ReadinessCheck>)
     }
 
     /// A sequence batch: one request, waited for here.

@@ -13,6 +13,7 @@ mod bls;
 mod instance;
 mod ipc;
 mod pending;
+mod readiness;
 mod sandbox;
 mod spawn;
 mod worker;
@@ -319,6 +320,7 @@ impl Engine for PythonEngine {
                 label: label.clone(),
                 control_allowed: false,
                 cancels: Default::default(),
+                readiness: Default::default(),
             },
         )?;
         drop(worker);
@@ -345,6 +347,7 @@ impl Engine for PythonEngine {
                 label: label.clone(),
                 control_allowed: self.setup.control_allowed,
                 cancels: Default::default(),
+                readiness: Default::default(),
             },
             label,
             load: load_message(spec, "serve", &self.model_py(spec))?,
@@ -357,8 +360,11 @@ impl Engine for PythonEngine {
             not_before: Instant::now(),
             exec: 0,
             decoupled: is_decoupled(spec),
+            has_is_ready: false,
         };
-        instance.worker = Some(instance.start()?);
+        let worker = instance.start()?;
+        instance.has_is_ready = worker.has_is_ready;
+        instance.worker = Some(worker);
         Ok(Box::new(instance))
     }
 }

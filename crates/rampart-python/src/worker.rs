@@ -51,6 +51,10 @@ pub(crate) struct Worker {
     sock: OwnedFd,
     /// The requests the worker holds (answered from both sockets).
     pub pending: Arc<Pending>,
+    /// The events socket (its reader thread holds it too).
+    pub events: Arc<OwnedFd>,
+    /// The model defines `is_ready()` (said by the worker when it is ready).
+    pub has_is_ready: bool,
     /// The worker's home and temporary directory, removed with it.
     _home: tempfile::TempDir,
     /// "python model 'm' (instance i)".
@@ -106,6 +110,7 @@ impl Worker {
         drop((theirs, their_events));
         // The reader thread owns the events socket.
         let reader = Arc::new(events);
+        let events = reader.clone();
         let pending = Pending::new(label.clone());
         let held = pending.clone();
         let pid = child.id();
@@ -113,7 +118,8 @@ impl Worker {
             .name("rampart-python-events".into())
             .spawn(move || read_events(&reader, &calls, &held, pid))
             .map_err(|e| fail("starting its reader thread", &e))?;
-        let mut worker = Worker { child, sock: ours, pending, _home: home, label };
+        let mut worker =
+            Worker { child, sock: ours, pending, events, has_is_ready: false, _home: home, label };
         worker.send(load, &[])?;
         match worker.next(timeout) {
             Next::Message(m) => Ok((worker, m.header)),
@@ -305,6 +311,7 @@ fn read_events(sock: &Arc<OwnedFd>, calls: &Calls, pending: &Pending, pid: u32) 
                 Some("log") => log(&calls.label, &m.header),
                 Some("bls") => calls.dispatch(sock, &m),
                 Some("bls_cancel") => calls.cancel(&m),
+                Some("ready_answer") => calls.readiness.answered(m.header["ready"] == true),
                 Some("control") => calls.control(sock, &m),
                 _ => tracing::debug!("{}: unexpected event {}", calls.label, m.header["op"]),
             },

@@ -286,6 +286,14 @@ pub trait Answers: Responder + Send + Sync {
     }
 }
 
+/// A model's own readiness check (Triton's `is_ready()` of a Python model), asked on every readiness request
+/// for the model.
+pub trait ReadinessCheck: Send + Sync {
+    /// Whether the instance is ready; blocks at most a few seconds (a check that does not answer in time is
+    /// "not ready").
+    fn is_ready(&self) -> bool;
+}
+
 /// One request handed to [`EngineInstance::submit`] with where its responses go.
 pub struct Submitted {
     pub request: EngineRequest,
@@ -308,6 +316,10 @@ pub trait EngineInstance: Send {
             let result = self.execute_decoupled(&request, &*answers);
             answers.finish(result);
         }
+    }
+    /// The instance's own readiness check, when its model has one.
+    fn readiness(&self) -> Option<Arc<dyn ReadinessCheck>> {
+        None
     }
     /// Runs one request of a decoupled model (`model_transaction_policy { decoupled: true }`), sending zero
     /// or more responses through `responder`. An error ends the request with that error as its last

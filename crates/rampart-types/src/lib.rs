@@ -12,7 +12,7 @@ pub mod tensor;
 pub use backend::{
     Answers, Backends, CallEvent, CallResponse, CorrelationId, Engine, EngineInstance,
     EngineRequest, InstanceSpec, IoSpec, MetricKind, MetricOp, ModelCall, ModelCaller,
-    ModelControl, ModelSignature, RequestInfo, Responder, Submitted,
+    ModelControl, ModelSignature, ReadinessCheck, RequestInfo, Responder, Submitted,
 };
 pub use datatype::DataType;
 pub use error::{Code, Error, Result};
