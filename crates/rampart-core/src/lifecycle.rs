@@ -14,6 +14,42 @@ use crate::server::{IndexEntry, Server};
 use crate::table::{ModelEntry, Models, UNLOADED, log_outcome};
 
 impl Server {
+    /// Whether a model (or one version) is ready: loaded, and its own readiness check (a Python model's
+    /// `is_ready()`) agrees.
+    pub async fn model_ready(&self, name: &str, version: Option<i64>) -> Result<bool> {
+        let Some(served) = self.ready_version(name, version)? else { return Ok(false) };
+        if served.readiness.is_empty() {
+            return Ok(true);
+        }
+        let checks = served.readiness.clone();
+        Ok(tokio::task::spawn_blocking(move || checks.iter().all(|c| c.is_ready()))
+            .await
+            .unwrap_or(false))
+    }
+
+    /// [`Server::model_ready`] for a caller that may block (model code's `is_model_ready`).
+    pub fn model_ready_blocking(&self, name: &str, version: Option<i64>) -> Result<bool> {
+        Ok(self
+            .ready_version(name, version)?
+            .is_some_and(|m| m.readiness.iter().all(|c| c.is_ready())))
+    }
+
+    /// The version a readiness request is about, `None` when it is not ready.
+    fn ready_version(&self, name: &str, version: Option<i64>) -> Result<Option<Arc<ModelVersion>>> {
+        match self.model(name, version) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.code() == rampart_types::Code::Unavailable => Ok(None),
+            Err(e) => {
+                // A known model with no ready version is "not ready", not "unknown".
+                if version.is_none() && self.inner.models.load().contains_key(name) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// Triton's startup model table.
     pub fn model_status_table(&self) -> String {
         let rows: Vec<(String, String, String)> = self

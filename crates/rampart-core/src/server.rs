@@ -318,40 +318,6 @@ impl Server {
         }
     }
 
-    /// Whether a model (or one version) is ready: loaded, and its own readiness check (a Python model's
-    /// `is_ready()`) agrees.
-    pub async fn model_ready(&self, name: &str, version: Option<i64>) -> Result<bool> {
-        let Some(served) = self.ready_version(name, version)? else { return Ok(false) };
-        if served.readiness.is_empty() {
-            return Ok(true);
-        }
-        let checks = served.readiness.clone();
-        let asked = tokio::task::spawn_blocking(move || checks.iter().all(|c| c.is_ready()));
-        Ok(asked.await.unwrap_or(false))
-    }
-
-    /// [`Server::model_ready`] for a caller that may block (model code's `is_model_ready`).
-    pub fn model_ready_blocking(&self, name: &str, version: Option<i64>) -> Result<bool> {
-        let served = self.ready_version(name, version)?;
-        Ok(served.is_some_and(|m| m.readiness.iter().all(|c| c.is_ready())))
-    }
-
-    /// The version a readiness request is about, `None` when it is not ready.
-    fn ready_version(&self, name: &str, version: Option<i64>) -> Result<Option<Arc<ModelVersion>>> {
-        match self.model(name, version) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.code() == rampart_types::Code::Unavailable => Ok(None),
-            Err(e) => {
-                // A known model with no ready version is "not ready", not "unknown".
-                if version.is_none() && self.inner.models.load().contains_key(name) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
     pub fn model_config(&self, name: &str, version: Option<i64>) -> Result<Arc<ModelConfig>> {
         Ok(self.model(name, version)?.config.clone())
     }

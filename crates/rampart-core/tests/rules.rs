@@ -156,14 +156,14 @@ async fn a_decoupled_model_streams_its_responses_and_refuses_unary_calls() {
 async fn explicit_model_control_loads_unloads_and_keeps_serving_on_a_bad_reload() {
     let dir = repo();
     let server = start(dir.path(), ModelControlMode::Explicit, &["identity"]);
-    assert!(server.model_ready("identity", None).unwrap());
-    assert!(!server.model_ready("batched", None).unwrap_or(false), "not loaded at startup");
+    assert!(server.model_ready("identity", None).await.unwrap());
+    assert!(!server.model_ready("batched", None).await.unwrap_or(false), "not loaded at startup");
     let s = server.clone();
     tokio::task::spawn_blocking(move || s.load_model("", "batched", LoadRequest::default()))
         .await
         .unwrap()
         .unwrap();
-    assert!(server.model_ready("batched", None).unwrap());
+    assert!(server.model_ready("batched", None).await.unwrap());
     // A reload whose config fails keeps the served version.
     let bad = LoadRequest { config: Some(r#"{"backend": "nonesuch"}"#.into()), files: vec![] };
     let s = server.clone();
