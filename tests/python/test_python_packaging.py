@@ -90,3 +90,7 @@ def test_an_unknown_backend_is_refused_naming_the_python_based_ones(srv):
     [entry] = [e for e in index if e["name"] == "unknown_backend"]
     assert entry["state"] == "UNAVAILABLE", entry
     assert "backend 'nosuch' is not supported" in entry["reason"] and "pyadd" in entry["reason"], entry
+
+
+def test_the_startup_report_counts_python_models_including_python_based_backends(srv):
+    assert "python models: 3, every one in the default sandbox" in srv.stderr_text()

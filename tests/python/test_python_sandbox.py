@@ -359,3 +359,12 @@ def test_the_log_warns_when_a_model_relaxes_its_sandbox(srv):
     ), relaxing
     for strict in ("sandbox_probe", "sandbox_probe_files"):
         assert not any(f"'{strict}' relaxes" in line for line in relaxing), relaxing
+
+
+def test_the_startup_exposure_report_lists_the_models_that_relax_their_sandbox(srv):
+    log = srv.stderr_text()
+    [line] = [x for x in log.splitlines() if "python models relaxing their sandbox by model parameter" in x]
+    assert "'sandbox_probe_net' (network access (rampart_sandbox_network=allow))" in line, line
+    assert "'sandbox_probe_mem' (address space 20000 MiB)" in line, line
+    for strict in ("sandbox_probe", "sandbox_probe_files"):
+        assert f"'{strict}' (" not in line, line

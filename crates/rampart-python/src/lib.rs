@@ -108,6 +108,14 @@ impl std::fmt::Debug for PythonEngine {
     }
 }
 
+/// What a Python model's parameters relax in its sandbox (empty: nothing), for the startup exposure report.
+pub fn sandbox_relaxations(
+    model: &str,
+    parameters: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    sandbox::Policy::from_parameters(model, parameters).map(|p| p.relaxed()).unwrap_or_default()
+}
+
 impl PythonEngine {
     /// Finds the interpreter, checks that it imports numpy, and writes the runtime. The error says in one
     /// line what is missing.

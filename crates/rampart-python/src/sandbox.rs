@@ -46,13 +46,27 @@ impl Default for Policy {
 impl Policy {
     /// The policy of a model from its config parameters; warns about what it relaxes.
     pub(crate) fn of(spec: &InstanceSpec) -> Result<Policy> {
+        let p = Policy::from_parameters(&spec.model_name, &spec.parameters)?;
+        let relaxed = p.relaxed();
+        if !relaxed.is_empty() {
+            tracing::warn!(
+                "python model '{}' relaxes its sandbox: {}",
+                spec.model_name,
+                relaxed.join(", ")
+            );
+        }
+        Ok(p)
+    }
+
+    /// The policy the parameters of model `name` ask for.
+    pub(crate) fn from_parameters(
+        name: &str,
+        parameters: &std::collections::HashMap<String, String>,
+    ) -> Result<Policy> {
         let mut p = Policy::default();
-        let get = |k: &str| spec.parameters.get(k).map(|v| v.trim().to_string());
+        let get = |k: &str| parameters.get(k).map(|v| v.trim().to_string());
         let bad = |k: &str, v: &str, want: &str| {
-            Error::invalid_arg(format!(
-                "model '{}': parameter '{k}' must be {want}, got '{v}'",
-                spec.model_name
-            ))
+            Error::invalid_arg(format!("model '{name}': parameter '{k}' must be {want}, got '{v}'"))
         };
         if let Some(v) = get("rampart_sandbox_network") {
             p.network = match v.as_str() {
@@ -76,19 +90,11 @@ impl Policy {
         if p.open_files == 0 {
             return Err(bad("rampart_open_files_limit", "0", "at least 1"));
         }
-        let relaxed = p.relaxed();
-        if !relaxed.is_empty() {
-            tracing::warn!(
-                "python model '{}' relaxes its sandbox: {}",
-                spec.model_name,
-                relaxed.join(", ")
-            );
-        }
         Ok(p)
     }
 
-    /// What this policy allows beyond the defaults, for the load's warning.
-    fn relaxed(&self) -> Vec<String> {
+    /// What this policy allows beyond the defaults, for the load's warning and the startup report.
+    pub(crate) fn relaxed(&self) -> Vec<String> {
         let d = Policy::default();
         let mut out = Vec::new();
         if self.network {

@@ -110,6 +110,55 @@ pub fn registry(ort: OrtSetup) -> Backends {
     backends
 }
 
+/// The startup exposure report's line on Python models (`backend: "python"` or a Python-based backend):
+/// which relax their sandbox through model parameters, and how. Silent when no Python model is loaded.
+pub fn python_sandbox_report(server: &rampart_core::Server, backend_directory: &std::path::Path) {
+    let mut names: Vec<String> = server
+        .repository_index(false)
+        .into_iter()
+        .filter(|e| e.state == Some(rampart_core::ModelState::Ready))
+        .map(|e| e.name)
+        .collect();
+    names.dedup();
+    let mut python = 0;
+    let mut relaxed = Vec::new();
+    for name in names {
+        let Ok(config) = server.model_config(&name, None) else { continue };
+        let based = backend_directory.join(&config.backend).join("model.py");
+        if config.backend != "python" && (config.backend.is_empty() || !based.is_file()) {
+            continue;
+        }
+        python += 1;
+        let parameters =
+            config.parameters.iter().map(|(k, v)| (k.clone(), v.string_value.clone())).collect();
+        let what = sandbox_relaxations(&name, &parameters);
+        if !what.is_empty() {
+            relaxed.push(format!("'{name}' ({})", what.join(", ")));
+        }
+    }
+    if relaxed.is_empty() && python > 0 {
+        tracing::info!("python models: {python}, every one in the default sandbox");
+    } else if !relaxed.is_empty() {
+        tracing::warn!(
+            "python models relaxing their sandbox by model parameter: {}",
+            relaxed.join("; ")
+        );
+    }
+}
+
+#[cfg(feature = "python")]
+fn sandbox_relaxations(
+    model: &str,
+    parameters: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    rampart_python::sandbox_relaxations(model, parameters)
+}
+
+#[cfg(not(feature = "python"))]
+fn sandbox_relaxations(_: &str, _: &std::collections::HashMap<String, String>) -> Vec<String> {
+    Vec::new()
+}
+
 /// Triton's Python-based backends: each `<backend-directory>/<name>/model.py` is a backend of that name,
 /// run by the python backend, for the models that name it (`backend: "<name>"`). A built-in backend keeps
 /// its name. The directory is the operator's: a model repository cannot add a backend.

@@ -218,6 +218,7 @@ fn main() -> ExitCode {
         }
     };
     eprint!("{}", server.model_status_table());
+    backends::python_sandbox_report(&server, &cli.backend.backend_directory);
     if validated.model_control_mode == rampart_core::ModelControlMode::Poll
         && cli.repository.repository_poll_secs > 0
     {
