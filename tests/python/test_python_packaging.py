@@ -3,6 +3,8 @@
 - a model's `model.py` is imported as Triton's stub imports it, as `<version>.model` with the version directory
   and the model directory on the path, so the other files of its version directory can be imported relatively
   (`from . import scale`) or by name (`import offset`);
+- `EXECUTION_ENV_PATH`: a model's own environment, a directory or a `.tar.gz` archive the server unpacks
+  privately, confined to the model directory (`$$TRITON_MODEL_DIRECTORY`), whose `bin/python3` runs the workers;
 - a Python-based backend: `<backend-directory>/<name>/model.py` serves every model whose config says
   `backend: "<name>"`; those models need no `model.py` of their own. The backend directory is the operator's;
   a backend named by no built-in engine and no such directory is refused with the list of those that exist.
@@ -11,6 +13,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +44,65 @@ output [
 """
 
 
+ENV_MODEL_PY = '''
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+import envmarker
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        text = f"{envmarker.WHERE} {sys.prefix}".encode()
+        out = pb_utils.Tensor("OUT", np.array([text], dtype=np.object_))
+        return [pb_utils.InferenceResponse([out]) for _ in requests]
+'''
+
+ENV_CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+output [ {{ name: "OUT" data_type: TYPE_STRING dims: [ 1 ] }} ]
+parameters {{ key: "EXECUTION_ENV_PATH" value {{ string_value: "{path}" }} }}
+"""
+
+
+def make_env(root: Path, python: str, where: str) -> None:
+    """A Python environment at `root` in the layout of a venv: bin/python3 (the workers' interpreter), a
+    pyvenv.cfg, and a site-packages holding `envmarker` (WHERE = `where`) and a .pth to that interpreter's numpy."""
+    info = subprocess.run(
+        [python, "-c", "import os, sys, numpy; print(os.path.dirname(sys.executable)); "
+         "print(f'python{sys.version_info[0]}.{sys.version_info[1]}'); "
+         "print(os.path.dirname(os.path.dirname(numpy.__file__)))"],
+        capture_output=True, text=True, check=True).stdout.split("\n")
+    home, version, numpy_dir = info[0], info[1], info[2]
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "python3").symlink_to(Path(python).resolve())
+    (root / "pyvenv.cfg").write_text(f"home = {home}\ninclude-system-site-packages = false\n")
+    site = root / "lib" / version / "site-packages"
+    site.mkdir(parents=True)
+    (site / "envmarker.py").write_text(f"WHERE = {where!r}\n")
+    (site / "numpy_dir.pth").write_text(numpy_dir + "\n")
+
+
+def env_models(repo: Path, python: str) -> None:
+    """env_dir (a directory), env_packed (an archive) and env_escape (a path out of its directory)."""
+    for name, path in (("env_dir", "$$TRITON_MODEL_DIRECTORY/env"),
+                       ("env_packed", "$$TRITON_MODEL_DIRECTORY/env.tar.gz"),
+                       ("env_escape", "$$TRITON_MODEL_DIRECTORY/../multi_file")):
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "1" / "model.py").write_text(ENV_MODEL_PY)
+        (repo / name / "config.pbtxt").write_text(ENV_CONFIG.format(name=name, path=path))
+    make_env(repo / "env_dir" / "env", python, "dir")
+    staging = repo.parent / "env_staging"
+    make_env(staging, python, "packed")
+    with tarfile.open(repo / "env_packed" / "env.tar.gz", "w:gz") as tar:
+        for item in sorted(staging.iterdir()):
+            tar.add(item, arcname=item.name)
+
+
 @pytest.fixture(scope="module")
 def srv(module_public_dir, worker_python):  # noqa: F811
     """multi_file, and two models of the Python-based backend `pyadd` (add_sub's model.py, installed in the
@@ -53,14 +117,17 @@ def srv(module_public_dir, worker_python):  # noqa: F811
         (repo / name / "config.pbtxt").write_text(BACKEND_CONFIG.format(name=name))
     unknown = repo / "unknown_backend" / "config.pbtxt"
     unknown.write_text(unknown.read_text().replace('backend: "pyadd"', 'backend: "nosuch"'))
+    env_models(repo, worker_python[0])
     for path in [*repo.rglob("*"), *backends.rglob("*"), backends]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
     python, more = worker_python
     extra = ["--exit-on-error=false", f"--backend-config=python,interpreter={python}", *more]
     args = [a for a in base_args(repo, extra=extra) if not a.startswith("--backend-directory")]
     server = start_server([*args, f"--backend-directory={backends}"], "rampart-python-packaging", wait="live")
     index = wait_models_settled(server)
-    assert all(e["state"] == "READY" for e in index if e["name"] != "unknown_backend"), index
+    refused = ("unknown_backend", "env_escape")
+    assert all(e["state"] == "READY" for e in index if e["name"] not in refused), index
     yield server
     finish_server(server)
 
@@ -93,4 +160,25 @@ def test_an_unknown_backend_is_refused_naming_the_python_based_ones(srv):
 
 
 def test_the_startup_report_counts_python_models_including_python_based_backends(srv):
-    assert "python models: 3, every one in the default sandbox" in srv.stderr_text()
+    assert "python models: 5, every one in the default sandbox" in srv.stderr_text()
+
+
+@pytest.mark.parametrize("model,where", [("env_dir", "dir"), ("env_packed", "packed")])
+def test_execution_env_path_runs_the_model_s_own_environment(srv, model, where):
+    r = srv.infer(model, json_infer("INT32", [1], [0]))
+    assert r.status_code == 200, r.text
+    marker, prefix = r.json()["outputs"][0]["data"][0].split(" ", 1)
+    assert marker == where, r.json()
+    if where == "dir":
+        assert prefix.endswith("/env_dir/env"), prefix
+    else:
+        # Unpacked by the server into a private directory of its own, outside the repository.
+        assert "rampart-python-env-" in prefix, prefix
+
+
+def test_execution_env_path_must_stay_within_the_model_directory(srv):
+    index = requests.post(f"{srv.base}/v2/repository/index", json={}, timeout=HTTP_TIMEOUT).json()
+    [entry] = [e for e in index if e["name"] == "env_escape"]
+    assert entry["state"] == "UNAVAILABLE", entry
+    assert "parameter EXECUTION_ENV_PATH" in entry["reason"] and "must stay within the model directory" in entry[
+        "reason"], entry

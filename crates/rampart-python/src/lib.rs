@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 mod bls;
+mod env;
 mod instance;
 mod ipc;
 mod pending;
@@ -100,6 +101,8 @@ pub struct PythonEngine {
     /// A Python-based backend (Triton's `<backend-directory>/<name>/model.py`): the `model.py` every model
     /// that names the backend runs; `None` for `backend: "python"`, whose models bring their own.
     runtime_model: Option<PathBuf>,
+    /// Models' own environments (`EXECUTION_ENV_PATH`).
+    envs: Arc<env::Environments>,
 }
 
 impl std::fmt::Debug for PythonEngine {
@@ -132,30 +135,7 @@ impl PythonEngine {
             .user
             .or(if is_root { Some(NOBODY) } else { None })
             .filter(|u| u.0 != 0 || !is_root || u.1 != 0);
-        let code = PROBE.replace("\\n", "\n");
-        let probe = spawn::probe(&interpreter, &code, user)
-            .map_err(|e| format!("the python backend cannot run {}: {e}", interpreter.display()))?;
-        if !probe.status.success() {
-            let err = String::from_utf8_lossy(&probe.stderr);
-            let who = user.map(|(u, _)| format!(" as uid {u}")).unwrap_or_default();
-            let why = if err.contains("Permission denied") {
-                format!(
-                    "it cannot be read{who} (make it readable, or set --backend-config=python,user=<uid>)"
-                )
-            } else if err.contains("numpy") {
-                "it cannot import numpy (install numpy for it, or set --backend-config=python,interpreter=<path>)".into()
-            } else if err.contains("3.9") {
-                "it is older than Python 3.9".into()
-            } else {
-                format!("it failed to start{who}: {}", err.lines().last().unwrap_or_default())
-            };
-            return Err(format!("the python backend cannot use {}: {why}", interpreter.display()));
-        }
-        let mut readable: Vec<PathBuf> =
-            String::from_utf8_lossy(&probe.stdout).lines().map(PathBuf::from).collect();
-        if let Ok(real) = std::fs::canonicalize(&interpreter) {
-            readable.extend(real.parent().map(Path::to_path_buf));
-        }
+        let mut readable = probe(&interpreter, user)?;
         let runtime = tempfile::Builder::new()
             .prefix("rampart-python-runtime-")
             .tempdir()
@@ -181,6 +161,7 @@ impl PythonEngine {
             setup: Arc::new(setup),
             _runtime: Arc::new(runtime),
             runtime_model: None,
+            envs: Default::default(),
         })
     }
 
@@ -193,6 +174,7 @@ impl PythonEngine {
             setup: Arc::new(setup),
             _runtime: self._runtime.clone(),
             runtime_model: Some(model_py),
+            envs: self.envs.clone(),
         }
     }
 
@@ -216,16 +198,37 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// Refuses what this backend does not build yet, by name, rather than run the model differently.
-fn check_supported(spec: &InstanceSpec) -> Result<()> {
-    if spec.parameters.contains_key("EXECUTION_ENV_PATH") {
-        return Err(Error::unsupported(format!(
-            "model '{}': parameter EXECUTION_ENV_PATH (a packed Python environment) is not supported yet; \
-             install the model's packages for the interpreter of --backend-config=python,interpreter=<path>",
-            spec.model_name
-        )));
+/// Runs `interpreter` as the workers' user: it must start, be Python 3.9 or newer and import numpy. Answers
+/// the directories its installation reads (for the sandbox), or in one line what is missing.
+pub(crate) fn probe(
+    interpreter: &Path,
+    user: Option<(u32, u32)>,
+) -> std::result::Result<Vec<PathBuf>, String> {
+    let code = PROBE.replace("\\n", "\n");
+    let probe = spawn::probe(interpreter, &code, user)
+        .map_err(|e| format!("the python backend cannot run {}: {e}", interpreter.display()))?;
+    if !probe.status.success() {
+        let err = String::from_utf8_lossy(&probe.stderr);
+        let who = user.map(|(u, _)| format!(" as uid {u}")).unwrap_or_default();
+        let why = if err.contains("Permission denied") {
+            format!(
+                "it cannot be read{who} (make it readable, or set --backend-config=python,user=<uid>)"
+            )
+        } else if err.contains("numpy") {
+            "it cannot import numpy (install numpy for it, or set --backend-config=python,interpreter=<path>)".into()
+        } else if err.contains("3.9") {
+            "it is older than Python 3.9".into()
+        } else {
+            format!("it failed to start{who}: {}", err.lines().last().unwrap_or_default())
+        };
+        return Err(format!("the python backend cannot use {}: {why}", interpreter.display()));
     }
-    Ok(())
+    let mut readable: Vec<PathBuf> =
+        String::from_utf8_lossy(&probe.stdout).lines().map(PathBuf::from).collect();
+    if let Ok(real) = std::fs::canonicalize(interpreter) {
+        readable.extend(real.parent().map(Path::to_path_buf));
+    }
+    Ok(readable)
 }
 
 /// A duration parameter of the model config in seconds, or its default.
@@ -304,7 +307,7 @@ impl Engine for PythonEngine {
     }
 
     fn auto_complete(&self, spec: &InstanceSpec) -> Result<Option<String>> {
-        check_supported(spec)?;
+        let setup = self.envs.setup(&self.setup, spec)?;
         let model_py = self.model_py(spec);
         // A model.py that never mentions auto_complete_config has none: no worker is started for it.
         let source = std::fs::read(&model_py.0).unwrap_or_default();
@@ -315,7 +318,7 @@ impl Engine for PythonEngine {
         let load = load_message(spec, "auto_complete", &model_py)?;
         let policy = sandbox::Policy::of(spec)?;
         let (worker, reply) = Worker::start(
-            &self.setup,
+            &setup,
             label.clone(),
             &load,
             timeouts(spec)?.load,
@@ -343,11 +346,11 @@ impl Engine for PythonEngine {
     }
 
     fn load(&self, spec: &InstanceSpec) -> Result<Box<dyn EngineInstance>> {
-        check_supported(spec)?;
+        let setup = self.envs.setup(&self.setup, spec)?;
         let label =
             format!("python model '{}' (instance {})", spec.model_name, spec.instance_index);
         let mut instance = PythonInstance {
-            setup: self.setup.clone(),
+            setup,
             calls: bls::Calls {
                 caller: spec.caller.clone(),
                 depth: Default::default(),
