@@ -29,8 +29,11 @@ const MAX_ENTRIES: u64 = 500_000;
 /// engine lives.
 #[derive(Default)]
 pub(crate) struct Environments {
-    unpacked: Mutex<HashMap<(PathBuf, Option<SystemTime>), Arc<tempfile::TempDir>>>,
+    unpacked: Mutex<HashMap<ArchiveVersion, Arc<tempfile::TempDir>>>,
 }
+
+/// An archive's path and modification time.
+type ArchiveVersion = (PathBuf, Option<SystemTime>);
 
 impl Environments {
     /// The setup of a model's workers: the engine's, or its own environment's.
