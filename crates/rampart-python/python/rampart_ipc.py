@@ -8,6 +8,7 @@ seals the file against any further change and passes the descriptor; the receive
 /dev/shm and no name that anything else could open is involved.
 """
 
+import array
 import asyncio
 import fcntl
 import importlib
@@ -68,11 +69,14 @@ def _memfd(parts):
     return fd, places
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 def send_message(header, parts=(), events=False):
     """Sends `header` (on the events socket when `events`); `parts` go into one sealed memfd. A header too large
     for a datagram is put into the memfd as well, after the parts, and the datagram says where."""
     sock = _events if events else _sock
-    data = json.dumps(header, separators=(",", ":")).encode()
+    data = _ENCODE(header).encode()
     parts = list(parts)
     sizes = [len(memoryview(p).cast("B")) for p in parts]
     total = 0
@@ -106,13 +110,29 @@ def send_message(header, parts=(), events=False):
     return places
 
 
+_buffers = threading.local()
+_FDS_SPACE = socket.CMSG_SPACE(4 * 4)
+# Plain ints: operations on the socket module's flag enums are slow in the per-message path.
+_TRUNCATED = int(socket.MSG_TRUNC) | int(socket.MSG_CTRUNC)
+_SOL_SOCKET, _SCM_RIGHTS = int(socket.SOL_SOCKET), int(socket.SCM_RIGHTS)
+
+
 def receive(sock):
-    """The next message on `sock`: (header, mapping or None). None at end of stream."""
-    msg, fds, flags, _ = socket.recv_fds(sock, MAX_DATAGRAM, 4)
-    if flags & socket.MSG_TRUNC or flags & socket.MSG_CTRUNC:
+    """The next message on `sock`: (header, mapping or None). None at end of stream. Each thread reads into a
+    buffer of its own, kept between messages."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None:
+        buf = _buffers.buf = bytearray(MAX_DATAGRAM)
+    n, ancdata, flags, _ = sock.recvmsg_into([buf], _FDS_SPACE)
+    if flags & _TRUNCATED:
         raise RuntimeError("truncated message from the server")
-    if not msg:
+    if not n:
         return None, None
+    fds = []
+    for level, kind, data in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            fds.extend(array.array("i", data[: len(data) - len(data) % 4]))
+    view = memoryview(buf)[:n]
     mapping = None
     for extra in fds[1:]:
         os.close(extra)
@@ -125,16 +145,16 @@ def receive(sock):
                 mapping = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
         finally:
             os.close(fd)
-    if mapping is None:
-        nl = msg.find(b"\n")
-        if nl >= 0:
-            # Small tensors inline; a private, writable copy as for a mapped file.
-            mapping = bytearray(msg[nl + 1:])
-            msg = msg[:nl]
-    header = json.loads(msg)
+    nl = buf.find(b"\n", 0, n)
+    if nl >= 0:
+        # Small tensors inline; a private, writable copy as for a mapped file.
+        if mapping is None:
+            mapping = bytearray(view[nl + 1:])
+        view = view[:nl]
+    header = json.loads(bytes(view))
     if header.get("op") == "spilled":
-        at, n = header["at"], header["len"]
-        header = json.loads(mapping[at:at + n])
+        at, size = header["at"], header["len"]
+        header = json.loads(mapping[at:at + size])
     return header, mapping
 
 

@@ -120,10 +120,17 @@ pub(crate) struct Message {
 
 /// Receives the next message; `Ok(None)` when the worker closed its end.
 pub(crate) fn receive(sock: &OwnedFd) -> Result<Option<Message>> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // One buffer per thread, reused: a fresh 64 KiB buffer per message costs more than the message.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+    }
+    BUF.with_borrow_mut(|buf| receive_into(sock, buf))
+}
+
+fn receive_into(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<Message>> {
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let (len, flags, fds) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut iov = [IoSliceMut::new(buf)];
         let msg =
             recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
                 .map_err(|e| io_error("receive", e))?;
