@@ -110,6 +110,20 @@ def copy_repo(dest: Path, names: list[str] | None = None) -> Path:
     return dest
 
 
+def python_server(repo: Path, worker_python: tuple[str, list[str]], name: str):
+    """A server (HTTP and gRPC) on `repo`, made readable by the workers' user, whose workers run the
+    `worker_python` interpreter; every model of the repository is READY."""
+    for path in repo.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    python, more = worker_python
+    extra = ["--exit-on-error=false", f"--backend-config=python,interpreter={python}", *more]
+    server = start_server(grpc_base_args(repo, extra=extra), name, wait="live")
+    index = wait_models_settled(server)
+    assert all(e["state"] == "READY" for e in index), index
+    return server
+
+
 def python3_on_path(bindir: Path, target: str, *flags: str) -> Path:
     """`bindir/python3`, a script that runs `target` (with `flags`). A script, not a symlink: a symlink to a venv's
     python outside the venv does not find the venv (pyvenv.cfg is looked up next to the link)."""

@@ -13,9 +13,10 @@ import time
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, GrpcClient, finish_server, grpc_base_args, start_server, wait_models_settled
+from conftest import HTTP_TIMEOUT, GrpcClient, finish_server
 from test_python_backend import (  # noqa: F401 - worker_python and module_public_dir are fixtures
     copy_repo,
+    python_server,
     json_infer,
     module_public_dir,
     worker_python,
@@ -34,13 +35,7 @@ def srv(module_public_dir, worker_python):  # noqa: F811
         (repo / name / "1" / "model.py").write_bytes((source / "1" / "model.py").read_bytes())
         config = (source / "config.pbtxt").read_text().replace('"readiness"', f'"{name}"')
         (repo / name / "config.pbtxt").write_text(config.replace('string_value: "true"', f'string_value: "{answer}"'))
-    for path in [*repo.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    python, more = worker_python
-    extra = ["--exit-on-error=false", f"--backend-config=python,interpreter={python}", *more]
-    server = start_server(grpc_base_args(repo, extra=extra), "rampart-python-readiness", wait="live")
-    index = wait_models_settled(server)
-    assert all(e["state"] == "READY" for e in index), index
+    server = python_server(repo, worker_python, "rampart-python-readiness")
     yield server
     finish_server(server)
 

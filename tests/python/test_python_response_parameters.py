@@ -18,9 +18,10 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
-from conftest import HTTP_TIMEOUT, GrpcClient, finish_server, grpc_base_args, start_server, wait_models_settled
+from conftest import HTTP_TIMEOUT, GrpcClient, finish_server
 from test_python_backend import (  # noqa: F401 - worker_python and module_public_dir are fixtures
     copy_repo,
+    python_server,
     json_infer,
     module_public_dir,
     worker_python,
@@ -36,13 +37,7 @@ def srv(module_public_dir, worker_python):  # noqa: F811
     shutil.copytree(repo / "response_params", decoupled)
     config = (decoupled / "config.pbtxt").read_text().replace('"response_params"', '"response_params_decoupled"')
     (decoupled / "config.pbtxt").write_text(config + "model_transaction_policy { decoupled: true }\n")
-    for path in [*repo.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    python, more = worker_python
-    extra = ["--exit-on-error=false", f"--backend-config=python,interpreter={python}", *more]
-    server = start_server(grpc_base_args(repo, extra=extra), "rampart-python-response-parameters", wait="live")
-    index = wait_models_settled(server)
-    assert all(e["state"] == "READY" for e in index), index
+    server = python_server(repo, worker_python, "rampart-python-response-parameters")
     yield server
     finish_server(server)
 

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import GrpcClient, finish_server, grpc_base_args, start_server, wait_models_settled
+from conftest import GrpcClient, finish_server
 from test_python_backend import (  # noqa: F401 - worker_python and module_public_dir are fixtures
     copy_repo,
+    python_server,
     module_public_dir,
     worker_python,
 )
@@ -86,13 +87,7 @@ def srv(module_public_dir, worker_python):  # noqa: F811
             decoupled="true" if decoupled else "false",
             mode="async" if use_async else "sync",
         ))
-    for path in repo.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    python, more = worker_python
-    extra = ["--exit-on-error=false", f"--backend-config=python,interpreter={python}", *more]
-    server = start_server(grpc_base_args(repo, extra=extra), "rampart-python-responses", wait="live")
-    index = wait_models_settled(server)
-    assert all(e["state"] == "READY" for e in index), index
+    server = python_server(repo, worker_python, "rampart-python-responses")
     yield server
     finish_server(server)
 
