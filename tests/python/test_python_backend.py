@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import grpc
+import ml_dtypes
 import numpy as np
 import pytest
 import requests
@@ -353,6 +354,25 @@ def test_dlpack_round_trip(http):
     result = http.infer("dlpack", [t])
     np.testing.assert_array_equal(result.as_numpy("OUT"), x)
     np.testing.assert_array_equal(result.as_numpy("OUT2"), x)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bf16_travels_through_dlpack_without_torch(protocol, http, gclient):
+    client, module = (http, httpclient) if protocol == "http" else (gclient, grpcclient)
+    x = np.array([[1.0, -2.5, 0.0078125, 3.0e38]], dtype=ml_dtypes.bfloat16)
+    t = module.InferInput("INPUT0", list(x.shape), "BF16")
+    t.set_data_from_numpy(x)
+    result = client.infer("identity_bf16", [t])
+    for name in ("OUTPUT0", "OUTPUT1"):
+        out = result.as_numpy(name)
+        assert out.dtype == ml_dtypes.bfloat16, name
+        np.testing.assert_array_equal(out.view(np.uint16), x.view(np.uint16), err_msg=name)
+    checks = [c.decode() for c in result.as_numpy("CHECKS")[0]]
+    as_numpy = "Tensor dtype is BF16 and cannot be converted to NumPy. Use to_dlpack() and from_dlpack() instead."
+    assert checks[0] == f"TritonError: {as_numpy}", "Triton's message, as a TritonModelException"
+    assert checks[1] == checks[0], "a tensor made from DLPack is BF16 too"
+    assert checks[2] == "RuntimeError: Unsupported dtype in DLTensor.", "numpy itself cannot read BF16"
+    assert checks[3] == f"dtype=14,14 shape={list(x.shape)}", "TYPE_BF16 either way"
 
 
 def test_auto_complete_config_fills_in_the_config(srv, http):

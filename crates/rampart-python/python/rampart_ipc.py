@@ -168,7 +168,7 @@ def _encode_outputs(tensors):
 
     described, parts = [], []
     for t in tensors:
-        arr = t.as_numpy()
+        arr = t._array  # as_numpy() refuses BF16
         if t._datatype == "BYTES":
             raw = pb.serialize_byte_tensor(arr)
             payload = b"" if raw == () else raw

@@ -10,6 +10,7 @@ import struct
 
 import numpy as np
 
+import rampart_dlpack as _dlpack
 import rampart_ipc as _ipc
 
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
@@ -152,6 +153,11 @@ class Tensor:
         return self._name
 
     def as_numpy(self):
+        if self._datatype == "BF16":
+            # Triton's message: numpy has no bfloat16.
+            raise TritonError(
+                "Tensor dtype is BF16 and cannot be converted to NumPy. Use to_dlpack() and from_dlpack() instead."
+            )
         return self._array
 
     def shape(self):
@@ -169,10 +175,12 @@ class Tensor:
     def __dlpack__(self, **kwargs):
         """The DLPack protocol, so that torch.from_dlpack(tensor) or np.from_dlpack(tensor) reads it."""
         if self._datatype == "BYTES":
-            raise TritonError("BYTES tensors cannot be exported through DLPack", TritonError.UNSUPPORTED)
+            raise TritonError("TYPE_BYTES tensors cannot be converted to DLPack.", TritonError.UNSUPPORTED)
         array = np.ascontiguousarray(self._array)
         if not array.flags.writeable:
             array = array.copy()  # DLPack cannot say read-only
+        if self._datatype == "BF16":
+            return _dlpack.export(array, _dlpack.K_DL_BFLOAT, 16)
         return array.__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
@@ -182,11 +190,16 @@ class Tensor:
     def from_dlpack(name, dlpack_object):
         if isinstance(dlpack_object, np.ndarray):
             return Tensor(name, dlpack_object)
-        if hasattr(dlpack_object, "__dlpack__"):
-            source = dlpack_object
-        else:
-            source = _Capsule(dlpack_object)
-        return Tensor(name, np.from_dlpack(source))
+        capsule = _dlpack.capsule_of(dlpack_object)
+        described = _dlpack.peek_dtype(capsule)
+        if described is not None and described[0] == _dlpack.K_DL_BFLOAT:
+            if described[1] != 16:
+                raise TritonError(f"Expected BF16 tensor to have 16 bits, but had: {described[1]}")
+            try:
+                return Tensor(name, _dlpack.consume_as(capsule, np.uint16), "BF16")
+            except ValueError as e:
+                raise TritonError(f"tensor '{name}': {e}", TritonError.INVALID_ARG) from None
+        return Tensor(name, np.from_dlpack(_Capsule(capsule)))
 
     def __repr__(self):
         return f"Tensor(name={self._name!r}, datatype={self._datatype}, shape={self.shape()})"

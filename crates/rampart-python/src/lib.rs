@@ -30,8 +30,9 @@ use instance::{PythonInstance, Timeouts};
 use worker::{Setup, Worker, path_str};
 
 /// The runtime files every worker imports.
-const RUNTIME: [(&str, &str); 2] = [
+const RUNTIME: [(&str, &str); 3] = [
     ("rampart_ipc.py", include_str!("../python/rampart_ipc.py")),
+    ("rampart_dlpack.py", include_str!("../python/rampart_dlpack.py")),
     ("triton_python_backend_utils.py", include_str!("../python/triton_python_backend_utils.py")),
 ];
 
