@@ -11,7 +11,7 @@ tests/python/python_models:
   a model that --model-access protects);
 - bls_iterate: what the iterator of `exec(decoupled=True)` yields (a model that is not decoupled answers one
   response; a final flag sent alone is an empty last response; iterating again replays the responses;
-  `cancel()` ends the call with a CANCELLED error response);
+  `cancel()` cancels the callee, which decides: it ends with a CANCELLED error, or keeps sending);
 - bls_ping / bls_pong: a chain of calls back and forth, bounded by MAX_CALL_DEPTH = 8 (a request of a client, then
   at most 8 calls in a row). Every link holds an instance while it waits, so they have 5 and 4 instances, and
   `rampart_execute_timeout_secs` is low so that a bug cannot hang the suite.
@@ -188,10 +188,18 @@ def test_decoupled_exec_yields_each_response_then_the_final_flag_as_an_empty_one
 
 
 def test_cancelling_a_decoupled_call_ends_it_with_a_cancelled_error(srv):
+    # The callee sees is_cancelled() and ends with a CANCELLED error response, which the iteration delivers.
     received, cancelled, took_ms, _ = iterate(srv, 2)
     assert cancelled == 1, (received, took_ms)
     # Twenty responses 50 ms apart would take a second.
     assert received < 20 and took_ms < 900, (received, took_ms)
+
+
+def test_a_callee_that_ignores_cancellation_keeps_delivering_until_it_ends(srv):
+    # Triton's test_decoupled_bls_ignore_cancel: cancel() asks, the model decides; every response it still
+    # sends reaches the caller, then its final flag (an empty last response).
+    received, cancelled, took_ms, total = iterate(srv, 4)
+    assert (received, cancelled, total) == (21, 0, sum(range(20))), (received, cancelled, took_ms, total)
 
 
 def test_inference_request_checks_its_arguments_as_triton_s_binding(srv):

@@ -110,7 +110,8 @@ async fn run(
         let message = format!("Model {name} - Error when running inference: {}", e.message());
         Error::new(e.code(), message)
     };
-    let request = request(call).map_err(refused)?;
+    let mut request = request(call).map_err(refused)?;
+    request.cancelled = Some(cancelled.clone());
     let model = server.model(&request.model_name, request.model_version).map_err(refused)?;
     if !model.decoupled {
         let answer = tokio::select! {
@@ -120,13 +121,11 @@ async fn run(
         sink(CallEvent::Last(call_response(answer)));
         return Ok(());
     }
+    // As in Triton, a cancelled call (`ResponseIterator.cancel()`) keeps delivering what the model still
+    // sends: the model sees its request cancelled and decides (a queued request is not executed).
     let mut stream = model.infer_decoupled(request).map_err(refused)?;
     loop {
-        // Dropping the stream on cancellation cancels the callee's request.
-        let next = tokio::select! {
-            next = stream.next() => next,
-            () = until(&cancelled) => return Err(crate::executor::cancelled()),
-        };
+        let next = stream.next().await;
         let event = match next {
             None | Some(Ok(StreamedResponse { response: None, last: true })) => CallEvent::Final,
             Some(Ok(StreamedResponse { response: Some(r), last: true })) => {

@@ -123,6 +123,7 @@ impl Call {
             wanted: prepared.outputs,
             principal: req.principal.clone(),
             call_depth: req.call_depth,
+            cancelled: req.cancelled.clone(),
         }
     }
 }

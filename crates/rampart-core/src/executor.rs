@@ -3,6 +3,7 @@
 //! Engine panics are caught here and become INTERNAL errors.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub(crate) struct Job {
     pub trace: Option<Arc<Trace>>,
     /// Counts the request as pending until an execution takes it (or it is dropped unexecuted).
     pub pending: Option<Pending>,
+    /// [`crate::infer::InferRequest::cancelled`].
+    pub cancelled: Option<Arc<AtomicBool>>,
 }
 
 /// Where a job's answer goes.
@@ -74,10 +77,11 @@ impl rampart_scheduler::Task for Job {
         self.enqueued
     }
     fn is_cancelled(&self) -> bool {
-        match &self.reply {
-            Reply::Unary(tx) => tx.is_closed(),
-            Reply::Stream(tx) => tx.is_closed(),
-        }
+        flagged(&self.cancelled)
+            || match &self.reply {
+                Reply::Unary(tx) => tx.is_closed(),
+                Reply::Stream(tx) => tx.is_closed(),
+            }
     }
     fn reject(self, error: Error) {
         match self.reply {
@@ -232,6 +236,7 @@ pub(crate) fn submit_jobs(
                 batch_size: j.batch_size,
                 queue: execution.start().saturating_duration_since(j.enqueued),
                 trace: j.trace.take(),
+                cancelled: j.cancelled.take(),
             };
             let answers: Arc<dyn Answers> = match j.reply {
                 Reply::Unary(tx) => Arc::new(Unary { common, tx: Mutex::new(Some(tx)) }),
@@ -251,6 +256,11 @@ pub(crate) fn submit_jobs(
             answers.finish(Err(e.clone()));
         }
     }
+}
+
+/// Whether a request's cancellation flag is set.
+pub(crate) fn flagged(cancelled: &Option<Arc<AtomicBool>>) -> bool {
+    cancelled.as_ref().is_some_and(|c| c.load(Ordering::Acquire))
 }
 
 /// The error a decoupled request ends with when its caller went away.

@@ -125,6 +125,10 @@ pub struct InferRequest {
     pub principal: Option<String>,
     /// How many model-code calls (BLS) led to this request: 0 for a client's.
     pub call_depth: u32,
+    /// Set by a caller that cancels the request but still reads what the model sends (Triton's
+    /// `ResponseIterator.cancel()`): the model sees the request cancelled, a queued request is not executed.
+    /// A caller that drops the response stream cancels without it.
+    pub cancelled: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Debug, Clone)]

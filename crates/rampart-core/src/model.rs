@@ -277,6 +277,7 @@ impl ModelVersion {
             batch_size: prepared.batch_size,
             enqueued,
             reply,
+            cancelled: req.cancelled.clone(),
         };
         match membership {
             Some((held, m)) => {
@@ -327,6 +328,7 @@ impl ModelVersion {
             batch_size,
             start,
             trace: req.trace,
+            cancelled: req.cancelled,
             done: false,
             _busy: busy,
         })
@@ -398,6 +400,8 @@ pub(crate) struct DecoupledStream {
     batch_size: u64,
     start: Instant,
     trace: Option<Arc<crate::trace::Trace>>,
+    /// [`infer::InferRequest::cancelled`]: a request dropped unexecuted ends CANCELLED.
+    cancelled: Option<Arc<std::sync::atomic::AtomicBool>>,
     done: bool,
     _busy: Busy,
 }
@@ -426,6 +430,7 @@ impl DecoupledStream {
             }
             Some(Streamed::Final) => Ok(StreamedResponse { response: None, last: true }),
             Some(Streamed::Error(e)) => Err(e),
+            None if crate::executor::flagged(&self.cancelled) => Err(crate::executor::cancelled()),
             None => Err(Error::internal(format!(
                 "{} stopped before answering",
                 ModelVersion::label(&self.model.name, self.model.version)

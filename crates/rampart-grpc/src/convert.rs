@@ -147,6 +147,7 @@ pub(crate) fn infer_request(mut req: pb::ModelInferRequest) -> Result<InferReque
     Ok(InferRequest {
         principal: None,
         call_depth: 0,
+        cancelled: None,
         model_name: req.model_name,
         model_version: version,
         id: req.id,

@@ -336,6 +336,7 @@ pub(crate) fn decode_request_with(
             raw_input: None,
             principal: None,
             call_depth: 0,
+            cancelled: None,
         },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })

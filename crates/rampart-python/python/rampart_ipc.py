@@ -382,8 +382,9 @@ class ResponseIterator:
         return pb.InferenceResponse(outputs, parameters=h.get("parameters") or None), bool(h.get("final"))
 
     def cancel(self):
-        """Cancels the call: the model called sees its request cancelled, and the iteration ends with a
-        CANCELLED error response."""
+        """Cancels the call, as Triton's does: the model called sees its request cancelled (`is_cancelled()`)
+        and decides; whatever it still sends is delivered, up to its last response (a model that honours
+        cancellation ends with a CANCELLED error response)."""
         if not self._finished:
             send_message({"op": "bls_cancel", "call": self._call}, events=True)
 
@@ -414,7 +415,21 @@ def control(what, model_name, **fields):
 
 
 def is_cancelled(request):
-    return (request._exec, request._index) in _cancelled
+    """Whether the request is cancelled. Once the server said so the answer is kept; until then the server is
+    asked (as Triton's stub asks its parent), so a cancellation is seen at once, not at the next poll."""
+    key = (request._exec, request._index)
+    if key in _cancelled:
+        return True
+    call_id, answers = _open_call()
+    try:
+        send_message({"op": "is_cancelled", "call": call_id, "exec": key[0], "request": key[1]}, events=True)
+        h, _ = answers.get()
+    finally:
+        _close_call(call_id)
+    if h.get("result"):
+        _cancelled.add(key)
+        return True
+    return False
 
 
 def log(level, message):

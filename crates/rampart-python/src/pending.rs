@@ -39,6 +39,8 @@ struct State {
     next: u64,
     held: BTreeMap<u64, (Value, Bytes)>,
     ended: bool,
+    /// The worker was told the request is cancelled.
+    told: bool,
 }
 
 /// The final flag of a response message.
@@ -135,9 +137,15 @@ impl Pending {
         self.ended.notify_all();
     }
 
-    /// Ends the requests whose callers went away; answers them so the model can be told.
+    /// Whether a pending request is cancelled (an ended or unknown one is not).
+    pub(crate) fn is_cancelled(&self, key: (u64, u64)) -> bool {
+        self.lock().get(&key).is_some_and(|s| s.answers.is_cancelled())
+    }
+
+    /// The requests cancelled since the last call, so the model can be told. Those whose callers went away
+    /// end now; a caller that cancelled but still reads (BLS `cancel()`) gets what the model still sends.
     pub(crate) fn cancelled(&self) -> Vec<(u64, u64)> {
-        let gone: Vec<_> = {
+        let cancelled: Vec<_> = {
             let slots = self.lock();
             slots
                 .iter()
@@ -145,14 +153,18 @@ impl Pending {
                 .map(|(k, s)| (*k, s.clone()))
                 .collect()
         };
-        for (key, slot) in &gone {
+        let mut news = Vec::new();
+        for (key, slot) in &cancelled {
             let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-            if !state.ended {
+            if !std::mem::replace(&mut state.told, true) {
+                news.push(*key);
+            }
+            if !state.ended && slot.answers.caller_gone() {
                 let e = Error::new(Code::Cancelled, "request cancelled: the client went away");
                 self.end(slot, &mut state, *key, Err(e));
             }
         }
-        gone.into_iter().map(|(k, _)| k).collect()
+        news
     }
 
     /// Waits at most `timeout` for every pending request to end; answers how many are left.

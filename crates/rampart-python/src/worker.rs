@@ -312,6 +312,16 @@ fn read_events(sock: &Arc<OwnedFd>, calls: &Calls, pending: &Pending, pid: u32) 
                 Some("bls") => calls.dispatch(sock, &m),
                 Some("bls_cancel") => calls.cancel(&m),
                 Some("ready_answer") => calls.readiness.answered(m.header["ready"] == true),
+                Some("is_cancelled") => {
+                    // Asked by `request.is_cancelled()`: answered now, as Triton's stub asks its parent.
+                    let key = (m.header["exec"].as_u64(), m.header["request"].as_u64());
+                    let result = match key {
+                        (Some(exec), Some(request)) => pending.is_cancelled((exec, request)),
+                        _ => false,
+                    };
+                    let answer = json!({"op": "control_response", "call": m.header["call"], "result": result});
+                    let _ = ipc::send(sock, &answer, &[]);
+                }
                 Some("control") => calls.control(sock, &m),
                 _ => tracing::debug!("{}: unexpected event {}", calls.label, m.header["op"]),
             },

@@ -254,8 +254,13 @@ pub trait Responder {
     /// Sends one response. Blocks while the caller's buffer of unwritten responses is full; fails with
     /// CANCELLED once the caller has gone away, and the instance should stop working on the request then.
     fn send(&self, outputs: Vec<Tensor>) -> Result<()>;
-    /// Whether the caller has gone away (the request is cancelled).
+    /// Whether the request is cancelled: the caller has gone away, or asked for cancellation while still
+    /// reading (Triton's BLS `ResponseIterator.cancel()`).
     fn is_cancelled(&self) -> bool;
+    /// Whether nobody reads the responses any more: the request may end at once.
+    fn caller_gone(&self) -> bool {
+        self.is_cancelled()
+    }
 }
 
 /// Where the responses of one request go when its instance may answer after [`EngineInstance::submit`]

@@ -38,6 +38,8 @@ pub(crate) struct Call {
     pub principal: Option<String>,
     /// How many model-code calls led to the ensemble's request.
     pub call_depth: u32,
+    /// The request's cancellation flag, shared by its steps' requests.
+    pub cancelled: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Returned to a decoupled step once every step its response started has a slot, so it fetches its next
@@ -302,6 +304,7 @@ impl Walk<'_> {
             trace: self.call.trace.as_ref().and_then(|t| t.child(&step.model)),
             principal: self.call.principal.clone(),
             call_depth: self.call.call_depth,
+            cancelled: self.call.cancelled.clone(),
         };
         let decoupled = step.decoupled;
         self.running += 1;

@@ -67,6 +67,8 @@ pub(crate) struct Common {
     pub batch_size: u64,
     pub queue: Duration,
     pub trace: Option<Arc<Trace>>,
+    /// The request's cancellation flag ([`crate::infer::InferRequest::cancelled`]).
+    pub cancelled: Option<Arc<AtomicBool>>,
 }
 
 impl Common {
@@ -102,6 +104,10 @@ impl Responder for Unary {
     }
 
     fn is_cancelled(&self) -> bool {
+        super::flagged(&self.common.cancelled) || self.caller_gone()
+    }
+
+    fn caller_gone(&self) -> bool {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|tx| tx.is_closed())
     }
 }
@@ -189,6 +195,10 @@ impl Responder for Stream {
     }
 
     fn is_cancelled(&self) -> bool {
+        super::flagged(&self.common.cancelled) || self.tx.is_closed()
+    }
+
+    fn caller_gone(&self) -> bool {
         self.tx.is_closed()
     }
 }
@@ -283,7 +293,29 @@ mod tests {
             batch_size: size,
             queue: Duration::ZERO,
             trace: None,
+            cancelled: None,
         }
+    }
+
+    #[test]
+    fn a_cancelled_request_whose_caller_still_reads_is_cancelled_but_not_gone() {
+        let stats = Arc::new(ModelStats::default());
+        let execution = Execution::new(stats.clone(), 1);
+        let flag = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = mpsc::channel(8);
+        let stream = Stream::new(
+            Common { cancelled: Some(flag.clone()), ..common(&execution, 1) },
+            tx,
+            stats.clone(),
+        );
+        assert!(!stream.is_cancelled());
+        flag.store(true, Ordering::Release);
+        assert!(stream.is_cancelled() && !stream.caller_gone());
+        // What the model still sends is delivered.
+        stream.send(vec![tensor(3)]).unwrap();
+        assert!(matches!(rx.try_recv().unwrap(), Streamed::Response(_)));
+        drop(rx);
+        assert!(stream.caller_gone());
     }
 
     #[test]

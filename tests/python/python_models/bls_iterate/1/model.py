@@ -6,6 +6,8 @@
   numbers;
 - MODE 2: calls repeat_thread with twenty values (one every 50 ms) and cancels the call after the first
   response: [responses, 1 if the last one is a CANCELLED error, milliseconds the iteration took, 0];
+- MODE 4: the same, but repeat_thread is asked to ignore the cancellation (parameter `ignore_cancel`): the same
+  four numbers, the last one the sum of the values received;
 - MODE 3: builds requests as Triton's binding checks them: [how many of four bad constructions raised TypeError,
   flags after set_flags(SEQUENCE_END), 1 if trace() answers an object, 1 if PreferredMemory is accepted].
 """
@@ -31,6 +33,8 @@ class TritonPythonModel:
     def run(self, mode):
         if mode == 3:
             return self.construct()
+        if mode in (2, 4):
+            return self.cancel(ignored=mode == 4)
         if mode in (0, 1):
             if mode == 0:
                 values = np.arange(16, dtype=np.int32).reshape(1, 16)
@@ -42,8 +46,14 @@ class TritonPythonModel:
             first = list(stream)
             second = list(stream)
             return np.array([len(first), len(second), len(first[-1].output_tensors()), 0], dtype=np.int32)
+
+    def cancel(self, ignored):
         inputs = [pb_utils.Tensor("IN", np.arange(20, dtype=np.int32))]
-        stream = call("repeat_thread", inputs, ["OUT", "IDX"]).exec(decoupled=True)
+        request = pb_utils.InferenceRequest(
+            model_name="repeat_thread", inputs=inputs, requested_output_names=["OUT", "IDX"],
+            parameters={"ignore_cancel": ignored},
+        )
+        stream = request.exec(decoupled=True)
         start = time.monotonic()
         received = []
         for response in stream:
@@ -53,7 +63,8 @@ class TritonPythonModel:
         last = received[-1]
         cancelled = last.has_error() and last.error().code() == pb_utils.TritonError.CANCELLED
         took = int((time.monotonic() - start) * 1000)
-        return np.array([len(received), int(cancelled), took, 0], dtype=np.int32)
+        total = sum(int(r.output_tensors()[0].as_numpy()[0]) for r in received if r.output_tensors())
+        return np.array([len(received), int(cancelled), took, total], dtype=np.int32)
 
     def construct(self):
         bad = [
