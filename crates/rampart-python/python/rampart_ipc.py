@@ -393,6 +393,19 @@ class ResponseIterator:
             _close_call(self._call)
 
 
+def _model_traceback(e):
+    """The traceback of an exception, without the frames of this runtime and of the import machinery: the
+    model's own lines are what its author needs."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    te = traceback.TracebackException.from_exception(e)
+    te.stack = traceback.StackSummary.from_list([
+        f for f in te.stack
+        if not f.filename.startswith(here) and not f.filename.startswith("<frozen ")
+        and not f.filename.endswith(os.path.join("importlib", "__init__.py"))
+    ])
+    return "".join(te.format()).strip()
+
+
 def control(what, model_name, **fields):
     """A model-control request (load, unload, ready, metric) to the server; answers its result or raises its
     error."""
@@ -687,8 +700,7 @@ def main():
             if inspect.isawaitable(result):
                 _run(result).result()
     except BaseException as e:  # noqa: BLE001 - the server shows the traceback as the load error
-        text = "".join(traceback.format_exception(e)).strip()
-        send_message({"op": "failed", "message": text[-8000:]})
+        send_message({"op": "failed", "message": _model_traceback(e)[-8000:]})
         return
     _model.append(model)
     send_message({"op": "ready", "is_ready": callable(getattr(model, "is_ready", None))})

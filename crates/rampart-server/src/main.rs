@@ -2,6 +2,7 @@
 //! crate reads the environment and binds sockets.
 
 mod backends;
+mod check;
 mod cli;
 mod listeners;
 mod logs;
@@ -110,6 +111,9 @@ fn main() -> ExitCode {
         return code;
     }
     keep_onnxruntime_out_of_home();
+    if let Some(code) = check::from_args(&std::env::args().collect::<Vec<_>>()) {
+        return code;
+    }
     let mut cli = cli::Cli::parse();
     cli.apply_environment();
     let mut validated = match cli.validate() {
@@ -168,47 +172,19 @@ fn main() -> ExitCode {
         }
     };
     let model_access = std::sync::Arc::new(std::mem::take(&mut validated.model_access));
-    let options = ServerOptions {
-        runtime: Some(runtime.handle().clone()),
-        model_access: model_access.clone(),
-        id: cli.id.clone(),
-        model_repositories: cli.repository.model_repository.clone(),
-        autocomplete: validated.autocomplete,
-        strict_readiness: cli.repository.strict_readiness,
-        exit_on_error: cli.repository.exit_on_error,
-        backends: std::sync::Arc::new(backends::registry(backends::OrtSetup {
-            backend_directory: cli.backend.backend_directory.clone(),
-            library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
-            options: validated.onnxruntime.clone(),
-            python: validated.python.clone(),
-        })),
-        default_onnx_backend: validated.engine.backend().to_string(),
-        max_queued_requests: cli.repository.max_queued_requests,
-        request_limits: validated.request_limits,
-        response_cache_bytes: validated.response_cache_bytes,
-        model_control_mode: validated.model_control_mode,
-        startup_models: cli.repository.load_model.clone(),
-        allow_model_file_override: cli.repository.allow_model_file_override,
-        allow_client_shm: cli.resources.allow_client_shm,
-        sequences: rampart_core::SequenceLimits {
-            max_sequences: cli.repository.max_sequences,
-            max_per_client: cli.repository.max_sequences_per_client,
-            // Triton's test hook: its qa tests hold the sequence batcher until N requests wait.
-            hold_until: env_count("TRITONSERVER_DELAY_SCHEDULER"),
-            hold_backlog: env_count("TRITONSERVER_BACKLOG_DELAY_SCHEDULER"),
-        },
-        audit: Some(audit.clone()),
-        unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
-        log_control: Some(log_control),
-        metrics: validated.metrics.clone(),
-        trace: match trace_exporter(&validated) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        ..ServerOptions::default()
+    let options = match server_options(
+        &cli,
+        &validated,
+        runtime.handle().clone(),
+        model_access.clone(),
+        Some(audit.clone()),
+        Some(log_control),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let server = match Server::start(options) {
         Ok(s) => s,
@@ -243,6 +219,53 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The core's options from the validated command line (serving, and `rampart check`).
+fn server_options(
+    cli: &cli::Cli,
+    validated: &cli::Validated,
+    runtime: tokio::runtime::Handle,
+    model_access: std::sync::Arc<rampart_core::access::ModelAccess>,
+    audit: Option<std::sync::Arc<rampart_core::audit::AuditLog>>,
+    log_control: Option<std::sync::Arc<rampart_core::logging::LogControl>>,
+) -> Result<ServerOptions, String> {
+    Ok(ServerOptions {
+        runtime: Some(runtime),
+        model_access,
+        id: cli.id.clone(),
+        model_repositories: cli.repository.model_repository.clone(),
+        autocomplete: validated.autocomplete,
+        strict_readiness: cli.repository.strict_readiness,
+        exit_on_error: cli.repository.exit_on_error,
+        backends: std::sync::Arc::new(backends::registry(backends::OrtSetup {
+            backend_directory: cli.backend.backend_directory.clone(),
+            library: std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from),
+            options: validated.onnxruntime.clone(),
+            python: validated.python.clone(),
+        })),
+        default_onnx_backend: validated.engine.backend().to_string(),
+        max_queued_requests: cli.repository.max_queued_requests,
+        request_limits: validated.request_limits,
+        response_cache_bytes: validated.response_cache_bytes,
+        model_control_mode: validated.model_control_mode,
+        startup_models: cli.repository.load_model.clone(),
+        allow_model_file_override: cli.repository.allow_model_file_override,
+        allow_client_shm: cli.resources.allow_client_shm,
+        sequences: rampart_core::SequenceLimits {
+            max_sequences: cli.repository.max_sequences,
+            max_per_client: cli.repository.max_sequences_per_client,
+            // Triton's test hook: its qa tests hold the sequence batcher until N requests wait.
+            hold_until: env_count("TRITONSERVER_DELAY_SCHEDULER"),
+            hold_backlog: env_count("TRITONSERVER_BACKLOG_DELAY_SCHEDULER"),
+        },
+        audit,
+        unload_timeout: Duration::from_secs(cli.exit_timeout_secs),
+        log_control,
+        metrics: validated.metrics.clone(),
+        trace: trace_exporter(validated)?,
+        ..ServerOptions::default()
+    })
 }
 
 /// The trace configuration, with the OTLP exporter when `mode=opentelemetry` (built before the async
