@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod agents;
 pub mod audit;
 pub mod authorize;
 mod batch;

@@ -61,6 +61,10 @@ impl Server {
             Ok(r) => r,
             Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
         };
+        // Repository agents (the checksum agent) check the files before anything reads them.
+        if let Err(e) = crate::agents::run(&raw.config, dir) {
+            return origin(ModelEntry::failed(format!("model '{name}': {}", e.message())));
+        }
         let selected = match repository::select_versions(&raw.config, &repository::versions(dir)) {
             Ok(v) => v,
             Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
