@@ -54,6 +54,7 @@ mod repository;
 mod sequence;
 mod server;
 pub mod shm;
+mod signatures;
 pub mod stats;
 mod table;
 pub mod trace;
@@ -66,6 +67,7 @@ pub use infer::{
     RequestedOutput, ShmRef,
 };
 pub use model::{ModelState, ModelVersion, ResponseStream, StreamedResponse};
+pub use options::{SignatureMode, SignaturePolicy};
 pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
 pub use server::{
     EXTENSIONS, IndexEntry, ModelMetadata, SequenceLimits, Server, ServerMetadata, ServerOptions,

@@ -16,6 +16,7 @@ use crate::executor::Instance;
 use crate::model::{ModelState, ModelVersion};
 use crate::repository;
 use crate::server::Server;
+use crate::signatures::Checked;
 use crate::stats::ModelStats;
 use crate::table::{ModelEntry, VersionEntry};
 
@@ -34,6 +35,24 @@ impl Server {
         let cache = self.inner.cache.as_ref();
         let overridden = config_override.is_some() || files.is_some();
         let fingerprint = control::fingerprint(dir);
+        // Under a signature policy the model loads from a snapshot of the bytes that verified, which the
+        // entry holds (as it holds the files of a `file:` override).
+        let snapshot = match self.check_signature(name, dir, config_override.is_some()) {
+            Checked::Refused(reason) => {
+                let mut e = ModelEntry::failed(reason);
+                e.fingerprint = Some(fingerprint);
+                e.overridden = overridden;
+                return e;
+            }
+            Checked::Snapshot(s) => Some(s),
+            Checked::Unchecked => None,
+        };
+        let signed = snapshot.is_some();
+        let files = snapshot.or(files);
+        let dir: &std::path::Path = match (&files, signed) {
+            (Some(s), true) => s.path(),
+            _ => dir,
+        };
         let origin = |mut e: ModelEntry| {
             e.fingerprint = Some(fingerprint.clone());
             e.overridden = overridden;
@@ -42,6 +61,10 @@ impl Server {
         };
         // Versions that can be taken over as they are: same model files and config, same version folder.
         let reusable = |v: i64| -> Option<Arc<ModelVersion>> {
+            // A version loaded from an earlier snapshot would outlive it.
+            if signed {
+                return None;
+            }
             let p = previous?;
             let pf = p.fingerprint.as_ref()?;
             if overridden

@@ -54,6 +54,8 @@ pub struct ServerOptions {
     pub model_access: Arc<crate::access::ModelAccess>,
     /// The runtime model code's calls (BLS) run on when they start outside one (the binary's).
     pub runtime: Option<tokio::runtime::Handle>,
+    /// `--model-signature-policy` and its trusted keys.
+    pub signatures: SignaturePolicy,
 }
 
 impl Default for ServerOptions {
@@ -82,6 +84,7 @@ impl Default for ServerOptions {
             audit: None,
             model_access: Default::default(),
             runtime: None,
+            signatures: Default::default(),
         }
     }
 }
@@ -89,3 +92,32 @@ impl Default for ServerOptions {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct StartupError(pub String);
+
+/// What happens to a model whose signature does not verify.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignatureMode {
+    /// No verification (Triton's behaviour).
+    #[default]
+    Off,
+    /// Verify; log a failure loudly and load anyway.
+    Warn,
+    /// Verify; refuse a model that does not verify.
+    Enforce,
+}
+
+impl SignatureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMode::Off => "off",
+            SignatureMode::Warn => "warn",
+            SignatureMode::Enforce => "enforce",
+        }
+    }
+}
+
+/// The policy and the keys models may be signed with.
+#[derive(Debug, Clone, Default)]
+pub struct SignaturePolicy {
+    pub mode: SignatureMode,
+    pub keys: Vec<rampart_signing::TrustedKey>,
+}

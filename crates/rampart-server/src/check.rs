@@ -242,6 +242,16 @@ fn load(args: &Args, findings: &mut Vec<Finding>) -> Result<Vec<ModelRow>, Strin
 /// The repository file of the innermost traceback frame in a load error (a `model.py` line), relative to the
 /// repository.
 fn traceback_file(reason: &str, root: &Path) -> Option<String> {
+    // A signature failure names the file, relative to the model directory.
+    if let Some(at) = reason.find("signature check failed: ") {
+        let model = reason.strip_prefix("model '")?.split('\'').next()?;
+        let rest = &reason[at..];
+        let file = match rest.find("file '") {
+            Some(i) => rest[i + 6..].split('\'').next()?,
+            None => "model.sig",
+        };
+        return Some(format!("{model}/{file}"));
+    }
     let root = std::fs::canonicalize(root).ok()?;
     reason
         .match_indices("File \"")
@@ -260,6 +270,10 @@ fn fix_for(reason: &str) -> String {
         (
             "python backend cannot",
             "install Python 3.9+ with numpy, or point --backend-config=python,interpreter=<path> at one",
+        ),
+        (
+            "signature check failed",
+            "sign the model directory again (model_signing sign key) or restore the signed files",
         ),
         ("SyntaxError", "fix the syntax error in the model file at the line shown"),
         ("File \"", "fix the Python error at the model line the traceback shows"),

@@ -195,6 +195,7 @@ fn main() -> ExitCode {
     };
     eprint!("{}", server.model_status_table());
     backends::python_sandbox_report(&server, &cli.backend.backend_directory);
+    signature_report(&validated.signatures);
     if validated.model_control_mode == rampart_core::ModelControlMode::Poll
         && cli.repository.repository_poll_secs > 0
     {
@@ -218,6 +219,23 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The startup exposure report's line on model signatures.
+fn signature_report(policy: &rampart_core::SignaturePolicy) {
+    let keys: Vec<&str> = policy.keys.iter().map(|k| k.fingerprint()).collect();
+    match policy.mode {
+        rampart_core::SignatureMode::Off => tracing::info!(
+            "exposure: model signatures are not verified (--model-signature-policy=off): whoever can write the \
+             model repository decides what runs"
+        ),
+        mode => tracing::info!(
+            "exposure: model signatures: --model-signature-policy={}, {} trusted key(s): {}",
+            mode.as_str(),
+            keys.len(),
+            keys.join(", ")
+        ),
     }
 }
 
@@ -264,6 +282,7 @@ fn server_options(
         log_control,
         metrics: validated.metrics.clone(),
         trace: trace_exporter(validated)?,
+        signatures: validated.signatures.clone(),
         ..ServerOptions::default()
     })
 }

@@ -56,7 +56,7 @@ pub(crate) fn hash(
                     if meta.file_type().is_symlink() { "a symbolic link" } else { "not a file" };
                 return Err(SigningError::at(
                     text,
-                    format!("'{text}' is {what}: signed models hold plain files"),
+                    format!("file '{text}' is {what}: signed models hold plain files"),
                 ));
             }
         }

@@ -52,6 +52,9 @@ pub enum CliError {
     /// The SageMaker and Vertex AI front ends on one port.
     #[error("--sagemaker-port and --vertex-ai-port are both {0}")]
     CloudSamePort(u16),
+    /// A `--model-signature-key` that cannot be used, or a policy without keys.
+    #[error("{0}")]
+    SignatureKey(String),
     /// `--load-model` outside explicit mode.
     #[error(
         "Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well."

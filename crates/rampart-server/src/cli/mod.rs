@@ -133,6 +133,8 @@ pub struct Validated {
     pub python: crate::backends::PythonOptions,
     pub autocomplete: bool,
     pub model_control_mode: rampart_core::ModelControlMode,
+    /// `--model-signature-policy` and `--model-signature-key`.
+    pub signatures: rampart_core::SignaturePolicy,
     pub metrics: rampart_core::metrics::MetricsOptions,
     pub log_format: rampart_core::logging::LogFormat,
     pub trace: rampart_core::trace::TraceConfig,
@@ -195,6 +197,7 @@ impl Cli {
             return Err(CliError::NotPositive("--metrics-interval-ms"));
         }
         let model_control_mode = self.repository.control_mode(&mut inert)?;
+        let signatures = self.repository.signature_policy()?;
         let sagemaker = self.sagemaker.options(model_control_mode)?;
         let vertex = self.vertex.options()?;
         self.check_cloud_ports(sagemaker.is_some(), vertex.as_ref().map(|v| v.1))?;
@@ -240,6 +243,7 @@ impl Cli {
             python,
             autocomplete: !strict,
             model_control_mode,
+            signatures,
             metrics,
             log_format,
             trace,

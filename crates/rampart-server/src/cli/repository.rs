@@ -71,6 +71,13 @@ pub struct RepositoryFlags {
     /// per stateful model version (Rampart's own).
     #[arg(long, default_value_t = rampart_core::SequenceLimits::default().max_per_client, help_heading = "Model Repository")]
     pub max_sequences_per_client: usize,
+    /// off (Triton's behaviour), warn (verify each model's model.sig and log failures) or enforce (refuse a
+    /// model that does not verify) (Rampart's own).
+    #[arg(long, default_value = "off", help_heading = "Model Repository")]
+    pub model_signature_policy: String,
+    /// A PEM public key (or certificate) models may be signed with; repeatable (Rampart's own).
+    #[arg(long, help_heading = "Model Repository")]
+    pub model_signature_key: Vec<PathBuf>,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub model_namespacing: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -104,6 +111,43 @@ impl RepositoryFlags {
             inert.push("--allow-model-file-override has no effect: load requests need --model-control-mode=explicit".into());
         }
         Ok(mode)
+    }
+
+    /// `--model-signature-policy` with the keys of `--model-signature-key`, read now.
+    pub(super) fn signature_policy(&self) -> Result<rampart_core::SignaturePolicy, CliError> {
+        use rampart_core::SignatureMode;
+        let mode = match self.model_signature_policy.as_str() {
+            "off" => SignatureMode::Off,
+            "warn" => SignatureMode::Warn,
+            "enforce" => SignatureMode::Enforce,
+            other => {
+                return Err(CliError::UnexpectedValue {
+                    flag: "model-signature-policy",
+                    value: other.to_string(),
+                    expected: "off, warn or enforce",
+                });
+            }
+        };
+        if mode != SignatureMode::Off && self.model_signature_key.is_empty() {
+            return Err(CliError::SignatureKey(format!(
+                "--model-signature-policy={} needs at least one --model-signature-key",
+                mode.as_str()
+            )));
+        }
+        let mut keys = Vec::new();
+        for path in &self.model_signature_key {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::SignatureKey(format!(
+                    "cannot read --model-signature-key '{}': {e}",
+                    path.display()
+                ))
+            })?;
+            let key = rampart_signing::TrustedKey::from_pem(&text).map_err(|e| {
+                CliError::SignatureKey(format!("--model-signature-key '{}': {e}", path.display()))
+            })?;
+            keys.push(key);
+        }
+        Ok(rampart_core::SignaturePolicy { mode, keys })
     }
 
     /// The per-request limits; also refuses the repository features Rampart does not have yet (custom config
