@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from test_metrics import metrics_args, metrics_server
 from conftest import base_args, example_repo, require_binary, run_to_exit, running, selected_engines
 
 ENGINE = selected_engines()[0]
@@ -126,16 +128,24 @@ def test_signed_models_load_and_each_tampering_is_refused_naming_the_file(tamper
     assert fingerprint in srv.output(100_000), "the startup report names the same key"
 
 
-def test_warn_loads_what_does_not_verify_and_says_so(tampered, keys):
+def test_warn_loads_what_does_not_verify_says_so_and_the_gauge_tells_them_apart(tampered, keys):
     repo, _ = tampered
-    args = base_args(repo, ENGINE, ["--model-signature-policy=warn", f"--model-signature-key={keys['trusted'][1]}",
-                                    "--exit-on-error=false", "--strict-readiness=false"])
-    with running(args, "rampart[signed, warn]") as srv:
+    args = metrics_args(base_args(repo, ENGINE, [
+        "--model-signature-policy=warn", f"--model-signature-key={keys['trusted'][1]}", "--exit-on-error=false",
+        "--strict-readiness=false"]))
+    with metrics_server(args, "rampart[signed, warn]") as srv:
         index = {e["name"]: e for e in srv.index()}
         assert index["unsigned"]["state"] == "READY" and index["flipped"]["state"] == "READY", index
         out = srv.output(100_000)
         assert "model 'flipped': signature check failed: file '1/model.onnx' does not match its signed digest; " \
                "loading it anyway (--model-signature-policy=warn)" in out
+        page = requests.get(srv.metrics_url + "/metrics", timeout=10).text
+        gauge = dict(
+            (line.split("{")[1].split('"')[1], line.rsplit(" ", 1)[1])
+            for line in page.splitlines() if line.startswith("rampart_model_signature_verified{")
+        )
+        assert gauge["simple"] == "1" and gauge["flipped"] == "0" and gauge["unsigned"] == "0", gauge
+        assert "# TYPE rampart_model_signature_verified gauge" in page
 
 
 def test_a_tampered_poll_reload_keeps_the_verified_version_serving(tmp_path, keys):

@@ -45,9 +45,11 @@ impl Server {
                 return e;
             }
             Checked::Snapshot(s) => Some(s),
-            Checked::Unchecked => None,
+            Checked::Unchecked | Checked::Unverified => None,
         };
         let signed = snapshot.is_some();
+        let signature_verified =
+            (options.signatures.mode != crate::options::SignatureMode::Off).then_some(signed);
         let files = snapshot.or(files);
         let dir: &std::path::Path = match (&files, signed) {
             (Some(s), true) => s.path(),
@@ -305,6 +307,7 @@ impl Server {
                 version.sequences = sequences;
                 version.takes_requests = takes_requests;
                 version.readiness = readiness;
+                version.signature_verified = signature_verified;
                 crate::warmup::run(&version, dir)?;
                 version.load_duration = started.elapsed();
                 Ok(Arc::new(version))

@@ -325,6 +325,18 @@ pub(crate) fn render(
         rows.iter(),
         |r| r.model.load_duration.as_secs_f64().to_string(),
     );
+    // Under a signature policy (Rampart's): whether each version loaded from verified bytes.
+    let signed = || rows.iter().filter(|r| r.model.signature_verified.is_some());
+    if signed().next().is_some() {
+        family(
+            o,
+            "rampart_model_signature_verified",
+            "gauge",
+            "1 when the version loaded from bytes its model.sig verified, 0 when it loaded unverified (warn)",
+            signed(),
+            |r| u8::from(r.model.signature_verified == Some(true)).to_string(),
+        );
+    }
     // Sequence families (Rampart's) only for stateful versions.
     let stateful = || rows.iter().filter(|r| r.model.sequences.is_some());
     if stateful().next().is_some() {

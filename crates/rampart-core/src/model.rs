@@ -54,6 +54,8 @@ pub struct ModelVersion {
     pub(crate) takes_requests: bool,
     /// The model's own readiness checks (one per instance that has one), asked by readiness requests.
     pub(crate) readiness: Vec<Arc<dyn rampart_types::ReadinessCheck>>,
+    /// Under a signature policy: whether it loaded from verified bytes (`None`: the policy is off).
+    pub(crate) signature_verified: Option<bool>,
 }
 
 /// What answers a version's requests (one per version, so the variants' sizes do not matter).
@@ -122,6 +124,7 @@ impl ModelVersion {
             sequences: None,
             takes_requests: false,
             readiness: Vec::new(),
+            signature_verified: None,
         }
     }
 

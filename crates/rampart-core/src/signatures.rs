@@ -13,8 +13,10 @@ use crate::server::Server;
 
 /// The outcome for one model directory.
 pub(crate) enum Checked {
-    /// The policy is off, or a failure was only logged (`warn`): load from the directory itself.
+    /// The policy is off: load from the directory itself.
     Unchecked,
+    /// It did not verify and the policy is `warn`: load from the directory itself.
+    Unverified,
     /// Verified: load from this snapshot of the verified bytes.
     Snapshot(Arc<tempfile::TempDir>),
     /// Refused, with the reason the repository index shows.
@@ -58,7 +60,7 @@ impl Server {
                     Checked::Refused(reason)
                 } else {
                     tracing::warn!("{reason}; loading it anyway (--model-signature-policy=warn)");
-                    Checked::Unchecked
+                    Checked::Unverified
                 }
             }
         }
