@@ -77,7 +77,7 @@ EXPECTED = {
     # (check, file) -> words the message holds
     ("permissions", "simple/config.pbtxt"): "writable by every user (mode 646)",
     ("symlink", "typo/1/labels.txt"): "symbolic link to '/etc/passwd' leads outside the repository",
-    ("load", "typo/config.pbtxt"): "field 'max_batch_sise' not found",
+    ("load", "typo/config.pbtxt"): "field 'max_batch_sise' not found for message 'inference.ModelConfig'; did you mean 'max_batch_size'?",
     ("load", "syntax_py/1/model.py"): "SyntaxError: expected ':'",
 }
 

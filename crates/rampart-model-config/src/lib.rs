@@ -65,13 +65,48 @@ pub fn parse_text(text: &str) -> Result<ParsedConfig, ConfigError> {
                 let shift = inserted.iter().filter(|&&i| i < off).count();
                 line_col(text, off.saturating_sub(shift))
             });
-            ConfigError { message: e.to_string(), location }
+            ConfigError { message: with_suggestion(e.to_string()), location }
         })?;
     let config = dynamic.transcode_to::<ModelConfig>().map_err(|e| ConfigError {
         message: format!("cannot convert parsed config: {e}"),
         location: None,
     })?;
     Ok(ParsedConfig { config, dynamic })
+}
+
+/// "field 'max_batch_sise' not found for message 'inference.ModelConfig'" gains "; did you mean
+/// 'max_batch_size'?" when a field of that message is at most two edits away.
+fn with_suggestion(message: String) -> String {
+    let parts = || {
+        let rest = message.strip_prefix("field '")?;
+        let (field, rest) = rest.split_once("' not found for message '")?;
+        let descriptor = POOL.get_message_by_name(rest.strip_suffix('\'')?)?;
+        let best = descriptor
+            .fields()
+            .map(|f| (edit_distance(field, f.name()), f.name().to_string()))
+            .min()?;
+        (best.0 <= 2).then_some(best.1)
+    };
+    match parts() {
+        Some(name) => format!("{message}; did you mean '{name}'?"),
+        None => message,
+    }
+}
+
+/// Levenshtein distance of two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(current + 1);
+            prev = current;
+        }
+    }
+    row[b.len()]
 }
 
 /// Parses the JSON form (protobuf JSON mapping, proto field names or camelCase) into a ModelConfig.
@@ -189,6 +224,20 @@ fn insert_list_colons(text: &str) -> (String, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelled_field_is_answered_with_the_nearest_one() {
+        let e = parse_text("name: \"m\"\nmax_batch_sise: 8\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 2, column 1: field 'max_batch_sise' not found for message 'inference.ModelConfig'; did \
+             you mean 'max_batch_size'?"
+        );
+        let e = parse_text("input [ { name: \"a\" data_typ: TYPE_FP32 } ]").unwrap_err();
+        assert!(e.message.ends_with("'inference.ModelInput'; did you mean 'data_type'?"), "{e}");
+        let e = parse_text("completely_unknown: 1").unwrap_err();
+        assert!(!e.message.contains("did you mean"), "{e}");
+    }
 
     const SIMPLE: &str = r#"
 name: "simple"
