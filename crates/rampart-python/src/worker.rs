@@ -53,6 +53,9 @@ pub(crate) struct Worker {
     pub pending: Arc<Pending>,
     /// The events socket (its reader thread holds it too).
     pub events: Arc<OwnedFd>,
+    /// How the process ended, in words, once this side reaped it (the reader thread, which can no longer
+    /// ask the kernel then, reads it here).
+    status: Arc<std::sync::OnceLock<String>>,
     /// The model defines `is_ready()` (said by the worker when it is ready).
     pub has_is_ready: bool,
     /// The worker's home and temporary directory, removed with it.
@@ -114,12 +117,22 @@ impl Worker {
         let pending = Pending::new(label.clone());
         let held = pending.clone();
         let pid = child.id();
+        let status = Arc::new(std::sync::OnceLock::new());
+        let seen = status.clone();
         std::thread::Builder::new()
             .name("rampart-python-events".into())
-            .spawn(move || read_events(&reader, &calls, &held, pid))
+            .spawn(move || read_events(&reader, &calls, &held, Exit { pid, status: seen }))
             .map_err(|e| fail("starting its reader thread", &e))?;
-        let mut worker =
-            Worker { child, sock: ours, pending, events, has_is_ready: false, _home: home, label };
+        let mut worker = Worker {
+            child,
+            sock: ours,
+            pending,
+            events,
+            has_is_ready: false,
+            _home: home,
+            label,
+            status,
+        };
         worker.send(load, &[])?;
         match worker.next(timeout) {
             Next::Message(m) => Ok((worker, m.header)),
@@ -162,7 +175,8 @@ impl Worker {
 
     /// How the process ended, if it has.
     pub(crate) fn exited(&mut self) -> Option<String> {
-        self.child.try_wait().ok().flatten().map(describe)
+        let text = self.child.try_wait().ok().flatten().map(describe)?;
+        Some(self.status.get_or_init(|| text).clone())
     }
 
     /// How the process ended (it has closed its socket, so it is exiting or gone).
@@ -178,7 +192,7 @@ impl Worker {
             }
         };
         let status = match status {
-            Some(s) => describe(s),
+            Some(s) => self.status.get_or_init(|| describe(s)).clone(),
             None => {
                 self.kill();
                 "it closed its channel and was killed".into()
@@ -217,7 +231,9 @@ impl Worker {
     /// Ends the process now (SIGKILL) and reaps it.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(s) = self.child.wait() {
+            self.status.get_or_init(|| describe(s));
+        }
     }
 }
 
@@ -247,19 +263,27 @@ fn killed(sig: i32) -> String {
 
 /// How the worker `pid` ended, seen from the reader thread once the worker closed its channel: waits at
 /// most 2 s for it to exit, and leaves it to be reaped by its owner.
-fn exit_of(pid: u32) -> String {
+/// The worker process, as the reader thread knows it.
+struct Exit {
+    pid: u32,
+    /// [`Worker::status`].
+    status: Arc<std::sync::OnceLock<String>>,
+}
+
+fn exit_of(exit: &Exit) -> String {
     use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid as i32)), flags) {
+        match waitid(Id::Pid(nix::unistd::Pid::from_raw(exit.pid as i32)), flags) {
             Ok(WaitStatus::Exited(_, code)) => return exited(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return killed(sig as i32),
-            Ok(_) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break,
+            // Already reaped by the instance thread, which records what it saw.
+            Err(_) if exit.status.get().is_some() => break,
+            _ => std::thread::sleep(Duration::from_millis(5)),
         }
     }
-    "it closed its channel".into()
+    exit.status.get().cloned().unwrap_or_else(|| "it closed its channel".into())
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -279,11 +303,11 @@ const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// Serves the events socket until the worker closes it: responses sent by the model's response senders,
 /// log lines, model calls and control; tells the worker which requests were cancelled.
-fn read_events(sock: &Arc<OwnedFd>, calls: &Calls, pending: &Pending, pid: u32) {
+fn read_events(sock: &Arc<OwnedFd>, calls: &Calls, pending: &Pending, exit: Exit) {
     let ended = |why: Option<String>| {
         let why = match why {
-            Some(w) => format!("{}; {w}", exit_of(pid)),
-            None => exit_of(pid),
+            Some(w) => format!("{}; {w}", exit_of(&exit)),
+            None => exit_of(&exit),
         };
         pending.fail_all(&Error::unavailable(format!(
             "{}: its worker process ended ({why}); the worker is being restarted",
