@@ -19,8 +19,17 @@ const PREDICATE_V01: &str = "https://model_signing/Digests/v0.1";
 /// What a verified signature says.
 pub(crate) struct Manifest {
     pub signer: String,
-    /// Relative path → sha256 (hex).
+    /// How each file was hashed.
+    pub hash: Hash,
+    /// Relative path → digest (hex).
     pub files: BTreeMap<String, String>,
+}
+
+/// The file digests a signature may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hash {
+    Sha256,
+    Blake3,
 }
 
 /// Reads and verifies `path`: a signature by one of `keys`, over a statement this verifier understands.
@@ -77,14 +86,14 @@ pub(crate) fn read(path: &std::path::Path, keys: &[TrustedKey]) -> Result<Manife
     if statement["_type"] != STATEMENT_V1 {
         return Err(bad(format!("the signed statement is not an in-toto {STATEMENT_V1}")));
     }
-    let files = match statement["predicateType"].as_str() {
+    let (hash, files) = match statement["predicateType"].as_str() {
         Some(PREDICATE_V1) => files_v1(&statement)?,
-        Some(PREDICATE_V01) => files_v01(&statement)?,
+        Some(PREDICATE_V01) => (Hash::Sha256, files_v01(&statement)?),
         other => {
             return Err(bad(format!("unknown predicate type {}", other.unwrap_or("(none)"))));
         }
     };
-    Ok(Manifest { signer, files })
+    Ok(Manifest { signer, hash, files })
 }
 
 fn bad(message: impl Into<String>) -> SigningError {
@@ -99,7 +108,7 @@ fn b64(v: &Value, what: &str) -> Result<Vec<u8>, SigningError> {
 }
 
 /// The v1.0 predicate: `resources` list every file, the subject digest covers them in order.
-fn files_v1(statement: &Value) -> Result<BTreeMap<String, String>, SigningError> {
+fn files_v1(statement: &Value) -> Result<(Hash, BTreeMap<String, String>), SigningError> {
     let predicate = &statement["predicate"];
     let serialization = &predicate["serialization"];
     match serialization["method"].as_str() {
@@ -111,12 +120,16 @@ fn files_v1(statement: &Value) -> Result<BTreeMap<String, String>, SigningError>
             )));
         }
     }
-    if serialization["hash_type"] != "sha256" {
-        return Err(bad(format!(
-            "hash type {} is not supported yet: sign with sha256",
-            serialization["hash_type"]
-        )));
-    }
+    let (hash, algorithm) = match serialization["hash_type"].as_str() {
+        Some("sha256") => (Hash::Sha256, "sha256"),
+        Some("blake3") => (Hash::Blake3, "blake3"),
+        _ => {
+            return Err(bad(format!(
+                "hash type {} is not supported: sign with sha256 or blake3",
+                serialization["hash_type"]
+            )));
+        }
+    };
     let subjects = statement["subject"].as_array().map(Vec::as_slice).unwrap_or_default();
     let [subject] = subjects else {
         return Err(bad(format!("the statement has {} subjects, not one", subjects.len())));
@@ -127,8 +140,8 @@ fn files_v1(statement: &Value) -> Result<BTreeMap<String, String>, SigningError>
         let (Some(name), Some(digest)) = (r["name"].as_str(), r["digest"].as_str()) else {
             return Err(bad("a resource lacks its name or digest"));
         };
-        if r["algorithm"] != "sha256" {
-            return Err(bad(format!("resource '{name}' is not hashed with sha256")));
+        if r["algorithm"] != algorithm {
+            return Err(bad(format!("resource '{name}' is not hashed with {algorithm}")));
         }
         let raw =
             unhex(digest).ok_or_else(|| bad(format!("resource '{name}': malformed digest")))?;
@@ -142,7 +155,7 @@ fn files_v1(statement: &Value) -> Result<BTreeMap<String, String>, SigningError>
             "the statement is inconsistent: its subject digest does not cover its resources",
         ));
     }
-    Ok(files)
+    Ok((hash, files))
 }
 
 /// The v0.1 predicate (model-signing 0.2): each file is a subject.

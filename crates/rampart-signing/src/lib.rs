@@ -5,7 +5,7 @@
 //!
 //! - [`TrustedKey`]: an ECDSA P-256 or P-384 public key (PEM `PUBLIC KEY`), or the key of a PEM certificate.
 //! - [`verify_dir`]: verifies the signature, then hashes every file of the directory (the `files` method,
-//!   sha256) and requires an exact match: an extra, missing or changed file fails, naming the first one.
+//!   sha256 or blake3, as the signer chose) and requires an exact match: an extra, missing or changed file fails, naming the first one.
 //!   With a snapshot directory, each file is copied there while it is hashed, so what a loader then reads is
 //!   what was verified (no check-then-use gap).
 //!
@@ -27,7 +27,8 @@ pub const SIGNATURE_FILE: &str = "model.sig";
 pub struct Verified {
     /// The fingerprint of the key that signed it ([`TrustedKey::fingerprint`]).
     pub signer: String,
-    /// Every file covered, as a path relative to the directory, with its sha256 digest (hex), in name order.
+    /// Every file covered, as a path relative to the directory, with its digest (hex; sha256 or blake3, as
+    /// signed), in name order.
     pub files: Vec<(String, String)>,
 }
 
@@ -62,7 +63,7 @@ pub fn verify_dir(
         return Err(SigningError::new("no trusted key is configured (--model-signature-key)"));
     }
     let manifest = bundle::read(&dir.join(SIGNATURE_FILE), keys)?;
-    let found = tree::hash(dir, snapshot)?;
+    let found = tree::hash(dir, manifest.hash, snapshot)?;
     tree::compare(&manifest.files, &found)?;
     Ok(Verified { signer: manifest.signer, files: found })
 }

@@ -49,6 +49,21 @@ fn directories_signed_by_the_reference_tool_verify_with_p256_and_p384_keys() {
 }
 
 #[test]
+fn a_directory_hashed_with_blake3_verifies_and_a_changed_byte_fails() {
+    let k = [key("blake3")];
+    let v = verify_dir(&data("blake3").join("model"), &k, None).unwrap();
+    let config = v.files.iter().find(|(n, _)| n == "config.pbtxt").unwrap();
+    // BLAKE3 of the file, as Python's `blake3` package computes it.
+    assert_eq!(config.1, "c9c61b449a14526a9cbd4b32f3ab028c6ebc352f6bba7cb30e4128aae716074a");
+    let d = copy("blake3");
+    std::fs::write(d.path().join("config.pbtxt"), b"changed").unwrap();
+    assert_eq!(
+        failure(d.path(), &k).message,
+        "file 'config.pbtxt' does not match its signed digest"
+    );
+}
+
+#[test]
 fn the_fingerprint_is_the_reference_tool_s_key_hint() {
     let bundle: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data("p256").join("model/model.sig")).unwrap())

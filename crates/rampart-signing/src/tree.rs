@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::bundle::Hash;
 use crate::key::hex;
 use crate::{SIGNATURE_FILE, SigningError};
 
@@ -16,6 +17,7 @@ const MAX_ENTRIES: usize = 100_000;
 /// given. A symbolic link or anything but a file or directory fails.
 pub(crate) fn hash(
     dir: &Path,
+    kind: Hash,
     snapshot: Option<&Path>,
 ) -> Result<Vec<(String, String)>, SigningError> {
     let mut files = Vec::new();
@@ -50,7 +52,7 @@ pub(crate) fn hash(
                 }
                 stack.push(child);
             } else if meta.is_file() {
-                files.push((text.to_string(), digest(dir, &child, snapshot)?));
+                files.push((text.to_string(), digest(dir, &child, kind, snapshot)?));
             } else {
                 let what =
                     if meta.file_type().is_symlink() { "a symbolic link" } else { "not a file" };
@@ -65,8 +67,13 @@ pub(crate) fn hash(
     Ok(files)
 }
 
-/// The sha256 of one file, copied to the snapshot as it is read.
-fn digest(dir: &Path, rel: &Path, snapshot: Option<&Path>) -> Result<String, SigningError> {
+/// The digest of one file, copied to the snapshot as it is read.
+fn digest(
+    dir: &Path,
+    rel: &Path,
+    kind: Hash,
+    snapshot: Option<&Path>,
+) -> Result<String, SigningError> {
     let label = shown(rel);
     let fail = |e: std::io::Error| SigningError::at(&label, format!("cannot read '{label}': {e}"));
     let mut file = std::fs::File::open(dir.join(rel)).map_err(fail)?;
@@ -80,20 +87,29 @@ fn digest(dir: &Path, rel: &Path, snapshot: Option<&Path>) -> Result<String, Sig
         ),
         None => None,
     };
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut b3 = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = file.read(&mut buf).map_err(fail)?;
         if n == 0 {
             break;
         }
-        ctx.update(&buf[..n]);
+        match kind {
+            Hash::Sha256 => sha.update(&buf[..n]),
+            Hash::Blake3 => {
+                b3.update(&buf[..n]);
+            }
+        }
         if let Some(c) = copy.as_mut() {
             c.write_all(&buf[..n])
                 .map_err(|e| SigningError::at(&label, format!("snapshot of '{label}': {e}")))?;
         }
     }
-    Ok(hex(ctx.finish().as_ref()))
+    Ok(match kind {
+        Hash::Sha256 => hex(sha.finish().as_ref()),
+        Hash::Blake3 => b3.finalize().to_hex().to_string(),
+    })
 }
 
 fn shown(rel: &Path) -> String {
