@@ -37,24 +37,21 @@ impl Server {
         let fingerprint = control::fingerprint(dir);
         // Under a signature policy the model loads from a snapshot of the bytes that verified, which the
         // entry holds (as it holds the files of a `file:` override).
-        let snapshot = match self.check_signature(name, dir, config_override.is_some()) {
-            Checked::Refused(reason) => {
-                let mut e = ModelEntry::failed(reason);
-                e.fingerprint = Some(fingerprint);
-                e.overridden = overridden;
-                return e;
-            }
-            Checked::Snapshot(s) => Some(s),
-            Checked::Unchecked | Checked::Unverified => None,
-        };
+        let (snapshot, signature_verified) =
+            match self.check_signature(name, dir, config_override.is_some()) {
+                Checked::Refused(reason) => {
+                    let mut e = ModelEntry::failed(reason);
+                    e.fingerprint = Some(fingerprint);
+                    e.overridden = overridden;
+                    return e;
+                }
+                Checked::Snapshot(s) => (Some(s), Some(true)),
+                Checked::Unverified => (None, Some(false)),
+                Checked::Unchecked => (None, None),
+            };
         let signed = snapshot.is_some();
-        let signature_verified =
-            (options.signatures.mode != crate::options::SignatureMode::Off).then_some(signed);
-        let files = snapshot.or(files);
-        let dir: &std::path::Path = match (&files, signed) {
-            (Some(s), true) => s.path(),
-            _ => dir,
-        };
+        let files = snapshot.clone().or(files);
+        let dir = snapshot.as_deref().map_or(dir, tempfile::TempDir::path);
         let origin = |mut e: ModelEntry| {
             e.fingerprint = Some(fingerprint.clone());
             e.overridden = overridden;

@@ -106,6 +106,13 @@ pub enum SignatureMode {
 }
 
 impl SignatureMode {
+    /// `off`, `warn` or `enforce`.
+    pub fn parse(s: &str) -> Option<SignatureMode> {
+        [SignatureMode::Off, SignatureMode::Warn, SignatureMode::Enforce]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SignatureMode::Off => "off",

@@ -75,12 +75,11 @@ def capsule_of(obj):
 
 
 def peek_dtype(capsule):
-    """(code, bits, lanes, device type) of an unconsumed "dltensor" capsule, or None for anything else."""
+    """(type code, bits) of the elements of an unconsumed "dltensor" capsule, or None for anything else."""
     if type(capsule).__name__ != "PyCapsule" or not _api.PyCapsule_IsValid(capsule, _NAME):
         return None
-    managed = _DLManagedTensor.from_address(_api.PyCapsule_GetPointer(capsule, _NAME))
-    d = managed.dl_tensor.dtype
-    return d.code, d.bits, d.lanes, managed.dl_tensor.device.device_type
+    d = _DLManagedTensor.from_address(_api.PyCapsule_GetPointer(capsule, _NAME)).dl_tensor.dtype
+    return d.code, d.bits
 
 
 def consume_as(capsule, np_type):

@@ -406,21 +406,27 @@ def _model_traceback(e):
     return "".join(te.format()).strip()
 
 
+def _ask(header, parts=()):
+    """Sends `header` (with a new call id) on the events socket and answers the server's one reply."""
+    call_id, answers = _open_call()
+    try:
+        send_message({**header, "call": call_id}, parts, events=True)
+        h, _ = answers.get()
+    finally:
+        _close_call(call_id)
+    return h
+
+
 def control(what, model_name, **fields):
     """A model-control request (load, unload, ready, metric) to the server; answers its result or raises its
     error."""
-    call_id, answers = _open_call()
     files = fields.pop("files", None) or {}
     described = [{"name": name} for name in files]
     parts = [bytes(data) for data in files.values()]
     _place(described, parts)
-    header = {"op": "control", "call": call_id, "what": what, "model_name": model_name, "files": described}
+    header = {"op": "control", "what": what, "model_name": model_name, "files": described}
     header.update(fields)
-    try:
-        send_message(header, parts, events=True)
-        h, _ = answers.get()
-    finally:
-        _close_call(call_id)
+    h = _ask(header, parts)
     if h.get("error"):
         raise _triton_error(h["error"])
     result = h.get("result")
@@ -433,13 +439,7 @@ def is_cancelled(request):
     key = (request._exec, request._index)
     if key in _cancelled:
         return True
-    call_id, answers = _open_call()
-    try:
-        send_message({"op": "is_cancelled", "call": call_id, "exec": key[0], "request": key[1]}, events=True)
-        h, _ = answers.get()
-    finally:
-        _close_call(call_id)
-    if h.get("result"):
+    if _ask({"op": "is_cancelled", "exec": key[0], "request": key[1]}).get("result"):
         _cancelled.add(key)
         return True
     return False

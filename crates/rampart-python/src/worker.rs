@@ -261,8 +261,6 @@ fn killed(sig: i32) -> String {
     format!("it was killed by signal {sig} ({})", signal_name(sig))
 }
 
-/// How the worker `pid` ended, seen from the reader thread once the worker closed its channel: waits at
-/// most 2 s for it to exit, and leaves it to be reaped by its owner.
 /// The worker process, as the reader thread knows it.
 struct Exit {
     pid: u32,
@@ -270,6 +268,8 @@ struct Exit {
     status: Arc<std::sync::OnceLock<String>>,
 }
 
+/// How the worker ended, seen from the reader thread once the worker closed its channel: waits at most 2 s
+/// for it to exit, and leaves it to be reaped by its owner (or reads what the owner saw when it reaped it).
 fn exit_of(exit: &Exit) -> String {
     use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;

@@ -146,12 +146,17 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         };
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
-        print!("{}", text(&args.repository, &models, &findings));
+        print!("{}", text(&args.repository, &models, &findings, (errors, warnings)));
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn text(repository: &str, models: &[ModelRow], findings: &[Finding]) -> String {
+fn text(
+    repository: &str,
+    models: &[ModelRow],
+    findings: &[Finding],
+    (errors, warnings): (usize, usize),
+) -> String {
     let mut out = String::new();
     for f in findings {
         let at = if f.version.is_empty() {
@@ -162,11 +167,9 @@ fn text(repository: &str, models: &[ModelRow], findings: &[Finding]) -> String {
         out += &format!("{} [{}] {at}: {}\n    fix: {}\n", f.severity, f.check, f.message, f.fix);
     }
     let ready = models.iter().filter(|m| m.state == "READY").count();
-    let errors = findings.iter().filter(|f| f.severity == "error").count();
     out += &format!(
-        "{repository}: {ready} of {} model versions load; {errors} errors, {} warnings\n",
+        "{repository}: {ready} of {} model versions load; {errors} errors, {warnings} warnings\n",
         models.len(),
-        findings.len() - errors
     );
     out
 }
@@ -214,8 +217,8 @@ fn load(args: &Args, findings: &mut Vec<Finding>) -> Result<Vec<ModelRow>, Strin
         let state = e.state.map_or("UNAVAILABLE", |s| s.as_str()).to_string();
         if state != "READY" {
             let config = Path::new(&args.repository).join(&e.name).join("config.pbtxt");
-            let file =
-                traceback_file(&e.reason, Path::new(&args.repository)).unwrap_or_else(|| {
+            let file = failing_file(&e.reason, &e.name, Path::new(&args.repository))
+                .unwrap_or_else(|| {
                     if config.exists() {
                         format!("{}/config.pbtxt", e.name)
                     } else {
@@ -239,12 +242,11 @@ fn load(args: &Args, findings: &mut Vec<Finding>) -> Result<Vec<ModelRow>, Strin
     Ok(rows)
 }
 
-/// The repository file of the innermost traceback frame in a load error (a `model.py` line), relative to the
-/// repository.
-fn traceback_file(reason: &str, root: &Path) -> Option<String> {
+/// The repository file a load error of `model` points at, relative to the repository: the file a signature
+/// check failed on, or the innermost traceback frame (a `model.py` line).
+fn failing_file(reason: &str, model: &str, root: &Path) -> Option<String> {
     // A signature failure names the file, relative to the model directory.
     if let Some(at) = reason.find("signature check failed: ") {
-        let model = reason.strip_prefix("model '")?.split('\'').next()?;
         let rest = &reason[at..];
         let file = match rest.find("file '") {
             Some(i) => rest[i + 6..].split('\'').next()?,

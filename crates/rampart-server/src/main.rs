@@ -224,7 +224,6 @@ fn main() -> ExitCode {
 
 /// The startup exposure report's line on model signatures.
 fn signature_report(policy: &rampart_core::SignaturePolicy) {
-    let keys: Vec<&str> = policy.keys.iter().map(|k| k.fingerprint()).collect();
     match policy.mode {
         rampart_core::SignatureMode::Off => tracing::info!(
             "exposure: model signatures are not verified (--model-signature-policy=off): whoever can write the \
@@ -233,8 +232,8 @@ fn signature_report(policy: &rampart_core::SignaturePolicy) {
         mode => tracing::info!(
             "exposure: model signatures: --model-signature-policy={}, {} trusted key(s): {}",
             mode.as_str(),
-            keys.len(),
-            keys.join(", ")
+            policy.keys.len(),
+            policy.keys.iter().map(|k| k.fingerprint()).collect::<Vec<_>>().join(", ")
         ),
     }
 }

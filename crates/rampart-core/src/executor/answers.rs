@@ -195,7 +195,7 @@ impl Responder for Stream {
     }
 
     fn is_cancelled(&self) -> bool {
-        super::flagged(&self.common.cancelled) || self.tx.is_closed()
+        super::flagged(&self.common.cancelled) || self.caller_gone()
     }
 
     fn caller_gone(&self) -> bool {

@@ -116,17 +116,12 @@ impl RepositoryFlags {
     /// `--model-signature-policy` with the keys of `--model-signature-key`, read now.
     pub(super) fn signature_policy(&self) -> Result<rampart_core::SignaturePolicy, CliError> {
         use rampart_core::SignatureMode;
-        let mode = match self.model_signature_policy.as_str() {
-            "off" => SignatureMode::Off,
-            "warn" => SignatureMode::Warn,
-            "enforce" => SignatureMode::Enforce,
-            other => {
-                return Err(CliError::UnexpectedValue {
-                    flag: "model-signature-policy",
-                    value: other.to_string(),
-                    expected: "off, warn or enforce",
-                });
-            }
+        let Some(mode) = SignatureMode::parse(&self.model_signature_policy) else {
+            return Err(CliError::UnexpectedValue {
+                flag: "model-signature-policy",
+                value: self.model_signature_policy.clone(),
+                expected: "off, warn or enforce",
+            });
         };
         if mode != SignatureMode::Off && self.model_signature_key.is_empty() {
             return Err(CliError::SignatureKey(format!(
