@@ -68,7 +68,7 @@ pub use infer::{
 };
 pub use model::{ModelState, ModelVersion, ResponseStream, StreamedResponse};
 pub use options::{SignatureMode, SignaturePolicy};
-pub use rampart_model_config::{ModelConfig, to_json as config_to_json};
+pub use rampart_model_config::{ModelConfig, parameter_suggestion, to_json as config_to_json};
 pub use server::{
     EXTENSIONS, IndexEntry, ModelMetadata, SequenceLimits, Server, ServerMetadata, ServerOptions,
     StartupError, TensorMetadata, parse_version,

@@ -89,11 +89,15 @@ fn requests(config: &ModelConfig, dir: &Path) -> Result<Vec<(String, u32, InferR
                     let len = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(u64::MAX);
                     if datatype.element_size().is_some() && len != size as u64 {
                         return Err(what(format!(
-                            "input '{name}': '{file}' holds {len} bytes, the input needs {size}"
+                            "input '{name}': '{}' holds {len} bytes, the input needs {size}",
+                            path.display()
                         )));
                     }
                     if len > MAX_WARMUP_ELEMENTS * 8 {
-                        return Err(what(format!("input '{name}': '{file}' is too large")));
+                        return Err(what(format!(
+                            "input '{name}': '{}' is too large",
+                            path.display()
+                        )));
                     }
                     let raw =
                         std::fs::read(&real).map_err(|e| what(format!("input '{name}': {e}")))?;

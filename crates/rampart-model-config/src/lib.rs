@@ -14,6 +14,9 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
+mod parameters;
+
+pub use parameters::{KNOWN_PARAMETERS, parameter_suggestion};
 pub use pb::ModelConfig;
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
@@ -94,7 +97,7 @@ fn with_suggestion(message: String) -> String {
 }
 
 /// Levenshtein distance of two short names.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

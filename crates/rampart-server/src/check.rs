@@ -8,7 +8,7 @@
 //! (`docs/operations.md`, "rampart check") is stable: CI pipelines read it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ const MAX_ENTRIES: usize = 200_000;
 pub struct Finding {
     /// `error` or `warning`.
     pub severity: &'static str,
-    /// Which check found it: `repository`, `load`, `permissions` or `symlink`.
+    /// Which check found it: `repository`, `load`, `permissions`, `symlink` or `typo`.
     pub check: &'static str,
     /// The model it concerns (empty for the repository as a whole).
     pub model: String,
@@ -237,13 +237,45 @@ fn load(args: &Args, findings: &mut Vec<Finding>) -> Result<Vec<ModelRow>, Strin
         }
         rows.push(ModelRow { name: e.name, version: e.version, state });
     }
+    findings.extend(parameter_typos(&server, &rows));
     runtime.block_on(server.shutdown(Duration::from_secs(cli.exit_timeout_secs.min(10))));
     drop(server);
     Ok(rows)
 }
 
+/// `parameters` keys of the models that loaded which look like misspellings of keys the server reads
+/// (warnings: a `model.py` may read keys of its own).
+fn parameter_typos(server: &rampart_core::Server, rows: &[ModelRow]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for row in rows.iter().filter(|r| r.state == "READY" && seen.insert(r.name.clone())) {
+        let version = row.version.parse().ok();
+        let Ok(config) = server.model_config(&row.name, version) else { continue };
+        let mut keys: Vec<&String> = config.parameters.keys().collect();
+        keys.sort();
+        for key in keys {
+            let Some(known) = rampart_core::parameter_suggestion(key) else { continue };
+            findings.push(Finding {
+                severity: "warning",
+                check: "typo",
+                model: row.name.clone(),
+                version: String::new(),
+                file: format!("{}/config.pbtxt", row.name),
+                message: format!(
+                    "parameter '{key}' is not one the server reads; did you mean '{known}'?"
+                ),
+                fix: format!(
+                    "rename the key to '{known}' (or keep it if the model's own code reads it)"
+                ),
+            });
+        }
+    }
+    findings
+}
+
 /// The repository file a load error of `model` points at, relative to the repository: the file a signature
-/// check failed on, or the innermost traceback frame (a `model.py` line).
+/// check failed on, a label file, a file the message quotes by its path in the repository (a model file,
+/// warmup and initial-state data), or the innermost traceback frame (a `model.py` line).
 fn failing_file(reason: &str, model: &str, root: &Path) -> Option<String> {
     // A signature failure names the file, relative to the model directory.
     if let Some(at) = reason.find("signature check failed: ") {
@@ -253,6 +285,19 @@ fn failing_file(reason: &str, model: &str, root: &Path) -> Option<String> {
             None => "model.sig",
         };
         return Some(format!("{model}/{file}"));
+    }
+    // A label file that stays in the model directory is the file; one that leaves it is the config's fault.
+    if let Some(at) = reason.find("label_filename '") {
+        let file = reason[at + 16..].split('\'').next()?;
+        let inside = Path::new(file).components().all(|c| matches!(c, Component::Normal(_)));
+        return Some(if inside {
+            format!("{model}/{file}")
+        } else {
+            format!("{model}/config.pbtxt")
+        });
+    }
+    if let Some(file) = quoted_repository_path(reason, root) {
+        return Some(file);
     }
     let root = std::fs::canonicalize(root).ok()?;
     reason
@@ -264,6 +309,23 @@ fn failing_file(reason: &str, model: &str, root: &Path) -> Option<String> {
             Some(real.strip_prefix(&root).ok()?.display().to_string())
         })
         .last()
+}
+
+/// The first `'…'` in `reason` that is a path inside a model directory (a model file that does not open,
+/// warmup or initial-state data), relative to the repository.
+fn quoted_repository_path(reason: &str, root: &Path) -> Option<String> {
+    let roots = [root.to_path_buf(), std::fs::canonicalize(root).ok()?];
+    reason.split('\'').skip(1).step_by(2).find_map(|quoted| {
+        let path = Path::new(quoted);
+        roots
+            .iter()
+            .find_map(|r| path.strip_prefix(r).ok())
+            .filter(|rel| {
+                rel.components().count() > 1
+                    && rel.components().all(|c| matches!(c, Component::Normal(_)))
+            })
+            .map(|rel| rel.display().to_string())
+    })
 }
 
 /// A fix for a load failure, from what its message says.
@@ -278,6 +340,30 @@ fn fix_for(reason: &str) -> String {
             "sign the model directory again (model_signing sign key) or restore the signed files",
         ),
         ("SyntaxError", "fix the syntax error in the model file at the line shown"),
+        (
+            "label_filename",
+            "put the label file (one label per line) in the model directory, and name it relative to it",
+        ),
+        (
+            "model_warmup",
+            "put the warmup data in the model's warmup/ folder with the size the input needs, or fix model_warmup",
+        ),
+        (
+            "initial state",
+            "put the state's data file in the model's initial_state/ folder with the size the state needs",
+        ),
+        (
+            "sequence control",
+            "make the control's data type and shape those of the model's input of that name",
+        ),
+        (
+            "ensemble",
+            "add the models the ensemble's steps name to the repository, or fix the steps in config.pbtxt",
+        ),
+        (
+            "cannot load '",
+            "the model file does not open on this engine: export it again, or check it with the engine's own tools",
+        ),
         ("File \"", "fix the Python error at the model line the traceback shows"),
         (
             "ONNX Runtime library",
