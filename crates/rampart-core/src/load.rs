@@ -37,19 +37,21 @@ impl Server {
         let fingerprint = control::fingerprint(dir);
         // Under a signature policy the model loads from a snapshot of the bytes that verified, which the
         // entry holds (as it holds the files of a `file:` override).
-        let (snapshot, signature_verified) =
-            match self.check_signature(name, dir, config_override.is_some()) {
-                Checked::Refused(reason) => {
-                    let mut e = ModelEntry::failed(reason);
-                    e.fingerprint = Some(fingerprint);
-                    e.overridden = overridden;
-                    return e;
-                }
-                Checked::Snapshot(s) => (Some(s), Some(true)),
-                Checked::Unverified => (None, Some(false)),
-                Checked::Unchecked => (None, None),
-            };
+        let (snapshot, signature_verified) = match self.check_signature(name, dir, config_override)
+        {
+            Checked::Refused(reason) => {
+                let mut e = ModelEntry::failed(reason);
+                e.fingerprint = Some(fingerprint);
+                e.overridden = overridden;
+                return e;
+            }
+            Checked::Snapshot(s) => (Some(s), Some(true)),
+            Checked::Unverified => (None, Some(false)),
+            Checked::Unchecked => (None, None),
+        };
         let signed = snapshot.is_some();
+        // A verified override is the signed config.pbtxt: the snapshot's file is read.
+        let config_override = config_override.filter(|_| !signed);
         let files = snapshot.clone().or(files);
         let dir = snapshot.as_deref().map_or(dir, tempfile::TempDir::path);
         let origin = |mut e: ModelEntry| {
@@ -92,7 +94,7 @@ impl Server {
             Err(e) => return origin(ModelEntry::failed(e.message().to_string())),
         };
         if raw.config.platform == config::ensemble::PLATFORM {
-            return origin(self.build_ensemble(raw.config, selected));
+            return origin(self.build_ensemble(raw.config, selected, signature_verified));
         }
         let chosen = crate::engines::backend_name(&raw.config, &options.default_onnx_backend)
             .and_then(|backend| options.backends.get(backend));

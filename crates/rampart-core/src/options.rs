@@ -122,9 +122,9 @@ impl SignatureMode {
     }
 }
 
-/// The policy and the keys models may be signed with.
+/// The policy, and the keys and root certificates models may be signed with.
 #[derive(Debug, Clone, Default)]
 pub struct SignaturePolicy {
     pub mode: SignatureMode,
-    pub keys: Vec<rampart_signing::TrustedKey>,
+    pub trust: rampart_signing::Trust,
 }

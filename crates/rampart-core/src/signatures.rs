@@ -1,4 +1,5 @@
-//! The model-signature policy (`--model-signature-policy`, `--model-signature-key`): before anything reads a
+//! The model-signature policy (`--model-signature-policy`, `--model-signature-key`, `--model-signature-root`):
+//! before anything reads a
 //! model directory, it is verified against its `model.sig` (OpenSSF model signing, `rampart-signing`) while
 //! each file is copied into a private snapshot, and the model loads from the snapshot: the bytes loaded are
 //! the bytes verified. Every load path comes through here (startup, poll, explicit load, overrides, cloud
@@ -24,33 +25,36 @@ pub(crate) enum Checked {
 }
 
 impl Server {
-    /// Verifies model `name` in `dir` under the server's policy. A config override replaces the signed
-    /// `config.pbtxt`, so `enforce` refuses it.
-    pub(crate) fn check_signature(&self, name: &str, dir: &Path, config_override: bool) -> Checked {
+    /// Verifies model `name` in `dir` under the server's policy. A config override must be the signed
+    /// `config.pbtxt` (the same ModelConfig once parsed), so that a signed `file:` upload, which Triton's API
+    /// always sends with a `config`, loads; any other override fails the check.
+    pub(crate) fn check_signature(
+        &self,
+        name: &str,
+        dir: &Path,
+        config_override: Option<&str>,
+    ) -> Checked {
         let policy = &self.inner.options.signatures;
         if policy.mode == SignatureMode::Off {
             return Checked::Unchecked;
         }
-        if config_override && policy.mode == SignatureMode::Enforce {
-            self.audit_signature(name, "refused", "config override");
-            return Checked::Refused(format!(
-                "model '{name}': a config override is refused under --model-signature-policy=enforce: \
-                 the signed config.pbtxt is the model's config"
-            ));
-        }
+        let autocomplete = self.inner.options.autocomplete;
         let result = snapshot_dir().and_then(|snapshot| {
-            rampart_signing::verify_dir(dir, &policy.keys, Some(snapshot.path()))
-                .map(|v| (v, snapshot))
-                .map_err(|e| e.to_string())
+            let verified = rampart_signing::verify_dir(dir, &policy.trust, Some(snapshot.path()))
+                .map_err(|e| e.to_string())?;
+            if let Some(json) = config_override {
+                same_config(name, snapshot.path(), json, autocomplete)?;
+            }
+            Ok((verified, snapshot))
         });
         match result {
             Ok((verified, snapshot)) => {
                 tracing::info!(
-                    "model '{name}': signature verified ({} files, key {})",
+                    "model '{name}': signature verified ({} files, signed by {})",
                     verified.files.len(),
                     verified.signer
                 );
-                self.audit_signature(name, "verified", &format!("key {}", verified.signer));
+                self.audit_signature(name, "verified", &verified.signer);
                 Checked::Snapshot(Arc::new(snapshot))
             }
             Err(why) => {
@@ -77,6 +81,23 @@ impl Server {
             });
         }
     }
+}
+
+/// Whether the `config` override `json` is the signed `config.pbtxt` in `signed`.
+fn same_config(name: &str, signed: &Path, json: &str, autocomplete: bool) -> Result<(), String> {
+    let differs = |why: String| {
+        format!(
+            "the config override is not the signed config.pbtxt ({why}); send the signed config or none"
+        )
+    };
+    let from_override =
+        crate::config::from_json(json, signed, name).map_err(|e| differs(e.to_string()))?;
+    let from_file =
+        crate::config::read(signed, name, autocomplete).map_err(|e| differs(e.to_string()))?;
+    if from_override.config != from_file.config {
+        return Err(differs("they differ".into()));
+    }
+    Ok(())
 }
 
 /// A fresh snapshot directory. Readable like a model repository (0755): a Python model's worker may run as

@@ -230,10 +230,13 @@ fn signature_report(policy: &rampart_core::SignaturePolicy) {
              model repository decides what runs"
         ),
         mode => tracing::info!(
-            "exposure: model signatures: --model-signature-policy={}, {} trusted key(s): {}",
+            "exposure: model signatures: --model-signature-policy={}, {} trusted key(s): {}; {} trusted \
+             root(s): {}",
             mode.as_str(),
-            policy.keys.len(),
-            policy.keys.iter().map(|k| k.fingerprint()).collect::<Vec<_>>().join(", ")
+            policy.trust.keys.len(),
+            policy.trust.keys.iter().map(|k| k.fingerprint()).collect::<Vec<_>>().join(", "),
+            policy.trust.roots.len(),
+            policy.trust.roots.iter().map(|r| r.subject()).collect::<Vec<_>>().join(", ")
         ),
     }
 }

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::key::{TrustedKey, hex};
-use crate::{SIGNATURE_FILE, SigningError};
+use crate::{SIGNATURE_FILE, SigningError, Trust};
 
 /// Largest `model.sig` read.
 const MAX_SIGNATURE_BYTES: u64 = 16 << 20;
@@ -33,7 +33,7 @@ pub(crate) enum Hash {
 }
 
 /// Reads and verifies `path`: a signature by one of `keys`, over a statement this verifier understands.
-pub(crate) fn read(path: &std::path::Path, keys: &[TrustedKey]) -> Result<Manifest, SigningError> {
+pub(crate) fn read(path: &std::path::Path, trust: &Trust) -> Result<Manifest, SigningError> {
     let file = std::fs::File::open(path).map_err(|e| {
         SigningError::at(
             SIGNATURE_FILE,
@@ -50,10 +50,12 @@ pub(crate) fn read(path: &std::path::Path, keys: &[TrustedKey]) -> Result<Manife
     let bundle: Value = serde_json::from_slice(&text)
         .map_err(|e| bad(format!("{SIGNATURE_FILE} is not a Sigstore bundle (JSON): {e}")))?;
     let material = &bundle["verificationMaterial"];
-    if !material["certificate"].is_null() || !material["x509CertificateChain"].is_null() {
+    if !material["certificate"].is_null()
+        || !material["tlogEntries"].as_array().is_none_or(Vec::is_empty)
+    {
         return Err(bad(
-            "certificate and keyless (Sigstore) signatures are not supported yet; sign with a key \
-             (model_signing sign key)",
+            "keyless (Sigstore) signatures are not supported; sign with a key (model_signing sign key) \
+             or a certificate (model_signing sign certificate)",
         ));
     }
     let envelope = &bundle["dsseEnvelope"];
@@ -64,21 +66,36 @@ pub(crate) fn read(path: &std::path::Path, keys: &[TrustedKey]) -> Result<Manife
         return Err(bad(format!("the envelope's payload type is not {IN_TOTO}")));
     }
     let payload = b64(&envelope["payload"], "payload")?;
-    // A hint names the key; without one (older signatures) every trusted key is tried.
-    let hint = material["publicKey"]["hint"].as_str().unwrap_or_default();
-    let candidates: Vec<&TrustedKey> =
-        keys.iter().filter(|k| hint.is_empty() || k.fingerprint() == hint).collect();
+    let chain = &material["x509CertificateChain"];
+    let (candidates, hint, certificate) = if chain.is_null() {
+        // A hint names the key; without one (older signatures) every trusted key is tried.
+        let hint = material["publicKey"]["hint"].as_str().unwrap_or_default();
+        let keys = trust.keys.iter().filter(|k| hint.is_empty() || k.fingerprint() == hint);
+        (keys.cloned().collect::<Vec<TrustedKey>>(), hint, None)
+    } else {
+        let mut ders = Vec::new();
+        for c in chain["certificates"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            ders.push(b64(&c["rawBytes"], "certificate")?);
+        }
+        let (key, identity) = crate::chain::leaf_key(&ders, &trust.roots)?;
+        (vec![key], "", Some(identity))
+    };
     let messages = [pae(&payload), pae_compat(&payload)];
     let mut signer = None;
     for sig in envelope["signatures"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let sig = b64(&sig["sig"], "signature")?;
         if let Some(k) = candidates.iter().find(|k| messages.iter().any(|m| k.verifies(m, &sig))) {
-            signer = Some(k.fingerprint().to_string());
+            signer =
+                Some(certificate.clone().unwrap_or_else(|| format!("key {}", k.fingerprint())));
             break;
         }
     }
     let Some(signer) = signer else {
-        let which = if hint.is_empty() { String::new() } else { format!(" (it names key {hint})") };
+        let which = match (&certificate, hint) {
+            (Some(identity), _) => format!(" (the envelope is not signed by {identity})"),
+            (None, "") => String::new(),
+            (None, hint) => format!(" (it names key {hint})"),
+        };
         return Err(bad(format!("{SIGNATURE_FILE} is not signed by a trusted key{which}")));
     };
     let statement: Value = serde_json::from_slice(&payload)

@@ -29,7 +29,7 @@ impl TrustedKey {
     /// A key from PEM text: a `PUBLIC KEY` (SubjectPublicKeyInfo) or a `CERTIFICATE` (its public key; the
     /// certificate itself is not checked).
     pub fn from_pem(text: &str) -> Result<TrustedKey, SigningError> {
-        let (label, der) = pem_block(text)?;
+        let (label, der) = pem_blocks(text)?.swap_remove(0);
         let spki_der = match label.as_str() {
             "PUBLIC KEY" => der,
             "CERTIFICATE" => {
@@ -45,7 +45,12 @@ impl TrustedKey {
                 )));
             }
         };
-        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki_der)
+        TrustedKey::from_spki(&spki_der)
+    }
+
+    /// A key from its DER SubjectPublicKeyInfo.
+    pub(crate) fn from_spki(spki_der: &[u8]) -> Result<TrustedKey, SigningError> {
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
             .map_err(|e| SigningError::new(format!("the public key does not parse: {e}")))?;
         if spki.algorithm.algorithm.to_id_string() != EC_PUBLIC_KEY {
             return Err(SigningError::new("only ECDSA keys (P-256, P-384) can be trusted"));
@@ -70,7 +75,7 @@ impl TrustedKey {
         Ok(TrustedKey {
             point: spki.subject_public_key.data.to_vec(),
             algorithm,
-            fingerprint: fingerprint(&spki_der),
+            fingerprint: fingerprint(spki_der),
         })
     }
 
@@ -84,23 +89,32 @@ impl TrustedKey {
     }
 }
 
-/// The first PEM block of `text`: (label, DER).
-fn pem_block(text: &str) -> Result<(String, Vec<u8>), SigningError> {
-    let begin = text
-        .find("-----BEGIN ")
-        .ok_or_else(|| SigningError::new("the key file holds no PEM block"))?;
-    let rest = &text[begin + "-----BEGIN ".len()..];
-    let label_end = rest.find("-----").ok_or_else(|| SigningError::new("malformed PEM header"))?;
-    let label = rest[..label_end].to_string();
-    let body_start = label_end + "-----".len();
-    let end_marker = format!("-----END {label}-----");
-    let body_end =
-        rest.find(&end_marker).ok_or_else(|| SigningError::new("malformed PEM: no END line"))?;
-    let body: String = rest[body_start..body_end].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|e| SigningError::new(format!("malformed PEM base64: {e}")))?;
-    Ok((label, der))
+/// Every PEM block of `text`, in order: (label, DER); at least one.
+pub(crate) fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, SigningError> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(begin) = rest.find("-----BEGIN ") {
+        let after = &rest[begin + "-----BEGIN ".len()..];
+        let label_end =
+            after.find("-----").ok_or_else(|| SigningError::new("malformed PEM header"))?;
+        let label = after[..label_end].to_string();
+        let body_start = label_end + "-----".len();
+        let end_marker = format!("-----END {label}-----");
+        let body_end = after
+            .find(&end_marker)
+            .ok_or_else(|| SigningError::new("malformed PEM: no END line"))?;
+        let body: String =
+            after[body_start..body_end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| SigningError::new(format!("malformed PEM base64: {e}")))?;
+        blocks.push((label, der));
+        rest = &after[body_end + end_marker.len()..];
+    }
+    if blocks.is_empty() {
+        return Err(SigningError::new("the file holds no PEM block"));
+    }
+    Ok(blocks)
 }
 
 /// SHA-256 (hex) of `spki_der` written as PEM with 64-character lines, as Python's `cryptography` writes it.

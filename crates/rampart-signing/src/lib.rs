@@ -4,6 +4,8 @@
 //! digest.
 //!
 //! - [`TrustedKey`]: an ECDSA P-256 or P-384 public key (PEM `PUBLIC KEY`), or the key of a PEM certificate.
+//! - [`TrustedRoot`]: a root certificate that a signature's certificate chain must lead to
+//!   (`model_signing sign certificate`).
 //! - [`verify_dir`]: verifies the signature, then hashes every file of the directory (the `files` method,
 //!   sha256 or blake3, as the signer chose) and requires an exact match: an extra, missing or changed file fails, naming the first one.
 //!   With a snapshot directory, each file is copied there while it is hashed, so what a loader then reads is
@@ -14,10 +16,25 @@
 //! (a file under them is an extra file), and symbolic links always fail.
 
 mod bundle;
+mod chain;
 mod key;
 mod tree;
 
+pub use chain::TrustedRoot;
 pub use key::TrustedKey;
+
+/// Who may sign: keys trusted as they are, and roots that signing certificates must chain to.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub keys: Vec<TrustedKey>,
+    pub roots: Vec<TrustedRoot>,
+}
+
+impl Trust {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.roots.is_empty()
+    }
+}
 
 /// The signature file in a model directory.
 pub const SIGNATURE_FILE: &str = "model.sig";
@@ -25,7 +42,8 @@ pub const SIGNATURE_FILE: &str = "model.sig";
 /// A directory that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// The fingerprint of the key that signed it ([`TrustedKey::fingerprint`]).
+    /// Who signed it: `key <fingerprint>` ([`TrustedKey::fingerprint`]), or `certificate '<subject>' (root
+    /// '<subject>')`.
     pub signer: String,
     /// Every file covered, as a path relative to the directory, with its digest (hex; sha256 or blake3, as
     /// signed), in name order.
@@ -51,18 +69,19 @@ impl SigningError {
     }
 }
 
-/// Verifies `dir` against its `model.sig` and the trusted `keys`. With `snapshot`, every covered file is also
-/// copied under it (same relative paths) while it is hashed; on failure the snapshot is incomplete and must
-/// be discarded.
+/// Verifies `dir` against its `model.sig` and `trust`. With `snapshot`, every covered file is also copied under
+/// it (same relative paths) while it is hashed; on failure the snapshot is incomplete and must be discarded.
 pub fn verify_dir(
     dir: &std::path::Path,
-    keys: &[TrustedKey],
+    trust: &Trust,
     snapshot: Option<&std::path::Path>,
 ) -> Result<Verified, SigningError> {
-    if keys.is_empty() {
-        return Err(SigningError::new("no trusted key is configured (--model-signature-key)"));
+    if trust.is_empty() {
+        return Err(SigningError::new(
+            "no trusted key or root is configured (--model-signature-key, --model-signature-root)",
+        ));
     }
-    let manifest = bundle::read(&dir.join(SIGNATURE_FILE), keys)?;
+    let manifest = bundle::read(&dir.join(SIGNATURE_FILE), trust)?;
     let found = tree::hash(dir, manifest.hash, snapshot)?;
     tree::compare(&manifest.files, &found)?;
     Ok(Verified { signer: manifest.signer, files: found })

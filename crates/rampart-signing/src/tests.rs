@@ -33,16 +33,21 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+fn trust(keys: &[TrustedKey]) -> Trust {
+    Trust { keys: keys.to_vec(), roots: Vec::new() }
+}
+
 fn failure(dir: &Path, keys: &[TrustedKey]) -> SigningError {
-    verify_dir(dir, keys, None).unwrap_err()
+    verify_dir(dir, &trust(keys), None).unwrap_err()
 }
 
 #[test]
 fn directories_signed_by_the_reference_tool_verify_with_p256_and_p384_keys() {
     for curve in ["p256", "p384"] {
         let k = key(curve);
-        let v = verify_dir(&data(curve).join("model"), std::slice::from_ref(&k), None).unwrap();
-        assert_eq!(v.signer, k.fingerprint());
+        let v =
+            verify_dir(&data(curve).join("model"), &trust(std::slice::from_ref(&k)), None).unwrap();
+        assert_eq!(v.signer, format!("key {}", k.fingerprint()));
         let names: Vec<&str> = v.files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["1/model.onnx", "config.pbtxt"], "{curve}");
     }
@@ -51,7 +56,7 @@ fn directories_signed_by_the_reference_tool_verify_with_p256_and_p384_keys() {
 #[test]
 fn a_directory_hashed_with_blake3_verifies_and_a_changed_byte_fails() {
     let k = [key("blake3")];
-    let v = verify_dir(&data("blake3").join("model"), &k, None).unwrap();
+    let v = verify_dir(&data("blake3").join("model"), &trust(&k), None).unwrap();
     let config = v.files.iter().find(|(n, _)| n == "config.pbtxt").unwrap();
     // BLAKE3 of the file, as Python's `blake3` package computes it.
     assert_eq!(config.1, "c9c61b449a14526a9cbd4b32f3ab028c6ebc352f6bba7cb30e4128aae716074a");
@@ -75,7 +80,7 @@ fn the_fingerprint_is_the_reference_tool_s_key_hint() {
 fn a_snapshot_holds_the_verified_bytes() {
     let out = tempfile::tempdir().unwrap();
     let model = data("p256").join("model");
-    verify_dir(&model, &[key("p256")], Some(out.path())).unwrap();
+    verify_dir(&model, &trust(&[key("p256")]), Some(out.path())).unwrap();
     for f in ["1/model.onnx", "config.pbtxt"] {
         assert_eq!(
             std::fs::read(out.path().join(f)).unwrap(),
@@ -123,7 +128,8 @@ fn every_kind_of_tampering_fails_naming_the_file() {
     std::fs::create_dir(d.path().join(".git")).unwrap();
     std::fs::write(d.path().join(".git/HEAD"), b"ref").unwrap();
     std::fs::write(d.path().join(".gitignore"), b"*.tmp").unwrap();
-    verify_dir(d.path(), &k, None).expect("git files are ignored, as by the reference tool");
+    verify_dir(d.path(), &trust(&k), None)
+        .expect("git files are ignored, as by the reference tool");
 }
 
 #[test]
@@ -158,11 +164,50 @@ fn a_wrong_key_an_unsigned_directory_and_a_forged_statement_fail() {
     );
 
     assert!(
-        verify_dir(&data("p256").join("model"), &[], None)
+        verify_dir(&data("p256").join("model"), &Trust::default(), None)
             .unwrap_err()
             .message
-            .contains("no trusted key")
+            .contains("no trusted key or root")
     );
+}
+
+fn root(file: &str) -> Vec<TrustedRoot> {
+    TrustedRoot::from_pem(&std::fs::read_to_string(data("cert").join(file)).unwrap()).unwrap()
+}
+
+fn roots(file: &str) -> Trust {
+    Trust { keys: Vec::new(), roots: root(file) }
+}
+
+#[test]
+fn a_certificate_chain_to_a_trusted_root_verifies_and_names_the_signer() {
+    let v = verify_dir(&data("cert").join("model"), &roots("root.pem"), None).unwrap();
+    assert_eq!(v.signer, "certificate 'CN=model-signer@example.com' (root 'CN=Rampart Test Root')");
+    // A tampered file still fails, as with a key.
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&data("cert").join("model"), d.path());
+    std::fs::write(d.path().join("config.pbtxt"), b"changed").unwrap();
+    let e = verify_dir(d.path(), &roots("root.pem"), None).unwrap_err();
+    assert_eq!(e.message, "file 'config.pbtxt' does not match its signed digest");
+}
+
+#[test]
+fn a_chain_to_another_root_no_root_or_a_leaf_that_may_not_sign_fails() {
+    let model = data("cert").join("model");
+    let e = verify_dir(&model, &roots("other_root.pem"), None).unwrap_err();
+    assert!(e.message.contains("does not chain to a trusted root"), "{e}");
+    assert_eq!(e.file.as_deref(), Some(SIGNATURE_FILE));
+    // Trusted keys do not vouch for certificates.
+    let e = verify_dir(&model, &trust(&[key("p256")]), None).unwrap_err();
+    assert!(e.message.contains("no trusted root is configured"), "{e}");
+    // The reference verifier's rule: digitalSignature or codeSigning (this leaf is a TLS server's).
+    let e = verify_dir(&data("cert").join("no_usage_model"), &roots("root.pem"), None).unwrap_err();
+    assert!(e.message.contains("may not sign"), "{e}");
+    // A root file that holds a key, not a certificate.
+    let e =
+        TrustedRoot::from_pem(&std::fs::read_to_string(data("p256").join("key.pub.pem")).unwrap())
+            .unwrap_err();
+    assert!(e.message.contains("not 'PUBLIC KEY'"), "{e}");
 }
 
 #[test]

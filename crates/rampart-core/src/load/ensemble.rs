@@ -23,11 +23,17 @@ use crate::table::{ModelEntry, UNLOADED, VersionEntry};
 const MAX_DEPTH: usize = 16;
 
 impl Server {
-    /// Builds the entry of ensemble `name` from its statically valid config and selected versions.
-    pub(crate) fn build_ensemble(&self, config: ModelConfig, selected: Vec<i64>) -> ModelEntry {
+    /// Builds the entry of ensemble `name` from its statically valid config and selected versions
+    /// (`signature_verified`: its own directory's signature state, for the gauge).
+    pub(crate) fn build_ensemble(
+        &self,
+        config: ModelConfig,
+        selected: Vec<i64>,
+        signature_verified: Option<bool>,
+    ) -> ModelEntry {
         let name = config.name.clone();
         let depends_on = graph::step_models(&config);
-        let built = self.link_ensemble(config, &selected);
+        let built = self.link_ensemble(config, &selected, signature_verified);
         let mut entry = match built {
             Ok(versions) => ModelEntry { versions, ..ModelEntry::empty() },
             Err(e) => ModelEntry::failed(e.message().to_string()),
@@ -41,6 +47,7 @@ impl Server {
         &self,
         mut config: ModelConfig,
         selected: &[i64],
+        signature_verified: Option<bool>,
     ) -> Result<BTreeMap<i64, VersionEntry>> {
         let started = Instant::now();
         let name = config.name.clone();
@@ -112,7 +119,7 @@ impl Server {
                 options.metrics.summaries.clone().map(crate::stats::LatencyWindows::new),
                 options.metrics.histograms.then(Default::default),
             ));
-            let version = ModelVersion::new(
+            let mut version = ModelVersion::new(
                 config.clone(),
                 v,
                 Run::Ensemble(plan.clone()),
@@ -120,6 +127,7 @@ impl Server {
                 started.elapsed(),
                 engine_inputs.clone(),
             );
+            version.signature_verified = signature_verified;
             let served = Some(Arc::new(version));
             versions.insert(
                 v,

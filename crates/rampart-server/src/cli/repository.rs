@@ -78,6 +78,10 @@ pub struct RepositoryFlags {
     /// A PEM public key (or certificate) models may be signed with; repeatable (Rampart's own).
     #[arg(long, help_heading = "Model Repository")]
     pub model_signature_key: Vec<PathBuf>,
+    /// A PEM file of root certificates that signing certificates (model_signing sign certificate) must
+    /// chain to; repeatable (Rampart's own).
+    #[arg(long, help_heading = "Model Repository")]
+    pub model_signature_root: Vec<PathBuf>,
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
     pub model_namespacing: bool,
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set, help_heading = "Model Repository")]
@@ -113,7 +117,8 @@ impl RepositoryFlags {
         Ok(mode)
     }
 
-    /// `--model-signature-policy` with the keys of `--model-signature-key`, read now.
+    /// `--model-signature-policy` with the keys of `--model-signature-key` and the roots of
+    /// `--model-signature-root`, read now.
     pub(super) fn signature_policy(&self) -> Result<rampart_core::SignaturePolicy, CliError> {
         use rampart_core::SignatureMode;
         let Some(mode) = SignatureMode::parse(&self.model_signature_policy) else {
@@ -123,26 +128,29 @@ impl RepositoryFlags {
                 expected: "off, warn or enforce",
             });
         };
-        if mode != SignatureMode::Off && self.model_signature_key.is_empty() {
+        if mode != SignatureMode::Off
+            && self.model_signature_key.is_empty()
+            && self.model_signature_root.is_empty()
+        {
             return Err(CliError::SignatureKey(format!(
-                "--model-signature-policy={} needs at least one --model-signature-key",
+                "--model-signature-policy={} needs at least one --model-signature-key or --model-signature-root",
                 mode.as_str()
             )));
         }
-        let mut keys = Vec::new();
+        let mut trust = rampart_signing::Trust::default();
         for path in &self.model_signature_key {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::SignatureKey(format!(
-                    "cannot read --model-signature-key '{}': {e}",
-                    path.display()
-                ))
-            })?;
-            let key = rampart_signing::TrustedKey::from_pem(&text).map_err(|e| {
+            let text = read_pem("model-signature-key", path)?;
+            trust.keys.push(rampart_signing::TrustedKey::from_pem(&text).map_err(|e| {
                 CliError::SignatureKey(format!("--model-signature-key '{}': {e}", path.display()))
-            })?;
-            keys.push(key);
+            })?);
         }
-        Ok(rampart_core::SignaturePolicy { mode, keys })
+        for path in &self.model_signature_root {
+            let text = read_pem("model-signature-root", path)?;
+            trust.roots.extend(rampart_signing::TrustedRoot::from_pem(&text).map_err(|e| {
+                CliError::SignatureKey(format!("--model-signature-root '{}': {e}", path.display()))
+            })?);
+        }
+        Ok(rampart_core::SignaturePolicy { mode, trust })
     }
 
     /// The per-request limits; also refuses the repository features Rampart does not have yet (custom config
@@ -183,4 +191,10 @@ impl RepositoryFlags {
             max_bytes_elements: self.max_request_bytes_elements,
         })
     }
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        CliError::SignatureKey(format!("cannot read --{flag} '{}': {e}", path.display()))
+    })
 }
