@@ -219,6 +219,20 @@ def test_a_clean_repository_passes_and_no_port_is_opened(tmp_path):
     assert r.stdout.strip().endswith("0 errors, 0 warnings"), r.stdout
 
 
+def test_tract_alone_needs_no_onnx_runtime(tmp_path):
+    """With every ONNX model on tract, the check runs where no ONNX Runtime library exists."""
+    empty = tmp_path / "no_backends"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DYLIB_PATH"}
+    r = subprocess.run([str(require_binary()), "check", str(example_repo()), "--format=json",
+                        "--backend-config=onnxruntime,engine=tract", f"--backend-directory={empty}"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["findings"] == [] and all(m["state"] == "READY" for m in report["models"]), report
+    assert len(report["models"]) == len([p for p in example_repo().iterdir() if p.is_dir()])
+
+
 def test_an_interpreter_without_numpy_is_one_line_naming_what_is_missing(tmp_path):
     repo = tmp_path / "models"
     python_model(repo, "good_py", PY_OK)
