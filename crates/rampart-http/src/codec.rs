@@ -197,6 +197,22 @@ pub(crate) fn decode_request_with(
     let header_len = header_len.min(body.len());
     let header = &body[..header_len];
     check_json_size(header, limits)?;
+    match crate::fast_decode::decode(model, version, &body, header_len, limits) {
+        Some(decoded) => Ok(decoded),
+        None => decode_general(model, version, body, header_len, limits),
+    }
+}
+
+/// The decoder of any header, well-formed or not, through a `serde_json::Value` tree: the owner of every
+/// error message ([`crate::fast_decode`] handles well-formed headers without the tree).
+pub(crate) fn decode_general(
+    model: &str,
+    version: Option<i64>,
+    body: Bytes,
+    header_len: usize,
+    limits: &JsonLimits,
+) -> Result<Decoded> {
+    let header = &body[..header_len];
     let v: Value = serde_json::from_slice(header)
         .map_err(|e| bad(format!("failed to parse the request JSON buffer: {e}")))?;
     let Value::Object(root) = v else {

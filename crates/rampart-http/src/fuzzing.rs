@@ -2,6 +2,8 @@
 //! codec exactly as the infer route does, and panic — a fuzzer finding — when a decoded request breaks one of
 //! the codec's own promises:
 //!
+//! * the fast decoder of well-formed headers (`fast_decode.rs`) either declines a body or decodes it exactly
+//!   as the general decoder does;
 //! * an input given as JSON `data` holds exactly the bytes its datatype and shape call for;
 //! * echoing the decoded inputs back as outputs encodes, in binary form, to a body that decodes again to the
 //!   very same tensors (the JSON header / binary tail splitter and `binary_data_size` both ways);
@@ -31,6 +33,9 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     if matches!(header_len, Some(n) if n == 0 || n > body.len()) {
         return false;
     }
+    // The fast decoder of well-formed headers declines or agrees with the general one.
+    let tail_from = header_len.unwrap_or(body.len());
+    crate::fast_decode::took_and_agreed(&Bytes::copy_from_slice(body), tail_from);
     let Ok(decoded) = codec::decode_request(
         "fuzz",
         Some(1),

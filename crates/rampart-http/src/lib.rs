@@ -11,6 +11,7 @@ mod cloud;
 mod codec;
 mod common;
 mod encode;
+mod fast_decode;
 /// The wire decoders exposed to `fuzz/` (cargo feature `fuzzing`; not in the binary).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
