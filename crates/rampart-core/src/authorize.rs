@@ -122,6 +122,11 @@ impl Gate {
         })
     }
 
+    /// Whether an audit log is kept (so that a caller builds a record only then).
+    pub fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
     /// Records an allowed call in an admin category with its outcome (the audit log keeps admin calls
     /// only).
     pub fn audit_admin(&self, category: Category, caller: &Caller<'_>, outcome: String) {

@@ -1,7 +1,7 @@
 //! Inference requests and responses as the core sees them, and their validation against a model config.
 //! Every front end builds an [`InferRequest`] and receives an [`InferResponse`]; all checks live here.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use rampart_model_config::ModelConfig;
@@ -368,11 +368,12 @@ pub(crate) fn prepare(
     let model = &config.name;
     check_parameters(&req.parameters)?;
     let batching = config.max_batch_size > 0;
-    let mut seen = HashSet::new();
     let mut batch_size: Option<i64> = None;
     let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in &req.inputs {
-        if !seen.insert(input.name.as_str()) {
+    // A scan of the earlier inputs costs less than a set: each of them matched a distinct config input
+    // (an unknown name fails below), so a scan is never longer than the config's input list.
+    for (i, input) in req.inputs.iter().enumerate() {
+        if req.inputs[..i].iter().any(|earlier| earlier.name == input.name) {
             return Err(Error::invalid_arg(format!(
                 "input '{}' already exists in request",
                 input.name
@@ -471,7 +472,7 @@ pub(crate) fn prepare(
     let missing: Vec<&str> = config
         .input
         .iter()
-        .filter(|i| !i.optional && !seen.contains(i.name.as_str()))
+        .filter(|i| !i.optional && !req.inputs.iter().any(|r| r.name == i.name))
         .map(|i| i.name.as_str())
         .collect();
     if !missing.is_empty() {

@@ -1,7 +1,6 @@
 //! Encoding an inference response: JSON, or a JSON header followed by binary output tensors
 //! (docs/protocol.md, "JSON and binary tensor data").
 
-use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rampart_core::InferResponse;
@@ -91,12 +90,18 @@ struct OutputHeader<'a> {
 #[derive(serde::Serialize)]
 struct ResponseHeader<'a> {
     model_name: &'a str,
-    model_version: String,
+    #[serde(serialize_with = "as_string")]
+    model_version: i64,
     #[serde(skip_serializing_if = "str::is_empty")]
     id: &'a str,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     parameters: serde_json::Map<String, serde_json::Value>,
     outputs: Vec<OutputHeader<'a>>,
+}
+
+/// A number written as a JSON string, without an intermediate `String`.
+fn as_string<S: serde::Serializer>(n: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(n)
 }
 
 /// A core parameter value as JSON.
@@ -113,7 +118,13 @@ pub(crate) fn parameter(v: &rampart_core::ParamValue) -> serde_json::Value {
 
 pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Result<Response> {
     let mut outputs = Vec::with_capacity(r.outputs.len());
-    let mut tail: Vec<&Bytes> = Vec::new();
+    // Binary outputs follow the JSON header in order: those not placed in shared memory.
+    let tail = || {
+        r.outputs
+            .iter()
+            .filter(|t| !r.shm_outputs.contains_key(&t.name) && binary.is_binary(&t.name))
+            .map(|t| &t.data)
+    };
     for t in &r.outputs {
         if let Some(place) = r.shm_outputs.get(&t.name) {
             outputs.push(OutputHeader {
@@ -136,9 +147,6 @@ pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Resu
                 t.name, t.datatype
             )));
         }
-        if as_binary {
-            tail.push(&t.data);
-        }
         outputs.push(OutputHeader {
             name: &t.name,
             datatype: t.datatype.as_str(),
@@ -150,23 +158,33 @@ pub(crate) fn encode_response(r: &InferResponse, binary: &BinaryOutputs) -> Resu
     }
     let root = ResponseHeader {
         model_name: &r.model_name,
-        model_version: r.model_version.to_string(),
+        model_version: r.model_version,
         id: &r.id,
         parameters: r.parameters.iter().map(|(k, v)| (k.clone(), parameter(v))).collect(),
         outputs,
     };
-    let tail_len: usize = tail.iter().map(|t| t.len()).sum();
+    let tail_len: usize = tail().map(|t| t.len()).sum();
     let mut body = Vec::with_capacity(256 + tail_len);
     serde_json::to_writer(&mut body, &root)
         .map_err(|e| Error::internal(format!("cannot encode response: {e}")))?;
-    if tail.is_empty() {
+    if tail().next().is_none() {
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
     let header_len = body.len();
-    for t in tail {
+    for t in tail() {
         body.extend_from_slice(t);
     }
     let mut resp = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
-    resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(header_len));
+    resp.headers_mut().insert(HEADER_LENGTH, decimal(header_len));
     Ok(resp)
+}
+
+/// A number as a header value, formatted on the stack (one allocation, the value's own).
+fn decimal(n: usize) -> HeaderValue {
+    use std::io::Write as _;
+    let mut digits = [0u8; 20];
+    let mut at = &mut digits[..];
+    let _ = write!(at, "{n}");
+    let len = 20 - at.len();
+    HeaderValue::from_bytes(&digits[..len]).expect("digits are a valid header value")
 }

@@ -62,7 +62,7 @@ struct Input<'a> {
     name: Cow<'a, str>,
     #[serde(borrow)]
     datatype: Cow<'a, str>,
-    shape: Vec<u64>,
+    shape: Shape,
     #[serde(default)]
     parameters: Object<InputParameters>,
     #[serde(default, deserialize_with = "present")]
@@ -92,6 +92,29 @@ struct OutputParameters {
     binary_data: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     classification: Option<u64>,
+}
+
+/// A shape: non-negative integers that fit an `i64`, read straight into the vector the request keeps.
+struct Shape(Vec<i64>);
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Dims;
+        impl<'de> Visitor<'de> for Dims {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of non-negative integers")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                let mut dims = Vec::with_capacity(4);
+                while let Some(d) = seq.next_element::<u64>()? {
+                    dims.push(i64::try_from(d).map_err(de::Error::custom)?);
+                }
+                Ok(Shape(dims))
+            }
+        }
+        d.deserialize_seq(Dims)
+    }
 }
 
 /// A field that is present, even as `null` (which then fails to be a `T`, or is kept as `Value::Null`).
@@ -174,8 +197,7 @@ pub(crate) fn decode(
     let mut inputs = Vec::with_capacity(header.inputs.len());
     for Object(input) in header.inputs {
         let datatype = DataType::from_protocol(&input.datatype)?;
-        let shape =
-            input.shape.iter().map(|&d| i64::try_from(d).ok()).collect::<Option<Vec<i64>>>()?;
+        let shape = input.shape.0;
         let name = input.name.into_owned();
         let data = match (input.parameters.0.binary_data_size, &input.data) {
             (Some(n), None) => {

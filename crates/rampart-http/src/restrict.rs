@@ -33,8 +33,14 @@ pub fn category(path: &str) -> Option<Category> {
     if rest.is_empty() {
         return Some(Category::Metadata);
     }
-    let segs: Vec<&str> = rest.strip_prefix('/')?.split('/').collect();
-    match segs.as_slice() {
+    // The longest path served has six segments after /v2; a longer one has no category.
+    let mut buf = [""; 7];
+    let mut n = 0;
+    for seg in rest.strip_prefix('/')?.split('/') {
+        *buf.get_mut(n)? = seg;
+        n += 1;
+    }
+    match &buf[..n] {
         ["health", "live" | "ready"] => Some(Category::Health),
         ["models", "stats"] => Some(Category::Statistics),
         ["logging"] => Some(Category::Logging),
@@ -82,9 +88,10 @@ pub fn category(path: &str) -> Option<Category> {
 /// Triton matches the version segment as raw `[0-9]+`; the router decodes `%31` into `1`, so anything else is
 /// refused here, on the raw path.
 fn raw_version_ok(path: &str) -> bool {
-    let segs: Vec<&str> = path.split('/').collect();
-    match segs.as_slice() {
-        ["", "v2", "models", _, "versions", v, ..] => {
+    let mut segs = path.split('/');
+    let head: [Option<&str>; 6] = std::array::from_fn(|_| segs.next());
+    match head {
+        [Some(""), Some("v2"), Some("models"), Some(_), Some("versions"), Some(v)] => {
             !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
         }
         _ => true,
@@ -97,8 +104,9 @@ pub(crate) fn authorize(gate: &Gate, cat: Category, caller: &Caller<'_>) -> Resu
 }
 
 pub(crate) async fn enforce(State(gate): State<Gate>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
-    let path = path.as_str();
+    // The path outlives the request only for the audit log.
+    let uri = request.uri().clone();
+    let path = uri.path();
     let peer = peer_of(request.extensions());
 
     if !raw_version_ok(path) {
@@ -120,7 +128,9 @@ pub(crate) async fn enforce(State(gate): State<Gate>, request: Request, next: Ne
         },
         None => next.run(request).await,
     };
-    if let Some(cat) = cat {
+    if let Some(cat) = cat
+        && gate.audits()
+    {
         // The audit record needs no credentials, and the request has gone to its handler.
         let none = axum::http::HeaderMap::new();
         let status = response.status().as_u16().to_string();
