@@ -320,10 +320,17 @@ def test_model_repository_sources(default_docs, full_docs) -> None:
     assert f"--model-repository={FULL['modelRepository']['url']}" in args_of(full_docs)
 
 
-def test_graceful_shutdown(default_docs) -> None:
-    grace = pod_spec(default_docs)["terminationGracePeriodSeconds"]
-    (timeout,) = flag_values(args_of(default_docs), "exit-timeout-secs")
-    assert grace > int(timeout)
+def test_graceful_shutdown(default_docs, full_docs) -> None:
+    for docs in (default_docs, full_docs):
+        kill_after = pod_spec(docs)["terminationGracePeriodSeconds"]
+        (timeout,) = flag_values(args_of(docs), "exit-timeout-secs")
+        (grace,) = flag_values(args_of(docs), "shutdown-grace-secs")
+        pause = (container(docs).get("lifecycle") or {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        assert kill_after > int(timeout) + int(grace) + pause, "SIGKILL must come after grace, pause and drain"
+    assert int(flag_values(args_of(default_docs), "shutdown-grace-secs")[0]) > 0, "readiness first by default"
+    assert "lifecycle" not in container(default_docs), "no preStop unless asked for"
+    (pre_stop,) = [container(full_docs)["lifecycle"]["preStop"]]
+    assert pre_stop == {"sleep": {"seconds": FULL["server"]["preStopSleepSecs"]}}, "a sleep action, no shell"
 
 
 @pytest.mark.parametrize("scenario", ["default", "full"])

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) remotes: Vec<Arc<crate::remote::RemoteRepository>>,
     pub(crate) shm: crate::shm::SharedMemory,
     pub(crate) exiting: AtomicBool,
+    /// A shutdown began: readiness answers false while requests are still served (the grace period).
+    pub(crate) stopping: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) idle: Notify,
     /// Metrics model code defines (`pb_utils.MetricFamily`).
@@ -181,6 +183,7 @@ impl Server {
                 control: Mutex::new(()),
                 reaper: control::Reaper::new(),
                 exiting: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 custom_metrics: Default::default(),
@@ -250,6 +253,9 @@ impl Server {
 
     pub fn is_ready(&self) -> Result<bool> {
         self.is_live()?;
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         if !self.inner.options.strict_readiness {
             return Ok(true);
         }
@@ -540,6 +546,17 @@ impl Server {
             model.map_or("the server".to_string(), |m| format!("model '{m}'"))
         );
         Ok(settings)
+    }
+
+    /// The first step of a shutdown: readiness turns false at once (every protocol's), so load balancers stop
+    /// sending; liveness stays true and requests are still served until [`Server::shutdown`].
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+    }
+
+    /// Inference requests being served now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
     }
 
     /// Stops admitting inferences and waits up to `timeout` for in-flight ones. Returns how many were left.

@@ -78,20 +78,40 @@ fn bind(
     socket.listen(1024).map_err(fail)
 }
 
-/// Installs the SIGINT and SIGTERM handlers now (before any listener opens, so an early signal is never
-/// fatal) and returns a future that completes on the first of them.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
-    Ok(async move {
+/// SIGINT and SIGTERM, installed before any listener opens (so an early signal is never fatal).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())
+                .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?,
+            term: signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?,
+        })
+    }
+
+    /// Completes on the next SIGINT or SIGTERM.
+    async fn next(&mut self) {
         tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
         }
-    })
+    }
+}
+
+/// How a shutdown went, for the audit log.
+struct Shutdown {
+    /// Inference requests in flight when the drain began that finished.
+    drained: usize,
+    /// Requests still in flight at exit (the exit timeout passed, or a second signal came).
+    cut_off: usize,
+    /// A second signal ended the grace period or the drain.
+    forced: bool,
 }
 
 /// ONNX Runtime (1.32) otherwise keeps a usage database and a device id under
@@ -208,13 +228,27 @@ fn main() -> ExitCode {
         ..Default::default()
     });
     let result = runtime.block_on(serve(cli, validated, tls, audit.clone(), server, model_access));
+    let (outcome, target) = match &result {
+        Ok(s) => (
+            if s.forced {
+                "forced"
+            } else if s.cut_off > 0 {
+                "timeout"
+            } else {
+                "clean"
+            },
+            Some(format!("drained {} in-flight requests, cut off {}", s.drained, s.cut_off)),
+        ),
+        Err(_) => ("error", None),
+    };
     audit.record(&rampart_core::audit::AuditEvent {
         event: "shutdown",
-        outcome: Some(if result.is_ok() { "clean" } else { "error" }.into()),
+        outcome: Some(outcome.into()),
+        target,
         ..Default::default()
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -379,9 +413,9 @@ async fn serve(
     audit: std::sync::Arc<rampart_core::audit::AuditLog>,
     server: Server,
     model_access: std::sync::Arc<rampart_core::access::ModelAccess>,
-) -> Result<(), String> {
+) -> Result<Shutdown, String> {
     let exit_timeout = Duration::from_secs(cli.exit_timeout_secs);
-    let signalled = shutdown_signal()?;
+    let mut signals = Signals::install()?;
     let (http_tls, grpc_tls) = tls;
     for config in http_tls.iter().chain(grpc_tls.iter()) {
         config.watch(Duration::from_secs(cli.http.tls_reload_interval_secs));
@@ -406,33 +440,58 @@ async fn serve(
     if http_tasks.is_empty() && grpc_task.is_none() {
         tracing::warn!("no listener is enabled: the server only runs until it is signalled");
     }
-    signalled.await;
+    signals.next().await;
+    // Readiness first: load balancers stop routing here while every listener keeps serving.
+    server.begin_shutdown();
+    let grace = Duration::from_secs(cli.shutdown_grace_secs);
+    if !grace.is_zero() {
+        tracing::info!(
+            "signal received: reporting not ready, serving for {}s (--shutdown-grace-secs) before the drain",
+            grace.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = signals.next() => return Ok(cut_off(&server, 0)),
+        }
+    }
     tracing::info!(
-        "signal received: stopping new connections, waiting up to {}s for in-flight requests",
+        "{}stopping new connections, waiting up to {}s for in-flight requests",
+        if grace.is_zero() { "signal received: " } else { "grace period over: " },
         exit_timeout.as_secs()
     );
+    let draining = server.in_flight();
     let _ = stop_tx.send(true);
-    let left = server.shutdown(exit_timeout).await;
+    let left = tokio::select! {
+        left = server.shutdown(exit_timeout) => left,
+        _ = signals.next() => return Ok(cut_off(&server, draining)),
+    };
     if left > 0 {
         tracing::warn!(
             "{left} inference requests still in flight after --exit-timeout-secs; exiting anyway"
         );
     }
-    let grace = Duration::from_secs(1).max(exit_timeout / 10);
+    let linger = Duration::from_secs(1).max(exit_timeout / 10);
     for t in http_tasks {
-        if tokio::time::timeout(grace, t).await.is_err() {
+        if tokio::time::timeout(linger, t).await.is_err() {
             tracing::warn!("HTTP connections still open at exit");
         }
     }
     if let Some(t) = grpc_task {
-        match tokio::time::timeout(grace, t).await {
+        match tokio::time::timeout(linger, t).await {
             Ok(Ok(Err(e))) => tracing::error!("GRPC service error: {e}"),
             Ok(_) => {}
             Err(_) => tracing::warn!("GRPC streams still open at exit"),
         }
     }
-    tracing::info!("exiting");
-    Ok(())
+    tracing::info!("exiting: {} in-flight requests drained", draining.saturating_sub(left));
+    Ok(Shutdown { drained: draining.saturating_sub(left), cut_off: left, forced: false })
+}
+
+/// A second signal: exit now, saying what is cut off (`draining`: requests in flight when the drain began).
+fn cut_off(server: &Server, draining: usize) -> Shutdown {
+    let left = server.in_flight();
+    tracing::warn!("second signal: exiting now; {left} inference requests in flight are cut off");
+    Shutdown { drained: draining.saturating_sub(left), cut_off: left, forced: true }
 }
 
 /// A count from a test-hook environment variable (Triton's scheduler delays); 0 when unset or not a number.

@@ -68,6 +68,10 @@ pub struct Cli {
     /// Seconds to wait for in-flight requests at shutdown.
     #[arg(long, default_value_t = 30, help_heading = "Server")]
     pub exit_timeout_secs: u64,
+    /// Seconds between a SIGTERM/SIGINT and the drain: readiness reports false at once while every listener
+    /// keeps serving, so load balancers move away first (0: drain at once, Triton's behaviour; Rampart's own).
+    #[arg(long, default_value_t = 0, help_heading = "Server")]
+    pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub logging: LoggingFlags,
     #[command(flatten)]

@@ -125,6 +125,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $a = append $a (printf "--strict-readiness=%t" $v.server.strictReadiness) }}
 {{- $a = append $a (printf "--exit-on-error=%t" $v.server.exitOnError) }}
 {{- $a = append $a (printf "--exit-timeout-secs=%v" $v.server.exitTimeoutSecs) }}
+{{- $a = append $a (printf "--shutdown-grace-secs=%v" $v.server.shutdownGraceSecs) }}
 {{- $a = append $a (printf "--log-format=%s" $v.server.logFormat) }}
 {{- $a = append $a (printf "--log-verbose=%v" $v.server.logVerbose) }}
 {{- if $v.tls.http.enabled }}
