@@ -1,16 +1,18 @@
-"""Shutdown (`--shutdown-grace-secs`, docs/operations.md "Stopping"): on SIGTERM readiness turns false at once on
-every protocol (HTTP `/v2/health/ready`, gRPC `ServerReady`, `grpc.health.v1`) while liveness stays true and every
-listener keeps serving for the grace period; then the drain. A second signal ends the process at once, saying what
-it cut off; the audit log records the shutdown with its counts.
+"""Shutdown (`--shutdown-grace-secs`, docs/operations.md "Stopping without losing a request"): on SIGTERM readiness
+turns false at once on every protocol (HTTP `/v2/health/ready`, gRPC `ServerReady`, `grpc.health.v1`) while liveness
+stays true and every listener keeps serving for the grace period; then the drain, in which an open `ModelStreamInfer`
+stream ends with an UNAVAILABLE status of its own rather than a reset. A second signal ends the process at once,
+saying what it cut off; the audit log records the shutdown with its counts.
 
-The load test drives the server as a load balancer would: clients send continuously over HTTP/1.1 keep-alive and
-gRPC, each polling readiness every 100 ms and sending nothing new once it reads "not ready"; SIGTERM arrives in the
-middle. With a grace period every request sent gets a complete answer; without one, what is lost is printed as a
+The load test drives the server as a load balancer would: clients send continuously over HTTP/1.1 keep-alive, gRPC
+unary calls and a gRPC stream, each polling readiness every 100 ms and sending nothing new once it reads "not
+ready"; SIGTERM arrives in the middle. With a grace period every request sent gets a complete answer; without one, what is lost is printed as a
 number (it depends on timing, so it is recorded, not asserted)."""
 
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import threading
 import time
@@ -105,6 +107,29 @@ def test_a_second_signal_ends_the_grace_period_at_once(tmp_path):
     assert shutdown_record(audit)["outcome"] == "forced"
 
 
+def test_an_open_stream_ends_with_a_status_when_the_drain_begins(tmp_path):
+    srv, _ = start(tmp_path, 1, "rampart[shutdown stream]")
+    answers: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+    try:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("simple", grpc_simple_inputs())
+        assert answers.get(timeout=10)[1] is None
+        srv.proc.send_signal(signal.SIGTERM)
+        wait_not_ready(srv)
+        client.async_stream_infer("simple", grpc_simple_inputs())
+        assert answers.get(timeout=10)[1] is None, "the stream is served through the grace period"
+        _, error = answers.get(timeout=15)  # the stream stays open past the grace period
+        assert error is not None and "StatusCode.UNAVAILABLE" in str(error), error
+        assert "the server is shutting down: this stream's requests were answered" in str(error), error
+        assert srv.proc.wait(15) == 0
+    finally:
+        client.stop_stream()
+        client.close()
+        srv.kill()
+    assert "GRPC streams still open at exit" not in srv.stderr_text()
+
+
 def drive(srv, grace: int) -> tuple[int, int, list[str]]:
     """Clients as behind a load balancer, SIGTERM in the middle: (requests sent, answered, errors)."""
     stop_all = threading.Event()
@@ -112,14 +137,18 @@ def drive(srv, grace: int) -> tuple[int, int, list[str]]:
     counts = {"sent": 0, "ok": 0}
     errors: list[str] = []
 
-    def record(ok: bool, what: str) -> None:
+    def sent() -> None:
         with lock:
             counts["sent"] += 1
+
+    def record(ok: bool, what: str) -> None:
+        with lock:
             counts["ok"] += ok
             if not ok:
                 errors.append(what)
 
-    def load_balanced(send, ready) -> None:
+    def load_balanced(send, ready, answered_later: bool = False) -> None:
+        """Sends until `ready()` reads false; `answered_later`: `send` only sends (a callback records)."""
         next_poll = 0.0
         while not stop_all.is_set():
             if time.monotonic() >= next_poll:
@@ -129,9 +158,11 @@ def drive(srv, grace: int) -> tuple[int, int, list[str]]:
                 except Exception:  # noqa: BLE001 - an unreachable server is "not ready" to a balancer
                     return
                 next_poll = time.monotonic() + 0.1
+            sent()
             try:
                 send()
-                record(True, "")
+                if not answered_later:
+                    record(True, "")
             except Exception as e:  # noqa: BLE001 - every failure is what the test counts
                 record(False, f"{type(e).__name__}: {e}"[:200])
 
@@ -150,8 +181,33 @@ def drive(srv, grace: int) -> tuple[int, int, list[str]]:
         finally:
             client.close()
 
-    threads = [threading.Thread(target=http_client) for _ in range(4)]
-    threads += [threading.Thread(target=grpc_client) for _ in range(2)]
+    def stream_client() -> None:
+        """One open ModelStreamInfer stream, at most 4 requests outstanding; every callback is an answer."""
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+        inputs = grpc_simple_inputs()
+        window = threading.Semaphore(4)
+
+        def answered(result, error) -> None:
+            record(error is None, "" if error is None else f"stream: {error}"[:200])
+            window.release()
+
+        def send() -> None:
+            if not window.acquire(timeout=5):
+                raise TimeoutError("stream: no answer to the requests outstanding")
+            client.async_stream_infer("simple", inputs)
+
+        client.start_stream(callback=answered)
+        try:
+            load_balanced(send, client.is_server_ready, answered_later=True)
+            for _ in range(4):  # the outstanding answers arrive before the stream closes
+                window.acquire(timeout=10)
+        finally:
+            client.stop_stream()
+            client.close()
+
+    threads = [threading.Thread(target=http_client, daemon=True) for _ in range(4)]
+    threads += [threading.Thread(target=grpc_client, daemon=True) for _ in range(2)]
+    threads += [threading.Thread(target=stream_client, daemon=True)]
     for t in threads:
         t.start()
     time.sleep(1.5)
@@ -164,12 +220,12 @@ def drive(srv, grace: int) -> tuple[int, int, list[str]]:
 
 
 def test_with_a_grace_period_no_request_is_lost(tmp_path):
-    srv, _ = start(tmp_path, 2, "rampart[shutdown load, grace]")
+    srv, _ = start(tmp_path, 3, "rampart[shutdown load, grace]")
     try:
-        sent, ok, errors = drive(srv, 2)
+        sent, ok, errors = drive(srv, 3)
     finally:
         srv.kill()
-    print(f"\nwith --shutdown-grace-secs=2: {sent} requests sent, {ok} answered, {len(errors)} lost")
+    print(f"\nwith --shutdown-grace-secs=3: {sent} requests sent, {ok} answered, {len(errors)} lost")
     assert sent > 100, "the clients sent too little for the test to mean anything"
     assert errors == [] and ok == sent, errors[:5]
 
@@ -183,5 +239,5 @@ def test_without_a_grace_period_what_is_lost_is_counted(tmp_path):
     # Triton's behaviour: listeners close at once; a request sent between the last readiness poll and the close
     # may fail. The number depends on timing, so it is recorded here rather than asserted.
     print(f"\nwith --shutdown-grace-secs=0: {sent} requests sent, {ok} answered, {len(errors)} lost")
-    assert sent > 100 and ok + len(errors) == sent
+    assert sent > 100 and ok + len(errors) <= sent
     assert all(e for e in errors), errors[:5]

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) stopping: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) idle: Notify,
+    /// Raised when the drain begins (streams end themselves cleanly then).
+    pub(crate) draining: tokio::sync::watch::Sender<bool>,
     /// Metrics model code defines (`pb_utils.MetricFamily`).
     pub(crate) custom_metrics: crate::custom_metrics::Registry,
 }
@@ -186,6 +188,7 @@ impl Server {
                 stopping: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                draining: tokio::sync::watch::Sender::new(false),
                 custom_metrics: Default::default(),
             }),
         };
@@ -568,8 +571,16 @@ impl Server {
         left
     }
 
+    /// Completes when the drain begins: a long-lived stream stops taking requests then, answers the ones it
+    /// has and ends with a status of its own instead of being cut when the connection closes.
+    pub async fn draining(&self) {
+        let mut rx = self.inner.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
     async fn drain(&self, timeout: Duration) -> usize {
         self.inner.exiting.store(true, Ordering::Release);
+        self.inner.draining.send_replace(true);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.inner.idle.notified();

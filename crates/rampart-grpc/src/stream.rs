@@ -9,7 +9,9 @@
 //! tasks are aborted, which drops their core streams and cancels the requests.
 //!
 //! With the `triton_grpc_error: true` header the first error ends the stream with its status; otherwise
-//! errors travel in `error_message` and the stream stays open.
+//! errors travel in `error_message` and the stream stays open. When the server drains (after
+//! `--shutdown-grace-secs`), a stream takes no new request, answers the ones it has and ends with
+//! UNAVAILABLE, a status rather than a reset.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,10 +67,19 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
     let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
     let mut previous: Option<oneshot::Receiver<Option<Link>>> = None;
     let mut admitted_before: Option<oneshot::Receiver<()>> = None;
+    let server = cx.inference.server.clone();
+    let draining = server.draining();
+    tokio::pin!(draining);
+    let mut shutting_down = false;
     loop {
         tokio::select! {
             // The client went away: returning drops `tasks`, which aborts them.
             _ = out.closed() => return,
+            // The server drains: no new requests; the ones running are answered, then a clean end.
+            () = &mut draining => {
+                shutting_down = true;
+                break;
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             item = requests.next() => match item {
                 None => break,
@@ -91,14 +102,22 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
             }
         }
     }
-    // The client closed its side: finish the requests that run, unless it goes away meanwhile.
+    // The client closed its side (or the server drains): finish the requests that run, unless the client
+    // goes away meanwhile.
     loop {
         tokio::select! {
             _ = out.closed() => return,
-            joined = tasks.join_next() => if joined.is_none() { return },
+            joined = tasks.join_next() => if joined.is_none() { break },
         }
     }
+    if shutting_down {
+        let _ = out.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
+    }
 }
+
+/// The status that ends a stream still open when the server drains (after its requests were answered).
+const SHUTTING_DOWN: &str = "the server is shutting down: this stream's requests were answered; reconnect to \
+                             another server";
 
 /// A request's place in the order of answers: it may write once the request before it is done (its
 /// `Turn` dropped without passing).
