@@ -175,36 +175,22 @@ pub fn check_json_size(text: &[u8], limits: &JsonLimits) -> Result<()> {
     Ok(())
 }
 
-#[cfg(any(test, feature = "fuzzing"))]
-/// Parses the JSON header and attaches binary tensor data that follows it.
-pub(crate) fn decode_request(
+/// The general decoder alone, after the size check (codec's own tests; the route goes through
+/// `decode.rs`).
+#[cfg(test)]
+fn decode_request(
     model: &str,
     version: Option<i64>,
     body: Bytes,
     header_len: usize,
-) -> Result<Decoded> {
-    decode_request_with(model, version, body, header_len, &JsonLimits::default())
-}
-
-/// [`decode_request`] with the operator's JSON limits.
-pub(crate) fn decode_request_with(
-    model: &str,
-    version: Option<i64>,
-    body: Bytes,
-    header_len: usize,
-    limits: &JsonLimits,
 ) -> Result<Decoded> {
     let header_len = header_len.min(body.len());
-    let header = &body[..header_len];
-    check_json_size(header, limits)?;
-    match crate::fast_decode::decode(model, version, &body, header_len, limits) {
-        Some(decoded) => Ok(decoded),
-        None => decode_general(model, version, body, header_len, limits),
-    }
+    check_json_size(&body[..header_len], &JsonLimits::default())?;
+    decode_general(model, version, body, header_len, &JsonLimits::default())
 }
 
 /// The decoder of any header, well-formed or not, through a `serde_json::Value` tree: the owner of every
-/// error message ([`crate::fast_decode`] handles well-formed headers without the tree).
+/// error message (`decode.rs` handles well-formed headers without the tree, and calls this for the rest).
 pub(crate) fn decode_general(
     model: &str,
     version: Option<i64>,
@@ -348,11 +334,7 @@ pub(crate) fn decode_general(
             parameters,
             inputs,
             outputs,
-            trace: None,
-            raw_input: None,
-            principal: None,
-            call_depth: 0,
-            cancelled: None,
+            ..InferRequest::default()
         },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })

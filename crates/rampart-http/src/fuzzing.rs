@@ -2,7 +2,7 @@
 //! codec exactly as the infer route does, and panic — a fuzzer finding — when a decoded request breaks one of
 //! the codec's own promises:
 //!
-//! * the fast decoder of well-formed headers (`fast_decode.rs`) either declines a body or decodes it exactly
+//! * the fast decoder of well-formed headers (`decode.rs`) either declines a body or decodes it exactly
 //!   as the general decoder does;
 //! * an input given as JSON `data` holds exactly the bytes its datatype and shape call for;
 //! * echoing the decoded inputs back as outputs encodes, in binary form, to a body that decodes again to the
@@ -22,7 +22,7 @@ use rampart_types::tensor::{element_count, fixed_byte_size, split_bytes_elements
 use rampart_types::{DataType, Tensor};
 use serde_json::Value;
 
-use crate::codec::{self, BinaryOutputs, HEADER_LENGTH};
+use crate::codec::{BinaryOutputs, HEADER_LENGTH};
 
 /// Decodes `body` as an HTTP inference request, the first `header_len` bytes being the JSON header and the rest
 /// the binary tensor data (`None`: no `Inference-Header-Content-Length`, the whole body is JSON). A header
@@ -35,8 +35,8 @@ pub fn decode_infer_request(body: &[u8], header_len: Option<usize>) -> bool {
     }
     // The fast decoder of well-formed headers declines or agrees with the general one.
     let tail_from = header_len.unwrap_or(body.len());
-    crate::fast_decode::took_and_agreed(&Bytes::copy_from_slice(body), tail_from);
-    let Ok(decoded) = codec::decode_request(
+    crate::decode::took_and_agreed(&Bytes::copy_from_slice(body), tail_from);
+    let Ok(decoded) = crate::decode::decode_request(
         "fuzz",
         Some(1),
         Bytes::copy_from_slice(body),
@@ -188,7 +188,7 @@ fn redecode(resp: &[u8], header_len: usize) -> rampart_types::Result<Vec<InputTe
     body.extend_from_slice(&header[at[0] + FROM.len()..]);
     let new_header_len = body.len();
     body.extend_from_slice(&resp[header_len..]);
-    codec::decode_request("fuzz", Some(1), Bytes::from(body), new_header_len)
+    crate::decode::decode_request("fuzz", Some(1), Bytes::from(body), new_header_len)
         .map(|d| d.request.inputs)
 }
 

@@ -230,7 +230,7 @@ pub(crate) async fn run_infer(
             };
             codec::Decoded { request: req, binary_outputs: codec::BinaryOutputs::All }
         }
-        len => codec::decode_request_with(
+        len => crate::decode::decode_request_with(
             &model,
             version,
             body,

@@ -10,8 +10,8 @@ mod admin;
 mod cloud;
 mod codec;
 mod common;
+mod decode;
 mod encode;
-mod fast_decode;
 /// The wire decoders exposed to `fuzz/` (cargo feature `fuzzing`; not in the binary).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -1,6 +1,7 @@
-//! The `/infer` JSON header decoded straight into typed structs, borrowing names from the body: the path of
-//! every well-formed request, without building a `serde_json::Value` tree of the header (the general
-//! decoder in `codec.rs` did, at about a third of the front end's allocations per request).
+//! Decoding an `/infer` body: after the size check, the JSON header is decoded straight into typed structs,
+//! borrowing names from the body: the path of every well-formed request, without building a
+//! `serde_json::Value` tree of the header (the general decoder in `codec.rs` does, at about a third of the
+//! front end's allocations per request).
 //!
 //! It accepts only what the general decoder accepts, and answers `None` on anything else: a field it does
 //! not model (shared memory, other parameter keys), a type it does not expect, or any error. The caller then
@@ -20,7 +21,39 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de};
 use serde_json::Value;
 
-use crate::codec::{BinaryOutputs, Decoded, JsonLimits, json_to_bytes};
+use rampart_types::Result;
+
+use crate::codec::{
+    BinaryOutputs, Decoded, JsonLimits, check_json_size, decode_general, json_to_bytes,
+};
+
+/// Decodes an `/infer` body whose first `header_len` bytes are the JSON header (the rest: binary tensor
+/// data), under the operator's JSON limits.
+pub(crate) fn decode_request_with(
+    model: &str,
+    version: Option<i64>,
+    body: Bytes,
+    header_len: usize,
+    limits: &JsonLimits,
+) -> Result<Decoded> {
+    let header_len = header_len.min(body.len());
+    check_json_size(&body[..header_len], limits)?;
+    match decode(model, version, &body, header_len, limits) {
+        Some(decoded) => Ok(decoded),
+        None => decode_general(model, version, body, header_len, limits),
+    }
+}
+
+/// [`decode_request_with`] with the default limits (the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_request(
+    model: &str,
+    version: Option<i64>,
+    body: Bytes,
+    header_len: usize,
+) -> Result<Decoded> {
+    decode_request_with(model, version, body, header_len, &JsonLimits::default())
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +213,7 @@ impl<'de> Deserialize<'de> for Param {
 }
 
 /// The decoded request, or `None` for the general decoder to decide (and word any error).
-pub(crate) fn decode(
+fn decode(
     model: &str,
     version: Option<i64>,
     body: &Bytes,
@@ -233,11 +266,7 @@ pub(crate) fn decode(
             parameters: header.parameters.0,
             inputs,
             outputs,
-            trace: None,
-            raw_input: None,
-            principal: None,
-            call_depth: 0,
-            cancelled: None,
+            ..InferRequest::default()
         },
         binary_outputs: BinaryOutputs::Some { default: default_binary, per_output },
     })
@@ -249,7 +278,7 @@ pub(crate) fn decode(
 pub(crate) fn took_and_agreed(body: &Bytes, header_len: usize) -> bool {
     let limits = JsonLimits::default();
     let Some(fast) = decode("m", Some(1), body, header_len, &limits) else { return false };
-    let general = crate::codec::decode_general("m", Some(1), body.clone(), header_len, &limits)
+    let general = decode_general("m", Some(1), body.clone(), header_len, &limits)
         .unwrap_or_else(|e| panic!("the fast decoder took what the general one refuses: {e}"));
     assert_eq!(format!("{:?}", fast.request), format!("{:?}", general.request));
     for output in &general.request.outputs {
