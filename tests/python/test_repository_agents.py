@@ -77,6 +77,20 @@ def test_each_checksum_case_loads_or_is_refused_with_its_reason(tmp_path):
                 assert reason in entry["reason"], entry
 
 
+def test_repoagent_directory_is_accepted_and_loads_nothing(tmp_path):
+    """Triton loads agents as shared libraries from --repoagent-directory; Rampart's are built in."""
+    agents_dir = tmp_path / "repoagents" / "checksum"
+    agents_dir.mkdir(parents=True)
+    (agents_dir / "libtritonrepoagent_checksum.so").write_bytes(b"not a library")
+    repo = tmp_path / "models"
+    write_model(repo, "m", const=1, extra="")
+    args = base_args(repo, ENGINE, [f"--repoagent-directory={tmp_path / 'repoagents'}"])
+    with running(args, "rampart[repoagent dir]") as srv:
+        assert added(infer(srv, "m")) == 1
+        assert "--repoagent-directory has no effect: repository agents are built in (checksum); no shared " \
+               "library is ever loaded" in srv.stderr_text()
+
+
 def test_an_explicit_load_checks_the_files_and_a_config_override_brings_its_own_agents(tmp_path):
     repo = tmp_path / "models"
     good = add_model_bytes(1)

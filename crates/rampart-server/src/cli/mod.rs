@@ -343,7 +343,6 @@ impl Cli {
             ("grpc-infer-allocation-pool-size", self.grpc.grpc_infer_allocation_pool_size != 8),
             ("model-load-thread-count", repository.model_load_thread_count != 4),
             ("enable-peer-access", !repository.enable_peer_access),
-            ("repoagent-directory", resources.repoagent_directory.is_some()),
             ("cache-directory", resources.cache_directory.is_some()),
             ("pinned-memory-pool-byte-size", resources.pinned_memory_pool_byte_size.is_some()),
             ("cuda-memory-pool-byte-size", !resources.cuda_memory_pool_byte_size.is_empty()),
@@ -355,6 +354,13 @@ impl Cli {
             ("buffer-manager-thread-count", resources.buffer_manager_thread_count.is_some()),
             ("model-load-gpu-limit", !resources.model_load_gpu_limit.is_empty()),
         ];
+        if resources.repoagent_directory.is_some() {
+            inert.push(
+                "--repoagent-directory has no effect: repository agents are built in (checksum); no shared \
+                 library is ever loaded"
+                    .into(),
+            );
+        }
         let set: Vec<&str> = knobs.iter().filter(|(_, set)| *set).map(|(f, _)| *f).collect();
         if !set.is_empty() {
             inert.push(format!(
