@@ -483,7 +483,10 @@ async fn serve(
             Err(_) => tracing::warn!("GRPC streams still open at exit"),
         }
     }
-    tracing::info!("exiting: {} in-flight requests drained", draining.saturating_sub(left));
+    if draining > 0 {
+        tracing::info!("{} in-flight requests drained", draining.saturating_sub(left));
+    }
+    tracing::info!("exiting");
     Ok(Shutdown { drained: draining.saturating_sub(left), cut_off: left, forced: false })
 }
 
