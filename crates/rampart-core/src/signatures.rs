@@ -1,8 +1,7 @@
 //! The model-signature policy (`--model-signature-policy`, `--model-signature-key`, `--model-signature-root`):
-//! before anything reads a
-//! model directory, it is verified against its `model.sig` (OpenSSF model signing, `rampart-signing`) while
-//! each file is copied into a private snapshot, and the model loads from the snapshot: the bytes loaded are
-//! the bytes verified. Every load path comes through here (startup, poll, explicit load, overrides, cloud
+//! before anything reads a model directory, it is verified against its `model.sig` (OpenSSF model signing,
+//! `rampart-signing`) while each file is copied into a private snapshot, and the model loads from the
+//! snapshot: the bytes loaded are the bytes verified. Every load path comes through here (startup, poll, explicit load, overrides, cloud
 //! repositories after mirroring).
 
 use std::os::unix::fs::PermissionsExt;

@@ -67,8 +67,7 @@ async fn dispatch(cx: StreamContext, mut requests: Streaming<pb::ModelInferReque
     let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
     let mut previous: Option<oneshot::Receiver<Option<Link>>> = None;
     let mut admitted_before: Option<oneshot::Receiver<()>> = None;
-    let server = cx.inference.server.clone();
-    let draining = server.draining();
+    let draining = cx.inference.server.draining();
     tokio::pin!(draining);
     let mut shutting_down = false;
     loop {

@@ -483,11 +483,12 @@ async fn serve(
             Err(_) => tracing::warn!("GRPC streams still open at exit"),
         }
     }
+    let drained = draining.saturating_sub(left);
     if draining > 0 {
-        tracing::info!("{} in-flight requests drained", draining.saturating_sub(left));
+        tracing::info!("{drained} in-flight requests drained");
     }
     tracing::info!("exiting");
-    Ok(Shutdown { drained: draining.saturating_sub(left), cut_off: left, forced: false })
+    Ok(Shutdown { drained, cut_off: left, forced: false })
 }
 
 /// A second signal: exit now, saying what is cut off (`draining`: requests in flight when the drain began).

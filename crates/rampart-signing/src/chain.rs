@@ -11,7 +11,7 @@ use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::SigningError;
-use crate::key::{TrustedKey, hex, pem_blocks};
+use crate::key::{TrustedKey, pem_blocks};
 
 /// Chain certificates read from one signature, at most (the reference tool writes the leaf and its chain).
 const MAX_CHAIN: usize = 8;
@@ -23,7 +23,6 @@ const CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
 pub struct TrustedRoot {
     anchor: TrustAnchor<'static>,
     subject: String,
-    fingerprint: String,
 }
 
 impl TrustedRoot {
@@ -45,7 +44,7 @@ impl TrustedRoot {
                     SigningError::new(format!("root certificate '{subject}' is not usable: {e}"))
                 })?
                 .to_owned();
-            roots.push(TrustedRoot { anchor, subject, fingerprint: sha256_hex(&der) });
+            roots.push(TrustedRoot { anchor, subject });
         }
         Ok(roots)
     }
@@ -53,11 +52,6 @@ impl TrustedRoot {
     /// The root's subject name.
     pub fn subject(&self) -> &str {
         &self.subject
-    }
-
-    /// The hex SHA-256 of the root certificate (DER), as `openssl x509 -fingerprint -sha256` shows it.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
     }
 }
 
@@ -140,8 +134,4 @@ impl ExtendedKeyUsageValidator for AnyUsage {
     fn validate(&self, _: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
         Ok(())
     }
-}
-
-fn sha256_hex(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }

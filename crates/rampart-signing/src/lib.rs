@@ -7,7 +7,8 @@
 //! - [`TrustedRoot`]: a root certificate that a signature's certificate chain must lead to
 //!   (`model_signing sign certificate`).
 //! - [`verify_dir`]: verifies the signature, then hashes every file of the directory (the `files` method,
-//!   sha256 or blake3, as the signer chose) and requires an exact match: an extra, missing or changed file fails, naming the first one.
+//!   sha256 or blake3, as the signer chose) and requires an exact match: an extra, missing or changed file
+//!   fails, naming the first one.
 //!   With a snapshot directory, each file is copied there while it is hashed, so what a loader then reads is
 //!   what was verified (no check-then-use gap).
 //!

@@ -13,7 +13,7 @@ const IGNORED: &[&str] = &[SIGNATURE_FILE, ".git", ".gitignore", ".gitattributes
 /// Most entries walked in one model directory.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Every regular file under `dir` (relative path, sha256 hex) in name order, copied under `snapshot` when
+/// Every regular file under `dir` (relative path, hex digest of `kind`) in name order, copied under `snapshot` when
 /// given. A symbolic link or anything but a file or directory fails.
 pub(crate) fn hash(
     dir: &Path,
